@@ -1,0 +1,54 @@
+"""mmsc_dgl: multi-modal relational item representations for substitutes and complements.
+
+The package root is light: importing it never imports DGL.  The parts that need DGL (graph
+building, dataset loading with the graph) are reached lazily through PEP 562 ``__getattr__``,
+so the encoder, trainer and evaluation run on machines where DGL cannot be installed.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+RELATIONS = ("substitute", "complement")
+"""The two item-item relations, in canonical order (edge types of the heterograph)."""
+
+NODE_TYPE = "item"
+
+# public name -> "module:attribute"; resolved on first access.
+_LAZY = {
+    "DataError": "mmsc_dgl.errors:DataError",
+    "SkipReport": "mmsc_dgl.data.report:SkipReport",
+    "ItemCatalog": "mmsc_dgl.data.catalog:ItemCatalog",
+    "RelationMap": "mmsc_dgl.data.relations:RelationMap",
+    "read_amazon": "mmsc_dgl.data.amazon:read_amazon",
+    "read_edgelist": "mmsc_dgl.data.edgelist:read_edgelist",
+    "read_parquet_inputs": "mmsc_dgl.data.parquet:read_parquet_inputs",
+    "build_graph": "mmsc_dgl.data.graph:build_graph",
+    "generate_synthetic": "mmsc_dgl.data.synthetic:generate_synthetic",
+    "make_splits": "mmsc_dgl.data.splits:make_splits",
+    "prepare": "mmsc_dgl.data.prepare:prepare",
+    "Dataset": "mmsc_dgl.data.dataset:Dataset",
+    "load_dataset": "mmsc_dgl.data.dataset:load_dataset",
+    "NegativeSampler": "mmsc_dgl.eval.negatives:NegativeSampler",
+    "SplitConfig": "mmsc_dgl.config:SplitConfig",
+    "SyntheticConfig": "mmsc_dgl.config:SyntheticConfig",
+    "PrepareConfig": "mmsc_dgl.config:PrepareConfig",
+}
+
+__all__ = ["RELATIONS", "NODE_TYPE", "__version__", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    target = _LAZY.get(name)
+    if target is None:
+        raise AttributeError(f"module 'mmsc_dgl' has no attribute {name!r}")
+    module_name, attr = target.split(":")
+    value = getattr(importlib.import_module(module_name), attr)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

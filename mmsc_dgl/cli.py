@@ -1,0 +1,120 @@
+"""The ``mmsc-dgl`` command line: a thin face over the library.
+
+Each command parses its options, makes one library call and prints the result.  Nothing here
+is needed by the library, and nothing imports this module.
+"""
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Optional, Tuple
+
+import click
+
+from mmsc_dgl import __version__
+from mmsc_dgl.errors import DataError
+
+
+def _setup_logging(verbose: int) -> None:
+    level = logging.WARNING if verbose <= 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+class _Group(click.Group):
+    """Turns :class:`DataError` into a one-line message and exit code 2, not a traceback."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except (DataError, FileExistsError) as err:
+            click.echo(f"error: {err}", err=True)
+            sys.exit(2)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="mmsc-dgl")
+@click.option("-v", "--verbose", count=True, help="Log progress (-v) or details (-vv).")
+def main(verbose: int) -> None:
+    """Infer substitutable and complementary items with multi-modal relational graphs."""
+    _setup_logging(verbose)
+
+
+@main.command()
+@click.argument("inputs", nargs=-1, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Dataset directory to write.")
+@click.option("--format", "fmt", type=click.Choice(["amazon", "edgelist", "parquet"]),
+              help="Input format (default: from the file names).")
+@click.option("--synthetic", type=click.IntRange(min=50), metavar="N",
+              help="Generate the built-in synthetic catalog of N items instead of reading files.")
+@click.option("--noise-rate", type=click.FloatRange(0, 1, max_open=True),
+              help="Synthetic: share of noise edges (default 0.2).")
+@click.option("--relation-map", metavar="KEY=REL,...",
+              help="Map raw relation keys to substitute/complement/ignore, "
+                   "e.g. 1=complement,2=substitute or also_view=substitute.")
+@click.option("--items", "items", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Parquet item table for edge-list inputs.")
+@click.option("--pairs", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Labelled pair file (relation src dst label) kept as a given test set.")
+@click.option("--schema", type=click.Choice(["auto", "2014", "2018"]), default="auto", show_default=True,
+              help="Amazon metadata schema.")
+@click.option("--id-type", type=click.Choice(["auto", "int", "str"]), default="auto", show_default=True,
+              help="Edge-list ids: integers or names.")
+@click.option("--symmetric/--directed", default=True, show_default=True,
+              help="Add the reverse of every edge.")
+@click.option("--strict", is_flag=True, help="Stop at the first malformed line instead of counting it.")
+@click.option("--num-negatives", type=click.IntRange(min=1), default=1000, show_default=True,
+              help="Sampled negatives per held-out edge.")
+@click.option("--min-degree", type=click.IntRange(min=2), default=2, show_default=True,
+              help="Items with this many edges of a relation hold out a test and a validation edge.")
+@click.option("--cold-fraction", type=click.FloatRange(0, 0.5),
+              help="Share of items held out for cold start (default: the catalog's is_cold_start "
+                   "column if any, else 0.05).")
+@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="YAML/TOML file with PrepareConfig fields; flags override it.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for splits and synthetic data.")
+@click.option("--overwrite", is_flag=True, help="Replace --out if it exists.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def prepare(inputs: Tuple[Path, ...], out: Path, fmt: Optional[str], synthetic: Optional[int],
+            noise_rate: Optional[float], relation_map: Optional[str], items: Optional[Path],
+            pairs: Optional[Path], schema: str, id_type: str, symmetric: bool, strict: bool,
+            num_negatives: int, min_degree: int, cold_fraction: Optional[float],
+            config_path: Optional[Path], seed: int, overwrite: bool, as_json: bool) -> None:
+    """Turn INPUTS (Amazon metadata, edge lists or parquet tables) into a dataset directory."""
+    import json
+
+    from mmsc_dgl.config import PrepareConfig, SplitConfig, SyntheticConfig
+    from mmsc_dgl.data.prepare import prepare as run_prepare
+
+    ctx = click.get_current_context()
+    given = {name for name in ctx.params
+             if ctx.get_parameter_source(name) != click.core.ParameterSource.DEFAULT}
+    flags = {"format": fmt, "relation_map": relation_map, "schema": schema, "id_type": id_type,
+             "symmetric": symmetric, "strict": strict}
+    split_flags = {"seed": seed, "num_negatives": num_negatives, "min_degree": min_degree,
+                   "cold_fraction": cold_fraction}
+    param_of = {"format": "fmt"}
+    if config_path is not None:
+        base = PrepareConfig.from_file(config_path)
+        flags = {k: v for k, v in flags.items() if param_of.get(k, k) in given}
+        split_flags = {k: v for k, v in split_flags.items() if k in given}
+    else:
+        base = PrepareConfig()
+    split = SplitConfig.from_mapping(base.split.model_dump(), split_flags)
+    config = PrepareConfig.from_mapping(base.model_dump(by_alias=True), {**flags, "split": split.model_dump()})
+    synthetic_config = None
+    if synthetic is not None:
+        synthetic_config = SyntheticConfig(num_items=synthetic, seed=seed,
+                                           **({} if noise_rate is None else {"noise_rate": noise_rate}))
+    dataset = run_prepare(inputs, out=out, config=config, items=items, pairs=pairs,
+                          synthetic=synthetic_config, overwrite=overwrite)
+    if as_json:
+        click.echo(json.dumps(dataset.summary(), indent=2, sort_keys=True))
+    else:
+        click.echo("\n".join(dataset.format_summary()))
+        click.echo(f"dataset written to {out}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,96 @@
+"""The item heterograph: node type ``item``; edge types ``substitute`` and ``complement``."""
+from __future__ import annotations
+
+import logging
+from typing import Dict, Mapping, Optional
+
+import dgl
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import torch
+
+from mmsc_dgl import NODE_TYPE, RELATIONS
+from mmsc_dgl.data.catalog import ItemCatalog
+from mmsc_dgl.data.edges import RelationEdges, canonical_edges
+from mmsc_dgl.data.report import SkipReport
+from mmsc_dgl.errors import DataError
+
+logger = logging.getLogger(__name__)
+
+
+def canonical_etype(relation: str) -> tuple:
+    return (NODE_TYPE, relation, NODE_TYPE)
+
+
+def edges_from_raw(catalog: ItemCatalog, raw: pa.Table, report: SkipReport,
+                   symmetric: bool = True) -> Dict[str, RelationEdges]:
+    """Map raw edges (string item ids) to node ids and make them canonical, per relation.
+
+    Rows with ``label == 0`` are labelled non-edges: they are counted, not added.
+    """
+    if "label" in raw.column_names:
+        negative = pc.equal(raw.column("label"), 0)
+        report.skip("labelled non-edges (label 0) in the input are not graph edges",
+                    count=int(pc.sum(negative).as_py() or 0))
+        raw = raw.filter(pc.invert(negative))
+    unknown = sorted(set(pc.unique(raw.column("relation")).to_pylist()) - set(RELATIONS))
+    if unknown:
+        raise DataError(f"edges carry relation names {unknown}; the graph has {list(RELATIONS)}.",
+                        fix="map them with --relation-map.")
+    num_nodes = len(catalog)
+    out: Dict[str, RelationEdges] = {}
+    for relation in RELATIONS:
+        part = raw.filter(pc.equal(raw.column("relation"), relation))
+        src = catalog.index_of(part.column("src"))
+        dst = catalog.index_of(part.column("dst"))
+        _example_missing(part, src, dst, relation, report)
+        out[relation] = canonical_edges(src, dst, num_nodes, relation, report, symmetric=symmetric)
+    return out
+
+
+def _example_missing(part: pa.Table, src: np.ndarray, dst: np.ndarray, relation: str,
+                     report: SkipReport) -> None:
+    missing = np.flatnonzero((src < 0) | (dst < 0))[: report.max_examples]
+    reason = f"{relation}: edge with an endpoint not in the catalog"
+    for i in missing:
+        report.examples.setdefault(reason, [])
+        if len(report.examples[reason]) < report.max_examples:
+            report.examples[reason].append(f"{part.column('src')[i]}->{part.column('dst')[i]}")
+
+
+def build_graph(num_items: int, edges: Mapping[str, RelationEdges],
+                require_edges: bool = True) -> dgl.DGLGraph:
+    """A ``dgl.heterograph`` with one node type ``item`` and one edge type per relation.
+
+    Per-edge arrays in ``RelationEdges.data`` become edge features (``g.edges[rel].data``).
+
+    Raises:
+        DataError: when no relation has an edge (with ``require_edges``).
+    """
+    if require_edges and sum(len(e) for e in edges.values()) == 0:
+        raise DataError(f"the catalog of {num_items:,} items has no edges at all after cleaning.",
+                        fix="check --relation-map and that edge ids match item ids; "
+                            "the skip report says where edges went.")
+    data = {}
+    for relation in RELATIONS:
+        rel = edges.get(relation) or RelationEdges(np.zeros(0), np.zeros(0))
+        data[canonical_etype(relation)] = (torch.from_numpy(rel.src), torch.from_numpy(rel.dst))
+    graph = dgl.heterograph(data, num_nodes_dict={NODE_TYPE: num_items}, idtype=torch.int64)
+    for relation in RELATIONS:
+        rel = edges.get(relation)
+        if rel is None:
+            continue
+        for key, values in rel.data.items():
+            graph.edges[canonical_etype(relation)].data[key] = torch.from_numpy(np.ascontiguousarray(values))
+    return graph
+
+
+def graph_edges(graph: dgl.DGLGraph, relation: str, data_keys: Optional[list] = None) -> RelationEdges:
+    """The edges of one relation of a heterograph, back as :class:`RelationEdges`."""
+    etype = canonical_etype(relation)
+    src, dst = graph.edges(etype=etype, order="srcdst")
+    keys = list(graph.edges[etype].data.keys()) if data_keys is None else data_keys
+    ids = graph.edge_ids(src, dst, etype=etype) if keys else None
+    data = {k: graph.edges[etype].data[k][ids].numpy() for k in keys}
+    return RelationEdges(src.numpy(), dst.numpy(), data)

@@ -1,0 +1,174 @@
+"""``prepare``: any supported input (or the synthetic catalog) -> a saved dataset directory."""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Optional, Sequence
+
+import pyarrow as pa
+
+from mmsc_dgl.config import PrepareConfig, SyntheticConfig
+from mmsc_dgl.data.catalog import ItemCatalog
+from mmsc_dgl.data.dataset import Dataset
+from mmsc_dgl.data.graph import edges_from_raw
+from mmsc_dgl.data.relations import RelationMap
+from mmsc_dgl.data.report import SkipReport
+from mmsc_dgl.data.splits import make_splits
+from mmsc_dgl.errors import DataError
+
+logger = logging.getLogger(__name__)
+
+
+def detect_format(paths: Sequence[os.PathLike | str]) -> str:
+    """``amazon`` for ``.json``/``.json.gz``, ``parquet`` for ``.parquet``, else ``edgelist``."""
+    kinds = set()
+    for path in paths:
+        name = Path(path).name.lower()
+        if name.endswith(".gz"):
+            name = name[:-3]
+        if name.endswith((".json", ".jsonl")):
+            kinds.add("amazon")
+        elif name.endswith((".parquet", ".pq")):
+            kinds.add("parquet")
+        else:
+            kinds.add("edgelist")
+    if len(kinds) > 1:
+        raise DataError(f"the inputs mix formats ({', '.join(sorted(kinds))}).",
+                        fix="prepare one format at a time, or pass --format explicitly.")
+    return kinds.pop()
+
+
+def _pairs_as_nodes(path: os.PathLike | str, catalog: ItemCatalog, relation_map: RelationMap,
+                    id_type: str, report: SkipReport) -> pa.Table:
+    from mmsc_dgl.data.edgelist import read_pairs
+    raw = read_pairs(path, relation_map=relation_map, id_type=id_type)
+    src = catalog.index_of(raw.column("src"))
+    dst = catalog.index_of(raw.column("dst"))
+    known = (src >= 0) & (dst >= 0)
+    report.skip("labelled pairs with an item not in the catalog", f"{os.fspath(path)}",
+                count=int((~known).sum()))
+    loops = known & (src == dst)
+    report.skip("labelled pairs that are self-loops", f"{os.fspath(path)}", count=int(loops.sum()))
+    keep = known & ~loops
+    if not keep.any():
+        raise DataError("no labelled pair refers to two catalog items.", path=path,
+                        fix="check that the pair file uses the same item ids as the inputs.")
+    relation = raw.column("relation").filter(pa.array(keep))
+    return pa.table({
+        "relation": relation.cast(pa.string()).dictionary_encode().combine_chunks(),
+        "src": src[keep], "dst": dst[keep],
+        "label": raw.column("label").filter(pa.array(keep)),
+    })
+
+
+def prepare(inputs: Sequence[os.PathLike | str] = (), out: Optional[os.PathLike | str] = None,
+            config: Optional[PrepareConfig] = None, items: Optional[os.PathLike | str] = None,
+            pairs: Optional[os.PathLike | str] = None, synthetic: Optional[SyntheticConfig] = None,
+            overwrite: bool = False, progress: bool = True) -> Dataset:
+    """Read inputs (or generate the synthetic catalog), build the graph and the splits, and
+    write the dataset directory to ``out`` (if given).  ``mmsc-dgl prepare`` is this function.
+
+    Args:
+        inputs: Amazon metadata, edge lists or parquet tables (one format at a time).
+        out: the dataset directory to write; ``None`` keeps the dataset in memory only.
+        config: reading and splitting settings (:class:`~mmsc_dgl.config.PrepareConfig`).
+        items: a parquet item table for edge-list inputs (otherwise the catalog is the set of
+            ids in the edges).
+        pairs: a labelled pair file (``relation src dst label``) kept as a given test set.
+        synthetic: generate the synthetic catalog with these settings instead of reading files.
+        overwrite: replace ``out`` if it exists.
+        progress: show progress bars on large inputs.
+
+    Example:
+        >>> from mmsc_dgl.config import SyntheticConfig
+        >>> ds = prepare(synthetic=SyntheticConfig(num_items=500, seed=0))
+        >>> ds.num_items
+        500
+    """
+    config = config or PrepareConfig()
+    started = time.perf_counter()
+    report = SkipReport()
+    info: dict = {"config": config.model_dump(by_alias=True)}
+    cold_mask = None
+    if synthetic is not None:
+        from mmsc_dgl.data.synthetic import generate_synthetic
+        if inputs:
+            raise DataError("both input files and --synthetic were given.", fix="pass one or the other.")
+        data = generate_synthetic(synthetic)
+        catalog, edges = data.catalog, data.edges
+        report.merge(data.report)
+        relation_map = RelationMap.edgelist(config.relation_map)
+        cold_mask = catalog.table.column("is_cold_start").to_numpy()
+        info["source"] = {"synthetic": synthetic.model_dump()}
+    else:
+        if not inputs:
+            raise DataError("no input files were given.",
+                            fix="pass files to read, or --synthetic N for the built-in catalog.")
+        fmt = config.format or detect_format(inputs)
+        info["source"] = {"format": fmt, "files": [os.fspath(p) for p in inputs]}
+        if fmt == "amazon":
+            from mmsc_dgl.data.amazon import read_amazon
+            relation_map = RelationMap.amazon(config.relation_map)
+            read = read_amazon(inputs, relation_map, schema=config.schema_, strict=config.strict,
+                               progress=progress)
+            catalog, raw = read.catalog, read.edges
+            report.merge(read.report)
+            info["source"]["schemas"] = read.schemas
+        elif fmt == "edgelist":
+            from mmsc_dgl.data.edgelist import read_edgelist
+            relation_map = RelationMap.edgelist(config.relation_map)
+            read = read_edgelist(inputs, relation_map, id_type=config.id_type, strict=config.strict,
+                                 progress=progress)
+            report.merge(read.report)
+            raw = read.edges
+            if items is not None:
+                from mmsc_dgl.data.parquet import read_item_table
+                catalog = read_item_table(items)
+            else:
+                catalog = read.implied_catalog()
+        elif fmt == "parquet":
+            from mmsc_dgl.data.parquet import read_item_table, read_parquet_inputs
+            relation_map = RelationMap.edgelist(config.relation_map)
+            read = read_parquet_inputs(inputs, relation_map)
+            report.merge(read.report)
+            raw = read.edges
+            catalog = read.catalog
+            if items is not None:
+                if catalog is not None:
+                    raise DataError("an item table was given twice (an input and --items).", path=items,
+                                    fix="pass it once.")
+                catalog = read_item_table(items)
+            if catalog is None:
+                catalog = ItemCatalog.from_edges(raw)
+        else:
+            raise DataError(f"unknown format {fmt!r}.", fix="use amazon, edgelist or parquet.")
+        if items is not None:
+            info["source"]["items"] = os.fspath(items)
+        if len(catalog) == 0:
+            raise DataError("the catalog is empty.", path=inputs[0], fix="pass inputs that hold items.")
+        edges = edges_from_raw(catalog, raw, report, symmetric=config.symmetric)
+        if "is_cold_start" in catalog.table.column_names:
+            cold_mask = catalog.table.column("is_cold_start").to_numpy(zero_copy_only=False).astype(bool)
+
+    if sum(len(e) for e in edges.values()) == 0:
+        raise DataError(f"the catalog of {len(catalog):,} items has no edges at all after cleaning.",
+                        path=inputs[0] if inputs else None,
+                        fix="check --relation-map and that edge ids match item ids; "
+                            "the skip report: " + "; ".join(report.format()))
+    pair_table = None
+    if pairs is not None:
+        pair_table = _pairs_as_nodes(pairs, catalog, RelationMap.edgelist(config.relation_map),
+                                     config.id_type, report)
+        info["pairs"] = os.fspath(pairs)
+    splits = make_splits(edges, len(catalog), config.split, cold_mask=cold_mask, pairs=pair_table)
+    dataset = Dataset(catalog=catalog, edges=edges, splits=splits, relation_map=relation_map.to_dict(),
+                      report=report, info=info)
+    info["prepare_seconds"] = round(time.perf_counter() - started, 3)
+    logger.info("prepared %s in %.1fs", dataset, info["prepare_seconds"])
+    if out is not None:
+        dataset.save(out, overwrite=overwrite)
+    return dataset
+
+

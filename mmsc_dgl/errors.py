@@ -1,0 +1,30 @@
+"""Errors that tell the user where the problem is and how to fix it."""
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+
+class DataError(ValueError):
+    """Bad input data.  The message names the file, the line (when known) and the fix.
+
+    Args:
+        message: what is wrong.
+        path: the file that holds the problem.
+        line: 1-based line number inside ``path``.
+        fix: what the user should do about it.
+    """
+
+    def __init__(self, message: str, path: Optional[os.PathLike | str] = None,
+                 line: Optional[int] = None, fix: Optional[str] = None):
+        self.path = None if path is None else os.fspath(path)
+        self.line = line
+        self.fix = fix
+        self.reason = message
+        where = ""
+        if self.path is not None:
+            where = f"{self.path}:{line}: " if line is not None else f"{self.path}: "
+        text = where + message
+        if fix:
+            text += f" Fix: {fix}"
+        super().__init__(text)

@@ -1,0 +1,1 @@
+"""Evaluation: sampled negatives, ranking and pair metrics, cold start.  No DGL here."""

@@ -1,0 +1,143 @@
+"""Sampled negatives for held-out edges, regenerated from the seed instead of stored.
+
+At a million items, 1000 negatives for each held-out edge would be billions of ids.  Instead,
+negative ``j`` of query ``q`` is a counter-based hash of ``(seed, relation, split, q, j,
+attempt)``: any subset of queries, in any batch, gets the same rows.  A candidate that is the
+query item, one of its true neighbours under the relation (in either direction, held-out edges
+included), or a repeat within the row is redrawn with the next ``attempt``.
+"""
+from __future__ import annotations
+
+from typing import Dict, Mapping, Sequence, Tuple
+
+import numpy as np
+
+from mmsc_dgl import RELATIONS
+
+SPLIT_IDS = {"val": 1, "test": 2, "cold": 3, "pairs": 4}
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_M1 = np.uint64(0xBF58476D1CE4E5B9)
+_M2 = np.uint64(0x94D049BB133111EB)
+
+
+def splitmix64(x: np.ndarray) -> np.ndarray:
+    """The splitmix64 finaliser on uint64 arrays (wrapping arithmetic)."""
+    x = np.asarray(x, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        x = x + _GOLDEN
+        x = (x ^ (x >> np.uint64(30))) * _M1
+        x = (x ^ (x >> np.uint64(27))) * _M2
+        return x ^ (x >> np.uint64(31))
+
+
+def exclusion_codes(indptr: np.ndarray, indices: np.ndarray, num_items: int) -> np.ndarray:
+    """Sorted ``row * num_items + col`` codes of a CSR with sorted columns per row."""
+    rows = np.repeat(np.arange(len(indptr) - 1, dtype=np.int64), np.diff(indptr))
+    codes = rows * np.int64(num_items) + indices.astype(np.int64)
+    if len(codes) > 1 and np.any(codes[1:] < codes[:-1]):
+        codes = np.sort(codes)
+    return codes
+
+
+class NegativeSampler:
+    """Deterministic negatives per (relation, split, query).
+
+    Args:
+        num_items: number of items (nodes).
+        exclude: per relation, ``(indptr, indices)`` of every item's true neighbours under that
+            relation; rows must be sorted.  Use the full graph, held-out edges included, made
+            symmetric.
+        seed: the split seed.
+        num_negatives: negatives per query.  Must not exceed what every query item has
+            available (``num_items - 1 - degree``); :func:`max_negatives` computes that bound.
+
+    Example:
+        >>> import numpy as np
+        >>> indptr, indices = np.array([0, 1, 2, 2, 2]), np.array([1, 0])
+        >>> sampler = NegativeSampler(4, {"substitute": (indptr, indices)}, seed=0, num_negatives=2)
+        >>> sorted(sampler.sample("substitute", "test", np.array([0]), np.array([0]))[0].tolist())
+        [2, 3]
+    """
+
+    def __init__(self, num_items: int, exclude: Mapping[str, Tuple[np.ndarray, np.ndarray]],
+                 seed: int, num_negatives: int, max_rounds: int = 100_000):
+        self.num_items = int(num_items)
+        self.seed = int(seed)
+        self.num_negatives = int(num_negatives)
+        self.max_rounds = max_rounds
+        self._codes: Dict[str, np.ndarray] = {
+            r: exclusion_codes(indptr, indices, self.num_items) for r, (indptr, indices) in exclude.items()}
+        self._degree = {r: np.diff(indptr) for r, (indptr, _) in exclude.items()}
+
+    def __repr__(self) -> str:
+        return (f"NegativeSampler(num_items={self.num_items:,}, num_negatives={self.num_negatives}, "
+                f"seed={self.seed})")
+
+    def _stream(self, relation: str, split: str) -> np.uint64:
+        key = splitmix64(np.array([self.seed], dtype=np.uint64))
+        key = splitmix64(key ^ np.uint64(RELATIONS.index(relation) + 1))
+        return splitmix64(key ^ np.uint64(SPLIT_IDS[split]))[0]
+
+    def _draw(self, stream: np.uint64, query: np.ndarray, slot: np.ndarray, attempt: np.ndarray) -> np.ndarray:
+        x = splitmix64(stream ^ query.astype(np.uint64))
+        x = splitmix64(x ^ slot.astype(np.uint64))
+        x = splitmix64(x ^ attempt.astype(np.uint64))
+        return (x % np.uint64(self.num_items)).astype(np.int64)
+
+    def sample(self, relation: str, split: str, query: np.ndarray, src: np.ndarray) -> np.ndarray:
+        """Negatives ``[len(query), num_negatives]`` (int64) for the queries ``query`` (their
+        row numbers in the split's edge table) whose items are ``src``."""
+        query = np.asarray(query, dtype=np.int64)
+        src = np.asarray(src, dtype=np.int64)
+        if query.shape != src.shape:
+            raise ValueError(f"query has shape {query.shape} but src has {src.shape}")
+        k = self.num_negatives
+        available = self.num_items - 1 - self._degree[relation][src]
+        if len(src) and available.min() < k:
+            raise ValueError(f"item {src[np.argmin(available)]} has only {available.min()} possible "
+                             f"negatives under {relation!r}, fewer than num_negatives={k}.")
+        stream = self._stream(relation, split)
+        rows = np.repeat(np.arange(len(query)), k)
+        slots = np.tile(np.arange(k, dtype=np.int64), len(query))
+        attempt = np.zeros(len(rows), dtype=np.int64)
+        out = self._draw(stream, query[rows], slots, attempt).reshape(len(query), k)
+        codes = self._codes[relation]
+        todo = np.arange(out.size)
+        for _ in range(self.max_rounds):
+            flat = out.reshape(-1)
+            r = rows[todo]
+            cand = flat[todo]
+            bad = cand == src[r]
+            pos = np.searchsorted(codes, src[r] * np.int64(self.num_items) + cand)
+            pos = np.minimum(pos, len(codes) - 1) if len(codes) else pos
+            if len(codes):
+                bad |= codes[pos] == src[r] * np.int64(self.num_items) + cand
+            bad_flat = np.zeros(out.size, dtype=bool)
+            bad_flat[todo[bad]] = True
+            # A repeat within a row: keep the lowest slot, redraw the others.
+            touched = np.unique(r)
+            block = out[touched]
+            order = np.argsort(block, axis=1, kind="stable")
+            sorted_block = np.take_along_axis(block, order, axis=1)
+            dup_sorted = np.zeros_like(sorted_block, dtype=bool)
+            dup_sorted[:, 1:] = sorted_block[:, 1:] == sorted_block[:, :-1]
+            dup = np.zeros_like(dup_sorted)
+            np.put_along_axis(dup, order, dup_sorted, axis=1)
+            bad_flat[(touched[:, None] * k + np.arange(k)[None, :])[dup]] = True
+            todo = np.flatnonzero(bad_flat)
+            if len(todo) == 0:
+                return out
+            attempt[todo] += 1
+            flat[todo] = self._draw(stream, query[rows[todo]], slots[todo], attempt[todo])
+        raise RuntimeError("negative sampling did not converge; lower num_negatives.")
+
+
+def max_negatives(num_items: int, degrees: Mapping[str, np.ndarray],
+                  query_items: Mapping[str, Sequence[np.ndarray]]) -> int:
+    """The largest ``num_negatives`` every query can be given: ``min(num_items - 1 - degree)``."""
+    best = num_items - 1
+    for relation, arrays in query_items.items():
+        for items in arrays:
+            if len(items):
+                best = min(best, int(num_items - 1 - degrees[relation][items].max()))
+    return best
