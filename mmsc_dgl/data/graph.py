@@ -59,6 +59,11 @@ def _example_missing(part: pa.Table, src: np.ndarray, dst: np.ndarray, relation:
             report.examples[reason].append(f"{part.column('src')[i]}->{part.column('dst')[i]}")
 
 
+def _tensor(array: np.ndarray) -> torch.Tensor:
+    # Arrays read from parquet are read-only; torch needs a writable buffer.
+    return torch.from_numpy(np.require(array, requirements=["C", "W"]))
+
+
 def build_graph(num_items: int, edges: Mapping[str, RelationEdges],
                 require_edges: bool = True) -> dgl.DGLGraph:
     """A ``dgl.heterograph`` with one node type ``item`` and one edge type per relation.
@@ -75,14 +80,14 @@ def build_graph(num_items: int, edges: Mapping[str, RelationEdges],
     data = {}
     for relation in RELATIONS:
         rel = edges.get(relation) or RelationEdges(np.zeros(0), np.zeros(0))
-        data[canonical_etype(relation)] = (torch.from_numpy(rel.src), torch.from_numpy(rel.dst))
+        data[canonical_etype(relation)] = (_tensor(rel.src), _tensor(rel.dst))
     graph = dgl.heterograph(data, num_nodes_dict={NODE_TYPE: num_items}, idtype=torch.int64)
     for relation in RELATIONS:
         rel = edges.get(relation)
         if rel is None:
             continue
         for key, values in rel.data.items():
-            graph.edges[canonical_etype(relation)].data[key] = torch.from_numpy(np.ascontiguousarray(values))
+            graph.edges[canonical_etype(relation)].data[key] = _tensor(values)
     return graph
 
 

@@ -1,0 +1,70 @@
+"""The promises a new user meets first: README commands, CI, the import and the entry points."""
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import REPO
+
+
+def _readme_commands():
+    text = (REPO / "README.md").read_text()
+    return re.findall(r"```bash\n(.+?)\n```", text, flags=re.S)
+
+
+def test_readme_opens_with_two_commands_and_ci_runs_the_test_one():
+    commands = _readme_commands()
+    assert len(commands[0].splitlines()) == 1 and "mmsc-dgl" in commands[0]
+    assert len(commands[1].splitlines()) == 1 and "pytest" in commands[1]
+    ci = (REPO / ".ci" / "run").read_text()
+    assert commands[1] in ci, ".ci/run must run the README's test command verbatim"
+    # Nothing but the two commands (and their one-line captions) comes before them.
+    head = (REPO / "README.md").read_text().split(commands[1])[0]
+    assert head.count("```bash") == 2
+
+
+def test_import_does_not_pull_in_dgl():
+    code = ("import sys, mmsc_dgl, mmsc_dgl.eval.negatives, mmsc_dgl.data.splits, mmsc_dgl.config;"
+            "assert 'dgl' not in sys.modules, 'dgl imported'; print(mmsc_dgl.__version__)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == __import__("mmsc_dgl").__version__
+
+
+def test_dataset_loads_without_dgl(tmp_path):
+    """A GPU host has no DGL: loading a prepared dataset must not need it."""
+    from mmsc_dgl.config import SyntheticConfig
+    from mmsc_dgl.data.prepare import prepare
+    prepare(synthetic=SyntheticConfig(num_items=300, seed=1), out=tmp_path / "ds")
+    code = ("import sys; sys.modules['dgl'] = None\n"
+            "import mmsc_dgl\n"
+            f"ds = mmsc_dgl.load_dataset({str(tmp_path / 'ds')!r})\n"
+            "print(ds.num_items, len(ds.splits.test['substitute']))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split()[0] == "300"
+
+
+def test_lazy_attributes_resolve():
+    import mmsc_dgl
+    assert mmsc_dgl.RELATIONS == ("substitute", "complement")
+    for name in mmsc_dgl._LAZY:
+        assert getattr(mmsc_dgl, name) is not None
+    assert "prepare" in dir(mmsc_dgl)
+
+
+def test_python_dash_m_and_console_script_agree():
+    out_m = subprocess.run([sys.executable, "-m", "mmsc_dgl", "--help"], capture_output=True, text=True)
+    assert out_m.returncode == 0 and "prepare" in out_m.stdout
+    script = Path(sys.executable).parent / "mmsc-dgl"
+    if script.exists():
+        out_s = subprocess.run([str(script), "--help"], capture_output=True, text=True)
+        assert out_s.stdout == out_m.stdout
+
+
+def test_setup_cfg_pins_the_working_stack():
+    cfg = (REPO / "setup.cfg").read_text()
+    for pin in ("torch==2.2.1", "dgl==2.1.0", "torchdata==0.7.1", "numpy>=1.24,<2", "pandas>=2.0,<3",
+                "pyarrow>=14,<26", "pyyaml", "pydantic", "scipy", "click", "open_clip_torch==3.3.0",
+                "torchvision==0.17.1", "hypothesis"):
+        assert pin in cfg, pin
