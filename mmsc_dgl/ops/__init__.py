@@ -1,0 +1,90 @@
+"""Message-passing kernels over plain CSR tensors.  No DGL at import time.
+
+:func:`edge_softmax_aggregate` is the one entry point; it dispatches to
+
+* ``"reference"``: torch scatter ops, CPU and CUDA, autograd by torch (the slow, obvious one);
+* ``"dgl"``: DGL's CPU kernels (``edge_softmax`` + ``u_mul_e_sum``), imported on first use;
+* ``"triton"``: a fused Triton kernel with its own backward, for CUDA (and CPU under
+  ``TRITON_INTERPRET=1``, for tests).
+"""
+from __future__ import annotations
+
+import importlib
+import os
+
+import torch
+
+from mmsc_dgl.ops.csr import CSR
+
+IMPLEMENTATIONS = ("reference", "dgl", "triton")
+
+__all__ = ["CSR", "IMPLEMENTATIONS", "edge_softmax_aggregate", "triton_available", "default_impl"]
+
+
+def triton_available(device: torch.device | str | None = None) -> bool:
+    """Whether the Triton kernel can run on ``device`` (CUDA, or any device when interpreted)."""
+    try:
+        importlib.import_module("triton")
+    except ImportError:
+        return False
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        return True
+    return device is not None and torch.device(device).type == "cuda"
+
+
+def default_impl(device: torch.device | str) -> str:
+    """``triton`` on CUDA when Triton is importable, otherwise ``reference``."""
+    device = torch.device(device)
+    return "triton" if device.type == "cuda" and triton_available(device) else "reference"
+
+
+def edge_softmax_aggregate(csr: CSR, logits: torch.Tensor, feat: torch.Tensor, impl: str = "auto",
+                           return_attention: bool = False):
+    r"""Fused edge softmax and weighted aggregation over the rows of ``csr``.
+
+    .. math::
+        \alpha_{e,h} = \frac{\exp(s_{e,h})}{\sum_{e' \in \mathcal{E}(i)} \exp(s_{e',h})},
+        \qquad
+        o_{i,h} = \sum_{e \in \mathcal{E}(i)} \alpha_{e,h}\, x_{\mathrm{src}(e),h}
+
+    Args:
+        csr: adjacency; row ``i`` aggregates over its edges ``indptr[i]:indptr[i+1]``.
+        logits: attention logits ``s`` [E, H].
+        feat: source features ``x`` [num_src, H, D].
+        impl: ``"auto"`` (Triton on CUDA, else the reference), ``"reference"``, ``"dgl"``
+            or ``"triton"``.
+        return_attention: also return ``alpha`` [E, H].
+
+    Returns:
+        ``out`` [num_rows, H, D]; rows without edges are exactly zero (see ``csr.nonempty``).
+
+    Example:
+        >>> csr = CSR(torch.tensor([0, 2, 2]), torch.tensor([0, 1]))
+        >>> out = edge_softmax_aggregate(csr, torch.zeros(2, 1), torch.tensor([[[1.0]], [[3.0]]]))
+        >>> out[:, 0, 0].tolist()
+        [2.0, 0.0]
+    """
+    if logits.dim() != 2 or logits.shape[0] != csr.num_edges:
+        raise ValueError(f"logits must be [num_edges={csr.num_edges}, heads], got {tuple(logits.shape)}")
+    if feat.dim() != 3 or feat.shape[0] != csr.num_src or feat.shape[1] != logits.shape[1]:
+        raise ValueError(f"feat must be [num_src={csr.num_src}, heads={logits.shape[1]}, dim], "
+                         f"got {tuple(feat.shape)}")
+    if not (csr.device == logits.device == feat.device):
+        raise ValueError(f"csr ({csr.device}), logits ({logits.device}) and feat ({feat.device}) "
+                         "must be on one device; move them with .to(device)")
+    if impl == "auto":
+        impl = default_impl(feat.device)
+    if impl == "reference":
+        from mmsc_dgl.ops import reference as module
+    elif impl == "dgl":
+        if feat.device.type != "cpu":
+            raise ValueError("impl='dgl' runs on CPU only (PyPI DGL has no CUDA); use 'triton' or 'reference'")
+        module = importlib.import_module("mmsc_dgl.ops.dgl_kernels")
+    elif impl == "triton":
+        if not triton_available(feat.device):
+            raise RuntimeError("impl='triton' needs Triton and a CUDA device (or TRITON_INTERPRET=1 for "
+                               "testing on CPU); use impl='reference'")
+        module = importlib.import_module("mmsc_dgl.ops.triton_kernel")
+    else:
+        raise ValueError(f"unknown impl {impl!r}; choose one of auto, {', '.join(IMPLEMENTATIONS)}")
+    return module.edge_softmax_aggregate(csr, logits, feat, return_attention=return_attention)
