@@ -116,5 +116,33 @@ def prepare(inputs: Tuple[Path, ...], out: Path, fmt: Optional[str], synthetic: 
         click.echo(f"dataset written to {out}")
 
 
+@main.command()
+@click.argument("dataset_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--metapaths", default="all", show_default=True,
+              help="Comma-separated meta-paths over s/c (e.g. s,c,s-c,c-s-c), or 'all' (every path up to 3 hops).")
+@click.option("--strategy", type=click.Choice(["walk", "topk", "exact"]), default="walk", show_default=True,
+              help="walk: top-k end points of random walks; topk: top-k by path count; exact: every pair.")
+@click.option("--max-neighbors", type=click.IntRange(min=1), default=32, show_default=True,
+              help="Neighbours kept per item and meta-path (walk, topk).")
+@click.option("--num-walks", type=click.IntRange(min=1), help="Walks per item (walk; default 2 x max-neighbors).")
+@click.option("--memory-budget", type=click.FloatRange(min=0, min_open=True), default=4.0, show_default=True,
+              help="GiB an exact product may take; larger estimates are refused.")
+@click.option("--graph", "which_graph", type=click.Choice(["train", "full"]), default="train", show_default=True,
+              help="Build from the training edges only, or from every edge.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Output file (default DATASET_DIR/metapaths.pt).")
+@click.option("--seed", type=int, default=0, show_default=True)
+def metapaths(dataset_dir: Path, metapaths: str, strategy: str, max_neighbors: int, num_walks: Optional[int],
+              memory_budget: float, which_graph: str, out: Optional[Path], seed: int) -> None:
+    """Precompute meta-path neighbour tables for a prepared dataset."""
+    from mmsc_dgl.metapath.build import dataset_metapath_tables
+
+    tables = dataset_metapath_tables(dataset_dir, metapaths, graph=which_graph, out=out, strategy=strategy,
+                                     max_neighbors=max_neighbors, num_walks=num_walks,
+                                     memory_budget=int(memory_budget * 2**30), seed=seed)
+    click.echo("\n".join(tables.format_summary()))
+    click.echo(f"tables written to {out or dataset_dir / 'metapaths.pt'}")
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -12,6 +12,13 @@ if os.environ.get("CI"):
     settings.load_profile("ci")
 
 os.environ.setdefault("DGLBACKEND", "pytorch")
+# Without a GPU, Triton kernels run in Triton's interpreter.  It reads this variable when a
+# kernel is defined, so it is set before anything imports mmsc_dgl.ops.triton_kernel.
+if not os.environ.get("MMSC_NO_TRITON_INTERPRET"):
+    import torch
+
+    if not torch.cuda.is_available():
+        os.environ.setdefault("TRITON_INTERPRET", "1")
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"

@@ -1,0 +1,244 @@
+"""Building meta-path tables from the heterograph: exact products or bounded neighbourhoods.
+
+* ``exact``: the full sparse product of the relations' adjacency matrices (scipy CSR), with
+  path counts as weights.  ``dgl.metapath_reachable_graph`` computes the same edge set but
+  binarises it, so the counts would be lost.
+* ``topk``: the same path counts, computed in row blocks so that memory stays bounded, keeping
+  the ``k`` neighbours with the most paths per item.  Equal to ``exact`` when ``k`` is at least
+  the longest row.
+* ``walk``: ``num_walks`` meta-path-guided random walks per item (``dgl.sampling.random_walk``);
+  the ``k`` most visited end points are kept, weighted by visit frequency.  Its cost grows with
+  items x walks x hops, not with the square of hub degrees.
+
+Before an exact product, the number of paths (``sum over middle nodes of in-degree x
+out-degree``, generalised to 3 hops by sparse matrix-vector products) is computed; an estimate
+over the memory budget is refused with an error that names ``--max-neighbors``.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
+
+import dgl
+import numpy as np
+import scipy.sparse as sp
+import torch
+from tqdm.auto import tqdm
+
+from mmsc_dgl import NODE_TYPE, RELATIONS
+from mmsc_dgl.errors import DataError
+from mmsc_dgl.eval.negatives import splitmix64
+from mmsc_dgl.metapath.spec import MetaPath, parse_metapaths
+from mmsc_dgl.metapath.table import MetaPathTable, MetaPathTables
+
+logger = logging.getLogger(__name__)
+
+STRATEGIES = ("exact", "topk", "walk")
+BYTES_PER_PATH = 24
+"""Peak bytes per path of a scipy product: index + data of the result and of one intermediate."""
+DEFAULT_MEMORY_BUDGET = 4 << 30
+BLOCK_PATHS = 4_000_000
+"""Paths per row block in the ``topk`` strategy."""
+WALKS_PER_CALL = 4_000_000
+
+
+def relation_matrices(graph: dgl.DGLGraph) -> Dict[str, sp.csr_matrix]:
+    """One ``num_items x num_items`` CSR adjacency per relation (``A[i, j] = 1`` for edge i->j)."""
+    n = graph.num_nodes(NODE_TYPE)
+    out = {}
+    for rel in RELATIONS:
+        src, dst = graph.edges(etype=rel)
+        data = np.ones(len(src), dtype=np.float32)
+        mat = sp.csr_matrix((data, (src.numpy(), dst.numpy())), shape=(n, n))
+        mat.sum_duplicates()
+        out[rel] = mat
+    return out
+
+
+def count_paths(mats: Dict[str, sp.csr_matrix], metapath: MetaPath) -> np.ndarray:
+    """Paths that start at each item and follow ``metapath`` (an upper bound on its pairs)."""
+    n = next(iter(mats.values())).shape[0]
+    vec = np.ones(n, dtype=np.float64)
+    for rel in reversed(metapath.relations):
+        vec = mats[rel] @ vec
+    return vec
+
+
+def estimate_pairs(graph_or_mats, metapath: Union[str, MetaPath]) -> int:
+    """Number of paths under ``metapath``: what an exact product would hold at most."""
+    mats = graph_or_mats if isinstance(graph_or_mats, dict) else relation_matrices(graph_or_mats)
+    return int(count_paths(mats, MetaPath.parse(metapath)).sum())
+
+
+def _product(mats: Dict[str, sp.csr_matrix], metapath: MetaPath, rows: Optional[slice] = None) -> sp.csr_matrix:
+    first = mats[metapath.relations[0]]
+    result = first[rows] if rows is not None else first
+    for rel in metapath.relations[1:]:
+        result = result @ mats[rel]
+    result = result.tocsr()
+    result.sort_indices()
+    return result
+
+
+def _table_from_csr(mat: sp.csr_matrix, metapath: MetaPath, strategy: str, k: Optional[int]) -> MetaPathTable:
+    return MetaPathTable(metapath, torch.from_numpy(mat.indptr.astype(np.int64)),
+                         torch.from_numpy(mat.indices.astype(np.int64)),
+                         torch.from_numpy(mat.data.astype(np.float32)), strategy, k)
+
+
+def exact_table(mats: Dict[str, sp.csr_matrix], metapath: MetaPath,
+                memory_budget: int = DEFAULT_MEMORY_BUDGET) -> MetaPathTable:
+    """The full product with path counts; refuses when the estimate is over ``memory_budget``."""
+    paths = int(count_paths(mats, metapath).sum())
+    need = paths * BYTES_PER_PATH
+    if need > memory_budget:
+        raise DataError(
+            f"the exact meta-path {metapath.name} would hold up to {paths:,} pairs "
+            f"(about {need / 2**30:.1f} GiB), over the memory budget of {memory_budget / 2**30:.1f} GiB.",
+            fix="bound it with --max-neighbors K (strategy walk or topk), or raise --memory-budget.")
+    return _table_from_csr(_product(mats, metapath), metapath, "exact", None)
+
+
+def _keep_top(rows: np.ndarray, cols: np.ndarray, weight: np.ndarray, k: int, num_items: int,
+              seed: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per row, the ``k`` entries of largest weight (ties broken by a seeded hash); the kept
+    entries come back sorted by (row, col)."""
+    if len(rows) == 0:
+        return rows, cols, weight
+    tie = splitmix64((rows * np.int64(num_items) + cols).astype(np.uint64) ^ np.uint64(seed))
+    order = np.lexsort((tie, -weight, rows))
+    rows_o = rows[order]
+    starts = np.searchsorted(rows_o, rows_o, side="left")
+    rank = np.arange(len(rows_o)) - starts
+    keep = order[rank < k]
+    keep = keep[np.lexsort((cols[keep], rows[keep]))]
+    return rows[keep], cols[keep], weight[keep]
+
+
+def _table_from_coo(rows: np.ndarray, cols: np.ndarray, weight: np.ndarray, num_items: int,
+                    metapath: MetaPath, strategy: str, k: int) -> MetaPathTable:
+    indptr = np.zeros(num_items + 1, dtype=np.int64)
+    np.cumsum(np.bincount(rows, minlength=num_items), out=indptr[1:])
+    return MetaPathTable(metapath, torch.from_numpy(indptr), torch.from_numpy(cols.astype(np.int64)),
+                         torch.from_numpy(weight.astype(np.float32)), strategy, k)
+
+
+def topk_table(mats: Dict[str, sp.csr_matrix], metapath: MetaPath, k: int, seed: int = 0,
+               block_paths: int = BLOCK_PATHS, progress: bool = False) -> MetaPathTable:
+    """Top-``k`` neighbours by path count, computed block by block of rows."""
+    n = next(iter(mats.values())).shape[0]
+    per_row = count_paths(mats, metapath)
+    # Row blocks of about block_paths paths each (a single heavier row is its own block).
+    cum = np.cumsum(per_row)
+    cuts = np.searchsorted(cum, np.arange(block_paths, cum[-1] if n else 0, block_paths), side="right")
+    bounds = np.unique(np.concatenate([[0], cuts, [n]])).tolist()
+    rows_all, cols_all, w_all = [], [], []
+    for lo, hi in tqdm(list(zip(bounds[:-1], bounds[1:])), desc=f"topk {metapath.name}", leave=False,
+                       disable=None if progress else True):
+        block = _product(mats, metapath, slice(lo, hi)).tocoo()
+        r, c, w = _keep_top(block.row.astype(np.int64) + lo, block.col.astype(np.int64),
+                            block.data.astype(np.float32), k, n, seed)
+        rows_all.append(r)
+        cols_all.append(c)
+        w_all.append(w)
+    return _table_from_coo(np.concatenate(rows_all), np.concatenate(cols_all), np.concatenate(w_all),
+                           n, metapath, "topk", k)
+
+
+def walk_table(graph: dgl.DGLGraph, metapath: MetaPath, k: int, num_walks: Optional[int] = None,
+               seed: int = 0, progress: bool = False) -> MetaPathTable:
+    """The ``k`` most visited end points of ``num_walks`` random walks per item."""
+    n = graph.num_nodes(NODE_TYPE)
+    walks = num_walks or max(2 * k, 16)
+    per_call = max(1, WALKS_PER_CALL // walks)
+    rows_all, cols_all, w_all = [], [], []
+    dgl.seed(seed)
+    for lo in tqdm(range(0, n, per_call), desc=f"walk {metapath.name}", leave=False,
+                   disable=None if progress else True):
+        hi = min(n, lo + per_call)
+        starts = torch.arange(lo, hi, dtype=torch.int64).repeat_interleave(walks)
+        traces, _ = dgl.sampling.random_walk(graph, starts, metapath=list(metapath.relations))
+        end = traces[:, -1].numpy()
+        ok = end >= 0
+        codes = starts.numpy()[ok] * np.int64(n) + end[ok]
+        codes, counts = np.unique(codes, return_counts=True)
+        r, c, w = _keep_top(codes // n, codes % n, counts.astype(np.float32) / walks, k, n, seed)
+        rows_all.append(r)
+        cols_all.append(c)
+        w_all.append(w)
+    return _table_from_coo(np.concatenate(rows_all), np.concatenate(cols_all), np.concatenate(w_all),
+                           n, metapath, "walk", k)
+
+
+def build_metapath_tables(graph: dgl.DGLGraph, metapaths: Union[str, Iterable] = None,
+                          strategy: str = "walk", max_neighbors: Optional[int] = 32,
+                          num_walks: Optional[int] = None, memory_budget: int = DEFAULT_MEMORY_BUDGET,
+                          seed: int = 0, progress: bool = True) -> MetaPathTables:
+    """Turn the item heterograph into one neighbour table per meta-path.
+
+    Args:
+        graph: the item heterograph (use the *training* graph for learning:
+            ``Dataset.train_graph()``).
+        metapaths: ``"s,c,s-c"``, a list, or ``None`` for every path of up to 3 hops.
+        strategy: ``"walk"`` (default), ``"topk"`` or ``"exact"``.
+        max_neighbors: ``k``, the cap per item for ``walk`` and ``topk``.
+        num_walks: walks per item for ``walk`` (default ``2 k``, at least 16).
+        memory_budget: bytes an ``exact`` product may take (estimated before computing).
+        seed: for walks and tie-breaking.
+        progress: show a progress bar.
+
+    Example:
+        >>> import dgl, torch
+        >>> g = dgl.heterograph({("item", "substitute", "item"): ([0, 1], [1, 2]),
+        ...                      ("item", "complement", "item"): ([1], [0])}, {"item": 3})
+        >>> tables = build_metapath_tables(g, "s,s-c", strategy="exact", progress=False)
+        >>> tables["s-c"].indices.tolist(), tables["s-c"].nonempty.tolist()
+        ([0], [True, False, False])
+    """
+    if strategy not in STRATEGIES:
+        raise DataError(f"unknown meta-path strategy {strategy!r}.", fix=f"use one of {', '.join(STRATEGIES)}.")
+    if strategy != "exact" and (max_neighbors is None or max_neighbors < 1):
+        raise DataError(f"strategy {strategy!r} needs --max-neighbors K >= 1.", fix="pass --max-neighbors 32.")
+    paths = parse_metapaths(metapaths)
+    mats = relation_matrices(graph) if strategy in ("exact", "topk") else None
+    tables: List[MetaPathTable] = []
+    for path in paths:
+        if strategy == "exact":
+            table = exact_table(mats, path, memory_budget)
+        elif strategy == "topk":
+            table = topk_table(mats, path, max_neighbors, seed=seed, progress=progress)
+        else:
+            table = walk_table(graph, path, max_neighbors, num_walks=num_walks, seed=seed, progress=progress)
+        logger.info("%s", table)
+        tables.append(table)
+    info = {"strategy": strategy, "max_neighbors": max_neighbors, "num_walks": num_walks, "seed": seed,
+            "metapaths": [p.name for p in paths]}
+    return MetaPathTables(tables, info=info)
+
+
+def dataset_metapath_tables(dataset_dir, metapaths=None, graph: str = "train", out=None, **kwargs) -> MetaPathTables:
+    """Build tables for a prepared dataset (``mmsc-dgl metapaths`` is this function).
+
+    Args:
+        dataset_dir: a directory written by ``mmsc-dgl prepare``.
+        graph: ``"train"`` (the default: only edges a model may learn from) or ``"full"``.
+        out: where to save the tables (default: ``DATASET_DIR/metapaths.pt``); ``False`` to skip.
+        kwargs: passed to :func:`build_metapath_tables`.
+    """
+    from pathlib import Path
+
+    from mmsc_dgl.data.dataset import load_dataset
+
+    dataset = load_dataset(dataset_dir)
+    if graph not in ("train", "full"):
+        raise DataError(f"unknown graph {graph!r}.", fix="use --graph train or --graph full.")
+    g = dataset.train_graph() if graph == "train" else dataset.graph()
+    tables = build_metapath_tables(g, metapaths, **kwargs)
+    tables.info["graph"] = graph
+    if out is not False:
+        tables.save(Path(out) if out else Path(dataset_dir) / "metapaths.pt")
+    return tables
+
+
+__all__ = ["STRATEGIES", "build_metapath_tables", "dataset_metapath_tables", "estimate_pairs", "count_paths", "relation_matrices",
+           "exact_table", "topk_table", "walk_table"]

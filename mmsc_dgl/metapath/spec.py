@@ -1,0 +1,87 @@
+"""Meta-paths over the two item relations: ``s``, ``c``, ``s-c``, ``c-s``, ``s-c-s``, ..."""
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from typing import Iterable, List, Sequence, Tuple, Union
+
+from mmsc_dgl import RELATIONS
+from mmsc_dgl.errors import DataError
+
+ABBREVIATIONS = {"s": "substitute", "c": "complement"}
+MAX_HOPS = 3
+
+
+@dataclass(frozen=True)
+class MetaPath:
+    """A sequence of relations; item ``j`` is a neighbour of ``i`` when a walk from ``i`` that
+    follows the relations in order can end at ``j``.
+
+    Example:
+        >>> MetaPath.parse("s-c-s").relations
+        ('substitute', 'complement', 'substitute')
+        >>> MetaPath(("complement", "substitute")).name
+        'c-s'
+    """
+
+    relations: Tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        if not self.relations:
+            raise DataError("a meta-path needs at least one relation.", fix="e.g. --metapaths s,c,s-c")
+        for rel in self.relations:
+            if rel not in RELATIONS:
+                raise DataError(f"meta-path relation {rel!r} is not one of {RELATIONS}.",
+                                fix="write meta-paths with s and c, e.g. s-c-s")
+
+    @classmethod
+    def parse(cls, text: Union[str, "MetaPath", Sequence[str]]) -> "MetaPath":
+        if isinstance(text, MetaPath):
+            return text
+        parts = text.split("-") if isinstance(text, str) else list(text)
+        relations = []
+        for part in parts:
+            part = part.strip()
+            name = ABBREVIATIONS.get(part, part)
+            if name not in RELATIONS:
+                raise DataError(f"cannot read meta-path {text!r}: {part!r} is not s, c, substitute or complement.",
+                                fix="write meta-paths like s, c, s-c, c-s-c")
+            relations.append(name)
+        return cls(tuple(relations))
+
+    @property
+    def name(self) -> str:
+        return "-".join(r[0] for r in self.relations)
+
+    @property
+    def hops(self) -> int:
+        return len(self.relations)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+def default_metapaths(max_hops: int = MAX_HOPS) -> List[MetaPath]:
+    """Every meta-path of 1 to ``max_hops`` hops over s and c (2 + 4 + 8 = 14 for 3 hops)."""
+    out = []
+    for hops in range(1, max_hops + 1):
+        out.extend(MetaPath(combo) for combo in itertools.product(RELATIONS, repeat=hops))
+    return out
+
+
+def parse_metapaths(spec: Union[str, Iterable[Union[str, MetaPath]], None]) -> List[MetaPath]:
+    """``"s,c,s-c"`` or a list of names/MetaPaths -> unique MetaPaths in order.  ``None`` or
+    ``"all"`` gives :func:`default_metapaths`."""
+    if spec is None or spec == "all":
+        return default_metapaths()
+    items = spec.split(",") if isinstance(spec, str) else list(spec)
+    out: List[MetaPath] = []
+    for item in items:
+        if isinstance(item, str) and not item.strip():
+            continue
+        path = MetaPath.parse(item)
+        if path not in out:
+            out.append(path)
+    if not out:
+        raise DataError(f"no meta-path in {spec!r}.", fix="e.g. --metapaths s,c,s-c")
+    return out
