@@ -105,6 +105,29 @@ def test_walk_is_bounded_subset_and_seeded():
         assert torch.equal(t.nonempty, e.nonempty)
 
 
+def test_walks_do_not_depend_on_batch_size(monkeypatch):
+    import mmsc_dgl.metapath.build as build
+    g = _random_graph(hub=True, seed=8)
+    a = build.walk_table(g, MetaPath.parse("c-s-c"), 6, num_walks=12, seed=4)
+    monkeypatch.setattr(build, "WALKS_PER_CALL", 50)
+    b = build.walk_table(g, MetaPath.parse("c-s-c"), 6, num_walks=12, seed=4)
+    assert torch.equal(a.indptr, b.indptr) and torch.equal(a.indices, b.indices) and torch.equal(a.weight, b.weight)
+
+
+def test_walk_steps_are_uniform_over_neighbours():
+    """A star: item 0 has 10 substitutes; 20,000 one-hop walks should hit each about 2,000 times."""
+    import mmsc_dgl.metapath.build as build
+    adjacency = {"substitute": (torch.tensor([0] + [10] * 11), torch.arange(1, 11))}
+    starts = torch.zeros(20_000, dtype=torch.int64)
+    ends = build.random_walk_ends(adjacency, starts, torch.arange(20_000), MetaPath.parse("s"), key=3)
+    counts = torch.bincount(ends, minlength=11)[1:].double()
+    chi2 = float(((counts - 2000) ** 2 / 2000).sum())
+    assert counts.min() > 0 and chi2 < 30  # 9 degrees of freedom: p < 0.001 beyond ~27.9
+    dead = build.random_walk_ends(adjacency, torch.tensor([3, 0]), torch.tensor([0, 1]),
+                                  MetaPath.parse("s-s"), key=3)
+    assert dead.tolist() == [-1, -1]  # item 3 has no edge; leaves have no second hop
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2])
 @pytest.mark.parametrize("path", ["s-c", "s-c-s"])
 def test_size_estimate_within_factor_two_on_random_graphs(seed, path):

@@ -6,9 +6,13 @@
 * ``topk``: the same path counts, computed in row blocks so that memory stays bounded, keeping
   the ``k`` neighbours with the most paths per item.  Equal to ``exact`` when ``k`` is at least
   the longest row.
-* ``walk``: ``num_walks`` meta-path-guided random walks per item (``dgl.sampling.random_walk``);
-  the ``k`` most visited end points are kept, weighted by visit frequency.  Its cost grows with
-  items x walks x hops, not with the square of hub degrees.
+* ``walk``: ``num_walks`` meta-path-guided random walks per item; the ``k`` most visited end
+  points are kept, weighted by visit frequency.  Its cost grows with items x walks x hops, not
+  with the square of hub degrees.  The walker is vectorised torch over the graph's CSR
+  (``DGLGraph.adj_tensors``) rather than ``dgl.sampling.random_walk``: each hop's choice is a
+  counter-based hash of (seed, meta-path, walk, hop), so a table does not depend on batch
+  sizes, thread scheduling or device, and it is faster here (0.26 s vs 0.35 s for 2M 3-hop
+  walks on 2 cores).
 
 Before an exact product, the number of paths (``sum over middle nodes of in-degree x
 out-degree``, generalised to 3 hops by sparse matrix-vector products) is computed; an estimate
@@ -39,7 +43,7 @@ BYTES_PER_PATH = 24
 DEFAULT_MEMORY_BUDGET = 4 << 30
 BLOCK_PATHS = 4_000_000
 """Paths per row block in the ``topk`` strategy."""
-WALKS_PER_CALL = 4_000_000
+WALKS_PER_CALL = 250_000
 
 
 def relation_matrices(graph: dgl.DGLGraph) -> Dict[str, sp.csr_matrix]:
@@ -119,8 +123,8 @@ def _table_from_coo(rows: np.ndarray, cols: np.ndarray, weight: np.ndarray, num_
                     metapath: MetaPath, strategy: str, k: int) -> MetaPathTable:
     indptr = np.zeros(num_items + 1, dtype=np.int64)
     np.cumsum(np.bincount(rows, minlength=num_items), out=indptr[1:])
-    return MetaPathTable(metapath, torch.from_numpy(indptr), torch.from_numpy(cols.astype(np.int64)),
-                         torch.from_numpy(weight.astype(np.float32)), strategy, k)
+    return MetaPathTable(metapath, torch.from_numpy(indptr), torch.from_numpy(cols.astype(np.int64, copy=False)),
+                         torch.from_numpy(weight.astype(np.float32, copy=False)), strategy, k)
 
 
 def topk_table(mats: Dict[str, sp.csr_matrix], metapath: MetaPath, k: int, seed: int = 0,
@@ -145,27 +149,99 @@ def topk_table(mats: Dict[str, sp.csr_matrix], metapath: MetaPath, k: int, seed:
                            n, metapath, "topk", k)
 
 
+def _top_visited(ends: torch.Tensor, k: int, tie_seed: int) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per row of ``ends`` [R, W] (walk end points, -1 for walks that died), the ``k`` most
+    visited end points.  Returns ``(row, col, visits)`` sorted by (row, col).
+
+    Dense per-row work ([R, W] sorts and a top-k), no global sort over all walks.
+    """
+    num_rows, walks = ends.shape
+    ends, _ = torch.sort(ends, dim=1)
+    valid = ends >= 0
+    first = torch.ones((num_rows, 1), dtype=torch.bool)
+    new_run = valid & torch.cat([first, ends[:, 1:] != ends[:, :-1]], dim=1)
+    run_id = torch.cumsum(new_run, dim=1) - 1
+    slot = run_id.clamp(min=0)
+    visits = torch.zeros((num_rows, walks), dtype=torch.int64).scatter_add_(1, slot, valid.to(torch.int64))
+    # Each run's end point goes to its slot; other positions write to a dummy last column.
+    target = torch.where(new_run, slot, torch.full_like(slot, walks))
+    value = torch.full((num_rows, walks + 1), -1, dtype=torch.int64).scatter_(1, target, ends)[:, :walks]
+    has = value >= 0
+    # Ties in visits are broken by a seeded multiplicative hash of the end point (wrapping int64).
+    tie = ((value.clamp(min=0) ^ tie_seed) * -7046029254386353131 >> 32) & 0xFFFFFFFF
+    score = torch.where(has, visits * (1 << 32) + tie, torch.full_like(visits, -1))
+    take = min(k, walks)
+    top_score, top_slot = torch.topk(score, take, dim=1)
+    chosen = value.gather(1, top_slot)
+    chosen_visits = visits.gather(1, top_slot)
+    keep = top_score >= 0
+    # Sort the kept end points of each row by id (dropped ones pushed to the end).
+    key = torch.where(keep, chosen, torch.full_like(chosen, torch.iinfo(torch.int64).max))
+    key, order = torch.sort(key, dim=1)
+    chosen_visits = chosen_visits.gather(1, order)
+    keep = key != torch.iinfo(torch.int64).max
+    rows = torch.arange(num_rows).unsqueeze(1).expand(-1, take)
+    return rows[keep], key[keep], chosen_visits[keep]
+
+
+def _stream_seed(seed: int, metapath: MetaPath) -> int:
+    """A key per (seed, meta-path), so tables do not depend on the order they are built in."""
+    code = np.array([seed], dtype=np.uint64)
+    for byte in metapath.name.encode():
+        code = splitmix64(code ^ np.uint64(byte))
+    return int(code[0].view(np.int64))
+
+
+def _mix(x: torch.Tensor) -> torch.Tensor:
+    """splitmix64 on int64 tensors (wrapping multiply; masked shifts act as logical shifts)."""
+    x = x + -7046029254386353131
+    x = (x ^ ((x >> 30) & 0x3FFFFFFFF)) * -4658895280553007687
+    x = (x ^ ((x >> 27) & 0x1FFFFFFFFF)) * -7723592293110705685
+    return x ^ ((x >> 31) & 0x1FFFFFFFF)
+
+
+def random_walk_ends(adjacency: Dict[str, Tuple[torch.Tensor, torch.Tensor]], starts: torch.Tensor,
+                     walk_ids: torch.Tensor, metapath: MetaPath, key: int) -> torch.Tensor:
+    """End points of one meta-path-guided walk from each of ``starts`` (-1 where a walk reaches
+    an item with no edge of the next relation).  Each hop picks an out-neighbour uniformly.
+
+    The choice at each hop is a counter-based hash of ``(key, walk id, hop)``, so a walk is the
+    same whatever batch it runs in, on any device.
+    """
+    cur = starts
+    for hop, rel in enumerate(metapath.relations):
+        indptr, indices = adjacency[rel]
+        node = cur.clamp(min=0)
+        lo = indptr[node]
+        degree = indptr[node + 1] - lo
+        ok = (cur >= 0) & (degree > 0)
+        draw = _mix(_mix(walk_ids ^ key) + hop) & 0x7FFFFFFFFFFFFFFF
+        pick = torch.remainder(draw, degree.clamp(min=1))
+        step = indices[(lo + pick).clamp(max=max(indices.numel() - 1, 0))] if indices.numel() else lo
+        cur = torch.where(ok, step, torch.full_like(cur, -1))
+    return cur
+
+
 def walk_table(graph: dgl.DGLGraph, metapath: MetaPath, k: int, num_walks: Optional[int] = None,
                seed: int = 0, progress: bool = False) -> MetaPathTable:
     """The ``k`` most visited end points of ``num_walks`` random walks per item."""
     n = graph.num_nodes(NODE_TYPE)
     walks = num_walks or max(2 * k, 16)
     per_call = max(1, WALKS_PER_CALL // walks)
+    adjacency = {rel: tuple(t.to(torch.int64) for t in graph.adj_tensors("csr", etype=rel)[:2])
+                 for rel in set(metapath.relations)}
+    key = _stream_seed(seed, metapath)
     rows_all, cols_all, w_all = [], [], []
-    dgl.seed(seed)
     for lo in tqdm(range(0, n, per_call), desc=f"walk {metapath.name}", leave=False,
                    disable=None if progress else True):
         hi = min(n, lo + per_call)
         starts = torch.arange(lo, hi, dtype=torch.int64).repeat_interleave(walks)
-        traces, _ = dgl.sampling.random_walk(graph, starts, metapath=list(metapath.relations))
-        end = traces[:, -1].numpy()
-        ok = end >= 0
-        codes = starts.numpy()[ok] * np.int64(n) + end[ok]
-        codes, counts = np.unique(codes, return_counts=True)
-        r, c, w = _keep_top(codes // n, codes % n, counts.astype(np.float32) / walks, k, n, seed)
-        rows_all.append(r)
-        cols_all.append(c)
-        w_all.append(w)
+        walk_ids = torch.arange(lo * walks, hi * walks, dtype=torch.int64)
+        ends = random_walk_ends(adjacency, starts, walk_ids, metapath, key)
+        r, c, v = _top_visited(ends.view(hi - lo, walks), k, seed)
+        rows_all.append((r + lo).to(torch.int32).numpy())  # only counted per row: int32 is enough
+        cols_all.append(c.numpy())
+        w_all.append(v.numpy().astype(np.float32) / walks)
     return _table_from_coo(np.concatenate(rows_all), np.concatenate(cols_all), np.concatenate(w_all),
                            n, metapath, "walk", k)
 
