@@ -41,7 +41,7 @@ def make_table(num_edges: int, kind: str, k: int = 32, seed: int = 0) -> CSR:
         weight = torch.rand(rows, generator=g, dtype=torch.float64) ** -1.2
         degree = (weight / weight.sum() * num_edges).floor().long()
         short = num_edges - int(degree.sum())
-        degree[torch.randint(0, rows, (short,), generator=g)] += 1
+        degree.index_add_(0, torch.randint(0, rows, (short,), generator=g), torch.ones(short, dtype=torch.int64))
     else:
         raise ValueError(kind)
     indptr = torch.zeros(rows + 1, dtype=torch.int64)
