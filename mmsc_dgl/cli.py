@@ -74,16 +74,20 @@ def main(verbose: int) -> None:
 @click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="YAML/TOML file with PrepareConfig fields; flags override it.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for splits and synthetic data.")
+@click.option("--device", default="cpu", show_default=True,
+              help="Accepted for a uniform CLI; preparing runs on the CPU (only 'cpu' is valid).")
 @click.option("--overwrite", is_flag=True, help="Replace --out if it exists.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def prepare(inputs: Tuple[Path, ...], out: Path, fmt: Optional[str], synthetic: Optional[int],
             noise_rate: Optional[float], relation_map: Optional[str], items: Optional[Path],
             pairs: Optional[Path], schema: str, id_type: str, symmetric: bool, strict: bool,
             num_negatives: int, min_degree: int, cold_fraction: Optional[float],
-            config_path: Optional[Path], seed: int, overwrite: bool, as_json: bool) -> None:
+            config_path: Optional[Path], seed: int, device: str, overwrite: bool, as_json: bool) -> None:
     """Turn INPUTS (Amazon metadata, edge lists or parquet tables) into a dataset directory."""
     import json
 
+    if device != "cpu":
+        raise click.BadParameter("preparing runs on the CPU; pass --device cpu or leave it out", param_hint="--device")
     from mmsc_dgl.config import PrepareConfig, SplitConfig, SyntheticConfig
     from mmsc_dgl.data.prepare import prepare as run_prepare
 
@@ -132,16 +136,101 @@ def prepare(inputs: Tuple[Path, ...], out: Path, fmt: Optional[str], synthetic: 
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
               help="Output file (default DATASET_DIR/metapaths.pt).")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", default="cpu", show_default=True, help="Where random walks run (cpu, cuda, ...).")
 def metapaths(dataset_dir: Path, metapaths: str, strategy: str, max_neighbors: int, num_walks: Optional[int],
-              memory_budget: float, which_graph: str, out: Optional[Path], seed: int) -> None:
+              memory_budget: float, which_graph: str, out: Optional[Path], seed: int, device: str) -> None:
     """Precompute meta-path neighbour tables for a prepared dataset."""
     from mmsc_dgl.metapath.build import dataset_metapath_tables
 
     tables = dataset_metapath_tables(dataset_dir, metapaths, graph=which_graph, out=out, strategy=strategy,
                                      max_neighbors=max_neighbors, num_walks=num_walks,
-                                     memory_budget=int(memory_budget * 2**30), seed=seed)
+                                     memory_budget=int(memory_budget * 2**30), seed=seed, device=device)
     click.echo("\n".join(tables.format_summary()))
     click.echo(f"tables written to {out or dataset_dir / 'metapaths.pt'}")
+
+
+def _train_config(config_path: Optional[Path], flags: dict, model_flags: dict):
+    from mmsc_dgl.config import ModelConfig, TrainConfig
+    base = TrainConfig.from_file(config_path) if config_path else TrainConfig()
+    model = ModelConfig.from_mapping(base.model.model_dump(), model_flags)
+    return TrainConfig.from_mapping(base.model_dump(), {**flags, "model": model.model_dump()})
+
+
+@main.command()
+@click.argument("dataset_dir", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Run directory.")
+@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="YAML/TOML file with TrainConfig fields; flags override it.")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
+@click.option("--overwrite", is_flag=True, help="Delete a run already in --out first.")
+@click.option("--epochs", type=click.IntRange(min=1))
+@click.option("--batch-size", type=click.IntRange(min=2))
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True))
+@click.option("--features", help="hashed (default), none (learnable id embeddings), or a feature file.")
+@click.option("--metapaths", help="Comma-separated meta-paths (default: all up to 3 hops).")
+@click.option("--max-neighbors", type=click.IntRange(min=1))
+@click.option("--ssl-weight", type=click.FloatRange(min=0), help="lambda of InfoNCE; 0 is the no-SSL ablation.")
+@click.option("--train-edges", type=click.Path(exists=True, dir_okay=False),
+              help="Parquet edges (relation, src, dst) replacing the supervised training edges (E_LLM).")
+@click.option("--synthetic-items", type=click.IntRange(min=50), default=10_000, show_default=True,
+              help="Size of the built-in synthetic catalog used when no DATASET_DIR is given.")
+@click.option("--seed", type=int)
+@click.option("--device", help="auto (default), cpu, cuda, cuda:1 ...")
+def train(dataset_dir: Optional[Path], out: Path, config_path: Optional[Path], resume: bool, overwrite: bool, epochs, batch_size, lr,
+          features, metapaths, max_neighbors, ssl_weight, train_edges, synthetic_items, seed, device) -> None:
+    """Train MMSC on DATASET_DIR (default: the built-in synthetic catalog) and evaluate it."""
+    from mmsc_dgl.train.run import format_metrics, train as run_train
+
+    config = _train_config(config_path, {"epochs": epochs, "batch_size": batch_size, "lr": lr, "features": features,
+                                         "metapaths": metapaths, "max_neighbors": max_neighbors,
+                                         "train_edges": train_edges, "seed": seed, "device": device},
+                           {"ssl_weight": ssl_weight})
+    result = run_train(dataset_dir, out, config, resume=resume, synthetic_items=synthetic_items, overwrite=overwrite)
+    click.echo(f"epochs run: {len(result.history)}; best validation epoch per relation: "
+               + ", ".join(f"{r} {e}" for r, e in result.best_epoch.items()))
+    click.echo("\n".join(format_metrics(result.metrics)))
+    click.echo(f"run written to {out}")
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--pairs", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Labelled pairs (relation src dst label), relation ids mapped with the dataset's map.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Unused by evaluation (negatives are fixed by the split).")
+@click.option("--device", help="auto, cpu, cuda ...")
+@click.option("--json", "as_json", is_flag=True)
+def evaluate(run_dir: Path, pairs: Optional[Path], seed: int, device: Optional[str], as_json: bool) -> None:
+    """Evaluate a trained run: HR/MRR/NDCG@K on test and cold start, and labelled pairs."""
+    import json
+
+    from mmsc_dgl.train.run import evaluate_run, format_metrics
+
+    metrics = evaluate_run(run_dir, pairs=pairs, device=device)
+    click.echo(json.dumps(metrics, indent=2) if as_json else "\n".join(format_metrics(metrics)))
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--item", help="Item id to recommend for.")
+@click.option("--all", "all_items", is_flag=True, help="Top-k for every item, written to --out.")
+@click.option("--relation", type=click.Choice(["substitute", "complement"]), required=True)
+@click.option("-k", "k", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Parquet file for --all.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Unused (recommendations are deterministic).")
+@click.option("--device", help="auto, cpu, cuda ...")
+def recommend(run_dir: Path, item: Optional[str], all_items: bool, relation: str, k: int, out: Optional[Path],
+              seed: int, device: Optional[str]) -> None:
+    """Top-k substitutes or complements for an item (or every item)."""
+    from mmsc_dgl.train.run import recommend as run_recommend
+
+    if bool(item) == all_items:
+        raise click.UsageError("pass exactly one of --item ID or --all")
+    rows = run_recommend(run_dir, relation, k=k, item=item, device=device, out=out)
+    if item:
+        for row in rows:
+            click.echo(f"{row['rank']:>3}  {row['score']:.4f}  {row['item_id']}  {row['title']}")
+    else:
+        click.echo(f"wrote top-{k} {relation}s of {rows[0]['items']:,} items to {out}")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -94,3 +94,44 @@ class PrepareConfig(Config):
     split: SplitConfig = Field(default_factory=SplitConfig)
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True)
+
+
+class ModelConfig(Config):
+    """MMSC's architecture and losses."""
+
+    hidden: int = Field(64, ge=4, description="size of every item representation")
+    heads: int = Field(4, ge=1, description="attention heads of the meta-path layers (hidden % heads == 0)")
+    semantic_hidden: int = Field(64, ge=1)
+    feat_drop: float = Field(0.1, ge=0, lt=1)
+    margin: float = Field(0.5, gt=0, description="triplet margin on cosine scores")
+    negatives: int = Field(4, ge=1, description="sampled negatives per positive edge")
+    ssl_weight: float = Field(0.1, ge=0, description="lambda of the InfoNCE term; 0 turns it off")
+    ssl_temperature: float = Field(0.2, gt=0)
+    edge_drop: float = Field(0.2, ge=0, lt=1, description="graph-level dropout of each view")
+    ssl_nodes: int = Field(256, ge=2, description="items per batch in the InfoNCE term")
+
+
+class TrainConfig(Config):
+    """Everything ``mmsc-dgl train`` decides.  CLI flags override a YAML/TOML file."""
+
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    metapaths: str = Field("all", description="comma-separated meta-paths, or 'all' (up to 3 hops)")
+    max_neighbors: int = Field(16, ge=1)
+    num_walks: Optional[int] = Field(None, ge=1)
+    features: str = Field("hashed", description="'hashed' (hashed text TF-IDF), 'none' (learnable id "
+                                                "embeddings), or a feature cache file")
+    feature_dim: int = Field(256, ge=8)
+    train_edges: Optional[str] = Field(None, description="parquet edge table replacing the training "
+                                                         "edges of the supervised loss (E_LLM)")
+    lr: float = Field(0.005, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    batch_size: int = Field(2048, ge=2)
+    epochs: int = Field(10, ge=1)
+    patience: int = Field(3, ge=1, description="epochs without a better validation NDCG@10 before stopping")
+    val_queries: Optional[int] = Field(2000, ge=1, description="validation queries per relation per epoch "
+                                                                "(a fixed seeded subset; None: all)")
+    ks: list = Field(default_factory=lambda: [10])
+    cold_neighbors: int = Field(10, ge=1, description="k nearest items in content space for cold start")
+    seed: int = 0
+    device: str = "auto"
+    impl: str = Field("auto", description="kernel: auto, reference, dgl or triton")

@@ -67,3 +67,12 @@ def test_magazine_cli(tmp_path, magazine_path):
     assert r.exit_code == 0, r.output
     assert "items: 2,320" in r.output
     assert "duplicate item record, identical to an earlier one" in r.output
+
+
+def test_every_command_has_help_seed_and_device():
+    runner = CliRunner()
+    for command in ("prepare", "metapaths", "train", "evaluate", "recommend"):
+        r = runner.invoke(main, [command, "--help"])
+        assert r.exit_code == 0 and "--seed" in r.output and "--device" in r.output, command
+    r = runner.invoke(main, ["prepare", "--synthetic", "100", "--out", "/tmp/never", "--device", "cuda"])
+    assert r.exit_code == 2 and "preparing runs on the CPU" in r.output

@@ -94,3 +94,20 @@ def _items(tmp_path, ids):
     path = tmp_path / "items.parquet"
     pq.write_table(pa.table({"item_id": ids}), path)
     return path
+
+
+def test_dataset_from_your_own_heterograph():
+    import dgl
+    import torch
+
+    from mmsc_dgl.data.prepare import dataset_from_graph
+    src = torch.arange(0, 40)
+    g = dgl.heterograph({("item", "substitute", "item"): (src, (src + 1) % 40),
+                         ("item", "complement", "item"): (src, (src + 7) % 40)}, num_nodes_dict={"item": 40})
+    ds = dataset_from_graph(g, titles=[f"item {i}" for i in range(40)],
+                            config=PrepareConfig(split=SplitConfig(num_negatives=5)))
+    assert ds.num_items == 40 and len(ds.edges["substitute"]) == 80  # made symmetric
+    assert ds.catalog.titles()[3] == "item 3"
+    assert len(ds.splits.test["complement"]) > 0
+    with pytest.raises(DataError, match="node types"):
+        dataset_from_graph(dgl.heterograph({("user", "buys", "user"): (src, src)}))

@@ -107,6 +107,13 @@ def test_semantic_attention_masks_and_weights():
     _, beta_all = layer(z, get_attention=True)
     assert torch.allclose(beta_all, beta_all[0].expand_as(beta_all))
     out.sum().backward()
+    # Item-specific weights: an item's output is the same alone or in a batch.
+    per_item = SemanticAttention(8, hidden_feats=16, per_item=True)
+    full, beta_items = per_item(z, mask, get_attention=True)
+    alone = per_item(z[:1], mask[:1])
+    torch.testing.assert_close(full[:1], alone)
+    assert torch.allclose(beta_items.sum(1), torch.tensor([1.0, 1.0, 0.0, 1.0]))
+    assert repr(per_item) == "SemanticAttention(8, hidden=16, per_item=True)"
 
 
 def test_multimodal_attention_single_token_and_masks():

@@ -73,8 +73,10 @@ class RelationEdges:
     """
 
     def __init__(self, src: np.ndarray, dst: np.ndarray, data: Optional[Dict[str, np.ndarray]] = None):
-        self.src = np.ascontiguousarray(src, dtype=np.int64)
-        self.dst = np.ascontiguousarray(dst, dtype=np.int64)
+        # Writable copies where needed: arrays read from parquet are read-only, and torch wants
+        # writable buffers.
+        self.src = np.require(np.asarray(src, dtype=np.int64), requirements=["C", "W"])
+        self.dst = np.require(np.asarray(dst, dtype=np.int64), requirements=["C", "W"])
         if self.src.shape != self.dst.shape:
             raise ValueError(f"src has {self.src.shape} ids but dst has {self.dst.shape}")
         self.data = {k: np.asarray(v) for k, v in (data or {}).items()}

@@ -172,3 +172,43 @@ def prepare(inputs: Sequence[os.PathLike | str] = (), out: Optional[os.PathLike 
     return dataset
 
 
+
+
+def dataset_from_graph(graph, item_ids=None, titles=None, config: Optional[PrepareConfig] = None):
+    """A :class:`Dataset` (with splits) from your own DGL heterograph.
+
+    Args:
+        graph: a heterograph with node type ``item`` and edge types ``substitute`` and/or
+            ``complement`` (missing types count as empty).
+        item_ids: one id per node (default: ``"0"``, ``"1"``, ...).
+        titles: one title per node, used by content features and ``recommend``.
+        config: split settings (``config.split``) and ``symmetric``.
+    """
+    import numpy as np
+    import pyarrow as pa
+
+    from mmsc_dgl import NODE_TYPE, RELATIONS
+    from mmsc_dgl.data.edges import canonical_edges
+
+    config = config or PrepareConfig()
+    if NODE_TYPE not in graph.ntypes:
+        raise DataError(f"the graph has node types {graph.ntypes}, not {NODE_TYPE!r}.",
+                        fix="build it with dgl.heterograph({('item', 'substitute', 'item'): ...}).")
+    n = graph.num_nodes(NODE_TYPE)
+    ids = [str(i) for i in range(n)] if item_ids is None else [str(i) for i in item_ids]
+    columns = {"item_id": ids}
+    if titles is not None:
+        columns["title"] = list(titles)
+    catalog = ItemCatalog(pa.table(columns))
+    report = SkipReport()
+    edges = {}
+    for rel in RELATIONS:
+        if rel in graph.etypes:
+            src, dst = graph.edges(etype=rel)
+            src, dst = src.numpy(), dst.numpy()
+        else:
+            src = dst = np.zeros(0, dtype=np.int64)
+        edges[rel] = canonical_edges(src, dst, n, rel, report, symmetric=config.symmetric)
+    splits = make_splits(edges, n, config.split)
+    return Dataset(catalog=catalog, edges=edges, splits=splits, relation_map={}, report=report,
+                   info={"source": {"dgl_graph": repr(graph)}})

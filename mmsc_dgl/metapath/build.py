@@ -171,14 +171,16 @@ def _top_visited(ends: torch.Tensor, k: int, tie_seed: int) -> Tuple[torch.Tenso
     num_rows, walks = ends.shape
     ends, _ = torch.sort(ends, dim=1)
     valid = ends >= 0
-    first = torch.ones((num_rows, 1), dtype=torch.bool)
+    first = torch.ones((num_rows, 1), dtype=torch.bool, device=ends.device)
     new_run = valid & torch.cat([first, ends[:, 1:] != ends[:, :-1]], dim=1)
     run_id = torch.cumsum(new_run, dim=1) - 1
     slot = run_id.clamp(min=0)
-    visits = torch.zeros((num_rows, walks), dtype=torch.int64).scatter_add_(1, slot, valid.to(torch.int64))
+    visits = torch.zeros((num_rows, walks), dtype=torch.int64, device=ends.device).scatter_add_(
+        1, slot, valid.to(torch.int64))
     # Each run's end point goes to its slot; other positions write to a dummy last column.
     target = torch.where(new_run, slot, torch.full_like(slot, walks))
-    value = torch.full((num_rows, walks + 1), -1, dtype=torch.int64).scatter_(1, target, ends)[:, :walks]
+    value = torch.full((num_rows, walks + 1), -1, dtype=torch.int64, device=ends.device).scatter_(
+        1, target, ends)[:, :walks]
     has = value >= 0
     # Ties in visits are broken by a seeded multiplicative hash of the end point (wrapping int64).
     tie = ((value.clamp(min=0) ^ tie_seed) * -7046029254386353131 >> 32) & 0xFFFFFFFF
@@ -193,7 +195,7 @@ def _top_visited(ends: torch.Tensor, k: int, tie_seed: int) -> Tuple[torch.Tenso
     key, order = torch.sort(key, dim=1)
     chosen_visits = chosen_visits.gather(1, order)
     keep = key != torch.iinfo(torch.int64).max
-    rows = torch.arange(num_rows).unsqueeze(1).expand(-1, take)
+    rows = torch.arange(num_rows, device=ends.device).unsqueeze(1).expand(-1, take)
     return rows[keep], key[keep], chosen_visits[keep]
 
 
@@ -236,25 +238,26 @@ def random_walk_ends(adjacency: Dict[str, Tuple[torch.Tensor, torch.Tensor]], st
 
 
 def walk_table(graph: dgl.DGLGraph, metapath: MetaPath, k: int, num_walks: Optional[int] = None,
-               seed: int = 0, progress: bool = False) -> MetaPathTable:
-    """The ``k`` most visited end points of ``num_walks`` random walks per item."""
+               seed: int = 0, progress: bool = False, device: str = "cpu") -> MetaPathTable:
+    """The ``k`` most visited end points of ``num_walks`` random walks per item (walked on
+    ``device``; the result is the same on every device)."""
     n = graph.num_nodes(NODE_TYPE)
     walks = num_walks or max(2 * k, 16)
     per_call = max(1, WALKS_PER_CALL // walks)
-    adjacency = {rel: tuple(t.to(torch.int64) for t in graph.adj_tensors("csr", etype=rel)[:2])
+    adjacency = {rel: tuple(t.to(device, torch.int64) for t in graph.adj_tensors("csr", etype=rel)[:2])
                  for rel in set(metapath.relations)}
     key = _stream_seed(seed, metapath)
     rows_all, cols_all, w_all = [], [], []
     for lo in tqdm(range(0, n, per_call), desc=f"walk {metapath.name}", leave=False,
                    disable=None if progress else True):
         hi = min(n, lo + per_call)
-        starts = torch.arange(lo, hi, dtype=torch.int64).repeat_interleave(walks)
-        walk_ids = torch.arange(lo * walks, hi * walks, dtype=torch.int64)
+        starts = torch.arange(lo, hi, dtype=torch.int64, device=device).repeat_interleave(walks)
+        walk_ids = torch.arange(lo * walks, hi * walks, dtype=torch.int64, device=device)
         ends = random_walk_ends(adjacency, starts, walk_ids, metapath, key)
         r, c, v = _top_visited(ends.view(hi - lo, walks), k, seed)
-        rows_all.append((r + lo).to(torch.int32).numpy())  # only counted per row: int32 is enough
-        cols_all.append(c.numpy())
-        w_all.append(v.numpy().astype(np.float32) / walks)
+        rows_all.append((r + lo).to(torch.int32).cpu().numpy())  # only counted per row: int32 is enough
+        cols_all.append(c.cpu().numpy())
+        w_all.append(v.cpu().numpy().astype(np.float32) / walks)
     return _table_from_coo(np.concatenate(rows_all), np.concatenate(cols_all), np.concatenate(w_all),
                            n, metapath, "walk", k)
 
@@ -262,7 +265,7 @@ def walk_table(graph: dgl.DGLGraph, metapath: MetaPath, k: int, num_walks: Optio
 def build_metapath_tables(graph: dgl.DGLGraph, metapaths: Union[str, Iterable] = None,
                           strategy: str = "walk", max_neighbors: Optional[int] = 32,
                           num_walks: Optional[int] = None, memory_budget: int = DEFAULT_MEMORY_BUDGET,
-                          seed: int = 0, progress: bool = True) -> MetaPathTables:
+                          seed: int = 0, progress: bool = True, device: str = "cpu") -> MetaPathTables:
     """Turn the item heterograph into one neighbour table per meta-path.
 
     Args:
@@ -275,6 +278,7 @@ def build_metapath_tables(graph: dgl.DGLGraph, metapaths: Union[str, Iterable] =
         memory_budget: bytes an ``exact`` product may take (estimated before computing).
         seed: for walks and tie-breaking.
         progress: show a progress bar.
+        device: where ``walk`` walks (``"cuda"`` on a GPU host); tables come back on the CPU.
 
     Example:
         >>> import dgl, torch
@@ -297,7 +301,8 @@ def build_metapath_tables(graph: dgl.DGLGraph, metapaths: Union[str, Iterable] =
         elif strategy == "topk":
             table = topk_table(mats, path, max_neighbors, seed=seed, progress=progress)
         else:
-            table = walk_table(graph, path, max_neighbors, num_walks=num_walks, seed=seed, progress=progress)
+            table = walk_table(graph, path, max_neighbors, num_walks=num_walks, seed=seed, progress=progress,
+                               device=device)
         logger.info("%s", table)
         tables.append(table)
     info = {"strategy": strategy, "max_neighbors": max_neighbors, "num_walks": num_walks, "seed": seed,

@@ -22,9 +22,15 @@ class SemanticAttention(nn.Module):
     where :math:`m_i^\Phi` is 1 when item :math:`i` has neighbours under :math:`\Phi` and
     :math:`\mathcal{V}_\Phi` is the set of such items.
 
+    With ``per_item=True`` the weights are item-specific,
+    :math:`\beta_{i\Phi} = \operatorname{softmax}_\Phi(q^\top \tanh(W z_i^\Phi + b))`: an item's
+    output then does not depend on which other items share its mini-batch.
+
     Args:
         in_feats: size of each meta-path embedding.
         hidden_feats: size of the scoring MLP. Default: 128.
+        per_item: item-specific weights instead of HAN's weights averaged over the items given.
+            Default: False.
 
     Note:
         A meta-path with no neighbours for an item does not vote for it: the weights are
@@ -40,10 +46,11 @@ class SemanticAttention(nn.Module):
         ((5, 16), 0.0)
     """
 
-    def __init__(self, in_feats: int, hidden_feats: int = 128):
+    def __init__(self, in_feats: int, hidden_feats: int = 128, per_item: bool = False):
         super().__init__()
         self.in_feats = in_feats
         self.hidden_feats = hidden_feats
+        self.per_item = per_item
         self.project = nn.Linear(in_feats, hidden_feats)
         self.query = nn.Linear(hidden_feats, 1, bias=False)
         self.reset_parameters()
@@ -70,17 +77,21 @@ class SemanticAttention(nn.Module):
             mask = torch.ones(z.shape[:2], dtype=torch.bool, device=z.device)
         score = self.query(torch.tanh(self.project(z))).squeeze(-1)            # [N, P]
         weight = mask.to(score.dtype)
-        count = weight.sum(0)
-        path_score = (score * weight).sum(0) / count.clamp(min=1)                # mean over items with the path
-        path_score = path_score.masked_fill(count == 0, float("-inf"))
-        if torch.isinf(path_score).all():
-            beta = torch.zeros_like(weight)
+        if self.per_item:
+            logits = score.masked_fill(~mask, float("-inf"))
+            beta = torch.softmax(logits.masked_fill(~mask.any(1, keepdim=True), 0.0), dim=1) * weight
         else:
-            beta_path = torch.softmax(path_score, dim=0)                        # [P]
-            beta = beta_path.unsqueeze(0) * weight
-            beta = beta / beta.sum(1, keepdim=True).clamp(min=torch.finfo(beta.dtype).tiny)
+            count = weight.sum(0)
+            path_score = (score * weight).sum(0) / count.clamp(min=1)  # mean over items with the path
+            path_score = path_score.masked_fill(count == 0, float("-inf"))
+            if torch.isinf(path_score).all():
+                beta = torch.zeros_like(weight)
+            else:
+                beta = torch.softmax(path_score, dim=0).unsqueeze(0) * weight  # [N, P]
+                beta = beta / beta.sum(1, keepdim=True).clamp(min=torch.finfo(beta.dtype).tiny)
         out = (beta.unsqueeze(-1) * z).sum(1)
         return (out, beta) if get_attention else out
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.in_feats}, hidden={self.hidden_feats})"
+        return (f"{type(self).__name__}({self.in_feats}, hidden={self.hidden_feats}"
+                + (", per_item=True)" if self.per_item else ")"))

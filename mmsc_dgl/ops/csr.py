@@ -77,6 +77,27 @@ class CSR:
     def to(self, device) -> "CSR":
         return CSR(self.indptr.to(device), self.indices.to(device), self.num_src)
 
+    def select_rows(self, rows: torch.Tensor) -> "CSR":
+        """The sub-adjacency of ``rows`` (in that order); sources keep their global ids."""
+        rows = rows.to(self.device, torch.int64)
+        starts = self.indptr[rows]
+        degree = self.indptr[rows + 1] - starts
+        indptr = torch.zeros(rows.numel() + 1, dtype=torch.int64, device=self.device)
+        indptr[1:] = torch.cumsum(degree, 0)
+        offsets = torch.arange(int(indptr[-1]), device=self.device) - torch.repeat_interleave(indptr[:-1], degree)
+        return CSR(indptr, self.indices[torch.repeat_interleave(starts, degree) + offsets], self.num_src)
+
+    def drop_edges(self, p: float, generator: Optional[torch.Generator] = None) -> "CSR":
+        """A copy without each edge with probability ``p`` (graph-level dropout for views)."""
+        if p <= 0:
+            return self
+        keep = torch.rand(self.num_edges, generator=generator).to(self.device) >= p
+        counts = torch.zeros(self.num_rows, dtype=torch.int64, device=self.device)
+        counts.index_add_(0, self.row_ids(), keep.to(torch.int64))
+        indptr = torch.zeros(self.num_rows + 1, dtype=torch.int64, device=self.device)
+        indptr[1:] = torch.cumsum(counts, 0)
+        return CSR(indptr, self.indices[keep], self.num_src)
+
     def row_ids(self) -> torch.Tensor:
         """The destination row of every edge, [num_edges]."""
         if self._rows is None:

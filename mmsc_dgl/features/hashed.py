@@ -1,0 +1,93 @@
+"""Hashed bag-of-words text features: an offline content signal that needs no model.
+
+Each item's title, category path and description are lower-cased and split into words; word
+unigrams and bigrams are hashed (signed feature hashing, Weinberger et al. 2009) into ``dim``
+buckets, weighted by 1 + log(tf) x idf and L2-normalised.  It is the stand-in content branch
+until a foundation model's features are extracted, and the features of the content-only cosine
+baseline.
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from typing import List
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+_WORD = re.compile(r"[a-z0-9]+")
+
+
+@dataclass
+class ContentFeatures:
+    """Frozen content tokens per item: ``tokens`` [N, T, D] float32, ``mask`` [N, T] bool."""
+
+    tokens: torch.Tensor
+    mask: torch.Tensor
+    source: str
+
+    def __post_init__(self) -> None:
+        if self.tokens.dim() != 3 or self.mask.shape != self.tokens.shape[:2]:
+            raise ValueError(f"tokens [N, T, D] and mask [N, T] expected, got {tuple(self.tokens.shape)} "
+                             f"and {tuple(self.mask.shape)}")
+        if not torch.isfinite(self.tokens).all():
+            bad = torch.nonzero(~torch.isfinite(self.tokens).all(-1).all(-1)).flatten()[:5].tolist()
+            raise ValueError(f"content features hold NaN or inf (items {bad}); re-extract them")
+
+    @property
+    def num_items(self) -> int:
+        return self.tokens.shape[0]
+
+    @property
+    def dim(self) -> int:
+        return self.tokens.shape[2]
+
+    def pooled(self) -> torch.Tensor:
+        """Mean of each item's real tokens, L2-normalised: [N, D]."""
+        m = self.mask.unsqueeze(-1).to(self.tokens.dtype)
+        mean = (self.tokens * m).sum(1) / m.sum(1).clamp(min=1)
+        return torch.nn.functional.normalize(mean, dim=1)
+
+
+def _bucket(token: str, dim: int) -> tuple:
+    digest = hashlib.blake2b(token.encode(), digest_size=8).digest()
+    value = int.from_bytes(digest, "little")
+    return value % dim, 1.0 if (value >> 63) & 1 else -1.0
+
+
+def hashed_text_features(items: pa.Table, dim: int = 256, bigrams: bool = True) -> ContentFeatures:
+    """Hashed unigram+bigram TF-IDF of title, category and description (one token per item)."""
+    titles = items.column("title").to_pylist()
+    categories = items.column("category").to_pylist() if "category" in items.column_names else [None] * len(titles)
+    descriptions = items.column("description").to_pylist()
+    docs: List[List[str]] = []
+    for title, cat, desc in zip(titles, categories, descriptions):
+        text = " ".join([title or "", " ".join(cat or []), desc or ""]).lower()
+        words = _WORD.findall(text)
+        grams = words + ([f"{a} {b}" for a, b in zip(words, words[1:])] if bigrams else [])
+        docs.append(grams)
+    df: dict = {}
+    for grams in docs:
+        for g in set(grams):
+            df[g] = df.get(g, 0) + 1
+    n = len(docs)
+    cache: dict = {}
+    matrix = np.zeros((n, dim), dtype=np.float32)
+    for i, grams in enumerate(docs):
+        counts: dict = {}
+        for g in grams:
+            counts[g] = counts.get(g, 0) + 1
+        for g, tf in counts.items():
+            if g not in cache:
+                cache[g] = _bucket(g, dim)
+            bucket, sign = cache[g]
+            matrix[i, bucket] += sign * (1 + np.log(tf)) * np.log((1 + n) / (1 + df[g]))
+    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+    has = norms[:, 0] > 0
+    matrix = matrix / np.maximum(norms, 1e-12)
+    tokens = torch.from_numpy(matrix).unsqueeze(1)
+    return ContentFeatures(tokens, torch.from_numpy(has).unsqueeze(1), source=f"hashed-text-{dim}")
+
+

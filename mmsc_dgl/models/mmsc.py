@@ -1,0 +1,193 @@
+"""MMSC: multi-modal relational item representations for substitutes and complements."""
+from __future__ import annotations
+
+from typing import Dict, List, Optional
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from mmsc_dgl import RELATIONS
+from mmsc_dgl.config import ModelConfig
+from mmsc_dgl.features.hashed import ContentFeatures
+from mmsc_dgl.metapath.table import MetaPathTables
+from mmsc_dgl.models.base import Recommender
+from mmsc_dgl.nn import MetaPathAttention, MultiModalAttention, NeuralGate, SemanticAttention
+from mmsc_dgl.ops import CSR
+from mmsc_dgl.train.losses import info_nce, triplet_loss
+
+__all__ = ["MMSC"]
+
+
+class MMSC(nn.Module, Recommender):
+    r"""MMSC (arXiv 2507.22268), composed from :mod:`mmsc_dgl.nn`.
+
+    For item :math:`i` and relation :math:`r \in \{s, c\}`:
+
+    .. math::
+        q_i &= \mathrm{MultiModalAttention}(x_{i,1..T}) \quad\text{or a learnable id embedding} \\
+        p_i^{\Phi} &= \mathrm{MetaPathAttention}_\Phi(q;\ \mathcal{N}_\Phi(i)) \\
+        p_i^{r} &= \mathrm{SemanticAttention}_r(\{p_i^\Phi\}_\Phi) \quad\text{(item-specific path weights)} \\
+        h_i^{r} &= \mathrm{Gate}^{sem}_r(q_i, p_i^r) \\
+        z_i^{r} &= \mathrm{Gate}^{task}_r(h_i^r, h_i^{\bar r}), \qquad
+        \mathrm{score}_r(i, j) = \cos(W_r z_i^r, W_r z_j^r)
+
+    The meta-path layers are shared by both relations; each relation has its own semantic
+    attention, gates and scoring projection.  The loss is
+    ``triplet + ssl_weight * InfoNCE(view 1, view 2)``: the triplet term uses the tables as they
+    are; the two views each drop ``edge_drop`` of the meta-path edges (graph-level dropout) for
+    ``ssl_nodes`` items of the batch.
+
+    Args:
+        num_items: number of items.
+        tables: meta-path neighbour tables (a precomputed transform; built from training edges).
+        config: :class:`~mmsc_dgl.config.ModelConfig`.
+        features: frozen content tokens; ``None`` uses learnable id embeddings.
+        impl: kernel of the meta-path layers.
+
+    Note:
+        An item with no neighbour under any meta-path keeps its content representation: the
+        semantic gate's mask falls back to :math:`q_i`, never to a bias-only embedding.
+    """
+
+    def __init__(self, num_items: int, tables: MetaPathTables, config: Optional[ModelConfig] = None,
+                 features: Optional[ContentFeatures] = None, impl: str = "auto"):
+        super().__init__()
+        config = config or ModelConfig()
+        if config.hidden % config.heads:
+            raise ValueError(f"hidden={config.hidden} must be a multiple of heads={config.heads}")
+        if tables.num_items != num_items:
+            raise ValueError(f"the meta-path tables cover {tables.num_items} items, the model {num_items}; "
+                             "rebuild them for this dataset")
+        self.num_items = num_items
+        self.config = config
+        self.metapaths: List[str] = list(tables)
+        self._csr: Dict[str, CSR] = {name: tables[name].csr() for name in self.metapaths}
+        hidden = config.hidden
+        if features is not None:
+            if features.num_items != num_items:
+                raise ValueError(f"features cover {features.num_items} items, the dataset {num_items}")
+            self.register_buffer("tokens", features.tokens.float(), persistent=False)
+            self.register_buffer("token_mask", features.mask, persistent=False)
+            self.content = MultiModalAttention(features.dim, hidden, hidden_feats=hidden)
+            self.register_module("item_embedding", None)
+        else:
+            self.register_buffer("tokens", None, persistent=False)
+            self.register_buffer("token_mask", None, persistent=False)
+            self.register_module("content", None)
+            self.item_embedding = nn.Embedding(num_items, hidden)
+            nn.init.normal_(self.item_embedding.weight, std=0.1)
+        self.path_layers = nn.ModuleList([
+            MetaPathAttention(hidden, hidden // config.heads, num_heads=config.heads, feat_drop=config.feat_drop,
+                              activation=F.elu, impl=impl) for _ in self.metapaths])
+        # Item-specific path weights: an item's embedding must not depend on its mini-batch.
+        self.semantic = nn.ModuleDict({r: SemanticAttention(hidden, config.semantic_hidden, per_item=True)
+                                       for r in RELATIONS})
+        self.semantic_gate = nn.ModuleDict({r: NeuralGate(hidden) for r in RELATIONS})
+        self.task_gate = nn.ModuleDict({r: NeuralGate(hidden) for r in RELATIONS})
+        self.project = nn.ModuleDict({r: nn.Linear(hidden, hidden) for r in RELATIONS})
+
+    def _apply(self, fn, *args, **kwargs):
+        # Keep the (non-parameter) meta-path tables on the module's device.
+        out = super()._apply(fn, *args, **kwargs)
+        probe = fn(torch.zeros(1))
+        self._csr = {k: v.to(probe.device) for k, v in self._csr.items()}
+        return out
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def content_all(self) -> torch.Tensor:
+        """:math:`q` for every item [num_items, hidden]."""
+        if self.item_embedding is not None:
+            return self.item_embedding.weight
+        return self.content(self.tokens, self.token_mask)
+
+    def encode(self, nodes: torch.Tensor, views: Optional[Dict[str, CSR]] = None,
+               get_attention: bool = False):
+        """Per relation, :math:`z^r` of ``nodes`` [B, hidden] (before the scoring projection).
+        ``views`` replaces the tables (edge-dropped views during training)."""
+        tables = views if views is not None else self._csr
+        q_all = self.content_all()
+        q = q_all[nodes]
+        outs, masks = [], []
+        for name, layer in zip(self.metapaths, self.path_layers):
+            csr = tables[name].select_rows(nodes)
+            outs.append(layer(csr, (q_all, q)).flatten(1))
+            masks.append(csr.nonempty)
+        stacked = torch.stack(outs, 1)
+        mask = torch.stack(masks, 1)
+        any_path = mask.any(1)
+        h, weights = {}, {}
+        for r in RELATIONS:
+            p, weights[r] = self.semantic[r](stacked, mask, get_attention=True)
+            h[r] = self.semantic_gate[r](q, p, mask_b=any_path)
+        other = {"substitute": "complement", "complement": "substitute"}
+        z = {r: self.task_gate[r](h[r], h[other[r]]) for r in RELATIONS}
+        return (z, weights) if get_attention else z
+
+    def head(self, z: torch.Tensor, relation: str) -> torch.Tensor:
+        return F.normalize(self.project[relation](z), dim=-1)
+
+    def score(self, src: torch.Tensor, dst: torch.Tensor, relation: str) -> torch.Tensor:
+        nodes, inverse = torch.unique(torch.cat([src, dst]), return_inverse=True)
+        z = self.head(self.encode(nodes)[relation], relation)
+        return (z[inverse[: len(src)]] * z[inverse[len(src):]]).sum(-1)
+
+    @torch.no_grad()
+    def embed(self, relation: str, batch_size: int = 4096) -> torch.Tensor:
+        return torch.cat([self.head(self.encode(nodes)[relation], relation)
+                          for nodes in torch.arange(self.num_items, device=self.device).split(batch_size)])
+
+    @torch.no_grad()
+    def embed_all(self, batch_size: int = 4096) -> Dict[str, torch.Tensor]:
+        """Both relations' embeddings in one pass."""
+        parts = {r: [] for r in RELATIONS}
+        for nodes in torch.arange(self.num_items, device=self.device).split(batch_size):
+            z = self.encode(nodes)
+            for r in RELATIONS:
+                parts[r].append(self.head(z[r], r))
+        return {r: torch.cat(v) for r, v in parts.items()}
+
+    def views(self, generator: torch.Generator) -> Dict[str, CSR]:
+        return {k: v.drop_edges(self.config.edge_drop, generator) for k, v in self._csr.items()}
+
+    def loss(self, batch: dict) -> Dict[str, torch.Tensor]:
+        """``batch``: per relation ``(src [B], pos [B], neg [B, M])`` and a ``generator`` for the
+        graph-dropout views."""
+        cfg = self.config
+        generator = batch["generator"]
+        ids = [t.reshape(-1) for r in RELATIONS if r in batch for t in batch[r]]
+        nodes, inverse = torch.unique(torch.cat(ids), return_inverse=True)
+        use_ssl = cfg.ssl_weight > 0
+        z1 = self.encode(nodes)  # the supervised term sees the tables as they are at inference
+        parts = {"triplet": torch.zeros((), device=nodes.device)}
+        offset = 0
+        for r in RELATIONS:
+            if r not in batch:
+                continue
+            src, pos, neg = batch[r]
+            e = self.head(z1[r], r)
+            b, m = src.numel(), neg.shape[1]
+            i_src = inverse[offset: offset + b]
+            i_pos = inverse[offset + b: offset + 2 * b]
+            i_neg = inverse[offset + 2 * b: offset + 2 * b + b * m].view(b, m)
+            offset += 2 * b + b * m
+            s_pos = (e[i_src] * e[i_pos]).sum(-1)
+            s_neg = (e[i_src].unsqueeze(1) * e[i_neg]).sum(-1)
+            parts["triplet"] = parts["triplet"] + triplet_loss(s_pos, s_neg, cfg.margin)
+        total = parts["triplet"]
+        if use_ssl:
+            pick = torch.randperm(nodes.numel(), generator=generator)[: cfg.ssl_nodes].to(nodes.device)
+            view1 = self.encode(nodes[pick], self.views(generator))
+            view2 = self.encode(nodes[pick], self.views(generator))
+            parts["infonce"] = sum(info_nce(view1[r], view2[r], cfg.ssl_temperature) for r in RELATIONS) / len(RELATIONS)
+            total = total + cfg.ssl_weight * parts["infonce"]
+        parts["total"] = total
+        return parts
+
+    def __repr__(self) -> str:
+        content = "id-embeddings" if self.item_embedding is not None else f"features(dim={self.tokens.shape[-1]})"
+        return (f"MMSC(items={self.num_items:,}, hidden={self.config.hidden}, heads={self.config.heads}, "
+                f"metapaths={len(self.metapaths)}, content={content})")

@@ -1,0 +1,1 @@
+"""Losses, graph-dropout views, checkpoints and the trainer.  No DGL here."""

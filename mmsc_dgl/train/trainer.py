@@ -1,0 +1,333 @@
+"""Training MMSC: mini-batches over training edges, Adam, early stopping on validation NDCG@10,
+an atomic checkpoint every epoch, and ``resume`` that ends where an uninterrupted run would."""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Union
+
+import numpy as np
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import torch
+from tqdm.auto import tqdm
+
+from mmsc_dgl import RELATIONS
+from mmsc_dgl.config import TrainConfig
+from mmsc_dgl.data.edges import RelationEdges
+from mmsc_dgl.errors import DataError
+from mmsc_dgl.eval.evaluate import cold_start_embeddings, evaluate_embeddings
+from mmsc_dgl.features.hashed import ContentFeatures, hashed_text_features
+from mmsc_dgl.io import atomic_write_json, atomic_write_text
+from mmsc_dgl.metapath.table import MetaPathTables
+from mmsc_dgl.models.mmsc import MMSC
+from mmsc_dgl.train.checkpoint import load_checkpoint, save_checkpoint
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT = "checkpoint.pt"
+MODEL = "model.pt"
+METRICS = "metrics.json"
+TABLES = "metapaths.pt"
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise DataError(f"--device {device} was asked for, but no CUDA device is visible.", fix="use --device cpu.")
+    return device
+
+
+def resolve_impl(impl: str, device: torch.device) -> str:
+    """On CPU, DGL's kernels when DGL is installed (2-4x the reference there); Triton on CUDA."""
+    if impl != "auto":
+        return impl
+    if device.type == "cpu":
+        import importlib.util
+        return "dgl" if importlib.util.find_spec("dgl") is not None else "reference"
+    return "auto"
+
+
+def load_features(spec: str, dataset, dim: int) -> Optional[ContentFeatures]:
+    """``hashed``, ``none``, or a torch file ``{"item_ids", "tokens" [N,T,D], "mask" [N,T]}``."""
+    if spec == "none":
+        return None
+    if spec == "hashed":
+        return hashed_text_features(dataset.catalog.table, dim=dim)
+    path = Path(spec)
+    if not path.exists():
+        raise DataError("no feature file here.", path=path, fix="pass --features hashed, none, or a feature file.")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    for key in ("item_ids", "tokens", "mask"):
+        if key not in state:
+            raise DataError(f"the feature file has no {key!r}.", path=path,
+                            fix="write item_ids, tokens [N, T, D] and mask [N, T].")
+    ids = dataset.catalog.ids.to_pylist()
+    if list(state["item_ids"]) != ids:
+        given = set(state["item_ids"])
+        missing = [i for i in ids if i not in given][:3]
+        raise DataError(f"the feature file's {len(state['item_ids'])} item ids do not match the catalog's "
+                        f"{len(ids)} (in order); missing e.g. {missing}.", path=path,
+                        fix="extract features for this dataset's items.parquet, in its order.")
+    try:
+        return ContentFeatures(state["tokens"].float(), state["mask"].bool(), source=str(path))
+    except ValueError as err:
+        raise DataError(str(err), path=path, fix="re-extract the features.") from err
+
+
+def load_train_edges(dataset, path: Optional[str]) -> Dict[str, RelationEdges]:
+    """The supervised training edges: the split's, or a filtered subset (E_LLM) from a file."""
+    if path is None:
+        edges = dataset.splits.train
+    else:
+        table = pq.read_table(path)
+        for col in ("relation", "src", "dst"):
+            if col not in table.column_names:
+                raise DataError(f"the training edge file has no {col!r} column.", path=path,
+                                fix="write relation, src, dst (node ids).")
+        relation = table.column("relation").cast("string")
+        edges = {}
+        for r in RELATIONS:
+            part = table.filter(pc.equal(relation, r))
+            src, dst = part.column("src").to_numpy(), part.column("dst").to_numpy()
+            if len(src) and (min(src.min(), dst.min()) < 0 or max(src.max(), dst.max()) >= dataset.num_items):
+                raise DataError(f"{r} edges refer to node ids outside 0..{dataset.num_items - 1}.", path=path,
+                                fix="use node ids of this dataset.")
+            edges[r] = RelationEdges(src, dst)
+    for r in RELATIONS:
+        if len(edges[r]) == 0:
+            raise DataError(f"relation {r!r} has no training edges.", path=path,
+                            fix="check the dataset or the training edge file.")
+    return edges
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    metrics: dict
+    history: List[dict] = field(default_factory=list)
+    best_epoch: Dict[str, int] = field(default_factory=dict)
+
+
+def _config_fingerprint(config: TrainConfig) -> str:
+    data = config.model_dump()
+    for key in ("epochs", "device", "impl", "patience"):  # may change between a run and its resume
+        data.pop(key)
+    return json.dumps(data, sort_keys=True)
+
+
+class Trainer:
+    """Owns one run directory.  ``fit()`` trains (or resumes) and ``evaluate()`` tests.
+
+    Args:
+        dataset: a :class:`~mmsc_dgl.data.dataset.Dataset` (its splits and catalog).
+        run_dir: where checkpoints, tables and metrics go.
+        config: :class:`~mmsc_dgl.config.TrainConfig`.
+        tables: meta-path tables; built from the training graph (needs DGL) when omitted and
+            not already in ``run_dir``.
+    """
+
+    def __init__(self, dataset, run_dir: Union[str, Path], config: TrainConfig,
+                 tables: Optional[MetaPathTables] = None, progress: bool = True):
+        self.dataset = dataset
+        self.run_dir = Path(run_dir)
+        self.config = config
+        self.progress = progress
+        self.device = resolve_device(config.device)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.tables = tables or self._tables()
+        self.features = load_features(config.features, dataset, config.feature_dim)
+        self.train_edges = load_train_edges(dataset, config.train_edges)
+        self.sampler = dataset.negative_sampler()
+        torch.manual_seed(config.seed)
+        self.model = MMSC(dataset.num_items, self.tables, config.model, self.features,
+                          impl=resolve_impl(config.impl, self.device)).to(self.device)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+
+    def _tables(self) -> MetaPathTables:
+        path = self.run_dir / TABLES
+        if path.exists():
+            return MetaPathTables.load(path)
+        from mmsc_dgl.metapath.build import build_metapath_tables
+        tables = build_metapath_tables(self.dataset.train_graph(), self.config.metapaths, strategy="walk",
+                                       max_neighbors=self.config.max_neighbors, num_walks=self.config.num_walks,
+                                       seed=self.config.seed, progress=self.progress, device=str(self.device))
+        tables.save(path)
+        return tables
+
+    # --- training --------------------------------------------------------------------------
+    def _batches(self, generator: torch.Generator):
+        cfg = self.config
+        sizes = {r: len(self.train_edges[r]) for r in RELATIONS}
+        steps = max(1, math.ceil(max(sizes.values()) / cfg.batch_size))
+        perms = {r: torch.randperm(sizes[r], generator=generator) for r in RELATIONS}
+        per_step = {r: math.ceil(sizes[r] / steps) for r in RELATIONS}
+        src = {r: torch.from_numpy(self.train_edges[r].src) for r in RELATIONS}
+        dst = {r: torch.from_numpy(self.train_edges[r].dst) for r in RELATIONS}
+        for step in range(steps):
+            batch = {"generator": generator}
+            for r in RELATIONS:
+                idx = perms[r][step * per_step[r]: (step + 1) * per_step[r]]
+                if idx.numel() == 0:
+                    continue
+                neg = torch.randint(0, self.dataset.num_items, (idx.numel(), cfg.model.negatives), generator=generator)
+                batch[r] = tuple(t.to(self.device) for t in (src[r][idx], dst[r][idx], neg))
+            yield batch
+
+    def validate(self) -> dict:
+        self.model.eval()
+        embeddings = self.model.embed_all()
+        self.model.train()
+        return evaluate_embeddings(embeddings, self.dataset.splits.val, self.sampler, "val", ks=[10],
+                                   max_queries=self.config.val_queries, seed=self.config.seed)
+
+    def fit(self, resume: bool = False, stop_after: Optional[int] = None) -> TrainResult:
+        """Train until ``epochs`` or early stopping.  ``stop_after`` ends after that many epochs
+        of this call (used to test interrupted runs)."""
+        cfg = self.config
+        ckpt_path = self.run_dir / CHECKPOINT
+        # Model selection per relation: each relation keeps the weights of its best validation
+        # epoch, and training stops when no relation has improved for `patience` epochs.
+        state = {"epoch": 0, "best": {r: -1.0 for r in RELATIONS}, "best_epoch": {r: -1 for r in RELATIONS},
+                 "bad_epochs": 0, "history": [], "best_state": {r: None for r in RELATIONS}}
+        if resume and ckpt_path.exists():
+            ckpt = load_checkpoint(ckpt_path)
+            if ckpt["config"] != _config_fingerprint(cfg):
+                raise DataError("the checkpoint was made with another config.", path=ckpt_path,
+                                fix="resume with the same config, or train into a new --out.")
+            self.model.load_state_dict(ckpt["model"])
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+            torch.set_rng_state(ckpt["rng_state"])
+            state = {k: ckpt[k] for k in state}
+            logger.info("resumed %s at epoch %d", self.run_dir, state["epoch"])
+        elif ckpt_path.exists() and not resume:
+            raise DataError(f"{self.run_dir} already holds a run.", path=ckpt_path,
+                            fix="pass --resume to continue it, or choose another --out.")
+        atomic_write_text(self.run_dir / "config.json", cfg.model_dump_json(indent=2))
+        self.model.train()
+        ran = 0
+        while state["epoch"] < cfg.epochs and state["bad_epochs"] < cfg.patience:
+            epoch = state["epoch"]
+            generator = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
+            started = time.perf_counter()
+            sums: Dict[str, float] = {}
+            steps = 0
+            bar = tqdm(self._batches(generator), desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
+                       total=max(1, math.ceil(max(len(e) for e in self.train_edges.values()) / cfg.batch_size)),
+                       disable=None if self.progress else True)
+            for batch in bar:
+                parts = self.model.loss(batch)
+                self.optimizer.zero_grad(set_to_none=True)
+                parts["total"].backward()
+                self.optimizer.step()
+                for k, v in parts.items():
+                    sums[k] = sums.get(k, 0.0) + float(v)
+                steps += 1
+                bar.set_postfix(loss=f"{float(parts['total']):.4f}")
+            val = self.validate()
+            record = {"epoch": epoch + 1, **{f"loss_{k}": v / steps for k, v in sums.items()},
+                      **{f"val_{r}_{m}": val[r][m] for r in RELATIONS for m in ("HR@10", "NDCG@10")},
+                      "seconds": round(time.perf_counter() - started, 2)}
+            state["history"].append(record)
+            improved = False
+            for r in RELATIONS:
+                if val[r]["NDCG@10"] > state["best"][r]:
+                    improved = True
+                    state["best"][r] = val[r]["NDCG@10"]
+                    state["best_epoch"][r] = epoch + 1
+                    state["best_state"][r] = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
+            state["bad_epochs"] = 0 if improved else state["bad_epochs"] + 1
+            state["epoch"] = epoch + 1
+            logger.info("epoch %d: %s | val NDCG@10 s=%.4f c=%.4f | %.1fs", epoch + 1,
+                        " ".join(f"{k[5:]}={v:.4f}" for k, v in record.items() if k.startswith("loss_")),
+                        val["substitute"]["NDCG@10"], val["complement"]["NDCG@10"], record["seconds"])
+            save_checkpoint(ckpt_path, {**state, "model": self.model.state_dict(),
+                                        "optimizer": self.optimizer.state_dict(),
+                                        "rng_state": torch.get_rng_state(), "config": _config_fingerprint(cfg)})
+            ran += 1
+            if stop_after is not None and ran >= stop_after:
+                return TrainResult(self.run_dir, {}, state["history"], dict(state["best_epoch"]))
+        self.relation_states = {r: state["best_state"][r] or self.model.state_dict() for r in RELATIONS}
+        save_checkpoint(self.run_dir / MODEL, {"states": self.relation_states, "config": cfg.model_dump_json(),
+                                                "best_epoch": state["best_epoch"]})
+        metrics = self.evaluate()
+        metrics["best_epoch"] = state["best_epoch"]
+        metrics["epochs_run"] = state["epoch"]
+        atomic_write_json(self.run_dir / METRICS, metrics)
+        atomic_write_json(self.run_dir / "history.json", state["history"])
+        return TrainResult(self.run_dir, metrics, state["history"], dict(state["best_epoch"]))
+
+    # --- evaluation ------------------------------------------------------------------------
+    relation_states: Optional[Dict[str, dict]] = None
+
+    @torch.no_grad()
+    def embeddings(self) -> Dict[str, torch.Tensor]:
+        """Each relation's embeddings, from that relation's selected weights."""
+        self.model.eval()
+        if not self.relation_states:
+            return self.model.embed_all()
+        out = {}
+        for r in RELATIONS:
+            self.model.load_state_dict(self.relation_states[r])
+            out[r] = self.model.embed(r)
+        return out
+
+    def use_relation(self, relation: str) -> MMSC:
+        """The model holding ``relation``'s selected weights."""
+        if self.relation_states:
+            self.model.load_state_dict(self.relation_states[relation])
+        self.model.eval()
+        return self.model
+
+    @torch.no_grad()
+    def evaluate(self, pairs=None) -> dict:
+        """Test and cold-start ranking metrics (and labelled pairs, if the dataset has them)."""
+        from mmsc_dgl.eval.pairs import pair_metrics
+        cfg = self.config
+        emb = self.embeddings()
+        splits = self.dataset.splits
+        out = {"test": evaluate_embeddings(emb, splits.test, self.sampler, "test", ks=cfg.ks)}
+        if len(splits.cold_items):
+            if self.features is not None:
+                content = self.features.pooled().to(emb["substitute"].device)
+                cold_emb = {r: cold_start_embeddings(emb[r], content, splits.cold_items, cfg.cold_neighbors)
+                            for r in RELATIONS}
+                out["cold_start_method"] = f"mean of {cfg.cold_neighbors} nearest items in content space"
+            else:
+                cold_emb = emb
+                out["cold_start_method"] = "none (no content features: id embeddings of unseen items)"
+            out["cold"] = evaluate_embeddings(cold_emb, splits.cold, self.sampler, "cold", ks=cfg.ks)
+        pair_table = pairs if pairs is not None else splits.pairs
+        if pair_table is not None and pair_table.num_rows:
+            out["pairs"] = self._pair_metrics(emb, pair_table, pair_metrics)
+        self.model.train()
+        return out
+
+    def _pair_metrics(self, emb, table, pair_metrics) -> dict:
+        relation = table.column("relation").cast("string").to_pylist()
+        src = table.column("src").to_numpy()
+        dst = table.column("dst").to_numpy()
+        label = table.column("label").to_numpy()
+        result = {}
+        for r in RELATIONS:
+            pick = np.array([x == r for x in relation])
+            if not pick.any():
+                continue
+            e = emb[r]
+            scores = (e[torch.from_numpy(src[pick])] * e[torch.from_numpy(dst[pick])]).sum(-1).cpu().numpy()
+            # The F1 threshold comes from validation: val edges against their first negative.
+            val = self.dataset.splits.val[r]
+            q = np.arange(len(val))
+            neg = self.sampler.sample(r, "val", q, val.src)[:, 0]
+            v_pos = (e[torch.from_numpy(val.src)] * e[torch.from_numpy(val.dst)]).sum(-1).cpu().numpy()
+            v_neg = (e[torch.from_numpy(val.src)] * e[torch.from_numpy(neg)]).sum(-1).cpu().numpy()
+            from mmsc_dgl.eval.pairs import best_f1_threshold
+            threshold = best_f1_threshold(np.r_[np.ones(len(v_pos)), np.zeros(len(v_neg))], np.r_[v_pos, v_neg])
+            result[r] = pair_metrics(label[pick], scores, threshold)
+        return result

@@ -1,0 +1,150 @@
+"""MMSC end to end on tiny data: contract, training, resume, evaluation, recommendation, errors."""
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+from click.testing import CliRunner
+
+from mmsc_dgl.cli import main
+from mmsc_dgl.config import ModelConfig, SyntheticConfig, TrainConfig
+from mmsc_dgl.data.prepare import prepare
+from mmsc_dgl.errors import DataError
+from mmsc_dgl.features import hashed_text_features
+from mmsc_dgl.metapath import build_metapath_tables
+from mmsc_dgl.models import MMSC, Recommender
+from mmsc_dgl.train import run as runs
+from mmsc_dgl.train.trainer import Trainer
+
+TINY = dict(metapaths="s,c,s-c,c-s", max_neighbors=4, epochs=3, batch_size=256, val_queries=150,
+            model=ModelConfig(hidden=16, heads=2, semantic_hidden=8, ssl_nodes=32))
+
+
+@pytest.fixture(scope="module")
+def tiny_dataset(tmp_path_factory):
+    out = tmp_path_factory.mktemp("data") / "ds"
+    prepare(synthetic=SyntheticConfig(num_items=300, seed=1), out=out)
+    from mmsc_dgl.data.dataset import load_dataset
+    return load_dataset(out)
+
+
+def test_model_contract(tiny_dataset):
+    tables = build_metapath_tables(tiny_dataset.train_graph(), "s,c-s", max_neighbors=4, progress=False)
+    for features in (hashed_text_features(tiny_dataset.catalog.table, dim=32), None):
+        torch.manual_seed(0)
+        model = MMSC(300, tables, ModelConfig(hidden=16, heads=2), features)
+        assert isinstance(model, Recommender)
+        src, dst = torch.tensor([0, 5, 7]), torch.tensor([1, 2, 9])
+        model.eval()
+        for r in ("substitute", "complement"):
+            emb = model.embed(r)
+            assert emb.shape == (300, 16)
+            torch.testing.assert_close(model.score(src, dst, r), (emb[src] * emb[dst]).sum(-1), rtol=1e-5, atol=1e-5)
+        model.train()
+        g = torch.Generator().manual_seed(0)
+        batch = {"generator": g, "substitute": (src, dst, torch.randint(0, 300, (3, 2), generator=g))}
+        parts = model.loss(batch)
+        assert set(parts) == {"triplet", "infonce", "total"}
+        parts["total"].backward()
+        assert "id-embeddings" in repr(model) or "features" in repr(model)
+
+
+def test_train_then_resume_matches_uninterrupted(tiny_dataset, tmp_path):
+    config = TrainConfig(**TINY, seed=3)
+    full = Trainer(tiny_dataset, tmp_path / "full", config, progress=False).fit()
+    part = Trainer(tiny_dataset, tmp_path / "part", config, progress=False)
+    part.fit(stop_after=1)
+    # A new process would start from scratch: build a fresh trainer and resume from disk.
+    resumed = Trainer(tiny_dataset, tmp_path / "part", config, progress=False).fit(resume=True)
+    assert resumed.metrics == full.metrics
+    assert resumed.history == [{**h, "seconds": r["seconds"]} for h, r in zip(full.history, resumed.history)]
+    assert resumed.best_epoch == full.best_epoch
+    ckpt = torch.load(tmp_path / "part" / "checkpoint.pt", weights_only=True)
+    assert ckpt["epoch"] == len(full.history)
+    m = full.metrics
+    assert set(m["test"]) == {"substitute", "complement"} and 0 <= m["test"]["substitute"]["NDCG@10"] <= 1
+    assert "cold" in m and m["cold_start_method"].startswith("mean of")
+
+
+def test_resume_with_another_config_is_refused(tiny_dataset, tmp_path):
+    Trainer(tiny_dataset, tmp_path / "r", TrainConfig(**TINY), progress=False).fit(stop_after=1)
+    other = TrainConfig(**{**TINY, "lr": 0.1})
+    with pytest.raises(DataError, match="another config"):
+        Trainer(tiny_dataset, tmp_path / "r", other, progress=False).fit(resume=True)
+    with pytest.raises(DataError, match="already holds a run.*--resume"):
+        Trainer(tiny_dataset, tmp_path / "r", TrainConfig(**TINY), progress=False).fit()
+
+
+def test_bad_training_inputs(tiny_dataset, tmp_path):
+    edges = tmp_path / "e_llm.parquet"
+    pq.write_table(pa.table({"relation": ["substitute"], "src": [0], "dst": [1]}), edges)
+    with pytest.raises(DataError, match="relation 'complement' has no training edges"):
+        Trainer(tiny_dataset, tmp_path / "a", TrainConfig(**TINY, train_edges=str(edges)), progress=False)
+    feats = tmp_path / "f.pt"
+    torch.save({"item_ids": ["x"] * 3, "tokens": torch.zeros(3, 1, 4), "mask": torch.ones(3, 1, dtype=torch.bool)}, feats)
+    with pytest.raises(DataError, match="do not match the catalog"):
+        Trainer(tiny_dataset, tmp_path / "b", TrainConfig(**TINY, features=str(feats)), progress=False)
+    ids = tiny_dataset.catalog.ids.to_pylist()
+    tokens = torch.zeros(300, 1, 4)
+    tokens[5, 0, 1] = float("nan")
+    torch.save({"item_ids": ids, "tokens": tokens, "mask": torch.ones(300, 1, dtype=torch.bool)}, feats)
+    with pytest.raises(DataError, match="NaN or inf"):
+        Trainer(tiny_dataset, tmp_path / "c", TrainConfig(**TINY, features=str(feats)), progress=False)
+
+
+def test_id_embedding_mode_and_filtered_edges(tiny_dataset, tmp_path):
+    train = tiny_dataset.splits.train
+    half = {r: (train[r].src[::2], train[r].dst[::2]) for r in train}
+    table = pa.table({"relation": [r for r in half for _ in half[r][0]],
+                      "src": np.concatenate([half[r][0] for r in half]),
+                      "dst": np.concatenate([half[r][1] for r in half])})
+    pq.write_table(table, tmp_path / "e.parquet")
+    cfg = TrainConfig(**{**TINY, "epochs": 1}, features="none", train_edges=str(tmp_path / "e.parquet"))
+    trainer = Trainer(tiny_dataset, tmp_path / "ids", cfg, progress=False)
+    assert len(trainer.train_edges["substitute"]) == len(half["substitute"][0])
+    result = trainer.fit()
+    assert result.metrics["cold_start_method"].startswith("none")
+
+
+def test_cli_train_evaluate_recommend(tiny_dataset, tmp_path):
+    cfg = tmp_path / "train.yaml"
+    cfg.write_text("metapaths: s,c\nmax_neighbors: 4\nepochs: 1\nval_queries: 100\n"
+                   "model:\n  hidden: 16\n  heads: 2\n  semantic_hidden: 8\n  ssl_nodes: 16\n")
+    runner = CliRunner()
+    run_dir = tmp_path / "run"
+    r = runner.invoke(main, ["train", str(tiny_dataset.root), "--out", str(run_dir), "--config", str(cfg),
+                             "--seed", "1", "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    assert "NDCG@10" in r.output and (run_dir / "metrics.json").exists()
+    assert json.loads((run_dir / "config.json").read_text())["seed"] == 1
+    r = runner.invoke(main, ["evaluate", str(run_dir), "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["test"] == json.loads((run_dir / "metrics.json").read_text())["test"]
+    item = tiny_dataset.catalog.ids[0].as_py()
+    r = runner.invoke(main, ["recommend", str(run_dir), "--item", item, "--relation", "complement", "-k", "3"])
+    assert r.exit_code == 0, r.output
+    assert len(r.output.strip().splitlines()) == 3
+    r = runner.invoke(main, ["recommend", str(run_dir), "--item", "NOPE", "--relation", "substitute"])
+    assert r.exit_code == 2 and "item 'NOPE' is not in the catalog" in r.output
+    r = runner.invoke(main, ["recommend", str(run_dir), "--all", "--relation", "substitute", "-k", "2",
+                             "--out", str(tmp_path / "recs.parquet")])
+    assert r.exit_code == 0, r.output
+    recs = pq.read_table(tmp_path / "recs.parquet")
+    assert recs.num_rows == 600 and set(recs.column_names) >= {"item_id", "rank", "recommended_id", "score"}
+    r = runner.invoke(main, ["evaluate", str(tmp_path)])
+    assert r.exit_code == 2 and "lacks run.json" in r.output
+
+
+def test_evaluate_with_pair_file(tiny_dataset, tmp_path):
+    runs.train(tiny_dataset.root, tmp_path / "run", TrainConfig(**{**TINY, "epochs": 1}), progress=False)
+    test = tiny_dataset.splits.test["complement"]
+    ids = tiny_dataset.catalog.ids.to_pylist()
+    rng = np.random.default_rng(0)
+    lines = [f"complement {ids[s]} {ids[d]} 1" for s, d in zip(test.src[:30], test.dst[:30])]
+    lines += [f"complement {ids[a]} {ids[b]} 0" for a, b in rng.integers(0, 300, (30, 2)) if a != b]
+    (tmp_path / "pairs.txt").write_text("\n".join(lines) + "\n")
+    metrics = runs.evaluate_run(tmp_path / "run", pairs=tmp_path / "pairs.txt")
+    m = metrics["pairs"]["complement"]
+    assert 0 <= m["ROC-AUC"] <= 1 and m["threshold_from_validation"] and m["pairs"] == len(lines)
