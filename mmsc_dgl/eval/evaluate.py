@@ -58,7 +58,7 @@ def cold_start_embeddings(embeddings: torch.Tensor, content: torch.Tensor, cold_
     out = embeddings.clone()
     if len(cold_items) == 0:
         return out
-    cold = torch.from_numpy(np.asarray(cold_items)).to(embeddings.device)
+    cold = torch.tensor(np.asarray(cold_items), dtype=torch.long, device=embeddings.device)
     warm_mask = torch.ones(embeddings.shape[0], dtype=torch.bool, device=embeddings.device)
     warm_mask[cold] = False
     warm = torch.nonzero(warm_mask).flatten()
