@@ -233,5 +233,37 @@ def recommend(run_dir: Path, item: Optional[str], all_items: bool, relation: str
         click.echo(f"wrote top-{k} {relation}s of {rows[0]['items']:,} items to {out}")
 
 
+@main.command()
+@click.argument("dataset_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--backend", type=click.Choice(["text", "clip", "blip2"]), default="text", show_default=True)
+@click.option("--model", help="text: a sentence-transformers directory (default: the bundled MiniLM); "
+                              "clip: an open_clip config name (default ViT-B-32).")
+@click.option("--checkpoint", type=click.Path(dir_okay=False), help="Local weights file (clip, blip2).")
+@click.option("--random-init", is_flag=True, help="clip: allow random weights (meaningless features, for tests).")
+@click.option("--image-root", type=click.Path(file_okay=False), help="Folder that local image paths are relative to.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--chunk-size", type=click.IntRange(min=1), default=4096, show_default=True,
+              help="Items per resumable chunk.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Default DATASET_DIR/features.parquet.")
+@click.option("--overwrite", is_flag=True, help="Replace a cache made with other settings.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Unused (extraction is deterministic).")
+@click.option("--device", default="cpu", show_default=True)
+def features(dataset_dir: Path, backend: str, model: Optional[str], checkpoint: Optional[str], random_init: bool,
+             image_root: Optional[str], batch_size: int, chunk_size: int, out: Optional[Path], overwrite: bool,
+             seed: int, device: str) -> None:
+    """Extract frozen content features for every item into a resumable parquet cache."""
+    from mmsc_dgl.features.cache import extract_features
+
+    run = extract_features(dataset_dir, backend, out=out, batch_size=batch_size, chunk_size=chunk_size,
+                           device=device, overwrite=overwrite, model=model, checkpoint=checkpoint,
+                           random_init=random_init, image_root=image_root)
+    meta = run.meta
+    click.echo(f"{run.items:,} items, {meta['tokens']} x {meta['dim']} tokens ({meta['backend']}: {meta['model']}); "
+               f"{run.computed_items:,} computed at {run.items_per_second:.1f} items/s")
+    for key, value in run.report.items():
+        click.echo(f"  {key}: {value}")
+    click.echo(f"features written to {run.path}")
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

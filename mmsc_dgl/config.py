@@ -118,8 +118,9 @@ class TrainConfig(Config):
     metapaths: str = Field("all", description="comma-separated meta-paths, or 'all' (up to 3 hops)")
     max_neighbors: int = Field(16, ge=1)
     num_walks: Optional[int] = Field(None, ge=1)
-    features: str = Field("hashed", description="'hashed' (hashed text TF-IDF), 'none' (learnable id "
-                                                "embeddings), or a feature cache file")
+    features: str = Field("auto", description="'auto' (the dataset's features.parquet if present, else "
+                                              "'hashed'), 'hashed' (hashed text TF-IDF), 'none' (learnable "
+                                              "id embeddings), or a feature cache file")
     feature_dim: int = Field(256, ge=8)
     train_edges: Optional[str] = Field(None, description="parquet edge table replacing the training "
                                                          "edges of the supervised loss (E_LLM)")
@@ -133,5 +134,7 @@ class TrainConfig(Config):
     ks: list = Field(default_factory=lambda: [10])
     cold_neighbors: int = Field(10, ge=1, description="k nearest items in content space for cold start")
     seed: int = 0
+    deterministic: bool = Field(True, description="torch deterministic algorithms while training and "
+                                                  "evaluating: the same seed gives the same metrics")
     device: str = "auto"
     impl: str = Field("auto", description="kernel: auto, reference, dgl or triton")

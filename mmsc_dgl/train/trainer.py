@@ -2,6 +2,7 @@
 an atomic checkpoint every epoch, and ``resume`` that ends where an uninterrupted run would."""
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -55,12 +56,22 @@ def resolve_impl(impl: str, device: torch.device) -> str:
 
 
 def load_features(spec: str, dataset, dim: int) -> Optional[ContentFeatures]:
-    """``hashed``, ``none``, or a torch file ``{"item_ids", "tokens" [N,T,D], "mask" [N,T]}``."""
+    """``auto`` (the dataset's ``features.parquet`` cache if present, else ``hashed``), ``hashed``,
+    ``none``, a feature cache (``.parquet``), or a torch file ``{"item_ids", "tokens", "mask"}``."""
+    from mmsc_dgl.features.cache import CACHE_NAME, load_feature_cache
+    if spec == "auto":
+        cache = Path(dataset.root) / CACHE_NAME if dataset.root else None
+        if cache is not None and cache.exists():
+            logger.info("content features from the cache %s", cache)
+            return load_feature_cache(cache, dataset.catalog)
+        spec = "hashed"
     if spec == "none":
         return None
     if spec == "hashed":
         return hashed_text_features(dataset.catalog.table, dim=dim)
     path = Path(spec)
+    if path.suffix == ".parquet":
+        return load_feature_cache(path, dataset.catalog)
     if not path.exists():
         raise DataError("no feature file here.", path=path, fix="pass --features hashed, none, or a feature file.")
     state = torch.load(path, map_location="cpu", weights_only=True)
@@ -115,9 +126,23 @@ class TrainResult:
     best_epoch: Dict[str, int] = field(default_factory=dict)
 
 
+@contextlib.contextmanager
+def deterministic_algorithms(enabled: bool):
+    """torch's deterministic algorithms for the duration of a block, then the caller's setting.
+    On CPU, index_add_/index_put_ otherwise accumulate in a thread-dependent order, and runs
+    with the same seed drift apart in the last bits (then in the metrics)."""
+    before = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
+    if enabled:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+
+
 def _config_fingerprint(config: TrainConfig) -> str:
     data = config.model_dump()
-    for key in ("epochs", "device", "impl", "patience"):  # may change between a run and its resume
+    for key in ("epochs", "device", "impl", "patience", "deterministic"):  # may change on resume
         data.pop(key)
     return json.dumps(data, sort_keys=True)
 
@@ -190,6 +215,10 @@ class Trainer:
     def fit(self, resume: bool = False, stop_after: Optional[int] = None) -> TrainResult:
         """Train until ``epochs`` or early stopping.  ``stop_after`` ends after that many epochs
         of this call (used to test interrupted runs)."""
+        with deterministic_algorithms(self.config.deterministic):
+            return self._fit(resume, stop_after)
+
+    def _fit(self, resume: bool, stop_after: Optional[int]) -> TrainResult:
         cfg = self.config
         ckpt_path = self.run_dir / CHECKPOINT
         # Model selection per relation: each relation keeps the weights of its best validation
@@ -288,6 +317,10 @@ class Trainer:
     @torch.no_grad()
     def evaluate(self, pairs=None) -> dict:
         """Test and cold-start ranking metrics (and labelled pairs, if the dataset has them)."""
+        with deterministic_algorithms(self.config.deterministic):
+            return self._evaluate(pairs)
+
+    def _evaluate(self, pairs) -> dict:
         from mmsc_dgl.eval.pairs import pair_metrics
         cfg = self.config
         emb = self.embeddings()

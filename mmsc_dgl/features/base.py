@@ -1,0 +1,63 @@
+"""The extractor interface: items in, frozen content tokens [N, T, D] and a mask [N, T] out."""
+from __future__ import annotations
+
+import abc
+import hashlib
+import os
+from pathlib import Path
+from typing import List, Tuple
+
+import numpy as np
+import pyarrow as pa
+
+MAX_TEXT_CHARS = 1000
+
+
+def item_texts(items: pa.Table, max_chars: int = MAX_TEXT_CHARS) -> List[str]:
+    """``title. category path. description`` per item (already cleaned by the readers)."""
+    titles = items.column("title").to_pylist() if "title" in items.column_names else [None] * items.num_rows
+    cats = items.column("category").to_pylist() if "category" in items.column_names else [None] * items.num_rows
+    descs = items.column("description").to_pylist() if "description" in items.column_names else [None] * items.num_rows
+    out = []
+    for title, cat, desc in zip(titles, cats, descs):
+        parts = [p for p in (title, " > ".join(cat or []), desc) if p]
+        out.append(". ".join(parts)[:max_chars])
+    return out
+
+
+def file_digest(path: os.PathLike | str, chunk: int = 1 << 20) -> str:
+    """sha256 of a weights file (recorded in the cache so another checkpoint is never mixed in)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(chunk), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class FeatureExtractor(abc.ABC):
+    """One backend.  ``extract`` turns a batch of catalog rows into ``(tokens, mask)`` with
+    ``tokens`` float32 [B, tokens, dim] and ``mask`` bool [B, tokens]; a single vector per item
+    is ``tokens == 1``."""
+
+    backend: str = "base"
+    model: str = ""
+    checkpoint_hash: str = ""
+    tokens: int = 1
+    dim: int = 0
+
+    @abc.abstractmethod
+    def extract(self, items: pa.Table) -> Tuple[np.ndarray, np.ndarray]:
+        ...
+
+    def describe(self) -> dict:
+        """What the cache records about the features."""
+        return {"backend": self.backend, "model": self.model, "checkpoint_hash": self.checkpoint_hash,
+                "tokens": int(self.tokens), "dim": int(self.dim)}
+
+    def report(self) -> dict:
+        """Counts worth telling the user (images that could not be read, say)."""
+        return {}
+
+
+def resolve_path(path: os.PathLike | str) -> Path:
+    return Path(os.path.expanduser(os.fspath(path))).resolve()
