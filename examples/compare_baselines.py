@@ -30,11 +30,13 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     base = TrainConfig(features=args.features, epochs=args.epochs, seed=args.seed)
     rows = {}
-    full = train(args.dataset, args.out / "mmsc", base, progress=False)
+    # resume=True: a finished run is evaluated again, not retrained.
+    full = train(args.dataset, args.out / "mmsc", base, progress=False, resume=True)
     rows["MMSC"] = full.metrics["test"]
     dataset_dir = args.dataset or str(args.out / "mmsc" / "dataset")
     ablation = base.model_copy(update={"model": base.model.model_copy(update={"ssl_weight": 0.0})})
-    rows["MMSC without SSL"] = train(dataset_dir, args.out / "no_ssl", ablation, progress=False).metrics["test"]
+    rows["MMSC without SSL"] = train(dataset_dir, args.out / "no_ssl", ablation, progress=False,
+                                     resume=True).metrics["test"]
     if args.features != "none":
         from mmsc_dgl.data.dataset import load_dataset
         from mmsc_dgl.eval.baselines import content_cosine

@@ -35,6 +35,8 @@ _LAZY = {
     "evaluate_run": "mmsc_dgl.train.run:evaluate_run",
     "recommend": "mmsc_dgl.train.run:recommend",
     "MMSC": "mmsc_dgl.models.mmsc:MMSC",
+    "augment": "mmsc_dgl.augment.select:augment",
+    "extract_features": "mmsc_dgl.features.cache:extract_features",
     "TrainConfig": "mmsc_dgl.config:TrainConfig",
     "ModelConfig": "mmsc_dgl.config:ModelConfig",
     "MetaPathTables": "mmsc_dgl.metapath.table:MetaPathTables",

@@ -265,5 +265,32 @@ def features(dataset_dir: Path, backend: str, model: Optional[str], checkpoint: 
     click.echo(f"features written to {run.path}")
 
 
+@main.command()
+@click.argument("dataset_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--judge", type=click.Choice(["similarity", "seq2seq"]), default="similarity", show_default=True)
+@click.option("--model", type=click.Path(file_okay=False), help="seq2seq: local model directory (Flan-T5).")
+@click.option("--top-n", type=click.IntRange(min=1), default=500_000, show_default=True,
+              help="Keep the N best-scored training edges per relation (capped at what exists).")
+@click.option("--threshold", type=click.FloatRange(0, 1), help="Keep edges scored at least T instead of the top N.")
+@click.option("--features", default="auto", show_default=True, help="similarity: content features (auto, hashed, file).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Default DATASET_DIR/e_llm.parquet.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", default="cpu", show_default=True)
+def augment(dataset_dir: Path, judge: str, model: Optional[str], top_n: int, threshold: Optional[float],
+            features: str, batch_size: int, out: Optional[Path], seed: int, device: str) -> None:
+    """Judge the training edges and keep a clean subset (E_LLM) for `train --train-edges`."""
+    from mmsc_dgl.augment.select import augment as run_augment
+
+    result = run_augment(dataset_dir, judge, model=model, top_n=top_n, threshold=threshold, out=out,
+                         device=device, batch_size=batch_size, features=features, seed=seed)
+    for r in result.kept:
+        click.echo(f"{r:<11} kept {result.kept[r]:>10,} of {result.scored[r]:>10,} training edges "
+                   f"(mean score {result.mean_kept_score[r]:.3f})")
+    click.echo(f"judged {result.computed_pairs:,} new pairs at {result.pairs_per_second:.0f} pairs/s "
+               f"(scores cached in {result.scores_dir})")
+    click.echo(f"E_LLM written to {result.path}; train with: mmsc-dgl train {dataset_dir} --train-edges {result.path}")
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

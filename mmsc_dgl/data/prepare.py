@@ -40,7 +40,7 @@ def detect_format(paths: Sequence[os.PathLike | str]) -> str:
     return kinds.pop()
 
 
-def _pairs_as_nodes(path: os.PathLike | str, catalog: ItemCatalog, relation_map: RelationMap,
+def pairs_as_nodes(path: os.PathLike | str, catalog: ItemCatalog, relation_map: RelationMap,
                     id_type: str, report: SkipReport) -> pa.Table:
     from mmsc_dgl.data.edgelist import read_pairs
     raw = read_pairs(path, relation_map=relation_map, id_type=id_type)
@@ -159,7 +159,7 @@ def prepare(inputs: Sequence[os.PathLike | str] = (), out: Optional[os.PathLike 
                             "the skip report: " + "; ".join(report.format()))
     pair_table = None
     if pairs is not None:
-        pair_table = _pairs_as_nodes(pairs, catalog, RelationMap.edgelist(config.relation_map),
+        pair_table = pairs_as_nodes(pairs, catalog, RelationMap.edgelist(config.relation_map),
                                      config.id_type, report)
         info["pairs"] = os.fspath(pairs)
     splits = make_splits(edges, len(catalog), config.split, cold_mask=cold_mask, pairs=pair_table)

@@ -5,7 +5,7 @@ from typing import Dict, Iterable
 
 from mmsc_dgl import RELATIONS
 from mmsc_dgl.eval.evaluate import evaluate_embeddings
-from mmsc_dgl.features.hashed import ContentFeatures
+from mmsc_dgl.features.base import ContentFeatures
 
 
 def content_cosine(dataset, features: ContentFeatures, split: str = "test", ks: Iterable[int] = (10,)) -> Dict:

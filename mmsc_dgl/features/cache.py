@@ -31,8 +31,7 @@ import torch
 from tqdm.auto import tqdm
 
 from mmsc_dgl.errors import DataError
-from mmsc_dgl.features.base import FeatureExtractor
-from mmsc_dgl.features.hashed import ContentFeatures
+from mmsc_dgl.features.base import ContentFeatures, FeatureExtractor
 from mmsc_dgl.io import atomic_path, atomic_write_json
 
 logger = logging.getLogger(__name__)

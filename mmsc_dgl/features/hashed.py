@@ -10,45 +10,15 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass
 from typing import List
 
 import numpy as np
 import pyarrow as pa
 import torch
 
+from mmsc_dgl.features.base import ContentFeatures
+
 _WORD = re.compile(r"[a-z0-9]+")
-
-
-@dataclass
-class ContentFeatures:
-    """Frozen content tokens per item: ``tokens`` [N, T, D] float32, ``mask`` [N, T] bool."""
-
-    tokens: torch.Tensor
-    mask: torch.Tensor
-    source: str
-
-    def __post_init__(self) -> None:
-        if self.tokens.dim() != 3 or self.mask.shape != self.tokens.shape[:2]:
-            raise ValueError(f"tokens [N, T, D] and mask [N, T] expected, got {tuple(self.tokens.shape)} "
-                             f"and {tuple(self.mask.shape)}")
-        if not torch.isfinite(self.tokens).all():
-            bad = torch.nonzero(~torch.isfinite(self.tokens).all(-1).all(-1)).flatten()[:5].tolist()
-            raise ValueError(f"content features hold NaN or inf (items {bad}); re-extract them")
-
-    @property
-    def num_items(self) -> int:
-        return self.tokens.shape[0]
-
-    @property
-    def dim(self) -> int:
-        return self.tokens.shape[2]
-
-    def pooled(self) -> torch.Tensor:
-        """Mean of each item's real tokens, L2-normalised: [N, D]."""
-        m = self.mask.unsqueeze(-1).to(self.tokens.dtype)
-        mean = (self.tokens * m).sum(1) / m.sum(1).clamp(min=1)
-        return torch.nn.functional.normalize(mean, dim=1)
 
 
 def _bucket(token: str, dim: int) -> tuple:

@@ -9,7 +9,7 @@ from torch.nn import functional as F
 
 from mmsc_dgl import RELATIONS
 from mmsc_dgl.config import ModelConfig
-from mmsc_dgl.features.hashed import ContentFeatures
+from mmsc_dgl.features.base import ContentFeatures
 from mmsc_dgl.metapath.table import MetaPathTables
 from mmsc_dgl.models.base import Recommender
 from mmsc_dgl.nn import MetaPathAttention, MultiModalAttention, NeuralGate, SemanticAttention

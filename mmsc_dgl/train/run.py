@@ -105,13 +105,13 @@ def evaluate_run(run_dir: os.PathLike | str, pairs: Optional[os.PathLike | str] 
     trainer = load_run(run_dir, device)
     pair_table = None
     if pairs is not None:
-        from mmsc_dgl.data.prepare import _pairs_as_nodes
+        from mmsc_dgl.data.prepare import pairs_as_nodes
         from mmsc_dgl.data.relations import RelationMap
         from mmsc_dgl.data.report import SkipReport
         report = SkipReport()
         relation_map = RelationMap.edgelist(",".join(f"{k}={v}" for k, v in trainer.dataset.relation_map.items()
                                                       if v in RELATIONS) or None)
-        pair_table = _pairs_as_nodes(pairs, trainer.dataset.catalog, relation_map, "auto", report)
+        pair_table = pairs_as_nodes(pairs, trainer.dataset.catalog, relation_map, "auto", report)
         if report.total:
             logger.warning("pairs: %s", "; ".join(report.format()))
     metrics = trainer.evaluate(pairs=pair_table)

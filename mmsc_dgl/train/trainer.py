@@ -22,7 +22,8 @@ from mmsc_dgl.config import TrainConfig
 from mmsc_dgl.data.edges import RelationEdges
 from mmsc_dgl.errors import DataError
 from mmsc_dgl.eval.evaluate import cold_start_embeddings, evaluate_embeddings
-from mmsc_dgl.features.hashed import ContentFeatures, hashed_text_features
+from mmsc_dgl.features.base import ContentFeatures
+from mmsc_dgl.features.hashed import hashed_text_features
 from mmsc_dgl.io import atomic_write_json, atomic_write_text
 from mmsc_dgl.metapath.table import MetaPathTables
 from mmsc_dgl.models.mmsc import MMSC
@@ -176,9 +177,15 @@ class Trainer:
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
 
     def _tables(self) -> MetaPathTables:
+        from mmsc_dgl.metapath.spec import parse_metapaths
         path = self.run_dir / TABLES
+        wanted = {"strategy": "walk", "max_neighbors": self.config.max_neighbors, "num_walks": self.config.num_walks,
+                  "seed": self.config.seed, "metapaths": [p.name for p in parse_metapaths(self.config.metapaths)]}
         if path.exists():
-            return MetaPathTables.load(path)
+            tables = MetaPathTables.load(path)
+            if {k: tables.info.get(k) for k in wanted} == wanted:
+                return tables
+            logger.info("%s was built with other settings; rebuilding it", path)
         from mmsc_dgl.metapath.build import build_metapath_tables
         tables = build_metapath_tables(self.dataset.train_graph(), self.config.metapaths, strategy="walk",
                                        max_neighbors=self.config.max_neighbors, num_walks=self.config.num_walks,
@@ -321,7 +328,6 @@ class Trainer:
             return self._evaluate(pairs)
 
     def _evaluate(self, pairs) -> dict:
-        from mmsc_dgl.eval.pairs import pair_metrics
         cfg = self.config
         emb = self.embeddings()
         splits = self.dataset.splits
@@ -338,11 +344,12 @@ class Trainer:
             out["cold"] = evaluate_embeddings(cold_emb, splits.cold, self.sampler, "cold", ks=cfg.ks)
         pair_table = pairs if pairs is not None else splits.pairs
         if pair_table is not None and pair_table.num_rows:
-            out["pairs"] = self._pair_metrics(emb, pair_table, pair_metrics)
+            out["pairs"] = self._pair_metrics(emb, pair_table)
         self.model.train()
         return out
 
-    def _pair_metrics(self, emb, table, pair_metrics) -> dict:
+    def _pair_metrics(self, emb, table) -> dict:
+        from mmsc_dgl.eval.pairs import best_f1_threshold, pair_metrics
         relation = table.column("relation").cast("string").to_pylist()
         src = table.column("src").to_numpy()
         dst = table.column("dst").to_numpy()
@@ -360,7 +367,6 @@ class Trainer:
             neg = self.sampler.sample(r, "val", q, val.src)[:, 0]
             v_pos = (e[torch.from_numpy(val.src)] * e[torch.from_numpy(val.dst)]).sum(-1).cpu().numpy()
             v_neg = (e[torch.from_numpy(val.src)] * e[torch.from_numpy(neg)]).sum(-1).cpu().numpy()
-            from mmsc_dgl.eval.pairs import best_f1_threshold
             threshold = best_f1_threshold(np.r_[np.ones(len(v_pos)), np.zeros(len(v_neg))], np.r_[v_pos, v_neg])
             result[r] = pair_metrics(label[pick], scores, threshold)
         return result
