@@ -71,7 +71,7 @@ def test_magazine_cli(tmp_path, magazine_path):
 
 def test_every_command_has_help_seed_and_device():
     runner = CliRunner()
-    for command in ("prepare", "metapaths", "train", "evaluate", "recommend"):
+    for command in ("prepare", "metapaths", "features", "augment", "train", "evaluate", "recommend"):
         r = runner.invoke(main, [command, "--help"])
         assert r.exit_code == 0 and "--seed" in r.output and "--device" in r.output, command
     r = runner.invoke(main, ["prepare", "--synthetic", "100", "--out", "/tmp/never", "--device", "cuda"])
