@@ -23,13 +23,11 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from mmsc_dgl import RELATIONS, __version__
 from mmsc_dgl.data.catalog import ItemCatalog
-from mmsc_dgl.data.edges import RelationEdges
+from mmsc_dgl.data.edges import RelationEdges, edges_from_table, edges_to_table
 from mmsc_dgl.data.report import SkipReport
 from mmsc_dgl.data.splits import Splits
 from mmsc_dgl.errors import DataError
@@ -145,7 +143,7 @@ class Dataset:
         directory = Path(directory)
         with atomic_directory(directory, overwrite=overwrite) as tmp:
             self.catalog.save(tmp / "items.parquet")
-            atomic_write_parquet(tmp / "edges.parquet", _all_edges_table(self.edges))
+            atomic_write_parquet(tmp / "edges.parquet", edges_to_table(self.edges))
             if with_graph:
                 import dgl
                 graph = self.graph()
@@ -179,7 +177,7 @@ class Dataset:
                             f"{FORMAT_VERSION}.", path=directory / "dataset.json",
                             fix="re-run mmsc-dgl prepare with this version of mmsc_dgl.")
         catalog = ItemCatalog.load(directory / "items.parquet")
-        edges = _edges_from_all_table(pq.read_table(directory / "edges.parquet"))
+        edges = edges_from_table(pq.read_table(directory / "edges.parquet"))
         splits = Splits.load(directory / "splits")
         if splits.num_items != len(catalog):
             raise DataError(f"splits are for {splits.num_items} items but items.parquet has "
@@ -195,35 +193,3 @@ def load_dataset(directory: os.PathLike | str) -> Dataset:
     """Shorthand for :meth:`Dataset.load`."""
     return Dataset.load(directory)
 
-
-def _all_edges_table(edges: Dict[str, RelationEdges]) -> pa.Table:
-    types = {k: pa.array(v[:0]).type for rel in edges.values() for k, v in rel.data.items()}
-    keys = sorted(types)
-    relation, src, dst = [], [], []
-    extra: Dict[str, list] = {k: [] for k in keys}
-    for name in RELATIONS:
-        rel = edges[name]
-        relation.append(np.full(len(rel), RELATIONS.index(name), np.int8))
-        src.append(rel.src)
-        dst.append(rel.dst)
-        for k in keys:
-            extra[k].append(pa.array(rel.data[k]) if k in rel.data else pa.nulls(len(rel), types[k]))
-    columns = {
-        "relation": pa.DictionaryArray.from_arrays(pa.array(np.concatenate(relation)), pa.array(list(RELATIONS))),
-        "src": np.concatenate(src), "dst": np.concatenate(dst),
-    }
-    for k in keys:
-        columns[k] = pa.concat_arrays(extra[k])
-    return pa.table(columns)
-
-
-def _edges_from_all_table(table: pa.Table) -> Dict[str, RelationEdges]:
-    relation = table.column("relation").cast(pa.string())
-    keys = [c for c in table.column_names if c not in ("relation", "src", "dst")]
-    out = {}
-    for name in RELATIONS:
-        part = table.filter(pc.equal(relation, name))
-        data = {k: part.column(k).to_numpy(zero_copy_only=False) for k in keys
-                if part.column(k).null_count < part.num_rows}
-        out[name] = RelationEdges(part.column("src").to_numpy(), part.column("dst").to_numpy(), data)
-    return out

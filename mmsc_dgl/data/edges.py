@@ -5,7 +5,9 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
+from mmsc_dgl import RELATIONS
 from mmsc_dgl.data.report import SkipReport
 
 RAW_EDGE_SCHEMA = pa.schema([
@@ -130,3 +132,35 @@ def canonical_edges(src: np.ndarray, dst: np.ndarray, num_nodes: int, relation: 
         report.note(f"{relation}: reverse edges added (--symmetric)", len(first) - len(edges))
         edges = both.select(first)
     return edges
+
+
+def edges_to_table(edges: Dict[str, RelationEdges]) -> pa.Table:
+    """Per-relation node-id edges -> one table: ``relation`` (dictionary of the relation names),
+    ``src``, ``dst`` and every per-edge data column (null where a relation lacks it)."""
+    empty = RelationEdges(np.zeros(0), np.zeros(0))
+    parts = [edges.get(name) or empty for name in RELATIONS]
+    types = {k: pa.array(v[:0]).type for rel in parts for k, v in rel.data.items()}
+    columns = {
+        "relation": pa.DictionaryArray.from_arrays(
+            pa.array(np.concatenate([np.full(len(rel), i, np.int8) for i, rel in enumerate(parts)])),
+            pa.array(list(RELATIONS))),
+        "src": np.concatenate([rel.src for rel in parts]),
+        "dst": np.concatenate([rel.dst for rel in parts]),
+    }
+    for k in sorted(types):
+        columns[k] = pa.concat_arrays([pa.array(rel.data[k]) if k in rel.data else pa.nulls(len(rel), types[k])
+                                       for rel in parts])
+    return pa.table(columns)
+
+
+def edges_from_table(table: pa.Table) -> Dict[str, RelationEdges]:
+    """The inverse of :func:`edges_to_table` (all-null data columns of a relation are dropped)."""
+    relation = table.column("relation").cast(pa.string())
+    keys = [c for c in table.column_names if c not in ("relation", "src", "dst")]
+    out = {}
+    for name in RELATIONS:
+        part = table.filter(pc.equal(relation, name))
+        data = {k: part.column(k).to_numpy(zero_copy_only=False) for k in keys
+                if part.column(k).null_count < part.num_rows}
+        out[name] = RelationEdges(part.column("src").to_numpy(), part.column("dst").to_numpy(), data)
+    return out

@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 
 from mmsc_dgl import RELATIONS
 from mmsc_dgl.config import SplitConfig
-from mmsc_dgl.data.edges import RelationEdges
+from mmsc_dgl.data.edges import RelationEdges, edges_from_table, edges_to_table
 from mmsc_dgl.errors import DataError
 from mmsc_dgl.eval.negatives import NegativeSampler, max_negatives
 from mmsc_dgl.io import atomic_write_json, atomic_write_parquet
@@ -70,7 +70,7 @@ class Splits:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         for split in SPLIT_NAMES:
-            atomic_write_parquet(directory / f"{split}.parquet", _edge_table(self.edges(split)))
+            atomic_write_parquet(directory / f"{split}.parquet", edges_to_table(self.edges(split)))
         atomic_write_parquet(directory / "cold_items.parquet",
                              pa.table({"node": pa.array(self.cold_items, pa.int64())}))
         if self.pairs is not None:
@@ -97,7 +97,7 @@ class Splits:
             if not path.exists():
                 raise DataError("a split file is missing.", path=path,
                                 fix="re-run mmsc-dgl prepare to write the splits.")
-            parts[split] = _edges_from_table(pq.read_table(path))
+            parts[split] = edges_from_table(pq.read_table(path))
         cold_items = pq.read_table(directory / "cold_items.parquet").column("node").to_numpy()
         pairs_path = directory / "pairs.parquet"
         pairs = pq.read_table(pairs_path) if pairs_path.exists() else None
@@ -106,39 +106,11 @@ class Splits:
                    pairs=pairs, stats=meta.get("stats", {}), **parts)
 
 
-def _edge_table(edges: Mapping[str, RelationEdges]) -> pa.Table:
-    relation, src, dst = [], [], []
-    for name in RELATIONS:
-        rel = edges.get(name)
-        if rel is None:
-            continue
-        relation.append(pa.array(np.full(len(rel), RELATIONS.index(name), np.int8)))
-        src.append(rel.src)
-        dst.append(rel.dst)
-    rel_codes = pa.concat_arrays(relation) if relation else pa.array([], pa.int8())
-    return pa.table({
-        "relation": pa.DictionaryArray.from_arrays(rel_codes, pa.array(list(RELATIONS))),
-        "src": np.concatenate(src) if src else np.zeros(0, np.int64),
-        "dst": np.concatenate(dst) if dst else np.zeros(0, np.int64),
-    })
-
-
-def _edges_from_table(table: pa.Table) -> Dict[str, RelationEdges]:
-    relation = table.column("relation").cast(pa.string())
-    out = {}
-    for name in RELATIONS:
-        part = table.filter(pc.equal(relation, name))
-        out[name] = RelationEdges(part.column("src").to_numpy(), part.column("dst").to_numpy())
-    return out
-
-
 def _exclusion(edges: Mapping[str, RelationEdges], num_items: int) -> Dict[str, tuple]:
     """Per relation, the CSR of true neighbours in either direction."""
     out = {}
     for name, rel in edges.items():
-        src = np.concatenate([rel.src, rel.dst])
-        dst = np.concatenate([rel.dst, rel.src])
-        codes = np.unique(src * np.int64(num_items) + dst)
+        codes = np.unique(_pair_codes(rel.src, rel.dst, num_items))
         rows, cols = codes // num_items, codes % num_items
         indptr = np.zeros(num_items + 1, dtype=np.int64)
         np.cumsum(np.bincount(rows, minlength=num_items), out=indptr[1:])

@@ -194,10 +194,13 @@ class Trainer:
         return tables
 
     # --- training --------------------------------------------------------------------------
+    def steps_per_epoch(self) -> int:
+        return max(1, math.ceil(max(len(e) for e in self.train_edges.values()) / self.config.batch_size))
+
     def _batches(self, generator: torch.Generator):
         cfg = self.config
         sizes = {r: len(self.train_edges[r]) for r in RELATIONS}
-        steps = max(1, math.ceil(max(sizes.values()) / cfg.batch_size))
+        steps = self.steps_per_epoch()
         perms = {r: torch.randperm(sizes[r], generator=generator) for r in RELATIONS}
         per_step = {r: math.ceil(sizes[r] / steps) for r in RELATIONS}
         src = {r: torch.from_numpy(self.train_edges[r].src) for r in RELATIONS}
@@ -255,7 +258,7 @@ class Trainer:
             sums: Dict[str, float] = {}
             steps = 0
             bar = tqdm(self._batches(generator), desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
-                       total=max(1, math.ceil(max(len(e) for e in self.train_edges.values()) / cfg.batch_size)),
+                       total=self.steps_per_epoch(),
                        disable=None if self.progress else True)
             for batch in bar:
                 parts = self.model.loss(batch)
