@@ -13,6 +13,7 @@ from typing import Optional, Tuple
 import click
 
 from mmsc_dgl import __version__
+from mmsc_dgl.config import ARCHITECTURE_NAMES
 from mmsc_dgl.errors import DataError
 
 
@@ -163,11 +164,15 @@ def _train_config(config_path: Optional[Path], flags: dict, model_flags: dict):
               help="YAML/TOML file with TrainConfig fields; flags override it.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
 @click.option("--overwrite", is_flag=True, help="Delete a run already in --out first.")
+@click.option("--architecture", type=click.Choice(list(ARCHITECTURE_NAMES)),
+              help="mmsc (default) or a baseline, trained and evaluated by the same harness.")
 @click.option("--epochs", type=click.IntRange(min=1))
 @click.option("--batch-size", type=click.IntRange(min=2))
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True))
 @click.option("--features", help="hashed (default), none (learnable id embeddings), or a feature file.")
-@click.option("--metapaths", help="Comma-separated meta-paths (default: all up to 3 hops).")
+@click.option("--metapaths", help="Comma-separated meta-paths, or hops:N (default: all up to 3 hops).")
+@click.option("--train-noise", type=click.FloatRange(min=0),
+              help="Random false edges added to the training graph, as a share of it (noise experiments).")
 @click.option("--max-neighbors", type=click.IntRange(min=1))
 @click.option("--ssl-weight", type=click.FloatRange(min=0), help="lambda of InfoNCE; 0 is the no-SSL ablation.")
 @click.option("--train-edges", type=click.Path(exists=True, dir_okay=False),
@@ -176,12 +181,14 @@ def _train_config(config_path: Optional[Path], flags: dict, model_flags: dict):
               help="Size of the built-in synthetic catalog used when no DATASET_DIR is given.")
 @click.option("--seed", type=int)
 @click.option("--device", help="auto (default), cpu, cuda, cuda:1 ...")
-def train(dataset_dir: Optional[Path], out: Path, config_path: Optional[Path], resume: bool, overwrite: bool, epochs, batch_size, lr,
-          features, metapaths, max_neighbors, ssl_weight, train_edges, synthetic_items, seed, device) -> None:
-    """Train MMSC on DATASET_DIR (default: the built-in synthetic catalog) and evaluate it."""
+def train(dataset_dir: Optional[Path], out: Path, config_path: Optional[Path], resume: bool, overwrite: bool,
+          architecture, epochs, batch_size, lr, features, metapaths, train_noise, max_neighbors, ssl_weight, train_edges,
+          synthetic_items, seed, device) -> None:
+    """Train MMSC (or a baseline) on DATASET_DIR (default: the built-in synthetic catalog) and
+    evaluate it."""
     from mmsc_dgl.train.run import format_metrics, train as run_train
 
-    config = _train_config(config_path, {"epochs": epochs, "batch_size": batch_size, "lr": lr, "features": features,
+    config = _train_config(config_path, {"architecture": architecture, "train_noise": train_noise, "epochs": epochs, "batch_size": batch_size, "lr": lr, "features": features,
                                          "metapaths": metapaths, "max_neighbors": max_neighbors,
                                          "train_edges": train_edges, "seed": seed, "device": device},
                            {"ssl_weight": ssl_weight})
@@ -290,6 +297,39 @@ def augment(dataset_dir: Path, judge: str, model: Optional[str], top_n: int, thr
     click.echo(f"judged {result.computed_pairs:,} new pairs at {result.pairs_per_second:.0f} pairs/s "
                f"(scores cached in {result.scores_dir})")
     click.echo(f"E_LLM written to {result.path}; train with: mmsc-dgl train {dataset_dir} --train-edges {result.path}")
+
+
+@main.command()
+@click.argument("config_path", metavar="CONFIG", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
+              help="Experiment directory (default: runs/experiments/NAME).")
+@click.option("--seeds", help="Comma-separated seeds, replacing the config's (e.g. 0,1,2).")
+@click.option("--seed", type=int, help="First seed: the config's number of seeds, counted from here.")
+@click.option("--report-only", is_flag=True, help="Rewrite the tables and plots from the cells already finished.")
+@click.option("--device", help="auto, cpu, cuda ... (overrides the config's train.device).")
+def experiment(config_path: Path, out: Optional[Path], seeds: Optional[str], seed: Optional[int], report_only: bool,
+               device: Optional[str]) -> None:
+    """Run a grid of models x datasets x seeds from CONFIG; finished cells are reused.  Writes
+    results.md, results.json and PNG plots."""
+    from mmsc_dgl.experiments import load_experiment, run_experiment
+    from mmsc_dgl.experiments.grid import report_only as rewrite_report
+
+    config = load_experiment(config_path)
+    if device is not None:
+        config = config.model_copy(update={"train": {**config.train, "device": device}})
+    seed_list = None
+    if seeds:
+        try:
+            seed_list = [int(x) for x in seeds.split(",") if x.strip()]
+        except ValueError:
+            raise click.BadParameter(f"{seeds!r} is not a comma-separated list of integers", param_hint="--seeds")
+    elif seed is not None:
+        seed_list = list(range(seed, seed + len(config.seeds)))
+    out = out or Path("runs") / "experiments" / config.name
+    result = rewrite_report(config, out) if report_only else run_experiment(config, out, seeds=seed_list)
+    click.echo(f"{len(result.rows)} cells ({result.computed} computed, {result.cached} cached)"
+               + (f"; skipped datasets: {', '.join(result.skipped)}" if result.skipped else ""))
+    click.echo(f"report: {out / 'results.md'}")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -11,6 +11,10 @@ from mmsc_dgl.errors import DataError
 
 T = TypeVar("T", bound="Config")
 
+Architecture = Literal["mmsc", "han", "gat", "lightgcn", "decgcn", "content", "common-neighbors", "adamic-adar"]
+ARCHITECTURE_NAMES = Architecture.__args__
+"""Every model the harness trains and evaluates (:mod:`mmsc_dgl.models.registry` builds them)."""
+
 
 class Config(BaseModel):
     """Base for every config: unknown keys are errors, so a typo never passes silently."""
@@ -109,13 +113,27 @@ class ModelConfig(Config):
     ssl_temperature: float = Field(0.2, gt=0)
     edge_drop: float = Field(0.2, ge=0, lt=1, description="graph-level dropout of each view")
     ssl_nodes: int = Field(256, ge=2, description="items per batch in the InfoNCE term")
+    semantic_fusion: Literal["gate", "concat", "none"] = Field(
+        "gate", description="how content q and behaviour p are mixed: MMSC's semantic gate, 'concat' "
+                            "(a linear layer over [q || p], an ablation) or 'none' (p only, as HAN)")
+    task_gate: bool = Field(True, description="mix the substitute and complement representations "
+                                              "(False: an ablation; each relation keeps its own)")
+    layers: int = Field(2, ge=1, le=8, description="propagation layers of the GNN baselines "
+                                                   "(LightGCN's K, GAT and DecGCN depth)")
+    embedding_l2: float = Field(1e-4, ge=0, description="LightGCN: L2 weight on the layer-0 embeddings")
 
 
 class TrainConfig(Config):
     """Everything ``mmsc-dgl train`` decides.  CLI flags override a YAML/TOML file."""
 
+    architecture: Architecture = Field("mmsc", description="the model: mmsc, or a baseline (han, gat, lightgcn, "
+                                                  "decgcn, content, common-neighbors, adamic-adar)")
     model: ModelConfig = Field(default_factory=ModelConfig)
-    metapaths: str = Field("all", description="comma-separated meta-paths, or 'all' (up to 3 hops)")
+    metapaths: str = Field("all", description="comma-separated meta-paths, 'all' (up to 3 hops) or "
+                                              "'hops:N' (every meta-path of up to N hops)")
+    train_noise: float = Field(0.0, ge=0.0, le=10.0, description="random false edges added to the training "
+                                                                 "graph, as a share of its edges (noise "
+                                                                 "experiments; evaluation is untouched)")
     max_neighbors: int = Field(16, ge=1)
     num_walks: Optional[int] = Field(None, ge=1)
     features: str = Field("auto", description="'auto' (the dataset's features.parquet if present, else "
@@ -138,3 +156,4 @@ class TrainConfig(Config):
                                                   "evaluating: the same seed gives the same metrics")
     device: str = "auto"
     impl: str = Field("auto", description="kernel: auto, reference, dgl or triton")
+

@@ -1,7 +1,7 @@
 """Ranking evaluation of item embeddings against the split's seeded negatives, and cold start."""
 from __future__ import annotations
 
-from typing import Dict, Iterable, Mapping, Optional
+from typing import Callable, Dict, Iterable, Mapping, Optional, Union
 
 import numpy as np
 import torch
@@ -20,32 +20,50 @@ def query_subset(count: int, limit: Optional[int], seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng([seed, 17]).choice(count, size=limit, replace=False))
 
 
+PairScores = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+"""``f(src [B], candidates [B, K]) -> scores [B, K]``: how a model scores each query's candidates."""
+
+
+def embedding_scores(embedding: torch.Tensor) -> PairScores:
+    """Dot products of embedding rows, as :data:`PairScores`."""
+    def score(src: torch.Tensor, cand: torch.Tensor) -> torch.Tensor:
+        return torch.einsum("qd,qmd->qm", embedding[src], embedding[cand])
+    return score
+
+
 @torch.no_grad()
-def rank_queries(embedding: torch.Tensor, edges: RelationEdges, query: np.ndarray, sampler: NegativeSampler,
-                 relation: str, split: str, batch_size: int = 2048) -> torch.Tensor:
-    """Rank of each held-out edge's target among its negatives, by dot product of embeddings."""
+def rank_queries(scorer: Union[torch.Tensor, PairScores], edges: RelationEdges, query: np.ndarray,
+                 sampler: NegativeSampler, relation: str, split: str, batch_size: int = 2048,
+                 device: Optional[torch.device] = None) -> torch.Tensor:
+    """Rank of each held-out edge's target among its negatives.  ``scorer`` is an embedding
+    matrix (dot products) or a :data:`PairScores` function."""
+    if isinstance(scorer, torch.Tensor):
+        device = scorer.device
+        scorer = embedding_scores(scorer)
+    device = device or torch.device("cpu")
     out = []
     for start in range(0, len(query), batch_size):
         q = query[start: start + batch_size]
-        src = edges.src[q]
-        neg = torch.from_numpy(sampler.sample(relation, split, q, src)).to(embedding.device)
-        s = embedding[torch.from_numpy(src).to(embedding.device)]
-        d = embedding[torch.from_numpy(edges.dst[q]).to(embedding.device)]
-        pos = (s * d).sum(-1)
-        negs = torch.einsum("qd,qmd->qm", s, embedding[neg])
-        out.append(ranks(pos, negs).cpu())
+        src = torch.from_numpy(edges.src[q]).to(device)
+        neg = torch.from_numpy(sampler.sample(relation, split, q, edges.src[q])).to(device)
+        cand = torch.cat([torch.from_numpy(edges.dst[q]).to(device).unsqueeze(1), neg], dim=1)
+        scores = scorer(src, cand)
+        out.append(ranks(scores[:, 0], scores[:, 1:]).cpu())
     return torch.cat(out) if out else torch.zeros(0, dtype=torch.long)
 
 
-def evaluate_embeddings(embeddings: Mapping[str, torch.Tensor], split_edges: Mapping[str, RelationEdges],
-                        sampler: NegativeSampler, split: str, ks: Iterable[int] = (10,),
-                        max_queries: Optional[int] = None, seed: int = 0) -> Dict[str, Dict[str, float]]:
-    """HR/MRR/NDCG@K per relation for one split (``val``, ``test`` or ``cold``)."""
+def evaluate_embeddings(embeddings: Mapping[str, Union[torch.Tensor, PairScores]],
+                        split_edges: Mapping[str, RelationEdges], sampler: NegativeSampler, split: str,
+                        ks: Iterable[int] = (10,), max_queries: Optional[int] = None, seed: int = 0,
+                        device: Optional[torch.device] = None) -> Dict[str, Dict[str, float]]:
+    """HR/MRR/NDCG@K per relation for one split (``val``, ``test`` or ``cold``).  Each relation
+    is scored by an embedding matrix or a :data:`PairScores` function (models without
+    embeddings, such as neighbourhood heuristics)."""
     result = {}
     for relation in RELATIONS:
         edges = split_edges[relation]
         query = query_subset(len(edges), max_queries, seed)
-        r = rank_queries(embeddings[relation], edges, query, sampler, relation, split)
+        r = rank_queries(embeddings[relation], edges, query, sampler, relation, split, device=device)
         result[relation] = {**ranking_metrics(r, ks), "queries": int(len(query))}
     return result
 

@@ -74,6 +74,14 @@ def parse_metapaths(spec: Union[str, Iterable[Union[str, MetaPath]], None]) -> L
     ``"all"`` gives :func:`default_metapaths`."""
     if spec is None or spec == "all":
         return default_metapaths()
+    if isinstance(spec, str) and spec.startswith("hops:"):
+        try:
+            hops = int(spec[5:])
+        except ValueError:
+            hops = 0
+        if not 1 <= hops <= MAX_HOPS:
+            raise DataError(f"{spec!r}: hops must be 1 to {MAX_HOPS}.", fix="e.g. --metapaths hops:2")
+        return default_metapaths(hops)
     items = spec.split(",") if isinstance(spec, str) else list(spec)
     out: List[MetaPath] = []
     for item in items:

@@ -1,4 +1,6 @@
-"""The contract every model answers, so baselines share the training and evaluation harness."""
+"""The contract every model answers, so baselines share the training and evaluation harness
+(RecBole's ``calculate_loss`` / ``predict`` / ``full_sort_predict``, here ``loss`` / ``score`` /
+``embed``)."""
 from __future__ import annotations
 
 import abc
@@ -6,13 +8,32 @@ from typing import Dict
 
 import torch
 
+from mmsc_dgl import RELATIONS
+
 
 class Recommender(abc.ABC):
-    """``loss(batch)`` for training, ``score`` for pairs, ``embed`` for ranking and retrieval."""
+    """``loss(batch)`` for training, ``score`` for pairs, ``embed`` for ranking and retrieval.
+
+    Class attributes a model may override:
+
+    * ``trainable`` -- False for models with nothing to learn (content cosine, neighbourhood
+      heuristics): the harness evaluates them without a training loop.
+    * ``has_embeddings`` -- False when ``score`` is not a dot product of per-item rows
+      (neighbourhood heuristics): evaluation then ranks with ``score`` and ``embed`` raises.
+    * ``content_only`` -- True when the embedding *is* the item's content, so cold items need
+      no nearest-neighbour fill-in (Eq. 12 of MMSC is for behaviour embeddings).
+    """
+
+    trainable: bool = True
+    has_embeddings: bool = True
+    content_only: bool = False
 
     @abc.abstractmethod
     def loss(self, batch: dict) -> Dict[str, torch.Tensor]:
-        """Loss parts for a training batch; ``"total"`` is what the optimiser minimises."""
+        """Loss parts for a training batch; ``"total"`` is what the optimiser minimises.
+
+        ``batch`` holds, per relation present, ``(src [B], pos [B], neg [B, M])`` node ids, and
+        ``"generator"``, a ``torch.Generator`` for any randomness of the step."""
 
     @abc.abstractmethod
     def score(self, src: torch.Tensor, dst: torch.Tensor, relation: str) -> torch.Tensor:
@@ -22,3 +43,11 @@ class Recommender(abc.ABC):
     def embed(self, relation: str) -> torch.Tensor:
         """Every item's representation for ``relation`` [num_items, dim]; ``score`` of two items
         is the dot product of their rows."""
+
+    def embed_all(self) -> Dict[str, torch.Tensor]:
+        """Both relations' embeddings (models that share work between relations override this)."""
+        return {r: self.embed(r) for r in RELATIONS}
+
+
+class NothingToLearn(RuntimeError):
+    """Raised by ``loss`` of a model whose ``trainable`` is False."""

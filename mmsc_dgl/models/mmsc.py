@@ -83,8 +83,19 @@ class MMSC(nn.Module, Recommender):
         # Item-specific path weights: an item's embedding must not depend on its mini-batch.
         self.semantic = nn.ModuleDict({r: SemanticAttention(hidden, config.semantic_hidden, per_item=True)
                                        for r in RELATIONS})
-        self.semantic_gate = nn.ModuleDict({r: NeuralGate(hidden) for r in RELATIONS})
-        self.task_gate = nn.ModuleDict({r: NeuralGate(hidden) for r in RELATIONS})
+        # Ablations keep state_dict keys stable: a part that is switched off is registered as None.
+        if config.semantic_fusion == "gate":
+            self.semantic_gate = nn.ModuleDict({r: NeuralGate(hidden) for r in RELATIONS})
+        else:
+            self.register_module("semantic_gate", None)
+        if config.semantic_fusion == "concat":
+            self.semantic_concat = nn.ModuleDict({r: nn.Linear(2 * hidden, hidden) for r in RELATIONS})
+        else:
+            self.register_module("semantic_concat", None)
+        if config.task_gate:
+            self.task_gate = nn.ModuleDict({r: NeuralGate(hidden) for r in RELATIONS})
+        else:
+            self.register_module("task_gate", None)
         self.project = nn.ModuleDict({r: nn.Linear(hidden, hidden) for r in RELATIONS})
 
     def _apply(self, fn, *args, **kwargs):
@@ -122,10 +133,24 @@ class MMSC(nn.Module, Recommender):
         h, weights = {}, {}
         for r in RELATIONS:
             p, weights[r] = self.semantic[r](stacked, mask, get_attention=True)
-            h[r] = self.semantic_gate[r](q, p, mask_b=any_path)
-        other = {"substitute": "complement", "complement": "substitute"}
-        z = {r: self.task_gate[r](h[r], h[other[r]]) for r in RELATIONS}
+            h[r] = self._fuse(r, q, p, any_path)
+        if self.task_gate is None:
+            z = h
+        else:
+            other = {"substitute": "complement", "complement": "substitute"}
+            z = {r: self.task_gate[r](h[r], h[other[r]]) for r in RELATIONS}
         return (z, weights) if get_attention else z
+
+    def _fuse(self, relation: str, q: torch.Tensor, p: torch.Tensor, any_path: torch.Tensor) -> torch.Tensor:
+        """Content q and behaviour p -> h: the semantic gate, or an ablation of it."""
+        fusion = self.config.semantic_fusion
+        if fusion == "gate":
+            return self.semantic_gate[relation](q, p, mask_b=any_path)
+        if fusion == "concat":
+            # p is exactly zero for an item with no meta-path neighbour (MetaPathAttention's contract).
+            return self.semantic_concat[relation](torch.cat([q, p], dim=-1))
+        # "none" (HAN): behaviour only; an item with no neighbour falls back to its content.
+        return torch.where(any_path.unsqueeze(-1), p, q)
 
     def head(self, z: torch.Tensor, relation: str) -> torch.Tensor:
         return F.normalize(self.project[relation](z), dim=-1)

@@ -26,7 +26,7 @@ from mmsc_dgl.features.base import ContentFeatures
 from mmsc_dgl.features.hashed import hashed_text_features
 from mmsc_dgl.io import atomic_write_json, atomic_write_text
 from mmsc_dgl.metapath.table import MetaPathTables
-from mmsc_dgl.models.mmsc import MMSC
+from mmsc_dgl.models.registry import USES_METAPATHS, build_model
 from mmsc_dgl.train.checkpoint import load_checkpoint, save_checkpoint
 
 logger = logging.getLogger(__name__)
@@ -161,26 +161,36 @@ class Trainer:
 
     def __init__(self, dataset, run_dir: Union[str, Path], config: TrainConfig,
                  tables: Optional[MetaPathTables] = None, progress: bool = True):
+        if config.train_noise > 0:
+            if config.train_edges is not None:
+                raise DataError("train_noise and train_edges were both given.",
+                                fix="inject noise or filter the training edges (E_LLM), not both in one run.")
+            from mmsc_dgl.data.noise import inject_training_noise
+            dataset = inject_training_noise(dataset, config.train_noise, config.seed)
         self.dataset = dataset
         self.run_dir = Path(run_dir)
         self.config = config
         self.progress = progress
         self.device = resolve_device(config.device)
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.tables = tables or self._tables()
+        self.tables = (tables or self._tables()) if config.architecture in USES_METAPATHS else None
         self.features = load_features(config.features, dataset, config.feature_dim)
         self.train_edges = load_train_edges(dataset, config.train_edges)
         self.sampler = dataset.negative_sampler()
         torch.manual_seed(config.seed)
-        self.model = MMSC(dataset.num_items, self.tables, config.model, self.features,
-                          impl=resolve_impl(config.impl, self.device)).to(self.device)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        self.model = build_model(config.architecture, dataset.num_items, config.model, tables=self.tables,
+                                 train_edges=self.train_edges, features=self.features,
+                                 impl=resolve_impl(config.impl, self.device)).to(self.device)
+        params = list(self.model.parameters())
+        self.optimizer = (torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+                          if self.model.trainable and params else None)
 
     def _tables(self) -> MetaPathTables:
         from mmsc_dgl.metapath.spec import parse_metapaths
         path = self.run_dir / TABLES
         wanted = {"strategy": "walk", "max_neighbors": self.config.max_neighbors, "num_walks": self.config.num_walks,
-                  "seed": self.config.seed, "metapaths": [p.name for p in parse_metapaths(self.config.metapaths)]}
+                  "seed": self.config.seed, "metapaths": [p.name for p in parse_metapaths(self.config.metapaths)],
+                  "train_noise": self.config.train_noise}
         if path.exists():
             tables = MetaPathTables.load(path)
             if {k: tables.info.get(k) for k in wanted} == wanted:
@@ -190,6 +200,7 @@ class Trainer:
         tables = build_metapath_tables(self.dataset.train_graph(), self.config.metapaths, strategy="walk",
                                        max_neighbors=self.config.max_neighbors, num_walks=self.config.num_walks,
                                        seed=self.config.seed, progress=self.progress, device=str(self.device))
+        tables.info["train_noise"] = self.config.train_noise
         tables.save(path)
         return tables
 
@@ -217,10 +228,19 @@ class Trainer:
 
     def validate(self) -> dict:
         self.model.eval()
-        embeddings = self.model.embed_all()
+        scorers = self._scorers(self.model.embed_all() if self.model.has_embeddings else None)
+        result = evaluate_embeddings(scorers, self.dataset.splits.val, self.sampler, "val", ks=[10],
+                                     max_queries=self.config.val_queries, seed=self.config.seed, device=self.device)
         self.model.train()
-        return evaluate_embeddings(embeddings, self.dataset.splits.val, self.sampler, "val", ks=[10],
-                                   max_queries=self.config.val_queries, seed=self.config.seed)
+        return result
+
+    def _scorers(self, embeddings: Optional[Dict[str, torch.Tensor]]) -> dict:
+        """Per relation, what ranks candidates: an embedding matrix, or the model's ``score``."""
+        if embeddings is not None:
+            return embeddings
+        model = self.model
+        return {r: (lambda src, cand, r=r: model.score(src.unsqueeze(1).expand_as(cand), cand, r))
+                for r in RELATIONS}
 
     def fit(self, resume: bool = False, stop_after: Optional[int] = None) -> TrainResult:
         """Train until ``epochs`` or early stopping.  ``stop_after`` ends after that many epochs
@@ -251,6 +271,9 @@ class Trainer:
         atomic_write_text(self.run_dir / "config.json", cfg.model_dump_json(indent=2))
         self.model.train()
         ran = 0
+        if self.optimizer is None:  # nothing to learn (content cosine, heuristics): evaluate as is
+            logger.info("%r has nothing to train; evaluating it as it is", self.model)
+            state["epoch"] = cfg.epochs
         while state["epoch"] < cfg.epochs and state["bad_epochs"] < cfg.patience:
             epoch = state["epoch"]
             generator = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
@@ -306,9 +329,12 @@ class Trainer:
     relation_states: Optional[Dict[str, dict]] = None
 
     @torch.no_grad()
-    def embeddings(self) -> Dict[str, torch.Tensor]:
-        """Each relation's embeddings, from that relation's selected weights."""
+    def embeddings(self) -> Optional[Dict[str, torch.Tensor]]:
+        """Each relation's embeddings, from that relation's selected weights (None for a model
+        that scores pairs without embeddings)."""
         self.model.eval()
+        if not self.model.has_embeddings:
+            return None
         if not self.relation_states:
             return self.model.embed_all()
         out = {}
@@ -317,7 +343,7 @@ class Trainer:
             out[r] = self.model.embed(r)
         return out
 
-    def use_relation(self, relation: str) -> MMSC:
+    def use_relation(self, relation: str):
         """The model holding ``relation``'s selected weights."""
         if self.relation_states:
             self.model.load_state_dict(self.relation_states[relation])
@@ -334,9 +360,14 @@ class Trainer:
         cfg = self.config
         emb = self.embeddings()
         splits = self.dataset.splits
-        out = {"test": evaluate_embeddings(emb, splits.test, self.sampler, "test", ks=cfg.ks)}
+        scorers = self._scorers(emb)
+        out = {"test": evaluate_embeddings(scorers, splits.test, self.sampler, "test", ks=cfg.ks, device=self.device)}
         if len(splits.cold_items):
-            if self.features is not None:
+            if emb is None or self.model.content_only:
+                cold_emb = scorers
+                out["cold_start_method"] = ("the model's own scores (no embeddings)" if emb is None
+                                            else "the content embedding itself")
+            elif self.features is not None:
                 content = self.features.pooled().to(emb["substitute"].device)
                 cold_emb = {r: cold_start_embeddings(emb[r], content, splits.cold_items, cfg.cold_neighbors)
                             for r in RELATIONS}
@@ -344,32 +375,39 @@ class Trainer:
             else:
                 cold_emb = emb
                 out["cold_start_method"] = "none (no content features: id embeddings of unseen items)"
-            out["cold"] = evaluate_embeddings(cold_emb, splits.cold, self.sampler, "cold", ks=cfg.ks)
+            out["cold"] = evaluate_embeddings(cold_emb, splits.cold, self.sampler, "cold", ks=cfg.ks, device=self.device)
         pair_table = pairs if pairs is not None else splits.pairs
         if pair_table is not None and pair_table.num_rows:
-            out["pairs"] = self._pair_metrics(emb, pair_table)
+            out["pairs"] = self._pair_metrics(scorers, pair_table)
         self.model.train()
         return out
 
-    def _pair_metrics(self, emb, table) -> dict:
+    def _pair_metrics(self, scorers, table) -> dict:
+        from mmsc_dgl.eval.evaluate import embedding_scores
         from mmsc_dgl.eval.pairs import best_f1_threshold, pair_metrics
         relation = table.column("relation").cast("string").to_pylist()
         src = table.column("src").to_numpy()
         dst = table.column("dst").to_numpy()
         label = table.column("label").to_numpy()
         result = {}
+
+        def pair_scores(score, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+            a_t = torch.from_numpy(np.asarray(a, dtype=np.int64)).to(self.device)
+            b_t = torch.from_numpy(np.asarray(b, dtype=np.int64)).to(self.device)
+            return score(a_t, b_t.unsqueeze(1))[:, 0].cpu().numpy()
+
         for r in RELATIONS:
             pick = np.array([x == r for x in relation])
             if not pick.any():
                 continue
-            e = emb[r]
-            scores = (e[torch.from_numpy(src[pick])] * e[torch.from_numpy(dst[pick])]).sum(-1).cpu().numpy()
+            score = embedding_scores(scorers[r]) if isinstance(scorers[r], torch.Tensor) else scorers[r]
+            scores = pair_scores(score, src[pick], dst[pick])
             # The F1 threshold comes from validation: val edges against their first negative.
             val = self.dataset.splits.val[r]
             q = np.arange(len(val))
             neg = self.sampler.sample(r, "val", q, val.src)[:, 0]
-            v_pos = (e[torch.from_numpy(val.src)] * e[torch.from_numpy(val.dst)]).sum(-1).cpu().numpy()
-            v_neg = (e[torch.from_numpy(val.src)] * e[torch.from_numpy(neg)]).sum(-1).cpu().numpy()
+            v_pos = pair_scores(score, val.src, val.dst)
+            v_neg = pair_scores(score, val.src, neg)
             threshold = best_f1_threshold(np.r_[np.ones(len(v_pos)), np.zeros(len(v_neg))], np.r_[v_pos, v_neg])
             result[r] = pair_metrics(label[pick], scores, threshold)
         return result

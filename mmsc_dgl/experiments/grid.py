@@ -1,0 +1,220 @@
+"""Run an experiment grid: prepare each dataset once, train and evaluate every cell
+(dataset x variant x seed x noise rate), and cache finished cells so a rerun only computes
+what is missing.  ``mmsc-dgl experiment`` is :func:`run_experiment`."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+from mmsc_dgl import RELATIONS
+from mmsc_dgl.errors import DataError
+from mmsc_dgl.experiments.config import BEST_BASELINE, ExperimentConfig, fingerprint
+from mmsc_dgl.io import atomic_write_json
+
+logger = logging.getLogger(__name__)
+
+CELL_FILE = "cell.json"
+
+
+@dataclass(frozen=True)
+class Cell:
+    dataset: str
+    variant: str
+    seed: int
+    noise: float = 0.0
+
+    @property
+    def key(self) -> str:
+        return f"{self.dataset}/{self.variant}/noise-{self.noise:g}/seed-{self.seed}"
+
+
+@dataclass
+class ExperimentResult:
+    out: Path
+    rows: List[dict]
+    skipped: Dict[str, str] = field(default_factory=dict)
+    computed: int = 0
+    cached: int = 0
+    best_baseline: Dict[str, str] = field(default_factory=dict)
+
+
+def _prepare_dataset(config: ExperimentConfig, name: str, out: Path, progress: bool) -> Optional[Path]:
+    """The dataset directory for ``name`` (prepared once, reused while its spec is unchanged),
+    or None when an optional dataset's inputs are missing."""
+    from mmsc_dgl.data.prepare import prepare
+    spec = config.datasets[name]
+    if spec.path is not None:
+        path = config.resolve(spec.path)
+        if not (path / "dataset.json").exists():
+            if spec.optional:
+                return None
+            raise DataError(f"dataset {name!r}: no prepared dataset here.", path=path,
+                            fix="run mmsc-dgl prepare first, or fix datasets.{name}.path.")
+        return path
+    inputs = [config.resolve(p) for p in spec.inputs]
+    missing = [p for p in inputs if not p.exists()]
+    if missing:
+        if spec.optional:
+            return None
+        raise DataError(f"dataset {name!r}: input file missing.", path=missing[0],
+                        fix=f"fix datasets.{name}.inputs, or mark the dataset optional: true.")
+    target = out / "datasets" / name
+    wanted = fingerprint({"spec": spec.model_dump(exclude={"train", "optional"}), "inputs": [str(p) for p in inputs]})
+    stamp = target / "experiment.json"
+    if stamp.exists() and json.loads(stamp.read_text()).get("fingerprint") == wanted:
+        return target
+    logger.info("preparing dataset %s -> %s", name, target)
+    prepare(inputs, out=target, config=spec.prepare, synthetic=spec.synthetic, overwrite=True, progress=progress)
+    atomic_write_json(stamp, {"fingerprint": wanted})
+    return target
+
+
+def _e_llm_edges(config: ExperimentConfig, variant: str, dataset_dir: Path, seed: int, progress: bool) -> str:
+    from mmsc_dgl.augment.select import augment
+    spec = config.models[variant].e_llm
+    out = dataset_dir / f"e_llm-{fingerprint(spec.model_dump())}.parquet"
+    if not out.exists():
+        augment(dataset_dir, judge=spec.judge, model=spec.model, threshold=spec.threshold,
+                top_n=spec.top_n if spec.threshold is None else None, out=out, seed=0, progress=progress)
+    return str(out)
+
+
+def _load_row(run_dir: Path, cell: Cell, label: str, wall: Optional[float]) -> dict:
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    history = json.loads((run_dir / "history.json").read_text()) if (run_dir / "history.json").exists() else []
+    cell_info = json.loads((run_dir / CELL_FILE).read_text()) if (run_dir / CELL_FILE).exists() else {}
+    seconds = [h["seconds"] for h in history]
+    return {"dataset": cell.dataset, "variant": cell.variant, "label": label, "seed": cell.seed,
+            "noise": cell.noise, "test": metrics["test"], "cold": metrics.get("cold"),
+            "epochs_run": metrics.get("epochs_run"), "best_epoch": metrics.get("best_epoch"),
+            "epoch_seconds": float(np.mean(seconds)) if seconds else 0.0,
+            "wall_seconds": wall if wall is not None else cell_info.get("wall_seconds")}
+
+
+def run_cell(config: ExperimentConfig, cell: Cell, dataset_dir: Path, out: Path, progress: bool = False):
+    """Train and evaluate one cell unless its run directory already holds the same finished run.
+    Returns ``(row, computed)``."""
+    from mmsc_dgl.train.run import train
+    run_dir = out / "cells" / cell.key
+    train_config = config.train_config(cell.dataset, cell.variant, cell.seed, cell.noise)
+    if config.models[cell.variant].e_llm is not None:
+        train_config = train_config.model_copy(update={
+            "train_edges": _e_llm_edges(config, cell.variant, dataset_dir, cell.seed, progress)})
+    wanted = fingerprint({"config": train_config.model_dump(), "dataset": str(dataset_dir)})
+    stamp = run_dir / CELL_FILE
+    if (run_dir / "metrics.json").exists() and stamp.exists() and json.loads(stamp.read_text()).get("fingerprint") == wanted:
+        return _load_row(run_dir, cell, config.label(cell.variant), None), False
+    started = time.perf_counter()
+    # A run killed mid-way resumes from its last epoch; anything else starts clean.
+    resume = (run_dir / "checkpoint.pt").exists() and stamp.exists() and \
+        json.loads(stamp.read_text()).get("fingerprint") == wanted
+    if not resume:
+        if run_dir.exists():
+            shutil.rmtree(run_dir)
+        run_dir.mkdir(parents=True)
+        atomic_write_json(stamp, {"fingerprint": wanted, "cell": cell.key})
+    train(str(dataset_dir), run_dir, train_config, resume=resume, progress=progress)
+    wall = round(time.perf_counter() - started, 2)
+    atomic_write_json(stamp, {"fingerprint": wanted, "cell": cell.key, "wall_seconds": wall})
+    return _load_row(run_dir, cell, config.label(cell.variant), wall), True
+
+
+def best_baseline(config: ExperimentConfig, rows: Sequence[dict], dataset: str) -> Optional[str]:
+    """The baseline with the best mean test NDCG@10 over both relations (and seeds) on ``dataset``."""
+    scores = {}
+    for variant in config.baselines:
+        vals = [np.mean([r["test"][rel]["NDCG@10"] for rel in RELATIONS]) for r in rows
+                if r["dataset"] == dataset and r["variant"] == variant and r["noise"] == 0]
+        if vals:
+            scores[variant] = float(np.mean(vals))
+    return max(scores, key=scores.get) if scores else None
+
+
+def main_cells(config: ExperimentConfig, datasets: Sequence[str], seeds: Sequence[int]) -> List[Cell]:
+    return [Cell(d, v, s) for d in datasets for v in config.models for s in seeds]
+
+
+def noise_cells(config: ExperimentConfig, datasets: Sequence[str], seeds: Sequence[int],
+                best: Dict[str, str]) -> List[Cell]:
+    if config.noise is None:
+        return []
+    cells = []
+    for d in config.noise.datasets or list(config.datasets):
+        if d not in datasets:
+            continue
+        for name in config.noise.models:
+            variant = best.get(d) if name == BEST_BASELINE else name
+            if variant is None:
+                continue
+            cells += [Cell(d, variant, s, rate) for rate in config.noise.rates if rate > 0 for s in seeds]
+    return cells
+
+
+def run_experiment(config: ExperimentConfig, out: os.PathLike | str, seeds: Optional[Sequence[int]] = None,
+                   progress: bool = True, report: bool = True) -> ExperimentResult:
+    """Run (or complete) the grid of ``config`` into ``out``, then write the report
+    (``results.json``, ``results.md`` and PNG plots; :mod:`mmsc_dgl.experiments.report`)."""
+    from tqdm.auto import tqdm
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    seeds = list(seeds) if seeds is not None else list(config.seeds)
+    result = ExperimentResult(out, [])
+    dataset_dirs: Dict[str, Path] = {}
+    for name in config.datasets:
+        path = _prepare_dataset(config, name, out, progress)
+        if path is None:
+            result.skipped[name] = "inputs missing (optional dataset)"
+            logger.warning("dataset %s skipped: its inputs are missing", name)
+        else:
+            dataset_dirs[name] = path
+
+    def run_all(cells: List[Cell], stage: str) -> None:
+        bar = tqdm(cells, desc=stage, disable=None if progress else True)
+        for cell in bar:
+            bar.set_postfix_str(cell.key)
+            row, computed = run_cell(config, cell, dataset_dirs[cell.dataset], out)
+            result.rows.append(row)
+            result.computed += computed
+            result.cached += not computed
+            logger.info("%s %s: test NDCG@10 s=%.4f c=%.4f", "ran" if computed else "cached", cell.key,
+                        row["test"]["substitute"]["NDCG@10"], row["test"]["complement"]["NDCG@10"])
+
+    run_all(main_cells(config, list(dataset_dirs), seeds), "main grid")
+    result.best_baseline = {d: b for d in dataset_dirs if (b := best_baseline(config, result.rows, d))}
+    run_all(noise_cells(config, list(dataset_dirs), seeds, result.best_baseline), "noise")
+    if report:
+        from mmsc_dgl.experiments.report import write_report
+        write_report(config, result)
+    logger.info("experiment %s: %d cells computed, %d cached -> %s", config.name, result.computed, result.cached, out)
+    return result
+
+
+def report_only(config: ExperimentConfig, out: os.PathLike | str) -> ExperimentResult:
+    """Rebuild the report from finished cells in ``out`` without training anything."""
+    from mmsc_dgl.experiments.report import write_report
+    out = Path(out)
+    result = ExperimentResult(out, [])
+    for stamp in sorted((out / "cells").glob(f"*/*/noise-*/seed-*/{CELL_FILE}")):
+        run_dir = stamp.parent
+        if not (run_dir / "metrics.json").exists():
+            continue
+        dataset, variant, noise, seed = run_dir.relative_to(out / "cells").parts
+        if dataset not in config.datasets or variant not in config.models:
+            continue
+        cell = Cell(dataset, variant, int(seed[5:]), float(noise[6:]))
+        result.rows.append(_load_row(run_dir, cell, config.label(variant), None))
+        result.cached += 1
+    if not result.rows:
+        raise DataError("no finished cell to report.", path=out, fix="run mmsc-dgl experiment without --report-only.")
+    result.skipped = {d: "no finished cell" for d in config.datasets if not any(r["dataset"] == d for r in result.rows)}
+    result.best_baseline = {d: b for d in config.datasets if (b := best_baseline(config, result.rows, d))}
+    write_report(config, result)
+    return result

@@ -1,0 +1,266 @@
+"""Tables (Markdown + JSON) and PNG plots from an experiment's rows.
+
+Every number is a mean ± sample standard deviation over seeds.  MMSC's relative improvement over
+the best baseline is computed as the paper reports it: per relation and metric,
+``(MMSC - best baseline) / best baseline``, the best baseline chosen separately for each metric.
+"""
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from mmsc_dgl import RELATIONS
+from mmsc_dgl.experiments.config import BEST_BASELINE, ExperimentConfig
+from mmsc_dgl.io import atomic_write_json, atomic_write_text, atomic_write_with
+
+logger = logging.getLogger(__name__)
+
+METRICS = ("HR@10", "NDCG@10")
+
+
+def mean_std(values: Sequence[float]) -> Tuple[float, float, int]:
+    v = np.asarray([x for x in values if x is not None], dtype=np.float64)
+    if v.size == 0:
+        return float("nan"), float("nan"), 0
+    return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else 0.0, int(v.size)
+
+
+def summarise(rows: Sequence[dict]) -> Dict[Tuple[str, str, float], dict]:
+    """``(dataset, variant, noise) -> {split: {relation: {metric: (mean, std, n)}}, epoch_seconds, ...}``."""
+    groups = defaultdict(list)
+    for row in rows:
+        groups[(row["dataset"], row["variant"], row["noise"])].append(row)
+    out = {}
+    for key, group in groups.items():
+        entry = {"seeds": sorted(r["seed"] for r in group), "label": group[0]["label"]}
+        for split in ("test", "cold"):
+            if all(r.get(split) for r in group):
+                entry[split] = {rel: {m: mean_std([r[split][rel][m] for r in group]) for m in METRICS}
+                                for rel in RELATIONS}
+        entry["epoch_seconds"] = mean_std([r["epoch_seconds"] for r in group])
+        entry["wall_seconds"] = mean_std([r.get("wall_seconds") for r in group])
+        out[key] = entry
+    return out
+
+
+def _fmt(stat, bold: bool = False) -> str:
+    mean, std, n = stat
+    if n == 0 or np.isnan(mean):
+        return "–"
+    text = f"{mean:.4f} ± {std:.4f}" if n > 1 else f"{mean:.4f}"
+    return f"**{text}**" if bold else text
+
+
+def improvements(config: ExperimentConfig, summary: dict, dataset: str) -> Dict[str, dict]:
+    """Per relation and metric: MMSC's mean, the best baseline's, and the relative change (%)."""
+    ref = summary.get((dataset, config.reference, 0.0))
+    out: Dict[str, dict] = {}
+    if ref is None or "test" not in ref:
+        return out
+    for rel in RELATIONS:
+        for m in METRICS:
+            best, best_name = None, None
+            for b in config.baselines:
+                entry = summary.get((dataset, b, 0.0))
+                if entry and "test" in entry and (best is None or entry["test"][rel][m][0] > best):
+                    best, best_name = entry["test"][rel][m][0], b
+            if best is None:
+                continue
+            mine = ref["test"][rel][m][0]
+            out[f"{rel} {m}"] = {"mmsc": mine, "best_baseline": config.label(best_name), "baseline": best,
+                                 "improvement_pct": 100.0 * (mine - best) / best if best > 0 else float("inf")}
+    return out
+
+
+def _table(header: List[str], rows: List[List[str]]) -> List[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return lines
+
+
+def _ordered_variants(config: ExperimentConfig) -> List[str]:
+    roles = {"reference": 0, "baseline": 1, "ablation": 2}
+    return sorted(config.models, key=lambda v: (roles[config.models[v].role], list(config.models).index(v)))
+
+
+def markdown(config: ExperimentConfig, result, summary: dict) -> str:
+    datasets = [d for d in config.datasets if d not in result.skipped]
+    lines = [f"# Experiment `{config.name}`", "",
+             f"Seeds: {', '.join(map(str, sorted({r['seed'] for r in result.rows})))}. "
+             "Test split, 1000 sampled negatives per held-out edge; mean ± std over seeds.", ""]
+    for name, why in result.skipped.items():
+        lines += [f"Dataset `{name}` was skipped: {why}.", ""]
+    for d in datasets:
+        lines += [f"## {d}", ""]
+        cols = [f"{rel[:5]}. {m}" for rel in RELATIONS for m in METRICS]
+        present = [v for v in _ordered_variants(config) if (d, v, 0.0) in summary]
+        best = {}
+        for rel in RELATIONS:
+            for m in METRICS:
+                best[(rel, m)] = max(summary[(d, v, 0.0)]["test"][rel][m][0] for v in present)
+        rows = []
+        for v in present:
+            e = summary[(d, v, 0.0)]
+            rows.append([f"{config.label(v)} ({config.models[v].role})"]
+                        + [_fmt(e["test"][rel][m], e["test"][rel][m][0] == best[(rel, m)]) for rel in RELATIONS for m in METRICS]
+                        + [f"{e['epoch_seconds'][0]:.1f}", f"{e['wall_seconds'][0]:.0f}"])
+        lines += _table(["model"] + cols + ["s/epoch", "s/run"], rows) + [""]
+        imp = improvements(config, summary, d)
+        if imp:
+            lines += [f"MMSC against the best baseline on {d} (relative change, as the paper reports it):", ""]
+            lines += _table(["relation, metric", "MMSC", "best baseline", "baseline", "change"],
+                            [[k, f"{v['mmsc']:.4f}", v["best_baseline"], f"{v['baseline']:.4f}",
+                              f"{v['improvement_pct']:+.1f}%"] for k, v in imp.items()]) + [""]
+    if config.cold_start:
+        lines += ["## Cold start", "", "Items held out with all their edges.  Behaviour models use MMSC's Eq. 12 "
+                  "(the mean embedding of the 10 nearest warm items in content space); the content baseline "
+                  "ranks by its own features.", ""]
+        rows = []
+        for d in datasets:
+            for v in config.cold_start.models:
+                e = summary.get((d, v, 0.0))
+                if e and "cold" in e:
+                    rows.append([d, config.label(v)] + [_fmt(e["cold"][rel][m]) for rel in RELATIONS for m in METRICS])
+        lines += _table(["dataset", "model"] + [f"{rel[:5]}. {m}" for rel in RELATIONS for m in METRICS], rows)
+        lines += ["", "![cold start](cold_start.png)", ""]
+    if config.depth:
+        lines += ["## Meta-path depth", ""]
+        rows = []
+        for d in datasets:
+            for hops, v in sorted(config.depth.models.items()):
+                e = summary.get((d, v, 0.0))
+                if e:
+                    rows.append([d, str(hops), config.label(v)] + [_fmt(e["test"][rel]["NDCG@10"]) for rel in RELATIONS]
+                                + [f"{e['epoch_seconds'][0]:.1f}"])
+        lines += _table(["dataset", "hops", "model", "subst. NDCG@10", "compl. NDCG@10", "s/epoch"], rows)
+        lines += ["", "![meta-path depth](depth.png)", ""]
+    if config.e_llm:
+        lines += ["## E_LLM", ""]
+        rows = []
+        for d in datasets:
+            for v in config.e_llm.models:
+                e = summary.get((d, v, 0.0))
+                if e:
+                    rows.append([d, config.label(v)] + [_fmt(e["test"][rel]["NDCG@10"]) for rel in RELATIONS])
+        lines += _table(["dataset", "model", "subst. NDCG@10", "compl. NDCG@10"], rows) + [""]
+    if config.noise:
+        lines += ["## Noise robustness", "",
+                  "Random false edges added to the training graph (a share of its edges); evaluation unchanged.", ""]
+        rows = []
+        for d in datasets:
+            for v in _noise_variants(config, result, d):
+                for rate in config.noise.rates:
+                    e = summary.get((d, v, float(rate)))
+                    if e:
+                        rows.append([d, config.label(v), f"{rate:g}"] + [_fmt(e["test"][rel]["NDCG@10"]) for rel in RELATIONS])
+        lines += _table(["dataset", "model", "noise", "subst. NDCG@10", "compl. NDCG@10"], rows)
+        lines += ["", "![noise robustness](noise.png)", ""]
+    return "\n".join(lines) + "\n"
+
+
+def _noise_variants(config: ExperimentConfig, result, dataset: str) -> List[str]:
+    out = []
+    for name in config.noise.models:
+        v = result.best_baseline.get(dataset) if name == BEST_BASELINE else name
+        if v is not None and v not in out:
+            out.append(v)
+    return out
+
+
+def _save_png(fig, path: Path) -> None:
+    atomic_write_with(path, lambda tmp: fig.savefig(tmp, dpi=120, bbox_inches="tight", format="png"))
+
+
+def plots(config: ExperimentConfig, result, summary: dict) -> List[Path]:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    datasets = [d for d in config.datasets if d not in result.skipped]
+    written = []
+    if config.noise:
+        noise_sets = [d for d in (config.noise.datasets or datasets) if d in datasets]
+        if noise_sets:
+            fig, axes = plt.subplots(len(noise_sets), 2, figsize=(10, 3.6 * len(noise_sets)), squeeze=False)
+            for i, d in enumerate(noise_sets):
+                for j, rel in enumerate(RELATIONS):
+                    ax = axes[i][j]
+                    for v in _noise_variants(config, result, d):
+                        pts = [(r, summary[(d, v, float(r))]["test"][rel]["NDCG@10"]) for r in config.noise.rates
+                               if (d, v, float(r)) in summary]
+                        if pts:
+                            ax.errorbar([100 * p[0] for p in pts], [p[1][0] for p in pts], yerr=[p[1][1] for p in pts],
+                                        marker="o", capsize=3, label=config.label(v))
+                    ax.set_title(f"{d}: {rel}")
+                    ax.set_xlabel("false training edges (%)")
+                    ax.set_ylabel("test NDCG@10")
+                    ax.grid(alpha=0.3)
+                    ax.legend(fontsize=8)
+            fig.tight_layout()
+            path = result.out / "noise.png"
+            _save_png(fig, path)
+            plt.close(fig)
+            written.append(path)
+    if config.cold_start:
+        fig, axes = plt.subplots(1, len(datasets), figsize=(5 * len(datasets), 3.6), squeeze=False)
+        for i, d in enumerate(datasets):
+            ax = axes[0][i]
+            models = [v for v in config.cold_start.models if (d, v, 0.0) in summary and "cold" in summary[(d, v, 0.0)]]
+            width = 0.8 / max(len(models), 1)
+            for k, v in enumerate(models):
+                stats = [summary[(d, v, 0.0)]["cold"][rel]["NDCG@10"] for rel in RELATIONS]
+                ax.bar(np.arange(len(RELATIONS)) + k * width, [s[0] for s in stats], width,
+                       yerr=[s[1] for s in stats], capsize=3, label=config.label(v))
+            ax.set_xticks(np.arange(len(RELATIONS)) + width * (len(models) - 1) / 2, RELATIONS)
+            ax.set_title(f"{d}: cold-start items")
+            ax.set_ylabel("cold NDCG@10")
+            ax.legend(fontsize=8)
+        fig.tight_layout()
+        path = result.out / "cold_start.png"
+        _save_png(fig, path)
+        plt.close(fig)
+        written.append(path)
+    if config.depth:
+        fig, axes = plt.subplots(1, len(datasets), figsize=(5 * len(datasets), 3.6), squeeze=False)
+        for i, d in enumerate(datasets):
+            ax = axes[0][i]
+            hops = [h for h, v in sorted(config.depth.models.items()) if (d, v, 0.0) in summary]
+            for rel in RELATIONS:
+                stats = [summary[(d, config.depth.models[h], 0.0)]["test"][rel]["NDCG@10"] for h in hops]
+                ax.errorbar(hops, [s[0] for s in stats], yerr=[s[1] for s in stats], marker="o", capsize=3, label=rel)
+            ax.set_xticks(hops)
+            ax.set_xlabel("meta-path hops (at most)")
+            ax.set_ylabel("test NDCG@10")
+            ax.set_title(f"{d}: meta-path depth")
+            twin = ax.twinx()
+            twin.plot(hops, [summary[(d, config.depth.models[h], 0.0)]["epoch_seconds"][0] for h in hops],
+                      "k--", marker="s", label="s/epoch")
+            twin.set_ylabel("seconds per epoch")
+            ax.legend(loc="upper left", fontsize=8)
+            twin.legend(loc="lower right", fontsize=8)
+        fig.tight_layout()
+        path = result.out / "depth.png"
+        _save_png(fig, path)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
+def write_report(config: ExperimentConfig, result) -> dict:
+    """``results.json``, ``results.md`` and the PNG plots in the experiment directory."""
+    summary = summarise(result.rows)
+    datasets = [d for d in config.datasets if d not in result.skipped]
+    payload = {
+        "name": config.name, "config": config.model_dump(exclude={"source"}),
+        "rows": result.rows, "skipped": result.skipped, "best_baseline": result.best_baseline,
+        "improvement": {d: improvements(config, summary, d) for d in datasets},
+        "summary": [{"dataset": d, "variant": v, "noise": n, **e} for (d, v, n), e in sorted(summary.items())],
+    }
+    atomic_write_json(result.out / "results.json", payload)
+    atomic_write_text(result.out / "results.md", markdown(config, result, summary))
+    written = plots(config, result, summary)
+    logger.info("report: %s, %s and %d plots", result.out / "results.md", result.out / "results.json", len(written))
+    return payload

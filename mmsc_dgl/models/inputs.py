@@ -1,0 +1,72 @@
+"""What every learned model starts from: content tokens pooled by attention, or id embeddings.
+
+Baselines use the same input as MMSC, so a comparison measures what is built on top of it.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import nn
+
+from mmsc_dgl.features.base import ContentFeatures
+from mmsc_dgl.nn import MultiModalAttention
+
+
+class ItemInput(nn.Module):
+    """:math:`q_i`: ``MultiModalAttention`` over item ``i``'s frozen content tokens, or a learnable
+    id embedding when ``features`` is None.
+
+    Args:
+        num_items: number of items.
+        out_feats: size of :math:`q_i`.
+        features: frozen content tokens, or None.
+    """
+
+    def __init__(self, num_items: int, out_feats: int, features: Optional[ContentFeatures] = None):
+        super().__init__()
+        self.num_items = num_items
+        self.out_feats = out_feats
+        if features is not None:
+            if features.num_items != num_items:
+                raise ValueError(f"features cover {features.num_items} items, the dataset {num_items}")
+            self.register_buffer("tokens", features.tokens.float(), persistent=False)
+            self.register_buffer("token_mask", features.mask, persistent=False)
+            self.content = MultiModalAttention(features.dim, out_feats, hidden_feats=out_feats)
+            self.register_module("item_embedding", None)
+        else:
+            self.register_buffer("tokens", None, persistent=False)
+            self.register_buffer("token_mask", None, persistent=False)
+            self.register_module("content", None)
+            self.item_embedding = nn.Embedding(num_items, out_feats)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        if self.item_embedding is not None:
+            nn.init.normal_(self.item_embedding.weight, std=0.1)
+        else:
+            self.content.reset_parameters()
+
+    def forward(self) -> torch.Tensor:
+        """:math:`q` of every item [num_items, out_feats]."""
+        if self.item_embedding is not None:
+            return self.item_embedding.weight
+        return self.content(self.tokens, self.token_mask)
+
+    def __repr__(self) -> str:
+        kind = "ids" if self.item_embedding is not None else f"features(dim={self.tokens.shape[-1]})"
+        return f"{type(self).__name__}({self.num_items:,}, {self.out_feats}, {kind})"
+
+
+def adjacency(src, dst, num_items: int, self_loops: bool = False) -> "CSR":
+    """Row ``i`` of the result lists the items with an edge to ``i`` (training edges, deduplicated;
+    ``self_loops`` adds ``i`` itself, as GAT's neighbourhood does)."""
+    from mmsc_dgl.ops import CSR
+    src = torch.as_tensor(src, dtype=torch.int64)
+    dst = torch.as_tensor(dst, dtype=torch.int64)
+    if self_loops:
+        loops = torch.arange(num_items)
+        keep = src != dst
+        src, dst = torch.cat([src[keep], loops]), torch.cat([dst[keep], loops])
+    code = torch.unique(dst * num_items + src)
+    return CSR.from_edges(code // num_items, code % num_items, num_items)

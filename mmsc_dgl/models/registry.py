@@ -1,0 +1,57 @@
+"""Models by name, so configs and the experiment grid can say ``architecture: lightgcn``."""
+from __future__ import annotations
+
+from typing import Dict, Mapping, Optional
+
+from mmsc_dgl.config import ModelConfig
+from mmsc_dgl.features.base import ContentFeatures
+
+ARCHITECTURES: Dict[str, str] = {
+    "mmsc": "MMSC (arXiv 2507.22268): meta-path attention, semantic and task gates, SSL",
+    "han": "HAN (WWW 2019): meta-path GAT and semantic attention only",
+    "gat": "GAT (ICLR 2018) per relation on the decoupled homogeneous graphs",
+    "lightgcn": "LightGCN (SIGIR 2020): shared plus per-relation id embeddings, BPR",
+    "decgcn": "DecGCN-style (CIKM 2020): two relation spaces with cross-relation fusion",
+    "content": "cosine of the frozen content features, no training",
+    "common-neighbors": "common neighbours on the union of both training graphs",
+    "adamic-adar": "Adamic-Adar on the union of both training graphs",
+}
+"""Every architecture name and what it is."""
+
+USES_METAPATHS = frozenset({"mmsc", "han"})
+
+
+def build_model(architecture: str, num_items: int, config: ModelConfig, *, tables=None,
+                train_edges: Optional[Mapping[str, object]] = None, features: Optional[ContentFeatures] = None,
+                impl: str = "auto"):
+    """An untrained model of ``architecture`` (a key of :data:`ARCHITECTURES`).
+
+    ``tables`` (meta-path tables) is needed by ``mmsc`` and ``han``; ``train_edges`` (per relation,
+    ``src``/``dst`` arrays) by the graph baselines; ``features`` by ``content``.
+    """
+    if architecture not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {architecture!r}; choose one of {', '.join(ARCHITECTURES)}")
+    if architecture in USES_METAPATHS and tables is None:
+        raise ValueError(f"{architecture} needs meta-path tables")
+    if architecture not in USES_METAPATHS and architecture != "content" and train_edges is None:
+        raise ValueError(f"{architecture} needs the training edges")
+    if architecture == "mmsc":
+        from mmsc_dgl.models.mmsc import MMSC
+        return MMSC(num_items, tables, config, features, impl=impl)
+    if architecture == "han":
+        from mmsc_dgl.models.han import HAN
+        return HAN(num_items, tables, config, features, impl=impl)
+    if architecture == "gat":
+        from mmsc_dgl.models.gat import GATPerRelation
+        return GATPerRelation(num_items, train_edges, config, features, impl=impl)
+    if architecture == "lightgcn":
+        from mmsc_dgl.models.lightgcn import LightGCN
+        return LightGCN(num_items, train_edges, config)
+    if architecture == "decgcn":
+        from mmsc_dgl.models.decgcn import DecGCN
+        return DecGCN(num_items, train_edges, config, features)
+    if architecture == "content":
+        from mmsc_dgl.models.content import ContentCosine
+        return ContentCosine(features)
+    from mmsc_dgl.models.heuristic import NeighbourhoodHeuristic
+    return NeighbourhoodHeuristic(num_items, train_edges, architecture.replace("-", "_"))

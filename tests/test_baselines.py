@@ -1,0 +1,185 @@
+"""Baselines and MMSC ablations: one contract, checked against slow, obvious references."""
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+from mmsc_dgl import RELATIONS
+from mmsc_dgl.config import ARCHITECTURE_NAMES, ModelConfig, SyntheticConfig, TrainConfig
+from mmsc_dgl.data.noise import inject_training_noise
+from mmsc_dgl.data.prepare import prepare
+from mmsc_dgl.features import hashed_text_features
+from mmsc_dgl.metapath import build_metapath_tables
+from mmsc_dgl.metapath.spec import parse_metapaths
+from mmsc_dgl.models import ARCHITECTURES, MMSC, Recommender, build_model
+from mmsc_dgl.models.heuristic import NeighbourhoodHeuristic
+from mmsc_dgl.models.lightgcn import LightGCN
+from mmsc_dgl.train.run import train
+
+SMALL = ModelConfig(hidden=16, heads=2, semantic_hidden=8, ssl_nodes=32, layers=2)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    out = tmp_path_factory.mktemp("data") / "ds"
+    prepare(synthetic=SyntheticConfig(num_items=300, seed=2), out=out, progress=False)
+    from mmsc_dgl.data.dataset import load_dataset
+    return load_dataset(out)
+
+
+@pytest.fixture(scope="module")
+def parts(dataset):
+    tables = build_metapath_tables(dataset.train_graph(), "s,c,s-c", max_neighbors=4, progress=False)
+    features = hashed_text_features(dataset.catalog.table, dim=32)
+    return tables, features
+
+
+def test_registry_and_config_agree():
+    assert tuple(ARCHITECTURES) == tuple(ARCHITECTURE_NAMES)
+
+
+@pytest.mark.parametrize("architecture", ARCHITECTURE_NAMES)
+def test_every_architecture_answers_the_contract(dataset, parts, architecture):
+    tables, features = parts
+    torch.manual_seed(0)
+    model = build_model(architecture, dataset.num_items, SMALL, tables=tables, train_edges=dataset.splits.train,
+                        features=features, impl="reference")
+    assert isinstance(model, Recommender)
+    assert type(model).__name__.split("(")[0] in repr(model) or architecture in repr(model)
+    src, dst = torch.tensor([0, 5, 7, 7]), torch.tensor([1, 2, 9, 7])
+    model.eval()
+    for r in RELATIONS:
+        scores = model.score(src, dst, r)
+        assert scores.shape == (4,) and torch.isfinite(scores).all()
+        if model.has_embeddings:
+            emb = model.embed(r)
+            assert emb.shape[0] == dataset.num_items
+            torch.testing.assert_close(scores, (emb[src] * emb[dst]).sum(-1), rtol=1e-4, atol=1e-5)
+        else:
+            with pytest.raises(NotImplementedError):
+                model.embed(r)
+    g = torch.Generator().manual_seed(0)
+    batch = {"generator": g, **{r: (src, dst, torch.randint(0, dataset.num_items, (4, 3), generator=g))
+                                for r in RELATIONS}}
+    if model.trainable:
+        model.train()
+        loss = model.loss(batch)
+        loss["total"].backward()
+        grads = [p.grad for p in model.parameters() if p.grad is not None]
+        assert grads and any(float(g.abs().sum()) > 0 for g in grads)
+    else:
+        assert list(model.parameters()) == []
+        with pytest.raises(RuntimeError, match="no parameters"):
+            model.loss(batch)
+
+
+def test_heuristics_match_set_arithmetic(dataset):
+    n = dataset.num_items
+    neighbours = [set() for _ in range(n)]
+    for r in RELATIONS:
+        for s, d in zip(dataset.splits.train[r].src, dataset.splits.train[r].dst):
+            if s != d:
+                neighbours[s].add(int(d))
+                neighbours[d].add(int(s))
+    rng = np.random.default_rng(0)
+    pairs = rng.integers(0, n, (400, 2))
+    # include pairs that certainly share neighbours
+    hub = max(range(n), key=lambda i: len(neighbours[i]))
+    nb = sorted(neighbours[hub])
+    pairs = np.r_[pairs, np.array(list(itertools.combinations(nb[:8], 2)))]
+    cn = NeighbourhoodHeuristic(n, dataset.splits.train, "common_neighbors")
+    aa = NeighbourhoodHeuristic(n, dataset.splits.train, "adamic_adar")
+    src, dst = torch.from_numpy(pairs[:, 0]), torch.from_numpy(pairs[:, 1])
+    want_cn = [len(neighbours[a] & neighbours[b]) for a, b in pairs]
+    want_aa = [sum(1 / np.log(len(neighbours[z])) for z in neighbours[a] & neighbours[b]) for a, b in pairs]
+    assert max(want_cn) >= 1
+    np.testing.assert_allclose(cn.score(src, dst, "substitute").numpy(), want_cn)
+    np.testing.assert_allclose(aa.score(src, dst, "complement").numpy(), want_aa, rtol=1e-5)
+    # [B, K] candidate matrices (how evaluation calls it) keep their shape
+    assert cn.score(src[:6].view(2, 3), dst[:6].view(2, 3), "substitute").shape == (2, 3)
+
+
+def test_lightgcn_propagation_matches_dense_reference(dataset):
+    torch.manual_seed(0)
+    model = LightGCN(dataset.num_items, dataset.splits.train, SMALL)
+    n = dataset.num_items
+    for r in RELATIONS:
+        a = torch.zeros(n, n)
+        e = dataset.splits.train[r]
+        a[torch.from_numpy(e.dst), torch.from_numpy(e.src)] = 1.0
+        deg = a.sum(1)
+        norm = torch.where(deg > 0, deg.pow(-0.5), torch.zeros_like(deg))
+        a_hat = norm[:, None] * a * norm[None, :]
+        x = model.shared.weight + model.relation[r].weight
+        layers = [x]
+        for _ in range(SMALL.layers):
+            layers.append(a_hat @ layers[-1])
+        want = torch.stack(layers).mean(0)
+        torch.testing.assert_close(model.propagate(r), want, rtol=1e-4, atol=1e-5)
+
+
+def test_mmsc_ablations_change_the_architecture(dataset, parts):
+    tables, features = parts
+    full = MMSC(dataset.num_items, tables, SMALL, features)
+    concat = MMSC(dataset.num_items, tables, SMALL.model_copy(update={"semantic_fusion": "concat"}), features)
+    no_task = MMSC(dataset.num_items, tables, SMALL.model_copy(update={"task_gate": False}), features)
+    han = build_model("han", dataset.num_items, SMALL, tables=tables, features=features)
+    keys = lambda m: {k.split(".")[0] for k in m.state_dict()}
+    assert {"semantic_gate", "task_gate"} <= keys(full) and "semantic_concat" not in keys(full)
+    assert "semantic_concat" in keys(concat) and "semantic_gate" not in keys(concat)
+    assert "task_gate" not in keys(no_task)
+    assert not {"semantic_gate", "semantic_concat", "task_gate"} & keys(han)
+    assert han.config.ssl_weight == 0 and repr(han).startswith("HAN(")
+    # HAN: an item with no meta-path neighbour keeps its content representation
+    han.eval()
+    empty = [i for i in range(dataset.num_items) if not any(tables[p].csr().degrees[i] for p in tables)]
+    assert empty, "the fixture should have isolated (cold) items"
+    nodes = torch.tensor(empty[:3])
+    z = han.encode(nodes)
+    q = han.content_all()[nodes]
+    for r in RELATIONS:
+        torch.testing.assert_close(z[r], q)
+
+
+def test_hops_spec():
+    assert [p.name for p in parse_metapaths("hops:1")] == ["s", "c"]
+    assert len(parse_metapaths("hops:2")) == 6 and len(parse_metapaths("hops:3")) == 14
+    from mmsc_dgl.errors import DataError
+    with pytest.raises(DataError, match="hops"):
+        parse_metapaths("hops:4")
+
+
+def test_training_noise_injection(dataset):
+    noisy = inject_training_noise(dataset, 0.25, seed=5)
+    again = inject_training_noise(dataset, 0.25, seed=5)
+    n = dataset.num_items
+    cold = set(dataset.splits.cold_items.tolist())
+    for r in RELATIONS:
+        base, new = dataset.splits.train[r], noisy.splits.train[r]
+        assert np.array_equal(new.src, again.splits.train[r].src) and np.array_equal(new.dst, again.splits.train[r].dst)
+        added = np.setdiff1d(new.codes(n), base.codes(n))
+        assert abs(len(added) - 0.25 * len(base)) <= 2
+        assert len(new) == len(base) + len(added)
+        known = set(dataset.edges[r].codes(n).tolist())
+        assert not known & set(added.tolist())  # never a held-out (or any real) edge
+        s, d = added // n, added % n
+        assert not cold & set(s.tolist()) | cold & set(d.tolist())
+        assert set(added.tolist()) == set((d * n + s).tolist())  # symmetric like the graph
+        assert np.all(np.diff(new.codes(n)) > 0)  # sorted, no duplicates
+        # evaluation splits untouched
+        assert noisy.splits.test[r] is dataset.splits.test[r]
+    assert inject_training_noise(dataset, 0.0) is dataset
+
+
+@pytest.mark.parametrize("architecture", ["lightgcn", "adamic-adar", "content"])
+def test_baselines_train_and_evaluate_through_the_harness(dataset, tmp_path, architecture):
+    config = TrainConfig(architecture=architecture, epochs=2, batch_size=256, val_queries=100, model=SMALL)
+    result = train(dataset, tmp_path / architecture, config, progress=False)
+    for split in ("test", "cold"):
+        for r in RELATIONS:
+            assert 0.0 <= result.metrics[split][r]["NDCG@10"] <= 1.0
+    if architecture == "adamic-adar":  # cold items have no edges: no shared neighbour, worst rank
+        assert all(result.metrics["cold"][r]["HR@10"] == 0.0 for r in RELATIONS)
+    again = train(dataset, tmp_path / (architecture + "2"), config, progress=False)
+    assert again.metrics["test"] == result.metrics["test"]

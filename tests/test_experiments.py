@@ -1,0 +1,116 @@
+"""The experiment grid: cells, caching, tables, improvement arithmetic, plots, CLI."""
+import json
+
+import numpy as np
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from mmsc_dgl import RELATIONS
+from mmsc_dgl.cli import main
+from mmsc_dgl.errors import DataError
+from mmsc_dgl.experiments import ExperimentConfig, load_experiment, run_experiment
+from mmsc_dgl.experiments.report import improvements, summarise
+
+TINY_TRAIN = {"epochs": 1, "batch_size": 512, "val_queries": 100, "metapaths": "hops:2", "max_neighbors": 4,
+              "model": {"hidden": 16, "heads": 2, "semantic_hidden": 8, "ssl_nodes": 32}}
+
+
+def tiny_config(**extra) -> dict:
+    config = {
+        "name": "tiny", "seeds": [0, 1], "train": TINY_TRAIN,
+        "datasets": {"syn": {"synthetic": {"num_items": 250, "seed": 3}},
+                     "missing": {"inputs": ["no/such/file.json.gz"], "optional": True}},
+        "models": {"mmsc": {"role": "reference", "label": "MMSC"},
+                   "content": {"role": "baseline", "train": {"architecture": "content"}},
+                   "adamic-adar": {"role": "baseline", "train": {"architecture": "adamic-adar"}},
+                   "mmsc-hops1": {"train": {"metapaths": "hops:1"}},
+                   "mmsc-e-llm": {"e_llm": {"threshold": 0.5}}},
+        "noise": {"rates": [0.0, 0.3], "models": ["mmsc", "best-baseline"]},
+        "cold_start": {"models": ["mmsc", "content"]},
+        "depth": {"models": {1: "mmsc-hops1", 2: "mmsc"}},
+        "e_llm": {"models": ["mmsc", "mmsc-e-llm"]},
+    }
+    config.update(extra)
+    return config
+
+
+def test_grid_runs_caches_and_reports(tmp_path):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(tiny_config()))
+    config = load_experiment(path)
+    result = run_experiment(config, tmp_path / "exp", progress=False)
+    best = result.best_baseline["syn"]
+    assert best in ("content", "adamic-adar")
+    # main grid: 5 variants x 2 seeds; noise: 2 models x 1 extra rate x 2 seeds
+    assert len(result.rows) == 10 + 4 and result.computed == 14 and result.cached == 0
+    assert result.skipped == {"missing": "inputs missing (optional dataset)"}
+    out = tmp_path / "exp"
+    for name in ("results.md", "results.json", "noise.png", "cold_start.png", "depth.png"):
+        assert (out / name).stat().st_size > 0
+    assert (out / "noise.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    payload = json.loads((out / "results.json").read_text())
+    # The improvement is (MMSC - best baseline) / best baseline, per relation and metric.
+    for rel in RELATIONS:
+        mine = np.mean([r["test"][rel]["NDCG@10"] for r in result.rows if r["variant"] == "mmsc" and r["noise"] == 0])
+        base = max(np.mean([r["test"][rel]["NDCG@10"] for r in result.rows if r["variant"] == b and r["noise"] == 0])
+                   for b in ("content", "adamic-adar"))
+        got = payload["improvement"]["syn"][f"{rel} NDCG@10"]
+        assert got["improvement_pct"] == pytest.approx(100 * (mine - base) / base)
+    md = (out / "results.md").read_text()
+    assert "## syn" in md and "## Noise robustness" in md and "## Cold start" in md and "skipped" in md
+    assert "±" in md
+    # A rerun computes nothing; a new seed computes only its cells.
+    again = run_experiment(config, out, progress=False)
+    assert again.computed == 0 and again.cached == 14
+    assert [r["test"] for r in again.rows] == [r["test"] for r in result.rows]
+    more = run_experiment(config, out, seeds=[0, 1, 2], progress=False)
+    assert more.computed == 7
+    # A changed setting recomputes exactly the cells it touches.
+    changed = config.model_copy(update={"models": {**config.models, "content": config.models["content"].model_copy(
+        update={"train": {"architecture": "content", "feature_dim": 64}})}})
+    assert run_experiment(changed, out, progress=False).computed == 2 + (4 if best == "content" else 0) // 2
+
+
+def test_summary_statistics():
+    rows = [{"dataset": "d", "variant": "v", "label": "v", "seed": s, "noise": 0.0, "epoch_seconds": 1.0,
+             "wall_seconds": 2.0, "test": {r: {"HR@10": x, "NDCG@10": x / 2} for r in RELATIONS}, "cold": None}
+            for s, x in enumerate([0.2, 0.4])]
+    summary = summarise(rows)
+    mean, std, n = summary[("d", "v", 0.0)]["test"]["substitute"]["HR@10"]
+    assert (mean, n) == (pytest.approx(0.3), 2) and std == pytest.approx(np.std([0.2, 0.4], ddof=1))
+    assert "cold" not in summary[("d", "v", 0.0)]
+
+
+def test_config_errors(tmp_path):
+    with pytest.raises(DataError, match="reference"):
+        ExperimentConfig.from_mapping({**tiny_config(), "models": {"a": {"role": "baseline",
+                                                                         "train": {"architecture": "content"}}}})
+    with pytest.raises(DataError, match="unknown models"):
+        ExperimentConfig.from_mapping({**tiny_config(), "cold_start": {"models": ["nope"]}})
+    with pytest.raises(DataError, match="architecture"):
+        ExperimentConfig.from_mapping({**tiny_config(noise=None, cold_start=None, depth=None, e_llm=None),
+                                       "models": {"m": {"role": "reference", "train": {"architecture": "gcn"}}}})
+    with pytest.raises(DataError, match="exactly one of"):
+        ExperimentConfig.from_mapping({**tiny_config(), "datasets": {"x": {}}})
+    config = ExperimentConfig.from_mapping({**tiny_config(), "datasets": {
+        "x": {"inputs": [str(tmp_path / "absent.json.gz")]}}})
+    with pytest.raises(DataError, match="input file missing"):
+        run_experiment(config, tmp_path / "exp", progress=False)
+
+
+def test_cli_experiment_and_report_only(tmp_path):
+    cfg = tiny_config(seeds=[4], noise=None, depth=None, e_llm=None,
+                      models={"mmsc": {"role": "reference"}, "content": {"role": "baseline",
+                                                                          "train": {"architecture": "content"}}})
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    runner = CliRunner()
+    res = runner.invoke(main, ["experiment", str(path), "--out", str(tmp_path / "e"), "--seed", "7"])
+    assert res.exit_code == 0, res.output
+    assert "2 cells (2 computed, 0 cached)" in res.output
+    assert (tmp_path / "e" / "cells" / "syn" / "mmsc" / "noise-0" / "seed-7" / "metrics.json").exists()
+    res = runner.invoke(main, ["experiment", str(path), "--out", str(tmp_path / "e"), "--report-only"])
+    assert res.exit_code == 0 and "2 cells (0 computed, 2 cached)" in res.output
+    res = runner.invoke(main, ["experiment", str(path), "--out", str(tmp_path / "empty"), "--report-only"])
+    assert res.exit_code == 2 and "no finished cell" in res.output
