@@ -332,5 +332,46 @@ def experiment(config_path: Path, out: Optional[Path], seeds: Optional[str], see
     click.echo(f"report: {out / 'results.md'}")
 
 
+BENCHMARKS = {"metapath": "metapath", "encoder": "encoder", "train": "train", "recommend": "recommend",
+              "gpu-train": "gpu_train"}
+
+
+@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True,
+                                "help_option_names": []})
+@click.argument("name", type=click.Choice(list(BENCHMARKS)))
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def bench(name: str, args: Tuple[str, ...]) -> None:
+    """Run a benchmark (the same code as benchmarks/bench_NAME.py): NAME [--sizes ...] [--json OUT].
+    `mmsc-dgl bench NAME --help` lists its options."""
+    import importlib
+
+    logging.getLogger().setLevel(logging.INFO)  # benchmarks report progress as they go
+    importlib.import_module(f"mmsc_dgl.bench.{BENCHMARKS[name]}").main(list(args))
+
+
+@main.command("export-tensors")
+@click.argument("dataset_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="The .pt file to write.")
+@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="YAML/TOML TrainConfig (meta-paths, neighbours, features, model); flags override it.")
+@click.option("--metapaths", help="Comma-separated meta-paths, or hops:N (default: all up to 3 hops).")
+@click.option("--max-neighbors", type=click.IntRange(min=1))
+@click.option("--features", help="hashed (default), none, or a feature file.")
+@click.option("--val-queries", type=click.IntRange(min=1), default=2000, show_default=True)
+@click.option("--seed", type=int)
+@click.option("--device", default="cpu", show_default=True, help="Accepted for a uniform CLI; exporting runs on CPU.")
+def export_tensors(dataset_dir: Path, out: Path, config_path: Optional[Path], metapaths, max_neighbors, features,
+                   val_queries: int, seed, device: str) -> None:
+    """Write meta-path tables, features, training and validation edges as plain tensors, for
+    training on a GPU host without DGL (benchmarks/gpu_bench.sh)."""
+    from mmsc_dgl.bench.export import export_tensors as run_export
+
+    config = _train_config(config_path, {"metapaths": metapaths, "max_neighbors": max_neighbors,
+                                         "features": features, "seed": seed}, {})
+    summary = run_export(dataset_dir, out, config, val_queries=val_queries)
+    click.echo(f"{summary['items']:,} items, {summary['metapaths']} meta-paths, {summary['pairs']:,} neighbour pairs "
+               f"-> {summary['out']} ({summary['mib']} MiB)")
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

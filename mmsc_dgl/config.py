@@ -118,6 +118,11 @@ class ModelConfig(Config):
                             "(a linear layer over [q || p], an ablation) or 'none' (p only, as HAN)")
     task_gate: bool = Field(True, description="mix the substitute and complement representations "
                                               "(False: an ablation; each relation keeps its own)")
+    score: Literal["cosine", "dot"] = Field("dot", description="pair score: dot product of the projected "
+                                                               "representations (default: the norm can carry "
+                                                               "popularity) or their cosine (the paper)")
+    id_embeddings: bool = Field(True, description="with content features, add a learnable id embedding to q "
+                                                  "(default; False: content only, as the paper)")
     layers: int = Field(2, ge=1, le=8, description="propagation layers of the GNN baselines "
                                                    "(LightGCN's K, GAT and DecGCN depth)")
     embedding_l2: float = Field(1e-4, ge=0, description="LightGCN: L2 weight on the layer-0 embeddings")
@@ -147,6 +152,11 @@ class TrainConfig(Config):
     batch_size: int = Field(2048, ge=2)
     epochs: int = Field(10, ge=1)
     patience: int = Field(3, ge=1, description="epochs without a better validation NDCG@10 before stopping")
+    steps_per_epoch: Optional[int] = Field(None, ge=1, description="batches per epoch, each a random sample of "
+                                                                   "the training edges (None: one full pass); "
+                                                                   "for catalogs where a pass takes hours")
+    test_queries: Optional[int] = Field(None, ge=1, description="test/cold queries per relation (a fixed seeded "
+                                                                "subset; None: all)")
     val_queries: Optional[int] = Field(2000, ge=1, description="validation queries per relation per epoch "
                                                                 "(a fixed seeded subset; None: all)")
     ks: list = Field(default_factory=lambda: [10])

@@ -103,7 +103,7 @@ def test_dgl_gradcheck_float64():
 
 def test_triton_gradcheck_float64_on_cuda():
     """Triton 2.2's interpreter has no float64 constants, so float64 gradcheck of the Triton
-    kernel runs where a GPU is (benchmarks/gpu_check.sh runs this file there)."""
+    kernel runs where a GPU is (benchmarks/gpu_bench.sh runs this file there)."""
     if not torch.cuda.is_available():
         pytest.skip("float64 Triton needs CUDA: the Triton 2.2 interpreter cannot build float64 constants")
     csr = _graph("zero_degree").to("cuda")

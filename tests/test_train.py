@@ -59,7 +59,8 @@ def test_train_then_resume_matches_uninterrupted(tiny_dataset, tmp_path):
     # A new process would start from scratch: build a fresh trainer and resume from disk.
     resumed = Trainer(tiny_dataset, tmp_path / "part", config, progress=False).fit(resume=True)
     assert resumed.metrics == full.metrics
-    assert resumed.history == [{**h, "seconds": r["seconds"]} for h, r in zip(full.history, resumed.history)]
+    assert resumed.history == [{**h, "seconds": r["seconds"], "train_seconds": r["train_seconds"]}
+                                 for h, r in zip(full.history, resumed.history)]
     assert resumed.best_epoch == full.best_epoch
     ckpt = torch.load(tmp_path / "part" / "checkpoint.pt", weights_only=True)
     assert ckpt["epoch"] == len(full.history)

@@ -1,14 +1,28 @@
 """Models answering one small contract (:class:`~mmsc_dgl.models.base.Recommender`): MMSC and
-the baselines it is compared with, one a file."""
-from mmsc_dgl.models.base import Recommender
-from mmsc_dgl.models.content import ContentCosine
-from mmsc_dgl.models.decgcn import DecGCN
-from mmsc_dgl.models.gat import GATPerRelation
-from mmsc_dgl.models.han import HAN
-from mmsc_dgl.models.heuristic import NeighbourhoodHeuristic
-from mmsc_dgl.models.lightgcn import LightGCN
-from mmsc_dgl.models.mmsc import MMSC
-from mmsc_dgl.models.registry import ARCHITECTURES, build_model
+the baselines it is compared with, one a file.
 
-__all__ = ["Recommender", "MMSC", "HAN", "GATPerRelation", "LightGCN", "DecGCN", "ContentCosine",
-           "NeighbourhoodHeuristic", "ARCHITECTURES", "build_model"]
+Names are imported on first use (PEP 562), so ``mmsc_dgl.models.mmsc`` loads with torch alone
+(the GPU hosts have neither pydantic nor pyarrow).
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_WHERE = {
+    "Recommender": "base", "MMSC": "mmsc", "HAN": "han", "GATPerRelation": "gat", "LightGCN": "lightgcn",
+    "DecGCN": "decgcn", "ContentCosine": "content", "NeighbourhoodHeuristic": "heuristic",
+    "ARCHITECTURES": "registry", "build_model": "registry",
+}
+
+__all__ = list(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        return getattr(importlib.import_module(f"mmsc_dgl.models.{_WHERE[name]}"), name)
+    raise AttributeError(f"module 'mmsc_dgl.models' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + __all__)

@@ -14,8 +14,8 @@ through a co-attention step.  Written from the paper's description, per layer :m
     h_i^{r} \leftarrow \beta_1 u_i^{r} + \beta_2 v_i^{r}
 
 with :math:`h^{s}_0 = P_s q_i`, :math:`h^{c}_0 = P_c q_i` from the shared item input :math:`q`.
-Scores are cosine within each space; trained with MMSC's triplet loss (DecGCN's own objective
-is also a margin over sampled negatives).  Full neighbourhoods replace the paper's sampling:
+Scores are dot products (or cosines, ``config.score``) within each space; trained with MMSC's
+triplet loss (DecGCN's own objective is also a margin over sampled negatives).  Full neighbourhoods replace the paper's sampling:
 the training graphs here fit in memory.
 """
 from __future__ import annotations
@@ -30,7 +30,7 @@ from mmsc_dgl import RELATIONS
 from mmsc_dgl.config import ModelConfig
 from mmsc_dgl.features.base import ContentFeatures
 from mmsc_dgl.models.base import Recommender
-from mmsc_dgl.models.inputs import ItemInput, adjacency
+from mmsc_dgl.models.inputs import ItemInput, adjacency, score_head
 from mmsc_dgl.train.losses import triplet_loss
 
 OTHER = {"substitute": "complement", "complement": "substitute"}
@@ -62,7 +62,7 @@ class DecGCN(nn.Module, Recommender):
         self.num_items = num_items
         self.config = config
         hidden = config.hidden
-        self.input = ItemInput(num_items, hidden, features)
+        self.input = ItemInput(num_items, hidden, features, config.id_embeddings)
         self.start = nn.ModuleDict({r: nn.Linear(hidden, hidden) for r in RELATIONS})
         self.conv = nn.ModuleDict({r: nn.ModuleList([nn.Linear(2 * hidden, hidden) for _ in range(config.layers)])
                                    for r in RELATIONS})
@@ -96,7 +96,7 @@ class DecGCN(nn.Module, Recommender):
                 beta = torch.softmax(logits, dim=1)
                 new[r] = beta[:, :1] * u[r] + beta[:, 1:] * v
             h = new
-        return {r: F.normalize(h[r], dim=-1) for r in RELATIONS}
+        return {r: score_head(h[r], self.config.score) for r in RELATIONS}
 
     def loss(self, batch: dict) -> Dict[str, torch.Tensor]:
         z = self.encode()

@@ -10,8 +10,8 @@ For relation :math:`r` and layer :math:`l` (the neighbourhood includes the item 
     h_i^{(l+1)} = \big\Vert_{h} \, \mathrm{ELU}\Big(\sum_j \alpha_{ij}^{h} W^h h_j^{(l)}\Big)
 
 :math:`h^{(0)} = q` (content tokens pooled by attention, or id embeddings, as MMSC's input).
-Scores are cosine after a per-relation projection; trained with MMSC's triplet loss, so the
-comparison isolates the encoder.
+Scores use a per-relation projection and MMSC's scoring (``config.score``: dot product by
+default, cosine as an option) and MMSC's triplet loss, so the comparison isolates the encoder.
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from mmsc_dgl import RELATIONS
 from mmsc_dgl.config import ModelConfig
 from mmsc_dgl.features.base import ContentFeatures
 from mmsc_dgl.models.base import Recommender
-from mmsc_dgl.models.inputs import ItemInput, adjacency
+from mmsc_dgl.models.inputs import ItemInput, adjacency, score_head
 from mmsc_dgl.nn import MetaPathAttention
 from mmsc_dgl.train.losses import triplet_loss
 
@@ -52,7 +52,7 @@ class GATPerRelation(nn.Module, Recommender):
             raise ValueError(f"hidden={config.hidden} must be a multiple of heads={config.heads}")
         self.num_items = num_items
         self.config = config
-        self.input = ItemInput(num_items, config.hidden, features)
+        self.input = ItemInput(num_items, config.hidden, features, config.id_embeddings)
         self.layers = nn.ModuleDict({r: nn.ModuleList([
             MetaPathAttention(config.hidden, config.hidden // config.heads, num_heads=config.heads,
                               feat_drop=config.feat_drop, activation=F.elu, impl=impl)
@@ -71,7 +71,7 @@ class GATPerRelation(nn.Module, Recommender):
         h = self.input()
         for layer in self.layers[relation]:
             h = layer(self._csr[relation], h).flatten(1)
-        return F.normalize(self.project[relation](h), dim=-1)
+        return score_head(self.project[relation](h), self.config.score)
 
     def loss(self, batch: dict) -> Dict[str, torch.Tensor]:
         total = torch.zeros((), device=self.project["substitute"].weight.device)

@@ -15,15 +15,17 @@ from mmsc_dgl.nn import MultiModalAttention
 
 class ItemInput(nn.Module):
     """:math:`q_i`: ``MultiModalAttention`` over item ``i``'s frozen content tokens, or a learnable
-    id embedding when ``features`` is None.
+    id embedding when ``features`` is None, or both summed (``id_embeddings=True``).
 
     Args:
         num_items: number of items.
         out_feats: size of :math:`q_i`.
         features: frozen content tokens, or None.
+        id_embeddings: with ``features``, add a learnable id embedding (as MMSC's default).
     """
 
-    def __init__(self, num_items: int, out_feats: int, features: Optional[ContentFeatures] = None):
+    def __init__(self, num_items: int, out_feats: int, features: Optional[ContentFeatures] = None,
+                 id_embeddings: bool = False):
         super().__init__()
         self.num_items = num_items
         self.out_feats = out_feats
@@ -33,7 +35,10 @@ class ItemInput(nn.Module):
             self.register_buffer("tokens", features.tokens.float(), persistent=False)
             self.register_buffer("token_mask", features.mask, persistent=False)
             self.content = MultiModalAttention(features.dim, out_feats, hidden_feats=out_feats)
-            self.register_module("item_embedding", None)
+            if id_embeddings:
+                self.item_embedding = nn.Embedding(num_items, out_feats)
+            else:
+                self.register_module("item_embedding", None)
         else:
             self.register_buffer("tokens", None, persistent=False)
             self.register_buffer("token_mask", None, persistent=False)
@@ -44,17 +49,20 @@ class ItemInput(nn.Module):
     def reset_parameters(self) -> None:
         if self.item_embedding is not None:
             nn.init.normal_(self.item_embedding.weight, std=0.1)
-        else:
+        if self.content is not None:
             self.content.reset_parameters()
 
     def forward(self) -> torch.Tensor:
         """:math:`q` of every item [num_items, out_feats]."""
-        if self.item_embedding is not None:
+        if self.content is None:
             return self.item_embedding.weight
-        return self.content(self.tokens, self.token_mask)
+        q = self.content(self.tokens, self.token_mask)
+        return q + self.item_embedding.weight if self.item_embedding is not None else q
 
     def __repr__(self) -> str:
-        kind = "ids" if self.item_embedding is not None else f"features(dim={self.tokens.shape[-1]})"
+        kind = "ids" if self.content is None else f"features(dim={self.tokens.shape[-1]})"
+        if self.content is not None and self.item_embedding is not None:
+            kind += "+ids"
         return f"{type(self).__name__}({self.num_items:,}, {self.out_feats}, {kind})"
 
 
@@ -70,3 +78,9 @@ def adjacency(src, dst, num_items: int, self_loops: bool = False) -> "CSR":
         src, dst = torch.cat([src[keep], loops]), torch.cat([dst[keep], loops])
     code = torch.unique(dst * num_items + src)
     return CSR.from_edges(code // num_items, code % num_items, num_items)
+
+
+def score_head(x: torch.Tensor, score: str) -> torch.Tensor:
+    """The representation whose dot products are the scores: L2-normalised for ``"cosine"``, as
+    it is for ``"dot"`` (where the norm can carry popularity)."""
+    return torch.nn.functional.normalize(x, dim=-1) if score == "cosine" else x

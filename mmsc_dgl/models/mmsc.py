@@ -1,20 +1,22 @@
 """MMSC: multi-modal relational item representations for substitutes and complements."""
 from __future__ import annotations
 
-from typing import Dict, List, Optional
+from typing import TYPE_CHECKING, Dict, List, Mapping, Optional, Union
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from mmsc_dgl import RELATIONS
-from mmsc_dgl.config import ModelConfig
-from mmsc_dgl.features.base import ContentFeatures
-from mmsc_dgl.metapath.table import MetaPathTables
 from mmsc_dgl.models.base import Recommender
 from mmsc_dgl.nn import MetaPathAttention, MultiModalAttention, NeuralGate, SemanticAttention
 from mmsc_dgl.ops import CSR
 from mmsc_dgl.train.losses import info_nce, triplet_loss
+
+if TYPE_CHECKING:  # torch-only imports at run time: MMSC trains on GPU hosts without pydantic/pyarrow
+    from mmsc_dgl.config import ModelConfig
+    from mmsc_dgl.features.base import ContentFeatures
+    from mmsc_dgl.metapath.table import MetaPathTables
 
 __all__ = ["MMSC"]
 
@@ -25,12 +27,20 @@ class MMSC(nn.Module, Recommender):
     For item :math:`i` and relation :math:`r \in \{s, c\}`:
 
     .. math::
-        q_i &= \mathrm{MultiModalAttention}(x_{i,1..T}) \quad\text{or a learnable id embedding} \\
+        q_i &= \mathrm{MultiModalAttention}(x_{i,1..T}) + e_i \quad\text{(content + id embedding)} \\
         p_i^{\Phi} &= \mathrm{MetaPathAttention}_\Phi(q;\ \mathcal{N}_\Phi(i)) \\
         p_i^{r} &= \mathrm{SemanticAttention}_r(\{p_i^\Phi\}_\Phi) \quad\text{(item-specific path weights)} \\
         h_i^{r} &= \mathrm{Gate}^{sem}_r(q_i, p_i^r) \\
         z_i^{r} &= \mathrm{Gate}^{task}_r(h_i^r, h_i^{\bar r}), \qquad
-        \mathrm{score}_r(i, j) = \cos(W_r z_i^r, W_r z_j^r)
+        \mathrm{score}_r(i, j) = (W_r z_i^r)^\top (W_r z_j^r)
+
+    Two defaults go beyond the paper, both switchable in :class:`~mmsc_dgl.config.ModelConfig`:
+    ``id_embeddings`` adds a learnable id embedding :math:`e_i` to the content (items of one
+    product type have near-identical content, and only an identity tells them apart), and
+    ``score="dot"`` scores with a dot product instead of a cosine (the norm can carry
+    popularity, which co-purchase data rewards).  On the synthetic catalog the two together
+    lift test NDCG@10 from 0.17 / 0.04 to 0.34 / 0.24 (substitutes / complements; docs/results.md).
+    Without content features, :math:`q_i = e_i`.
 
     The meta-path layers are shared by both relations; each relation has its own semantic
     attention, gates and scoring projection.  The loss is
@@ -50,19 +60,24 @@ class MMSC(nn.Module, Recommender):
         semantic gate's mask falls back to :math:`q_i`, never to a bias-only embedding.
     """
 
-    def __init__(self, num_items: int, tables: MetaPathTables, config: Optional[ModelConfig] = None,
-                 features: Optional[ContentFeatures] = None, impl: str = "auto"):
+    def __init__(self, num_items: int, tables: Union["MetaPathTables", Mapping[str, CSR]],
+                 config: Optional["ModelConfig"] = None, features: Optional["ContentFeatures"] = None,
+                 impl: str = "auto"):
         super().__init__()
-        config = config or ModelConfig()
+        if config is None:
+            from mmsc_dgl.config import ModelConfig
+            config = ModelConfig()
         if config.hidden % config.heads:
             raise ValueError(f"hidden={config.hidden} must be a multiple of heads={config.heads}")
-        if tables.num_items != num_items:
-            raise ValueError(f"the meta-path tables cover {tables.num_items} items, the model {num_items}; "
+        csrs = {name: (table.csr() if hasattr(table, "csr") else table) for name, table in tables.items()}
+        covered = {c.num_rows for c in csrs.values()} | {c.num_src for c in csrs.values()}
+        if covered - {num_items}:
+            raise ValueError(f"the meta-path tables cover {sorted(covered)} items, the model {num_items}; "
                              "rebuild them for this dataset")
         self.num_items = num_items
         self.config = config
-        self.metapaths: List[str] = list(tables)
-        self._csr: Dict[str, CSR] = {name: tables[name].csr() for name in self.metapaths}
+        self.metapaths: List[str] = list(csrs)
+        self._csr: Dict[str, CSR] = csrs
         hidden = config.hidden
         if features is not None:
             if features.num_items != num_items:
@@ -70,7 +85,11 @@ class MMSC(nn.Module, Recommender):
             self.register_buffer("tokens", features.tokens.float(), persistent=False)
             self.register_buffer("token_mask", features.mask, persistent=False)
             self.content = MultiModalAttention(features.dim, hidden, hidden_feats=hidden)
-            self.register_module("item_embedding", None)
+            if config.id_embeddings:  # content + identity: items of one type stay distinguishable
+                self.item_embedding = nn.Embedding(num_items, hidden)
+                nn.init.normal_(self.item_embedding.weight, std=0.1)
+            else:
+                self.register_module("item_embedding", None)
         else:
             self.register_buffer("tokens", None, persistent=False)
             self.register_buffer("token_mask", None, persistent=False)
@@ -111,21 +130,34 @@ class MMSC(nn.Module, Recommender):
 
     def content_all(self) -> torch.Tensor:
         """:math:`q` for every item [num_items, hidden]."""
-        if self.item_embedding is not None:
-            return self.item_embedding.weight
-        return self.content(self.tokens, self.token_mask)
+        return self.content_of(torch.arange(self.num_items, device=self.device))
+
+    def content_of(self, nodes: torch.Tensor) -> torch.Tensor:
+        """:math:`q` of ``nodes`` only: a step touches a small part of a large catalog."""
+        if self.content is None:
+            return self.item_embedding(nodes)
+        q = self.content(self.tokens[nodes], self.token_mask[nodes])
+        return q + self.item_embedding(nodes) if self.item_embedding is not None else q
 
     def encode(self, nodes: torch.Tensor, views: Optional[Dict[str, CSR]] = None,
                get_attention: bool = False):
         """Per relation, :math:`z^r` of ``nodes`` [B, hidden] (before the scoring projection).
         ``views`` replaces the tables (edge-dropped views during training)."""
         tables = views if views is not None else self._csr
-        q_all = self.content_all()
-        q = q_all[nodes]
+        rows = {name: tables[name].select_rows(nodes) for name in self.metapaths}
+        # q is computed once for the batch and its meta-path neighbours, never for the whole
+        # catalog: this is what lets a step cost O(batch x neighbours) at a million items.
+        needed, inverse = torch.unique(torch.cat([nodes] + [rows[n].indices for n in self.metapaths]),
+                                       return_inverse=True)
+        q_needed = self.content_of(needed)
+        q = q_needed[inverse[: nodes.numel()]]
+        offset = nodes.numel()
         outs, masks = [], []
         for name, layer in zip(self.metapaths, self.path_layers):
-            csr = tables[name].select_rows(nodes)
-            outs.append(layer(csr, (q_all, q)).flatten(1))
+            csr = rows[name]
+            local = CSR(csr.indptr, inverse[offset: offset + csr.num_edges], num_src=needed.numel())
+            offset += csr.num_edges
+            outs.append(layer(local, (q_needed, q)).flatten(1))
             masks.append(csr.nonempty)
         stacked = torch.stack(outs, 1)
         mask = torch.stack(masks, 1)
@@ -153,7 +185,9 @@ class MMSC(nn.Module, Recommender):
         return torch.where(any_path.unsqueeze(-1), p, q)
 
     def head(self, z: torch.Tensor, relation: str) -> torch.Tensor:
-        return F.normalize(self.project[relation](z), dim=-1)
+        out = self.project[relation](z)
+        # Cosine (the paper) cannot express popularity; a dot product can, through the norm.
+        return F.normalize(out, dim=-1) if self.config.score == "cosine" else out
 
     def score(self, src: torch.Tensor, dst: torch.Tensor, relation: str) -> torch.Tensor:
         nodes, inverse = torch.unique(torch.cat([src, dst]), return_inverse=True)
@@ -213,6 +247,8 @@ class MMSC(nn.Module, Recommender):
         return parts
 
     def __repr__(self) -> str:
-        content = "id-embeddings" if self.item_embedding is not None else f"features(dim={self.tokens.shape[-1]})"
+        content = "id-embeddings" if self.content is None else f"features(dim={self.tokens.shape[-1]})"
+        if self.content is not None and self.item_embedding is not None:
+            content += "+id-embeddings"
         return (f"MMSC(items={self.num_items:,}, hidden={self.config.hidden}, heads={self.config.heads}, "
                 f"metapaths={len(self.metapaths)}, content={content})")

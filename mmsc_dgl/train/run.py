@@ -125,6 +125,9 @@ def recommend(run_dir: os.PathLike | str, relation: str, k: int = 10, item: Opti
     if relation not in RELATIONS:
         raise DataError(f"unknown relation {relation!r}.", fix=f"use one of {', '.join(RELATIONS)}.")
     trainer = load_run(run_dir, device)
+    if not trainer.model.has_embeddings:
+        raise DataError(f"{trainer.config.architecture} scores pairs and has no item embeddings to retrieve with.",
+                        path=run_dir, fix="recommend from an embedding model's run (mmsc, lightgcn, ...).")
     catalog = trainer.dataset.catalog
     emb = trainer.use_relation(relation).embed(relation).cpu()
     ids = catalog.ids.to_pylist()
@@ -138,16 +141,13 @@ def recommend(run_dir: os.PathLike | str, relation: str, k: int = 10, item: Opti
                 for i, (s, j) in enumerate(zip(top.values.tolist(), top.indices.tolist()))]
     if out is None:
         raise DataError("--all needs --out FILE.parquet.", fix="pass --out recs.parquet.")
-    rows_src, rows_dst, rows_score, rows_rank = [], [], [], []
-    for part in torch.arange(len(ids)).split(2048):
-        scores = emb[part] @ emb.t()
-        scores[torch.arange(len(part)), part] = float("-inf")
-        top = torch.topk(scores, min(k, len(ids) - 1), dim=1)
-        rows_src.append(part.repeat_interleave(top.indices.shape[1]).numpy())
-        rows_dst.append(top.indices.flatten().numpy())
-        rows_score.append(top.values.flatten().numpy())
-        rows_rank.append(np.tile(np.arange(1, top.indices.shape[1] + 1), len(part)))
-    src, dst = np.concatenate(rows_src), np.concatenate(rows_dst)
+    from mmsc_dgl.eval.retrieval import topk_all
+    scores, top = topk_all(emb, k)
+    width = top.shape[1]
+    src = torch.arange(len(ids)).repeat_interleave(width).numpy()
+    dst = top.flatten().numpy()
+    rows_score = [scores.flatten().numpy()]
+    rows_rank = [np.tile(np.arange(1, width + 1), len(ids))]
     id_array = pa.array(ids)
     table = pa.table({"item_id": id_array.take(pa.array(src)), "rank": np.concatenate(rows_rank).astype(np.int32),
                       "recommended_id": id_array.take(pa.array(dst)), "score": np.concatenate(rows_score),

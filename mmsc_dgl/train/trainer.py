@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +26,7 @@ from mmsc_dgl.features.hashed import hashed_text_features
 from mmsc_dgl.io import atomic_write_json, atomic_write_text
 from mmsc_dgl.metapath.table import MetaPathTables
 from mmsc_dgl.models.registry import USES_METAPATHS, build_model
+from mmsc_dgl.train.batches import edge_batches, full_steps
 from mmsc_dgl.train.checkpoint import load_checkpoint, save_checkpoint
 
 logger = logging.getLogger(__name__)
@@ -157,10 +157,13 @@ class Trainer:
         config: :class:`~mmsc_dgl.config.TrainConfig`.
         tables: meta-path tables; built from the training graph (needs DGL) when omitted and
             not already in ``run_dir``.
+        model: a ready model answering :class:`~mmsc_dgl.models.base.Recommender` (on any
+            device), trained in place of ``config.architecture`` (benchmarks compare
+            outside encoders this way).
     """
 
     def __init__(self, dataset, run_dir: Union[str, Path], config: TrainConfig,
-                 tables: Optional[MetaPathTables] = None, progress: bool = True):
+                 tables: Optional[MetaPathTables] = None, progress: bool = True, model=None):
         if config.train_noise > 0:
             if config.train_edges is not None:
                 raise DataError("train_noise and train_edges were both given.",
@@ -173,14 +176,17 @@ class Trainer:
         self.progress = progress
         self.device = resolve_device(config.device)
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.tables = (tables or self._tables()) if config.architecture in USES_METAPATHS else None
+        needs_tables = model is None and config.architecture in USES_METAPATHS
+        self.tables = (tables or self._tables()) if needs_tables else tables
         self.features = load_features(config.features, dataset, config.feature_dim)
         self.train_edges = load_train_edges(dataset, config.train_edges)
         self.sampler = dataset.negative_sampler()
         torch.manual_seed(config.seed)
-        self.model = build_model(config.architecture, dataset.num_items, config.model, tables=self.tables,
-                                 train_edges=self.train_edges, features=self.features,
-                                 impl=resolve_impl(config.impl, self.device)).to(self.device)
+        if model is None:
+            model = build_model(config.architecture, dataset.num_items, config.model, tables=self.tables,
+                                train_edges=self.train_edges, features=self.features,
+                                impl=resolve_impl(config.impl, self.device))
+        self.model = model.to(self.device)
         params = list(self.model.parameters())
         self.optimizer = (torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
                           if self.model.trainable and params else None)
@@ -205,26 +211,21 @@ class Trainer:
         return tables
 
     # --- training --------------------------------------------------------------------------
+    def _edge_tensors(self) -> dict:
+        return {r: (torch.from_numpy(self.train_edges[r].src), torch.from_numpy(self.train_edges[r].dst))
+                for r in RELATIONS}
+
+    def _full_steps(self) -> int:
+        return full_steps({r: len(e) for r, e in self.train_edges.items()}, self.config.batch_size)
+
     def steps_per_epoch(self) -> int:
-        return max(1, math.ceil(max(len(e) for e in self.train_edges.values()) / self.config.batch_size))
+        full = self._full_steps()
+        return min(full, self.config.steps_per_epoch) if self.config.steps_per_epoch else full
 
     def _batches(self, generator: torch.Generator):
         cfg = self.config
-        sizes = {r: len(self.train_edges[r]) for r in RELATIONS}
-        steps = self.steps_per_epoch()
-        perms = {r: torch.randperm(sizes[r], generator=generator) for r in RELATIONS}
-        per_step = {r: math.ceil(sizes[r] / steps) for r in RELATIONS}
-        src = {r: torch.from_numpy(self.train_edges[r].src) for r in RELATIONS}
-        dst = {r: torch.from_numpy(self.train_edges[r].dst) for r in RELATIONS}
-        for step in range(steps):
-            batch = {"generator": generator}
-            for r in RELATIONS:
-                idx = perms[r][step * per_step[r]: (step + 1) * per_step[r]]
-                if idx.numel() == 0:
-                    continue
-                neg = torch.randint(0, self.dataset.num_items, (idx.numel(), cfg.model.negatives), generator=generator)
-                batch[r] = tuple(t.to(self.device) for t in (src[r][idx], dst[r][idx], neg))
-            yield batch
+        return edge_batches(self._edge_tensors(), self.dataset.num_items, cfg.batch_size, cfg.model.negatives,
+                            generator, cfg.steps_per_epoch, self.device)
 
     def validate(self) -> dict:
         self.model.eval()
@@ -292,8 +293,10 @@ class Trainer:
                     sums[k] = sums.get(k, 0.0) + float(v)
                 steps += 1
                 bar.set_postfix(loss=f"{float(parts['total']):.4f}")
+            train_seconds = time.perf_counter() - started
             val = self.validate()
             record = {"epoch": epoch + 1, **{f"loss_{k}": v / steps for k, v in sums.items()},
+                      "train_seconds": round(train_seconds, 3), "steps": steps,
                       **{f"val_{r}_{m}": val[r][m] for r in RELATIONS for m in ("HR@10", "NDCG@10")},
                       "seconds": round(time.perf_counter() - started, 2)}
             state["history"].append(record)
@@ -361,7 +364,8 @@ class Trainer:
         emb = self.embeddings()
         splits = self.dataset.splits
         scorers = self._scorers(emb)
-        out = {"test": evaluate_embeddings(scorers, splits.test, self.sampler, "test", ks=cfg.ks, device=self.device)}
+        out = {"test": evaluate_embeddings(scorers, splits.test, self.sampler, "test", ks=cfg.ks, device=self.device,
+                                           max_queries=cfg.test_queries, seed=cfg.seed)}
         if len(splits.cold_items):
             if emb is None or self.model.content_only:
                 cold_emb = scorers
@@ -375,7 +379,8 @@ class Trainer:
             else:
                 cold_emb = emb
                 out["cold_start_method"] = "none (no content features: id embeddings of unseen items)"
-            out["cold"] = evaluate_embeddings(cold_emb, splits.cold, self.sampler, "cold", ks=cfg.ks, device=self.device)
+            out["cold"] = evaluate_embeddings(cold_emb, splits.cold, self.sampler, "cold", ks=cfg.ks, device=self.device,
+                                              max_queries=cfg.test_queries, seed=cfg.seed)
         pair_table = pairs if pairs is not None else splits.pairs
         if pair_table is not None and pair_table.num_rows:
             out["pairs"] = self._pair_metrics(scorers, pair_table)

@@ -1,0 +1,64 @@
+"""``mmsc-dgl export-tensors``: everything a training run needs, as plain tensors in one file.
+
+The GPU hosts have torch and Triton but no DGL (and no pyarrow or pydantic), so the CPU side
+builds the meta-path tables, the content features and the validation negatives, and writes them
+with ``torch.save``; :mod:`mmsc_dgl.bench.gpu_train` loads the file with ``weights_only=True``.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+
+from mmsc_dgl import RELATIONS
+from mmsc_dgl.config import TrainConfig
+from mmsc_dgl.io import atomic_path
+
+logger = logging.getLogger(__name__)
+
+FORMAT = "mmsc_dgl-tensors/1"
+
+
+def export_tensors(dataset_dir: os.PathLike | str, out: os.PathLike | str, config: Optional[TrainConfig] = None,
+                   val_queries: int = 2000, progress: bool = True) -> dict:
+    """Write ``out`` (a ``.pt`` file) for ``dataset_dir`` under ``config`` (tables, features and
+    model settings); returns a summary (sizes in MiB)."""
+    from mmsc_dgl.data.dataset import load_dataset
+    from mmsc_dgl.eval.evaluate import query_subset
+    from mmsc_dgl.metapath.build import build_metapath_tables
+    from mmsc_dgl.train.trainer import load_features
+    config = config or TrainConfig()
+    dataset = load_dataset(dataset_dir)
+    tables = build_metapath_tables(dataset.train_graph(), config.metapaths, strategy="walk",
+                                   max_neighbors=config.max_neighbors, num_walks=config.num_walks, seed=config.seed,
+                                   progress=progress)
+    features = load_features(config.features, dataset, config.feature_dim)
+    sampler = dataset.negative_sampler()
+    val = {}
+    for r in RELATIONS:
+        edges = dataset.splits.val[r]
+        q = query_subset(len(edges), val_queries, config.seed)
+        val[r] = {"src": torch.from_numpy(edges.src[q]), "dst": torch.from_numpy(edges.dst[q]),
+                  "negatives": torch.from_numpy(np.ascontiguousarray(sampler.sample(r, "val", q, edges.src[q])))}
+    payload = {
+        "format": FORMAT, "num_items": dataset.num_items, "dataset": str(Path(dataset_dir).resolve()),
+        "metapaths": {name: {"indptr": t.csr().indptr, "indices": t.csr().indices} for name, t in tables.items()},
+        "features": None if features is None else {"tokens": features.tokens.contiguous(), "mask": features.mask},
+        "train": {r: {"src": torch.from_numpy(dataset.splits.train[r].src),
+                      "dst": torch.from_numpy(dataset.splits.train[r].dst)} for r in RELATIONS},
+        "val": val,
+        "model": config.model.model_dump(),
+        "train_config": {"lr": config.lr, "batch_size": config.batch_size, "seed": config.seed,
+                         "weight_decay": config.weight_decay},
+    }
+    with atomic_path(out) as tmp:
+        torch.save(payload, tmp)
+    size = Path(out).stat().st_size / 2**20
+    summary = {"out": str(out), "items": dataset.num_items, "metapaths": len(payload["metapaths"]),
+               "pairs": int(sum(t.num_pairs for t in tables.values())), "mib": round(size, 1)}
+    logger.info("exported %s", summary)
+    return summary

@@ -1,0 +1,91 @@
+"""What every benchmark records about where it ran, peak-memory probes, and JSON output."""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import sys
+from pathlib import Path
+from typing import Optional
+
+
+def machine_info(device: Optional[str] = None) -> dict:
+    """CPU count, torch/DGL/Python versions and the device (GPU name when on CUDA)."""
+    import torch
+    info = {"cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "python": sys.version.split()[0],
+            "torch": torch.__version__, "platform": platform.platform(), "processor": _cpu_name(),
+            "device": device or "cpu"}
+    try:  # DGL is absent on the GPU hosts; that is expected
+        import importlib.metadata
+        info["dgl"] = importlib.metadata.version("dgl")
+    except Exception:
+        info["dgl"] = None
+    if device and device.startswith("cuda") and torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(torch.device(device))
+    return info
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def status_bytes(field: str) -> int:
+    """A ``/proc/self/status`` field (``VmRSS``, ``VmHWM``) in bytes; 0 where unavailable."""
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def reset_peak() -> bool:
+    """Reset the process's resident high-water mark (Linux), so VmHWM measures what follows."""
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_rss_mib() -> float:
+    hwm = status_bytes("VmHWM")
+    if hwm:
+        return round(hwm / 2**20, 1)
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def write_json(path, benchmark: str, rows: list, device: Optional[str] = None, **extra) -> None:
+    """``{"benchmark", "machine", "results", ...}`` written atomically (no DGL, no pyarrow needed)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps({"benchmark": benchmark, "machine": machine_info(device), **extra, "results": rows},
+                              indent=2, default=str))
+    os.replace(tmp, path)
+
+
+def format_table(columns, rows) -> str:
+    """``columns``: ``(header, key, format)``; a missing value prints as ``-``."""
+    cells = [[h for h, _, _ in columns]]
+    for row in rows:
+        line = []
+        for _, key, fmt in columns:
+            value = row.get(key)
+            line.append("-" if value is None else format(value, fmt) if fmt else str(value))
+        cells.append(line)
+    widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
+    out = ["  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in cells]
+    out.insert(1, "-" * len(out[0]))
+    return "\n".join(out)

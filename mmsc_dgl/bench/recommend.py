@@ -1,0 +1,125 @@
+"""Top-10 substitutes and complements for every item: exact blocked matmul + topk on CPU, and an
+optional FAISS index (``pip install mmsc_dgl[faiss]``) with its recall@10 against the exact result.
+
+Embeddings are clustered unit vectors ([N, 64] per relation, as MMSC's heads output): speed does
+not depend on their values, but an approximate index's recall does, and uniform random vectors
+would understate it.  At sizes where the exact pass takes long, ``--exact-sample`` times the
+exact search on a sample of queries and extrapolates (reported as such).
+
+    python benchmarks/bench_recommend.py                               # 100k items
+    python benchmarks/bench_recommend.py --sizes 100000 1000000 --json benchmarks/results/recommend_cpu.json
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import logging
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch.nn import functional as F
+
+from mmsc_dgl import RELATIONS
+from mmsc_dgl.eval.retrieval import recall_at_k, topk_all
+
+logger = logging.getLogger("bench_recommend")
+
+
+def clustered_embeddings(n: int, dim: int = 64, clusters: int = 1000, spread: float = 0.35, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    centres = F.normalize(torch.randn(clusters, dim, generator=g), dim=1)
+    assign = torch.randint(0, clusters, (n,), generator=g)
+    return F.normalize(centres[assign] + spread * torch.randn(n, dim, generator=g) / dim ** 0.5, dim=1)
+
+
+def exact_case(emb: torch.Tensor, k: int, block: int, sample: int, seed: int) -> dict:
+    n = emb.shape[0]
+    if sample and sample < n:
+        queries = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:sample]
+        start = time.perf_counter()
+        _, index = topk_all(emb, k, block_size=block, queries=queries)
+        seconds = (time.perf_counter() - start) * n / sample
+        return {"seconds": seconds, "extrapolated_from": sample, "queries": queries, "index": index}
+    start = time.perf_counter()
+    _, index = topk_all(emb, k, block_size=block)
+    return {"seconds": time.perf_counter() - start, "extrapolated_from": None, "queries": torch.arange(n), "index": index}
+
+
+def faiss_case(emb: torch.Tensor, k: int, queries: torch.Tensor, exact: torch.Tensor, nlist: int, nprobe: int) -> dict:
+    import faiss
+    x = emb.numpy()
+    start = time.perf_counter()
+    quantizer = faiss.IndexFlatIP(x.shape[1])
+    index = faiss.IndexIVFFlat(quantizer, x.shape[1], nlist, faiss.METRIC_INNER_PRODUCT)
+    index.train(x[:: max(1, len(x) // (50 * nlist))])
+    index.add(x)
+    build = time.perf_counter() - start
+    index.nprobe = nprobe
+    start = time.perf_counter()
+    _, found = index.search(x, k + 1)
+    search = time.perf_counter() - start
+    found = torch.from_numpy(found)
+    # drop each item itself from its own results (it is its nearest neighbour)
+    mask = found != torch.arange(len(x)).unsqueeze(1)
+    cleaned = torch.stack([row[m][:k] if int(m.sum()) >= k else torch.cat([row[m], row.new_full((k - int(m.sum()),), -1)])
+                           for row, m in zip(found[queries], mask[queries])])
+    return {"build_seconds": build, "search_seconds": search, "recall": recall_at_k(cleaned, exact)}
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(prog="bench recommend", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="*", default=[100_000])
+    parser.add_argument("--dim", type=int, default=64)
+    parser.add_argument("--k", type=int, default=10)
+    parser.add_argument("--block-size", type=int, default=4096)
+    parser.add_argument("--exact-sample", type=int, default=200_000,
+                        help="above this many items, time exact search on this many queries and extrapolate")
+    parser.add_argument("--faiss", choices=["auto", "yes", "no"], default="auto")
+    parser.add_argument("--nlist", type=int, default=1024)
+    parser.add_argument("--nprobe", type=int, default=16)
+    parser.add_argument("--threads", type=int)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args(argv)
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    use_faiss = args.faiss == "yes" or (args.faiss == "auto" and importlib.util.find_spec("faiss") is not None)
+    from mmsc_dgl.bench.machine import format_table, write_json
+    rows = []
+    for n in args.sizes:
+        total, extrapolated = 0.0, None
+        faiss_rows = []
+        for i, relation in enumerate(RELATIONS):
+            emb = clustered_embeddings(n, args.dim, seed=args.seed + i)
+            exact = exact_case(emb, args.k, args.block_size, args.exact_sample if n > args.exact_sample else 0,
+                               args.seed)
+            total += exact["seconds"]
+            extrapolated = exact["extrapolated_from"]
+            if use_faiss:
+                faiss_rows.append(faiss_case(emb, args.k, exact["queries"], exact["index"], args.nlist, args.nprobe))
+        row = {"items": n, "method": "exact (blocked matmul + topk)", "seconds": round(total, 2),
+               "items_per_second": round(n / total, 1), "recall@10": 1.0,
+               "note": f"timed on {extrapolated:,} queries per relation, extrapolated" if extrapolated else None}
+        rows.append(row)
+        if faiss_rows:
+            seconds = sum(f["build_seconds"] + f["search_seconds"] for f in faiss_rows)
+            rows.append({"items": n, "method": f"faiss IVFFlat nlist={args.nlist} nprobe={args.nprobe}",
+                         "seconds": round(seconds, 2), "items_per_second": round(n / seconds, 1),
+                         "recall@10": round(sum(f["recall"] for f in faiss_rows) / len(faiss_rows), 4),
+                         "note": "build {:.1f} s + search {:.1f} s".format(
+                             sum(f["build_seconds"] for f in faiss_rows), sum(f["search_seconds"] for f in faiss_rows))})
+        logger.info("%s", rows[-1])
+    columns = [("items", "items", ","), ("method", "method", ""), ("seconds (s+c)", "seconds", ".2f"),
+               ("items/s", "items_per_second", ",.0f"), ("recall@10", "recall@10", ".4f"), ("note", "note", "")]
+    sys.stdout.write(format_table(columns, rows) + "\n")
+    if args.json:
+        write_json(args.json, "recommend", rows, settings={k: str(v) for k, v in vars(args).items()})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,205 @@
+"""End-to-end training throughput: MMSC against a DGL HAN-style encoder, per catalog size.
+
+Each (size, model) case runs in a fresh process, so its peak RSS is its own.  The models share
+the data, dims, heads, meta-paths, batches and epochs; the table reports the time per epoch
+(training only, validation excluded), training edges per second, peak RSS, the neighbourhood
+preprocessing time, and test NDCG@10 at the end of the same budget, so a speed-up never hides a
+quality loss.  ``dgl-han`` refuses sizes whose reachable graphs would not fit the memory budget
+(the estimate is reported); that is the point of the comparison.
+
+    python benchmarks/bench_train.py                                 # 10k items, mmsc / han / dgl-han
+    python benchmarks/bench_train.py --sizes 10000 100000 --json benchmarks/results/train_cpu.json
+    mmsc-dgl bench train --sizes 1000000 --models mmsc --steps-per-epoch 50   # the 1M scale run
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+logger = logging.getLogger("bench_train")
+
+MODELS = ("mmsc", "han", "dgl-han")
+
+
+def _dataset_dir(root: Path, items: int, degree: float, seed: int) -> Path:
+    from mmsc_dgl.config import SyntheticConfig
+    from mmsc_dgl.data.prepare import prepare
+    target = root / f"synthetic-{items}-d{degree:g}-s{seed}"
+    if not (target / "dataset.json").exists():
+        logger.info("preparing %s", target)
+        prepare(synthetic=SyntheticConfig(num_items=items, substitute_degree=degree, complement_degree=degree,
+                                          noise_rate=0.2, seed=seed), out=target, overwrite=True, progress=False)
+    return target
+
+
+def _tensor_mib(*tensors) -> float:
+    return round(sum(t.numel() * t.element_size() for t in tensors if t is not None) / 2**20, 1)
+
+
+def worker(spec: dict) -> dict:
+    """One case, in this process: load, build the neighbourhoods, train, test."""
+    import torch
+
+    from mmsc_dgl.bench.machine import peak_rss_mib, status_bytes
+    from mmsc_dgl.config import ModelConfig, TrainConfig
+    from mmsc_dgl.data.dataset import load_dataset
+    from mmsc_dgl.train.trainer import Trainer
+
+    torch.set_num_threads(spec.get("threads") or torch.get_num_threads())
+    dataset = load_dataset(spec["dataset"])
+    base_rss = round(status_bytes("VmRSS") / 2**20, 1)
+    model_name = spec["model"]
+    config = TrainConfig(architecture="han" if model_name == "dgl-han" else model_name, epochs=spec["epochs"],
+                         patience=spec["epochs"], metapaths=spec["metapaths"], max_neighbors=spec["max_neighbors"],
+                         features=spec["features"], batch_size=spec["batch_size"], lr=spec["lr"],
+                         steps_per_epoch=spec.get("steps_per_epoch"), val_queries=spec["val_queries"],
+                         test_queries=spec["test_queries"], seed=spec["seed"], device=spec["device"],
+                         model=ModelConfig(hidden=spec["hidden"], heads=spec["heads"]))
+    row = {"model": model_name, "items": dataset.num_items,
+           "train_edges": int(sum(len(e) for e in dataset.splits.train.values()))}
+    started = time.perf_counter()
+    model = None
+    if model_name == "dgl-han":
+        from mmsc_dgl.bench.han_dgl import DGLHAN, reachable_graphs
+        from mmsc_dgl.errors import DataError
+        from mmsc_dgl.train.trainer import load_features
+        try:
+            graphs, estimate = reachable_graphs(dataset.train_graph(), _metapath_names(spec["metapaths"]),
+                                                memory_budget=int(spec["memory_budget_gib"] * 2**30))
+        except DataError as err:
+            return {**row, "status": f"refused: {err.message if hasattr(err, 'message') else err}",
+                    "peak_rss_mib": peak_rss_mib()}
+        torch.manual_seed(config.seed)
+        model = DGLHAN(dataset.num_items, graphs, config.model, load_features(config.features, dataset,
+                                                                              config.feature_dim))
+        row["neighbour_pairs"] = model.num_pairs
+    trainer = Trainer(dataset, spec["run_dir"], config, progress=False, model=model)
+    row["preprocess_seconds"] = round(time.perf_counter() - started, 2)
+    if trainer.tables is not None:
+        row["neighbour_pairs"] = int(sum(t.num_pairs for t in trainer.tables.values()))
+    memory = {"dataset_edges_mib": _tensor_mib(*[torch.from_numpy(a) for es in (dataset.edges, dataset.splits.train)
+                                                 for e in es.values() for a in (e.src, e.dst)]),
+              "neighbour_tables_mib": round(sum(t.indptr.numel() * 8 + t.indices.numel() * 8
+                                                for t in trainer.tables.values()) / 2**20, 1)
+              if trainer.tables is not None else None,
+              "features_mib": _tensor_mib(trainer.features.tokens, trainer.features.mask)
+              if trainer.features is not None else 0.0,
+              "parameters_mib": _tensor_mib(*trainer.model.parameters()),
+              "after_load_rss_mib": base_rss}
+    result = trainer.fit()
+    history = result.history
+    train_seconds = [h["train_seconds"] for h in history]
+    per_epoch = sum(train_seconds) / len(train_seconds)
+    edges_per_epoch = trainer.steps_per_epoch() * sum(
+        min(len(e), -(-len(e) // trainer._full_steps())) for e in trainer.train_edges.values())
+    row.update({"status": "ok", "epochs": len(history), "steps_per_epoch": trainer.steps_per_epoch(),
+                "epoch_seconds": round(per_epoch, 3), "edges_per_second": round(edges_per_epoch / per_epoch, 1),
+                "val_seconds": round(sum(h["seconds"] - h["train_seconds"] for h in history) / len(history), 2),
+                "ndcg10_substitute": result.metrics["test"]["substitute"]["NDCG@10"],
+                "ndcg10_complement": result.metrics["test"]["complement"]["NDCG@10"],
+                "test_queries": result.metrics["test"]["substitute"]["queries"],
+                "wall_seconds": round(time.perf_counter() - started, 1), "peak_rss_mib": peak_rss_mib(),
+                "memory": memory})
+    return row
+
+
+def _metapath_names(spec: str):
+    from mmsc_dgl.metapath.spec import parse_metapaths
+    return [p.name for p in parse_metapaths(spec)]
+
+
+def run_case(spec: dict, timeout: float) -> dict:
+    """``worker(spec)`` in a fresh interpreter; a crash, an OOM kill or a timeout becomes a row."""
+    with tempfile.TemporaryDirectory() as tmp:
+        spec_path, out_path = Path(tmp) / "spec.json", Path(tmp) / "row.json"
+        spec = {**spec, "run_dir": str(Path(tmp) / "run")}
+        spec_path.write_text(json.dumps(spec))
+        cmd = [sys.executable, "-m", "mmsc_dgl.bench.train", "--worker", str(spec_path), "--worker-out", str(out_path)]
+        base = {"model": spec["model"], "items": spec["items"]}
+        try:
+            proc = subprocess.run(cmd, timeout=timeout, capture_output=True, text=True)
+        except subprocess.TimeoutExpired:
+            return {**base, "status": f"timeout after {timeout:.0f} s"}
+        if proc.returncode != 0 or not out_path.exists():
+            tail = (proc.stderr or "").strip().splitlines()[-3:]
+            killed = proc.returncode in (-9, 137)
+            return {**base, "status": ("killed (out of memory?)" if killed else f"failed ({proc.returncode})"),
+                    "error": " | ".join(tail)}
+        return json.loads(out_path.read_text())
+
+
+COLUMNS = [("items", "items", ","), ("model", "model", ""), ("status", "status", ""),
+           ("pairs", "neighbour_pairs", ","), ("prep s", "preprocess_seconds", ".1f"),
+           ("s/epoch", "epoch_seconds", ".2f"), ("edges/s", "edges_per_second", ",.0f"),
+           ("peak MiB", "peak_rss_mib", ",.0f"), ("NDCG s", "ndcg10_substitute", ".4f"),
+           ("NDCG c", "ndcg10_complement", ".4f"), ("vs dgl-han", "speedup_vs_dgl_han", ".1f")]
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(prog="bench train", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="*", default=[10_000])
+    parser.add_argument("--models", nargs="*", default=list(MODELS), choices=MODELS)
+    parser.add_argument("--degree", type=float, default=10.0, help="mean degree per relation (10: ~10M edges "
+                                                                    "per relation at 1M items)")
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--steps-per-epoch", type=int, help="cap an epoch at N batches (large catalogs)")
+    parser.add_argument("--metapaths", default="all")
+    parser.add_argument("--max-neighbors", type=int, default=8)
+    parser.add_argument("--batch-size", type=int, default=4096)
+    parser.add_argument("--lr", type=float, default=0.01)
+    parser.add_argument("--hidden", type=int, default=64)
+    parser.add_argument("--heads", type=int, default=4)
+    parser.add_argument("--features", default="hashed")
+    parser.add_argument("--val-queries", type=int, default=1000)
+    parser.add_argument("--test-queries", type=int, default=5000)
+    parser.add_argument("--memory-budget-gib", type=float, default=12.0,
+                        help="dgl-han: refuse reachable graphs estimated above this")
+    parser.add_argument("--timeout", type=float, default=3600, help="seconds per case")
+    parser.add_argument("--data-dir", type=Path, default=Path("runs/bench/data"))
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", type=Path)
+    parser.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--worker-out", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.worker:
+        row = worker(json.loads(args.worker.read_text()))
+        args.worker_out.write_text(json.dumps(row))
+        return
+    from mmsc_dgl.bench.machine import format_table, write_json
+    rows = []
+    for items in args.sizes:
+        data = _dataset_dir(args.data_dir, items, args.degree, args.seed)
+        for model in args.models:
+            spec = {"model": model, "items": items, "dataset": str(data), "epochs": args.epochs,
+                    "steps_per_epoch": args.steps_per_epoch, "metapaths": args.metapaths,
+                    "max_neighbors": args.max_neighbors, "batch_size": args.batch_size, "lr": args.lr,
+                    "hidden": args.hidden, "heads": args.heads, "features": args.features,
+                    "val_queries": args.val_queries, "test_queries": args.test_queries,
+                    "memory_budget_gib": args.memory_budget_gib, "device": args.device, "seed": args.seed}
+            row = run_case(spec, args.timeout)
+            logger.info("%s", json.dumps(row))
+            rows.append(row)
+        dgl_row = next((r for r in rows if r["items"] == items and r["model"] == "dgl-han"
+                        and r.get("status") == "ok"), None)
+        for r in rows:
+            if r["items"] == items and dgl_row and r.get("status") == "ok":
+                r["speedup_vs_dgl_han"] = round(dgl_row["epoch_seconds"] / r["epoch_seconds"], 2)
+    sys.stdout.write(format_table(COLUMNS, rows) + "\n")
+    if args.json:
+        write_json(args.json, "train", rows, device=args.device, settings={k: str(v) for k, v in vars(args).items()
+                                                                          if k not in ("worker", "worker_out")})
+
+
+if __name__ == "__main__":
+    main()
