@@ -47,6 +47,13 @@ _LAZY = {
     "SplitConfig": "mmsc_dgl.config:SplitConfig",
     "SyntheticConfig": "mmsc_dgl.config:SyntheticConfig",
     "PrepareConfig": "mmsc_dgl.config:PrepareConfig",
+    "build_model": "mmsc_dgl.models.registry:build_model",
+    "ARCHITECTURES": "mmsc_dgl.models.registry:ARCHITECTURES",
+    "inject_training_noise": "mmsc_dgl.data.noise:inject_training_noise",
+    "ExperimentConfig": "mmsc_dgl.experiments.config:ExperimentConfig",
+    "load_experiment": "mmsc_dgl.experiments.config:load_experiment",
+    "run_experiment": "mmsc_dgl.experiments.grid:run_experiment",
+    "topk_all": "mmsc_dgl.eval.retrieval:topk_all",
 }
 
 __all__ = ["RELATIONS", "NODE_TYPE", "__version__", *_LAZY]

@@ -306,9 +306,11 @@ def augment(dataset_dir: Path, judge: str, model: Optional[str], top_n: int, thr
 @click.option("--seeds", help="Comma-separated seeds, replacing the config's (e.g. 0,1,2).")
 @click.option("--seed", type=int, help="First seed: the config's number of seeds, counted from here.")
 @click.option("--report-only", is_flag=True, help="Rewrite the tables and plots from the cells already finished.")
+@click.option("--publish", type=click.Path(file_okay=False, path_type=Path),
+              help="Also copy the report (NAME.md, NAME.json, plots) here, e.g. docs/results.")
 @click.option("--device", help="auto, cpu, cuda ... (overrides the config's train.device).")
 def experiment(config_path: Path, out: Optional[Path], seeds: Optional[str], seed: Optional[int], report_only: bool,
-               device: Optional[str]) -> None:
+               publish: Optional[Path], device: Optional[str]) -> None:
     """Run a grid of models x datasets x seeds from CONFIG; finished cells are reused.  Writes
     results.md, results.json and PNG plots."""
     from mmsc_dgl.experiments import load_experiment, run_experiment
@@ -326,7 +328,8 @@ def experiment(config_path: Path, out: Optional[Path], seeds: Optional[str], see
     elif seed is not None:
         seed_list = list(range(seed, seed + len(config.seeds)))
     out = out or Path("runs") / "experiments" / config.name
-    result = rewrite_report(config, out) if report_only else run_experiment(config, out, seeds=seed_list)
+    result = (rewrite_report(config, out, publish) if report_only
+              else run_experiment(config, out, seeds=seed_list, publish=publish))
     click.echo(f"{len(result.rows)} cells ({result.computed} computed, {result.cached} cached)"
                + (f"; skipped datasets: {', '.join(result.skipped)}" if result.skipped else ""))
     click.echo(f"report: {out / 'results.md'}")

@@ -139,7 +139,7 @@ class TrainConfig(Config):
     train_noise: float = Field(0.0, ge=0.0, le=10.0, description="random false edges added to the training "
                                                                  "graph, as a share of its edges (noise "
                                                                  "experiments; evaluation is untouched)")
-    max_neighbors: int = Field(16, ge=1)
+    max_neighbors: int = Field(8, ge=1)
     num_walks: Optional[int] = Field(None, ge=1)
     features: str = Field("auto", description="'auto' (the dataset's features.parquet if present, else "
                                               "'hashed'), 'hashed' (hashed text TF-IDF), 'none' (learnable "
@@ -147,9 +147,9 @@ class TrainConfig(Config):
     feature_dim: int = Field(256, ge=8)
     train_edges: Optional[str] = Field(None, description="parquet edge table replacing the training "
                                                          "edges of the supervised loss (E_LLM)")
-    lr: float = Field(0.005, gt=0)
+    lr: float = Field(0.01, gt=0)
     weight_decay: float = Field(0.0, ge=0)
-    batch_size: int = Field(2048, ge=2)
+    batch_size: int = Field(4096, ge=2)
     epochs: int = Field(10, ge=1)
     patience: int = Field(3, ge=1, description="epochs without a better validation NDCG@10 before stopping")
     steps_per_epoch: Optional[int] = Field(None, ge=1, description="batches per epoch, each a random sample of "

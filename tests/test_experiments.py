@@ -114,3 +114,17 @@ def test_cli_experiment_and_report_only(tmp_path):
     assert res.exit_code == 0 and "2 cells (0 computed, 2 cached)" in res.output
     res = runner.invoke(main, ["experiment", str(path), "--out", str(tmp_path / "empty"), "--report-only"])
     assert res.exit_code == 2 and "no finished cell" in res.output
+
+
+def test_fast_config_runs_every_model_and_experiment(tmp_path):
+    """The CI-sized grid of examples/experiments/fast.yaml, end to end."""
+    from conftest import REPO
+    config = load_experiment(REPO / "examples" / "experiments" / "fast.yaml")
+    full = load_experiment(REPO / "examples" / "experiments" / "full.yaml")
+    assert set(full.models) - set(config.models) <= {"mmsc-hops2"}  # fast covers what full reports
+    result = run_experiment(config, tmp_path / "fast", progress=False)
+    assert {r["variant"] for r in result.rows} == set(config.models)
+    assert all(0 <= r["test"][rel]["NDCG@10"] <= 1 for r in result.rows for rel in RELATIONS)
+    assert {r["noise"] for r in result.rows} == {0.0, 0.2}
+    for name in ("results.md", "results.json", "noise.png", "cold_start.png", "depth.png"):
+        assert (tmp_path / "fast" / name).exists()

@@ -34,17 +34,16 @@ def clustered_embeddings(n: int, dim: int = 64, clusters: int = 1000, spread: fl
     return F.normalize(centres[assign] + spread * torch.randn(n, dim, generator=g) / dim ** 0.5, dim=1)
 
 
-def exact_case(emb: torch.Tensor, k: int, block: int, sample: int, seed: int) -> dict:
+def exact_case(emb: torch.Tensor, k: int, block: int, sample: int, seed: int, dtype=None) -> dict:
     n = emb.shape[0]
-    if sample and sample < n:
-        queries = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:sample]
-        start = time.perf_counter()
-        _, index = topk_all(emb, k, block_size=block, queries=queries)
-        seconds = (time.perf_counter() - start) * n / sample
-        return {"seconds": seconds, "extrapolated_from": sample, "queries": queries, "index": index}
+    queries = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:sample] \
+        if sample and sample < n else None
     start = time.perf_counter()
-    _, index = topk_all(emb, k, block_size=block)
-    return {"seconds": time.perf_counter() - start, "extrapolated_from": None, "queries": torch.arange(n), "index": index}
+    _, index = topk_all(emb, k, block_size=block, queries=queries, dtype=dtype)
+    seconds = time.perf_counter() - start
+    if queries is None:
+        return {"seconds": seconds, "extrapolated_from": None, "queries": torch.arange(n), "index": index}
+    return {"seconds": seconds * n / sample, "extrapolated_from": sample, "queries": queries, "index": index}
 
 
 def faiss_case(emb: torch.Tensor, k: int, queries: torch.Tensor, exact: torch.Tensor, nlist: int, nprobe: int) -> dict:
@@ -74,10 +73,12 @@ def main(argv=None) -> None:
     parser.add_argument("--sizes", type=int, nargs="*", default=[100_000])
     parser.add_argument("--dim", type=int, default=64)
     parser.add_argument("--k", type=int, default=10)
-    parser.add_argument("--block-size", type=int, default=4096)
+    parser.add_argument("--block-size", type=int, default=2048)
     parser.add_argument("--exact-sample", type=int, default=200_000,
                         help="above this many items, time exact search on this many queries and extrapolate")
     parser.add_argument("--faiss", choices=["auto", "yes", "no"], default="auto")
+    parser.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=True,
+                        help="also time bfloat16 products (recall against float32 reported)")
     parser.add_argument("--nlist", type=int, default=1024)
     parser.add_argument("--nprobe", type=int, default=16)
     parser.add_argument("--threads", type=int)
@@ -93,19 +94,26 @@ def main(argv=None) -> None:
     rows = []
     for n in args.sizes:
         total, extrapolated = 0.0, None
-        faiss_rows = []
+        faiss_rows, bf16 = [], {"seconds": 0.0, "recall": []}
+        sample = args.exact_sample if n > args.exact_sample else 0
         for i, relation in enumerate(RELATIONS):
             emb = clustered_embeddings(n, args.dim, seed=args.seed + i)
-            exact = exact_case(emb, args.k, args.block_size, args.exact_sample if n > args.exact_sample else 0,
-                               args.seed)
+            exact = exact_case(emb, args.k, args.block_size, sample, args.seed)
             total += exact["seconds"]
             extrapolated = exact["extrapolated_from"]
+            if args.bf16:
+                half = exact_case(emb, args.k, args.block_size, sample, args.seed, dtype=torch.bfloat16)
+                bf16["seconds"] += half["seconds"]
+                bf16["recall"].append(recall_at_k(half["index"], exact["index"]))
             if use_faiss:
                 faiss_rows.append(faiss_case(emb, args.k, exact["queries"], exact["index"], args.nlist, args.nprobe))
-        row = {"items": n, "method": "exact (blocked matmul + topk)", "seconds": round(total, 2),
-               "items_per_second": round(n / total, 1), "recall@10": 1.0,
-               "note": f"timed on {extrapolated:,} queries per relation, extrapolated" if extrapolated else None}
-        rows.append(row)
+        note = f"timed on {extrapolated:,} queries per relation, extrapolated" if extrapolated else None
+        rows.append({"items": n, "method": "exact float32 (blocked matmul + grouped top-k)", "seconds": round(total, 2),
+                     "items_per_second": round(n / total, 1), "recall@10": 1.0, "note": note})
+        if args.bf16:
+            rows.append({"items": n, "method": "bfloat16 products, same selection", "seconds": round(bf16["seconds"], 2),
+                         "items_per_second": round(n / bf16["seconds"], 1),
+                         "recall@10": round(sum(bf16["recall"]) / len(bf16["recall"]), 4), "note": note})
         if faiss_rows:
             seconds = sum(f["build_seconds"] + f["search_seconds"] for f in faiss_rows)
             rows.append({"items": n, "method": f"faiss IVFFlat nlist={args.nlist} nprobe={args.nprobe}",

@@ -154,14 +154,17 @@ def noise_cells(config: ExperimentConfig, datasets: Sequence[str], seeds: Sequen
             variant = best.get(d) if name == BEST_BASELINE else name
             if variant is None:
                 continue
-            cells += [Cell(d, variant, s, rate) for rate in config.noise.rates if rate > 0 for s in seeds]
+            noise_seeds = list(seeds)[: config.noise.num_seeds] if config.noise.num_seeds else seeds
+            cells += [Cell(d, variant, s, rate) for rate in config.noise.rates if rate > 0 for s in noise_seeds]
     return cells
 
 
 def run_experiment(config: ExperimentConfig, out: os.PathLike | str, seeds: Optional[Sequence[int]] = None,
-                   progress: bool = True, report: bool = True) -> ExperimentResult:
+                   progress: bool = True, report: bool = True, publish: Optional[os.PathLike | str] = None
+                   ) -> ExperimentResult:
     """Run (or complete) the grid of ``config`` into ``out``, then write the report
-    (``results.json``, ``results.md`` and PNG plots; :mod:`mmsc_dgl.experiments.report`)."""
+    (``results.json``, ``results.md`` and PNG plots; :mod:`mmsc_dgl.experiments.report`), with a
+    copy in ``publish`` if given."""
     from tqdm.auto import tqdm
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -192,12 +195,13 @@ def run_experiment(config: ExperimentConfig, out: os.PathLike | str, seeds: Opti
     run_all(noise_cells(config, list(dataset_dirs), seeds, result.best_baseline), "noise")
     if report:
         from mmsc_dgl.experiments.report import write_report
-        write_report(config, result)
+        write_report(config, result, publish)
     logger.info("experiment %s: %d cells computed, %d cached -> %s", config.name, result.computed, result.cached, out)
     return result
 
 
-def report_only(config: ExperimentConfig, out: os.PathLike | str) -> ExperimentResult:
+def report_only(config: ExperimentConfig, out: os.PathLike | str,
+                publish: Optional[os.PathLike | str] = None) -> ExperimentResult:
     """Rebuild the report from finished cells in ``out`` without training anything."""
     from mmsc_dgl.experiments.report import write_report
     out = Path(out)
@@ -216,5 +220,5 @@ def report_only(config: ExperimentConfig, out: os.PathLike | str) -> ExperimentR
         raise DataError("no finished cell to report.", path=out, fix="run mmsc-dgl experiment without --report-only.")
     result.skipped = {d: "no finished cell" for d in config.datasets if not any(r["dataset"] == d for r in result.rows)}
     result.best_baseline = {d: b for d in config.datasets if (b := best_baseline(config, result.rows, d))}
-    write_report(config, result)
+    write_report(config, result, publish)
     return result

@@ -32,28 +32,31 @@ def hashed_text_features(items: pa.Table, dim: int = 256, bigrams: bool = True) 
     titles = items.column("title").to_pylist()
     categories = items.column("category").to_pylist() if "category" in items.column_names else [None] * len(titles)
     descriptions = items.column("description").to_pylist()
-    docs: List[List[str]] = []
-    for title, cat, desc in zip(titles, categories, descriptions):
-        text = " ".join([title or "", " ".join(cat or []), desc or ""]).lower()
+
+    def grams_of(i: int) -> List[str]:
+        text = " ".join([titles[i] or "", " ".join(categories[i] or []), descriptions[i] or ""]).lower()
         words = _WORD.findall(text)
-        grams = words + ([f"{a} {b}" for a, b in zip(words, words[1:])] if bigrams else [])
-        docs.append(grams)
+        return words + ([f"{a} {b}" for a, b in zip(words, words[1:])] if bigrams else [])
+
+    # Two passes over the texts instead of holding every item's grams: memory stays O(vocabulary)
+    # at a million items.
+    n = len(titles)
     df: dict = {}
-    for grams in docs:
-        for g in set(grams):
+    for i in range(n):
+        for g in set(grams_of(i)):
             df[g] = df.get(g, 0) + 1
-    n = len(docs)
     cache: dict = {}
     matrix = np.zeros((n, dim), dtype=np.float32)
-    for i, grams in enumerate(docs):
+    for i in range(n):
         counts: dict = {}
-        for g in grams:
+        for g in grams_of(i):
             counts[g] = counts.get(g, 0) + 1
+        row = matrix[i]
         for g, tf in counts.items():
             if g not in cache:
                 cache[g] = _bucket(g, dim)
             bucket, sign = cache[g]
-            matrix[i, bucket] += sign * (1 + np.log(tf)) * np.log((1 + n) / (1 + df[g]))
+            row[bucket] += sign * (1 + np.log(tf)) * np.log((1 + n) / (1 + df[g]))
     norms = np.linalg.norm(matrix, axis=1, keepdims=True)
     has = norms[:, 0] > 0
     matrix = matrix / np.maximum(norms, 1e-12)

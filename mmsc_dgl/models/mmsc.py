@@ -155,9 +155,12 @@ class MMSC(nn.Module, Recommender):
         outs, masks = [], []
         for name, layer in zip(self.metapaths, self.path_layers):
             csr = rows[name]
-            local = CSR(csr.indptr, inverse[offset: offset + csr.num_edges], num_src=needed.numel())
+            # Each layer projects only its own neighbours' q (at a million items a path's
+            # neighbours are a fraction of all the batch touches).
+            own, local_idx = torch.unique(inverse[offset: offset + csr.num_edges], return_inverse=True)
             offset += csr.num_edges
-            outs.append(layer(local, (q_needed, q)).flatten(1))
+            local = CSR(csr.indptr, local_idx, num_src=own.numel())
+            outs.append(layer(local, (q_needed[own], q)).flatten(1))
             masks.append(csr.nonempty)
         stacked = torch.stack(outs, 1)
         mask = torch.stack(masks, 1)
@@ -195,12 +198,12 @@ class MMSC(nn.Module, Recommender):
         return (z[inverse[: len(src)]] * z[inverse[len(src):]]).sum(-1)
 
     @torch.no_grad()
-    def embed(self, relation: str, batch_size: int = 4096) -> torch.Tensor:
+    def embed(self, relation: str, batch_size: int = 16384) -> torch.Tensor:
         return torch.cat([self.head(self.encode(nodes)[relation], relation)
                           for nodes in torch.arange(self.num_items, device=self.device).split(batch_size)])
 
     @torch.no_grad()
-    def embed_all(self, batch_size: int = 4096) -> Dict[str, torch.Tensor]:
+    def embed_all(self, batch_size: int = 16384) -> Dict[str, torch.Tensor]:
         """Both relations' embeddings in one pass."""
         parts = {r: [] for r in RELATIONS}
         for nodes in torch.arange(self.num_items, device=self.device).split(batch_size):
