@@ -183,3 +183,26 @@ def test_baselines_train_and_evaluate_through_the_harness(dataset, tmp_path, arc
         assert all(result.metrics["cold"][r]["HR@10"] == 0.0 for r in RELATIONS)
     again = train(dataset, tmp_path / (architecture + "2"), config, progress=False)
     assert again.metrics["test"] == result.metrics["test"]
+
+
+def test_content_baseline_without_features_is_a_clear_error(dataset, tmp_path):
+    from mmsc_dgl.errors import DataError
+    config = TrainConfig(architecture="content", features="none", epochs=1)
+    with pytest.raises(DataError, match="needs content features"):
+        train(dataset, tmp_path / "c", config, progress=False)
+
+
+def test_cli_trains_a_baseline_and_refuses_to_retrieve_with_a_heuristic(dataset, tmp_path):
+    from click.testing import CliRunner
+
+    from mmsc_dgl.cli import main
+    runner = CliRunner()
+    res = runner.invoke(main, ["train", str(dataset.root), "--out", str(tmp_path / "aa"), "--architecture",
+                               "adamic-adar", "--seed", "1"])
+    assert res.exit_code == 0, res.output
+    assert "substitute" in res.output and "cold" in res.output
+    res = runner.invoke(main, ["recommend", str(tmp_path / "aa"), "--item", dataset.catalog.ids[0].as_py(),
+                               "--relation", "substitute"])
+    assert res.exit_code == 2 and "no item embeddings" in res.output
+    res = runner.invoke(main, ["train", str(dataset.root), "--out", str(tmp_path / "x"), "--architecture", "gcn"])
+    assert res.exit_code != 0 and "gcn" in res.output

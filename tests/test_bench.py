@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from mmsc_dgl import RELATIONS
 from mmsc_dgl.cli import main
-from mmsc_dgl.config import ModelConfig, SyntheticConfig, TrainConfig
+from mmsc_dgl.config import ModelConfig, SyntheticConfig
 from mmsc_dgl.data.prepare import prepare
 from mmsc_dgl.errors import DataError
 from mmsc_dgl.eval.retrieval import recall_at_k, topk_all

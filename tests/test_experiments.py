@@ -10,7 +10,7 @@ from mmsc_dgl import RELATIONS
 from mmsc_dgl.cli import main
 from mmsc_dgl.errors import DataError
 from mmsc_dgl.experiments import ExperimentConfig, load_experiment, run_experiment
-from mmsc_dgl.experiments.report import improvements, summarise
+from mmsc_dgl.experiments.report import summarise
 
 TINY_TRAIN = {"epochs": 1, "batch_size": 512, "val_queries": 100, "metapaths": "hops:2", "max_neighbors": 4,
               "model": {"hidden": 16, "heads": 2, "semantic_hidden": 8, "ssl_nodes": 32}}

@@ -25,10 +25,9 @@ from mmsc_dgl import RELATIONS
 from mmsc_dgl.config import ModelConfig
 from mmsc_dgl.errors import DataError
 from mmsc_dgl.features.base import ContentFeatures
-from mmsc_dgl.models.base import Recommender
+from mmsc_dgl.models.base import FullGraphRecommender
 from mmsc_dgl.models.inputs import ItemInput, score_head
 from mmsc_dgl.nn import SemanticAttention
-from mmsc_dgl.train.losses import triplet_loss
 
 BYTES_PER_PAIR = 40
 """What one reachable pair costs while DGL builds and holds the graph (scipy product, COO/CSR
@@ -59,7 +58,7 @@ def reachable_graphs(train_graph, metapaths: Sequence[str], memory_budget: int =
     return graphs, estimate
 
 
-class DGLHAN(nn.Module, Recommender):
+class DGLHAN(nn.Module, FullGraphRecommender):
     """Full-graph HAN on DGL reachable graphs and ``dgl.nn.GATConv`` (see the module docstring).
 
     Args:
@@ -94,33 +93,10 @@ class DGLHAN(nn.Module, Recommender):
     def num_pairs(self) -> int:
         return sum(g.num_edges() for g in self._graphs.values())
 
-    def encode(self) -> Dict[str, torch.Tensor]:
+    def encode_all(self) -> Dict[str, torch.Tensor]:
         q = self.input()
         z = torch.stack([conv(self._graphs[name], q).flatten(1) for name, conv in zip(self.metapaths, self.gat)], 1)
         return {r: score_head(self.project[r](self.semantic[r](z)), self.config.score) for r in RELATIONS}
-
-    def loss(self, batch: dict) -> Dict[str, torch.Tensor]:
-        z = self.encode()
-        total = torch.zeros((), device=z["substitute"].device)
-        for r in RELATIONS:
-            if r in batch:
-                src, pos, neg = batch[r]
-                e = z[r]
-                total = total + triplet_loss((e[src] * e[pos]).sum(-1), (e[src].unsqueeze(1) * e[neg]).sum(-1),
-                                             self.config.margin)
-        return {"triplet": total, "total": total}
-
-    def score(self, src: torch.Tensor, dst: torch.Tensor, relation: str) -> torch.Tensor:
-        z = self.encode()[relation]
-        return (z[src] * z[dst]).sum(-1)
-
-    @torch.no_grad()
-    def embed(self, relation: str) -> torch.Tensor:
-        return self.encode()[relation]
-
-    @torch.no_grad()
-    def embed_all(self) -> Dict[str, torch.Tensor]:
-        return self.encode()
 
     def __repr__(self) -> str:
         return f"DGLHAN(items={self.num_items:,}, metapaths={len(self.metapaths)}, pairs={self.num_pairs:,})"

@@ -12,10 +12,8 @@ also reported as the whole-process peak.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import multiprocessing as mp
-import os
 import time
 from pathlib import Path
 

@@ -81,8 +81,12 @@ def cold_start_embeddings(embeddings: torch.Tensor, content: torch.Tensor, cold_
     warm_mask[cold] = False
     warm = torch.nonzero(warm_mask).flatten()
     c = F.normalize(content, dim=1)
-    for part in cold.split(batch_size):
-        sim = c[part] @ c[warm].t()
-        nearest = warm[sim.topk(min(k, warm.numel()), dim=1).indices]
+    c_warm_t = c[warm].t().contiguous()
+    # At most ~2^28 similarities (1 GiB) per block, whatever the catalog size.
+    rows = max(1, min(batch_size, (1 << 28) // max(warm.numel(), 1)))
+    from mmsc_dgl.eval.retrieval import _grouped_topk
+    for part in cold.split(rows):
+        sim = c[part] @ c_warm_t
+        nearest = warm[_grouped_topk(sim, min(k, warm.numel()), 64)[1]]
         out[part] = F.normalize(embeddings[nearest].mean(1), dim=1)
     return out

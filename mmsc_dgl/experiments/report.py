@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 
@@ -157,10 +157,13 @@ def markdown(config: ExperimentConfig, result, summary: dict) -> str:
                     rows.append([d, config.label(v)] + [_fmt(e["test"][rel]["NDCG@10"]) for rel in RELATIONS])
         lines += _table(["dataset", "model", "subst. NDCG@10", "compl. NDCG@10"], rows) + [""]
     if config.noise:
+        seeds_note = (f" Rate 0 is the main grid's cells (every seed); the other rates use the first "
+                      f"{config.noise.num_seeds} seed(s).") if config.noise.num_seeds else ""
         lines += ["## Noise robustness", "",
-                  "Random false edges added to the training graph (a share of its edges); evaluation unchanged.", ""]
+                  "Random false edges added to the training graph (a share of its edges); evaluation unchanged."
+                  + seeds_note, ""]
         rows = []
-        for d in datasets:
+        for d in [d for d in (config.noise.datasets or datasets) if d in datasets]:
             for v in _noise_variants(config, result, d):
                 for rate in config.noise.rates:
                     e = summary.get((d, v, float(rate)))

@@ -49,5 +49,38 @@ class Recommender(abc.ABC):
         return {r: self.embed(r) for r in RELATIONS}
 
 
+class FullGraphRecommender(Recommender):
+    """For models that encode the whole catalog at every step (GAT, DecGCN, DGL's HAN recipe):
+    define ``encode_all() -> {relation: [num_items, dim]}`` (the rows whose dot products are the
+    scores) and ``config.margin``; the loss is MMSC's triplet loss over the batch's edges."""
+
+    def encode_all(self) -> Dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def loss(self, batch: dict) -> Dict[str, torch.Tensor]:
+        from mmsc_dgl.train.losses import triplet_loss
+        z = self.encode_all()
+        total = torch.zeros((), device=z[RELATIONS[0]].device)
+        for r in RELATIONS:
+            if r in batch:
+                src, pos, neg = batch[r]
+                e = z[r]
+                total = total + triplet_loss((e[src] * e[pos]).sum(-1), (e[src].unsqueeze(1) * e[neg]).sum(-1),
+                                             self.config.margin)
+        return {"triplet": total, "total": total}
+
+    def score(self, src: torch.Tensor, dst: torch.Tensor, relation: str) -> torch.Tensor:
+        z = self.encode_all()[relation]
+        return (z[src] * z[dst]).sum(-1)
+
+    @torch.no_grad()
+    def embed(self, relation: str) -> torch.Tensor:
+        return self.encode_all()[relation]
+
+    @torch.no_grad()
+    def embed_all(self) -> Dict[str, torch.Tensor]:
+        return self.encode_all()
+
+
 class NothingToLearn(RuntimeError):
     """Raised by ``loss`` of a model whose ``trainable`` is False."""

@@ -29,9 +29,8 @@ from torch.nn import functional as F
 from mmsc_dgl import RELATIONS
 from mmsc_dgl.config import ModelConfig
 from mmsc_dgl.features.base import ContentFeatures
-from mmsc_dgl.models.base import Recommender
+from mmsc_dgl.models.base import FullGraphRecommender
 from mmsc_dgl.models.inputs import ItemInput, adjacency, score_head
-from mmsc_dgl.train.losses import triplet_loss
 
 OTHER = {"substitute": "complement", "complement": "substitute"}
 
@@ -42,7 +41,7 @@ def _mean_neighbours(indptr: torch.Tensor, indices: torch.Tensor, rows: torch.Te
     return out / degree
 
 
-class DecGCN(nn.Module, Recommender):
+class DecGCN(nn.Module, FullGraphRecommender):
     """Two relation-specific spaces, convolved per relation and fused across relations.
 
     Args:
@@ -79,7 +78,7 @@ class DecGCN(nn.Module, Recommender):
         self._csr = {r: c.to(device) for r, c in self._csr.items()}
         return out
 
-    def encode(self) -> Dict[str, torch.Tensor]:
+    def encode_all(self) -> Dict[str, torch.Tensor]:
         q = self.dropout(self.input())
         h = {r: self.start[r](q) for r in RELATIONS}
         for layer in range(self.config.layers):
@@ -97,29 +96,6 @@ class DecGCN(nn.Module, Recommender):
                 new[r] = beta[:, :1] * u[r] + beta[:, 1:] * v
             h = new
         return {r: score_head(h[r], self.config.score) for r in RELATIONS}
-
-    def loss(self, batch: dict) -> Dict[str, torch.Tensor]:
-        z = self.encode()
-        total = torch.zeros((), device=z["substitute"].device)
-        for r in RELATIONS:
-            if r in batch:
-                src, pos, neg = batch[r]
-                e = z[r]
-                total = total + triplet_loss((e[src] * e[pos]).sum(-1), (e[src].unsqueeze(1) * e[neg]).sum(-1),
-                                             self.config.margin)
-        return {"triplet": total, "total": total}
-
-    def score(self, src: torch.Tensor, dst: torch.Tensor, relation: str) -> torch.Tensor:
-        z = self.encode()[relation]
-        return (z[src] * z[dst]).sum(-1)
-
-    @torch.no_grad()
-    def embed(self, relation: str) -> torch.Tensor:
-        return self.encode()[relation]
-
-    @torch.no_grad()
-    def embed_all(self) -> Dict[str, torch.Tensor]:
-        return self.encode()
 
     def __repr__(self) -> str:
         return f"DecGCN(items={self.num_items:,}, hidden={self.config.hidden}, layers={self.config.layers})"

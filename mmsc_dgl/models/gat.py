@@ -24,13 +24,12 @@ from torch.nn import functional as F
 from mmsc_dgl import RELATIONS
 from mmsc_dgl.config import ModelConfig
 from mmsc_dgl.features.base import ContentFeatures
-from mmsc_dgl.models.base import Recommender
+from mmsc_dgl.models.base import FullGraphRecommender
 from mmsc_dgl.models.inputs import ItemInput, adjacency, score_head
 from mmsc_dgl.nn import MetaPathAttention
-from mmsc_dgl.train.losses import triplet_loss
 
 
-class GATPerRelation(nn.Module, Recommender):
+class GATPerRelation(nn.Module, FullGraphRecommender):
     """Two independent ``layers``-deep GATs, one per relation's training graph.
 
     Args:
@@ -73,23 +72,8 @@ class GATPerRelation(nn.Module, Recommender):
             h = layer(self._csr[relation], h).flatten(1)
         return score_head(self.project[relation](h), self.config.score)
 
-    def loss(self, batch: dict) -> Dict[str, torch.Tensor]:
-        total = torch.zeros((), device=self.project["substitute"].weight.device)
-        for r in RELATIONS:
-            if r in batch:
-                src, pos, neg = batch[r]
-                z = self.encode(r)
-                total = total + triplet_loss((z[src] * z[pos]).sum(-1), (z[src].unsqueeze(1) * z[neg]).sum(-1),
-                                             self.config.margin)
-        return {"triplet": total, "total": total}
-
-    def score(self, src: torch.Tensor, dst: torch.Tensor, relation: str) -> torch.Tensor:
-        z = self.encode(relation)
-        return (z[src] * z[dst]).sum(-1)
-
-    @torch.no_grad()
-    def embed(self, relation: str) -> torch.Tensor:
-        return self.encode(relation)
+    def encode_all(self) -> Dict[str, torch.Tensor]:
+        return {r: self.encode(r) for r in RELATIONS}
 
     def __repr__(self) -> str:
         return (f"GATPerRelation(items={self.num_items:,}, hidden={self.config.hidden}, heads={self.config.heads}, "

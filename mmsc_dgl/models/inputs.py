@@ -66,7 +66,7 @@ class ItemInput(nn.Module):
         return f"{type(self).__name__}({self.num_items:,}, {self.out_feats}, {kind})"
 
 
-def adjacency(src, dst, num_items: int, self_loops: bool = False) -> "CSR":
+def adjacency(src, dst, num_items: int, self_loops: bool = False):
     """Row ``i`` of the result lists the items with an edge to ``i`` (training edges, deduplicated;
     ``self_loops`` adds ``i`` itself, as GAT's neighbourhood does)."""
     from mmsc_dgl.ops import CSR

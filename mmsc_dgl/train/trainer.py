@@ -183,9 +183,13 @@ class Trainer:
         self.sampler = dataset.negative_sampler()
         torch.manual_seed(config.seed)
         if model is None:
-            model = build_model(config.architecture, dataset.num_items, config.model, tables=self.tables,
-                                train_edges=self.train_edges, features=self.features,
-                                impl=resolve_impl(config.impl, self.device))
+            try:
+                model = build_model(config.architecture, dataset.num_items, config.model, tables=self.tables,
+                                    train_edges=self.train_edges, features=self.features,
+                                    impl=resolve_impl(config.impl, self.device))
+            except ValueError as err:
+                raise DataError(f"cannot build {config.architecture}: {err}",
+                                fix="change the model settings or the features named above.") from err
         self.model = model.to(self.device)
         params = list(self.model.parameters())
         self.optimizer = (torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
