@@ -77,8 +77,7 @@ def worker(spec: dict) -> dict:
             graphs, estimate = reachable_graphs(dataset.train_graph(), _metapath_names(spec["metapaths"]),
                                                 memory_budget=int(spec["memory_budget_gib"] * 2**30))
         except DataError as err:
-            return {**row, "status": f"refused: {err.message if hasattr(err, 'message') else err}",
-                    "peak_rss_mib": peak_rss_mib()}
+            return {**row, "status": "refused", "reason": str(err), "peak_rss_mib": peak_rss_mib()}
         torch.manual_seed(config.seed)
         model = DGLHAN(dataset.num_items, graphs, config.model, load_features(config.features, dataset,
                                                                               config.feature_dim))
@@ -129,12 +128,12 @@ def run_case(spec: dict, timeout: float) -> dict:
         try:
             proc = subprocess.run(cmd, timeout=timeout, capture_output=True, text=True)
         except subprocess.TimeoutExpired:
-            return {**base, "status": f"timeout after {timeout:.0f} s"}
+            return {**base, "status": "timeout", "reason": f"over {timeout:.0f} s"}
         if proc.returncode != 0 or not out_path.exists():
             tail = (proc.stderr or "").strip().splitlines()[-3:]
             killed = proc.returncode in (-9, 137)
-            return {**base, "status": ("killed (out of memory?)" if killed else f"failed ({proc.returncode})"),
-                    "error": " | ".join(tail)}
+            return {**base, "status": "killed" if killed else "failed",
+                    "reason": ("out of memory?" if killed else f"exit code {proc.returncode}: ") + " | ".join(tail)}
         return json.loads(out_path.read_text())
 
 
@@ -199,6 +198,9 @@ def main(argv=None) -> None:
             if r["items"] == items and dgl_row and r.get("status") == "ok":
                 r["speedup_vs_dgl_han"] = round(dgl_row["epoch_seconds"] / r["epoch_seconds"], 2)
     sys.stdout.write(format_table(COLUMNS, rows) + "\n")
+    for r in rows:
+        if r.get("reason"):
+            sys.stdout.write(f"{r['items']:,} {r['model']} {r['status']}: {r['reason']}\n")
     if args.json:
         write_json(args.json, "train", rows, device=args.device, settings={k: str(v) for k, v in vars(args).items()
                                                                           if k not in ("worker", "worker_out")})
