@@ -89,3 +89,10 @@ def format_table(columns, rows) -> str:
     out = ["  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in cells]
     out.insert(1, "-" * len(out[0]))
     return "\n".join(out)
+
+
+def setup_logging() -> None:
+    """INFO to stderr when the caller (a script) has not configured logging itself."""
+    import logging
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(message)s")

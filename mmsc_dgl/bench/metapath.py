@@ -89,8 +89,8 @@ def main(argv=None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(message)s")
+    from mmsc_dgl.bench.machine import setup_logging
+    setup_logging()
     rows = []
     for path in args.paths:
         for strategy in args.strategies:

@@ -85,8 +85,8 @@ def main(argv=None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(message)s")
+    from mmsc_dgl.bench.machine import setup_logging
+    setup_logging()
     if args.threads:
         torch.set_num_threads(args.threads)
     use_faiss = args.faiss == "yes" or (args.faiss == "auto" and importlib.util.find_spec("faiss") is not None)

@@ -172,8 +172,8 @@ def main(argv=None) -> None:
     parser.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--worker-out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(message)s")
+    from mmsc_dgl.bench.machine import setup_logging
+    setup_logging()
     if args.worker:
         row = worker(json.loads(args.worker.read_text()))
         args.worker_out.write_text(json.dumps(row))

@@ -188,8 +188,13 @@ def _noise_variants(config: ExperimentConfig, result, dataset: str) -> List[str]
     return out
 
 
-def _save_png(fig, path: Path) -> None:
+def _finish(fig, path: Path) -> Path:
+    """Lay out, write atomically as PNG, and release the figure."""
+    import matplotlib.pyplot as plt
+    fig.tight_layout()
     atomic_write_with(path, lambda tmp: fig.savefig(tmp, dpi=120, bbox_inches="tight", format="png"))
+    plt.close(fig)
+    return path
 
 
 def plots(config: ExperimentConfig, result, summary: dict) -> List[Path]:
@@ -216,11 +221,7 @@ def plots(config: ExperimentConfig, result, summary: dict) -> List[Path]:
                     ax.set_ylabel("test NDCG@10")
                     ax.grid(alpha=0.3)
                     ax.legend(fontsize=8)
-            fig.tight_layout()
-            path = result.out / "noise.png"
-            _save_png(fig, path)
-            plt.close(fig)
-            written.append(path)
+            written.append(_finish(fig, result.out / "noise.png"))
     if config.cold_start:
         fig, axes = plt.subplots(1, len(datasets), figsize=(5 * len(datasets), 3.6), squeeze=False)
         for i, d in enumerate(datasets):
@@ -235,11 +236,7 @@ def plots(config: ExperimentConfig, result, summary: dict) -> List[Path]:
             ax.set_title(f"{d}: cold-start items")
             ax.set_ylabel("cold NDCG@10")
             ax.legend(fontsize=8)
-        fig.tight_layout()
-        path = result.out / "cold_start.png"
-        _save_png(fig, path)
-        plt.close(fig)
-        written.append(path)
+        written.append(_finish(fig, result.out / "cold_start.png"))
     if config.depth:
         fig, axes = plt.subplots(1, len(datasets), figsize=(5 * len(datasets), 3.6), squeeze=False)
         for i, d in enumerate(datasets):
@@ -258,11 +255,7 @@ def plots(config: ExperimentConfig, result, summary: dict) -> List[Path]:
             twin.set_ylabel("seconds per epoch")
             ax.legend(loc="upper left", fontsize=8)
             twin.legend(loc="lower right", fontsize=8)
-        fig.tight_layout()
-        path = result.out / "depth.png"
-        _save_png(fig, path)
-        plt.close(fig)
-        written.append(path)
+        written.append(_finish(fig, result.out / "depth.png"))
     return written
 
 
