@@ -235,7 +235,7 @@ def plots(config: ExperimentConfig, result, summary: dict) -> List[Path]:
             ax.set_xticks(np.arange(len(RELATIONS)) + width * (len(models) - 1) / 2, RELATIONS)
             ax.set_title(f"{d}: cold-start items")
             ax.set_ylabel("cold NDCG@10")
-            ax.legend(fontsize=8)
+            ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2)  # below: bars stay visible
         written.append(_finish(fig, result.out / "cold_start.png"))
     if config.depth:
         fig, axes = plt.subplots(1, len(datasets), figsize=(5 * len(datasets), 3.6), squeeze=False)
