@@ -25,7 +25,7 @@ from mmsc_dgl import RELATIONS
 from mmsc_dgl.config import ModelConfig
 from mmsc_dgl.errors import DataError
 from mmsc_dgl.features.base import ContentFeatures
-from mmsc_dgl.models.base import FullGraphRecommender
+from mmsc_dgl.models.base import FullGraphRecommender, GraphStateModule
 from mmsc_dgl.models.inputs import ItemInput, score_head
 from mmsc_dgl.nn import SemanticAttention
 
@@ -58,7 +58,7 @@ def reachable_graphs(train_graph, metapaths: Sequence[str], memory_budget: int =
     return graphs, estimate
 
 
-class DGLHAN(nn.Module, FullGraphRecommender):
+class DGLHAN(GraphStateModule, FullGraphRecommender):
     """Full-graph HAN on DGL reachable graphs and ``dgl.nn.GATConv`` (see the module docstring).
 
     Args:
@@ -67,6 +67,8 @@ class DGLHAN(nn.Module, FullGraphRecommender):
         config: ``hidden``, ``heads``, ``semantic_hidden``, ``feat_drop``, ``margin``.
         features: content tokens, or None for id embeddings.
     """
+
+    _graph_state = ("_graphs",)
 
     def __init__(self, num_items: int, graphs: Dict[str, object], config: ModelConfig,
                  features: Optional[ContentFeatures] = None):
@@ -83,11 +85,6 @@ class DGLHAN(nn.Module, FullGraphRecommender):
         self.semantic = nn.ModuleDict({r: SemanticAttention(hidden, config.semantic_hidden) for r in RELATIONS})
         self.project = nn.ModuleDict({r: nn.Linear(hidden, hidden) for r in RELATIONS})
 
-    def _apply(self, fn, *args, **kwargs):
-        out = super()._apply(fn, *args, **kwargs)
-        device = fn(torch.zeros(1)).device
-        self._graphs = {k: g.to(device) for k, g in self._graphs.items()}
-        return out
 
     @property
     def num_pairs(self) -> int:

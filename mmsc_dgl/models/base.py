@@ -4,9 +4,10 @@
 from __future__ import annotations
 
 import abc
-from typing import Dict
+from typing import Dict, Tuple
 
 import torch
+from torch import nn
 
 from mmsc_dgl import RELATIONS
 
@@ -80,6 +81,21 @@ class FullGraphRecommender(Recommender):
     @torch.no_grad()
     def embed_all(self) -> Dict[str, torch.Tensor]:
         return self.encode_all()
+
+
+class GraphStateModule(nn.Module):
+    """A module whose graph state is not parameters or buffers (dicts of CSR tables, sparse
+    matrices, DGL graphs: anything with ``.to(device)``) and must follow ``.to()``/``.cuda()``.
+    Subclasses name those attributes in ``_graph_state``."""
+
+    _graph_state: Tuple[str, ...] = ()
+
+    def _apply(self, fn, *args, **kwargs):
+        out = super()._apply(fn, *args, **kwargs)
+        device = fn(torch.zeros(1)).device
+        for name in self._graph_state:
+            setattr(self, name, {k: v.to(device) for k, v in getattr(self, name).items()})
+        return out
 
 
 class NothingToLearn(RuntimeError):

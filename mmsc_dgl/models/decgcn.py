@@ -29,7 +29,7 @@ from torch.nn import functional as F
 from mmsc_dgl import RELATIONS
 from mmsc_dgl.config import ModelConfig
 from mmsc_dgl.features.base import ContentFeatures
-from mmsc_dgl.models.base import FullGraphRecommender
+from mmsc_dgl.models.base import FullGraphRecommender, GraphStateModule
 from mmsc_dgl.models.inputs import ItemInput, adjacency, score_head
 
 OTHER = {"substitute": "complement", "complement": "substitute"}
@@ -41,7 +41,7 @@ def _mean_neighbours(indptr: torch.Tensor, indices: torch.Tensor, rows: torch.Te
     return out / degree
 
 
-class DecGCN(nn.Module, FullGraphRecommender):
+class DecGCN(GraphStateModule, FullGraphRecommender):
     """Two relation-specific spaces, convolved per relation and fused across relations.
 
     Args:
@@ -54,6 +54,8 @@ class DecGCN(nn.Module, FullGraphRecommender):
         An item with no edge of relation :math:`r` aggregates a zero mean, so its :math:`r`
         representation comes from its own state and from the other space.
     """
+
+    _graph_state = ("_csr",)
 
     def __init__(self, num_items: int, train_edges: Mapping[str, object], config: ModelConfig,
                  features: Optional[ContentFeatures] = None):
@@ -72,11 +74,6 @@ class DecGCN(nn.Module, FullGraphRecommender):
         self.dropout = nn.Dropout(config.feat_drop)
         self._csr = {r: adjacency(train_edges[r].src, train_edges[r].dst, num_items) for r in RELATIONS}
 
-    def _apply(self, fn, *args, **kwargs):
-        out = super()._apply(fn, *args, **kwargs)
-        device = fn(torch.zeros(1)).device
-        self._csr = {r: c.to(device) for r, c in self._csr.items()}
-        return out
 
     def encode_all(self) -> Dict[str, torch.Tensor]:
         q = self.dropout(self.input())

@@ -24,12 +24,12 @@ from torch.nn import functional as F
 from mmsc_dgl import RELATIONS
 from mmsc_dgl.config import ModelConfig
 from mmsc_dgl.features.base import ContentFeatures
-from mmsc_dgl.models.base import FullGraphRecommender
+from mmsc_dgl.models.base import FullGraphRecommender, GraphStateModule
 from mmsc_dgl.models.inputs import ItemInput, adjacency, score_head
 from mmsc_dgl.nn import MetaPathAttention
 
 
-class GATPerRelation(nn.Module, FullGraphRecommender):
+class GATPerRelation(GraphStateModule, FullGraphRecommender):
     """Two independent ``layers``-deep GATs, one per relation's training graph.
 
     Args:
@@ -43,6 +43,8 @@ class GATPerRelation(nn.Module, FullGraphRecommender):
         Self-loops are added, as in the GAT paper, so an item with no edge (a cold item) keeps a
         representation of its own input instead of an empty aggregation.
     """
+
+    _graph_state = ("_csr",)
 
     def __init__(self, num_items: int, train_edges: Mapping[str, object], config: ModelConfig,
                  features: Optional[ContentFeatures] = None, impl: str = "auto"):
@@ -60,11 +62,6 @@ class GATPerRelation(nn.Module, FullGraphRecommender):
         self._csr = {r: adjacency(train_edges[r].src, train_edges[r].dst, num_items, self_loops=True)
                      for r in RELATIONS}
 
-    def _apply(self, fn, *args, **kwargs):
-        out = super()._apply(fn, *args, **kwargs)
-        device = fn(torch.zeros(1)).device
-        self._csr = {r: c.to(device) for r, c in self._csr.items()}
-        return out
 
     def encode(self, relation: str) -> torch.Tensor:
         h = self.input()

@@ -22,7 +22,7 @@ from torch.nn import functional as F
 
 from mmsc_dgl import RELATIONS
 from mmsc_dgl.config import ModelConfig
-from mmsc_dgl.models.base import Recommender
+from mmsc_dgl.models.base import GraphStateModule, Recommender
 from mmsc_dgl.models.inputs import adjacency
 
 
@@ -37,7 +37,7 @@ def _normalised(src, dst, num_items: int) -> torch.Tensor:
         return torch.sparse_csr_tensor(csr.indptr, csr.indices, values, (num_items, num_items))
 
 
-class LightGCN(nn.Module, Recommender):
+class LightGCN(GraphStateModule, Recommender):
     """LightGCN with a shared embedding plus one per relation.
 
     Args:
@@ -49,6 +49,8 @@ class LightGCN(nn.Module, Recommender):
         An item with no training edge (a cold item) keeps only :math:`e^{(0)} / (K + 1)`: its
         embedding is learned from negatives alone.  It has no content to fall back on.
     """
+
+    _graph_state = ("_adj",)
 
     def __init__(self, num_items: int, train_edges: Mapping[str, object], config: ModelConfig):
         super().__init__()
@@ -64,11 +66,6 @@ class LightGCN(nn.Module, Recommender):
         for emb in self.relation.values():
             nn.init.normal_(emb.weight, std=0.1)
 
-    def _apply(self, fn, *args, **kwargs):
-        out = super()._apply(fn, *args, **kwargs)
-        device = fn(torch.zeros(1)).device
-        self._adj = {r: a.to(device) for r, a in self._adj.items()}
-        return out
 
     def propagate(self, relation: str) -> torch.Tensor:
         e = self.shared.weight + self.relation[relation].weight

@@ -8,7 +8,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from mmsc_dgl import RELATIONS
-from mmsc_dgl.models.base import Recommender
+from mmsc_dgl.models.base import GraphStateModule, Recommender
 from mmsc_dgl.nn import MetaPathAttention, MultiModalAttention, NeuralGate, SemanticAttention
 from mmsc_dgl.ops import CSR
 from mmsc_dgl.train.losses import info_nce, triplet_loss
@@ -21,7 +21,7 @@ if TYPE_CHECKING:  # torch-only imports at run time: MMSC trains on GPU hosts wi
 __all__ = ["MMSC"]
 
 
-class MMSC(nn.Module, Recommender):
+class MMSC(GraphStateModule, Recommender):
     r"""MMSC (arXiv 2507.22268), composed from :mod:`mmsc_dgl.nn`.
 
     For item :math:`i` and relation :math:`r \in \{s, c\}`:
@@ -59,6 +59,8 @@ class MMSC(nn.Module, Recommender):
         An item with no neighbour under any meta-path keeps its content representation: the
         semantic gate's mask falls back to :math:`q_i`, never to a bias-only embedding.
     """
+
+    _graph_state = ("_csr",)
 
     def __init__(self, num_items: int, tables: Union["MetaPathTables", Mapping[str, CSR]],
                  config: Optional["ModelConfig"] = None, features: Optional["ContentFeatures"] = None,
@@ -117,12 +119,6 @@ class MMSC(nn.Module, Recommender):
             self.register_module("task_gate", None)
         self.project = nn.ModuleDict({r: nn.Linear(hidden, hidden) for r in RELATIONS})
 
-    def _apply(self, fn, *args, **kwargs):
-        # Keep the (non-parameter) meta-path tables on the module's device.
-        out = super()._apply(fn, *args, **kwargs)
-        probe = fn(torch.zeros(1))
-        self._csr = {k: v.to(probe.device) for k, v in self._csr.items()}
-        return out
 
     @property
     def device(self) -> torch.device:
