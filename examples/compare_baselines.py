@@ -37,12 +37,10 @@ def main() -> None:
     ablation = base.model_copy(update={"model": base.model.model_copy(update={"ssl_weight": 0.0})})
     rows["MMSC without SSL"] = train(dataset_dir, args.out / "no_ssl", ablation, progress=False,
                                      resume=True).metrics["test"]
-    if args.features != "none":
-        from mmsc_dgl.data.dataset import load_dataset
-        from mmsc_dgl.eval.baselines import content_cosine
-        from mmsc_dgl.train.trainer import load_features
-        dataset = load_dataset(dataset_dir)
-        rows["content cosine"] = content_cosine(dataset, load_features(args.features, dataset, base.feature_dim))
+    if args.features != "none":  # the content baseline answers the same contract: nothing to train
+        content = base.model_copy(update={"architecture": "content"})
+        rows["content cosine"] = train(dataset_dir, args.out / "content", content, progress=False,
+                                       resume=True).metrics["test"]
     lines = [f"{'model':<20}" + "".join(f"{r[:4] + ' ' + m:>16}" for r in RELATIONS for m in ("NDCG@10", "HR@10"))]
     for name, metrics in rows.items():
         lines.append(f"{name:<20}" + "".join(f"{metrics[r][m]:>16.4f}" for r in RELATIONS for m in ("NDCG@10", "HR@10")))
