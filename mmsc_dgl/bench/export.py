@@ -27,17 +27,21 @@ def export_tensors(dataset_dir: os.PathLike | str, out: os.PathLike | str, confi
                    val_queries: int = 2000, progress: bool = True) -> dict:
     """Write ``out`` (a ``.pt`` file) for ``dataset_dir`` under ``config`` (tables, features and
     model settings); returns a summary (sizes in MiB)."""
+    import tempfile
+
     from mmsc_dgl.data.dataset import load_dataset
     from mmsc_dgl.eval.evaluate import query_subset
-    from mmsc_dgl.metapath.build import build_metapath_tables
-    from mmsc_dgl.train.trainer import load_features
+    from mmsc_dgl.errors import DataError
+    from mmsc_dgl.train.trainer import Trainer
     config = config or TrainConfig()
-    dataset = load_dataset(dataset_dir)
-    tables = build_metapath_tables(dataset.train_graph(), config.metapaths, strategy="walk",
-                                   max_neighbors=config.max_neighbors, num_walks=config.num_walks, seed=config.seed,
-                                   progress=progress)
-    features = load_features(config.features, dataset, config.feature_dim)
-    sampler = dataset.negative_sampler()
+    if config.architecture != "mmsc":
+        raise DataError(f"export-tensors prepares MMSC training; the config names {config.architecture!r}.",
+                        fix="export with architecture: mmsc.")
+    # The trainer's own preparation (noise injection, walk tables, features, E_LLM edges), so an
+    # export trains exactly what `mmsc-dgl train` would.
+    with tempfile.TemporaryDirectory() as run_dir:
+        trainer = Trainer(load_dataset(dataset_dir), run_dir, config, progress=progress)
+    dataset, tables, features, sampler = trainer.dataset, trainer.tables, trainer.features, trainer.sampler
     val = {}
     for r in RELATIONS:
         edges = dataset.splits.val[r]
@@ -48,8 +52,8 @@ def export_tensors(dataset_dir: os.PathLike | str, out: os.PathLike | str, confi
         "format": FORMAT, "num_items": dataset.num_items, "dataset": str(Path(dataset_dir).resolve()),
         "metapaths": {name: {"indptr": t.csr().indptr, "indices": t.csr().indices} for name, t in tables.items()},
         "features": None if features is None else {"tokens": features.tokens.contiguous(), "mask": features.mask},
-        "train": {r: {"src": torch.from_numpy(dataset.splits.train[r].src),
-                      "dst": torch.from_numpy(dataset.splits.train[r].dst)} for r in RELATIONS},
+        "train": {r: {"src": torch.from_numpy(trainer.train_edges[r].src),
+                      "dst": torch.from_numpy(trainer.train_edges[r].dst)} for r in RELATIONS},
         "val": val,
         "model": config.model.model_dump(),
         "train_config": {"lr": config.lr, "batch_size": config.batch_size, "seed": config.seed,
