@@ -99,10 +99,9 @@ def worker(spec: dict) -> dict:
     history = result.history
     train_seconds = [h["train_seconds"] for h in history]
     per_epoch = sum(train_seconds) / len(train_seconds)
-    edges_per_epoch = trainer.steps_per_epoch() * sum(
-        min(len(e), -(-len(e) // trainer._full_steps())) for e in trainer.train_edges.values())
     row.update({"status": "ok", "epochs": len(history), "steps_per_epoch": trainer.steps_per_epoch(),
-                "epoch_seconds": round(per_epoch, 3), "edges_per_second": round(edges_per_epoch / per_epoch, 1),
+                "epoch_seconds": round(per_epoch, 3),
+                "edges_per_second": round(sum(h["edges"] for h in history) / sum(train_seconds), 1),
                 "val_seconds": round(sum(h["seconds"] - h["train_seconds"] for h in history) / len(history), 2),
                 "ndcg10_substitute": result.metrics["test"]["substitute"]["NDCG@10"],
                 "ndcg10_complement": result.metrics["test"]["complement"]["NDCG@10"],

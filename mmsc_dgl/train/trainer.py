@@ -284,7 +284,7 @@ class Trainer:
             generator = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
             started = time.perf_counter()
             sums: Dict[str, float] = {}
-            steps = 0
+            steps = edges = 0
             bar = tqdm(self._batches(generator), desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
                        total=self.steps_per_epoch(),
                        disable=None if self.progress else True)
@@ -296,11 +296,12 @@ class Trainer:
                 for k, v in parts.items():
                     sums[k] = sums.get(k, 0.0) + float(v)
                 steps += 1
+                edges += sum(batch[r][0].numel() for r in RELATIONS if r in batch)
                 bar.set_postfix(loss=f"{float(parts['total']):.4f}")
             train_seconds = time.perf_counter() - started
             val = self.validate()
             record = {"epoch": epoch + 1, **{f"loss_{k}": v / steps for k, v in sums.items()},
-                      "train_seconds": round(train_seconds, 3), "steps": steps,
+                      "train_seconds": round(train_seconds, 3), "steps": steps, "edges": edges,
                       **{f"val_{r}_{m}": val[r][m] for r in RELATIONS for m in ("HR@10", "NDCG@10")},
                       "seconds": round(time.perf_counter() - started, 2)}
             state["history"].append(record)
