@@ -11,7 +11,6 @@ from typing import Any, Dict, List, Literal, Optional
 from pydantic import Field, model_validator
 
 from mmsc_dgl.config import Config, PrepareConfig, SyntheticConfig, TrainConfig
-from mmsc_dgl.errors import DataError
 
 BEST_BASELINE = "best-baseline"
 """In an experiment's model list: the baseline with the best mean test NDCG@10 (both relations)
@@ -159,9 +158,3 @@ class ExperimentConfig(Config):
 def load_experiment(path: os.PathLike | str) -> ExperimentConfig:
     config = ExperimentConfig.from_file(path)
     return config.model_copy(update={"source": str(Path(path).resolve())})
-
-
-def check_config_file(path: os.PathLike | str) -> None:
-    if not Path(path).exists():
-        raise DataError("no experiment config here.", path=path,
-                        fix="pass a YAML/TOML file such as examples/experiments/fast.yaml.")

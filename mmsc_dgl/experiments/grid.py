@@ -110,12 +110,12 @@ def run_cell(config: ExperimentConfig, cell: Cell, dataset_dir: Path, out: Path,
             "train_edges": _e_llm_edges(config, cell.variant, dataset_dir, cell.seed, progress)})
     wanted = fingerprint({"config": train_config.model_dump(), "dataset": str(dataset_dir)})
     stamp = run_dir / CELL_FILE
-    if (run_dir / "metrics.json").exists() and stamp.exists() and json.loads(stamp.read_text()).get("fingerprint") == wanted:
+    same = stamp.exists() and json.loads(stamp.read_text()).get("fingerprint") == wanted
+    if same and (run_dir / "metrics.json").exists():
         return _load_row(run_dir, cell, config.label(cell.variant), None), False
     started = time.perf_counter()
     # A run killed mid-way resumes from its last epoch; anything else starts clean.
-    resume = (run_dir / "checkpoint.pt").exists() and stamp.exists() and \
-        json.loads(stamp.read_text()).get("fingerprint") == wanted
+    resume = same and (run_dir / "checkpoint.pt").exists()
     if not resume:
         if run_dir.exists():
             shutil.rmtree(run_dir)

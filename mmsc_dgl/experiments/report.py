@@ -7,6 +7,7 @@ the best baseline is computed as the paper reports it: per relation and metric,
 from __future__ import annotations
 
 import logging
+import os
 from collections import defaultdict
 from pathlib import Path
 from typing import Dict, List, Sequence, Tuple
@@ -100,7 +101,7 @@ def markdown(config: ExperimentConfig, result, summary: dict) -> str:
              f"Seeds: {', '.join(map(str, sorted({r['seed'] for r in result.rows})))}. "
              "Test split, 1000 sampled negatives per held-out edge; mean ± std over seeds.  "
              f"{len(result.rows)} cells, {sum(walls) / 60:.1f} minutes of training and evaluation in all "
-             f"(sum over cells, {platform_cpu()}).", ""]
+             f"(sum over cells, {os.cpu_count()} CPU cores).", ""]
     for name, why in result.skipped.items():
         lines += [f"Dataset `{name}` was skipped: {why}.", ""]
     for d in datasets:
@@ -172,11 +173,6 @@ def markdown(config: ExperimentConfig, result, summary: dict) -> str:
         lines += _table(["dataset", "model", "noise", "subst. NDCG@10", "compl. NDCG@10"], rows)
         lines += ["", "![noise robustness](noise.png)", ""]
     return "\n".join(lines) + "\n"
-
-
-def platform_cpu() -> str:
-    import os
-    return f"{os.cpu_count()} CPU cores"
 
 
 def _noise_variants(config: ExperimentConfig, result, dataset: str) -> List[str]:
