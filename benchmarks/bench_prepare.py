@@ -61,8 +61,10 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="*", default=[1_000, 10_000, 100_000])
     parser.add_argument("--amazon", nargs="*", default=[], help="Amazon metadata files to time too.")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--json", type=Path, default=None, help="Write the results here.")
+    from mmsc_dgl.bench.machine import add_json_option, check_json_target
+    add_json_option(parser)
     args = parser.parse_args()
+    check_json_target(args)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     rows = [run_case("synthetic", str(n), args.seed) for n in args.sizes]
     rows += [run_case("amazon", path, args.seed) for path in args.amazon]
@@ -80,4 +82,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from mmsc_dgl.bench.machine import run_script
+    run_script(main)

@@ -9,6 +9,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from mmsc_dgl.bench.recommend import main  # noqa: E402
+from mmsc_dgl.bench.machine import run_script  # noqa: E402
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

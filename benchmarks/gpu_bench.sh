@@ -22,11 +22,11 @@ if python -c "import pytest" 2>/dev/null; then
 else
   echo "pytest is not installed here: relying on the --check of the layer benchmark for correctness"
 fi
-timeout 90 python benchmarks/bench_encoder.py --device cuda --check --json "$out/bench_encoder_cuda.json" 2>&1 \
+timeout 90 python benchmarks/bench_encoder.py --device cuda --check --json "$out/bench_encoder_cuda.json" --overwrite 2>&1 \
   | tee "$out/bench_encoder_cuda.log"
 if [ -f "$export_file" ]; then
   timeout 150 python -m mmsc_dgl.bench.gpu_train --export "$export_file" --device cuda --epochs 2 \
-    --json "$out/gpu_train_cuda.json" 2>&1 | tee "$out/gpu_train_cuda.log"
+    --json "$out/gpu_train_cuda.json" --overwrite 2>&1 | tee "$out/gpu_train_cuda.log"
 else
   echo "no export at $export_file: skipping the training benchmark (see the header for how to make one)"
 fi

@@ -30,17 +30,20 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     base = TrainConfig(features=args.features, epochs=args.epochs, seed=args.seed)
     rows = {}
-    # resume=True: a finished run is evaluated again, not retrained.
-    full = train(args.dataset, args.out / "mmsc", base, progress=False, resume=True)
+    def again(run_dir: Path) -> bool:
+        """Resume a run that exists (a finished one is evaluated again, not retrained)."""
+        return (run_dir / "run.json").exists()
+
+    full = train(args.dataset, args.out / "mmsc", base, progress=False, resume=again(args.out / "mmsc"))
     rows["MMSC"] = full.metrics["test"]
     dataset_dir = args.dataset or str(args.out / "mmsc" / "dataset")
     ablation = base.model_copy(update={"model": base.model.model_copy(update={"ssl_weight": 0.0})})
     rows["MMSC without SSL"] = train(dataset_dir, args.out / "no_ssl", ablation, progress=False,
-                                     resume=True).metrics["test"]
+                                     resume=again(args.out / "no_ssl")).metrics["test"]
     if args.features != "none":  # the content baseline answers the same contract: nothing to train
         content = base.model_copy(update={"architecture": "content"})
         rows["content cosine"] = train(dataset_dir, args.out / "content", content, progress=False,
-                                       resume=True).metrics["test"]
+                                       resume=again(args.out / "content")).metrics["test"]
     lines = [f"{'model':<20}" + "".join(f"{r[:4] + ' ' + m:>16}" for r in RELATIONS for m in ("NDCG@10", "HR@10"))]
     for name, metrics in rows.items():
         lines.append(f"{name:<20}" + "".join(f"{metrics[r][m]:>16.4f}" for r in RELATIONS for m in ("NDCG@10", "HR@10")))

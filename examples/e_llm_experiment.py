@@ -42,12 +42,13 @@ def main() -> None:
                 prepare(synthetic=SyntheticConfig(num_items=args.items, noise_rate=noise, seed=seed), out=data_dir)
             from mmsc_dgl.data.dataset import load_dataset
             n_train = max(len(e) for e in load_dataset(data_dir).splits.train.values())
-            e_llm = augment(data_dir, "similarity", top_n=int(args.keep * n_train), progress=False)
+            e_llm = augment(data_dir, "similarity", top_n=int(args.keep * n_train), progress=False, overwrite=True)
             config = TrainConfig(epochs=args.epochs, seed=seed)
             for name, edges in (("all training edges", None), ("E_LLM", str(e_llm.path))):
                 cfg = config.model_copy(update={"train_edges": edges})
                 run_dir = args.out / f"noise{noise}-seed{seed}" / ("all" if edges is None else "e_llm")
-                metrics = train(data_dir, run_dir, cfg, progress=False, resume=True).metrics
+                metrics = train(data_dir, run_dir, cfg, progress=False,
+                                resume=(run_dir / "run.json").exists()).metrics
                 results.append({"noise": noise, "seed": seed, "train_edges": name,
                                 **{r: metrics["test"][r]["NDCG@10"] for r in RELATIONS}})
     lines = [f"{'noise':>6} {'training edges':<20}" + "".join(f"{r + ' NDCG@10':>26}" for r in RELATIONS)]

@@ -17,28 +17,88 @@ from mmsc_dgl.config import ARCHITECTURE_NAMES
 from mmsc_dgl.errors import DataError
 
 
-def _setup_logging(verbose: int) -> None:
+class _Format(logging.Formatter):
+    """Progress lines as they are; warnings and errors with their level; -v adds time and logger."""
+
+    def __init__(self, detailed: bool):
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s" if detailed else "%(message)s")
+        self.detailed = detailed
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        if not self.detailed and record.levelno >= logging.WARNING:
+            text = f"{record.levelname.lower()}: {text}"
+        return text
+
+
+def _setup_logging(verbose: int, quiet: bool) -> None:
+    """stderr: warnings always; progress lines (one per epoch or chunk) unless -q; -v every
+    INFO line of the library, -vv DEBUG."""
     level = logging.WARNING if verbose <= 0 else logging.INFO if verbose == 1 else logging.DEBUG
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_Format(detailed=verbose > 0))
+    logging.basicConfig(level=level, handlers=[handler], force=True)
+    logging.getLogger("mmsc_dgl.progress").setLevel(logging.WARNING if quiet else logging.INFO)
+
+
+def _verbosity(command):
+    """-v/-q accepted after the subcommand too (``mmsc-dgl train -v``)."""
+    def set_level(ctx: click.Context, param: click.Parameter, value) -> None:
+        if value:
+            root = ctx.find_root()
+            root.meta[param.name] = root.meta.get(param.name, 0) + value
+            _setup_logging(root.meta.get("verbose", 0), bool(root.meta.get("quiet")))
+    command = click.option("-v", "--verbose", count=True, expose_value=False, callback=set_level,
+                           help="Log progress details (-v) or debug lines (-vv).")(command)
+    return click.option("-q", "--quiet", is_flag=True, expose_value=False, callback=set_level,
+                        help="No progress lines; warnings and errors only.")(command)
+
+
+def _device(ctx: click.Context, param: click.Parameter, value: Optional[str]) -> Optional[str]:
+    """A device torch can name (checked before any work)."""
+    import re
+
+    from mmsc_dgl.config import DEVICE_PATTERN
+    if value is not None and not re.match(DEVICE_PATTERN, value):
+        raise click.BadParameter(f"{value!r} is not a device; use auto, cpu, cuda or cuda:N.")
+    return value
 
 
 class _Group(click.Group):
-    """Turns :class:`DataError` into a one-line message and exit code 2, not a traceback."""
+    """Turns bad input into a one-line message and exit code 2, never a traceback: a
+    :class:`DataError` (bad data, file or option), or an OS error on a path (permissions, a file
+    where a directory was expected, a full disk)."""
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
+        except click.UsageError as err:  # a bad option: one line, not click's usage block
+            where = err.ctx.command_path if err.ctx is not None else ctx.command_path
+            click.echo(f"error: {err.format_message()} Fix: see {where} --help.", err=True)
+            sys.exit(2)
         except (DataError, FileExistsError) as err:
             click.echo(f"error: {err}", err=True)
+            sys.exit(2)
+        except OSError as err:
+            if err.filename is None:
+                raise
+            click.echo(f"error: {err.filename}: {err.strerror}. Fix: check the path and its permissions, "
+                       "or choose another location.", err=True)
             sys.exit(2)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="mmsc-dgl")
-@click.option("-v", "--verbose", count=True, help="Log progress (-v) or details (-vv).")
-def main(verbose: int) -> None:
-    """Infer substitutable and complementary items with multi-modal relational graphs."""
-    _setup_logging(verbose)
+@click.option("-v", "--verbose", count=True, help="Log progress details (-v) or debug lines (-vv).")
+@click.option("-q", "--quiet", is_flag=True, help="No progress lines; warnings and errors only.")
+@click.pass_context
+def main(ctx: click.Context, verbose: int, quiet: bool) -> None:
+    """Infer substitutable and complementary items with multi-modal relational graphs.
+
+    Long commands print one progress line per epoch or chunk to stderr (and draw bars on a
+    terminal); -q silences the lines."""
+    ctx.meta["verbose"], ctx.meta["quiet"] = verbose, quiet
+    _setup_logging(verbose, quiet)
 
 
 @main.command()
@@ -75,20 +135,17 @@ def main(verbose: int) -> None:
 @click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="YAML/TOML file with PrepareConfig fields; flags override it.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for splits and synthetic data.")
-@click.option("--device", default="cpu", show_default=True,
-              help="Accepted for a uniform CLI; preparing runs on the CPU (only 'cpu' is valid).")
-@click.option("--overwrite", is_flag=True, help="Replace --out if it exists.")
+@click.option("--overwrite", is_flag=True, help="Replace the mmsc_dgl dataset already in --out (nothing else).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@_verbosity
 def prepare(inputs: Tuple[Path, ...], out: Path, fmt: Optional[str], synthetic: Optional[int],
             noise_rate: Optional[float], relation_map: Optional[str], items: Optional[Path],
             pairs: Optional[Path], schema: str, id_type: str, symmetric: bool, strict: bool,
             num_negatives: int, min_degree: int, cold_fraction: Optional[float],
-            config_path: Optional[Path], seed: int, device: str, overwrite: bool, as_json: bool) -> None:
+            config_path: Optional[Path], seed: int, overwrite: bool, as_json: bool) -> None:
     """Turn INPUTS (Amazon metadata, edge lists or parquet tables) into a dataset directory."""
     import json
 
-    if device != "cpu":
-        raise click.BadParameter("preparing runs on the CPU; pass --device cpu or leave it out", param_hint="--device")
     from mmsc_dgl.config import PrepareConfig, SplitConfig, SyntheticConfig
     from mmsc_dgl.data.prepare import prepare as run_prepare
 
@@ -115,7 +172,8 @@ def prepare(inputs: Tuple[Path, ...], out: Path, fmt: Optional[str], synthetic: 
     dataset = run_prepare(inputs, out=out, config=config, items=items, pairs=pairs,
                           synthetic=synthetic_config, overwrite=overwrite)
     if as_json:
-        click.echo(json.dumps(dataset.summary(), indent=2, sort_keys=True))
+        from mmsc_dgl.io import finite_json
+        click.echo(json.dumps(finite_json(dataset.summary()), indent=2, sort_keys=True, allow_nan=False))
     else:
         click.echo("\n".join(dataset.format_summary()))
         click.echo(f"dataset written to {out}")
@@ -136,12 +194,20 @@ def prepare(inputs: Tuple[Path, ...], out: Path, fmt: Optional[str], synthetic: 
               help="Build from the training edges only, or from every edge.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
               help="Output file (default DATASET_DIR/metapaths.pt).")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--device", default="cpu", show_default=True, help="Where random walks run (cpu, cuda, ...).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random walks.")
+@click.option("--device", default="cpu", show_default=True, callback=_device,
+              help="Where random walks run (cpu, cuda, ...).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing --out file.")
+@_verbosity
 def metapaths(dataset_dir: Path, metapaths: str, strategy: str, max_neighbors: int, num_walks: Optional[int],
-              memory_budget: float, which_graph: str, out: Optional[Path], seed: int, device: str) -> None:
+              memory_budget: float, which_graph: str, out: Optional[Path], seed: int, device: str,
+              overwrite: bool) -> None:
     """Precompute meta-path neighbour tables for a prepared dataset."""
     from mmsc_dgl.metapath.build import dataset_metapath_tables
+    from mmsc_dgl.ownership import check_output_file
+
+    check_output_file(out or dataset_dir / "metapaths.pt", overwrite=overwrite,
+                      inputs=[dataset_dir / n for n in ("items.parquet", "edges.parquet", "graph.bin", "splits")])
 
     tables = dataset_metapath_tables(dataset_dir, metapaths, graph=which_graph, out=out, strategy=strategy,
                                      max_neighbors=max_neighbors, num_walks=num_walks,
@@ -162,14 +228,16 @@ def _train_config(config_path: Optional[Path], flags: dict, model_flags: dict):
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Run directory.")
 @click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="YAML/TOML file with TrainConfig fields; flags override it.")
-@click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
-@click.option("--overwrite", is_flag=True, help="Delete a run already in --out first.")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint (same dataset "
+                                             "and config; epochs, patience and device may change).")
+@click.option("--overwrite", is_flag=True, help="Replace the mmsc_dgl run already in --out (nothing else).")
 @click.option("--architecture", type=click.Choice(list(ARCHITECTURE_NAMES)),
               help="mmsc (default) or a baseline, trained and evaluated by the same harness.")
 @click.option("--epochs", type=click.IntRange(min=1))
 @click.option("--batch-size", type=click.IntRange(min=2))
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True))
-@click.option("--features", help="hashed (default), none (learnable id embeddings), or a feature file.")
+@click.option("--features", help="auto (default: the dataset's features.parquet if it has one, else hashed), "
+                                 "hashed, none (learnable id embeddings), or a feature file.")
 @click.option("--metapaths", help="Comma-separated meta-paths, or hops:N (default: all up to 3 hops).")
 @click.option("--train-noise", type=click.FloatRange(min=0),
               help="Random false edges added to the training graph, as a share of it (noise experiments).")
@@ -179,8 +247,9 @@ def _train_config(config_path: Optional[Path], flags: dict, model_flags: dict):
               help="Parquet edges (relation, src, dst) replacing the supervised training edges (E_LLM).")
 @click.option("--synthetic-items", type=click.IntRange(min=50), default=10_000, show_default=True,
               help="Size of the built-in synthetic catalog used when no DATASET_DIR is given.")
-@click.option("--seed", type=int)
-@click.option("--device", help="auto (default), cpu, cuda, cuda:1 ...")
+@click.option("--seed", type=int, help="Seed of initialisation, batches, walks and noise (default 0).")
+@click.option("--device", callback=_device, help="auto (default), cpu, cuda, cuda:1 ...")
+@_verbosity
 def train(dataset_dir: Optional[Path], out: Path, config_path: Optional[Path], resume: bool, overwrite: bool,
           architecture, epochs, batch_size, lr, features, metapaths, train_noise, max_neighbors, ssl_weight, train_edges,
           synthetic_items, seed, device) -> None:
@@ -193,27 +262,33 @@ def train(dataset_dir: Optional[Path], out: Path, config_path: Optional[Path], r
                                          "train_edges": train_edges, "seed": seed, "device": device},
                            {"ssl_weight": ssl_weight})
     result = run_train(dataset_dir, out, config, resume=resume, synthetic_items=synthetic_items, overwrite=overwrite)
+    from mmsc_dgl.train.run import next_steps
     click.echo(f"epochs run: {len(result.history)}; best validation epoch per relation: "
                + ", ".join(f"{r} {e}" for r, e in result.best_epoch.items()))
     click.echo("\n".join(format_metrics(result.metrics)))
-    click.echo(f"run written to {out}")
+    click.echo("\n".join(next_steps(result)))
 
 
 @main.command()
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--pairs", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Labelled pairs (relation src dst label), relation ids mapped with the dataset's map.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Unused by evaluation (negatives are fixed by the split).")
-@click.option("--device", help="auto, cpu, cuda ...")
+@click.option("--dataset", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Where the run's dataset is now, if it moved (checked by fingerprint; run.json is updated).")
+@click.option("--device", callback=_device, help="auto, cpu, cuda ...")
 @click.option("--json", "as_json", is_flag=True)
-def evaluate(run_dir: Path, pairs: Optional[Path], seed: int, device: Optional[str], as_json: bool) -> None:
+@_verbosity
+def evaluate(run_dir: Path, pairs: Optional[Path], dataset: Optional[Path], device: Optional[str],
+             as_json: bool) -> None:
     """Evaluate a trained run: HR/MRR/NDCG@K on test and cold start, and labelled pairs."""
     import json
 
+    from mmsc_dgl.io import finite_json
     from mmsc_dgl.train.run import evaluate_run, format_metrics
 
-    metrics = evaluate_run(run_dir, pairs=pairs, device=device)
-    click.echo(json.dumps(metrics, indent=2) if as_json else "\n".join(format_metrics(metrics)))
+    metrics = evaluate_run(run_dir, pairs=pairs, device=device, dataset=dataset)
+    click.echo(json.dumps(finite_json(metrics), indent=2, allow_nan=False) if as_json
+               else "\n".join(format_metrics(metrics)))
 
 
 @main.command()
@@ -223,21 +298,30 @@ def evaluate(run_dir: Path, pairs: Optional[Path], seed: int, device: Optional[s
 @click.option("--relation", type=click.Choice(["substitute", "complement"]), required=True)
 @click.option("-k", "k", type=click.IntRange(min=1), default=10, show_default=True)
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Parquet file for --all.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Unused (recommendations are deterministic).")
-@click.option("--device", help="auto, cpu, cuda ...")
+@click.option("--overwrite", is_flag=True, help="Replace an existing --out file.")
+@click.option("--dataset", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Where the run's dataset is now, if it moved (checked by fingerprint).")
+@click.option("--device", callback=_device, help="auto, cpu, cuda ...")
+@_verbosity
 def recommend(run_dir: Path, item: Optional[str], all_items: bool, relation: str, k: int, out: Optional[Path],
-              seed: int, device: Optional[str]) -> None:
+              overwrite: bool, dataset: Optional[Path], device: Optional[str]) -> None:
     """Top-k substitutes or complements for an item (or every item)."""
     from mmsc_dgl.train.run import recommend as run_recommend
 
     if bool(item) == all_items:
         raise click.UsageError("pass exactly one of --item ID or --all")
-    rows = run_recommend(run_dir, relation, k=k, item=item, device=device, out=out)
+    if item and out is not None:
+        raise click.UsageError("--out is for --all; --item prints to the terminal")
+    rows = run_recommend(run_dir, relation, k=k, item=item, device=device, out=out, overwrite=overwrite,
+                         dataset=dataset)
     if item:
         for row in rows:
             click.echo(f"{row['rank']:>3}  {row['score']:.4f}  {row['item_id']}  {row['title']}")
     else:
-        click.echo(f"wrote top-{k} {relation}s of {rows[0]['items']:,} items to {out}")
+        summary = rows[0]
+        capped = f" (-k {k} capped at the {summary['k']:,} other items)" if summary["k"] < k else ""
+        click.echo(f"wrote the top {summary['k']:,} {relation}s of each of {summary['items']:,} items "
+                   f"({summary['rows']:,} rows) to {out}{capped}")
 
 
 @main.command()
@@ -252,12 +336,12 @@ def recommend(run_dir: Path, item: Optional[str], all_items: bool, relation: str
 @click.option("--chunk-size", type=click.IntRange(min=1), default=4096, show_default=True,
               help="Items per resumable chunk.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Default DATASET_DIR/features.parquet.")
-@click.option("--overwrite", is_flag=True, help="Replace a cache made with other settings.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Unused (extraction is deterministic).")
-@click.option("--device", default="cpu", show_default=True)
+@click.option("--overwrite", is_flag=True, help="Replace a cache made with other settings or content.")
+@click.option("--device", default="cpu", show_default=True, callback=_device)
+@_verbosity
 def features(dataset_dir: Path, backend: str, model: Optional[str], checkpoint: Optional[str], random_init: bool,
              image_root: Optional[str], batch_size: int, chunk_size: int, out: Optional[Path], overwrite: bool,
-             seed: int, device: str) -> None:
+             device: str) -> None:
     """Extract frozen content features for every item into a resumable parquet cache."""
     from mmsc_dgl.features.cache import extract_features
 
@@ -265,8 +349,10 @@ def features(dataset_dir: Path, backend: str, model: Optional[str], checkpoint: 
                            device=device, overwrite=overwrite, model=model, checkpoint=checkpoint,
                            random_init=random_init, image_root=image_root)
     meta = run.meta
+    done = (f"{run.computed_items:,} computed at {run.items_per_second:.1f} items/s" if run.computed_items
+            else "already complete, nothing computed")
     click.echo(f"{run.items:,} items, {meta['tokens']} x {meta['dim']} tokens ({meta['backend']}: {meta['model']}); "
-               f"{run.computed_items:,} computed at {run.items_per_second:.1f} items/s")
+               + done)
     for key, value in run.report.items():
         click.echo(f"  {key}: {value}")
     click.echo(f"features written to {run.path}")
@@ -282,15 +368,17 @@ def features(dataset_dir: Path, backend: str, model: Optional[str], checkpoint: 
 @click.option("--features", default="auto", show_default=True, help="similarity: content features (auto, hashed, file).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Default DATASET_DIR/e_llm.parquet.")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--device", default="cpu", show_default=True)
+@click.option("--overwrite", is_flag=True, help="Replace an existing --out file.")
+@click.option("--seed", type=int, default=0, show_default=True, help="similarity: seed of the calibration pairs.")
+@click.option("--device", default="cpu", show_default=True, callback=_device)
+@_verbosity
 def augment(dataset_dir: Path, judge: str, model: Optional[str], top_n: int, threshold: Optional[float],
-            features: str, batch_size: int, out: Optional[Path], seed: int, device: str) -> None:
+            features: str, batch_size: int, out: Optional[Path], overwrite: bool, seed: int, device: str) -> None:
     """Judge the training edges and keep a clean subset (E_LLM) for `train --train-edges`."""
     from mmsc_dgl.augment.select import augment as run_augment
 
     result = run_augment(dataset_dir, judge, model=model, top_n=top_n, threshold=threshold, out=out,
-                         device=device, batch_size=batch_size, features=features, seed=seed)
+                         device=device, batch_size=batch_size, features=features, seed=seed, overwrite=overwrite)
     for r in result.kept:
         click.echo(f"{r:<11} kept {result.kept[r]:>10,} of {result.scored[r]:>10,} training edges "
                    f"(mean score {result.mean_kept_score[r]:.3f})")
@@ -308,7 +396,8 @@ def augment(dataset_dir: Path, judge: str, model: Optional[str], top_n: int, thr
 @click.option("--report-only", is_flag=True, help="Rewrite the tables and plots from the cells already finished.")
 @click.option("--publish", type=click.Path(file_okay=False, path_type=Path),
               help="Also copy the report (NAME.md, NAME.json, plots) here, e.g. docs/results.")
-@click.option("--device", help="auto, cpu, cuda ... (overrides the config's train.device).")
+@click.option("--device", callback=_device, help="auto, cpu, cuda ... (overrides the config's train.device).")
+@_verbosity
 def experiment(config_path: Path, out: Optional[Path], seeds: Optional[str], seed: Optional[int], report_only: bool,
                publish: Optional[Path], device: Optional[str]) -> None:
     """Run a grid of models x datasets x seeds from CONFIG; finished cells are reused.  Writes
@@ -341,14 +430,21 @@ BENCHMARKS = {"metapath": "metapath", "encoder": "encoder", "train": "train", "r
 
 @main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True,
                                 "help_option_names": []})
-@click.argument("name", type=click.Choice(list(BENCHMARKS)))
+@click.argument("name", metavar=f"{{{'|'.join(BENCHMARKS)}}}", required=False)
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def bench(name: str, args: Tuple[str, ...]) -> None:
-    """Run a benchmark (the same code as benchmarks/bench_NAME.py): NAME [--sizes ...] [--json OUT].
-    `mmsc-dgl bench NAME --help` lists its options."""
+@click.pass_context
+def bench(ctx: click.Context, name: Optional[str], args: Tuple[str, ...]) -> None:
+    """Run a benchmark (the same code as benchmarks/bench_NAME.py): NAME [--sizes ...] [--json OUT
+    [--overwrite]].  `mmsc-dgl bench NAME --help` lists its options."""
     import importlib
 
-    logging.getLogger().setLevel(logging.INFO)  # benchmarks report progress as they go
+    if name in (None, "-h", "--help"):
+        click.echo(ctx.get_help())
+        return
+    if name not in BENCHMARKS:
+        raise click.BadParameter(f"{name!r} is not one of {', '.join(BENCHMARKS)}.", param_hint="NAME")
+    if not ctx.find_root().meta.get("quiet"):
+        logging.getLogger().setLevel(logging.INFO)  # benchmarks report progress as they go
     importlib.import_module(f"mmsc_dgl.bench.{BENCHMARKS[name]}").main(list(args))
 
 
@@ -361,17 +457,18 @@ def bench(name: str, args: Tuple[str, ...]) -> None:
 @click.option("--max-neighbors", type=click.IntRange(min=1))
 @click.option("--features", help="hashed (default), none, or a feature file.")
 @click.option("--val-queries", type=click.IntRange(min=1), default=2000, show_default=True)
-@click.option("--seed", type=int)
-@click.option("--device", default="cpu", show_default=True, help="Accepted for a uniform CLI; exporting runs on CPU.")
+@click.option("--seed", type=int, help="Seed of the walks and the validation subset (default 0).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing --out file.")
+@_verbosity
 def export_tensors(dataset_dir: Path, out: Path, config_path: Optional[Path], metapaths, max_neighbors, features,
-                   val_queries: int, seed, device: str) -> None:
+                   val_queries: int, seed, overwrite: bool) -> None:
     """Write meta-path tables, features, training and validation edges as plain tensors, for
     training on a GPU host without DGL (benchmarks/gpu_bench.sh)."""
     from mmsc_dgl.bench.export import export_tensors as run_export
 
     config = _train_config(config_path, {"metapaths": metapaths, "max_neighbors": max_neighbors,
                                          "features": features, "seed": seed}, {})
-    summary = run_export(dataset_dir, out, config, val_queries=val_queries)
+    summary = run_export(dataset_dir, out, config, val_queries=val_queries, overwrite=overwrite)
     click.echo(f"{summary['items']:,} items, {summary['metapaths']} meta-paths, {summary['pairs']:,} neighbour pairs "
                f"-> {summary['out']} ({summary['mib']} MiB)")
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal, Mapping, Optional, Type, TypeVar
+from typing import Any, ClassVar, Literal, Mapping, Optional, Type, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -13,6 +13,8 @@ T = TypeVar("T", bound="Config")
 
 Architecture = Literal["mmsc", "han", "gat", "lightgcn", "decgcn", "content", "common-neighbors", "adamic-adar"]
 ARCHITECTURE_NAMES = Architecture.__args__
+DEVICE_PATTERN = r"^(auto|cpu|mps|cuda(:[0-9]+)?)$"
+"""What ``--device`` takes: a device torch can name, or ``auto``."""
 """Every model the harness trains and evaluates (:mod:`mmsc_dgl.models.registry` builds them)."""
 
 
@@ -27,22 +29,30 @@ class Config(BaseModel):
         path = Path(path)
         try:
             text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as err:
+            raise DataError(f"the config is not UTF-8 text (byte {err.start}).", path=path,
+                            fix="save it as UTF-8 YAML or TOML.") from None
         except OSError as err:
-            raise DataError(f"cannot read the config: {err}", path=path) from err
+            raise DataError(f"cannot read the config: {err.strerror}.", path=path,
+                            fix="check the path and its permissions.") from None
         if path.suffix == ".toml":
             import tomllib
             try:
                 data = tomllib.loads(text)
             except tomllib.TOMLDecodeError as err:
-                raise DataError(f"not valid TOML: {err}", path=path) from err
+                raise DataError(f"not valid TOML: {err}", path=path, fix="correct the syntax.") from None
         elif path.suffix in (".yaml", ".yml"):
             import yaml
             try:
                 data = yaml.safe_load(text) or {}
             except yaml.YAMLError as err:
-                raise DataError(f"not valid YAML: {err}", path=path) from err
+                problem = " ".join(str(err).split())
+                raise DataError(f"not valid YAML: {problem}", path=path, fix="correct the syntax.") from None
         else:
             raise DataError("unknown config format.", path=path, fix="use a .yaml, .yml or .toml file.")
+        if not isinstance(data, dict):
+            raise DataError(f"the config's top level is a {type(data).__name__}, not a mapping of settings.",
+                            path=path, fix=f"write {cls.__name__} fields as 'key: value' lines at the top level.")
         return cls.from_mapping(data, overrides, source=path)
 
     @classmethod
@@ -164,6 +174,19 @@ class TrainConfig(Config):
     seed: int = 0
     deterministic: bool = Field(True, description="torch deterministic algorithms while training and "
                                                   "evaluating: the same seed gives the same metrics")
-    device: str = "auto"
-    impl: str = Field("auto", description="kernel: auto, reference, dgl or triton")
+    device: str = Field("auto", pattern=DEVICE_PATTERN, description="auto (CUDA when visible, else CPU), cpu, "
+                                                                    "cuda or cuda:N")
+    impl: Literal["auto", "reference", "dgl", "triton"] = Field("auto", description="kernel: auto, reference, "
+                                                                                   "dgl or triton")
+
+    RESUMABLE_CHANGES: ClassVar[tuple] = ("epochs", "device", "impl", "patience", "deterministic")
+    """Fields a resumed run may change: they do not change what the run has learned so far."""
+
+    def resume_identity(self) -> dict:
+        """Every field that makes a run what it is (all but :attr:`RESUMABLE_CHANGES`): a resumed
+        run must match its checkpoint's."""
+        data = self.model_dump()
+        for key in self.RESUMABLE_CHANGES:
+            data.pop(key)
+        return data
 

@@ -3,14 +3,16 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
-import pyarrow as pa
-import pyarrow.parquet as pq
+if TYPE_CHECKING:
+    import pyarrow as pa
+
 
 
 def _umask() -> int:
@@ -43,11 +45,34 @@ def atomic_write_text(path: os.PathLike | str, text: str) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
+def finite_json(obj: Any) -> Any:
+    """``obj`` with every NaN or infinite float replaced by ``None``: strict JSON has no NaN.
+    Writers put the reason for a missing value beside it (``"reason"``)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite_json(v) for v in obj]
+    return obj
+
+
 def atomic_write_json(path: os.PathLike | str, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+    """Strict JSON (``allow_nan=False``; NaN and inf are written as ``null``), atomically."""
+    atomic_write_text(path, json.dumps(finite_json(obj), indent=2, sort_keys=True, allow_nan=False,
+                                       default=_json_default) + "\n")
 
 
-def atomic_write_parquet(path: os.PathLike | str, table: pa.Table, **kwargs: Any) -> None:
+def _json_default(obj: Any) -> Any:
+    if hasattr(obj, "item"):  # numpy and torch scalars
+        return finite_json(obj.item())
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
+
+
+def atomic_write_parquet(path: os.PathLike | str, table: "pa.Table", **kwargs: Any) -> None:
+    import pyarrow.parquet as pq
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp, **kwargs)
 
@@ -65,6 +90,8 @@ def atomic_directory(path: os.PathLike | str, overwrite: bool = False) -> Iterat
     A run that dies half-way leaves ``<name>.partial-*`` behind, never a half-made ``path``.
     """
     path = Path(path)
+    if path.is_dir() and not any(path.iterdir()):
+        path.rmdir()  # an empty directory counts as absent
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} already exists. Fix: pass --overwrite or choose another --out.")
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -30,11 +30,12 @@ def test_save_load_round_trip(tmp_path):
 def test_directory_is_written_atomically_and_not_overwritten(tmp_path):
     out = tmp_path / "ds"
     prepare(synthetic=SyntheticConfig(num_items=200), out=out)
-    with pytest.raises(FileExistsError, match="--overwrite"):
+    with pytest.raises(DataError, match="already holds an mmsc_dgl dataset.*--overwrite"):
         prepare(synthetic=SyntheticConfig(num_items=200), out=out)
     prepare(synthetic=SyntheticConfig(num_items=300), out=out, overwrite=True)
     assert load_dataset(out).num_items == 300
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"]
+    # Nothing but the dataset and its writer lock (no partial or old copies).
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".ds.lock", "ds"]
 
 
 def test_missing_pieces_are_named(tmp_path):

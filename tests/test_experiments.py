@@ -113,7 +113,7 @@ def test_cli_experiment_and_report_only(tmp_path):
     res = runner.invoke(main, ["experiment", str(path), "--out", str(tmp_path / "e"), "--report-only"])
     assert res.exit_code == 0 and "2 cells (0 computed, 2 cached)" in res.output
     res = runner.invoke(main, ["experiment", str(path), "--out", str(tmp_path / "empty"), "--report-only"])
-    assert res.exit_code == 2 and "no finished cell" in res.output
+    assert res.exit_code == 2 and "no experiment here" in res.output
 
 
 def test_fast_config_runs_every_model_and_experiment(tmp_path):

@@ -135,7 +135,7 @@ def test_cli_train_evaluate_recommend(tiny_dataset, tmp_path):
     recs = pq.read_table(tmp_path / "recs.parquet")
     assert recs.num_rows == 600 and set(recs.column_names) >= {"item_id", "rank", "recommended_id", "score"}
     r = runner.invoke(main, ["evaluate", str(tmp_path)])
-    assert r.exit_code == 2 and "lacks run.json" in r.output
+    assert r.exit_code == 2 and "not an mmsc_dgl run directory" in r.output
 
 
 def test_evaluate_with_pair_file(tiny_dataset, tmp_path):

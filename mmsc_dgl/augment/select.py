@@ -19,6 +19,9 @@ from mmsc_dgl import RELATIONS
 from mmsc_dgl.augment.judge import EdgeJudge
 from mmsc_dgl.errors import DataError
 from mmsc_dgl.io import atomic_path, atomic_write_json, atomic_write_parquet
+from mmsc_dgl.lock import writer_lock
+from mmsc_dgl.ownership import check_output_file
+from mmsc_dgl.progress import eta, report
 
 logger = logging.getLogger(__name__)
 
@@ -96,6 +99,9 @@ def score_training_edges(dataset, judge: EdgeJudge, chunk_size: int = 65_536, pr
         bar.update(hi - lo)
         computed += hi - lo
         chunks += 1
+        elapsed = time.perf_counter() - started
+        report("judge: %s chunk %d (%d pairs) | %.0f pairs/s | ETA %s", r, c + 1, hi - lo, computed / max(elapsed, 1e-9),
+               eta(computed, total - done, elapsed))
         if stop_after_chunks is not None and chunks >= stop_after_chunks:
             bar.close()
             return None, root, computed, time.perf_counter() - started
@@ -109,22 +115,32 @@ def augment(dataset_dir: os.PathLike | str, judge: str | EdgeJudge = "similarity
             top_n: Optional[int] = DEFAULT_TOP_N, threshold: Optional[float] = None,
             out: Optional[os.PathLike | str] = None, device: str = "cpu", batch_size: int = 16,
             features: str = "auto", seed: int = 0, chunk_size: int = 65_536, progress: bool = True,
-            stop_after_chunks: Optional[int] = None) -> AugmentResult:
+            stop_after_chunks: Optional[int] = None, overwrite: bool = False) -> AugmentResult:
     """Judge the training edges and write E_LLM (``mmsc-dgl augment`` is this function).
 
     Keeps, per relation, the edges with score >= ``threshold``, or else the ``top_n`` best
     (capped at what exists).  Writes a parquet table ``relation, src, dst, score`` (node ids) to
-    ``out`` (default ``DATASET_DIR/e_llm.parquet``) for ``mmsc-dgl train --train-edges``.
+    ``out`` (default ``DATASET_DIR/e_llm.parquet``) for ``mmsc-dgl train --train-edges``; an
+    existing ``out`` is replaced only with ``overwrite``.
     """
     from mmsc_dgl.data.dataset import load_dataset
     if threshold is not None and not 0.0 <= threshold <= 1.0:
         raise DataError(f"--threshold {threshold} is not a probability.", fix="pass a value in [0, 1].")
     dataset = load_dataset(dataset_dir)
+    out = Path(out) if out else Path(dataset_dir) / "e_llm.parquet"
+    check_output_file(out, overwrite=overwrite, inputs=[Path(dataset_dir) / n for n in ("items.parquet", "edges.parquet",
+                                                                                        "dataset.json", "splits")])
+    with writer_lock(out, "these E_LLM edges"):
+        return _augment(dataset, judge, model, top_n, threshold, out, device, batch_size, features, seed, chunk_size,
+                        progress, stop_after_chunks)
+
+
+def _augment(dataset, judge, model, top_n, threshold, out: Path, device, batch_size, features, seed, chunk_size,
+             progress, stop_after_chunks) -> AugmentResult:
     judge_obj = judge if isinstance(judge, EdgeJudge) else make_judge(judge, dataset, model=model, device=device,
                                                                       batch_size=batch_size, features=features,
                                                                       seed=seed)
     scores, root, computed, seconds = score_training_edges(dataset, judge_obj, chunk_size, progress, stop_after_chunks)
-    out = Path(out) if out else Path(dataset_dir) / "e_llm.parquet"
     if scores is None:
         return AugmentResult(out, {}, {}, computed, seconds, root, complete=False)
     rel_col, src_col, dst_col, score_col = [], [], [], []
@@ -137,7 +153,7 @@ def augment(dataset_dir: os.PathLike | str, judge: str | EdgeJudge = "similarity
             n = min(top_n if top_n is not None else len(s), len(s))
             keep = np.sort(np.argsort(-s, kind="stable")[:n])
         kept[r], scored[r] = int(len(keep)), int(len(s))
-        mean[r] = float(s[keep].mean()) if len(keep) else float("nan")
+        mean[r] = float(s[keep].mean()) if len(keep) else float("nan")  # printed only, never written
         rel_col += [r] * len(keep)
         src_col.append(edges.src[keep])
         dst_col.append(edges.dst[keep])

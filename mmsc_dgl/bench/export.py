@@ -24,15 +24,18 @@ FORMAT = "mmsc_dgl-tensors/1"
 
 
 def export_tensors(dataset_dir: os.PathLike | str, out: os.PathLike | str, config: Optional[TrainConfig] = None,
-                   val_queries: int = 2000, progress: bool = True) -> dict:
+                   val_queries: int = 2000, progress: bool = True, overwrite: bool = False) -> dict:
     """Write ``out`` (a ``.pt`` file) for ``dataset_dir`` under ``config`` (tables, features and
-    model settings); returns a summary (sizes in MiB)."""
+    model settings); returns a summary (sizes in MiB).  An existing ``out`` is replaced only
+    with ``overwrite``."""
     import tempfile
 
     from mmsc_dgl.data.dataset import load_dataset
     from mmsc_dgl.eval.evaluate import query_subset
     from mmsc_dgl.errors import DataError
     from mmsc_dgl.train.trainer import Trainer
+    from mmsc_dgl.ownership import check_output_file
+    check_output_file(out, overwrite=overwrite, inputs=[dataset_dir])
     config = config or TrainConfig()
     if config.architecture != "mmsc":
         raise DataError(f"export-tensors prepares MMSC training; the config names {config.architecture!r}.",

@@ -112,8 +112,10 @@ def main(argv=None) -> None:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--steps-per-epoch", type=int)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--json", type=Path)
+    from mmsc_dgl.bench.machine import add_json_option, check_json_target
+    add_json_option(parser)
     args = parser.parse_args(argv)
+    check_json_target(args)
     from mmsc_dgl.bench.machine import setup_logging
     setup_logging()
     device = torch.device(args.device)

@@ -66,14 +66,36 @@ def peak_rss_mib() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
+def add_json_option(parser) -> None:
+    """``--json OUT`` and ``--overwrite`` (an existing OUT is refused without it)."""
+    parser.add_argument("--json", type=Path, help="write the rows as JSON here")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
+
+
+def run_script(main) -> None:
+    """Run a benchmark script's ``main``: bad input ends with one ``error:`` line and exit code 2,
+    as on the command line, not a traceback."""
+    from mmsc_dgl.errors import DataError
+    try:
+        main()
+    except DataError as err:
+        sys.stderr.write(f"error: {err}\n")
+        raise SystemExit(2)
+
+
+def check_json_target(args) -> None:
+    """Refuse an existing ``--json`` file before the benchmark runs, not after."""
+    if getattr(args, "json", None) is not None:
+        from mmsc_dgl.ownership import check_output_file
+        check_output_file(args.json, overwrite=args.overwrite, option="--json")
+
+
 def write_json(path, benchmark: str, rows: list, device: Optional[str] = None, **extra) -> None:
-    """``{"benchmark", "machine", "results", ...}`` written atomically (no DGL, no pyarrow needed)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps({"benchmark": benchmark, "machine": machine_info(device), **extra, "results": rows},
-                              indent=2, default=str))
-    os.replace(tmp, path)
+    """``{"benchmark", "machine", "results", ...}`` written atomically as strict JSON (no DGL,
+    no pyarrow needed)."""
+    from mmsc_dgl.io import atomic_write_text, finite_json
+    payload = finite_json({"benchmark": benchmark, "machine": machine_info(device), **extra, "results": rows})
+    atomic_write_text(path, json.dumps(payload, indent=2, default=str, allow_nan=False) + "\n")
 
 
 def format_table(columns, rows) -> str:

@@ -87,8 +87,10 @@ def main(argv=None) -> None:
                         help="dgl = dgl.metapath_reachable_graph (binarised), for reference")
     parser.add_argument("--k", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--json", type=Path)
+    from mmsc_dgl.bench.machine import add_json_option, check_json_target
+    add_json_option(parser)
     args = parser.parse_args(argv)
+    check_json_target(args)
     from mmsc_dgl.bench.machine import setup_logging
     setup_logging()
     rows = []

@@ -83,8 +83,10 @@ def main(argv=None) -> None:
     parser.add_argument("--nprobe", type=int, default=16)
     parser.add_argument("--threads", type=int)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--json", type=Path)
+    from mmsc_dgl.bench.machine import add_json_option, check_json_target
+    add_json_option(parser)
     args = parser.parse_args(argv)
+    check_json_target(args)
     from mmsc_dgl.bench.machine import setup_logging
     setup_logging()
     if args.threads:

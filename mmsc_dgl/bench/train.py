@@ -167,10 +167,12 @@ def main(argv=None) -> None:
     parser.add_argument("--data-dir", type=Path, default=Path("runs/bench/data"))
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--json", type=Path)
+    from mmsc_dgl.bench.machine import add_json_option, check_json_target
+    add_json_option(parser)
     parser.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--worker-out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    check_json_target(args)
     from mmsc_dgl.bench.machine import setup_logging
     setup_logging()
     if args.worker:

@@ -33,12 +33,35 @@ from mmsc_dgl.data.splits import Splits
 from mmsc_dgl.errors import DataError
 from mmsc_dgl.eval.negatives import NegativeSampler
 from mmsc_dgl.io import atomic_directory, atomic_write_json, atomic_write_parquet, atomic_write_with
+from mmsc_dgl.ownership import check_output_dir, write_marker
 
 logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 REQUIRED_FILES = ("dataset.json", "relation_map.json", "items.parquet", "edges.parquet",
                   "splits/meta.json")
+CONTENT_FILES = ("items.parquet", "edges.parquet", "relation_map.json")
+"""With ``splits/*``, the files whose bytes make a dataset's fingerprint (``dataset.json`` holds
+timings and ``graph.bin`` is derived, so neither counts)."""
+
+
+def content_fingerprint(directory: os.PathLike | str) -> str:
+    """The fingerprint of a dataset directory's content: its tables and its splits."""
+    from mmsc_dgl.fingerprint import files_fingerprint
+    directory = Path(directory)
+    splits = sorted(f"splits/{p.name}" for p in (directory / "splits").glob("*") if p.is_file())
+    return files_fingerprint(directory, list(CONTENT_FILES) + splits)
+
+
+def dataset_fingerprint(directory: os.PathLike | str) -> str:
+    """The fingerprint recorded in ``dataset.json`` when it was written (computed from the files
+    for datasets written before fingerprints were recorded).  Runs record it to know their data."""
+    directory = Path(directory)
+    try:
+        recorded = json.loads((directory / "dataset.json").read_text(encoding="utf-8")).get("fingerprint")
+    except (OSError, ValueError, AttributeError):
+        recorded = None
+    return recorded or content_fingerprint(directory)
 
 
 @dataclass
@@ -93,6 +116,27 @@ class Dataset:
         return self.splits.negative_sampler(self.edges)
 
     # --- summary --------------------------------------------------------------------------
+    def warnings(self) -> List[str]:
+        """Why this dataset cannot train or evaluate a relation: one line per relation whose
+        training, validation or test edges are missing (``train`` refuses such a dataset)."""
+        out = []
+        min_degree = self.splits.config.min_degree
+        for relation in RELATIONS:
+            sizes = {"train": len(self.splits.train[relation]), "val": len(self.splits.val[relation]),
+                     "test": len(self.splits.test[relation])}
+            empty = [part for part, size in sizes.items() if size == 0]
+            if not empty:
+                continue
+            if len(self.edges[relation]) == 0:
+                why = "it has no edges at all (check --relation-map and the inputs)"
+            else:
+                why = (f"no item has {min_degree} or more {relation} edges, so none holds out a validation "
+                       f"and a test edge (the split keeps an item's last edge for training; --min-degree)")
+                if "train" in empty:
+                    why = "every edge of it was held out (too few edges for a split)"
+            out.append(f"{relation}: no {', no '.join(empty)} edges: {why}.")
+        return out
+
     def summary(self) -> dict:
         out = {"items": self.num_items, "relations": {}}
         for relation in RELATIONS:
@@ -110,6 +154,7 @@ class Dataset:
         out["cold_items"] = self.splits.stats.get("cold_items", {})
         out["negatives"] = self.splits.stats.get("negatives", {})
         out["report"] = self.report.to_dict()
+        out["warnings"] = self.warnings()
         return out
 
     def format_summary(self) -> List[str]:
@@ -135,12 +180,14 @@ class Dataset:
         lines.append(f"negatives per held-out edge: {neg.get('used')} (requested {neg.get('requested')}; "
                      "regenerated from the seed, not stored)")
         lines.extend(self.report.format())
+        lines.extend(f"warning: {w}" for w in s["warnings"])
         return lines
 
     # --- save / load ----------------------------------------------------------------------
     def save(self, directory: os.PathLike | str, overwrite: bool = False, with_graph: bool = True) -> Path:
         """Write the dataset directory atomically (built under a temporary name, then renamed)."""
         directory = Path(directory)
+        check_output_dir(directory, "dataset", overwrite=overwrite)
         with atomic_directory(directory, overwrite=overwrite) as tmp:
             self.catalog.save(tmp / "items.parquet")
             atomic_write_parquet(tmp / "edges.parquet", edges_to_table(self.edges))
@@ -153,9 +200,11 @@ class Dataset:
             atomic_write_json(tmp / "dataset.json", {
                 "format_version": FORMAT_VERSION,
                 "mmsc_dgl_version": __version__,
+                "fingerprint": content_fingerprint(tmp),
                 "info": self.info,
                 "summary": self.summary(),
             })
+            write_marker(tmp, "dataset")
         self.root = directory
         logger.info("wrote dataset to %s", directory)
         return directory
@@ -171,7 +220,14 @@ class Dataset:
         if missing:
             raise DataError(f"the dataset directory lacks {', '.join(missing)}.", path=directory,
                             fix="re-run mmsc-dgl prepare with --out pointing here (and --overwrite).")
-        meta = json.loads((directory / "dataset.json").read_text())
+        try:
+            meta = json.loads((directory / "dataset.json").read_text(encoding="utf-8"))
+            if not isinstance(meta, dict):
+                raise ValueError("not a JSON object")
+            relation_map = json.loads((directory / "relation_map.json").read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError) as err:
+            raise DataError(f"a dataset file is damaged ({err}).", path=directory,
+                            fix="prepare the dataset again (mmsc-dgl prepare ... --out DIR --overwrite).") from None
         if meta.get("format_version") != FORMAT_VERSION:
             raise DataError(f"dataset format {meta.get('format_version')} is not the supported "
                             f"{FORMAT_VERSION}.", path=directory / "dataset.json",
@@ -183,7 +239,6 @@ class Dataset:
             raise DataError(f"splits are for {splits.num_items} items but items.parquet has "
                             f"{len(catalog)}.", path=directory,
                             fix="re-run mmsc-dgl prepare; the directory mixes two datasets.")
-        relation_map = json.loads((directory / "relation_map.json").read_text())
         report = SkipReport.from_dict(meta.get("summary", {}).get("report", {}))
         return cls(catalog=catalog, edges=edges, splits=splits, relation_map=relation_map,
                    report=report, info=meta.get("info", {}), root=directory)

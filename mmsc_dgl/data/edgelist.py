@@ -48,7 +48,7 @@ def _is_int(token: str) -> bool:
 
 def read_edgelist(paths: Sequence[os.PathLike | str], relation_map: Optional[RelationMap] = None,
                   id_type: IdType = "auto", strict: bool = False,
-                  progress: bool = True) -> EdgeListRead:
+                  progress: bool = True, keep_lines: bool = False) -> EdgeListRead:
     """Stream whitespace- or tab-separated edge lists.
 
     Args:
@@ -59,6 +59,7 @@ def read_edgelist(paths: Sequence[os.PathLike | str], relation_map: Optional[Rel
             (``007`` is item ``7``); ``"str"`` keeps them verbatim; ``"auto"`` decides from the
             first data line.
         strict: raise at the first malformed line instead of counting it.
+        keep_lines: add a ``line`` column (the 1-based line of each edge in its file).
 
     Raises:
         DataError: an empty file, a relation not in the map, a non-numeric id in a numeric
@@ -67,6 +68,7 @@ def read_edgelist(paths: Sequence[os.PathLike | str], relation_map: Optional[Rel
     relation_map = relation_map or RelationMap.edgelist()
     report = SkipReport()
     edges = EdgeCollector()
+    lines = []
     resolved: Optional[str] = None if id_type == "auto" else id_type
     for path in paths:
         data_lines = 0
@@ -110,23 +112,33 @@ def read_edgelist(paths: Sequence[os.PathLike | str], relation_map: Optional[Rel
                                         path=path, line=line_no,
                                         fix="pass --id-type str if the ids are names, or repair the line.")
                 src, dst = str(int(src)), str(int(dst))
+                for token in (src, dst):
+                    if not -2**63 <= int(token) < 2**63:
+                        raise DataError(f"id {token} does not fit a 64-bit integer.", path=path, line=line_no,
+                                        fix="pass --id-type str to read the ids as names.")
             data_lines += 1
             if name == IGNORE:
                 report.skip(f"edges with relation {rel_token!r} (mapped to ignore)")
                 continue
             edges.add(name, src, dst, label)
+            if keep_lines:
+                lines.append(line_no)
         if not seen_any:
             raise DataError("the file holds no edges (only blank or comment lines).", path=path,
                             fix="pass a file with lines 'relation src dst [label]'.")
         logger.info("read %s: %d edge lines", path, data_lines)
-    return EdgeListRead(concat_edges([edges.build()]), report, resolved or "str")
+    table = concat_edges([edges.build()])
+    if keep_lines:
+        table = table.append_column("line", pa.array(lines, pa.int64()))
+    return EdgeListRead(table, report, resolved or "str")
 
 
 def read_pairs(path: os.PathLike | str, relation_map: Optional[RelationMap] = None,
                id_type: IdType = "auto") -> pa.Table:
-    """A labelled pair file (``relation src dst label``), as raw edges with labels kept."""
+    """A labelled pair file (``relation src dst label``), as raw edges with labels and the line
+    of each pair kept."""
     read = read_edgelist([path], relation_map=relation_map, id_type=id_type, strict=True,
-                         progress=False)
+                         progress=False, keep_lines=True)
     return read.edges
 
 

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 from typing import Optional, Sequence
 
+import numpy as np
 import pyarrow as pa
 
 from mmsc_dgl.config import PrepareConfig, SyntheticConfig
@@ -17,6 +18,8 @@ from mmsc_dgl.data.relations import RelationMap
 from mmsc_dgl.data.report import SkipReport
 from mmsc_dgl.data.splits import make_splits
 from mmsc_dgl.errors import DataError
+from mmsc_dgl.lock import writer_lock
+from mmsc_dgl.ownership import check_dir_parent, check_output_dir
 
 logger = logging.getLogger(__name__)
 
@@ -47,15 +50,24 @@ def pairs_as_nodes(path: os.PathLike | str, catalog: ItemCatalog, relation_map: 
     src = catalog.index_of(raw.column("src"))
     dst = catalog.index_of(raw.column("dst"))
     known = (src >= 0) & (dst >= 0)
-    report.skip("labelled pairs with an item not in the catalog", f"{os.fspath(path)}",
-                count=int((~known).sum()))
     loops = known & (src == dst)
-    report.skip("labelled pairs that are self-loops", f"{os.fspath(path)}", count=int(loops.sum()))
+    lines = raw.column("line").to_numpy()
+    for reason, bad in (("labelled pairs with an item not in the catalog", ~known),
+                        ("labelled pairs that are self-loops", loops)):
+        where = np.flatnonzero(bad)
+        for row in where[:report.max_examples]:
+            report.skip(reason, f"{os.fspath(path)}:{lines[row]}")
+        report.skip(reason, count=len(where) - min(len(where), report.max_examples))
     keep = known & ~loops
     if not keep.any():
         raise DataError("no labelled pair refers to two catalog items.", path=path,
                         fix="check that the pair file uses the same item ids as the inputs.")
     relation = raw.column("relation").filter(pa.array(keep))
+    labels = raw.column("label").filter(pa.array(keep))
+    if len(set(labels.to_pylist())) < 2:
+        raise DataError(f"every usable labelled pair has label {labels[0].as_py()}; ROC-AUC, PR-AUC and F1 "
+                        "need positive and negative pairs.", path=path,
+                        fix="add pairs labelled 0 (non-related) and 1 (related).")
     return pa.table({
         "relation": relation.cast(pa.string()).dictionary_encode().combine_chunks(),
         "src": src[keep], "dst": dst[keep],
@@ -88,6 +100,19 @@ def prepare(inputs: Sequence[os.PathLike | str] = (), out: Optional[os.PathLike 
         500
     """
     config = config or PrepareConfig()
+    given_inputs = [p for p in (*inputs, items, pairs) if p is not None]
+    if out is not None:  # check first: refuse before reading a byte
+        check_dir_parent(out)
+        check_output_dir(out, "dataset", overwrite=overwrite, inputs=given_inputs)
+    dataset = _prepare(inputs, config, items, pairs, synthetic, progress)
+    if out is not None:  # the work is in memory; the directory is written under the lock, checked again
+        with writer_lock(out, "this dataset"):
+            dataset.save(out, overwrite=overwrite)
+    return dataset
+
+
+def _prepare(inputs, config: PrepareConfig, items, pairs, synthetic: Optional[SyntheticConfig],
+             progress: bool) -> Dataset:
     started = time.perf_counter()
     report = SkipReport()
     info: dict = {"config": config.model_dump(by_alias=True)}
@@ -147,6 +172,12 @@ def prepare(inputs: Sequence[os.PathLike | str] = (), out: Optional[os.PathLike 
         if items is not None:
             info["source"]["items"] = os.fspath(items)
         if len(catalog) == 0:
+            ignored = sum(n for reason, n in report.counts.items() if "mapped to ignore" in reason)
+            if ignored:
+                raise DataError(f"--relation-map maps every relation to ignore ({ignored:,} edges ignored), "
+                                "so no item is left.", path=inputs[0],
+                                fix="map at least one relation to substitute or complement, "
+                                    "e.g. --relation-map 1=complement,2=substitute.")
             raise DataError("the catalog is empty.", path=inputs[0], fix="pass inputs that hold items.")
         edges = edges_from_raw(catalog, raw, report, symmetric=config.symmetric)
         if "is_cold_start" in catalog.table.column_names:
@@ -167,11 +198,9 @@ def prepare(inputs: Sequence[os.PathLike | str] = (), out: Optional[os.PathLike 
                       report=report, info=info)
     info["prepare_seconds"] = round(time.perf_counter() - started, 3)
     logger.info("prepared %s in %.1fs", dataset, info["prepare_seconds"])
-    if out is not None:
-        dataset.save(out, overwrite=overwrite)
+    for warning in dataset.warnings():
+        logger.warning("%s", warning)
     return dataset
-
-
 
 
 def dataset_from_graph(graph, item_ids=None, titles=None, config: Optional[PrepareConfig] = None):
@@ -184,9 +213,6 @@ def dataset_from_graph(graph, item_ids=None, titles=None, config: Optional[Prepa
         titles: one title per node, used by content features and ``recommend``.
         config: split settings (``config.split``) and ``symmetric``.
     """
-    import numpy as np
-    import pyarrow as pa
-
     from mmsc_dgl import NODE_TYPE, RELATIONS
     from mmsc_dgl.data.edges import canonical_edges
 

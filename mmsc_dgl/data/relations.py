@@ -37,6 +37,8 @@ class RelationMap:
     """
 
     mapping: Mapping[str, str] = field(default_factory=dict)
+    unknown_fix: Optional[str] = None
+    """What to tell the user about a key that is not mapped (default: add it to --relation-map)."""
 
     def __post_init__(self) -> None:
         for key, name in self.mapping.items():
@@ -79,7 +81,7 @@ class RelationMap:
             raise DataError(
                 f"relation {key!r} is not in the relation map (it maps {known}).",
                 path=path, line=line,
-                fix=f"add it, e.g. --relation-map {key}=complement (or {key}={IGNORE} to drop it).",
+                fix=self.unknown_fix or f"add it, e.g. --relation-map {key}=complement (or {key}={IGNORE} to drop it).",
             ) from None
 
     def keys_for(self, name: str) -> Iterable[str]:

@@ -65,6 +65,8 @@ def evaluate_embeddings(embeddings: Mapping[str, Union[torch.Tensor, PairScores]
         query = query_subset(len(edges), max_queries, seed)
         r = rank_queries(embeddings[relation], edges, query, sampler, relation, split, device=device)
         result[relation] = {**ranking_metrics(r, ks), "queries": int(len(query))}
+        if len(query) == 0:  # the metrics are NaN in memory and null in JSON; say why
+            result[relation]["reason"] = f"no held-out {relation} edges in the {split} split"
     return result
 
 

@@ -2,8 +2,6 @@
 checks (noise robustness, cold start, meta-path depth, E_LLM) as views over that grid."""
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from pathlib import Path
 from typing import Any, Dict, List, Literal, Optional
@@ -26,10 +24,6 @@ def merge(base: Dict[str, Any], overrides: Dict[str, Any]) -> Dict[str, Any]:
         else:
             out[key] = value
     return out
-
-
-def fingerprint(data: Any) -> str:
-    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 class DatasetSpec(Config):

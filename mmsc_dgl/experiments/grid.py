@@ -16,8 +16,12 @@ import numpy as np
 
 from mmsc_dgl import RELATIONS
 from mmsc_dgl.errors import DataError
-from mmsc_dgl.experiments.config import BEST_BASELINE, ExperimentConfig, fingerprint
+from mmsc_dgl.experiments.config import BEST_BASELINE, ExperimentConfig
+from mmsc_dgl.fingerprint import fingerprint
 from mmsc_dgl.io import atomic_write_json
+from mmsc_dgl.lock import writer_lock
+from mmsc_dgl.ownership import check_dir_parent, check_output_dir, read_marker, write_marker
+from mmsc_dgl.progress import eta, report
 
 logger = logging.getLogger(__name__)
 
@@ -110,18 +114,27 @@ def run_cell(config: ExperimentConfig, cell: Cell, dataset_dir: Path, out: Path,
             "train_edges": _e_llm_edges(config, cell.variant, dataset_dir, cell.seed, progress)})
     wanted = fingerprint({"config": train_config.model_dump(), "dataset": str(dataset_dir)})
     stamp = run_dir / CELL_FILE
-    same = stamp.exists() and json.loads(stamp.read_text()).get("fingerprint") == wanted
+    try:
+        same = stamp.exists() and json.loads(stamp.read_text()).get("fingerprint") == wanted
+    except ValueError:
+        same = False
     if same and (run_dir / "metrics.json").exists():
         return _load_row(run_dir, cell, config.label(cell.variant), None), False
     started = time.perf_counter()
-    # A run killed mid-way resumes from its last epoch; anything else starts clean.
-    resume = same and (run_dir / "checkpoint.pt").exists()
-    if not resume:
-        if run_dir.exists():
-            shutil.rmtree(run_dir)
-        run_dir.mkdir(parents=True)
-        atomic_write_json(stamp, {"fingerprint": wanted, "cell": cell.key})
-    train(str(dataset_dir), run_dir, train_config, resume=resume, progress=progress)
+    # The stamp is written once the cell is finished.  A run killed mid-way resumes from its last
+    # epoch when train accepts it (same dataset and config); anything else starts clean.
+    marker = read_marker(run_dir) if run_dir.is_dir() else None
+    if run_dir.is_dir() and marker is None and {p.name for p in run_dir.iterdir()} <= {CELL_FILE}:
+        shutil.rmtree(run_dir)  # a stamp left alone by an older version
+    resumed = False
+    if marker is not None and marker["kind"] == "run" and (run_dir / "checkpoint.pt").exists():
+        try:
+            train(str(dataset_dir), run_dir, train_config, resume=True, progress=progress)
+            resumed = True
+        except DataError as err:
+            logger.info("%s: not resumable (%s); training it again", cell.key, err)
+    if not resumed:
+        train(str(dataset_dir), run_dir, train_config, overwrite=marker is not None, progress=progress)
     wall = round(time.perf_counter() - started, 2)
     atomic_write_json(stamp, {"fingerprint": wanted, "cell": cell.key, "wall_seconds": wall})
     return _load_row(run_dir, cell, config.label(cell.variant), wall), True
@@ -165,9 +178,18 @@ def run_experiment(config: ExperimentConfig, out: os.PathLike | str, seeds: Opti
     """Run (or complete) the grid of ``config`` into ``out``, then write the report
     (``results.json``, ``results.md`` and PNG plots; :mod:`mmsc_dgl.experiments.report`), with a
     copy in ``publish`` if given."""
-    from tqdm.auto import tqdm
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    check_dir_parent(out)
+    check_output_dir(out, "experiment", resume=True, inputs=[config.source] if config.source else ())
+    with writer_lock(out, "this experiment"):
+        out.mkdir(parents=True, exist_ok=True)
+        write_marker(out, "experiment")
+        return _run_experiment(config, out, seeds, progress, report, publish)
+
+
+def _run_experiment(config: ExperimentConfig, out: Path, seeds: Optional[Sequence[int]], progress: bool,
+                    write: bool, publish: Optional[os.PathLike | str]) -> ExperimentResult:
+    from tqdm.auto import tqdm
     seeds = list(seeds) if seeds is not None else list(config.seeds)
     result = ExperimentResult(out, [])
     dataset_dirs: Dict[str, Path] = {}
@@ -181,19 +203,23 @@ def run_experiment(config: ExperimentConfig, out: os.PathLike | str, seeds: Opti
 
     def run_all(cells: List[Cell], stage: str) -> None:
         bar = tqdm(cells, desc=stage, disable=None if progress else True)
-        for cell in bar:
+        started, ran = time.perf_counter(), 0
+        for i, cell in enumerate(bar):
             bar.set_postfix_str(cell.key)
             row, computed = run_cell(config, cell, dataset_dirs[cell.dataset], out)
             result.rows.append(row)
             result.computed += computed
             result.cached += not computed
-            logger.info("%s %s: test NDCG@10 s=%.4f c=%.4f", "ran" if computed else "cached", cell.key,
-                        row["test"]["substitute"]["NDCG@10"], row["test"]["complement"]["NDCG@10"])
+            ran += computed
+            report("%s cell %d/%d %s %s: test NDCG@10 substitute %.4f, complement %.4f | ETA %s", stage, i + 1,
+                   len(cells), "ran" if computed else "cached", cell.key, row["test"]["substitute"]["NDCG@10"],
+                   row["test"]["complement"]["NDCG@10"],
+                   eta(ran, ran + len(cells) - i - 1, time.perf_counter() - started) if ran else "-")
 
     run_all(main_cells(config, list(dataset_dirs), seeds), "main grid")
     result.best_baseline = {d: b for d in dataset_dirs if (b := best_baseline(config, result.rows, d))}
     run_all(noise_cells(config, list(dataset_dirs), seeds, result.best_baseline), "noise")
-    if report:
+    if write:
         from mmsc_dgl.experiments.report import write_report
         write_report(config, result, publish)
     logger.info("experiment %s: %d cells computed, %d cached -> %s", config.name, result.computed, result.cached, out)
@@ -205,6 +231,14 @@ def report_only(config: ExperimentConfig, out: os.PathLike | str,
     """Rebuild the report from finished cells in ``out`` without training anything."""
     from mmsc_dgl.experiments.report import write_report
     out = Path(out)
+    if not out.is_dir() or (read_marker(out) or {}).get("kind") != "experiment":
+        raise DataError("no experiment here.", path=out, fix="run mmsc-dgl experiment without --report-only first.")
+    with writer_lock(out, "this experiment"):
+        return _report_only(config, out, publish)
+
+
+def _report_only(config: ExperimentConfig, out: Path, publish: Optional[os.PathLike | str]) -> ExperimentResult:
+    from mmsc_dgl.experiments.report import write_report
     result = ExperimentResult(out, [])
     for stamp in sorted((out / "cells").glob(f"*/*/noise-*/seed-*/{CELL_FILE}")):
         run_dir = stamp.parent

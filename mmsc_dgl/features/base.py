@@ -58,6 +58,15 @@ def item_texts(items: pa.Table, max_chars: int = MAX_TEXT_CHARS) -> List[str]:
     return out
 
 
+def item_sources(items: pa.Table) -> List[str]:
+    """Per item, a digest of what its features are made from (the text the extractors read and
+    the image reference): a feature cache records these, so features made for other content are
+    never used silently."""
+    texts = item_texts(items)
+    images = items.column("image").to_pylist() if "image" in items.column_names else [None] * items.num_rows
+    return [hashlib.blake2b(f"{t}\x1f{i or ''}".encode(), digest_size=8).hexdigest() for t, i in zip(texts, images)]
+
+
 def file_digest(path: os.PathLike | str, chunk: int = 1 << 20) -> str:
     """sha256 of a weights file (recorded in the cache so another checkpoint is never mixed in)."""
     digest = hashlib.sha256()

@@ -6,8 +6,11 @@
     tokens   fixed_size_list<float32>[T * D]     the item's T tokens of D dims, row-major
     mask     fixed_size_list<bool>[T]            which tokens are real
 
+    source   string                              digest of the item's text and image reference
+
 The schema metadata ``mmsc_dgl`` holds JSON: backend, model, checkpoint_hash, tokens (T), dim (D),
-num_items, items_digest (of the catalog's ids in order) and format_version.  While extracting,
+num_items, items_digest (of the catalog's ids in order), sources_digest (of every item's
+``source``) and format_version (2; caches of format 1 recorded no sources and are refused).  While extracting,
 finished chunks live in ``features.parquet.parts/``; a killed run resumes from there and only
 the missing chunks are computed.
 """
@@ -31,12 +34,15 @@ import torch
 from tqdm.auto import tqdm
 
 from mmsc_dgl.errors import DataError
-from mmsc_dgl.features.base import ContentFeatures, FeatureExtractor
+from mmsc_dgl.features.base import ContentFeatures, FeatureExtractor, item_sources
 from mmsc_dgl.io import atomic_path, atomic_write_json
+from mmsc_dgl.lock import writer_lock
+from mmsc_dgl.ownership import check_output_file
+from mmsc_dgl.progress import duration, eta, report
 
 logger = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 CACHE_NAME = "features.parquet"
 BACKENDS = ("text", "clip", "blip2")
 
@@ -49,12 +55,13 @@ def items_digest(ids) -> str:
     return digest.hexdigest()
 
 
-def _table(ids, tokens: np.ndarray, mask: np.ndarray, meta: Optional[dict] = None) -> pa.Table:
+def _table(ids, tokens: np.ndarray, mask: np.ndarray, sources, meta: Optional[dict] = None) -> pa.Table:
     n, t, d = tokens.shape
     table = pa.table({
         "item_id": pa.array(ids, pa.string()),
         "tokens": pa.FixedSizeListArray.from_arrays(pa.array(tokens.reshape(-1), pa.float32()), t * d),
         "mask": pa.FixedSizeListArray.from_arrays(pa.array(mask.reshape(-1), pa.bool_()), t),
+        "source": pa.array(sources, pa.string()),
     })
     if meta is not None:
         table = table.replace_schema_metadata({"mmsc_dgl": json.dumps(meta, sort_keys=True)})
@@ -62,12 +69,23 @@ def _table(ids, tokens: np.ndarray, mask: np.ndarray, meta: Optional[dict] = Non
 
 
 def read_meta(path: os.PathLike | str) -> dict:
-    schema = pq.read_schema(path)
+    try:
+        schema = pq.read_schema(path)
+    except (OSError, ValueError) as err:  # not parquet at all (ArrowInvalid is a ValueError)
+        raise DataError(f"not a parquet feature cache ({type(err).__name__}).", path=path,
+                        fix="pass a cache written by mmsc-dgl features, or choose another path.") from None
     raw = (schema.metadata or {}).get(b"mmsc_dgl")
     if raw is None:
         raise DataError("not an mmsc_dgl feature cache (no 'mmsc_dgl' metadata).", path=path,
-                        fix="write it with mmsc-dgl features.")
-    return json.loads(raw)
+                        fix="write it with mmsc-dgl features, or choose another path.")
+    try:
+        meta = json.loads(raw)
+    except ValueError:
+        meta = None
+    if not isinstance(meta, dict):
+        raise DataError("the feature cache's metadata is damaged.", path=path,
+                        fix="extract the features again (mmsc-dgl features DATASET_DIR --overwrite).")
+    return meta
 
 
 def load_feature_cache(path: os.PathLike | str, catalog=None) -> ContentFeatures:
@@ -76,6 +94,10 @@ def load_feature_cache(path: os.PathLike | str, catalog=None) -> ContentFeatures
     if not path.exists():
         raise DataError("no feature cache here.", path=path, fix="run mmsc-dgl features DATASET_DIR first.")
     meta = read_meta(path)
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise DataError(f"the feature cache has format {meta.get('format_version')}, not {FORMAT_VERSION}: it records "
+                        "no fingerprint of the content it was made from.", path=path,
+                        fix="extract the features again: mmsc-dgl features DATASET_DIR --overwrite.")
     table = pq.read_table(path)
     t, d = int(meta["tokens"]), int(meta["dim"])
     if table.column("tokens").type.list_size != t * d or table.column("mask").type.list_size != t:
@@ -88,6 +110,14 @@ def load_feature_cache(path: os.PathLike | str, catalog=None) -> ContentFeatures
             missing = [i for i in ids if i not in set(cached)][:3]
             raise DataError(f"the cache holds {len(cached)} items, the catalog {len(ids)}, or in another order "
                             f"(missing e.g. {missing}).", path=path,
+                            fix="extract features for this dataset: mmsc-dgl features DATASET_DIR --overwrite.")
+        now = item_sources(catalog.table)
+        made = table.column("source").to_pylist()
+        stale = [i for i, (a, b) in enumerate(zip(now, made)) if a != b]
+        if stale:
+            examples = ", ".join(ids[i] for i in stale[:3])
+            raise DataError(f"the cache was made from other content: {len(stale):,} of {len(ids):,} items have "
+                            f"other text or images now (e.g. {examples}).", path=path,
                             fix="extract features for this dataset: mmsc-dgl features DATASET_DIR --overwrite.")
     n = table.num_rows
     tokens = table.column("tokens").combine_chunks().values.to_numpy().reshape(n, t, d)
@@ -143,24 +173,39 @@ def extract_features(dataset_dir: os.PathLike | str, backend: str = "text", out:
     dataset_dir = Path(dataset_dir)
     catalog = ItemCatalog.load(dataset_dir / "items.parquet")
     out = Path(out) if out else dataset_dir / CACHE_NAME
+    # Check first: a file at --out that is not an mmsc_dgl cache is never replaced, even with
+    # --overwrite; a directory, an unwritable place or one of the dataset's own files neither.
+    check_output_file(out, overwrite=True, inputs=[dataset_dir / name for name in ("items.parquet", "edges.parquet",
+                                                                                  "dataset.json", "splits")])
+    existing = read_meta(out) if out.exists() else None
+    with writer_lock(out, "this feature cache"):
+        return _extract(catalog, out, existing, backend, batch_size, chunk_size, device, overwrite, progress,
+                        extractor, stop_after_chunks, options)
+
+
+def _extract(catalog, out: Path, existing: Optional[dict], backend: str, batch_size: int, chunk_size: int,
+             device: str, overwrite: bool, progress: bool, extractor: Optional[FeatureExtractor],
+             stop_after_chunks: Optional[int], options: dict) -> FeatureRun:
     extractor = extractor or make_extractor(backend, device=device, batch_size=batch_size, **options)
     ids = catalog.ids.to_pylist()
+    sources = item_sources(catalog.table)
     meta = {**extractor.describe(), "num_items": len(ids), "items_digest": items_digest(ids),
-            "format_version": FORMAT_VERSION}
-    if out.exists():
-        existing = read_meta(out)
+            "sources_digest": items_digest(sources), "format_version": FORMAT_VERSION}
+    if existing is not None:
         if existing == meta:
             logger.info("%s already holds these features; nothing to do", out)
             return FeatureRun(out, meta, len(ids), 0, 0.0, {}, True)
         if not overwrite:
-            diff = {k: (existing.get(k), v) for k, v in meta.items() if existing.get(k) != v}
+            diff = ", ".join(f"{k}: {existing.get(k)!r} -> {v!r}" for k, v in meta.items() if existing.get(k) != v)
             raise DataError(f"a feature cache made differently is already here ({diff}).", path=out,
                             fix="pass --overwrite to replace it, or --out another file.")
-        out.unlink()
     parts = out.with_name(out.name + ".parts")
     meta_file = parts / "meta.json"
     if parts.exists():
-        previous = json.loads(meta_file.read_text()) if meta_file.exists() else None
+        try:
+            previous = json.loads(meta_file.read_text()) if meta_file.exists() else None
+        except ValueError:
+            previous = None
         if previous != {**meta, "chunk_size": chunk_size}:
             if not overwrite:
                 raise DataError("an unfinished extraction with other settings is here.", path=parts,
@@ -190,11 +235,15 @@ def extract_features(dataset_dir: os.PathLike | str, backend: str = "text", out:
             token_parts.append(tokens.astype(np.float32, copy=False))
             mask_parts.append(mask.astype(bool, copy=False))
             bar.update(batch.num_rows)
-        table = _table(rows.column("item_id").to_pylist(), np.concatenate(token_parts), np.concatenate(mask_parts))
+        table = _table(rows.column("item_id").to_pylist(), np.concatenate(token_parts), np.concatenate(mask_parts),
+                       sources[c * chunk_size: c * chunk_size + rows.num_rows])
         with atomic_path(path) as tmp:
             pq.write_table(table, tmp)
         computed += rows.num_rows
         computed_chunks += 1
+        elapsed = time.perf_counter() - started
+        report("features: chunk %d/%d (%d items) | %.1f items/s | ETA %s", c + 1, chunks, rows.num_rows,
+               computed / max(elapsed, 1e-9), eta(computed_chunks, chunks - len(done), elapsed))
         if stop_after_chunks is not None and computed_chunks >= stop_after_chunks and c + 1 < chunks:
             bar.close()
             return FeatureRun(out, meta, len(ids), computed, time.perf_counter() - started, extractor.report(), False)
@@ -206,6 +255,5 @@ def extract_features(dataset_dir: os.PathLike | str, backend: str = "text", out:
         pq.write_table(merged, tmp)
     shutil.rmtree(parts)
     run = FeatureRun(out, meta, len(ids), computed, seconds, extractor.report(), True)
-    logger.info("features: %d items (%d computed) in %.1fs, %.1f items/s -> %s", len(ids), computed, seconds,
-                run.items_per_second, out)
+    report("features: %d items (%d computed) in %s -> %s", len(ids), computed, duration(seconds), out)
     return run

@@ -17,11 +17,18 @@ def save_checkpoint(path: os.PathLike | str, state: Dict[str, Any]) -> None:
 
 
 def load_checkpoint(path: os.PathLike | str, map_location: str = "cpu") -> Dict[str, Any]:
+    """Read a checkpoint with ``weights_only=True``: tensors and plain containers only, never
+    arbitrary pickled objects.  A damaged or foreign file is a :class:`DataError`."""
     path = Path(path)
     if not path.exists():
         raise DataError("no checkpoint here.", path=path, fix="train first (mmsc-dgl train ... --out RUN_DIR).")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:
-        raise DataError(f"cannot read the checkpoint: {err}", path=path,
-                        fix="it is damaged or not an mmsc_dgl checkpoint; train again without --resume.") from err
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # torch's own message advises weights_only=False: never pass that on
+        raise DataError(f"cannot read the checkpoint ({type(err).__name__}): it is damaged or was not written by "
+                        "mmsc_dgl.", path=path,
+                        fix="train the run again from scratch with --overwrite.") from None
+    if not isinstance(state, dict):
+        raise DataError("the checkpoint does not hold an mmsc_dgl state.", path=path,
+                        fix="train the run again from scratch with --overwrite.")
+    return state

@@ -1,6 +1,7 @@
 """Run directories: what ``mmsc-dgl train``, ``evaluate`` and ``recommend`` call.
 
-A run directory holds ``run.json`` (the dataset it used), ``config.json``, ``metapaths.pt``,
+A run directory holds ``.mmsc_dgl.json`` (the marker: this is a run), ``run.json`` (the
+dataset it used, by path and fingerprint, and the config's fingerprint), ``config.json``, ``metapaths.pt``,
 ``checkpoint.pt`` (latest epoch), ``model.pt`` (the best epoch), ``history.json`` and
 ``metrics.json``.
 """
@@ -9,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 from pathlib import Path
 from typing import Dict, List, Optional
 
@@ -19,9 +21,12 @@ import torch
 from mmsc_dgl import RELATIONS
 from mmsc_dgl.config import SyntheticConfig, TrainConfig
 from mmsc_dgl.errors import DataError
+from mmsc_dgl.fingerprint import fingerprint
 from mmsc_dgl.io import atomic_write_json, atomic_write_parquet
+from mmsc_dgl.lock import writer_lock
+from mmsc_dgl.ownership import check_dir_parent, check_output_dir, check_output_file, clear_directory, read_marker, write_marker
 from mmsc_dgl.train.checkpoint import load_checkpoint
-from mmsc_dgl.train.trainer import MODEL, Trainer, TrainResult
+from mmsc_dgl.train.trainer import MODEL, Trainer, TrainResult, load_features, load_train_edges, resolve_device
 
 logger = logging.getLogger(__name__)
 
@@ -29,21 +34,104 @@ DEFAULT_SYNTHETIC_ITEMS = 10_000
 RUN_FILE = "run.json"
 
 
-def _dataset_for_run(dataset_dir, run_dir: Path, seed: int, synthetic_items: int):
-    from mmsc_dgl.data.dataset import Dataset, load_dataset
-    if isinstance(dataset_dir, Dataset):
-        if dataset_dir.root is None:
-            dataset_dir.save(run_dir / "dataset", overwrite=True)
-        return dataset_dir, Path(dataset_dir.root).resolve()
-    if dataset_dir is not None:
-        return load_dataset(dataset_dir), Path(dataset_dir).resolve()
-    target = run_dir / "dataset"
-    if target.exists():
-        return load_dataset(target), target.resolve()
-    from mmsc_dgl.data.prepare import prepare
-    logger.info("no dataset given: preparing the built-in synthetic catalog (%d items, 20%% noise)", synthetic_items)
-    dataset = prepare(synthetic=SyntheticConfig(num_items=synthetic_items, noise_rate=0.2, seed=seed), out=target)
-    return dataset, target.resolve()
+RUN_FORMAT = 2
+
+
+def _resolve(path: os.PathLike | str) -> Path:
+    return Path(os.path.expanduser(os.fspath(path))).resolve()
+
+
+def read_run_record(run_dir: Path) -> dict:
+    """``run.json``: the dataset a run was trained on (path and fingerprint) and its config's
+    fingerprint.  A damaged file is a one-line :class:`DataError`."""
+    path = run_dir / RUN_FILE
+    if not path.exists():
+        raise DataError("the run directory lacks run.json.", path=run_dir,
+                        fix="point to a directory written by mmsc-dgl train --out.")
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(record, dict) or not isinstance(record.get("dataset"), str):
+            raise ValueError("no dataset entry")
+    except (ValueError, UnicodeDecodeError) as err:
+        raise DataError(f"run.json is damaged ({err}).", path=path,
+                        fix="train the run again with --overwrite.") from None
+    return record
+
+
+def _read_config(run_dir: Path) -> TrainConfig:
+    path = run_dir / "config.json"
+    try:
+        return TrainConfig.model_validate_json(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as err:  # pydantic's ValidationError is a ValueError
+        first = str(err).splitlines()[0]
+        raise DataError(f"config.json is damaged ({first}).", path=path,
+                        fix="train the run again with --overwrite.") from None
+
+
+def _write_run_record(run_dir: Path, dataset_path: Path, config: TrainConfig) -> None:
+    from mmsc_dgl.data.dataset import dataset_fingerprint
+    atomic_write_json(run_dir / RUN_FILE, {
+        "format_version": RUN_FORMAT, "dataset": str(dataset_path),
+        "dataset_relative": os.path.relpath(dataset_path, run_dir.resolve()),
+        "dataset_fingerprint": dataset_fingerprint(dataset_path),
+        "config_fingerprint": fingerprint(config.resume_identity())})
+
+
+def run_dataset_dir(run_dir: Path, record: dict, dataset: Optional[os.PathLike | str] = None) -> Path:
+    """The dataset directory a run was trained on: ``dataset`` if given (a moved dataset),
+    else the recorded one (relative to the run first, so a run moved with its dataset still
+    works), checked against the recorded fingerprint."""
+    from mmsc_dgl.data.dataset import dataset_fingerprint
+    if dataset is not None:
+        path = _resolve(dataset)
+        if not (path / "dataset.json").exists():
+            raise DataError("not a dataset directory.", path=dataset, fix="pass --dataset DIR written by mmsc-dgl prepare.")
+    else:
+        candidates = [run_dir / record["dataset_relative"]] if record.get("dataset_relative") else []
+        candidates.append(Path(record["dataset"]))
+        path = next((p.resolve() for p in candidates if (p / "dataset.json").exists()), None)
+        if path is None:
+            raise DataError(f"the dataset this run was trained on is no longer at {record['dataset']} "
+                            "(moved or deleted).", path=run_dir,
+                            fix="pass --dataset DIR pointing to where it is now (checked by fingerprint).")
+    wanted = record.get("dataset_fingerprint")
+    if wanted is not None and dataset_fingerprint(path) != wanted:
+        raise DataError(f"the dataset at {path} is not the one this run was trained on "
+                        f"(fingerprint {dataset_fingerprint(path)}, the run's {wanted}).", path=run_dir,
+                        fix="pass --dataset DIR with the dataset it was trained on.")
+    return path
+
+
+def _check_resume(run_dir: Path, marker: Optional[dict], config: TrainConfig) -> dict:
+    """Refuse a resume that would continue something else: no run, another config."""
+    if marker is None:
+        raise DataError("--resume: there is no run here to continue.", path=run_dir,
+                        fix="train without --resume to start one.")
+    record = read_run_record(run_dir)
+    wanted = record.get("config_fingerprint")
+    if wanted is not None and wanted != fingerprint(config.resume_identity()):
+        changed = "another config"
+        if (run_dir / "config.json").exists():
+            before = _read_config(run_dir).resume_identity()
+            now = config.resume_identity()
+            diff = sorted(k for k in now if now[k] != before.get(k))
+            changed = "other settings (" + ", ".join(f"{k}: {before.get(k)!r} -> {now[k]!r}" for k in diff) + ")"
+        raise DataError(f"--resume with {changed} than the run was trained with.", path=run_dir,
+                        fix="resume with the run's own config (only epochs, patience, device, impl and "
+                            "deterministic may change), or train into a new --out.")
+    return record
+
+
+def _inputs_of(dataset_dir, config: TrainConfig) -> list:
+    from mmsc_dgl.data.dataset import Dataset
+    inputs = [config.train_edges]
+    if config.features not in ("auto", "hashed", "none"):
+        inputs.append(config.features)
+    if dataset_dir is not None and not isinstance(dataset_dir, Dataset):
+        inputs.append(dataset_dir)
+    elif isinstance(dataset_dir, Dataset) and dataset_dir.root is not None:
+        inputs.append(dataset_dir.root)
+    return inputs
 
 
 def train(dataset_dir=None, out: os.PathLike | str = "runs/mmsc", config: Optional[TrainConfig] = None,
@@ -51,80 +139,199 @@ def train(dataset_dir=None, out: os.PathLike | str = "runs/mmsc", config: Option
           stop_after: Optional[int] = None, overwrite: bool = False) -> TrainResult:
     """Train MMSC into the run directory ``out`` and evaluate it (``mmsc-dgl train`` is this).
 
+    Everything that can refuse is checked before anything is written: ``out`` must be new,
+    empty, or an mmsc_dgl run (replaced with ``overwrite``, continued with ``resume``, which
+    also needs the same dataset and config); the dataset must have training, validation and
+    test edges for both relations.  The run directory is locked while training.
+
     Args:
         dataset_dir: a prepared dataset directory, a :class:`~mmsc_dgl.data.dataset.Dataset`,
             or ``None`` for the built-in synthetic catalog (``synthetic_items`` items, 20% noise).
         out: the run directory.
         config: :class:`~mmsc_dgl.config.TrainConfig`.
         resume: continue the run in ``out`` from its last checkpoint.
-        overwrite: delete an existing run in ``out`` first.
+        overwrite: replace the mmsc_dgl run already in ``out``.
     """
+    from mmsc_dgl.data.dataset import Dataset, dataset_fingerprint, load_dataset
     config = config or TrainConfig()
     run_dir = Path(out)
-    if overwrite and not resume and run_dir.exists():
-        import shutil
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if resume and (run_dir / RUN_FILE).exists() and dataset_dir is None:
-        dataset_dir = json.loads((run_dir / RUN_FILE).read_text())["dataset"]
-    dataset, dataset_path = _dataset_for_run(dataset_dir, run_dir, config.seed, synthetic_items)
-    atomic_write_json(run_dir / RUN_FILE, {"dataset": str(dataset_path)})
-    trainer = Trainer(dataset, run_dir, config, progress=progress)
-    logger.info("%r on %s", trainer.model, trainer.device)
-    return trainer.fit(resume=resume, stop_after=stop_after)
+    if resume and overwrite:
+        raise DataError("--resume and --overwrite were both given.", fix="continue the run or replace it, not both.")
+    resolve_device(config.device)
+    check_dir_parent(run_dir)
+    inputs = _inputs_of(dataset_dir, config)
+    marker = check_output_dir(run_dir, "run", overwrite=overwrite, resume=resume, inputs=inputs)
+    record = _check_resume(run_dir, marker, config) if resume else None
+    dataset = None
+    if isinstance(dataset_dir, Dataset):
+        dataset = dataset_dir
+    elif dataset_dir is not None:
+        dataset = load_dataset(dataset_dir)
+        if record is not None and record.get("dataset_fingerprint") not in (None, dataset_fingerprint(dataset_dir)):
+            raise DataError(f"--resume with another dataset ({dataset_dir}) than the run was trained on "
+                            f"({record['dataset']}).", path=run_dir,
+                            fix="resume without DATASET_DIR (or with the run's own), or train into a new --out.")
+    elif record is not None:
+        dataset = load_dataset(run_dataset_dir(run_dir, record))
+    features = "config"
+    if dataset is not None:
+        problems = dataset.warnings()
+        if problems:
+            raise DataError("the dataset cannot be trained and evaluated: " + " ".join(problems),
+                            path=dataset.root,
+                            fix="prepare it with more edges per item, a lower --min-degree, or a --relation-map "
+                                "that fills both relations.")
+        # The inputs a user names are read (and refused) before the run directory is touched.
+        features = load_features(config.features, dataset, config.feature_dim)
+        if config.train_edges is not None and config.train_noise == 0:
+            load_train_edges(dataset, config.train_edges)
+    with writer_lock(run_dir, "this run"):
+        marker = check_output_dir(run_dir, "run", overwrite=overwrite, resume=resume, inputs=inputs)
+        if overwrite and marker is not None:
+            clear_directory(run_dir, "run")
+        existed = run_dir.exists()
+        fresh = not resume
+        run_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            if dataset is None:
+                target = run_dir / "dataset"
+                from mmsc_dgl.data.prepare import prepare
+                logger.info("no dataset given: preparing the built-in synthetic catalog (%d items, 20%% noise)",
+                            synthetic_items)
+                dataset = prepare(synthetic=SyntheticConfig(num_items=synthetic_items, noise_rate=0.2,
+                                                            seed=config.seed), out=target, progress=progress)
+            elif dataset.root is None:
+                dataset.save(run_dir / "dataset")
+            if fresh:
+                write_marker(run_dir, "run")
+            if record is None:
+                _write_run_record(run_dir, _resolve(dataset.root), config)
+            trainer = Trainer(dataset, run_dir, config, progress=progress, features=features)
+        except BaseException:
+            if fresh:  # leave no half-made run behind: the directory was new or empty, so all of it is ours
+                if existed:
+                    for entry in run_dir.iterdir():
+                        shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink()
+                else:
+                    shutil.rmtree(run_dir, ignore_errors=True)
+            raise
+        logger.info("%r on %s", trainer.model, trainer.device)
+        result = trainer.fit(resume=resume, stop_after=stop_after)
+        result.dataset = dataset
+        return result
 
 
-def load_run(run_dir: os.PathLike | str, device: Optional[str] = None) -> Trainer:
-    """A trainer holding the run's best model, ready to evaluate or recommend."""
+def next_steps(result: TrainResult) -> List[str]:
+    """What ``mmsc-dgl train`` prints at the end: where the run is, what the numbers mean, and
+    the next commands to try, with a real item of the dataset."""
+    lines = [f"run written to {result.run_dir}"]
+    dataset = result.dataset
+    negatives = dataset.splits.num_negatives if dataset is not None else 1000
+    lines.append(f"HR@10 = share of held-out edges ranked in the top 10 of {negatives + 1:,} candidates (the true "
+                 f"item and {negatives:,} sampled non-neighbours); MRR and NDCG@10 also reward a higher rank.")
+    if dataset is None or not result.metrics:
+        return lines
+    ids = dataset.catalog.ids.to_pylist()
+    titles = dataset.catalog.titles() if "title" in dataset.catalog.table.column_names else [None] * len(ids)
+    test = dataset.splits.test["complement"].src
+    pick = next((int(i) for i in test if titles[int(i)]), int(test[0]) if len(test) else 0)
+    title = f"   # {titles[pick]}" if titles[pick] else ""
+    run = _quote(result.run_dir)
+    lines.append("next:")
+    lines.append(f"  mmsc-dgl recommend {run} --item {_quote(ids[pick])} --relation complement -k 10{title}")
+    lines.append(f"  mmsc-dgl evaluate {run}          # the same metrics again, written to evaluation.json")
+    return lines
+
+
+def _quote(value) -> str:
+    import shlex
+    return shlex.quote(os.fspath(value))
+
+
+def load_run(run_dir: os.PathLike | str, device: Optional[str] = None,
+             dataset: Optional[os.PathLike | str] = None) -> Trainer:
+    """A trainer holding the run's best model, ready to evaluate or recommend.
+
+    Args:
+        run_dir: a finished run directory.
+        device: where to load it (default: the run's config).
+        dataset: the run's dataset directory, if it moved (checked by fingerprint).
+    """
     run_dir = Path(run_dir)
-    for name in (RUN_FILE, "config.json", MODEL):
+    if not run_dir.is_dir() or (read_marker(run_dir) or {}).get("kind") != "run":
+        raise DataError("not an mmsc_dgl run directory.", path=run_dir,
+                        fix="point to a directory written by mmsc-dgl train --out.")
+    record = read_run_record(run_dir)
+    for name in ("config.json", MODEL):
         if not (run_dir / name).exists():
-            raise DataError(f"the run directory lacks {name}.", path=run_dir,
-                            fix="point to a finished mmsc-dgl train --out directory.")
+            raise DataError(f"the run directory lacks {name} (unfinished run?).", path=run_dir,
+                            fix="finish it with mmsc-dgl train --out RUN --resume.")
     from mmsc_dgl.data.dataset import load_dataset
-    config = TrainConfig.model_validate_json((run_dir / "config.json").read_text())
+    config = _read_config(run_dir)
     if device is not None:
         config = config.model_copy(update={"device": device})
-    dataset = load_dataset(json.loads((run_dir / RUN_FILE).read_text())["dataset"])
-    trainer = Trainer(dataset, run_dir, config, progress=False)
+    dataset_path = run_dataset_dir(run_dir, record, dataset)
+    trainer = Trainer(load_dataset(dataset_path), run_dir, config, progress=False)
     state = load_checkpoint(run_dir / MODEL)
     try:
         for r in RELATIONS:
             trainer.model.load_state_dict(state["states"][r])
-    except (RuntimeError, KeyError) as err:
-        raise DataError(f"model.pt does not fit this config: {err}", path=run_dir / MODEL,
-                        fix="the run directory mixes two runs; train again.") from err
+    except (RuntimeError, KeyError, TypeError) as err:
+        first = str(err).splitlines()[0]
+        raise DataError(f"model.pt does not fit this run's config ({first}).", path=run_dir / MODEL,
+                        fix="the run directory mixes two runs; train it again with --overwrite.") from None
     trainer.relation_states = state["states"]
     trainer.model.eval()
     return trainer
 
 
 def evaluate_run(run_dir: os.PathLike | str, pairs: Optional[os.PathLike | str] = None,
-                 device: Optional[str] = None) -> dict:
-    """Test, cold-start and (optionally) labelled-pair metrics of a finished run."""
-    trainer = load_run(run_dir, device)
-    pair_table = None
-    if pairs is not None:
-        from mmsc_dgl.data.prepare import pairs_as_nodes
-        from mmsc_dgl.data.relations import RelationMap
-        from mmsc_dgl.data.report import SkipReport
-        report = SkipReport()
-        relation_map = RelationMap.edgelist(",".join(f"{k}={v}" for k, v in trainer.dataset.relation_map.items()
-                                                      if v in RELATIONS) or None)
-        pair_table = pairs_as_nodes(pairs, trainer.dataset.catalog, relation_map, "auto", report)
-        if report.total:
-            logger.warning("pairs: %s", "; ".join(report.format()))
-    metrics = trainer.evaluate(pairs=pair_table)
-    atomic_write_json(Path(run_dir) / "evaluation.json", metrics)
+                 device: Optional[str] = None, dataset: Optional[os.PathLike | str] = None) -> dict:
+    """Test, cold-start and (optionally) labelled-pair metrics of a finished run, written to
+    ``evaluation.json``.  ``dataset`` re-points a run whose dataset moved (checked by
+    fingerprint; ``run.json`` is updated)."""
+    run_dir = Path(run_dir)
+    trainer = load_run(run_dir, device, dataset)
+    pair_table = _read_pairs(trainer, pairs) if pairs is not None else None
+    with writer_lock(run_dir, "this run"):
+        metrics = trainer.evaluate(pairs=pair_table)
+        record = read_run_record(run_dir)
+        if dataset is not None and Path(record["dataset"]) != _resolve(dataset):
+            _write_run_record(run_dir, _resolve(dataset), trainer.config)
+            logger.warning("run.json now points to the dataset at %s", _resolve(dataset))
+        atomic_write_json(run_dir / "evaluation.json", metrics)
     return metrics
 
 
+def _read_pairs(trainer: Trainer, pairs: os.PathLike | str):
+    """A labelled pair file as node ids, its relation keys read with the dataset's own map."""
+    from mmsc_dgl.data.prepare import pairs_as_nodes
+    from mmsc_dgl.data.relations import RelationMap
+    from mmsc_dgl.data.report import SkipReport
+    report = SkipReport()
+    mapped = {k: v for k, v in trainer.dataset.relation_map.items() if v in RELATIONS}
+    known = ", ".join(sorted(mapped)) or "substitute, complement, s, c"
+    relation_map = RelationMap(RelationMap.edgelist(",".join(f"{k}={v}" for k, v in mapped.items()) or None).mapping,
+                               unknown_fix=f"use the relation keys the dataset was prepared with ({known}).")
+    table = pairs_as_nodes(pairs, trainer.dataset.catalog, relation_map, "auto", report)
+    if report.total:
+        logger.warning("pairs: %s", "; ".join(report.format()))
+    return table
+
+
 def recommend(run_dir: os.PathLike | str, relation: str, k: int = 10, item: Optional[str] = None,
-              device: Optional[str] = None, out: Optional[os.PathLike | str] = None) -> List[Dict]:
-    """Top-``k`` items for one item (``item``) or for every item (written to ``out`` as parquet)."""
+              device: Optional[str] = None, out: Optional[os.PathLike | str] = None, overwrite: bool = False,
+              dataset: Optional[os.PathLike | str] = None) -> List[Dict]:
+    """Top-``k`` items for one item (``item``) or for every item (written to ``out`` as parquet;
+    an existing file is replaced only with ``overwrite``).  ``k`` is capped at the number of
+    other items; the summary row of ``--all`` says how many were written per item."""
     if relation not in RELATIONS:
         raise DataError(f"unknown relation {relation!r}.", fix=f"use one of {', '.join(RELATIONS)}.")
-    trainer = load_run(run_dir, device)
+    if item is None:
+        if out is None:
+            raise DataError("--all needs --out FILE.parquet.", fix="pass --out recs.parquet.")
+        check_output_file(out, overwrite=overwrite, inputs=[run_dir] + ([dataset] if dataset else []))
+    trainer = load_run(run_dir, device, dataset)
     if not trainer.model.has_embeddings:
         raise DataError(f"{trainer.config.architecture} scores pairs and has no item embeddings to retrieve with.",
                         path=run_dir, fix="recommend from an embedding model's run (mmsc, lightgcn, ...).")
@@ -134,13 +341,13 @@ def recommend(run_dir: os.PathLike | str, relation: str, k: int = 10, item: Opti
     titles = catalog.titles()
     if item is not None:
         node = catalog.node(item)
+        if k > len(ids) - 1:
+            logger.warning("-k %d is more than the %d other items; showing all of them", k, len(ids) - 1)
         scores = emb @ emb[node]
         scores[node] = float("-inf")
         top = torch.topk(scores, min(k, len(ids) - 1))
         return [{"rank": i + 1, "item_id": ids[j], "title": titles[j], "score": float(s)}
                 for i, (s, j) in enumerate(zip(top.values.tolist(), top.indices.tolist()))]
-    if out is None:
-        raise DataError("--all needs --out FILE.parquet.", fix="pass --out recs.parquet.")
     from mmsc_dgl.eval.retrieval import topk_all
     scores, top = topk_all(emb, k)
     width = top.shape[1]
@@ -153,7 +360,11 @@ def recommend(run_dir: os.PathLike | str, relation: str, k: int = 10, item: Opti
                       "recommended_id": id_array.take(pa.array(dst)), "score": np.concatenate(rows_score),
                       "relation": pa.array([relation] * len(src))})
     atomic_write_parquet(out, table)
-    return [{"items": len(ids), "rows": table.num_rows, "out": os.fspath(out)}]
+    return [{"items": len(ids), "rows": table.num_rows, "k": width, "out": os.fspath(out)}]
+
+
+def _cell(value) -> str:
+    return f"{'-':>10}" if value is None or value != value else f"{value:>10.4f}"
 
 
 def format_metrics(metrics: dict) -> List[str]:
@@ -162,12 +373,13 @@ def format_metrics(metrics: dict) -> List[str]:
         if split not in metrics:
             continue
         block = metrics[split]
-        names = [m for m in next(iter(block.values())) if m != "queries"]
+        names = [m for m in next(iter(block.values())) if m not in ("queries", "reason")]
         lines.append(f"{split:<6}{'relation':<12}" + "".join(f"{m:>10}" for m in names) + f"{'queries':>9}")
         for r in RELATIONS:
-            lines.append(f"{'':<6}{r:<12}" + "".join(f"{block[r][m]:>10.4f}" for m in names) + f"{block[r]['queries']:>9,}")
+            lines.append(f"{'':<6}{r:<12}" + "".join(_cell(block[r][m]) for m in names) + f"{block[r]['queries']:>9,}"
+                         + (f"  ({block[r]['reason']})" if block[r].get("reason") else ""))
     if "pairs" in metrics:
         lines.append(f"pairs {'relation':<12}{'ROC-AUC':>10}{'PR-AUC':>10}{'F1':>10}{'pairs':>9}")
         for r, m in metrics["pairs"].items():
-            lines.append(f"{'':<6}{r:<12}{m['ROC-AUC']:>10.4f}{m['PR-AUC']:>10.4f}{m['F1']:>10.4f}{m['pairs']:>9,}")
+            lines.append(f"{'':<6}{r:<12}{_cell(m['ROC-AUC'])}{_cell(m['PR-AUC'])}{_cell(m['F1'])}{m['pairs']:>9,}")
     return lines

@@ -26,6 +26,7 @@ from mmsc_dgl.features.hashed import hashed_text_features
 from mmsc_dgl.io import atomic_write_json, atomic_write_text
 from mmsc_dgl.metapath.table import MetaPathTables
 from mmsc_dgl.models.registry import USES_METAPATHS, build_model
+from mmsc_dgl.progress import duration, eta, report
 from mmsc_dgl.train.batches import edge_batches, full_steps
 from mmsc_dgl.train.checkpoint import load_checkpoint, save_checkpoint
 
@@ -40,7 +41,10 @@ TABLES = "metapaths.pt"
 def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
+    try:
+        device = torch.device(device)
+    except RuntimeError:
+        raise DataError(f"--device {device!r} is not a device.", fix="use auto, cpu, cuda or cuda:N.") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise DataError(f"--device {device} was asked for, but no CUDA device is visible.", fix="use --device cpu.")
     return device
@@ -75,7 +79,15 @@ def load_features(spec: str, dataset, dim: int) -> Optional[ContentFeatures]:
         return load_feature_cache(path, dataset.catalog)
     if not path.exists():
         raise DataError("no feature file here.", path=path, fix="pass --features hashed, none, or a feature file.")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # a pickle of anything else, a text file, a damaged file
+        raise DataError("not a torch feature file (or a damaged one); arbitrary pickles are refused.", path=path,
+                        fix="pass a feature cache (.parquet, mmsc-dgl features) or torch.save({'item_ids', "
+                            "'tokens', 'mask'}).") from None
+    if not isinstance(state, dict):
+        raise DataError(f"the feature file holds a {type(state).__name__}, not a dict.", path=path,
+                        fix="torch.save({'item_ids': [...], 'tokens': [N, T, D], 'mask': [N, T]}).")
     for key in ("item_ids", "tokens", "mask"):
         if key not in state:
             raise DataError(f"the feature file has no {key!r}.", path=path,
@@ -98,7 +110,11 @@ def load_train_edges(dataset, path: Optional[str]) -> Dict[str, RelationEdges]:
     if path is None:
         edges = dataset.splits.train
     else:
-        table = pq.read_table(path)
+        try:
+            table = pq.read_table(path)
+        except (OSError, ValueError) as err:  # pyarrow's ArrowInvalid is a ValueError
+            raise DataError(f"not a parquet edge table ({type(err).__name__}).", path=path,
+                            fix="pass the parquet file written by mmsc-dgl augment (relation, src, dst).") from None
         for col in ("relation", "src", "dst"):
             if col not in table.column_names:
                 raise DataError(f"the training edge file has no {col!r} column.", path=path,
@@ -125,6 +141,8 @@ class TrainResult:
     metrics: dict
     history: List[dict] = field(default_factory=list)
     best_epoch: Dict[str, int] = field(default_factory=dict)
+    dataset: object = None
+    """The dataset the run was trained on (set by :func:`mmsc_dgl.train.run.train`)."""
 
 
 @contextlib.contextmanager
@@ -142,10 +160,7 @@ def deterministic_algorithms(enabled: bool):
 
 
 def _config_fingerprint(config: TrainConfig) -> str:
-    data = config.model_dump()
-    for key in ("epochs", "device", "impl", "patience", "deterministic"):  # may change on resume
-        data.pop(key)
-    return json.dumps(data, sort_keys=True)
+    return json.dumps(config.resume_identity(), sort_keys=True)
 
 
 class Trainer:
@@ -160,10 +175,13 @@ class Trainer:
         model: a ready model answering :class:`~mmsc_dgl.models.base.Recommender` (on any
             device), trained in place of ``config.architecture`` (benchmarks compare
             outside encoders this way).
+        features: content features already loaded for ``config.features`` (``None``: none);
+            by default they are loaded here.
     """
 
     def __init__(self, dataset, run_dir: Union[str, Path], config: TrainConfig,
-                 tables: Optional[MetaPathTables] = None, progress: bool = True, model=None):
+                 tables: Optional[MetaPathTables] = None, progress: bool = True, model=None,
+                 features: Union[ContentFeatures, None, str] = "config"):
         if config.train_noise > 0:
             if config.train_edges is not None:
                 raise DataError("train_noise and train_edges were both given.",
@@ -176,10 +194,12 @@ class Trainer:
         self.progress = progress
         self.device = resolve_device(config.device)
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        # Inputs that can be wrong are read before anything is built or written.
+        self.features = (load_features(config.features, dataset, config.feature_dim) if isinstance(features, str)
+                         else features)
+        self.train_edges = load_train_edges(dataset, config.train_edges)
         needs_tables = model is None and config.architecture in USES_METAPATHS
         self.tables = (tables or self._tables()) if needs_tables else tables
-        self.features = load_features(config.features, dataset, config.feature_dim)
-        self.train_edges = load_train_edges(dataset, config.train_edges)
         self.sampler = dataset.negative_sampler()
         torch.manual_seed(config.seed)
         if model is None:
@@ -262,6 +282,10 @@ class Trainer:
                  "bad_epochs": 0, "history": [], "best_state": {r: None for r in RELATIONS}}
         if resume and ckpt_path.exists():
             ckpt = load_checkpoint(ckpt_path)
+            missing = [k for k in ("config", "model", "optimizer", "rng_state", *state) if k not in ckpt]
+            if missing:
+                raise DataError(f"the checkpoint lacks {', '.join(missing)}.", path=ckpt_path,
+                                fix="train the run again from scratch with --overwrite.")
             if ckpt["config"] != _config_fingerprint(cfg):
                 raise DataError("the checkpoint was made with another config.", path=ckpt_path,
                                 fix="resume with the same config, or train into a new --out.")
@@ -272,10 +296,11 @@ class Trainer:
             logger.info("resumed %s at epoch %d", self.run_dir, state["epoch"])
         elif ckpt_path.exists() and not resume:
             raise DataError(f"{self.run_dir} already holds a run.", path=ckpt_path,
-                            fix="pass --resume to continue it, or choose another --out.")
+                            fix="pass --resume to continue it, --overwrite to replace it, or choose another --out.")
         atomic_write_text(self.run_dir / "config.json", cfg.model_dump_json(indent=2))
         self.model.train()
         ran = 0
+        fit_started = time.perf_counter()
         if self.optimizer is None:  # nothing to learn (content cosine, heuristics): evaluate as is
             logger.info("%r has nothing to train; evaluating it as it is", self.model)
             state["epoch"] = cfg.epochs
@@ -314,9 +339,10 @@ class Trainer:
                     state["best_state"][r] = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
             state["bad_epochs"] = 0 if improved else state["bad_epochs"] + 1
             state["epoch"] = epoch + 1
-            logger.info("epoch %d: %s | val NDCG@10 s=%.4f c=%.4f | %.1fs", epoch + 1,
-                        " ".join(f"{k[5:]}={v:.4f}" for k, v in record.items() if k.startswith("loss_")),
-                        val["substitute"]["NDCG@10"], val["complement"]["NDCG@10"], record["seconds"])
+            report("epoch %d/%d: loss %.4f | val NDCG@10 substitute %.4f, complement %.4f | %s | ETA %s (at most)",
+                   epoch + 1, cfg.epochs, record.get("loss_total", float("nan")),
+                   val["substitute"]["NDCG@10"], val["complement"]["NDCG@10"], duration(record["seconds"]),
+                   eta(ran + 1, ran + 1 + cfg.epochs - epoch - 1, time.perf_counter() - fit_started))
             save_checkpoint(ckpt_path, {**state, "model": self.model.state_dict(),
                                         "optimizer": self.optimizer.state_dict(),
                                         "rng_state": torch.get_rng_state(), "config": _config_fingerprint(cfg)})
@@ -409,6 +435,11 @@ class Trainer:
         for r in RELATIONS:
             pick = np.array([x == r for x in relation])
             if not pick.any():
+                continue
+            if len(np.unique(label[pick])) < 2:
+                nan = float("nan")
+                result[r] = {"ROC-AUC": nan, "PR-AUC": nan, "F1": nan, "pairs": int(pick.sum()),
+                             "reason": f"every {r} pair is labelled {int(label[pick][0])}; the metrics need both labels"}
                 continue
             score = embedding_scores(scorers[r]) if isinstance(scorers[r], torch.Tensor) else scorers[r]
             scores = pair_scores(score, src[pick], dst[pick])

@@ -1,0 +1,206 @@
+"""What mmsc_dgl may replace: only what it wrote, and never the ground the user stands on.
+
+Every directory the project writes (a dataset, a run, an experiment) carries a marker file,
+``.mmsc_dgl.json``, naming its kind and format version.  Before a command does any work it
+calls :func:`check_output_dir` (or :func:`check_output_file` for single files), which refuses:
+
+- the current directory, a parent of it, the home directory (or a parent of it) and ``/``,
+  whenever the command would replace or delete them;
+- a path that holds an input of the same command;
+- a non-empty directory without the marker (the user's own files);
+- a directory marked as another kind (a dataset where a run is asked for);
+- an existing target of the same kind without ``--overwrite`` (or ``--resume`` for runs).
+
+Directories written by mmsc_dgl before the marker existed are recognised by their own files
+(``dataset.json`` with a format version; ``run.json`` with ``config.json``; ``cells/``).
+"""
+from __future__ import annotations
+
+import json
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterable, Optional, Sequence
+
+from mmsc_dgl.errors import DataError
+
+MARKER = ".mmsc_dgl.json"
+KINDS = ("dataset", "run", "experiment")
+FORMAT_VERSIONS = {"dataset": 1, "run": 2, "experiment": 1}
+_NOUN = {"dataset": "dataset directory", "run": "run directory", "experiment": "experiment directory"}
+_FLAG = {"dataset": "--out", "run": "--out", "experiment": "--out"}
+
+
+def write_marker(directory: os.PathLike | str, kind: str) -> None:
+    """Mark ``directory`` as a ``kind`` directory written by mmsc_dgl (atomically)."""
+    from mmsc_dgl import __version__
+    from mmsc_dgl.io import atomic_write_json
+    atomic_write_json(Path(directory) / MARKER, {
+        "kind": kind, "format_version": FORMAT_VERSIONS[kind], "mmsc_dgl_version": __version__,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+
+
+def read_marker(directory: os.PathLike | str) -> Optional[dict]:
+    """The marker of ``directory``; for directories written before markers, one inferred from
+    their files; ``None`` when mmsc_dgl did not write it."""
+    directory = Path(directory)
+    marker = directory / MARKER
+    if marker.is_file():
+        try:
+            data = json.loads(marker.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            data = None
+        if isinstance(data, dict) and data.get("kind") in KINDS:
+            return data
+        return None
+    if (directory / "dataset.json").is_file() and (directory / "items.parquet").is_file():
+        try:
+            if "format_version" in json.loads((directory / "dataset.json").read_text(encoding="utf-8")):
+                return {"kind": "dataset", "format_version": 1, "legacy": True}
+        except (OSError, ValueError):
+            return None
+    if (directory / "run.json").is_file() and (directory / "config.json").is_file():
+        return {"kind": "run", "format_version": 1, "legacy": True}
+    if (directory / "cells").is_dir() and not any(p for p in directory.iterdir()
+                                                   if p.name not in ("cells", "datasets", "results.md",
+                                                                     "results.json") and p.suffix != ".png"):
+        return {"kind": "experiment", "format_version": 1, "legacy": True}
+    return None
+
+
+def _protected(path: Path) -> Optional[str]:
+    """Why ``path`` must never be replaced, or None."""
+    cwd = Path.cwd().resolve()
+    home = Path.home().resolve()
+    if path == Path(path.anchor):
+        return "it is the filesystem root"
+    if path == cwd:
+        return "it is the current directory"
+    if cwd.is_relative_to(path):
+        return "it holds the current directory"
+    if path == home or home.is_relative_to(path):
+        return "it is (or holds) the home directory"
+    return None
+
+
+def _holds_input(path: Path, inputs: Iterable[os.PathLike | str]) -> Optional[Path]:
+    for given in inputs:
+        if given is None:
+            continue
+        resolved = Path(os.path.expanduser(os.fspath(given))).resolve()
+        if resolved == path or resolved.is_relative_to(path):
+            return Path(given)
+    return None
+
+
+def _describe(entries: Sequence[Path]) -> str:
+    names = sorted(p.name + ("/" if p.is_dir() else "") for p in entries)
+    shown = ", ".join(names[:3]) + (f", ... ({len(names)} entries)" if len(names) > 3 else "")
+    return shown
+
+
+def check_output_dir(path: os.PathLike | str, kind: str, overwrite: bool = False, resume: bool = False,
+                     inputs: Iterable[os.PathLike | str] = (), option: str = "--out") -> Optional[dict]:
+    """Refuse, before any work, an output directory this command must not write.
+
+    Returns the marker of an existing ``kind`` directory that may be replaced (``overwrite``) or
+    continued (``resume``), or ``None`` when the target is new or empty.
+
+    Raises:
+        DataError: naming the path, what is there, and the fix.
+    """
+    given = Path(path)
+    target = Path(os.path.expanduser(os.fspath(path))).resolve()
+    noun = _NOUN[kind]
+    if target.exists() and not target.is_dir():
+        raise DataError(f"{option} is a file, not a directory.", path=given,
+                        fix=f"choose a new directory for {option}.")
+    why = _protected(target)
+    entries = list(target.iterdir()) if target.is_dir() else []
+    if why is not None and (entries or kind == "dataset" or overwrite):
+        raise DataError(f"will not write a {noun} here: {why}.", path=given,
+                        fix=f"choose a new directory for {option}, e.g. runs/NAME.")
+    held = _holds_input(target, inputs)
+    if held is not None:
+        raise DataError(f"{option} holds an input of this command ({held}).", path=given,
+                        fix=f"write the {noun} somewhere else: {option} must not contain its own inputs.")
+    if not entries:
+        return None
+    marker = read_marker(target)
+    if marker is None:
+        raise DataError(f"this directory holds files mmsc_dgl did not write ({_describe(entries)}); "
+                        f"mmsc_dgl replaces only its own {noun}s.", path=given,
+                        fix=f"choose a new or empty directory for {option}.")
+    if marker["kind"] != kind:
+        raise DataError(f"this is an mmsc_dgl {_NOUN[marker['kind']]}, not a {noun}.", path=given,
+                        fix=f"choose another directory for {option}.")
+    if marker.get("format_version", 1) > FORMAT_VERSIONS[kind]:
+        raise DataError(f"this {noun} was written by a newer mmsc_dgl (format {marker['format_version']}).",
+                        path=given, fix="use that version of mmsc_dgl, or choose another directory.")
+    if resume or overwrite:
+        return marker
+    extra = " pass --resume to continue it," if kind == "run" else ""
+    raise DataError(f"{given} already holds an mmsc_dgl {noun}.", path=None,
+                    fix=f"{extra} pass --overwrite to replace it, or choose another {option}.".strip())
+
+
+def check_output_file(path: os.PathLike | str, overwrite: bool = False, inputs: Iterable[os.PathLike | str] = (),
+                      option: str = "--out") -> None:
+    """Refuse, before any work, to replace a file without ``overwrite`` (or ever, an input or a
+    directory)."""
+    given = Path(path)
+    target = Path(os.path.expanduser(os.fspath(path))).resolve()
+    if target.is_dir():
+        raise DataError(f"{option} is a directory; a file is written here.", path=given,
+                        fix=f"pass a file name for {option}.")
+    for held in inputs:
+        if held is None:
+            continue
+        held_path = Path(os.path.expanduser(os.fspath(held))).resolve()
+        if held_path == target or (target.exists() and target.is_relative_to(held_path)):
+            raise DataError(f"{option} is an input of this command (or a file inside one).", path=given,
+                            fix=f"choose another file for {option}.")
+    if target.exists() and not overwrite:
+        raise DataError("the file already exists.", path=given,
+                        fix=f"pass --overwrite to replace it, or choose another {option}.")
+    parent = target.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise DataError(f"cannot create {option}: {parent} is a file.", path=given,
+                        fix=f"choose another {option}.")
+    check_writable(parent, given, option)
+
+
+def check_writable(directory: Path, given: Path, option: str) -> None:
+    """A one-line error now, not a PermissionError traceback after the work."""
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise DataError(f"cannot write {option}: {directory} is not writable.", path=given,
+                        fix=f"choose a writable location for {option}.")
+
+
+def check_dir_parent(path: os.PathLike | str, option: str = "--out") -> None:
+    """The nearest existing ancestor of ``path`` must be a writable directory."""
+    given = Path(path)
+    target = Path(os.path.expanduser(os.fspath(path))).resolve()
+    probe = target if target.exists() else target.parent
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise DataError(f"cannot create {option}: {probe} is a file.", path=given,
+                        fix=f"choose another {option}.")
+    check_writable(probe, given, option)
+
+
+def clear_directory(path: os.PathLike | str, kind: str) -> None:
+    """Empty a ``kind`` directory that :func:`check_output_dir` allowed to be replaced."""
+    import shutil
+    target = Path(path)
+    marker = read_marker(target)
+    if marker is None or marker["kind"] != kind or _protected(target.resolve()) is not None:
+        raise DataError(f"refusing to clear a directory that is not an mmsc_dgl {_NOUN[kind]}.", path=target)
+    for entry in target.iterdir():
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
