@@ -79,6 +79,10 @@ class _Group(click.Group):
         except (DataError, FileExistsError) as err:
             click.echo(f"error: {err}", err=True)
             sys.exit(2)
+        except KeyboardInterrupt:
+            click.echo("interrupted: what was written is complete up to the last checkpoint or chunk "
+                       "(train --resume, features and augment continue from there).", err=True)
+            sys.exit(130)
         except OSError as err:
             if err.filename is None:
                 raise

@@ -27,6 +27,17 @@ from mmsc_dgl.errors import DataError
 MARKER = ".mmsc_dgl.json"
 KINDS = ("dataset", "run", "experiment")
 FORMAT_VERSIONS = {"dataset": 1, "run": 2, "experiment": 1}
+OWNED = {
+    "dataset": ("dataset.json", "relation_map.json", "items.parquet", "edges.parquet", "graph.bin", "splits",
+                "metapaths.pt", "features.parquet", "features.parquet.parts", "e_llm*.parquet", "judge_scores",
+                "experiment.json"),
+    "run": ("run.json", "config.json", "metapaths.pt", "checkpoint.pt", "model.pt", "history.json", "metrics.json",
+            "evaluation.json", "dataset", "cell.json"),
+    "experiment": ("cells", "datasets", "results.md", "results.json", "*.png"),
+}
+"""What each kind of directory holds when mmsc_dgl wrote it (besides the marker, its locks and
+temporary files): anything else is the user's, and ``--overwrite`` refuses to delete it."""
+_ALWAYS = (MARKER, ".*.lock", ".*.tmp")
 _NOUN = {"dataset": "dataset directory", "run": "run directory", "experiment": "experiment directory"}
 _FLAG = {"dataset": "--out", "run": "--out", "experiment": "--out"}
 
@@ -93,6 +104,13 @@ def _holds_input(path: Path, inputs: Iterable[os.PathLike | str]) -> Optional[Pa
     return None
 
 
+def foreign_entries(directory: Path, kind: str) -> list:
+    """Entries of a ``kind`` directory that mmsc_dgl does not write there."""
+    from fnmatch import fnmatch
+    patterns = OWNED[kind] + _ALWAYS
+    return [p for p in directory.iterdir() if not any(fnmatch(p.name, pat) for pat in patterns)]
+
+
 def _describe(entries: Sequence[Path]) -> str:
     names = sorted(p.name + ("/" if p.is_dir() else "") for p in entries)
     shown = ", ".join(names[:3]) + (f", ... ({len(names)} entries)" if len(names) > 3 else "")
@@ -129,7 +147,7 @@ def check_output_dir(path: os.PathLike | str, kind: str, overwrite: bool = False
     marker = read_marker(target)
     if marker is None:
         raise DataError(f"this directory holds files mmsc_dgl did not write ({_describe(entries)}); "
-                        f"mmsc_dgl replaces only its own {noun}s.", path=given,
+                        f"mmsc_dgl replaces only what it wrote itself.", path=given,
                         fix=f"choose a new or empty directory for {option}.")
     if marker["kind"] != kind:
         raise DataError(f"this is an mmsc_dgl {_NOUN[marker['kind']]}, not a {noun}.", path=given,
@@ -137,6 +155,12 @@ def check_output_dir(path: os.PathLike | str, kind: str, overwrite: bool = False
     if marker.get("format_version", 1) > FORMAT_VERSIONS[kind]:
         raise DataError(f"this {noun} was written by a newer mmsc_dgl (format {marker['format_version']}).",
                         path=given, fix="use that version of mmsc_dgl, or choose another directory.")
+    if overwrite and not resume:
+        foreign = foreign_entries(target, kind)
+        if foreign:
+            raise DataError(f"this mmsc_dgl {noun} also holds files mmsc_dgl did not write "
+                            f"({_describe(foreign)}); --overwrite would delete them.", path=given,
+                            fix=f"move them out first, or choose another {option}.")
     if resume or overwrite:
         return marker
     extra = " pass --resume to continue it," if kind == "run" else ""

@@ -119,6 +119,19 @@ def c_train_out_parent_of_cwd(tmp, built):
     return ["train", "../ds", "--out", "..", "--overwrite", *TRAIN]
 
 
+def c_overwrite_dataset_with_user_files(tmp, built):
+    _copy(built, tmp, "ds")
+    (tmp / "ds" / "my-analysis.ipynb").write_text("{}\n")
+    return ["prepare", "--synthetic", "200", "--out", "ds", "--overwrite"]
+
+
+def c_overwrite_run_with_user_files(tmp, built):
+    _copy(built, tmp, "ds", "run")
+    (tmp / "run" / "notes").mkdir()
+    (tmp / "run" / "notes" / "plot.png").write_bytes(b"\x89PNG")
+    return ["train", "ds", "--out", "run", "--overwrite", *TRAIN]
+
+
 def c_prepare_out_holds_input(tmp, built):
     (tmp / "proj").mkdir()
     _edges(tmp / "proj" / "edges.txt")
@@ -471,6 +484,10 @@ CASES = [
     Case("train --out DATASET_DIR --overwrite", c_train_out_dataset, ["dataset directory, not a run"]),
     Case("train --out $HOME --overwrite", c_train_out_home, ["home directory"]),
     Case("train --out .. --overwrite", c_train_out_parent_of_cwd, ["holds the current directory"]),
+    Case("prepare --overwrite on a dataset holding user files", c_overwrite_dataset_with_user_files,
+         ["my-analysis.ipynb", "would delete them"]),
+    Case("train --overwrite on a run holding user files", c_overwrite_run_with_user_files,
+         ["notes/", "would delete them"]),
     Case("prepare proj/edges.txt --out proj --overwrite", c_prepare_out_holds_input, ["input of this command"]),
     Case("prepare --out . --overwrite", c_prepare_out_cwd, ["current directory"]),
     Case("prepare --out FILE --overwrite", c_prepare_out_is_file, ["is a file"]),

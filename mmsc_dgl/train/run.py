@@ -158,6 +158,8 @@ def train(dataset_dir=None, out: os.PathLike | str = "runs/mmsc", config: Option
     if resume and overwrite:
         raise DataError("--resume and --overwrite were both given.", fix="continue the run or replace it, not both.")
     resolve_device(config.device)
+    from mmsc_dgl.metapath.spec import parse_metapaths
+    parse_metapaths(config.metapaths)  # a bad spec is refused here, not after the run directory is made
     check_dir_parent(run_dir)
     inputs = _inputs_of(dataset_dir, config)
     marker = check_output_dir(run_dir, "run", overwrite=overwrite, resume=resume, inputs=inputs)

@@ -339,13 +339,14 @@ class Trainer:
                     state["best_state"][r] = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
             state["bad_epochs"] = 0 if improved else state["bad_epochs"] + 1
             state["epoch"] = epoch + 1
+            save_checkpoint(ckpt_path, {**state, "model": self.model.state_dict(),
+                                        "optimizer": self.optimizer.state_dict(),
+                                        "rng_state": torch.get_rng_state(), "config": _config_fingerprint(cfg)})
+            # Printed once the epoch's checkpoint is on disk: a line seen is an epoch kept.
             report("epoch %d/%d: loss %.4f | val NDCG@10 substitute %.4f, complement %.4f | %s | ETA %s (at most)",
                    epoch + 1, cfg.epochs, record.get("loss_total", float("nan")),
                    val["substitute"]["NDCG@10"], val["complement"]["NDCG@10"], duration(record["seconds"]),
                    eta(ran + 1, ran + 1 + cfg.epochs - epoch - 1, time.perf_counter() - fit_started))
-            save_checkpoint(ckpt_path, {**state, "model": self.model.state_dict(),
-                                        "optimizer": self.optimizer.state_dict(),
-                                        "rng_state": torch.get_rng_state(), "config": _config_fingerprint(cfg)})
             ran += 1
             if stop_after is not None and ran >= stop_after:
                 return TrainResult(self.run_dir, {}, state["history"], dict(state["best_epoch"]))
