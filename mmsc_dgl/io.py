@@ -15,6 +15,11 @@ if TYPE_CHECKING:
 
 
 
+def resolve_path(path: os.PathLike | str) -> Path:
+    """A path as the user gave it, with ``~`` expanded, made absolute (symlinks resolved)."""
+    return Path(os.path.expanduser(os.fspath(path))).resolve()
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

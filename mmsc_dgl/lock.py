@@ -20,13 +20,14 @@ from pathlib import Path
 from typing import Iterator
 
 from mmsc_dgl.errors import DataError
+from mmsc_dgl.io import resolve_path
 
 logger = logging.getLogger(__name__)
 
 
 def lock_path(target: os.PathLike | str) -> Path:
     """Where the lock of ``target`` lives: ``.NAME.lock`` in the same directory."""
-    target = Path(os.path.expanduser(os.fspath(target))).resolve()
+    target = resolve_path(target)
     return target.parent / f".{target.name}.lock"
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
 from mmsc_dgl.errors import DataError
+from mmsc_dgl.io import resolve_path
 
 MARKER = ".mmsc_dgl.json"
 KINDS = ("dataset", "run", "experiment")
@@ -98,7 +99,7 @@ def _holds_input(path: Path, inputs: Iterable[os.PathLike | str]) -> Optional[Pa
     for given in inputs:
         if given is None:
             continue
-        resolved = Path(os.path.expanduser(os.fspath(given))).resolve()
+        resolved = resolve_path(given)
         if resolved == path or resolved.is_relative_to(path):
             return Path(given)
     return None
@@ -128,7 +129,7 @@ def check_output_dir(path: os.PathLike | str, kind: str, overwrite: bool = False
         DataError: naming the path, what is there, and the fix.
     """
     given = Path(path)
-    target = Path(os.path.expanduser(os.fspath(path))).resolve()
+    target = resolve_path(path)
     noun = _NOUN[kind]
     if target.exists() and not target.is_dir():
         raise DataError(f"{option} is a file, not a directory.", path=given,
@@ -173,47 +174,40 @@ def check_output_file(path: os.PathLike | str, overwrite: bool = False, inputs: 
     """Refuse, before any work, to replace a file without ``overwrite`` (or ever, an input or a
     directory)."""
     given = Path(path)
-    target = Path(os.path.expanduser(os.fspath(path))).resolve()
+    target = resolve_path(path)
     if target.is_dir():
         raise DataError(f"{option} is a directory; a file is written here.", path=given,
                         fix=f"pass a file name for {option}.")
     for held in inputs:
         if held is None:
             continue
-        held_path = Path(os.path.expanduser(os.fspath(held))).resolve()
+        held_path = resolve_path(held)
         if held_path == target or (target.exists() and target.is_relative_to(held_path)):
             raise DataError(f"{option} is an input of this command (or a file inside one).", path=given,
                             fix=f"choose another file for {option}.")
     if target.exists() and not overwrite:
         raise DataError("the file already exists.", path=given,
                         fix=f"pass --overwrite to replace it, or choose another {option}.")
-    parent = target.parent
-    while not parent.exists():
-        parent = parent.parent
-    if not parent.is_dir():
-        raise DataError(f"cannot create {option}: {parent} is a file.", path=given,
-                        fix=f"choose another {option}.")
-    check_writable(parent, given, option)
-
-
-def check_writable(directory: Path, given: Path, option: str) -> None:
-    """A one-line error now, not a PermissionError traceback after the work."""
-    if not os.access(directory, os.W_OK | os.X_OK):
-        raise DataError(f"cannot write {option}: {directory} is not writable.", path=given,
-                        fix=f"choose a writable location for {option}.")
+    _check_creatable(target.parent, given, option)
 
 
 def check_dir_parent(path: os.PathLike | str, option: str = "--out") -> None:
-    """The nearest existing ancestor of ``path`` must be a writable directory."""
-    given = Path(path)
-    target = Path(os.path.expanduser(os.fspath(path))).resolve()
-    probe = target if target.exists() else target.parent
+    """The directory ``path`` (or its nearest existing ancestor) must be a writable directory."""
+    target = resolve_path(path)
+    _check_creatable(target if target.exists() else target.parent, Path(path), option)
+
+
+def _check_creatable(probe: Path, given: Path, option: str) -> None:
+    """A one-line error now, not a PermissionError or NotADirectoryError traceback after the
+    work: the nearest existing ancestor of ``probe`` must be a writable directory."""
     while not probe.exists():
         probe = probe.parent
     if not probe.is_dir():
         raise DataError(f"cannot create {option}: {probe} is a file.", path=given,
                         fix=f"choose another {option}.")
-    check_writable(probe, given, option)
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise DataError(f"cannot write {option}: {probe} is not writable.", path=given,
+                        fix=f"choose a writable location for {option}.")
 
 
 def clear_directory(path: os.PathLike | str, kind: str) -> None:

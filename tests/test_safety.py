@@ -15,7 +15,7 @@ import pickle
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, List, Optional, Sequence
 
@@ -260,28 +260,25 @@ def c_int64_overflow(tmp, built):
     return ["prepare", "e.txt", "--out", "ds"]
 
 
-def c_pairs_all_positive(tmp, built):
+def _evaluate_pairs(tmp, built, line) -> List[str]:
+    """``evaluate run --pairs pairs.txt`` with ten lines ``line(i, ids)``."""
     _copy(built, tmp, "ds", "run")
     _repoint(tmp / "run", tmp / "ds")
     ids = pq.read_table(tmp / "ds" / "items.parquet").column("item_id").to_pylist()
-    write_lines(tmp / "pairs.txt", [f"complement {ids[i]} {ids[i + 1]} 1" for i in range(10)])
+    write_lines(tmp / "pairs.txt", [line(i, ids) for i in range(10)])
     return ["evaluate", "run", "--pairs", "pairs.txt"]
+
+
+def c_pairs_all_positive(tmp, built):
+    return _evaluate_pairs(tmp, built, lambda i, ids: f"complement {ids[i]} {ids[i + 1]} 1")
 
 
 def c_pairs_no_labels(tmp, built):
-    _copy(built, tmp, "ds", "run")
-    _repoint(tmp / "run", tmp / "ds")
-    ids = pq.read_table(tmp / "ds" / "items.parquet").column("item_id").to_pylist()
-    write_lines(tmp / "pairs.txt", [f"substitute {ids[i]} {ids[i + 2]}" for i in range(10)])
-    return ["evaluate", "run", "--pairs", "pairs.txt"]
+    return _evaluate_pairs(tmp, built, lambda i, ids: f"substitute {ids[i]} {ids[i + 2]}")
 
 
 def c_pairs_unknown_relation(tmp, built):
-    _copy(built, tmp, "ds", "run")
-    _repoint(tmp / "run", tmp / "ds")
-    ids = pq.read_table(tmp / "ds" / "items.parquet").column("item_id").to_pylist()
-    write_lines(tmp / "pairs.txt", [f"7 {ids[i]} {ids[i + 2]} {i % 2}" for i in range(10)])
-    return ["evaluate", "run", "--pairs", "pairs.txt"]
+    return _evaluate_pairs(tmp, built, lambda i, ids: f"7 {ids[i]} {ids[i + 2]} {i % 2}")
 
 
 def c_config_list(tmp, built):

@@ -15,7 +15,6 @@ import argparse
 import logging
 import multiprocessing as mp
 import time
-from pathlib import Path
 
 logger = logging.getLogger("bench_metapath")
 

@@ -16,7 +16,6 @@ import importlib.util
 import logging
 import sys
 import time
-from pathlib import Path
 
 import torch
 from torch.nn import functional as F

@@ -229,7 +229,6 @@ def _run_experiment(config: ExperimentConfig, out: Path, seeds: Optional[Sequenc
 def report_only(config: ExperimentConfig, out: os.PathLike | str,
                 publish: Optional[os.PathLike | str] = None) -> ExperimentResult:
     """Rebuild the report from finished cells in ``out`` without training anything."""
-    from mmsc_dgl.experiments.report import write_report
     out = Path(out)
     if not out.is_dir() or (read_marker(out) or {}).get("kind") != "experiment":
         raise DataError("no experiment here.", path=out, fix="run mmsc-dgl experiment without --report-only first.")

@@ -5,7 +5,6 @@ import abc
 import hashlib
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import List, Tuple
 
 import numpy as np
@@ -100,6 +99,3 @@ class FeatureExtractor(abc.ABC):
         """Counts worth telling the user (images that could not be read, say)."""
         return {}
 
-
-def resolve_path(path: os.PathLike | str) -> Path:
-    return Path(os.path.expanduser(os.fspath(path))).resolve()

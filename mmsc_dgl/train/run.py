@@ -22,7 +22,7 @@ from mmsc_dgl import RELATIONS
 from mmsc_dgl.config import SyntheticConfig, TrainConfig
 from mmsc_dgl.errors import DataError
 from mmsc_dgl.fingerprint import fingerprint
-from mmsc_dgl.io import atomic_write_json, atomic_write_parquet
+from mmsc_dgl.io import atomic_write_json, atomic_write_parquet, resolve_path
 from mmsc_dgl.lock import writer_lock
 from mmsc_dgl.ownership import check_dir_parent, check_output_dir, check_output_file, clear_directory, read_marker, write_marker
 from mmsc_dgl.train.checkpoint import load_checkpoint
@@ -35,10 +35,6 @@ RUN_FILE = "run.json"
 
 
 RUN_FORMAT = 2
-
-
-def _resolve(path: os.PathLike | str) -> Path:
-    return Path(os.path.expanduser(os.fspath(path))).resolve()
 
 
 def read_run_record(run_dir: Path) -> dict:
@@ -83,7 +79,7 @@ def run_dataset_dir(run_dir: Path, record: dict, dataset: Optional[os.PathLike |
     works), checked against the recorded fingerprint."""
     from mmsc_dgl.data.dataset import dataset_fingerprint
     if dataset is not None:
-        path = _resolve(dataset)
+        path = resolve_path(dataset)
         if not (path / "dataset.json").exists():
             raise DataError("not a dataset directory.", path=dataset, fix="pass --dataset DIR written by mmsc-dgl prepare.")
     else:
@@ -207,7 +203,7 @@ def train(dataset_dir=None, out: os.PathLike | str = "runs/mmsc", config: Option
             if fresh:
                 write_marker(run_dir, "run")
             if record is None:
-                _write_run_record(run_dir, _resolve(dataset.root), config)
+                _write_run_record(run_dir, resolve_path(dataset.root), config)
             trainer = Trainer(dataset, run_dir, config, progress=progress, features=features)
         except BaseException:
             if fresh:  # leave no half-made run behind: the directory was new or empty, so all of it is ours
@@ -298,9 +294,9 @@ def evaluate_run(run_dir: os.PathLike | str, pairs: Optional[os.PathLike | str] 
     with writer_lock(run_dir, "this run"):
         metrics = trainer.evaluate(pairs=pair_table)
         record = read_run_record(run_dir)
-        if dataset is not None and Path(record["dataset"]) != _resolve(dataset):
-            _write_run_record(run_dir, _resolve(dataset), trainer.config)
-            logger.warning("run.json now points to the dataset at %s", _resolve(dataset))
+        if dataset is not None and Path(record["dataset"]) != resolve_path(dataset):
+            _write_run_record(run_dir, resolve_path(dataset), trainer.config)
+            logger.warning("run.json now points to the dataset at %s", resolve_path(dataset))
         atomic_write_json(run_dir / "evaluation.json", metrics)
     return metrics
 
