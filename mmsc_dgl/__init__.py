@@ -43,7 +43,7 @@ _LAZY = {
     "build_metapath_tables": "mmsc_dgl.metapath.build:build_metapath_tables",
     "Dataset": "mmsc_dgl.data.dataset:Dataset",
     "load_dataset": "mmsc_dgl.data.dataset:load_dataset",
-    "NegativeSampler": "mmsc_dgl.eval.negatives:NegativeSampler",
+    "NegativeSampler": "mmsc_dgl.data.negatives:NegativeSampler",
     "SplitConfig": "mmsc_dgl.config:SplitConfig",
     "SyntheticConfig": "mmsc_dgl.config:SyntheticConfig",
     "PrepareConfig": "mmsc_dgl.config:PrepareConfig",

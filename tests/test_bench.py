@@ -47,14 +47,14 @@ def test_topk_all_matches_brute_force():
 
 @pytest.mark.parametrize("n", [300, 5000, 5003])
 def test_grouped_selection_is_exact(n):
-    from mmsc_dgl.eval.retrieval import _grouped_topk
+    from mmsc_dgl.eval.retrieval import grouped_topk
     g = torch.Generator().manual_seed(n)
     scores = torch.randn(32, n, generator=g)
-    values, index = _grouped_topk(scores, 11, 64)
+    values, index = grouped_topk(scores, 11, 64)
     want = torch.topk(scores, 11, dim=1)
     assert torch.equal(values, want.values) and torch.equal(index, want.indices)
     tied = torch.randint(0, 4, (32, n), generator=g).float()  # ties: same values, valid indices
-    values, index = _grouped_topk(tied, 11, 64)
+    values, index = grouped_topk(tied, 11, 64)
     assert torch.equal(values, torch.topk(tied, 11, dim=1).values)
     assert torch.equal(tied.gather(1, index), values)
 

@@ -6,7 +6,7 @@ from mmsc_dgl.config import SplitConfig
 from mmsc_dgl.data.edges import RelationEdges, canonical_edges
 from mmsc_dgl.data.report import SkipReport
 from mmsc_dgl.data.splits import Splits, make_splits
-from mmsc_dgl.eval.negatives import NegativeSampler
+from mmsc_dgl.data.negatives import NegativeSampler
 
 
 def _random_edges(n=400, m=3000, seed=0, symmetric=True):

@@ -31,7 +31,7 @@ from mmsc_dgl.data.edges import RelationEdges, edges_from_table, edges_to_table
 from mmsc_dgl.data.report import SkipReport
 from mmsc_dgl.data.splits import Splits
 from mmsc_dgl.errors import DataError
-from mmsc_dgl.eval.negatives import NegativeSampler
+from mmsc_dgl.data.negatives import NegativeSampler
 from mmsc_dgl.io import atomic_directory, atomic_write_json, atomic_write_parquet, atomic_write_with
 from mmsc_dgl.ownership import check_output_dir, write_marker
 

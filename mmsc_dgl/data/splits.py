@@ -10,7 +10,7 @@ Protocol, per relation:
    A validation edge is never the reverse of a test edge.
 4. A labelled pair file's positive pairs also leave training.
 
-Negatives are not stored: :class:`~mmsc_dgl.eval.negatives.NegativeSampler` regenerates them
+Negatives are not stored: :class:`~mmsc_dgl.data.negatives.NegativeSampler` regenerates them
 from the seed.  The same seed gives the same split, bit for bit.
 """
 from __future__ import annotations
@@ -31,7 +31,7 @@ from mmsc_dgl import RELATIONS
 from mmsc_dgl.config import SplitConfig
 from mmsc_dgl.data.edges import RelationEdges, edges_from_table, edges_to_table
 from mmsc_dgl.errors import DataError
-from mmsc_dgl.eval.negatives import NegativeSampler, max_negatives
+from mmsc_dgl.data.negatives import NegativeSampler, max_negatives
 from mmsc_dgl.io import atomic_write_json, atomic_write_parquet
 
 logger = logging.getLogger(__name__)
@@ -79,7 +79,7 @@ class Splits:
             "config": self.config.model_dump(),
             "num_items": self.num_items,
             "num_negatives": self.num_negatives,
-            "negatives": "regenerated from the seed by mmsc_dgl.eval.negatives.NegativeSampler",
+            "negatives": "regenerated from the seed by mmsc_dgl.data.negatives.NegativeSampler",
             "stats": self.stats,
         })
 

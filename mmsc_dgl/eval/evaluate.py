@@ -9,7 +9,7 @@ from torch.nn import functional as F
 
 from mmsc_dgl import RELATIONS
 from mmsc_dgl.data.edges import RelationEdges
-from mmsc_dgl.eval.negatives import NegativeSampler
+from mmsc_dgl.data.negatives import NegativeSampler
 from mmsc_dgl.eval.ranking import ranking_metrics, ranks
 
 
@@ -86,9 +86,9 @@ def cold_start_embeddings(embeddings: torch.Tensor, content: torch.Tensor, cold_
     c_warm_t = c[warm].t().contiguous()
     # At most ~2^28 similarities (1 GiB) per block, whatever the catalog size.
     rows = max(1, min(batch_size, (1 << 28) // max(warm.numel(), 1)))
-    from mmsc_dgl.eval.retrieval import _grouped_topk
+    from mmsc_dgl.eval.retrieval import grouped_topk
     for part in cold.split(rows):
         sim = c[part] @ c_warm_t
-        nearest = warm[_grouped_topk(sim, min(k, warm.numel()), 64)[1]]
+        nearest = warm[grouped_topk(sim, min(k, warm.numel()), 64)[1]]
         out[part] = F.normalize(embeddings[nearest].mean(1), dim=1)
     return out

@@ -7,7 +7,7 @@ from typing import Optional, Tuple
 import torch
 
 
-def _grouped_topk(scores: torch.Tensor, k: int, group: int) -> Tuple[torch.Tensor, torch.Tensor]:
+def grouped_topk(scores: torch.Tensor, k: int, group: int) -> Tuple[torch.Tensor, torch.Tensor]:
     """Exact row-wise top-k of ``scores`` [B, N], faster than ``torch.topk`` over N.
 
     Rows are cut into groups of ``group`` columns.  Every element of the true top-k lies in a
@@ -41,7 +41,7 @@ def topk_all(embedding: torch.Tensor, k: int = 10, block_size: int = 2048, exclu
 
     Scores ``block_size`` queries against the whole catalog at a time, so memory is
     ``block_size x num_items`` floats whatever the catalog size; the selection is exact
-    (see :func:`_grouped_topk`).
+    (see :func:`grouped_topk`).
 
     Args:
         embedding: [N, D] item embeddings.
@@ -81,7 +81,7 @@ def topk_all(embedding: torch.Tensor, k: int = 10, block_size: int = 2048, exclu
         scores = table[part] @ table_t  # selection runs in this dtype: no full-width conversion
         if exclude_self:
             scores[torch.arange(part.numel(), device=scores.device), part] = float("-inf")
-        values, index = _grouped_topk(scores, k, group)
+        values, index = grouped_topk(scores, k, group)
         out_scores[start: start + part.numel()] = values.float().cpu()
         out_index[start: start + part.numel()] = index.cpu()
         start += part.numel()

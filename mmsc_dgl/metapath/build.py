@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 
 from mmsc_dgl import NODE_TYPE, RELATIONS
 from mmsc_dgl.errors import DataError
-from mmsc_dgl.eval.negatives import splitmix64
+from mmsc_dgl.hashing import splitmix64
 from mmsc_dgl.metapath.spec import MetaPath, parse_metapaths
 from mmsc_dgl.metapath.table import MetaPathTable, MetaPathTables
 
@@ -207,14 +207,6 @@ def _stream_seed(seed: int, metapath: MetaPath) -> int:
     return int(code[0].view(np.int64))
 
 
-def _mix(x: torch.Tensor) -> torch.Tensor:
-    """splitmix64 on int64 tensors (wrapping multiply; masked shifts act as logical shifts)."""
-    x = x + -7046029254386353131
-    x = (x ^ ((x >> 30) & 0x3FFFFFFFF)) * -4658895280553007687
-    x = (x ^ ((x >> 27) & 0x1FFFFFFFFF)) * -7723592293110705685
-    return x ^ ((x >> 31) & 0x1FFFFFFFF)
-
-
 def random_walk_ends(adjacency: Dict[str, Tuple[torch.Tensor, torch.Tensor]], starts: torch.Tensor,
                      walk_ids: torch.Tensor, metapath: MetaPath, key: int) -> torch.Tensor:
     """End points of one meta-path-guided walk from each of ``starts`` (-1 where a walk reaches
@@ -230,7 +222,7 @@ def random_walk_ends(adjacency: Dict[str, Tuple[torch.Tensor, torch.Tensor]], st
         lo = indptr[node]
         degree = indptr[node + 1] - lo
         ok = (cur >= 0) & (degree > 0)
-        draw = _mix(_mix(walk_ids ^ key) + hop) & 0x7FFFFFFFFFFFFFFF
+        draw = splitmix64(splitmix64(walk_ids ^ key) + hop) & 0x7FFFFFFFFFFFFFFF
         pick = torch.remainder(draw, degree.clamp(min=1))
         step = indices[(lo + pick).clamp(max=max(indices.numel() - 1, 0))] if indices.numel() else lo
         cur = torch.where(ok, step, torch.full_like(cur, -1))

@@ -59,7 +59,7 @@ class FullGraphRecommender(Recommender):
         raise NotImplementedError
 
     def loss(self, batch: dict) -> Dict[str, torch.Tensor]:
-        from mmsc_dgl.train.losses import triplet_loss
+        from mmsc_dgl.models.losses import triplet_loss
         z = self.encode_all()
         total = torch.zeros((), device=z[RELATIONS[0]].device)
         for r in RELATIONS:

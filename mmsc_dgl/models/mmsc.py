@@ -11,7 +11,7 @@ from mmsc_dgl import RELATIONS
 from mmsc_dgl.models.base import GraphStateModule, Recommender
 from mmsc_dgl.nn import MetaPathAttention, MultiModalAttention, NeuralGate, SemanticAttention
 from mmsc_dgl.ops import CSR
-from mmsc_dgl.train.losses import info_nce, triplet_loss
+from mmsc_dgl.models.losses import info_nce, triplet_loss
 
 if TYPE_CHECKING:  # torch-only imports at run time: MMSC trains on GPU hosts without pydantic/pyarrow
     from mmsc_dgl.config import ModelConfig

@@ -13,21 +13,9 @@ from typing import Dict, Mapping, Sequence, Tuple
 import numpy as np
 
 from mmsc_dgl import RELATIONS
+from mmsc_dgl.hashing import splitmix64
 
 SPLIT_IDS = {"val": 1, "test": 2, "cold": 3, "pairs": 4}
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-_M1 = np.uint64(0xBF58476D1CE4E5B9)
-_M2 = np.uint64(0x94D049BB133111EB)
-
-
-def splitmix64(x: np.ndarray) -> np.ndarray:
-    """The splitmix64 finaliser on uint64 arrays (wrapping arithmetic)."""
-    x = np.asarray(x, dtype=np.uint64)
-    with np.errstate(over="ignore"):
-        x = x + _GOLDEN
-        x = (x ^ (x >> np.uint64(30))) * _M1
-        x = (x ^ (x >> np.uint64(27))) * _M2
-        return x ^ (x >> np.uint64(31))
 
 
 def exclusion_codes(indptr: np.ndarray, indices: np.ndarray, num_items: int) -> np.ndarray:

@@ -1,0 +1,107 @@
+"""The shape of the package, enforced: imports point down the floors (docs/architecture.md), no
+module reaches for another module's private names, and everything below the DGL line imports
+with DGL absent (as on the GPU hosts)."""
+from __future__ import annotations
+
+import ast
+import pkgutil
+import subprocess
+import sys
+from pathlib import Path
+
+import mmsc_dgl
+from conftest import REPO
+
+PACKAGE = Path(mmsc_dgl.__file__).parent
+
+FLOORS = [
+    {"errors", "io", "hashing", "fingerprint", "ownership", "lock", "progress"},
+    {"ops"},
+    {"nn", "config"},
+    {"data"},
+    {"metapath", "features"},
+    {"eval", "models"},
+    {"augment", "train"},
+    {"experiments", "bench"},
+    {"cli", "__main__"},
+]
+"""From the bottom: a module may import its own floor and the floors below, never one above."""
+FLOOR = {name: level for level, names in enumerate(FLOORS) for name in names}
+
+BELOW_THE_LINE = ["errors", "io", "hashing", "fingerprint", "ownership", "lock", "progress", "config",
+                  "ops", "nn", "models", "train", "eval", "features", "augment"]
+"""What must run without DGL (rule 1 of ARCHITECTURE.md)."""
+DGL_BACKENDS = {"mmsc_dgl.ops.dgl_kernels"}
+"""DGL's implementation of the fused kernel: chosen (``impl="dgl"``) only where DGL is installed."""
+
+
+def _modules():
+    for path in sorted(PACKAGE.rglob("*.py")):
+        rel = path.relative_to(PACKAGE)
+        if rel == Path("__init__.py"):
+            continue
+        yield rel, ast.parse(path.read_text(encoding="utf-8"))
+
+
+def _imports(tree: ast.AST):
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("mmsc_dgl"):
+            yield node.lineno, node.module, [a.name for a in node.names]
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.startswith("mmsc_dgl"):
+                    yield node.lineno, alias.name, []
+
+
+def test_every_package_has_a_floor():
+    tops = {rel.parts[0].removesuffix(".py") for rel, _ in _modules()}
+    assert tops <= set(FLOOR), f"add to FLOORS (and docs/architecture.md): {sorted(tops - set(FLOOR))}"
+
+
+def test_imports_point_down_the_floors():
+    climbing = []
+    for rel, tree in _modules():
+        here = rel.parts[0].removesuffix(".py")
+        for line, module, _ in _imports(tree):
+            parts = module.split(".")
+            if len(parts) < 2:
+                continue  # the package root: RELATIONS, __version__
+            if FLOOR[parts[1]] > FLOOR[here]:
+                climbing.append(f"{rel}:{line} ({here}, floor {FLOOR[here]}) imports {module} "
+                                f"(floor {FLOOR[parts[1]]})")
+    assert not climbing, "imports that climb:\n" + "\n".join(climbing)
+
+
+def test_no_module_imports_another_modules_private_names():
+    private = [f"{rel}:{line} imports {name} from {module}" for rel, tree in _modules()
+               for line, module, names in _imports(tree) for name in names
+               if name.startswith("_") and not name.startswith("__")]
+    assert not private, "\n".join(private)
+
+
+def test_the_floor_check_fails_on_a_climbing_import(tmp_path):
+    """The test above can fail: an ops module importing train is caught."""
+    tree = ast.parse("from mmsc_dgl.train.trainer import Trainer\n")
+    (line, module, _), = _imports(tree)
+    assert FLOOR[module.split(".")[1]] > FLOOR["ops"]
+
+
+def test_everything_below_the_line_imports_without_dgl():
+    names = []
+    for top in BELOW_THE_LINE:
+        path = PACKAGE / top
+        if path.is_dir():
+            names.append(f"mmsc_dgl.{top}")
+            names += [m.name for m in pkgutil.walk_packages([str(path)], prefix=f"mmsc_dgl.{top}.")
+                      if m.name not in DGL_BACKENDS]
+        else:
+            names.append(f"mmsc_dgl.{top}")
+    code = ("import sys\nsys.modules['dgl'] = None\nimport importlib\nbad = []\n"
+            f"for name in {names!r}:\n"
+            "    try:\n        importlib.import_module(name)\n"
+            "    except ImportError as err:\n        bad.append(f'{name}: {err}')\n"
+            "assert 'dgl' not in [m for m in sys.modules if sys.modules[m] is not None], 'dgl imported'\n"
+            "print('\\n'.join(bad))\nsys.exit(1 if bad else 0)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr[-2000:]
+    assert len(names) > 40
