@@ -85,7 +85,7 @@ def test_cache_refuses_other_settings_and_other_catalogs(small_dataset, tmp_path
 
 def test_training_picks_up_the_cache(small_dataset):
     from mmsc_dgl.data.dataset import load_dataset
-    from mmsc_dgl.train.trainer import load_features
+    from mmsc_dgl.features.load import load_features
     extract_features(small_dataset, extractor=CountingExtractor(), progress=False)
     feats = load_features("auto", load_dataset(small_dataset), dim=16)
     assert feats.tokens.shape == (90, 3, 4) and feats.source == "counting:toy"

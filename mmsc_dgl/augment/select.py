@@ -33,7 +33,7 @@ def make_judge(name: str, dataset, model: Optional[str] = None, device: str = "c
                features: str = "auto", seed: int = 0) -> EdgeJudge:
     if name == "similarity":
         from mmsc_dgl.augment.similarity import SimilarityJudge
-        from mmsc_dgl.train.trainer import load_features
+        from mmsc_dgl.features.load import load_features
         feats = load_features(features, dataset, dim=256)
         if feats is None:
             raise DataError("the similarity judge needs content features.", fix="pass --features auto or hashed.")

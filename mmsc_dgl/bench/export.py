@@ -28,12 +28,10 @@ def export_tensors(dataset_dir: os.PathLike | str, out: os.PathLike | str, confi
     """Write ``out`` (a ``.pt`` file) for ``dataset_dir`` under ``config`` (tables, features and
     model settings); returns a summary (sizes in MiB).  An existing ``out`` is replaced only
     with ``overwrite``."""
-    import tempfile
-
     from mmsc_dgl.data.dataset import load_dataset
     from mmsc_dgl.eval.evaluate import query_subset
     from mmsc_dgl.errors import DataError
-    from mmsc_dgl.train.trainer import Trainer
+    from mmsc_dgl.train.build import build_run
     from mmsc_dgl.ownership import check_output_file
     check_output_file(out, overwrite=overwrite, inputs=[dataset_dir])
     config = config or TrainConfig()
@@ -42,9 +40,9 @@ def export_tensors(dataset_dir: os.PathLike | str, out: os.PathLike | str, confi
                         fix="export with architecture: mmsc.")
     # The trainer's own preparation (noise injection, walk tables, features, E_LLM edges), so an
     # export trains exactly what `mmsc-dgl train` would.
-    with tempfile.TemporaryDirectory() as run_dir:
-        trainer = Trainer(load_dataset(dataset_dir), run_dir, config, progress=progress)
-    dataset, tables, features, sampler = trainer.dataset, trainer.tables, trainer.features, trainer.sampler
+    parts = build_run(load_dataset(dataset_dir), config, progress=progress)
+    dataset, tables, features = parts.dataset, parts.tables, parts.features
+    sampler = dataset.negative_sampler()
     val = {}
     for r in RELATIONS:
         edges = dataset.splits.val[r]
@@ -55,8 +53,8 @@ def export_tensors(dataset_dir: os.PathLike | str, out: os.PathLike | str, confi
         "format": FORMAT, "num_items": dataset.num_items, "dataset": str(Path(dataset_dir).resolve()),
         "metapaths": {name: {"indptr": t.csr().indptr, "indices": t.csr().indices} for name, t in tables.items()},
         "features": None if features is None else {"tokens": features.tokens.contiguous(), "mask": features.mask},
-        "train": {r: {"src": torch.from_numpy(trainer.train_edges[r].src),
-                      "dst": torch.from_numpy(trainer.train_edges[r].dst)} for r in RELATIONS},
+        "train": {r: {"src": torch.from_numpy(parts.train_edges[r].src),
+                      "dst": torch.from_numpy(parts.train_edges[r].dst)} for r in RELATIONS},
         "val": val,
         "model": config.model.model_dump(),
         "train_config": {"lr": config.lr, "batch_size": config.batch_size, "seed": config.seed,

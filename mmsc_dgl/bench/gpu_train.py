@@ -15,7 +15,6 @@ import argparse
 import json
 import logging
 import sys
-import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -34,13 +33,9 @@ def load_export(path) -> dict:
     return data
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 @torch.no_grad()
 def validate(model, data: dict, device: torch.device) -> dict:
+    """Validation NDCG@10 per relation against the exported negatives."""
     from mmsc_dgl.eval.ranking import ranking_metrics, ranks
     model.eval()
     emb = model.embed_all()
@@ -51,15 +46,17 @@ def validate(model, data: dict, device: torch.device) -> dict:
         src, dst, neg = v["src"].to(device), v["dst"].to(device), v["negatives"].to(device)
         pos = (e[src] * e[dst]).sum(-1)
         negs = torch.einsum("qd,qmd->qm", e[src], e[neg])
-        out[r] = ranking_metrics(ranks(pos, negs).cpu(), [10])["NDCG@10"]
-    model.train()
+        out[r] = {"NDCG@10": ranking_metrics(ranks(pos, negs).cpu(), [10])["NDCG@10"]}
     return out
 
 
 def train_once(data: dict, impl: str, device: torch.device, epochs: int, steps_per_epoch, seed: int) -> dict:
+    """MMSC trained by the project's :class:`~mmsc_dgl.train.trainer.Trainer` on the exported
+    tensors: one untimed warm-up epoch (Triton compiles its kernels), then ``epochs`` timed ones."""
     from mmsc_dgl.models.mmsc import MMSC
     from mmsc_dgl.ops import CSR
-    from mmsc_dgl.train.batches import edge_batches
+    from mmsc_dgl.train.batches import EdgeBatches
+    from mmsc_dgl.train.trainer import Trainer
     n = data["num_items"]
     config = SimpleNamespace(**data["model"])
     tables = {name: CSR(t["indptr"], t["indices"], n) for name, t in data["metapaths"].items()}
@@ -70,34 +67,21 @@ def train_once(data: dict, impl: str, device: torch.device, epochs: int, steps_p
     torch.manual_seed(seed)
     model = MMSC(n, tables, config, features, impl=impl).to(device)
     tc = data["train_config"]
-    optimizer = torch.optim.Adam(model.parameters(), lr=tc["lr"], weight_decay=tc["weight_decay"])
     edges = {r: (data["train"][r]["src"], data["train"][r]["dst"]) for r in RELATIONS}
+    batches = EdgeBatches(edges, n, tc["batch_size"], config.negatives, steps_per_epoch, device)
+    settings = SimpleNamespace(lr=tc["lr"], weight_decay=tc["weight_decay"], epochs=epochs + 1, patience=epochs + 1,
+                               seed=seed, deterministic=False)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    epoch_seconds, edges_seen = [], 0
-    for epoch in range(epochs + 1):  # epoch 0 warms up (Triton compiles its kernels), untimed
-        generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
-        batches = list(edge_batches(edges, n, tc["batch_size"], config.negatives, generator, steps_per_epoch))
-        _sync(device)
-        start = time.perf_counter()
-        count = 0
-        for batch in batches:
-            batch = {k: (tuple(t.to(device, non_blocking=True) for t in v) if k != "generator" else v)
-                     for k, v in batch.items()}
-            loss = model.loss(batch)["total"]
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            count += sum(batch[r][0].numel() for r in RELATIONS if r in batch)
-        _sync(device)
-        if epoch > 0:
-            epoch_seconds.append(time.perf_counter() - start)
-            edges_seen += count
-    ndcg = validate(model, data, device)
+    fit = Trainer(model, settings, progress=False).fit(batches, lambda m: validate(m, data, device))
+    timed = fit.history[1:]  # the first epoch warms up, untimed
+    seconds = sum(h["train_seconds"] for h in timed)
+    last = fit.history[-1]
     row = {"impl": impl, "device": str(device), "epochs": epochs, "steps_per_epoch": len(batches),
-           "epoch_seconds": round(sum(epoch_seconds) / len(epoch_seconds), 3),
-           "edges_per_second": round(edges_seen / sum(epoch_seconds), 1),
-           "val_ndcg10_substitute": ndcg["substitute"], "val_ndcg10_complement": ndcg["complement"]}
+           "epoch_seconds": round(seconds / len(timed), 3),
+           "edges_per_second": round(sum(h["edges"] for h in timed) / seconds, 1),
+           "val_ndcg10_substitute": last["val_substitute_NDCG@10"],
+           "val_ndcg10_complement": last["val_complement_NDCG@10"]}
     if device.type == "cuda":
         row["peak_gpu_mib"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
     return row

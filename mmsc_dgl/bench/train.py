@@ -53,6 +53,8 @@ def worker(spec: dict) -> dict:
     from mmsc_dgl.bench.machine import peak_rss_mib, status_bytes
     from mmsc_dgl.config import ModelConfig, TrainConfig
     from mmsc_dgl.data.dataset import load_dataset
+    from mmsc_dgl.eval.evaluator import Evaluator
+    from mmsc_dgl.train.build import build_run
     from mmsc_dgl.train.trainer import Trainer
 
     torch.set_num_threads(spec.get("threads") or torch.get_num_threads())
@@ -72,7 +74,7 @@ def worker(spec: dict) -> dict:
     if model_name == "dgl-han":
         from mmsc_dgl.bench.han_dgl import DGLHAN, reachable_graphs
         from mmsc_dgl.errors import DataError
-        from mmsc_dgl.train.trainer import load_features
+        from mmsc_dgl.features.load import load_features
         try:
             graphs, estimate = reachable_graphs(dataset.train_graph(), _metapath_names(spec["metapaths"]),
                                                 memory_budget=int(spec["memory_budget_gib"] * 2**30))
@@ -82,30 +84,32 @@ def worker(spec: dict) -> dict:
         model = DGLHAN(dataset.num_items, graphs, config.model, load_features(config.features, dataset,
                                                                               config.feature_dim))
         row["neighbour_pairs"] = model.num_pairs
-    trainer = Trainer(dataset, spec["run_dir"], config, progress=False, model=model)
+    parts = build_run(dataset, config, spec["run_dir"], model=model, progress=False)
     row["preprocess_seconds"] = round(time.perf_counter() - started, 2)
-    if trainer.tables is not None:
-        row["neighbour_pairs"] = int(sum(t.num_pairs for t in trainer.tables.values()))
+    if parts.tables is not None:
+        row["neighbour_pairs"] = int(sum(t.num_pairs for t in parts.tables.values()))
     memory = {"dataset_edges_mib": _tensor_mib(*[torch.from_numpy(a) for es in (dataset.edges, dataset.splits.train)
                                                  for e in es.values() for a in (e.src, e.dst)]),
               "neighbour_tables_mib": round(sum(t.indptr.numel() * 8 + t.indices.numel() * 8
-                                                for t in trainer.tables.values()) / 2**20, 1)
-              if trainer.tables is not None else None,
-              "features_mib": _tensor_mib(trainer.features.tokens, trainer.features.mask)
-              if trainer.features is not None else 0.0,
-              "parameters_mib": _tensor_mib(*trainer.model.parameters()),
+                                                for t in parts.tables.values()) / 2**20, 1)
+              if parts.tables is not None else None,
+              "features_mib": _tensor_mib(parts.features.tokens, parts.features.mask)
+              if parts.features is not None else 0.0,
+              "parameters_mib": _tensor_mib(*parts.model.parameters()),
               "after_load_rss_mib": base_rss}
-    result = trainer.fit()
-    history = result.history
+    evaluator = Evaluator(parts.dataset, config, parts.features, parts.device)
+    fit = Trainer(parts.model, config, progress=False).fit(parts.batches(), evaluator.validate)
+    metrics = evaluator.evaluate(parts.model, fit.relation_states)
+    history = fit.history
     train_seconds = [h["train_seconds"] for h in history]
     per_epoch = sum(train_seconds) / len(train_seconds)
-    row.update({"status": "ok", "epochs": len(history), "steps_per_epoch": trainer.steps_per_epoch(),
+    row.update({"status": "ok", "epochs": len(history), "steps_per_epoch": len(parts.batches()),
                 "epoch_seconds": round(per_epoch, 3),
                 "edges_per_second": round(sum(h["edges"] for h in history) / sum(train_seconds), 1),
                 "val_seconds": round(sum(h["seconds"] - h["train_seconds"] for h in history) / len(history), 2),
-                "ndcg10_substitute": result.metrics["test"]["substitute"]["NDCG@10"],
-                "ndcg10_complement": result.metrics["test"]["complement"]["NDCG@10"],
-                "test_queries": result.metrics["test"]["substitute"]["queries"],
+                "ndcg10_substitute": metrics["test"]["substitute"]["NDCG@10"],
+                "ndcg10_complement": metrics["test"]["complement"]["NDCG@10"],
+                "test_queries": metrics["test"]["substitute"]["queries"],
                 "wall_seconds": round(time.perf_counter() - started, 1), "peak_rss_mib": peak_rss_mib(),
                 "memory": memory})
     return row

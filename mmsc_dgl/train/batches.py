@@ -39,3 +39,31 @@ def edge_batches(edges: Dict[str, Tuple[torch.Tensor, torch.Tensor]], num_items:
             src, dst = edges[r]
             batch[r] = tuple(t.to(device) if device is not None else t for t in (src[idx], dst[idx], neg))
         yield batch
+
+
+class EdgeBatches:
+    """The training edges of a run as an epoch source for :class:`~mmsc_dgl.train.trainer.Trainer`:
+    ``batches(generator)`` yields one epoch (:func:`edge_batches`), ``len(batches)`` is the
+    number of steps in it.
+
+    Args:
+        edges: per relation, ``(src, dst)`` int64 tensors.
+        num_items: size of the catalog (negatives are drawn from it).
+        batch_size: edges per relation per step.
+        negatives: sampled negatives per edge.
+        steps_per_epoch: cap on the steps of an epoch (None: one full pass).
+        device: where batches are moved.
+    """
+
+    def __init__(self, edges: Dict[str, Tuple[torch.Tensor, torch.Tensor]], num_items: int, batch_size: int,
+                 negatives: int, steps_per_epoch: Optional[int] = None, device: Optional[torch.device] = None):
+        self.edges, self.num_items, self.batch_size = edges, num_items, batch_size
+        self.negatives, self.steps_per_epoch, self.device = negatives, steps_per_epoch, device
+
+    def __len__(self) -> int:
+        full = full_steps({r: int(self.edges[r][0].numel()) for r in RELATIONS}, self.batch_size)
+        return min(full, self.steps_per_epoch) if self.steps_per_epoch else full
+
+    def __call__(self, generator: torch.Generator) -> Iterator[dict]:
+        return edge_batches(self.edges, self.num_items, self.batch_size, self.negatives, generator,
+                            self.steps_per_epoch, self.device)

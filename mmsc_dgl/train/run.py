@@ -22,16 +22,22 @@ from mmsc_dgl import RELATIONS
 from mmsc_dgl.config import SyntheticConfig, TrainConfig
 from mmsc_dgl.errors import DataError
 from mmsc_dgl.fingerprint import fingerprint
-from mmsc_dgl.io import atomic_write_json, atomic_write_parquet, resolve_path
+from mmsc_dgl.io import atomic_write_json, atomic_write_parquet, atomic_write_text, resolve_path
 from mmsc_dgl.lock import writer_lock
 from mmsc_dgl.ownership import check_dir_parent, check_output_dir, check_output_file, clear_directory, read_marker, write_marker
-from mmsc_dgl.train.checkpoint import load_checkpoint
-from mmsc_dgl.train.trainer import MODEL, Trainer, TrainResult, load_features, load_train_edges, resolve_device
+from mmsc_dgl.eval.evaluator import Evaluator
+from mmsc_dgl.features.load import load_features
+from mmsc_dgl.train.build import RunParts, build_run, load_train_edges, resolve_device
+from mmsc_dgl.train.checkpoint import load_checkpoint, save_checkpoint
+from mmsc_dgl.train.trainer import Trainer, TrainResult
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_SYNTHETIC_ITEMS = 10_000
 RUN_FILE = "run.json"
+CHECKPOINT = "checkpoint.pt"
+MODEL = "model.pt"
+METRICS = "metrics.json"
 
 
 RUN_FORMAT = 2
@@ -204,7 +210,7 @@ def train(dataset_dir=None, out: os.PathLike | str = "runs/mmsc", config: Option
                 write_marker(run_dir, "run")
             if record is None:
                 _write_run_record(run_dir, resolve_path(dataset.root), config)
-            trainer = Trainer(dataset, run_dir, config, progress=progress, features=features)
+            parts = build_run(dataset, config, run_dir, features=features, progress=progress)
         except BaseException:
             if fresh:  # leave no half-made run behind: the directory was new or empty, so all of it is ours
                 if existed:
@@ -213,10 +219,30 @@ def train(dataset_dir=None, out: os.PathLike | str = "runs/mmsc", config: Option
                 else:
                     shutil.rmtree(run_dir, ignore_errors=True)
             raise
-        logger.info("%r on %s", trainer.model, trainer.device)
-        result = trainer.fit(resume=resume, stop_after=stop_after)
-        result.dataset = dataset
-        return result
+        logger.info("%r on %s", parts.model, parts.device)
+        return _fit(parts, run_dir, resume, stop_after, progress)
+
+
+def _fit(parts: RunParts, run_dir: Path, resume: bool, stop_after: Optional[int], progress: bool) -> TrainResult:
+    """Train the assembled run, then write its best weights, history and test metrics."""
+    config = parts.config
+    evaluator = Evaluator(parts.dataset, config, parts.features, parts.device)
+    trainer = Trainer(parts.model, config, checkpoint=run_dir / CHECKPOINT, progress=progress,
+                      identity=json.dumps(config.resume_identity(), sort_keys=True))
+    if resume:
+        trainer.resume_checkpoint()  # refuses a damaged or foreign checkpoint before config.json changes
+    atomic_write_text(run_dir / "config.json", config.model_dump_json(indent=2))
+    fit = trainer.fit(parts.batches(), evaluator.validate, resume=resume, stop_after=stop_after)
+    if not fit.finished:
+        return TrainResult(run_dir, {}, fit.history, fit.best_epoch, parts.dataset)
+    save_checkpoint(run_dir / MODEL, {"states": fit.relation_states, "config": config.model_dump_json(),
+                                      "best_epoch": fit.best_epoch})
+    metrics = evaluator.evaluate(parts.model, fit.relation_states)
+    metrics["best_epoch"] = fit.best_epoch
+    metrics["epochs_run"] = fit.epochs_run
+    atomic_write_json(run_dir / METRICS, metrics)
+    atomic_write_json(run_dir / "history.json", fit.history)
+    return TrainResult(run_dir, metrics, fit.history, fit.best_epoch, parts.dataset)
 
 
 def next_steps(result: TrainResult) -> List[str]:
@@ -246,9 +272,42 @@ def _quote(value) -> str:
     return shlex.quote(os.fspath(value))
 
 
+class LoadedRun:
+    """A finished run, loaded: its dataset, config, model and each relation's selected weights.
+
+    Attributes:
+        dataset: the :class:`~mmsc_dgl.data.dataset.Dataset` it was trained on.
+        config: its :class:`~mmsc_dgl.config.TrainConfig`.
+        model: the model (holding the weights of the relation last asked for).
+        relation_states: per relation, the weights of its best validation epoch.
+        features: its content features (or ``None``).
+        evaluator: the :class:`~mmsc_dgl.eval.evaluator.Evaluator` of its dataset.
+    """
+
+    def __init__(self, parts: RunParts, relation_states: Dict[str, dict]):
+        self.dataset, self.config, self.model = parts.dataset, parts.config, parts.model
+        self.features, self.device = parts.features, parts.device
+        self.relation_states = relation_states
+        self.evaluator = Evaluator(parts.dataset, parts.config, parts.features, parts.device)
+
+    def use_relation(self, relation: str):
+        """The model holding ``relation``'s selected weights, in eval mode."""
+        self.model.load_state_dict(self.relation_states[relation])
+        self.model.eval()
+        return self.model
+
+    def embeddings(self) -> Optional[Dict[str, torch.Tensor]]:
+        """Each relation's embeddings from its own selected weights."""
+        return self.evaluator.embeddings(self.model, self.relation_states)
+
+    def evaluate(self, pairs=None) -> dict:
+        """Test, cold-start and labelled-pair metrics (as at the end of training)."""
+        return self.evaluator.evaluate(self.model, self.relation_states, pairs=pairs)
+
+
 def load_run(run_dir: os.PathLike | str, device: Optional[str] = None,
-             dataset: Optional[os.PathLike | str] = None) -> Trainer:
-    """A trainer holding the run's best model, ready to evaluate or recommend.
+             dataset: Optional[os.PathLike | str] = None) -> LoadedRun:
+    """A finished run, ready to evaluate or recommend.
 
     Args:
         run_dir: a finished run directory.
@@ -269,18 +328,17 @@ def load_run(run_dir: os.PathLike | str, device: Optional[str] = None,
     if device is not None:
         config = config.model_copy(update={"device": device})
     dataset_path = run_dataset_dir(run_dir, record, dataset)
-    trainer = Trainer(load_dataset(dataset_path), run_dir, config, progress=False)
+    parts = build_run(load_dataset(dataset_path), config, run_dir, progress=False)
     state = load_checkpoint(run_dir / MODEL)
     try:
         for r in RELATIONS:
-            trainer.model.load_state_dict(state["states"][r])
+            parts.model.load_state_dict(state["states"][r])
     except (RuntimeError, KeyError, TypeError) as err:
         first = str(err).splitlines()[0]
         raise DataError(f"model.pt does not fit this run's config ({first}).", path=run_dir / MODEL,
                         fix="the run directory mixes two runs; train it again with --overwrite.") from None
-    trainer.relation_states = state["states"]
-    trainer.model.eval()
-    return trainer
+    parts.model.eval()
+    return LoadedRun(parts, state["states"])
 
 
 def evaluate_run(run_dir: os.PathLike | str, pairs: Optional[os.PathLike | str] = None,
@@ -289,29 +347,29 @@ def evaluate_run(run_dir: os.PathLike | str, pairs: Optional[os.PathLike | str] 
     ``evaluation.json``.  ``dataset`` re-points a run whose dataset moved (checked by
     fingerprint; ``run.json`` is updated)."""
     run_dir = Path(run_dir)
-    trainer = load_run(run_dir, device, dataset)
-    pair_table = _read_pairs(trainer, pairs) if pairs is not None else None
+    run = load_run(run_dir, device, dataset)
+    pair_table = _read_pairs(run, pairs) if pairs is not None else None
     with writer_lock(run_dir, "this run"):
-        metrics = trainer.evaluate(pairs=pair_table)
+        metrics = run.evaluate(pairs=pair_table)
         record = read_run_record(run_dir)
         if dataset is not None and Path(record["dataset"]) != resolve_path(dataset):
-            _write_run_record(run_dir, resolve_path(dataset), trainer.config)
+            _write_run_record(run_dir, resolve_path(dataset), run.config)
             logger.warning("run.json now points to the dataset at %s", resolve_path(dataset))
         atomic_write_json(run_dir / "evaluation.json", metrics)
     return metrics
 
 
-def _read_pairs(trainer: Trainer, pairs: os.PathLike | str):
+def _read_pairs(run: LoadedRun, pairs: os.PathLike | str):
     """A labelled pair file as node ids, its relation keys read with the dataset's own map."""
     from mmsc_dgl.data.prepare import pairs_as_nodes
     from mmsc_dgl.data.relations import RelationMap
     from mmsc_dgl.data.report import SkipReport
     report = SkipReport()
-    mapped = {k: v for k, v in trainer.dataset.relation_map.items() if v in RELATIONS}
+    mapped = {k: v for k, v in run.dataset.relation_map.items() if v in RELATIONS}
     known = ", ".join(sorted(mapped)) or "substitute, complement, s, c"
     relation_map = RelationMap(RelationMap.edgelist(",".join(f"{k}={v}" for k, v in mapped.items()) or None).mapping,
                                unknown_fix=f"use the relation keys the dataset was prepared with ({known}).")
-    table = pairs_as_nodes(pairs, trainer.dataset.catalog, relation_map, "auto", report)
+    table = pairs_as_nodes(pairs, run.dataset.catalog, relation_map, "auto", report)
     if report.total:
         logger.warning("pairs: %s", "; ".join(report.format()))
     return table
@@ -329,12 +387,12 @@ def recommend(run_dir: os.PathLike | str, relation: str, k: int = 10, item: Opti
         if out is None:
             raise DataError("--all needs --out FILE.parquet.", fix="pass --out recs.parquet.")
         check_output_file(out, overwrite=overwrite, inputs=[run_dir] + ([dataset] if dataset else []))
-    trainer = load_run(run_dir, device, dataset)
-    if not trainer.model.has_embeddings:
-        raise DataError(f"{trainer.config.architecture} scores pairs and has no item embeddings to retrieve with.",
+    run = load_run(run_dir, device, dataset)
+    if not run.model.has_embeddings:
+        raise DataError(f"{run.config.architecture} scores pairs and has no item embeddings to retrieve with.",
                         path=run_dir, fix="recommend from an embedding model's run (mmsc, lightgcn, ...).")
-    catalog = trainer.dataset.catalog
-    emb = trainer.use_relation(relation).embed(relation).cpu()
+    catalog = run.dataset.catalog
+    emb = run.use_relation(relation).embed(relation).cpu()
     ids = catalog.ids.to_pylist()
     titles = catalog.titles()
     if item is not None:

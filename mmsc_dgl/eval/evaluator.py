@@ -1,0 +1,138 @@
+"""The Evaluator: validation during training, and test, cold-start and labelled-pair metrics of
+a trained model.  It is handed the dataset and the model; it reads no files."""
+from __future__ import annotations
+
+from typing import Dict, Optional
+
+import numpy as np
+import torch
+
+from mmsc_dgl import RELATIONS
+from mmsc_dgl.determinism import deterministic_algorithms
+from mmsc_dgl.eval.evaluate import cold_start_embeddings, embedding_scores, evaluate_embeddings
+from mmsc_dgl.eval.pairs import best_f1_threshold, pair_metrics
+
+
+class Evaluator:
+    """Ranks held-out edges against the split's seeded negatives (HR/MRR/NDCG@K), fills in
+    cold-start items from content (Eq. 12), and scores labelled pairs (ROC-AUC, PR-AUC, F1 at a
+    threshold chosen on validation).
+
+    Args:
+        dataset: a :class:`~mmsc_dgl.data.dataset.Dataset` (its splits and negatives).
+        config: anything with ``ks``, ``val_queries``, ``test_queries``, ``seed``,
+            ``cold_neighbors`` and ``deterministic`` (:class:`~mmsc_dgl.config.TrainConfig`).
+        features: the run's content features (cold start needs them), or ``None``.
+        device: where scores are computed.
+        sampler: the split's negative sampler (default: the dataset's).
+    """
+
+    def __init__(self, dataset, config, features=None, device: Optional[torch.device] = None, sampler=None):
+        self.dataset = dataset
+        self.config = config
+        self.features = features
+        self.device = device or torch.device("cpu")
+        self.sampler = sampler or dataset.negative_sampler()
+
+    # --- during training --------------------------------------------------------------------
+    @torch.no_grad()
+    def validate(self, model) -> Dict[str, Dict[str, float]]:
+        """Validation HR/NDCG@10 per relation on a fixed seeded subset of queries."""
+        was_training = model.training
+        model.eval()
+        scorers = self.scorers(model, model.embed_all() if model.has_embeddings else None)
+        result = evaluate_embeddings(scorers, self.dataset.splits.val, self.sampler, "val", ks=[10],
+                                     max_queries=self.config.val_queries, seed=self.config.seed, device=self.device)
+        model.train(was_training)
+        return result
+
+    def scorers(self, model, embeddings: Optional[Dict[str, torch.Tensor]]) -> dict:
+        """Per relation, what ranks candidates: an embedding matrix, or the model's ``score``."""
+        if embeddings is not None:
+            return embeddings
+        return {r: (lambda src, cand, r=r: model.score(src.unsqueeze(1).expand_as(cand), cand, r))
+                for r in RELATIONS}
+
+    # --- after training ---------------------------------------------------------------------
+    @torch.no_grad()
+    def embeddings(self, model, relation_states: Optional[Dict[str, dict]] = None) -> Optional[Dict[str, torch.Tensor]]:
+        """Each relation's embeddings from that relation's selected weights (``None`` for a model
+        that scores pairs without embeddings).  The model is left holding the last relation's."""
+        model.eval()
+        if not model.has_embeddings:
+            return None
+        if not relation_states:
+            return model.embed_all()
+        out = {}
+        for r in RELATIONS:
+            model.load_state_dict(relation_states[r])
+            out[r] = model.embed(r)
+        return out
+
+    @torch.no_grad()
+    def evaluate(self, model, relation_states: Optional[Dict[str, dict]] = None, pairs=None) -> dict:
+        """Test and cold-start ranking metrics, and labelled-pair metrics (``pairs``, or the
+        dataset's own) of ``model`` with each relation's selected weights."""
+        with deterministic_algorithms(self.config.deterministic):
+            return self._evaluate(model, relation_states, pairs)
+
+    def _evaluate(self, model, relation_states, pairs) -> dict:
+        cfg = self.config
+        emb = self.embeddings(model, relation_states)
+        splits = self.dataset.splits
+        scorers = self.scorers(model, emb)
+        out = {"test": evaluate_embeddings(scorers, splits.test, self.sampler, "test", ks=cfg.ks, device=self.device,
+                                           max_queries=cfg.test_queries, seed=cfg.seed)}
+        if len(splits.cold_items):
+            if emb is None or model.content_only:
+                cold_emb = scorers
+                out["cold_start_method"] = ("the model's own scores (no embeddings)" if emb is None
+                                            else "the content embedding itself")
+            elif self.features is not None:
+                content = self.features.pooled().to(emb["substitute"].device)
+                cold_emb = {r: cold_start_embeddings(emb[r], content, splits.cold_items, cfg.cold_neighbors)
+                            for r in RELATIONS}
+                out["cold_start_method"] = f"mean of {cfg.cold_neighbors} nearest items in content space"
+            else:
+                cold_emb = emb
+                out["cold_start_method"] = "none (no content features: id embeddings of unseen items)"
+            out["cold"] = evaluate_embeddings(cold_emb, splits.cold, self.sampler, "cold", ks=cfg.ks, device=self.device,
+                                              max_queries=cfg.test_queries, seed=cfg.seed)
+        pair_table = pairs if pairs is not None else splits.pairs
+        if pair_table is not None and pair_table.num_rows:
+            out["pairs"] = self.pair_metrics(scorers, pair_table)
+        return out
+
+    def pair_metrics(self, scorers: dict, table) -> dict:
+        """ROC-AUC, PR-AUC and F1 per relation of a labelled pair table (node ids); F1's
+        threshold comes from validation edges against their first negative."""
+        relation = table.column("relation").cast("string").to_pylist()
+        src = table.column("src").to_numpy()
+        dst = table.column("dst").to_numpy()
+        label = table.column("label").to_numpy()
+        result = {}
+
+        def pair_scores(score, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+            a_t = torch.from_numpy(np.asarray(a, dtype=np.int64)).to(self.device)
+            b_t = torch.from_numpy(np.asarray(b, dtype=np.int64)).to(self.device)
+            return score(a_t, b_t.unsqueeze(1))[:, 0].cpu().numpy()
+
+        for r in RELATIONS:
+            pick = np.array([x == r for x in relation])
+            if not pick.any():
+                continue
+            if len(np.unique(label[pick])) < 2:
+                nan = float("nan")
+                result[r] = {"ROC-AUC": nan, "PR-AUC": nan, "F1": nan, "pairs": int(pick.sum()),
+                             "reason": f"every {r} pair is labelled {int(label[pick][0])}; the metrics need both labels"}
+                continue
+            score = embedding_scores(scorers[r]) if isinstance(scorers[r], torch.Tensor) else scorers[r]
+            scores = pair_scores(score, src[pick], dst[pick])
+            val = self.dataset.splits.val[r]
+            q = np.arange(len(val))
+            neg = self.sampler.sample(r, "val", q, val.src)[:, 0]
+            v_pos = pair_scores(score, val.src, val.dst)
+            v_neg = pair_scores(score, val.src, neg)
+            threshold = best_f1_threshold(np.r_[np.ones(len(v_pos)), np.zeros(len(v_neg))], np.r_[v_pos, v_neg])
+            result[r] = pair_metrics(label[pick], scores, threshold)
+        return result

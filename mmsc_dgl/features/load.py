@@ -1,0 +1,60 @@
+"""Content features for a run, from what the user names: ``auto``, ``hashed``, ``none``, a
+feature cache or a torch file.  One place, used by training and by the E_LLM judge."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from mmsc_dgl.errors import DataError
+from mmsc_dgl.features.base import ContentFeatures
+from mmsc_dgl.features.hashed import hashed_text_features
+
+logger = logging.getLogger(__name__)
+
+
+def load_features(spec: str, dataset, dim: int) -> Optional[ContentFeatures]:
+    """``auto`` (the dataset's ``features.parquet`` cache if present, else ``hashed``), ``hashed``,
+    ``none``, a feature cache (``.parquet``), or a torch file ``{"item_ids", "tokens", "mask"}``."""
+    from mmsc_dgl.features.cache import CACHE_NAME, load_feature_cache
+    if spec == "auto":
+        cache = Path(dataset.root) / CACHE_NAME if dataset.root else None
+        if cache is not None and cache.exists():
+            logger.info("content features from the cache %s", cache)
+            return load_feature_cache(cache, dataset.catalog)
+        spec = "hashed"
+    if spec == "none":
+        return None
+    if spec == "hashed":
+        return hashed_text_features(dataset.catalog.table, dim=dim)
+    path = Path(spec)
+    if path.suffix == ".parquet":
+        return load_feature_cache(path, dataset.catalog)
+    if not path.exists():
+        raise DataError("no feature file here.", path=path, fix="pass --features hashed, none, or a feature file.")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # a pickle of anything else, a text file, a damaged file
+        raise DataError("not a torch feature file (or a damaged one); arbitrary pickles are refused.", path=path,
+                        fix="pass a feature cache (.parquet, mmsc-dgl features) or torch.save({'item_ids', "
+                            "'tokens', 'mask'}).") from None
+    if not isinstance(state, dict):
+        raise DataError(f"the feature file holds a {type(state).__name__}, not a dict.", path=path,
+                        fix="torch.save({'item_ids': [...], 'tokens': [N, T, D], 'mask': [N, T]}).")
+    for key in ("item_ids", "tokens", "mask"):
+        if key not in state:
+            raise DataError(f"the feature file has no {key!r}.", path=path,
+                            fix="write item_ids, tokens [N, T, D] and mask [N, T].")
+    ids = dataset.catalog.ids.to_pylist()
+    if list(state["item_ids"]) != ids:
+        given = set(state["item_ids"])
+        missing = [i for i in ids if i not in given][:3]
+        raise DataError(f"the feature file's {len(state['item_ids'])} item ids do not match the catalog's "
+                        f"{len(ids)} (in order); missing e.g. {missing}.", path=path,
+                        fix="extract features for this dataset's items.parquet, in its order.")
+    try:
+        return ContentFeatures(state["tokens"].float(), state["mask"].bool(), source=str(path))
+    except ValueError as err:
+        raise DataError(str(err), path=path, fix="re-extract the features.") from err

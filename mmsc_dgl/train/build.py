@@ -1,0 +1,166 @@
+"""Assembling a run, in one place: the dataset (with training noise, if asked), content
+features, the supervised training edges (the split's or E_LLM's), the meta-path tables and the
+model, on a device.  ``mmsc-dgl train``, the experiment grid, the benchmarks and
+``export-tensors`` all build their runs here; the :class:`~mmsc_dgl.train.trainer.Trainer` is
+then handed the model, and the :class:`~mmsc_dgl.eval.evaluator.Evaluator` the dataset."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, Optional, Union
+
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import torch
+
+from mmsc_dgl import RELATIONS
+from mmsc_dgl.config import TrainConfig
+from mmsc_dgl.data.edges import RelationEdges
+from mmsc_dgl.errors import DataError
+from mmsc_dgl.features.base import ContentFeatures
+from mmsc_dgl.features.load import load_features
+from mmsc_dgl.metapath.table import MetaPathTables
+from mmsc_dgl.models.registry import USES_METAPATHS, build_model
+from mmsc_dgl.train.batches import EdgeBatches
+
+logger = logging.getLogger(__name__)
+
+TABLES = "metapaths.pt"
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` is CUDA when visible, else the CPU; a named CUDA device must be visible."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(device)
+    except RuntimeError:
+        raise DataError(f"--device {device!r} is not a device.", fix="use auto, cpu, cuda or cuda:N.") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise DataError(f"--device {device} was asked for, but no CUDA device is visible.", fix="use --device cpu.")
+    return device
+
+
+def resolve_impl(impl: str, device: torch.device) -> str:
+    """On CPU, DGL's kernels when DGL is installed (2-4x the reference there); Triton on CUDA."""
+    if impl != "auto":
+        return impl
+    if device.type == "cpu":
+        import importlib.util
+        return "dgl" if importlib.util.find_spec("dgl") is not None else "reference"
+    return "auto"
+
+
+def load_train_edges(dataset, path: Optional[str]) -> Dict[str, RelationEdges]:
+    """The supervised training edges: the split's, or a filtered subset (E_LLM) from a file."""
+    if path is None:
+        edges = dataset.splits.train
+    else:
+        try:
+            table = pq.read_table(path)
+        except (OSError, ValueError) as err:  # pyarrow's ArrowInvalid is a ValueError
+            raise DataError(f"not a parquet edge table ({type(err).__name__}).", path=path,
+                            fix="pass the parquet file written by mmsc-dgl augment (relation, src, dst).") from None
+        for col in ("relation", "src", "dst"):
+            if col not in table.column_names:
+                raise DataError(f"the training edge file has no {col!r} column.", path=path,
+                                fix="write relation, src, dst (node ids).")
+        relation = table.column("relation").cast("string")
+        edges = {}
+        for r in RELATIONS:
+            part = table.filter(pc.equal(relation, r))
+            src, dst = part.column("src").to_numpy(), part.column("dst").to_numpy()
+            if len(src) and (min(src.min(), dst.min()) < 0 or max(src.max(), dst.max()) >= dataset.num_items):
+                raise DataError(f"{r} edges refer to node ids outside 0..{dataset.num_items - 1}.", path=path,
+                                fix="use node ids of this dataset.")
+            edges[r] = RelationEdges(src, dst)
+    for r in RELATIONS:
+        if len(edges[r]) == 0:
+            raise DataError(f"relation {r!r} has no training edges.", path=path,
+                            fix="check the dataset or the training edge file.")
+    return edges
+
+
+def run_tables(dataset, config: TrainConfig, run_dir: Optional[Path], device: torch.device,
+               progress: bool = True) -> MetaPathTables:
+    """The run's meta-path tables: ``run_dir/metapaths.pt`` when it was built with these
+    settings, else random-walk tables built from the training graph (DGL) and saved there."""
+    from mmsc_dgl.metapath.spec import parse_metapaths
+    path = Path(run_dir) / TABLES if run_dir is not None else None
+    wanted = {"strategy": "walk", "max_neighbors": config.max_neighbors, "num_walks": config.num_walks,
+              "seed": config.seed, "metapaths": [p.name for p in parse_metapaths(config.metapaths)],
+              "train_noise": config.train_noise}
+    if path is not None and path.exists():
+        tables = MetaPathTables.load(path)
+        if {k: tables.info.get(k) for k in wanted} == wanted:
+            return tables
+        logger.info("%s was built with other settings; rebuilding it", path)
+    from mmsc_dgl.metapath.build import build_metapath_tables
+    tables = build_metapath_tables(dataset.train_graph(), config.metapaths, strategy="walk",
+                                   max_neighbors=config.max_neighbors, num_walks=config.num_walks,
+                                   seed=config.seed, progress=progress, device=str(device))
+    tables.info["train_noise"] = config.train_noise
+    if path is not None:
+        tables.save(path)
+    return tables
+
+
+@dataclass
+class RunParts:
+    """Everything a run trains and evaluates with."""
+
+    dataset: object
+    config: TrainConfig
+    device: torch.device
+    features: Optional[ContentFeatures]
+    train_edges: Dict[str, RelationEdges]
+    tables: Optional[MetaPathTables]
+    model: torch.nn.Module
+
+    def batches(self) -> EdgeBatches:
+        """The epoch source over the training edges, for the trainer."""
+        cfg = self.config
+        edges = {r: (torch.from_numpy(self.train_edges[r].src), torch.from_numpy(self.train_edges[r].dst))
+                 for r in RELATIONS}
+        return EdgeBatches(edges, self.dataset.num_items, cfg.batch_size, cfg.model.negatives, cfg.steps_per_epoch,
+                           self.device)
+
+
+def build_run(dataset, config: TrainConfig, run_dir: Optional[Union[str, Path]] = None,
+              tables: Optional[MetaPathTables] = None, model=None,
+              features: Union[ContentFeatures, None, str] = "config", progress: bool = True) -> RunParts:
+    """Assemble a run (reads files, builds tables; trains nothing).
+
+    Args:
+        dataset: a :class:`~mmsc_dgl.data.dataset.Dataset`.
+        config: :class:`~mmsc_dgl.config.TrainConfig`.
+        run_dir: where the meta-path tables are cached (``None``: not saved).
+        tables: meta-path tables to use instead of building them.
+        model: a ready model answering :class:`~mmsc_dgl.models.base.Recommender`, used in
+            place of ``config.architecture`` (benchmarks compare outside encoders this way).
+        features: content features already loaded for ``config.features`` (``None``: none);
+            by default they are loaded here.
+    """
+    if config.train_noise > 0:
+        if config.train_edges is not None:
+            raise DataError("train_noise and train_edges were both given.",
+                            fix="inject noise or filter the training edges (E_LLM), not both in one run.")
+        from mmsc_dgl.data.noise import inject_training_noise
+        dataset = inject_training_noise(dataset, config.train_noise, config.seed)
+    device = resolve_device(config.device)
+    # Inputs that can be wrong are read before anything is built or written.
+    if isinstance(features, str):
+        features = load_features(config.features, dataset, config.feature_dim)
+    train_edges = load_train_edges(dataset, config.train_edges)
+    if model is None and config.architecture in USES_METAPATHS:
+        tables = tables or run_tables(dataset, config, Path(run_dir) if run_dir is not None else None, device, progress)
+    torch.manual_seed(config.seed)
+    if model is None:
+        try:
+            model = build_model(config.architecture, dataset.num_items, config.model, tables=tables,
+                                train_edges=train_edges, features=features, impl=resolve_impl(config.impl, device))
+        except ValueError as err:
+            raise DataError(f"cannot build {config.architecture}: {err}",
+                            fix="change the model settings or the features named above.") from err
+    return RunParts(dataset, config, device, features, train_edges, tables, model.to(device))
