@@ -102,7 +102,7 @@ def test_bench_train_compares_mmsc_with_dgl_han(dataset_dir, tmp_path):
     for row in rows.values():
         assert row["status"] == "ok", row
         assert row["epoch_seconds"] > 0 and row["edges_per_second"] > 0 and row["peak_rss_mib"] > 0
-        assert 0 <= row["ndcg10_substitute"] <= 1
+        assert 0.03 < row["ndcg10_substitute"] <= 1, row  # a random ranking scores about 0.02 here
     assert rows["dgl-han"]["speedup_vs_dgl_han"] == 1.0
     # dgl-han refuses what it cannot hold, and says why
     refused = bench_train.run_case({**{k: v for k, v in payload["settings"].items()}, "model": "dgl-han",

@@ -50,7 +50,8 @@ def test_model_contract(tiny_dataset):
         parts = model.loss(batch)
         assert set(parts) == {"triplet", "infonce", "total"}
         parts["total"].backward()
-        assert "id-embeddings" in repr(model) or "features" in repr(model)
+        assert f"content={'features(dim=32)+id-embeddings' if features is not None else 'id-embeddings'})" \
+            in repr(model), repr(model)
 
 
 def test_train_then_resume_matches_uninterrupted(tiny_dataset, tmp_path):
@@ -146,7 +147,7 @@ def test_cli_train_evaluate_recommend(tiny_dataset, tmp_path):
 
 
 def test_evaluate_with_pair_file(tiny_dataset, tmp_path):
-    runs.train(tiny_dataset.root, tmp_path / "run", TrainConfig(**{**TINY, "epochs": 1}), progress=False)
+    runs.train(tiny_dataset.root, tmp_path / "run", TrainConfig(**TINY), progress=False)
     test = tiny_dataset.splits.test["complement"]
     ids = tiny_dataset.catalog.ids.to_pylist()
     rng = np.random.default_rng(0)
@@ -155,4 +156,5 @@ def test_evaluate_with_pair_file(tiny_dataset, tmp_path):
     (tmp_path / "pairs.txt").write_text("\n".join(lines) + "\n")
     metrics = runs.evaluate_run(tmp_path / "run", pairs=tmp_path / "pairs.txt")
     m = metrics["pairs"]["complement"]
-    assert 0 <= m["ROC-AUC"] <= 1 and m["threshold_from_validation"] and m["pairs"] == len(lines)
+    # 30 test edges against 30 random pairs: a trained model ranks most positives above them.
+    assert m["ROC-AUC"] > 0.6 and m["threshold_from_validation"] and m["pairs"] == len(lines)

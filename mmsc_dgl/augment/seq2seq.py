@@ -15,6 +15,7 @@ import pyarrow as pa
 import torch
 
 from mmsc_dgl.augment.judge import EdgeJudge
+from mmsc_dgl.data.catalog import item_texts
 from mmsc_dgl.errors import DataError
 from mmsc_dgl.features.base import file_digest
 
@@ -29,12 +30,6 @@ PROMPT = ("Product A: {a}\nProduct B: {b}\nQuestion: {question}\nAnswer yes or n
 DOWNLOAD_HELP = ("download a Flan-T5 checkpoint (e.g. google/flan-t5-xxl, or flan-t5-base to try it) on a "
                  "connected machine with `huggingface-cli download google/flan-t5-xxl --local-dir DIR`, "
                  "copy DIR here and pass --model DIR.")
-
-
-def describe_item(title: Optional[str], category: Optional[list], description: Optional[str],
-                  limit: int = 300) -> str:
-    parts = [title or "", " > ".join(category or []), (description or "")[:limit]]
-    return "; ".join(p for p in parts if p)
 
 
 class Seq2SeqJudge(EdgeJudge):
@@ -67,10 +62,7 @@ class Seq2SeqJudge(EdgeJudge):
         weights = next((p for p in (path / "model.safetensors", path / "pytorch_model.bin") if p.exists()), None)
         self.model_hash = file_digest(weights) if weights else ""
         self.model_name = path.name
-        titles = items.column("title").to_pylist()
-        cats = items.column("category").to_pylist() if "category" in items.column_names else [None] * len(titles)
-        descs = items.column("description").to_pylist()
-        self.texts = [describe_item(t, c, d) for t, c, d in zip(titles, cats, descs)]
+        self.texts = item_texts(items, max_chars=None, separator="; ", description_chars=300)
 
     def _token_id(self, word: str) -> int:
         ids = self.tokenizer(word, add_special_tokens=False).input_ids

@@ -27,6 +27,36 @@ CORE_SCHEMA = pa.schema([
 catalog, say) follow them."""
 
 
+MAX_TEXT_CHARS = 1000
+
+
+def item_texts(items: pa.Table, max_chars: Optional[int] = MAX_TEXT_CHARS, separator: str = ". ",
+               description_chars: Optional[int] = None) -> List[str]:
+    """Each item's text, the one way it is assembled: ``title``, the category path joined by
+    `` > ``, and the ``description`` (cleaned by the readers), joined by ``separator``; empty
+    parts are left out.  Every text consumer uses it: the feature extractors, the hashed text
+    features and the E_LLM judge's prompts.
+
+    Args:
+        items: a catalog table (missing columns count as empty).
+        max_chars: cut each text to this many characters (``None``: keep it whole).
+        separator: between the parts.
+        description_chars: cut the description to this many characters first.
+    """
+    n = items.num_rows
+
+    def column(name: str) -> list:
+        return items.column(name).to_pylist() if name in items.column_names else [None] * n
+
+    out = []
+    for title, cat, desc in zip(column("title"), column("category"), column("description")):
+        if desc and description_chars is not None:
+            desc = desc[:description_chars]
+        text = separator.join(p for p in (title, " > ".join(cat or []), desc) if p)
+        out.append(text[:max_chars] if max_chars is not None else text)
+    return out
+
+
 class ItemCatalog:
     """Item metadata aligned with node ids: row ``i`` is node ``i``.
 

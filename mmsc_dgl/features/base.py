@@ -11,7 +11,6 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-MAX_TEXT_CHARS = 1000
 
 
 @dataclass
@@ -45,22 +44,11 @@ class ContentFeatures:
         return torch.nn.functional.normalize(mean, dim=1)
 
 
-def item_texts(items: pa.Table, max_chars: int = MAX_TEXT_CHARS) -> List[str]:
-    """``title. category path. description`` per item (already cleaned by the readers)."""
-    titles = items.column("title").to_pylist() if "title" in items.column_names else [None] * items.num_rows
-    cats = items.column("category").to_pylist() if "category" in items.column_names else [None] * items.num_rows
-    descs = items.column("description").to_pylist() if "description" in items.column_names else [None] * items.num_rows
-    out = []
-    for title, cat, desc in zip(titles, cats, descs):
-        parts = [p for p in (title, " > ".join(cat or []), desc) if p]
-        out.append(". ".join(parts)[:max_chars])
-    return out
-
-
 def item_sources(items: pa.Table) -> List[str]:
     """Per item, a digest of what its features are made from (the text the extractors read and
     the image reference): a feature cache records these, so features made for other content are
     never used silently."""
+    from mmsc_dgl.data.catalog import item_texts  # pyarrow: imported where used, not by the models
     texts = item_texts(items)
     images = items.column("image").to_pylist() if "image" in items.column_names else [None] * items.num_rows
     return [hashlib.blake2b(f"{t}\x1f{i or ''}".encode(), digest_size=8).hexdigest() for t, i in zip(texts, images)]

@@ -9,7 +9,8 @@ import pyarrow as pa
 import torch
 
 from mmsc_dgl.errors import DataError
-from mmsc_dgl.features.base import FeatureExtractor, file_digest, item_texts
+from mmsc_dgl.data.catalog import item_texts
+from mmsc_dgl.features.base import FeatureExtractor, file_digest
 from mmsc_dgl.io import resolve_path
 from mmsc_dgl.features.images import ImageLoader
 

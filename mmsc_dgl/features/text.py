@@ -10,7 +10,8 @@ import numpy as np
 import pyarrow as pa
 
 from mmsc_dgl.errors import DataError
-from mmsc_dgl.features.base import FeatureExtractor, file_digest, item_texts
+from mmsc_dgl.data.catalog import item_texts
+from mmsc_dgl.features.base import FeatureExtractor, file_digest
 from mmsc_dgl.io import resolve_path
 
 logger = logging.getLogger(__name__)

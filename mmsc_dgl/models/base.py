@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import abc
+import itertools
 from typing import Dict, Tuple
 
 import torch
@@ -92,10 +93,26 @@ class GraphStateModule(nn.Module):
 
     def _apply(self, fn, *args, **kwargs):
         out = super()._apply(fn, *args, **kwargs)
-        device = fn(torch.zeros(1)).device
+        # Where the module now lives: its parameters say so.  Probing ``fn`` with a CPU tensor
+        # would not (``.half()`` keeps a CPU tensor on the CPU, and moved a CUDA model's tables).
+        anchor = next(itertools.chain(self.parameters(), self.buffers()), None)
+        if anchor is None:
+            state = next((v for name in self._graph_state for v in getattr(self, name).values()), None)
+            anchor = fn(torch.zeros(1, device=getattr(state, "device", "cpu")))
+        device = anchor.device
         for name in self._graph_state:
             setattr(self, name, {k: v.to(device) for k, v in getattr(self, name).items()})
         return out
+
+
+def reset_children(module: nn.Module) -> None:
+    """Re-initialise every part of ``module``: each child that has ``reset_parameters`` resets
+    itself (its own way, e.g. ``ItemInput``'s small id embeddings); containers are walked."""
+    for child in module.children():
+        if hasattr(child, "reset_parameters"):
+            child.reset_parameters()
+        else:
+            reset_children(child)
 
 
 class NothingToLearn(RuntimeError):

@@ -29,7 +29,7 @@ from torch.nn import functional as F
 from mmsc_dgl import RELATIONS
 from mmsc_dgl.config import ModelConfig
 from mmsc_dgl.features.base import ContentFeatures
-from mmsc_dgl.models.base import FullGraphRecommender, GraphStateModule
+from mmsc_dgl.models.base import FullGraphRecommender, GraphStateModule, reset_children
 from mmsc_dgl.models.inputs import ItemInput, adjacency, score_head
 
 OTHER = {"substitute": "complement", "complement": "substitute"}
@@ -74,6 +74,9 @@ class DecGCN(GraphStateModule, FullGraphRecommender):
         self.dropout = nn.Dropout(config.feat_drop)
         self._csr = {r: adjacency(train_edges[r].src, train_edges[r].dst, num_items) for r in RELATIONS}
 
+    def reset_parameters(self) -> None:
+        """Re-initialise every learnable part."""
+        reset_children(self)
 
     def encode_all(self) -> Dict[str, torch.Tensor]:
         q = self.dropout(self.input())

@@ -24,7 +24,7 @@ from torch.nn import functional as F
 from mmsc_dgl import RELATIONS
 from mmsc_dgl.config import ModelConfig
 from mmsc_dgl.features.base import ContentFeatures
-from mmsc_dgl.models.base import FullGraphRecommender, GraphStateModule
+from mmsc_dgl.models.base import FullGraphRecommender, GraphStateModule, reset_children
 from mmsc_dgl.models.inputs import ItemInput, adjacency, score_head
 from mmsc_dgl.nn import MetaPathAttention
 
@@ -62,6 +62,9 @@ class GATPerRelation(GraphStateModule, FullGraphRecommender):
         self._csr = {r: adjacency(train_edges[r].src, train_edges[r].dst, num_items, self_loops=True)
                      for r in RELATIONS}
 
+    def reset_parameters(self) -> None:
+        """Re-initialise every learnable part."""
+        reset_children(self)
 
     def encode(self, relation: str) -> torch.Tensor:
         h = self.input()

@@ -4,7 +4,9 @@ the substitute/complement meta-paths.
 .. math::
     p_i^{\Phi} = \mathrm{GAT}_\Phi(q;\ \mathcal N_\Phi(i)), \qquad
     z_i^{r} = \sum_\Phi \beta^{r}_{i,\Phi}\, p_i^{\Phi}, \qquad
-    \mathrm{score}_r(i, j) = \cos(W_r z_i^r, W_r z_j^r)
+    \mathrm{score}_r(i, j) = \langle W_r z_i^r, W_r z_j^r \rangle
+
+(a dot product, as MMSC's default ``score: dot``; ``score: cosine`` normalises both sides first).
 
 Node-level attention per meta-path, then semantic attention across meta-paths: MMSC's behaviour
 branch alone, with no content gate, no task gate and no self-supervision.  It shares MMSC's

@@ -4,13 +4,15 @@ Baselines use the same input as MMSC, so a comparison measures what is built on 
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import torch
 from torch import nn
 
-from mmsc_dgl.features.base import ContentFeatures
 from mmsc_dgl.nn import MultiModalAttention
+
+if TYPE_CHECKING:  # torch alone at run time: the GPU hosts have no pyarrow
+    from mmsc_dgl.features.base import ContentFeatures
 
 
 class ItemInput(nn.Module):
@@ -24,7 +26,7 @@ class ItemInput(nn.Module):
         id_embeddings: with ``features``, add a learnable id embedding (as MMSC's default).
     """
 
-    def __init__(self, num_items: int, out_feats: int, features: Optional[ContentFeatures] = None,
+    def __init__(self, num_items: int, out_feats: int, features: Optional["ContentFeatures"] = None,
                  id_embeddings: bool = False):
         super().__init__()
         self.num_items = num_items
@@ -59,11 +61,22 @@ class ItemInput(nn.Module):
         q = self.content(self.tokens, self.token_mask)
         return q + self.item_embedding.weight if self.item_embedding is not None else q
 
+    def of(self, nodes: torch.Tensor) -> torch.Tensor:
+        """:math:`q` of ``nodes`` only [len(nodes), out_feats]: a step touches a small part of a
+        large catalog."""
+        if self.content is None:
+            return self.item_embedding(nodes)
+        q = self.content(self.tokens[nodes], self.token_mask[nodes])
+        return q + self.item_embedding(nodes) if self.item_embedding is not None else q
+
+    def kind(self) -> str:
+        """``id-embeddings``, ``features(dim=D)`` or ``features(dim=D)+id-embeddings``."""
+        if self.content is None:
+            return "id-embeddings"
+        return f"features(dim={self.tokens.shape[-1]})" + ("+id-embeddings" if self.item_embedding is not None else "")
+
     def __repr__(self) -> str:
-        kind = "ids" if self.content is None else f"features(dim={self.tokens.shape[-1]})"
-        if self.content is not None and self.item_embedding is not None:
-            kind += "+ids"
-        return f"{type(self).__name__}({self.num_items:,}, {self.out_feats}, {kind})"
+        return f"{type(self).__name__}({self.num_items:,}, {self.out_feats}, {self.kind()})"
 
 
 def adjacency(src, dst, num_items: int, self_loops: bool = False):

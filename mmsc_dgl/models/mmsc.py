@@ -8,10 +8,11 @@ from torch import nn
 from torch.nn import functional as F
 
 from mmsc_dgl import RELATIONS
-from mmsc_dgl.models.base import GraphStateModule, Recommender
-from mmsc_dgl.nn import MetaPathAttention, MultiModalAttention, NeuralGate, SemanticAttention
-from mmsc_dgl.ops import CSR
+from mmsc_dgl.models.base import GraphStateModule, Recommender, reset_children
+from mmsc_dgl.models.inputs import ItemInput
 from mmsc_dgl.models.losses import info_nce, triplet_loss
+from mmsc_dgl.nn import MetaPathAttention, NeuralGate, SemanticAttention
+from mmsc_dgl.ops import CSR
 
 if TYPE_CHECKING:  # torch-only imports at run time: MMSC trains on GPU hosts without pydantic/pyarrow
     from mmsc_dgl.config import ModelConfig
@@ -81,23 +82,7 @@ class MMSC(GraphStateModule, Recommender):
         self.metapaths: List[str] = list(csrs)
         self._csr: Dict[str, CSR] = csrs
         hidden = config.hidden
-        if features is not None:
-            if features.num_items != num_items:
-                raise ValueError(f"features cover {features.num_items} items, the dataset {num_items}")
-            self.register_buffer("tokens", features.tokens.float(), persistent=False)
-            self.register_buffer("token_mask", features.mask, persistent=False)
-            self.content = MultiModalAttention(features.dim, hidden, hidden_feats=hidden)
-            if config.id_embeddings:  # content + identity: items of one type stay distinguishable
-                self.item_embedding = nn.Embedding(num_items, hidden)
-                nn.init.normal_(self.item_embedding.weight, std=0.1)
-            else:
-                self.register_module("item_embedding", None)
-        else:
-            self.register_buffer("tokens", None, persistent=False)
-            self.register_buffer("token_mask", None, persistent=False)
-            self.register_module("content", None)
-            self.item_embedding = nn.Embedding(num_items, hidden)
-            nn.init.normal_(self.item_embedding.weight, std=0.1)
+        self.input = ItemInput(num_items, hidden, features, id_embeddings=config.id_embeddings)
         self.path_layers = nn.ModuleList([
             MetaPathAttention(hidden, hidden // config.heads, num_heads=config.heads, feat_drop=config.feat_drop,
                               activation=F.elu, impl=impl) for _ in self.metapaths])
@@ -118,7 +103,11 @@ class MMSC(GraphStateModule, Recommender):
         else:
             self.register_module("task_gate", None)
         self.project = nn.ModuleDict({r: nn.Linear(hidden, hidden) for r in RELATIONS})
+        self._register_load_state_dict_pre_hook(_legacy_input_keys)
 
+    def reset_parameters(self) -> None:
+        """Re-initialise every learnable part."""
+        reset_children(self)
 
     @property
     def device(self) -> torch.device:
@@ -130,10 +119,7 @@ class MMSC(GraphStateModule, Recommender):
 
     def content_of(self, nodes: torch.Tensor) -> torch.Tensor:
         """:math:`q` of ``nodes`` only: a step touches a small part of a large catalog."""
-        if self.content is None:
-            return self.item_embedding(nodes)
-        q = self.content(self.tokens[nodes], self.token_mask[nodes])
-        return q + self.item_embedding(nodes) if self.item_embedding is not None else q
+        return self.input.of(nodes)
 
     def encode(self, nodes: torch.Tensor, views: Optional[Dict[str, CSR]] = None,
                get_attention: bool = False):
@@ -246,8 +232,15 @@ class MMSC(GraphStateModule, Recommender):
         return parts
 
     def __repr__(self) -> str:
-        content = "id-embeddings" if self.content is None else f"features(dim={self.tokens.shape[-1]})"
-        if self.content is not None and self.item_embedding is not None:
-            content += "+id-embeddings"
+        content = self.input.kind()
         return (f"MMSC(items={self.num_items:,}, hidden={self.config.hidden}, heads={self.config.heads}, "
                 f"metapaths={len(self.metapaths)}, content={content})")
+
+
+def _legacy_input_keys(state_dict, prefix, *args) -> None:
+    """Weights saved before MMSC composed :class:`ItemInput` (``content.*``, ``item_embedding.*``)
+    load under their new names (``input.content.*``, ``input.item_embedding.*``)."""
+    for key in list(state_dict):
+        for part in ("content.", "item_embedding."):
+            if key.startswith(prefix + part):
+                state_dict[prefix + "input." + key[len(prefix):]] = state_dict.pop(key)
