@@ -41,7 +41,7 @@ def main() -> None:
     rows["MMSC without SSL"] = train(dataset_dir, args.out / "no_ssl", ablation, progress=False,
                                      resume=again(args.out / "no_ssl")).metrics["test"]
     if args.features != "none":  # the content baseline answers the same contract: nothing to train
-        content = base.model_copy(update={"architecture": "content"})
+        content = base.with_architecture("content")
         rows["content cosine"] = train(dataset_dir, args.out / "content", content, progress=False,
                                        resume=again(args.out / "content")).metrics["test"]
     lines = [f"{'model':<20}" + "".join(f"{r[:4] + ' ' + m:>16}" for r in RELATIONS for m in ("NDCG@10", "HR@10"))]

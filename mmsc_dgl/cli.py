@@ -150,25 +150,22 @@ def prepare(inputs: Tuple[Path, ...], out: Path, fmt: Optional[str], synthetic: 
     """Turn INPUTS (Amazon metadata, edge lists or parquet tables) into a dataset directory."""
     import json
 
-    from mmsc_dgl.config import PrepareConfig, SplitConfig, SyntheticConfig
+    from mmsc_dgl.config import PrepareConfig, SyntheticConfig
     from mmsc_dgl.data.prepare import prepare as run_prepare
 
     ctx = click.get_current_context()
     given = {name for name in ctx.params
              if ctx.get_parameter_source(name) != click.core.ParameterSource.DEFAULT}
-    flags = {"format": fmt, "relation_map": relation_map, "schema": schema, "id_type": id_type,
-             "symmetric": symmetric, "strict": strict}
-    split_flags = {"seed": seed, "num_negatives": num_negatives, "min_degree": min_degree,
-                   "cold_fraction": cold_fraction}
-    param_of = {"format": "fmt"}
-    if config_path is not None:
-        base = PrepareConfig.from_file(config_path)
-        flags = {k: v for k, v in flags.items() if param_of.get(k, k) in given}
-        split_flags = {k: v for k, v in split_flags.items() if k in given}
-    else:
-        base = PrepareConfig()
-    split = SplitConfig.from_mapping(base.split.model_dump(), split_flags)
-    config = PrepareConfig.from_mapping(base.model_dump(by_alias=True), {**flags, "split": split.model_dump()})
+
+    def flag(name: str, value):  # a flag left at its default does not override the config file
+        return value if name in given else None
+
+    config = PrepareConfig.load(config_path, {
+        "format": flag("fmt", fmt), "relation_map": relation_map, "schema": flag("schema", schema),
+        "id_type": flag("id_type", id_type), "symmetric": flag("symmetric", symmetric),
+        "strict": flag("strict", strict),
+        "split": {"seed": flag("seed", seed), "num_negatives": flag("num_negatives", num_negatives),
+                  "min_degree": flag("min_degree", min_degree), "cold_fraction": cold_fraction}})
     synthetic_config = None
     if synthetic is not None:
         synthetic_config = SyntheticConfig(num_items=synthetic, seed=seed,
@@ -220,11 +217,10 @@ def metapaths(dataset_dir: Path, metapaths: str, strategy: str, max_neighbors: i
     click.echo(f"tables written to {out or dataset_dir / 'metapaths.pt'}")
 
 
-def _train_config(config_path: Optional[Path], flags: dict, model_flags: dict):
-    from mmsc_dgl.config import ModelConfig, TrainConfig
-    base = TrainConfig.from_file(config_path) if config_path else TrainConfig()
-    model = ModelConfig.from_mapping(base.model.model_dump(), model_flags)
-    return TrainConfig.from_mapping(base.model_dump(), {**flags, "model": model.model_dump()})
+def _train_config(config_path: Optional[Path], flags: dict):
+    """TrainConfig: the file (if any) under the flags that were given (``None``: not given)."""
+    from mmsc_dgl.config import TrainConfig
+    return TrainConfig.load(config_path, flags)
 
 
 @main.command()
@@ -263,8 +259,8 @@ def train(dataset_dir: Optional[Path], out: Path, config_path: Optional[Path], r
 
     config = _train_config(config_path, {"architecture": architecture, "train_noise": train_noise, "epochs": epochs, "batch_size": batch_size, "lr": lr, "features": features,
                                          "metapaths": metapaths, "max_neighbors": max_neighbors,
-                                         "train_edges": train_edges, "seed": seed, "device": device},
-                           {"ssl_weight": ssl_weight})
+                                         "train_edges": train_edges, "seed": seed, "device": device,
+                                         "model": {"ssl_weight": ssl_weight}})
     result = run_train(dataset_dir, out, config, resume=resume, synthetic_items=synthetic_items, overwrite=overwrite)
     from mmsc_dgl.train.run import next_steps
     click.echo(f"epochs run: {len(result.history)}; best validation epoch per relation: "
@@ -471,7 +467,7 @@ def export_tensors(dataset_dir: Path, out: Path, config_path: Optional[Path], me
     from mmsc_dgl.bench.export import export_tensors as run_export
 
     config = _train_config(config_path, {"metapaths": metapaths, "max_neighbors": max_neighbors,
-                                         "features": features, "seed": seed}, {})
+                                         "features": features, "seed": seed})
     summary = run_export(dataset_dir, out, config, val_queries=val_queries, overwrite=overwrite)
     click.echo(f"{summary['items']:,} items, {summary['metapaths']} meta-paths, {summary['pairs']:,} neighbour pairs "
                f"-> {summary['out']} ({summary['mib']} MiB)")

@@ -3,25 +3,49 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Mapping, Optional, Type, TypeVar
+from typing import Annotated, Any, ClassVar, Dict, Literal, Mapping, Optional, Type, TypeVar, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from mmsc_dgl.errors import DataError
 
 T = TypeVar("T", bound="Config")
 
-Architecture = Literal["mmsc", "han", "gat", "lightgcn", "decgcn", "content", "common-neighbors", "adamic-adar"]
-ARCHITECTURE_NAMES = Architecture.__args__
 DEVICE_PATTERN = r"^(auto|cpu|mps|cuda(:[0-9]+)?)$"
 """What ``--device`` takes: a device torch can name, or ``auto``."""
-"""Every model the harness trains and evaluates (:mod:`mmsc_dgl.models.registry` builds them)."""
+
+
+def merge(base: Mapping[str, Any], overrides: Optional[Mapping[str, Any]]) -> dict:
+    """``base`` with ``overrides`` on top: nested mappings merge key by key, and a ``None``
+    override means "not given" (an unset flag).  The one way settings are combined: a config
+    file under command-line flags, and the experiment grid's shared, dataset and variant
+    settings."""
+    out = dict(base)
+    for key, value in (overrides or {}).items():
+        if value is None:
+            continue
+        if isinstance(value, Mapping):
+            below = out.get(key)
+            if isinstance(below, BaseModel):
+                below = below.model_dump(by_alias=True)
+            out[key] = merge(below if isinstance(below, Mapping) else {}, value)
+        else:
+            out[key] = value
+    return out
 
 
 class Config(BaseModel):
     """Base for every config: unknown keys are errors, so a typo never passes silently."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    @classmethod
+    def load(cls: Type[T], path: Optional[os.PathLike | str] = None, flags: Optional[Mapping[str, Any]] = None) -> T:
+        """The config of a command: the file at ``path`` (if any) under ``flags`` (``None`` values
+        are flags not given), merged by :func:`merge`."""
+        if path is None:
+            return cls.from_mapping({}, flags)
+        return cls.from_file(path, flags)
 
     @classmethod
     def from_file(cls: Type[T], path: os.PathLike | str, overrides: Optional[Mapping[str, Any]] = None) -> T:
@@ -58,10 +82,7 @@ class Config(BaseModel):
     @classmethod
     def from_mapping(cls: Type[T], data: Mapping[str, Any], overrides: Optional[Mapping[str, Any]] = None,
                      source: Optional[os.PathLike | str] = None) -> T:
-        merged = dict(data)
-        for key, value in (overrides or {}).items():
-            if value is not None:
-                merged[key] = value
+        merged = merge(data, overrides)
         try:
             return cls.model_validate(merged)
         except ValidationError as err:
@@ -110,15 +131,43 @@ class PrepareConfig(Config):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True)
 
 
-class ModelConfig(Config):
+class _ModelBase(Config):
+    """What every model's config holds: its architecture (the key of the union below) and the
+    negatives the trainer samples per positive edge."""
+
+    architecture: str
+    negatives: int = Field(4, ge=1, description="sampled negatives per positive edge")
+
+
+class _Learned(_ModelBase):
+    hidden: int = Field(64, ge=4, description="size of every item representation")
+    margin: float = Field(0.5, gt=0, description="triplet margin")
+    score: Literal["cosine", "dot"] = Field("dot", description="pair score: dot product of the projected "
+                                                               "representations (default: the norm can carry "
+                                                               "popularity) or their cosine (the paper)")
+
+
+class _ItemInput(_Learned):
+    id_embeddings: bool = Field(True, description="with content features, add a learnable id embedding to q "
+                                                  "(default; False: content only, as the paper)")
+    feat_drop: float = Field(0.1, ge=0, lt=1)
+
+
+class _Attention(_ItemInput):
+    heads: int = Field(4, ge=1, description="attention heads of the meta-path layers (hidden % heads == 0)")
+
+
+class HANConfig(_Attention):
+    """HAN: meta-path attention and semantic attention (MMSC's behaviour branch alone)."""
+
+    architecture: Literal["han"] = "han"
+    semantic_hidden: int = Field(64, ge=1)
+
+
+class MMSCConfig(HANConfig):
     """MMSC's architecture and losses."""
 
-    hidden: int = Field(64, ge=4, description="size of every item representation")
-    heads: int = Field(4, ge=1, description="attention heads of the meta-path layers (hidden % heads == 0)")
-    semantic_hidden: int = Field(64, ge=1)
-    feat_drop: float = Field(0.1, ge=0, lt=1)
-    margin: float = Field(0.5, gt=0, description="triplet margin on cosine scores")
-    negatives: int = Field(4, ge=1, description="sampled negatives per positive edge")
+    architecture: Literal["mmsc"] = "mmsc"
     ssl_weight: float = Field(0.1, ge=0, description="lambda of the InfoNCE term; 0 turns it off")
     ssl_temperature: float = Field(0.2, gt=0)
     edge_drop: float = Field(0.2, ge=0, lt=1, description="graph-level dropout of each view")
@@ -128,14 +177,73 @@ class ModelConfig(Config):
                             "(a linear layer over [q || p], an ablation) or 'none' (p only, as HAN)")
     task_gate: bool = Field(True, description="mix the substitute and complement representations "
                                               "(False: an ablation; each relation keeps its own)")
-    score: Literal["cosine", "dot"] = Field("dot", description="pair score: dot product of the projected "
-                                                               "representations (default: the norm can carry "
-                                                               "popularity) or their cosine (the paper)")
-    id_embeddings: bool = Field(True, description="with content features, add a learnable id embedding to q "
-                                                  "(default; False: content only, as the paper)")
-    layers: int = Field(2, ge=1, le=8, description="propagation layers of the GNN baselines "
-                                                   "(LightGCN's K, GAT and DecGCN depth)")
-    embedding_l2: float = Field(1e-4, ge=0, description="LightGCN: L2 weight on the layer-0 embeddings")
+
+
+class GATConfig(_Attention):
+    """GAT per relation on the decoupled homogeneous graphs."""
+
+    architecture: Literal["gat"] = "gat"
+    layers: int = Field(2, ge=1, le=8, description="GAT layers")
+
+
+class DecGCNConfig(_ItemInput):
+    """DecGCN: a GCN per relation with co-attention between them."""
+
+    architecture: Literal["decgcn"] = "decgcn"
+    layers: int = Field(2, ge=1, le=8, description="graph convolution layers")
+
+
+class LightGCNConfig(_Learned):
+    """LightGCN: id embeddings propagated over each relation's graph, BPR loss."""
+
+    architecture: Literal["lightgcn"] = "lightgcn"
+    layers: int = Field(2, ge=1, le=8, description="propagation layers (K)")
+    embedding_l2: float = Field(1e-4, ge=0, description="L2 weight on the layer-0 embeddings")
+
+
+class ContentConfig(_ModelBase):
+    """Content cosine: nothing to learn."""
+
+    architecture: Literal["content"] = "content"
+
+
+class HeuristicConfig(_ModelBase):
+    """Common neighbours or Adamic-Adar: nothing to learn."""
+
+    architecture: Literal["common-neighbors", "adamic-adar"] = "adamic-adar"
+
+
+ARCHITECTURES: Dict[str, tuple] = {
+    "mmsc": (MMSCConfig, "MMSC (arXiv 2507.22268): meta-path attention, semantic and task gates, SSL"),
+    "han": (HANConfig, "HAN (WWW 2019): meta-path GAT and semantic attention only"),
+    "gat": (GATConfig, "GAT (ICLR 2018) per relation on the decoupled homogeneous graphs"),
+    "lightgcn": (LightGCNConfig, "LightGCN (SIGIR 2020): shared plus per-relation id embeddings, BPR"),
+    "decgcn": (DecGCNConfig, "DecGCN-style (CIKM 2020): two relation spaces with cross-relation fusion"),
+    "content": (ContentConfig, "cosine of the frozen content features, no training"),
+    "common-neighbors": (HeuristicConfig, "common neighbours on the union of both training graphs"),
+    "adamic-adar": (HeuristicConfig, "Adamic-Adar on the union of both training graphs"),
+}
+"""The single list of architectures: each name, the config of its model, and what it is
+(:mod:`mmsc_dgl.models.registry` builds a model for each)."""
+
+MODEL_CONFIGS: Dict[str, type] = {name: spec[0] for name, spec in ARCHITECTURES.items()}
+
+ARCHITECTURE_NAMES = tuple(MODEL_CONFIGS)
+Architecture = Literal[ARCHITECTURE_NAMES]  # type: ignore[valid-type]
+
+AnyModelConfig = Annotated[Union[MMSCConfig, HANConfig, GATConfig, LightGCNConfig, DecGCNConfig, ContentConfig,
+                                 HeuristicConfig], Field(discriminator="architecture")]
+"""A model config of any architecture, told apart by its ``architecture`` field."""
+
+ModelConfig = MMSCConfig
+"""The flagship's model config (the default of :class:`TrainConfig`)."""
+
+
+def model_config(architecture: str, **fields: Any):
+    """The model config of ``architecture`` with ``fields`` set (unknown fields are errors)."""
+    if architecture not in MODEL_CONFIGS:
+        raise DataError(f"unknown architecture {architecture!r}.", fix=f"use one of {', '.join(MODEL_CONFIGS)}.")
+    return MODEL_CONFIGS[architecture].from_mapping({**fields, "architecture": architecture})
 
 
 class TrainConfig(Config):
@@ -143,7 +251,33 @@ class TrainConfig(Config):
 
     architecture: Architecture = Field("mmsc", description="the model: mmsc, or a baseline (han, gat, lightgcn, "
                                                   "decgcn, content, common-neighbors, adamic-adar)")
-    model: ModelConfig = Field(default_factory=ModelConfig)
+    model: AnyModelConfig = Field(default_factory=MMSCConfig, description="the settings of that model (its own "
+                                                                          "fields only; see MODEL_CONFIGS)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _model_of_architecture(cls, data: Any) -> Any:
+        """``model`` takes the architecture's config: a mapping gets ``architecture`` filled in,
+        and a model config of another architecture is an error, not a silent mix."""
+        if not isinstance(data, Mapping):
+            return data
+        data = dict(data)
+        model = data.get("model")
+        if isinstance(model, BaseModel):
+            model = model.model_dump()
+        architecture = data.get("architecture") or (model or {}).get("architecture") or "mmsc"
+        model = dict(model or {})
+        given = model.setdefault("architecture", architecture)
+        if given != architecture:
+            raise ValueError(f"model settings are for {given!r} but the architecture is {architecture!r}")
+        data["architecture"], data["model"] = architecture, model
+        return data
+
+    def with_architecture(self, architecture: str, **model_fields: Any) -> "TrainConfig":
+        """This config for another architecture, with that architecture's default model settings
+        (and ``model_fields``)."""
+        return TrainConfig.from_mapping({**self.model_dump(), "architecture": architecture,
+                                         "model": {**model_fields, "architecture": architecture}})
     metapaths: str = Field("all", description="comma-separated meta-paths, 'all' (up to 3 hops) or "
                                               "'hops:N' (every meta-path of up to N hops)")
     train_noise: float = Field(0.0, ge=0.0, le=10.0, description="random false edges added to the training "

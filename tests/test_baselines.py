@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from mmsc_dgl import RELATIONS
-from mmsc_dgl.config import ARCHITECTURE_NAMES, ModelConfig, SyntheticConfig, TrainConfig
+from mmsc_dgl.config import ARCHITECTURE_NAMES, MODEL_CONFIGS, SyntheticConfig, TrainConfig, model_config
 from mmsc_dgl.data.noise import inject_training_noise
 from mmsc_dgl.data.prepare import prepare
 from mmsc_dgl.features import hashed_text_features
@@ -25,7 +25,16 @@ from mmsc_dgl.models.han import HAN  # noqa: E402
 MODEL_CLASSES = {"mmsc": MMSC, "han": HAN, "gat": GATPerRelation, "lightgcn": LightGCN, "decgcn": DecGCN,
                  "content": ContentCosine, "common-neighbors": NeighbourhoodHeuristic,
                  "adamic-adar": NeighbourhoodHeuristic}
-SMALL = ModelConfig(hidden=16, heads=2, semantic_hidden=8, ssl_nodes=32, layers=2)
+SMALL_FIELDS = dict(hidden=16, heads=2, semantic_hidden=8, ssl_nodes=32, layers=2)
+
+
+def small(architecture: str):
+    """A small model config of ``architecture``: the small sizes that model has."""
+    fields = MODEL_CONFIGS[architecture].model_fields
+    return model_config(architecture, **{k: v for k, v in SMALL_FIELDS.items() if k in fields})
+
+
+SMALL = small("mmsc")
 
 
 @pytest.fixture(scope="module")
@@ -44,14 +53,29 @@ def parts(dataset):
 
 
 def test_registry_and_config_agree():
-    assert tuple(ARCHITECTURES) == tuple(ARCHITECTURE_NAMES)
+    assert tuple(ARCHITECTURES) == tuple(ARCHITECTURE_NAMES) == tuple(MODEL_CONFIGS)
+
+
+def test_each_architecture_takes_only_its_own_settings():
+    from mmsc_dgl.errors import DataError
+    assert TrainConfig(architecture="lightgcn").model.layers == 2
+    assert TrainConfig(architecture="lightgcn", model={"layers": 3}).model.layers == 3
+    with pytest.raises(DataError, match="lightgcn.ssl_weight"):
+        TrainConfig.from_mapping({"architecture": "lightgcn", "model": {"ssl_weight": 0.0}})
+    with pytest.raises(DataError, match="model settings are for 'mmsc' but the architecture is 'gat'"):
+        TrainConfig.from_mapping({"architecture": "gat", "model": small("mmsc")})
+    with pytest.raises(DataError, match="impl"):
+        TrainConfig.from_mapping({"impl": "fastest"})
+    again = TrainConfig.model_validate_json(TrainConfig(architecture="decgcn").model_dump_json())
+    assert type(again.model).__name__ == "DecGCNConfig"
 
 
 @pytest.mark.parametrize("architecture", ARCHITECTURE_NAMES)
 def test_every_architecture_answers_the_contract(dataset, parts, architecture):
     tables, features = parts
     torch.manual_seed(0)
-    model = build_model(architecture, dataset.num_items, SMALL, tables=tables, train_edges=dataset.splits.train,
+    model = build_model(architecture, dataset.num_items, small(architecture), tables=tables,
+                        train_edges=dataset.splits.train,
                         features=features, impl="reference")
     assert isinstance(model, Recommender)
     assert type(model) is MODEL_CLASSES[architecture], type(model)
@@ -110,7 +134,7 @@ def test_heuristics_match_set_arithmetic(dataset):
 
 def test_lightgcn_propagation_matches_dense_reference(dataset):
     torch.manual_seed(0)
-    model = LightGCN(dataset.num_items, dataset.splits.train, SMALL)
+    model = LightGCN(dataset.num_items, dataset.splits.train, small("lightgcn"))
     n = dataset.num_items
     for r in RELATIONS:
         a = torch.zeros(n, n)
@@ -121,7 +145,7 @@ def test_lightgcn_propagation_matches_dense_reference(dataset):
         a_hat = norm[:, None] * a * norm[None, :]
         x = model.shared.weight + model.relation[r].weight
         layers = [x]
-        for _ in range(SMALL.layers):
+        for _ in range(small("lightgcn").layers):
             layers.append(a_hat @ layers[-1])
         want = torch.stack(layers).mean(0)
         torch.testing.assert_close(model.propagate(r), want, rtol=1e-4, atol=1e-5)
@@ -132,7 +156,7 @@ def test_mmsc_ablations_change_the_architecture(dataset, parts):
     full = MMSC(dataset.num_items, tables, SMALL, features)
     concat = MMSC(dataset.num_items, tables, SMALL.model_copy(update={"semantic_fusion": "concat"}), features)
     no_task = MMSC(dataset.num_items, tables, SMALL.model_copy(update={"task_gate": False}), features)
-    han = build_model("han", dataset.num_items, SMALL, tables=tables, features=features)
+    han = build_model("han", dataset.num_items, small("han"), tables=tables, features=features)
     keys = lambda m: {k.split(".")[0] for k in m.state_dict()}
     assert {"semantic_gate", "task_gate"} <= keys(full) and "semantic_concat" not in keys(full)
     assert "semantic_concat" in keys(concat) and "semantic_gate" not in keys(concat)
@@ -182,7 +206,7 @@ def test_training_noise_injection(dataset):
 
 @pytest.mark.parametrize("architecture", ["lightgcn", "adamic-adar", "content"])
 def test_baselines_train_and_evaluate_through_the_harness(dataset, tmp_path, architecture):
-    config = TrainConfig(architecture=architecture, epochs=2, batch_size=256, val_queries=100, model=SMALL)
+    config = TrainConfig(architecture=architecture, epochs=2, batch_size=256, val_queries=100, model=small(architecture))
     result = train(dataset, tmp_path / architecture, config, progress=False)
     chance = 4.6 / (dataset.splits.num_negatives + 1)  # NDCG@10 of a random ranking, about
     for r in RELATIONS:
@@ -222,7 +246,8 @@ def test_cli_trains_a_baseline_and_refuses_to_retrieve_with_a_heuristic(dataset,
 def test_every_learned_model_resets_its_parameters(dataset, parts, architecture):
     tables, features = parts
     torch.manual_seed(0)
-    model = build_model(architecture, dataset.num_items, SMALL, tables=tables, train_edges=dataset.splits.train,
+    model = build_model(architecture, dataset.num_items, small(architecture), tables=tables,
+                        train_edges=dataset.splits.train,
                         features=features, impl="reference")
     first = {k: v.clone() for k, v in model.state_dict().items()}
     torch.manual_seed(1)

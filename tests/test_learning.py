@@ -24,7 +24,7 @@ def catalog():
 
 @pytest.fixture(scope="module")
 def content_baseline(catalog):
-    parts = build_run(catalog, CONFIG.model_copy(update={"architecture": "content"}), progress=False)
+    parts = build_run(catalog, CONFIG.with_architecture("content"), progress=False)
     return mean_ndcg(Evaluator(catalog, CONFIG, parts.features).validate(parts.model))
 
 

@@ -51,7 +51,7 @@ def worker(spec: dict) -> dict:
     import torch
 
     from mmsc_dgl.bench.machine import peak_rss_mib, status_bytes
-    from mmsc_dgl.config import ModelConfig, TrainConfig
+    from mmsc_dgl.config import TrainConfig
     from mmsc_dgl.data.dataset import load_dataset
     from mmsc_dgl.eval.evaluator import Evaluator
     from mmsc_dgl.train.build import build_run
@@ -66,7 +66,7 @@ def worker(spec: dict) -> dict:
                          features=spec["features"], batch_size=spec["batch_size"], lr=spec["lr"],
                          steps_per_epoch=spec.get("steps_per_epoch"), val_queries=spec["val_queries"],
                          test_queries=spec["test_queries"], seed=spec["seed"], device=spec["device"],
-                         model=ModelConfig(hidden=spec["hidden"], heads=spec["heads"]))
+                         model={"hidden": spec["hidden"], "heads": spec["heads"]})
     row = {"model": model_name, "items": dataset.num_items,
            "train_edges": int(sum(len(e) for e in dataset.splits.train.values()))}
     started = time.perf_counter()

@@ -8,22 +8,11 @@ from typing import Any, Dict, List, Literal, Optional
 
 from pydantic import Field, model_validator
 
-from mmsc_dgl.config import Config, PrepareConfig, SyntheticConfig, TrainConfig
+from mmsc_dgl.config import MODEL_CONFIGS, Config, PrepareConfig, SyntheticConfig, TrainConfig, merge
 
 BEST_BASELINE = "best-baseline"
 """In an experiment's model list: the baseline with the best mean test NDCG@10 (both relations)
 on that dataset, chosen after the main grid has run."""
-
-
-def merge(base: Dict[str, Any], overrides: Dict[str, Any]) -> Dict[str, Any]:
-    """Nested dict merge: ``overrides`` wins, sub-dicts are merged key by key."""
-    out = dict(base)
-    for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = merge(out[key], value)
-        else:
-            out[key] = value
-    return out
 
 
 class DatasetSpec(Config):
@@ -121,6 +110,11 @@ class ExperimentConfig(Config):
         unknown = sorted(set(wanted) - named)
         if unknown:
             raise ValueError(f"experiments name unknown models {unknown}; define them under models")
+        shared = [dict(self.train.get("model") or {})] + [dict(d.train.get("model") or {}) for d in self.datasets.values()]
+        unknown = sorted({k for block in shared for k in block
+                          if not any(k in c.model_fields for c in MODEL_CONFIGS.values())})
+        if unknown:
+            raise ValueError(f"train.model names settings no model has: {unknown}")
         for key, variant in self.models.items():
             self.train_config(next(iter(self.datasets)), key, 0)  # validate every combination early
         return self
@@ -137,8 +131,17 @@ class ExperimentConfig(Config):
         return self.models[variant].label or variant
 
     def train_config(self, dataset: str, variant: str, seed: int, noise: float = 0.0) -> TrainConfig:
-        """The full TrainConfig of one cell: shared fields, then the dataset's, then the variant's."""
-        data = merge(merge(self.train, self.datasets[dataset].train), self.models[variant].train)
+        """The full TrainConfig of one cell: shared fields, then the dataset's, then the variant's.
+
+        Model settings given for the whole grid or a dataset (``train.model``) apply to each
+        variant whose model has them (``hidden`` to every learned model, ``heads`` to the
+        attention models, ...); a variant's own ``train.model`` must fit its architecture."""
+        shared = merge(self.train, self.datasets[dataset].train)
+        own = self.models[variant].train
+        architecture = own.get("architecture") or shared.get("architecture") or "mmsc"
+        fields = MODEL_CONFIGS[architecture].model_fields if architecture in MODEL_CONFIGS else {}
+        shared_model = {k: v for k, v in (shared.pop("model", None) or {}).items() if k in fields}
+        data = merge(merge(shared, {"model": shared_model}), own)
         data = merge(data, {"seed": seed, "train_noise": noise})
         return TrainConfig.from_mapping(data, source=self.source)
 

@@ -36,8 +36,10 @@ class HAN(MMSC):
 
     def __init__(self, num_items: int, tables: MetaPathTables, config: Optional[ModelConfig] = None,
                  features: Optional[ContentFeatures] = None, impl: str = "auto"):
-        config = (config or ModelConfig()).model_copy(update={"semantic_fusion": "none", "task_gate": False,
-                                                              "ssl_weight": 0.0})
+        # HAN's settings, with MMSC's three extra parts switched off.
+        base = config.model_dump() if config is not None else {}
+        config = ModelConfig.from_mapping({**base, "architecture": "mmsc", "semantic_fusion": "none",
+                                           "task_gate": False, "ssl_weight": 0.0})
         super().__init__(num_items, tables, config, features, impl)
 
     def __repr__(self) -> str:

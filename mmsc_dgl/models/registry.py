@@ -3,20 +3,12 @@ from __future__ import annotations
 
 from typing import Dict, Mapping, Optional
 
+from mmsc_dgl.config import ARCHITECTURES as _ARCHITECTURES
 from mmsc_dgl.config import ModelConfig
 from mmsc_dgl.features.base import ContentFeatures
 
-ARCHITECTURES: Dict[str, str] = {
-    "mmsc": "MMSC (arXiv 2507.22268): meta-path attention, semantic and task gates, SSL",
-    "han": "HAN (WWW 2019): meta-path GAT and semantic attention only",
-    "gat": "GAT (ICLR 2018) per relation on the decoupled homogeneous graphs",
-    "lightgcn": "LightGCN (SIGIR 2020): shared plus per-relation id embeddings, BPR",
-    "decgcn": "DecGCN-style (CIKM 2020): two relation spaces with cross-relation fusion",
-    "content": "cosine of the frozen content features, no training",
-    "common-neighbors": "common neighbours on the union of both training graphs",
-    "adamic-adar": "Adamic-Adar on the union of both training graphs",
-}
-"""Every architecture name and what it is."""
+ARCHITECTURES: Dict[str, str] = {name: spec[1] for name, spec in _ARCHITECTURES.items()}
+"""Every architecture name and what it is (from :data:`mmsc_dgl.config.ARCHITECTURES`, the one list)."""
 
 USES_METAPATHS = frozenset({"mmsc", "han"})
 

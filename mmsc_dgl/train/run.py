@@ -63,7 +63,14 @@ def read_run_record(run_dir: Path) -> dict:
 def _read_config(run_dir: Path) -> TrainConfig:
     path = run_dir / "config.json"
     try:
-        return TrainConfig.model_validate_json(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8"))
+        model = data.get("model") if isinstance(data, dict) else None
+        if isinstance(model, dict) and "architecture" not in model:
+            # Written before per-model configs: it holds every model's fields; keep this one's.
+            from mmsc_dgl.config import MODEL_CONFIGS
+            fields = MODEL_CONFIGS[data.get("architecture", "mmsc")].model_fields
+            data["model"] = {k: v for k, v in model.items() if k in fields}
+        return TrainConfig.model_validate(data)
     except (ValueError, UnicodeDecodeError) as err:  # pydantic's ValidationError is a ValueError
         first = str(err).splitlines()[0]
         raise DataError(f"config.json is damaged ({first}).", path=path,
