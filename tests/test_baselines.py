@@ -52,6 +52,14 @@ def parts(dataset):
     return tables, features
 
 
+def small_model(dataset, parts, architecture: str):
+    """A small, seeded, untrained model of ``architecture`` on the test dataset."""
+    tables, features = parts
+    torch.manual_seed(0)
+    return build_model(architecture, dataset.num_items, small(architecture), tables=tables,
+                       train_edges=dataset.splits.train, features=features, impl="reference")
+
+
 def test_registry_and_config_agree():
     assert tuple(ARCHITECTURES) == tuple(ARCHITECTURE_NAMES) == tuple(MODEL_CONFIGS)
 
@@ -72,11 +80,7 @@ def test_each_architecture_takes_only_its_own_settings():
 
 @pytest.mark.parametrize("architecture", ARCHITECTURE_NAMES)
 def test_every_architecture_answers_the_contract(dataset, parts, architecture):
-    tables, features = parts
-    torch.manual_seed(0)
-    model = build_model(architecture, dataset.num_items, small(architecture), tables=tables,
-                        train_edges=dataset.splits.train,
-                        features=features, impl="reference")
+    model = small_model(dataset, parts, architecture)
     assert isinstance(model, Recommender)
     assert type(model) is MODEL_CLASSES[architecture], type(model)
     src, dst = torch.tensor([0, 5, 7, 7]), torch.tensor([1, 2, 9, 7])
@@ -244,11 +248,7 @@ def test_cli_trains_a_baseline_and_refuses_to_retrieve_with_a_heuristic(dataset,
 
 @pytest.mark.parametrize("architecture", ["mmsc", "han", "gat", "lightgcn", "decgcn"])
 def test_every_learned_model_resets_its_parameters(dataset, parts, architecture):
-    tables, features = parts
-    torch.manual_seed(0)
-    model = build_model(architecture, dataset.num_items, small(architecture), tables=tables,
-                        train_edges=dataset.splits.train,
-                        features=features, impl="reference")
+    model = small_model(dataset, parts, architecture)
     first = {k: v.clone() for k, v in model.state_dict().items()}
     torch.manual_seed(1)
     model.reset_parameters()
