@@ -85,9 +85,9 @@ def _product(mats: Dict[str, sp.csr_matrix], metapath: MetaPath, rows: Optional[
 
 
 def _table_from_csr(mat: sp.csr_matrix, metapath: MetaPath, strategy: str, k: Optional[int]) -> MetaPathTable:
-    return MetaPathTable(metapath, torch.from_numpy(mat.indptr.astype(np.int64)),
-                         torch.from_numpy(mat.indices.astype(np.int64)),
-                         torch.from_numpy(mat.data.astype(np.float32)), strategy, k)
+    return MetaPathTable.from_arrays(metapath, torch.from_numpy(mat.indptr.astype(np.int64)),
+                                     torch.from_numpy(mat.indices.astype(np.int64)),
+                                     torch.from_numpy(mat.data.astype(np.float32)), strategy, k)
 
 
 def exact_table(mats: Dict[str, sp.csr_matrix], metapath: MetaPath,
@@ -136,8 +136,8 @@ def _table_from_coo(rows: np.ndarray, cols: np.ndarray, weight: np.ndarray, num_
                     metapath: MetaPath, strategy: str, k: int) -> MetaPathTable:
     indptr = np.zeros(num_items + 1, dtype=np.int64)
     np.cumsum(np.bincount(rows, minlength=num_items), out=indptr[1:])
-    return MetaPathTable(metapath, torch.from_numpy(indptr), torch.from_numpy(cols.astype(np.int64, copy=False)),
-                         torch.from_numpy(weight.astype(np.float32, copy=False)), strategy, k)
+    return MetaPathTable.from_arrays(metapath, torch.from_numpy(indptr), torch.from_numpy(cols.astype(np.int64, copy=False)),
+                                     torch.from_numpy(weight.astype(np.float32, copy=False)), strategy, k)
 
 
 def topk_table(mats: Dict[str, sp.csr_matrix], metapath: MetaPath, k: int, seed: int = 0,

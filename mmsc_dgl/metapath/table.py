@@ -17,12 +17,13 @@ FORMAT_VERSION = 1
 
 @dataclass
 class MetaPathTable:
-    """Neighbours of every item under one meta-path.
+    """Neighbours of every item under one meta-path: a :class:`~mmsc_dgl.ops.csr.CSR` (row ``i``
+    lists item ``i``'s meta-path neighbours) plus a weight per pair.
 
     Attributes:
         metapath: the meta-path.
-        indptr: [num_items + 1] int64; row ``i`` is ``indices[indptr[i]:indptr[i+1]]``.
-        indices: [num_pairs] int64 neighbour ids, sorted within each row.
+        adjacency: the neighbour lists; ``indptr``, ``indices``, ``degrees`` and ``nonempty``
+            are its own (neighbour ids sorted within each row).
         weight: [num_pairs] float32: the number of paths (``exact``, ``topk``) or the share of
             walks that ended there (``walk``).
         strategy: ``exact``, ``topk`` or ``walk``.
@@ -30,32 +31,43 @@ class MetaPathTable:
     """
 
     metapath: MetaPath
-    indptr: torch.Tensor
-    indices: torch.Tensor
+    adjacency: CSR
     weight: torch.Tensor
     strategy: str
     max_neighbors: Optional[int] = None
 
+    @classmethod
+    def from_arrays(cls, metapath: MetaPath, indptr: torch.Tensor, indices: torch.Tensor, weight: torch.Tensor,
+                    strategy: str, max_neighbors: Optional[int] = None) -> "MetaPathTable":
+        return cls(metapath, CSR(indptr, indices), weight, strategy, max_neighbors)
+
+    @property
+    def indptr(self) -> torch.Tensor:
+        return self.adjacency.indptr
+
+    @property
+    def indices(self) -> torch.Tensor:
+        return self.adjacency.indices
+
     @property
     def num_items(self) -> int:
-        return self.indptr.numel() - 1
+        return self.adjacency.num_rows
 
     @property
     def num_pairs(self) -> int:
-        return self.indices.numel()
+        return self.adjacency.num_edges
 
     @property
     def degrees(self) -> torch.Tensor:
-        return self.indptr[1:] - self.indptr[:-1]
+        return self.adjacency.degrees
 
     @property
     def nonempty(self) -> torch.Tensor:
         """Items with at least one neighbour under this meta-path; the rest must fall back."""
-        return self.degrees > 0
+        return self.adjacency.nonempty
 
     def csr(self, device: Optional[torch.device | str] = None) -> CSR:
-        csr = CSR(self.indptr, self.indices, self.num_items)
-        return csr if device is None else csr.to(device)
+        return self.adjacency if device is None else self.adjacency.to(device)
 
     def __repr__(self) -> str:
         empty = int((~self.nonempty).sum())
@@ -70,8 +82,8 @@ class MetaPathTable:
     @classmethod
     def from_state(cls, state: dict) -> "MetaPathTable":
         k = int(state["max_neighbors"])
-        return cls(MetaPath(tuple(state["relations"])), state["indptr"], state["indices"], state["weight"],
-                   state["strategy"], None if k < 0 else k)
+        return cls.from_arrays(MetaPath(tuple(state["relations"])), state["indptr"], state["indices"],
+                               state["weight"], state["strategy"], None if k < 0 else k)
 
 
 class MetaPathTables(Mapping[str, MetaPathTable]):
