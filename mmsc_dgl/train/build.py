@@ -129,7 +129,8 @@ class RunParts:
 
 def build_run(dataset, config: TrainConfig, run_dir: Optional[Union[str, Path]] = None,
               tables: Optional[MetaPathTables] = None, model=None,
-              features: Union[ContentFeatures, None, str] = "config", progress: bool = True) -> RunParts:
+              features: Union[ContentFeatures, None, str] = "config",
+              train_edges: Optional[Dict[str, RelationEdges]] = None, progress: bool = True) -> RunParts:
     """Assemble a run (reads files, builds tables; trains nothing).
 
     Args:
@@ -141,6 +142,8 @@ def build_run(dataset, config: TrainConfig, run_dir: Optional[Union[str, Path]] 
             place of ``config.architecture`` (benchmarks compare outside encoders this way).
         features: content features already loaded for ``config.features`` (``None``: none);
             by default they are loaded here.
+        train_edges: the supervised training edges already loaded for ``config.train_edges``;
+            by default they are read here.
     """
     if config.train_noise > 0:
         if config.train_edges is not None:
@@ -152,7 +155,8 @@ def build_run(dataset, config: TrainConfig, run_dir: Optional[Union[str, Path]] 
     # Inputs that can be wrong are read before anything is built or written.
     if isinstance(features, str):
         features = load_features(config.features, dataset, config.feature_dim)
-    train_edges = load_train_edges(dataset, config.train_edges)
+    if train_edges is None:
+        train_edges = load_train_edges(dataset, config.train_edges)
     if model is None and config.architecture in USES_METAPATHS:
         tables = tables or run_tables(dataset, config, Path(run_dir) if run_dir is not None else None, device, progress)
     torch.manual_seed(config.seed)

@@ -184,7 +184,7 @@ def train(dataset_dir=None, out: os.PathLike | str = "runs/mmsc", config: Option
                             fix="resume without DATASET_DIR (or with the run's own), or train into a new --out.")
     elif record is not None:
         dataset = load_dataset(run_dataset_dir(run_dir, record))
-    features = "config"
+    features, train_edges = "config", None
     if dataset is not None:
         problems = dataset.warnings()
         if problems:
@@ -195,7 +195,7 @@ def train(dataset_dir=None, out: os.PathLike | str = "runs/mmsc", config: Option
         # The inputs a user names are read (and refused) before the run directory is touched.
         features = load_features(config.features, dataset, config.feature_dim)
         if config.train_edges is not None and config.train_noise == 0:
-            load_train_edges(dataset, config.train_edges)
+            train_edges = load_train_edges(dataset, config.train_edges)
     with writer_lock(run_dir, "this run"):
         marker = check_output_dir(run_dir, "run", overwrite=overwrite, resume=resume, inputs=inputs)
         if overwrite and marker is not None:
@@ -217,7 +217,8 @@ def train(dataset_dir=None, out: os.PathLike | str = "runs/mmsc", config: Option
                 write_marker(run_dir, "run")
             if record is None:
                 _write_run_record(run_dir, resolve_path(dataset.root), config)
-            parts = build_run(dataset, config, run_dir, features=features, progress=progress)
+            parts = build_run(dataset, config, run_dir, features=features, train_edges=train_edges,
+                              progress=progress)
         except BaseException:
             if fresh:  # leave no half-made run behind: the directory was new or empty, so all of it is ours
                 if existed:
