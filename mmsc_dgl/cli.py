@@ -148,8 +148,6 @@ def prepare(inputs: Tuple[Path, ...], out: Path, fmt: Optional[str], synthetic: 
             num_negatives: int, min_degree: int, cold_fraction: Optional[float],
             config_path: Optional[Path], seed: int, overwrite: bool, as_json: bool) -> None:
     """Turn INPUTS (Amazon metadata, edge lists or parquet tables) into a dataset directory."""
-    import json
-
     from mmsc_dgl.config import PrepareConfig, SyntheticConfig
     from mmsc_dgl.data.prepare import prepare as run_prepare
 
@@ -173,8 +171,8 @@ def prepare(inputs: Tuple[Path, ...], out: Path, fmt: Optional[str], synthetic: 
     dataset = run_prepare(inputs, out=out, config=config, items=items, pairs=pairs,
                           synthetic=synthetic_config, overwrite=overwrite)
     if as_json:
-        from mmsc_dgl.io import finite_json
-        click.echo(json.dumps(finite_json(dataset.summary()), indent=2, sort_keys=True, allow_nan=False))
+        from mmsc_dgl.io import strict_json
+        click.echo(strict_json(dataset.summary()))
     else:
         click.echo("\n".join(dataset.format_summary()))
         click.echo(f"dataset written to {out}")
@@ -207,8 +205,8 @@ def metapaths(dataset_dir: Path, metapaths: str, strategy: str, max_neighbors: i
     from mmsc_dgl.metapath.build import dataset_metapath_tables
     from mmsc_dgl.ownership import check_output_file
 
-    check_output_file(out or dataset_dir / "metapaths.pt", overwrite=overwrite,
-                      inputs=[dataset_dir / n for n in ("items.parquet", "edges.parquet", "graph.bin", "splits")])
+    from mmsc_dgl.data.dataset import dataset_files
+    check_output_file(out or dataset_dir / "metapaths.pt", overwrite=overwrite, inputs=dataset_files(dataset_dir))
 
     tables = dataset_metapath_tables(dataset_dir, metapaths, graph=which_graph, out=out, strategy=strategy,
                                      max_neighbors=max_neighbors, num_walks=num_walks,
@@ -281,13 +279,11 @@ def train(dataset_dir: Optional[Path], out: Path, config_path: Optional[Path], r
 def evaluate(run_dir: Path, pairs: Optional[Path], dataset: Optional[Path], device: Optional[str],
              as_json: bool) -> None:
     """Evaluate a trained run: HR/MRR/NDCG@K on test and cold start, and labelled pairs."""
-    import json
-
-    from mmsc_dgl.io import finite_json
+    from mmsc_dgl.io import strict_json
     from mmsc_dgl.train.run import evaluate_run, format_metrics
 
     metrics = evaluate_run(run_dir, pairs=pairs, device=device, dataset=dataset)
-    click.echo(json.dumps(finite_json(metrics), indent=2, allow_nan=False) if as_json
+    click.echo(strict_json(metrics, sort_keys=False) if as_json
                else "\n".join(format_metrics(metrics)))
 
 

@@ -2,23 +2,23 @@
 batching or order (sampled negatives, random-walk steps, tie-breaks)."""
 from __future__ import annotations
 
-from typing import TypeVar, Union
+from typing import TYPE_CHECKING, Union
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import torch
 
 _GOLDEN = 0x9E3779B97F4A7C15
 _M1 = 0xBF58476D1CE4E5B9
 _M2 = 0x94D049BB133111EB
-
-Array = TypeVar("Array")
-
 
 def _signed(value: int) -> int:
     """A uint64 constant as the int64 with the same bits (torch has no uint64 arithmetic)."""
     return value - (1 << 64) if value >= 1 << 63 else value
 
 
-def splitmix64(x: Union[np.ndarray, "torch.Tensor"]):  # noqa: F821
+def splitmix64(x: Union[np.ndarray, "torch.Tensor"]):
     """The splitmix64 finaliser with wrapping arithmetic.
 
     A numpy array is hashed as uint64; a torch tensor as int64 holding the same bits (wrapping

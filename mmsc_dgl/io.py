@@ -8,11 +8,10 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional
 
 if TYPE_CHECKING:
     import pyarrow as pa
-
 
 
 def resolve_path(path: os.PathLike | str) -> Path:
@@ -62,18 +61,24 @@ def finite_json(obj: Any) -> Any:
     return obj
 
 
+def strict_json(obj: Any, sort_keys: bool = True, fallback: Optional[Callable[[Any], Any]] = None) -> str:
+    """Indented strict JSON (``allow_nan=False``): NaN and inf become ``null``; numpy and torch
+    scalars and paths are written as plain values, anything else through ``fallback`` (or
+    refused).  Every JSON the project writes or prints."""
+    def default(value: Any) -> Any:
+        if hasattr(value, "item"):  # numpy and torch scalars
+            return finite_json(value.item())
+        if isinstance(value, os.PathLike):
+            return os.fspath(value)
+        if fallback is not None:
+            return fallback(value)
+        raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+    return json.dumps(finite_json(obj), indent=2, sort_keys=sort_keys, allow_nan=False, default=default)
+
+
 def atomic_write_json(path: os.PathLike | str, obj: Any) -> None:
-    """Strict JSON (``allow_nan=False``; NaN and inf are written as ``null``), atomically."""
-    atomic_write_text(path, json.dumps(finite_json(obj), indent=2, sort_keys=True, allow_nan=False,
-                                       default=_json_default) + "\n")
-
-
-def _json_default(obj: Any) -> Any:
-    if hasattr(obj, "item"):  # numpy and torch scalars
-        return finite_json(obj.item())
-    if isinstance(obj, os.PathLike):
-        return os.fspath(obj)
-    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
+    """:func:`strict_json`, written atomically."""
+    atomic_write_text(path, strict_json(obj) + "\n")
 
 
 def atomic_write_parquet(path: os.PathLike | str, table: "pa.Table", **kwargs: Any) -> None:

@@ -40,7 +40,6 @@ OWNED = {
 temporary files): anything else is the user's, and ``--overwrite`` refuses to delete it."""
 _ALWAYS = (MARKER, ".*.lock", ".*.tmp")
 _NOUN = {"dataset": "dataset directory", "run": "run directory", "experiment": "experiment directory"}
-_FLAG = {"dataset": "--out", "run": "--out", "experiment": "--out"}
 
 
 def write_marker(directory: os.PathLike | str, kind: str) -> None:

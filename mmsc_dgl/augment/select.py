@@ -128,8 +128,8 @@ def augment(dataset_dir: os.PathLike | str, judge: str | EdgeJudge = "similarity
         raise DataError(f"--threshold {threshold} is not a probability.", fix="pass a value in [0, 1].")
     dataset = load_dataset(dataset_dir)
     out = Path(out) if out else Path(dataset_dir) / "e_llm.parquet"
-    check_output_file(out, overwrite=overwrite, inputs=[Path(dataset_dir) / n for n in ("items.parquet", "edges.parquet",
-                                                                                        "dataset.json", "splits")])
+    from mmsc_dgl.data.dataset import dataset_files
+    check_output_file(out, overwrite=overwrite, inputs=dataset_files(dataset_dir))
     with writer_lock(out, "these E_LLM edges"):
         return _augment(dataset, judge, model, top_n, threshold, out, device, batch_size, features, seed, chunk_size,
                         progress, stop_after_chunks)

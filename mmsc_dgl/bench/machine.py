@@ -1,7 +1,6 @@
 """What every benchmark records about where it ran, peak-memory probes, and JSON output."""
 from __future__ import annotations
 
-import json
 import os
 import platform
 import resource
@@ -93,9 +92,9 @@ def check_json_target(args) -> None:
 def write_json(path, benchmark: str, rows: list, device: Optional[str] = None, **extra) -> None:
     """``{"benchmark", "machine", "results", ...}`` written atomically as strict JSON (no DGL,
     no pyarrow needed)."""
-    from mmsc_dgl.io import atomic_write_text, finite_json
-    payload = finite_json({"benchmark": benchmark, "machine": machine_info(device), **extra, "results": rows})
-    atomic_write_text(path, json.dumps(payload, indent=2, default=str, allow_nan=False) + "\n")
+    from mmsc_dgl.io import atomic_write_text, strict_json
+    payload = {"benchmark": benchmark, "machine": machine_info(device), **extra, "results": rows}
+    atomic_write_text(path, strict_json(payload, sort_keys=False, fallback=str) + "\n")
 
 
 def format_table(columns, rows) -> str:

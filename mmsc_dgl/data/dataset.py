@@ -45,6 +45,13 @@ CONTENT_FILES = ("items.parquet", "edges.parquet", "relation_map.json")
 timings and ``graph.bin`` is derived, so neither counts)."""
 
 
+def dataset_files(directory: os.PathLike | str) -> List[Path]:
+    """The files and folders a dataset directory is made of: the inputs that a command writing
+    next to them (features, E_LLM edges, meta-path tables) must never replace."""
+    directory = Path(directory)
+    return [directory / name for name in ("dataset.json", *CONTENT_FILES, "graph.bin", "splits")]
+
+
 def content_fingerprint(directory: os.PathLike | str) -> str:
     """The fingerprint of a dataset directory's content: its tables and its splits."""
     from mmsc_dgl.fingerprint import files_fingerprint

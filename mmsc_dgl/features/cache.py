@@ -175,8 +175,8 @@ def extract_features(dataset_dir: os.PathLike | str, backend: str = "text", out:
     out = Path(out) if out else dataset_dir / CACHE_NAME
     # Check first: a file at --out that is not an mmsc_dgl cache is never replaced, even with
     # --overwrite; a directory, an unwritable place or one of the dataset's own files neither.
-    check_output_file(out, overwrite=True, inputs=[dataset_dir / name for name in ("items.parquet", "edges.parquet",
-                                                                                  "dataset.json", "splits")])
+    from mmsc_dgl.data.dataset import dataset_files
+    check_output_file(out, overwrite=True, inputs=dataset_files(dataset_dir))
     existing = read_meta(out) if out.exists() else None
     with writer_lock(out, "this feature cache"):
         return _extract(catalog, out, existing, backend, batch_size, chunk_size, device, overwrite, progress,

@@ -290,10 +290,12 @@ class LoadedRun:
         relation_states: per relation, the weights of its best validation epoch.
         features: its content features (or ``None``).
         evaluator: the :class:`~mmsc_dgl.eval.evaluator.Evaluator` of its dataset.
+        record: its ``run.json`` (the dataset path and fingerprints).
     """
 
-    def __init__(self, parts: RunParts, relation_states: Dict[str, dict]):
+    def __init__(self, parts: RunParts, relation_states: Dict[str, dict], record: Optional[dict] = None):
         self.dataset, self.config, self.model = parts.dataset, parts.config, parts.model
+        self.record = record or {}
         self.features, self.device = parts.features, parts.device
         self.relation_states = relation_states
         self.evaluator = Evaluator(parts.dataset, parts.config, parts.features, parts.device)
@@ -346,7 +348,7 @@ def load_run(run_dir: os.PathLike | str, device: Optional[str] = None,
         raise DataError(f"model.pt does not fit this run's config ({first}).", path=run_dir / MODEL,
                         fix="the run directory mixes two runs; train it again with --overwrite.") from None
     parts.model.eval()
-    return LoadedRun(parts, state["states"])
+    return LoadedRun(parts, state["states"], record)
 
 
 def evaluate_run(run_dir: os.PathLike | str, pairs: Optional[os.PathLike | str] = None,
@@ -359,8 +361,7 @@ def evaluate_run(run_dir: os.PathLike | str, pairs: Optional[os.PathLike | str] 
     pair_table = _read_pairs(run, pairs) if pairs is not None else None
     with writer_lock(run_dir, "this run"):
         metrics = run.evaluate(pairs=pair_table)
-        record = read_run_record(run_dir)
-        if dataset is not None and Path(record["dataset"]) != resolve_path(dataset):
+        if dataset is not None and Path(run.record["dataset"]) != resolve_path(dataset):
             _write_run_record(run_dir, resolve_path(dataset), run.config)
             logger.warning("run.json now points to the dataset at %s", resolve_path(dataset))
         atomic_write_json(run_dir / "evaluation.json", metrics)

@@ -88,8 +88,8 @@ class Trainer:
 
     @property
     def device(self) -> torch.device:
-        return next(self.model.parameters()).device if any(True for _ in self.model.parameters()) \
-            else torch.device("cpu")
+        first = next(self.model.parameters(), None)
+        return first.device if first is not None else torch.device("cpu")
 
     def fit(self, batches: Batches, validator: Validator, resume: bool = False,
             stop_after: Optional[int] = None) -> FitResult:
