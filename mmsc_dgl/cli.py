@@ -122,6 +122,16 @@ def main(ctx: click.Context, verbose: int, quiet: bool) -> None:
               help="Parquet item table for edge-list inputs.")
 @click.option("--pairs", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Labelled pair file (relation src dst label) kept as a given test set.")
+@click.option("--valid", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Given validation pairs (relation src dst [label]; edge list or parquet): with --test, "
+                   "every input edge trains and nothing is held out of it.")
+@click.option("--test", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Given test pairs (relation src dst [label]); labelled ones also give ROC-AUC/PR-AUC/F1.")
+@click.option("--holdout", type=click.Choice(["per-item", "none"]),
+              help="per-item: carve validation/test edges out of the inputs (default for one input); "
+                   "none: the given --valid/--test are the held-out edges (default when given).")
+@click.option("--drop-overlap", is_flag=True, help="Given splits: remove validation/test positives that are "
+                                                    "also training edges from training (default: keep, count).")
 @click.option("--schema", type=click.Choice(["auto", "2014", "2018"]), default="auto", show_default=True,
               help="Amazon metadata schema.")
 @click.option("--id-type", type=click.Choice(["auto", "int", "str"]), default="auto", show_default=True,
@@ -144,7 +154,8 @@ def main(ctx: click.Context, verbose: int, quiet: bool) -> None:
 @_verbosity
 def prepare(inputs: Tuple[Path, ...], out: Path, fmt: Optional[str], synthetic: Optional[int],
             noise_rate: Optional[float], relation_map: Optional[str], items: Optional[Path],
-            pairs: Optional[Path], schema: str, id_type: str, symmetric: bool, strict: bool,
+            pairs: Optional[Path], valid: Optional[Path], test: Optional[Path], holdout: Optional[str],
+            drop_overlap: bool, schema: str, id_type: str, symmetric: bool, strict: bool,
             num_negatives: int, min_degree: int, cold_fraction: Optional[float],
             config_path: Optional[Path], seed: int, overwrite: bool, as_json: bool) -> None:
     """Turn INPUTS (Amazon metadata, edge lists or parquet tables) into a dataset directory."""
@@ -161,7 +172,7 @@ def prepare(inputs: Tuple[Path, ...], out: Path, fmt: Optional[str], synthetic: 
     config = PrepareConfig.load(config_path, {
         "format": flag("fmt", fmt), "relation_map": relation_map, "schema": flag("schema", schema),
         "id_type": flag("id_type", id_type), "symmetric": flag("symmetric", symmetric),
-        "strict": flag("strict", strict),
+        "strict": flag("strict", strict), "holdout": holdout, "drop_overlap": flag("drop_overlap", drop_overlap),
         "split": {"seed": flag("seed", seed), "num_negatives": flag("num_negatives", num_negatives),
                   "min_degree": flag("min_degree", min_degree), "cold_fraction": cold_fraction}})
     synthetic_config = None
@@ -169,7 +180,7 @@ def prepare(inputs: Tuple[Path, ...], out: Path, fmt: Optional[str], synthetic: 
         synthetic_config = SyntheticConfig(num_items=synthetic, seed=seed,
                                            **({} if noise_rate is None else {"noise_rate": noise_rate}))
     dataset = run_prepare(inputs, out=out, config=config, items=items, pairs=pairs,
-                          synthetic=synthetic_config, overwrite=overwrite)
+                          synthetic=synthetic_config, overwrite=overwrite, valid=valid, test=test)
     if as_json:
         from mmsc_dgl.io import strict_json
         click.echo(strict_json(dataset.summary()))
@@ -295,12 +306,14 @@ def evaluate(run_dir: Path, pairs: Optional[Path], dataset: Optional[Path], devi
 @click.option("-k", "k", type=click.IntRange(min=1), default=10, show_default=True)
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Parquet file for --all.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing --out file.")
+@click.option("--explain", is_flag=True, help="Per pick: the meta-paths joining the pair (path count, one "
+                                               "intermediate item) and each part's share of the score.")
 @click.option("--dataset", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Where the run's dataset is now, if it moved (checked by fingerprint).")
 @click.option("--device", callback=_device, help="auto, cpu, cuda ...")
 @_verbosity
 def recommend(run_dir: Path, item: Optional[str], all_items: bool, relation: str, k: int, out: Optional[Path],
-              overwrite: bool, dataset: Optional[Path], device: Optional[str]) -> None:
+              overwrite: bool, explain: bool, dataset: Optional[Path], device: Optional[str]) -> None:
     """Top-k substitutes or complements for an item (or every item)."""
     from mmsc_dgl.train.run import recommend as run_recommend
 
@@ -309,15 +322,32 @@ def recommend(run_dir: Path, item: Optional[str], all_items: bool, relation: str
     if item and out is not None:
         raise click.UsageError("--out is for --all; --item prints to the terminal")
     rows = run_recommend(run_dir, relation, k=k, item=item, device=device, out=out, overwrite=overwrite,
-                         dataset=dataset)
+                         dataset=dataset, explain=explain)
     if item:
         for row in rows:
             click.echo(f"{row['rank']:>3}  {row['score']:.4f}  {row['item_id']}  {row['title']}")
+            if explain:
+                click.echo("     " + _explanation(row))
     else:
         summary = rows[0]
         capped = f" (-k {k} capped at the {summary['k']:,} other items)" if summary["k"] < k else ""
         click.echo(f"wrote the top {summary['k']:,} {relation}s of each of {summary['items']:,} items "
                    f"({summary['rows']:,} rows) to {out}{capped}")
+
+
+def _explanation(row: dict) -> str:
+    """One line: the embedding term, then each meta-path with paths (its share; via an item)."""
+    parts = [f"embedding {row['embedding']:+.3f}"]
+    for key in row:
+        if key.startswith("paths[") and row[key]:
+            name = key[6:-1]
+            via = row[f"via_title[{name}]"] or row[f"via[{name}]"]
+            parts.append(f"{name}: {row[key]} path{'s' if row[key] != 1 else ''} "
+                         f"({row[f'structure[{name}]']:+.3f}; via {via})")
+    if "structure_base" in row:
+        parts.append(f"structure base {row['structure_base']:+.3f}" if len(parts) > 1 else
+                     f"no two-hop path joins them (structure base {row['structure_base']:+.3f})")
+    return "; ".join(parts)
 
 
 @main.command()
@@ -381,6 +411,30 @@ def augment(dataset_dir: Path, judge: str, model: Optional[str], top_n: int, thr
     click.echo(f"judged {result.computed_pairs:,} new pairs at {result.pairs_per_second:.0f} pairs/s "
                f"(scores cached in {result.scores_dir})")
     click.echo(f"E_LLM written to {result.path}; train with: mmsc-dgl train {dataset_dir} --train-edges {result.path}")
+
+
+@main.command()
+@click.argument("dataset_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Study directory: new, or one to continue (the study is stored there and resumes).")
+@click.option("--trials", type=click.IntRange(min=1), default=20, show_default=True,
+              help="Trials the study should hold when done (finished or pruned).")
+@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="TrainConfig file the search starts from (epochs, features, ...).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the sampler and of every trial.")
+@click.option("--device", callback=_device, help="auto, cpu, cuda ...")
+@_verbosity
+def tune(dataset_dir: Path, out: Path, trials: int, config_path: Optional[Path], seed: int,
+         device: Optional[str]) -> None:
+    """Search MMSC's settings with Optuna by validation NDCG@10; writes OUT/best.yaml for train --config."""
+    from mmsc_dgl.config import TrainConfig
+    from mmsc_dgl.experiments.tune import tune as run_tune
+
+    base = TrainConfig.load(config_path, {"device": device, "seed": seed})
+    best = run_tune(dataset_dir, out, trials, base=base, seed=seed)
+    click.echo(f"best of {best['trials']} trials: validation NDCG@10 {best['value']:.4f} with "
+               + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in best["params"].items()))
+    click.echo(f"wrote {out / 'best.yaml'} (mmsc-dgl train DATASET --config {out / 'best.yaml'} --out RUN)")
 
 
 @main.command()

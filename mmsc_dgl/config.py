@@ -126,6 +126,13 @@ class PrepareConfig(Config):
     id_type: Literal["auto", "int", "str"] = "auto"
     symmetric: bool = True
     strict: bool = False
+    holdout: Optional[Literal["per-item", "none"]] = Field(
+        None, description="per-item: carve validation and test edges out of the inputs (the default for a "
+                          "single input); none: hold nothing out, the evaluation edges are the given "
+                          "--valid and --test files (the default when they are given)")
+    drop_overlap: bool = Field(False, description="given splits: remove validation and test positives that are "
+                                                  "also training edges from training (default: keep the files "
+                                                  "as given, and count them)")
     split: SplitConfig = Field(default_factory=SplitConfig)
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True)
@@ -177,6 +184,20 @@ class MMSCConfig(HANConfig):
                             "(a linear layer over [q || p], an ablation) or 'none' (p only, as HAN)")
     task_gate: bool = Field(True, description="mix the substitute and complement representations "
                                               "(False: an ablation; each relation keeps its own)")
+    path_evidence: bool = Field(True, description="add a learned term of the Adamic-Adar-weighted two-hop "
+                                                  "meta-path counts joining the pair to its score (False: "
+                                                  "embeddings only, as the paper)")
+    evidence_hidden: int = Field(32, ge=1, description="width of the path-evidence MLP")
+    propagate_ids: int = Field(0, ge=0, le=8, description="smooth the id embeddings over the union of both "
+                                                          "training graphs with this many LightGCN layers "
+                                                          "(degree-normalised, every neighbour) before they "
+                                                          "enter q; 0: raw id embeddings")
+    full_first_hop: bool = Field(False, description="also aggregate every first-hop neighbour of each relation "
+                                                   "with degree normalisation (LightGCN's propagation), beside "
+                                                   "the capped meta-path tables (default False: on Gift Cards it did not help)")
+    loss: Literal["softmax", "triplet"] = Field(
+        "softmax", description="ranking loss: sampled softmax of each positive against its negatives "
+                               "(default) or the paper's triplet loss with margin")
 
 
 class GATConfig(_Attention):
@@ -286,8 +307,10 @@ class TrainConfig(Config):
     max_neighbors: int = Field(8, ge=1)
     num_walks: Optional[int] = Field(None, ge=1)
     features: str = Field("auto", description="'auto' (the dataset's features.parquet if present, else "
-                                              "'hashed'), 'hashed' (hashed text TF-IDF), 'none' (learnable "
-                                              "id embeddings), or a feature cache file")
+                                              "'hashed'), 'hashed' (hashed text TF-IDF; id embeddings when no "
+                                              "item has text), 'categories' (a learnable embedding per category "
+                                              "and brand), 'none' (learnable id embeddings), or a feature cache "
+                                              "file")
     feature_dim: int = Field(256, ge=8)
     train_edges: Optional[str] = Field(None, description="parquet edge table replacing the training "
                                                          "edges of the supervised loss (E_LLM)")

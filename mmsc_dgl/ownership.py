@@ -26,8 +26,7 @@ from mmsc_dgl.errors import DataError
 from mmsc_dgl.io import resolve_path
 
 MARKER = ".mmsc_dgl.json"
-KINDS = ("dataset", "run", "experiment")
-FORMAT_VERSIONS = {"dataset": 1, "run": 2, "experiment": 1}
+FORMAT_VERSIONS = {"dataset": 1, "run": 2, "experiment": 1, "tune": 1}
 OWNED = {
     "dataset": ("dataset.json", "relation_map.json", "items.parquet", "edges.parquet", "graph.bin", "splits",
                 "metapaths.pt", "features.parquet", "features.parquet.parts", "e_llm*.parquet", "judge_scores",
@@ -35,11 +34,14 @@ OWNED = {
     "run": ("run.json", "config.json", "metapaths.pt", "checkpoint.pt", "model.pt", "history.json", "metrics.json",
             "evaluation.json", "dataset", "cell.json"),
     "experiment": ("cells", "datasets", "results.md", "results.json", "*.png"),
+    "tune": ("study.db", "study.db-journal", "best.yaml", "trials.json"),
 }
 """What each kind of directory holds when mmsc_dgl wrote it (besides the marker, its locks and
 temporary files): anything else is the user's, and ``--overwrite`` refuses to delete it."""
+KINDS = tuple(OWNED)
 _ALWAYS = (MARKER, ".*.lock", ".*.tmp")
-_NOUN = {"dataset": "dataset directory", "run": "run directory", "experiment": "experiment directory"}
+_NOUN = {"dataset": "dataset directory", "run": "run directory", "experiment": "experiment directory",
+         "tune": "tuning study directory"}
 
 
 def write_marker(directory: os.PathLike | str, kind: str) -> None:

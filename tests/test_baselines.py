@@ -91,7 +91,10 @@ def test_every_architecture_answers_the_contract(dataset, parts, architecture):
         if model.has_embeddings:
             emb = model.embed(r)
             assert emb.shape[0] == dataset.num_items
-            torch.testing.assert_close(scores, (emb[src] * emb[dst]).sum(-1), rtol=1e-4, atol=1e-5)
+            ranker = model.ranking_scorer(r, emb)
+            # score is what ranking uses: the dot product of embedding rows, plus any pairwise term
+            want = (emb[src] * emb[dst]).sum(-1) if isinstance(ranker, torch.Tensor) else ranker(src, dst[:, None])[:, 0]
+            torch.testing.assert_close(scores, want, rtol=1e-4, atol=1e-5)
         else:
             with pytest.raises(NotImplementedError):
                 model.embed(r)
@@ -157,14 +160,17 @@ def test_lightgcn_propagation_matches_dense_reference(dataset):
 
 def test_mmsc_ablations_change_the_architecture(dataset, parts):
     tables, features = parts
-    full = MMSC(dataset.num_items, tables, SMALL, features)
-    concat = MMSC(dataset.num_items, tables, SMALL.model_copy(update={"semantic_fusion": "concat"}), features)
-    no_task = MMSC(dataset.num_items, tables, SMALL.model_copy(update={"task_gate": False}), features)
+    edges = dict(graph_edges=dataset.splits.train)
+    full = MMSC(dataset.num_items, tables, SMALL, features, **edges)
+    concat = MMSC(dataset.num_items, tables, SMALL.model_copy(update={"semantic_fusion": "concat"}), features, **edges)
+    no_task = MMSC(dataset.num_items, tables, SMALL.model_copy(update={"task_gate": False}), features, **edges)
+    no_evidence = MMSC(dataset.num_items, tables, SMALL.model_copy(update={"path_evidence": False}), features)
     han = build_model("han", dataset.num_items, small("han"), tables=tables, features=features)
     keys = lambda m: {k.split(".")[0] for k in m.state_dict()}
     assert {"semantic_gate", "task_gate"} <= keys(full) and "semantic_concat" not in keys(full)
     assert "semantic_concat" in keys(concat) and "semantic_gate" not in keys(concat)
     assert "task_gate" not in keys(no_task)
+    assert "evidence" in keys(full) and "evidence" not in keys(no_evidence) and "evidence" not in keys(han)
     assert not {"semantic_gate", "semantic_concat", "task_gate"} & keys(han)
     assert han.config.ssl_weight == 0 and repr(han).startswith("HAN(")
     # HAN: an item with no meta-path neighbour keeps its content representation

@@ -48,11 +48,12 @@ def test_mmsc_learns(catalog, content_baseline):
 
 def test_a_broken_loss_fails_the_same_check(catalog, content_baseline, monkeypatch):
     import mmsc_dgl.models.mmsc as mmsc
-    triplet = mmsc.triplet_loss
+    softmax = mmsc.sampled_softmax_loss
+    assert CONFIG.model.loss == "softmax"  # the default loss is the one broken here
 
-    def swapped(pos, neg, margin):  # rewards negatives over positives
-        return triplet(neg.mean(-1), pos.unsqueeze(-1).expand_as(neg), margin)
+    def swapped(pos, neg):  # rewards negatives over positives
+        return softmax(-pos, -neg)
 
-    monkeypatch.setattr(mmsc, "triplet_loss", swapped)
+    monkeypatch.setattr(mmsc, "sampled_softmax_loss", swapped)
     result = train_and_judge(catalog, content_baseline)
     assert not result["learned"], result

@@ -36,7 +36,7 @@ def test_model_contract(tiny_dataset):
     tables = build_metapath_tables(tiny_dataset.train_graph(), "s,c-s", max_neighbors=4, progress=False)
     for features in (hashed_text_features(tiny_dataset.catalog.table, dim=32), None):
         torch.manual_seed(0)
-        model = MMSC(300, tables, ModelConfig(hidden=16, heads=2), features)
+        model = MMSC(300, tables, ModelConfig(hidden=16, heads=2, path_evidence=False, loss="triplet"), features)
         assert isinstance(model, Recommender)
         src, dst = torch.tensor([0, 5, 7]), torch.tensor([1, 2, 9])
         model.eval()
@@ -48,7 +48,7 @@ def test_model_contract(tiny_dataset):
         g = torch.Generator().manual_seed(0)
         batch = {"generator": g, "substitute": (src, dst, torch.randint(0, 300, (3, 2), generator=g))}
         parts = model.loss(batch)
-        assert set(parts) == {"triplet", "infonce", "total"}
+        assert set(parts) == {"ranking", "infonce", "total"}
         parts["total"].backward()
         assert f"content={'features(dim=32)+id-embeddings' if features is not None else 'id-embeddings'})" \
             in repr(model), repr(model)

@@ -65,7 +65,8 @@ def train_once(data: dict, impl: str, device: torch.device, epochs: int, steps_p
         tokens, mask = data["features"]["tokens"], data["features"]["mask"]
         features = SimpleNamespace(tokens=tokens, mask=mask, num_items=tokens.shape[0], dim=tokens.shape[2])
     torch.manual_seed(seed)
-    model = MMSC(n, tables, config, features, impl=impl).to(device)
+    graph = {r: SimpleNamespace(src=data["train"][r]["src"], dst=data["train"][r]["dst"]) for r in RELATIONS}
+    model = MMSC(n, tables, config, features, impl=impl, graph_edges=graph).to(device)
     tc = data["train_config"]
     edges = {r: (data["train"][r]["src"], data["train"][r]["dst"]) for r in RELATIONS}
     batches = EdgeBatches(edges, n, tc["batch_size"], config.negatives, steps_per_epoch, device)

@@ -181,6 +181,12 @@ class Dataset:
         noise = {r: v["noise_edges"] for r, v in s["relations"].items() if v["noise_edges"] is not None}
         if noise:
             lines.append("planted noise edges: " + ", ".join(f"{r} {n:,}" for r, n in noise.items()))
+        if self.splits.stats.get("protocol") == "given":
+            for relation, r in s["relations"].items():
+                sp = r["split"]
+                lines.append(f"given splits, {relation}: {sp['training_edges_that_are_val_pairs']:,} training edges "
+                             f"are validation pairs and {sp['training_edges_that_are_test_pairs']:,} are test "
+                             f"pairs ({sp['overlap']})")
         cold = s["cold_items"]
         lines.append(f"cold-start items: {cold.get('count', 0):,} ({cold.get('source', '-')})")
         neg = s["negatives"]

@@ -16,7 +16,7 @@ from mmsc_dgl.data.dataset import Dataset
 from mmsc_dgl.data.graph import edges_from_raw
 from mmsc_dgl.data.relations import RelationMap
 from mmsc_dgl.data.report import SkipReport
-from mmsc_dgl.data.splits import make_splits
+from mmsc_dgl.data.splits import make_given_splits, make_splits
 from mmsc_dgl.errors import DataError
 from mmsc_dgl.lock import writer_lock
 from mmsc_dgl.ownership import check_dir_parent, check_output_dir
@@ -43,42 +43,70 @@ def detect_format(paths: Sequence[os.PathLike | str]) -> str:
     return kinds.pop()
 
 
-def pairs_as_nodes(path: os.PathLike | str, catalog: ItemCatalog, relation_map: RelationMap,
-                    id_type: str, report: SkipReport) -> pa.Table:
+def _read_held_out(path: os.PathLike | str, relation_map: RelationMap, id_type: str) -> pa.Table:
+    """``relation src dst [label]`` rows with their line (edge list) or row number (parquet)."""
+    if Path(path).name.lower().endswith((".parquet", ".pq")):
+        import pyarrow.parquet as pq
+        try:
+            table = pq.read_table(path)
+        except (OSError, ValueError) as err:
+            raise DataError(f"not a parquet table ({type(err).__name__}).", path=path,
+                            fix="write relation, src, dst (and optionally label) columns.") from None
+        for col in ("relation", "src", "dst"):
+            if col not in table.column_names:
+                raise DataError(f"no {col!r} column (it has {', '.join(table.column_names)}).", path=path,
+                                fix="write relation, src, dst (and optionally label) columns.")
+        relation = [relation_map.lookup(str(k), path=path) for k in table.column("relation").to_pylist()]
+        label = (table.column("label").cast(pa.int64()) if "label" in table.column_names
+                 else pa.array(np.ones(table.num_rows, np.int64)))
+        if not set(label.to_pylist()) <= {0, 1}:
+            raise DataError("the label column holds values other than 0 and 1.", path=path, fix="write 0 or 1.")
+        return pa.table({"relation": relation, "src": table.column("src").cast(pa.string()),
+                         "dst": table.column("dst").cast(pa.string()), "label": label,
+                         "line": pa.array(np.arange(1, table.num_rows + 1, dtype=np.int64))})
     from mmsc_dgl.data.edgelist import read_pairs
-    raw = read_pairs(path, relation_map=relation_map, id_type=id_type)
+    return read_pairs(path, relation_map=relation_map, id_type=id_type)
+
+
+def pairs_as_nodes(path: os.PathLike | str, catalog: ItemCatalog, relation_map: RelationMap,
+                    id_type: str, report: SkipReport, what: str = "labelled pairs",
+                    need_both_labels: bool = True) -> pa.Table:
+    """A pair file (edge list or parquet; ``relation src dst [label]``, label 1 when absent) as
+    node ids.  Pairs with an item outside the catalog, and self-loops, are counted skips."""
+    raw = _read_held_out(path, relation_map, id_type)
     src = catalog.index_of(raw.column("src"))
     dst = catalog.index_of(raw.column("dst"))
     known = (src >= 0) & (dst >= 0)
     loops = known & (src == dst)
     lines = raw.column("line").to_numpy()
-    for reason, bad in (("labelled pairs with an item not in the catalog", ~known),
-                        ("labelled pairs that are self-loops", loops)):
+    for reason, bad in ((f"{what} with an item not in the catalog", ~known),
+                        (f"{what} that are self-loops", loops)):
         where = np.flatnonzero(bad)
         for row in where[:report.max_examples]:
             report.skip(reason, f"{os.fspath(path)}:{lines[row]}")
         report.skip(reason, count=len(where) - min(len(where), report.max_examples))
     keep = known & ~loops
     if not keep.any():
-        raise DataError("no labelled pair refers to two catalog items.", path=path,
-                        fix="check that the pair file uses the same item ids as the inputs.")
+        raise DataError(f"no pair of the {what} refers to two catalog items.", path=path,
+                        fix="check that the file uses the same item ids as the inputs.")
     relation = raw.column("relation").filter(pa.array(keep))
     labels = raw.column("label").filter(pa.array(keep))
-    if len(set(labels.to_pylist())) < 2:
+    if need_both_labels and len(set(labels.to_pylist())) < 2:
         raise DataError(f"every usable labelled pair has label {labels[0].as_py()}; ROC-AUC, PR-AUC and F1 "
                         "need positive and negative pairs.", path=path,
                         fix="add pairs labelled 0 (non-related) and 1 (related).")
     return pa.table({
         "relation": relation.cast(pa.string()).dictionary_encode().combine_chunks(),
         "src": src[keep], "dst": dst[keep],
-        "label": raw.column("label").filter(pa.array(keep)),
+        "label": raw.column("label").filter(pa.array(keep)).cast(pa.int64()),
     })
 
 
 def prepare(inputs: Sequence[os.PathLike | str] = (), out: Optional[os.PathLike | str] = None,
             config: Optional[PrepareConfig] = None, items: Optional[os.PathLike | str] = None,
             pairs: Optional[os.PathLike | str] = None, synthetic: Optional[SyntheticConfig] = None,
-            overwrite: bool = False, progress: bool = True) -> Dataset:
+            overwrite: bool = False, progress: bool = True, valid: Optional[os.PathLike | str] = None,
+            test: Optional[os.PathLike | str] = None) -> Dataset:
     """Read inputs (or generate the synthetic catalog), build the graph and the splits, and
     write the dataset directory to ``out`` (if given).  ``mmsc-dgl prepare`` is this function.
 
@@ -89,6 +117,10 @@ def prepare(inputs: Sequence[os.PathLike | str] = (), out: Optional[os.PathLike 
         items: a parquet item table for edge-list inputs (otherwise the catalog is the set of
             ids in the edges).
         pairs: a labelled pair file (``relation src dst label``) kept as a given test set.
+        valid, test: the validation and test files a benchmark ships (``relation src dst
+            [label]`` edge lists or parquet): every edge of ``inputs`` then trains, and these
+            positives are the held-out edges (``config.holdout`` is ``"none"``); a labelled
+            ``test`` also gives ROC-AUC / PR-AUC / F1.
         synthetic: generate the synthetic catalog with these settings instead of reading files.
         overwrite: replace ``out`` if it exists.
         progress: show progress bars on large inputs.
@@ -100,19 +132,42 @@ def prepare(inputs: Sequence[os.PathLike | str] = (), out: Optional[os.PathLike 
         500
     """
     config = config or PrepareConfig()
-    given_inputs = [p for p in (*inputs, items, pairs) if p is not None]
+    given_inputs = [p for p in (*inputs, items, pairs, valid, test) if p is not None]
+    _check_holdout(config, synthetic, valid, test)
     if out is not None:  # check first: refuse before reading a byte
         check_dir_parent(out)
         check_output_dir(out, "dataset", overwrite=overwrite, inputs=given_inputs)
-    dataset = _prepare(inputs, config, items, pairs, synthetic, progress)
+    dataset = _prepare(inputs, config, items, pairs, synthetic, progress, valid, test)
     if out is not None:  # the work is in memory; the directory is written under the lock, checked again
         with writer_lock(out, "this dataset"):
             dataset.save(out, overwrite=overwrite)
     return dataset
 
 
+def _check_holdout(config: PrepareConfig, synthetic, valid, test) -> None:
+    """The split protocol's options must agree before anything is read."""
+    given = valid is not None or test is not None
+    if given and (valid is None or test is None):
+        raise DataError(f"--{'valid' if valid is None else 'test'} is missing: given splits need both files.",
+                        fix="pass --valid VALID and --test TEST (or neither, for the per-item hold-out).")
+    if given and synthetic is not None:
+        raise DataError("--valid/--test were given with --synthetic.", fix="given splits are for files you read.")
+    holdout = config.holdout or ("none" if given else "per-item")
+    if holdout == "per-item" and given:
+        raise DataError("--holdout per-item carves its own validation and test edges, but --valid and --test "
+                        "were given.", fix="drop --holdout (given splits hold nothing out) or the two files.")
+    if holdout == "none" and not given:
+        raise DataError("--holdout none holds nothing out, so there is nothing to validate or test on.",
+                        fix="pass --valid VALID --test TEST, or use --holdout per-item.")
+    if config.drop_overlap and not given:
+        raise DataError("--drop-overlap is for given splits.", fix="pass --valid and --test, or drop the flag.")
+    if given and config.split.cold_fraction:
+        raise DataError("--cold-fraction with given splits: they have no cold-start split.",
+                        fix="drop --cold-fraction, or use the per-item hold-out.")
+
+
 def _prepare(inputs, config: PrepareConfig, items, pairs, synthetic: Optional[SyntheticConfig],
-             progress: bool) -> Dataset:
+             progress: bool, valid=None, test=None) -> Dataset:
     started = time.perf_counter()
     report = SkipReport()
     info: dict = {"config": config.model_dump(by_alias=True)}
@@ -193,7 +248,18 @@ def _prepare(inputs, config: PrepareConfig, items, pairs, synthetic: Optional[Sy
         pair_table = pairs_as_nodes(pairs, catalog, RelationMap.edgelist(config.relation_map),
                                      config.id_type, report)
         info["pairs"] = os.fspath(pairs)
-    splits = make_splits(edges, len(catalog), config.split, cold_mask=cold_mask, pairs=pair_table)
+    if valid is not None:
+        held = {}
+        for name, path in (("valid", valid), ("test", test)):
+            held[name] = pairs_as_nodes(path, catalog, RelationMap.edgelist(config.relation_map), config.id_type,
+                                        report, what=f"{'validation' if name == 'valid' else 'test'} pairs",
+                                        need_both_labels=False)
+        info["given_splits"] = {"valid": os.fspath(valid), "test": os.fspath(test),
+                                "drop_overlap": config.drop_overlap}
+        splits, edges = make_given_splits(edges, len(catalog), held["valid"], held["test"], config.split,
+                                          drop_overlap=config.drop_overlap, pairs=pair_table)
+    else:
+        splits = make_splits(edges, len(catalog), config.split, cold_mask=cold_mask, pairs=pair_table)
     dataset = Dataset(catalog=catalog, edges=edges, splits=splits, relation_map=relation_map.to_dict(),
                       report=report, info=info)
     info["prepare_seconds"] = round(time.perf_counter() - started, 3)

@@ -20,7 +20,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Mapping, Optional
+from typing import Dict, Mapping, Optional, Tuple
 
 import numpy as np
 import pyarrow as pa
@@ -206,6 +206,16 @@ def make_splits(edges: Mapping[str, RelationEdges], num_items: int, config: Opti
                 (train_degree[np.unique(warm.src[held])] == 0).sum()) if len(held) else 0,
         }
 
+    num_negatives = _negatives(edges, num_items, config, val, test, cold, pairs)
+    stats["cold_items"] = {"count": int(len(cold_items)), "source": cold_source}
+    stats["negatives"] = {"requested": config.num_negatives, "used": num_negatives}
+    return Splits(num_items=num_items, train=train, val=val, test=test, cold=cold,
+                  cold_items=cold_items, config=config, num_negatives=num_negatives,
+                  pairs=pairs, stats=stats)
+
+
+def _negatives(edges, num_items: int, config: SplitConfig, val, test, cold, pairs) -> int:
+    """Negatives per held-out edge: as asked, or fewer when a query item has fewer non-neighbours."""
     degrees = {name: _exclusion_degree(edges.get(name), num_items) for name in RELATIONS}
     query_items = {name: [val[name].src, test[name].src, cold[name].src] for name in RELATIONS}
     if pairs is not None and pairs.num_rows:
@@ -221,11 +231,66 @@ def make_splits(edges: Mapping[str, RelationEdges], num_items: int, config: Opti
         logger.warning("num_negatives lowered from %d to %d: some held-out item has only %d "
                        "non-neighbours in a catalog of %d items", config.num_negatives,
                        num_negatives, bound, num_items)
-    stats["cold_items"] = {"count": int(len(cold_items)), "source": cold_source}
+    return num_negatives
+
+
+def _positives(table: Optional[pa.Table], name: str, num_items: int) -> RelationEdges:
+    """The positive (label 1) pairs of one relation in a held-out table, deduplicated, in file
+    order of first appearance."""
+    if table is None or table.num_rows == 0:
+        return RelationEdges(np.zeros(0, np.int64), np.zeros(0, np.int64))
+    part = table.filter(pc.and_(pc.equal(table.column("relation").cast(pa.string()), name),
+                                pc.equal(table.column("label"), 1)))
+    src = part.column("src").to_numpy().astype(np.int64)
+    dst = part.column("dst").to_numpy().astype(np.int64)
+    _, first = np.unique(src * np.int64(num_items) + dst, return_index=True)
+    keep = np.sort(first)
+    return RelationEdges(src[keep], dst[keep])
+
+
+def make_given_splits(train_edges: Mapping[str, RelationEdges], num_items: int, val: pa.Table, test: pa.Table,
+                      config: Optional[SplitConfig] = None, drop_overlap: bool = False,
+                      pairs: Optional[pa.Table] = None) -> Tuple[Splits, Dict[str, RelationEdges]]:
+    """Splits a benchmark ships: every given training edge trains; the positive pairs of ``val``
+    and ``test`` (``relation``, ``src``, ``dst``, ``label`` as node ids) are the held-out edges;
+    no cold-start split.  A held-out positive that is also a training edge (either direction)
+    is counted in ``stats`` and kept in training as given, or removed with ``drop_overlap``.
+
+    Returns the splits and every known edge per relation (training plus held-out positives: no
+    negative is ever drawn from them).  ``pairs`` (default: ``test`` when it holds both labels)
+    is the labelled pair table of ROC-AUC / PR-AUC / F1."""
+    config = config or SplitConfig()
+    if pairs is None and test.num_rows and len(set(test.column("label").to_pylist())) == 2:
+        pairs = test
+    empty = RelationEdges(np.zeros(0, np.int64), np.zeros(0, np.int64))
+    train, held_val, held_test, cold, stats, every = {}, {}, {}, {}, {}, {}
+    for name in RELATIONS:
+        rel = train_edges.get(name) or empty
+        held_val[name], held_test[name] = _positives(val, name, num_items), _positives(test, name, num_items)
+        codes = rel.codes(num_items)
+        overlap = {}
+        for split, held in (("val", held_val[name]), ("test", held_test[name])):
+            overlap[split] = np.isin(codes, _pair_codes(held.src, held.dst, num_items))
+        in_held = overlap["val"] | overlap["test"]
+        train[name] = rel.select(~in_held) if drop_overlap else rel
+        cold[name] = empty
+        stats[name] = {
+            "edges": len(rel), "train": len(train[name]), "val": len(held_val[name]), "test": len(held_test[name]),
+            "cold": 0,
+            "training_edges_that_are_val_pairs": int(overlap["val"].sum()),
+            "training_edges_that_are_test_pairs": int(overlap["test"].sum()),
+            "overlap": "removed from training (--drop-overlap)" if drop_overlap else "kept in training, as given",
+        }
+        known = np.unique(np.concatenate([codes, held_val[name].codes(num_items), held_test[name].codes(num_items)]))
+        every[name] = RelationEdges(known // num_items, known % num_items)
+    num_negatives = _negatives(every, num_items, config, held_val, held_test, cold, pairs)
+    stats["cold_items"] = {"count": 0, "source": "none (given splits)"}
     stats["negatives"] = {"requested": config.num_negatives, "used": num_negatives}
-    return Splits(num_items=num_items, train=train, val=val, test=test, cold=cold,
-                  cold_items=cold_items, config=config, num_negatives=num_negatives,
-                  pairs=pairs, stats=stats)
+    stats["protocol"] = "given"
+    splits = Splits(num_items=num_items, train=train, val=held_val, test=held_test, cold=cold,
+                    cold_items=np.zeros(0, np.int64), config=config, num_negatives=num_negatives,
+                    pairs=pairs, stats=stats)
+    return splits, every
 
 
 def _exclusion_degree(rel: Optional[RelationEdges], num_items: int) -> np.ndarray:

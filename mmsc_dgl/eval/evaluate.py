@@ -74,13 +74,19 @@ def evaluate_embeddings(embeddings: Mapping[str, Union[torch.Tensor, PairScores]
 def cold_start_embeddings(embeddings: torch.Tensor, content: torch.Tensor, cold_items: np.ndarray,
                           k: int = 10, batch_size: int = 4096) -> torch.Tensor:
     """MMSC's Eq. 12: each cold item gets the mean behaviour embedding of its ``k`` nearest warm
-    items in content space (cosine).  Other rows are returned unchanged."""
+    items in content space (cosine).  Other rows are returned unchanged, and so are cold items
+    without content (an all-zero content row): they have no nearest items to borrow from, and
+    warm items without content are never borrowed from."""
     out = embeddings.clone()
-    if len(cold_items) == 0:
-        return out
+    has_content = content.abs().sum(1) > 0
     cold = torch.tensor(np.asarray(cold_items), dtype=torch.long, device=embeddings.device)
-    warm_mask = torch.ones(embeddings.shape[0], dtype=torch.bool, device=embeddings.device)
-    warm_mask[cold] = False
+    cold = cold[has_content[cold]] if cold.numel() else cold
+    if cold.numel() == 0:
+        return out
+    warm_mask = has_content.clone()
+    warm_mask[torch.tensor(np.asarray(cold_items), dtype=torch.long, device=embeddings.device)] = False
+    if not warm_mask.any():
+        return out
     warm = torch.nonzero(warm_mask).flatten()
     c = F.normalize(content, dim=1)
     c_warm_t = c[warm].t().contiguous()

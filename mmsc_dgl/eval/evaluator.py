@@ -49,7 +49,7 @@ class Evaluator:
     def scorers(self, model, embeddings: Optional[Dict[str, torch.Tensor]]) -> dict:
         """Per relation, what ranks candidates: an embedding matrix, or the model's ``score``."""
         if embeddings is not None:
-            return embeddings
+            return {r: model.ranking_scorer(r, embeddings[r]) for r in RELATIONS}
         return {r: (lambda src, cand, r=r: model.score(src.unsqueeze(1).expand_as(cand), cand, r))
                 for r in RELATIONS}
 
@@ -90,11 +90,14 @@ class Evaluator:
                                             else "the content embedding itself")
             elif self.features is not None:
                 content = self.features.pooled().to(emb["substitute"].device)
-                cold_emb = {r: cold_start_embeddings(emb[r], content, splits.cold_items, cfg.cold_neighbors)
-                            for r in RELATIONS}
-                out["cold_start_method"] = f"mean of {cfg.cold_neighbors} nearest items in content space"
+                cold_emb = self.scorers(model, {r: cold_start_embeddings(emb[r], content, splits.cold_items,
+                                                                         cfg.cold_neighbors) for r in RELATIONS})
+                empty = int((content[torch.tensor(np.array(splits.cold_items), device=content.device)].abs().sum(1) == 0).sum())
+                out["cold_start_method"] = f"mean of {cfg.cold_neighbors} nearest items in content space" + (
+                    f" ({empty:,} of {len(splits.cold_items):,} cold items have no content and keep their own "
+                    "embeddings)" if empty else "")
             else:
-                cold_emb = emb
+                cold_emb = scorers
                 out["cold_start_method"] = "none (no content features: id embeddings of unseen items)"
             out["cold"] = evaluate_embeddings(cold_emb, splits.cold, self.sampler, "cold", ks=cfg.ks, device=self.device,
                                               max_queries=cfg.test_queries, seed=cfg.seed)

@@ -2,7 +2,7 @@
 N x N."""
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Callable, Optional, Tuple
 
 import torch
 
@@ -36,7 +36,8 @@ def grouped_topk(scores: torch.Tensor, k: int, group: int) -> Tuple[torch.Tensor
 @torch.no_grad()
 def topk_all(embedding: torch.Tensor, k: int = 10, block_size: int = 2048, exclude_self: bool = True,
              queries: Optional[torch.Tensor] = None, dtype: Optional[torch.dtype] = None, group: int = 64,
-             progress: bool = False) -> Tuple[torch.Tensor, torch.Tensor]:
+             progress: bool = False, pair_term: Optional[Callable[[torch.Tensor], torch.Tensor]] = None
+             ) -> Tuple[torch.Tensor, torch.Tensor]:
     """The ``k`` highest dot-product items for each query item (every item by default).
 
     Scores ``block_size`` queries against the whole catalog at a time, so memory is
@@ -52,6 +53,9 @@ def topk_all(embedding: torch.Tensor, k: int = 10, block_size: int = 2048, exclu
         dtype: compute the products in this dtype (``torch.bfloat16`` halves the arithmetic on
             CPUs with AVX-512 BF16; scores then carry about 3 significant digits).
         group: columns per group of the two-stage selection.
+        pair_term: ``f(queries [B]) -> [B, N]`` added to the dot products before selection (a
+            model's pairwise term, such as MMSC's path evidence); exact, at the cost of scoring
+            every pair of a block.
 
     Returns:
         ``(scores [Q, k], indices [Q, k])``, best first.
@@ -79,6 +83,8 @@ def topk_all(embedding: torch.Tensor, k: int = 10, block_size: int = 2048, exclu
     start = 0
     for part in parts:
         scores = table[part] @ table_t  # selection runs in this dtype: no full-width conversion
+        if pair_term is not None:
+            scores = scores + pair_term(part).to(scores.dtype)
         if exclude_self:
             scores[torch.arange(part.numel(), device=scores.device), part] = float("-inf")
         values, index = grouped_topk(scores, k, group)

@@ -26,6 +26,9 @@ class DatasetSpec(Config):
     train: Dict[str, Any] = Field(default_factory=dict, description="TrainConfig overrides for this dataset")
     optional: bool = Field(False, description="skip (and report) the dataset when its inputs are missing, "
                                               "instead of failing")
+    features: Optional[Literal["text", "clip"]] = Field(
+        None, description="extract this backend's frozen features into the prepared dataset once "
+                          "(features.parquet, resumable), which train's features: auto then uses")
 
     @model_validator(mode="after")
     def _one_source(self):

@@ -71,13 +71,18 @@ def _prepare_dataset(config: ExperimentConfig, name: str, out: Path, progress: b
         raise DataError(f"dataset {name!r}: input file missing.", path=missing[0],
                         fix=f"fix datasets.{name}.inputs, or mark the dataset optional: true.")
     target = out / "datasets" / name
-    wanted = fingerprint({"spec": spec.model_dump(exclude={"train", "optional"}), "inputs": [str(p) for p in inputs]})
+    wanted = fingerprint({"spec": spec.model_dump(exclude={"train", "optional", "features"}),
+                          "inputs": [str(p) for p in inputs]})
     stamp = target / "experiment.json"
-    if stamp.exists() and json.loads(stamp.read_text()).get("fingerprint") == wanted:
-        return target
-    logger.info("preparing dataset %s -> %s", name, target)
-    prepare(inputs, out=target, config=spec.prepare, synthetic=spec.synthetic, overwrite=True, progress=progress)
-    atomic_write_json(stamp, {"fingerprint": wanted})
+    if not (stamp.exists() and json.loads(stamp.read_text()).get("fingerprint") == wanted):
+        logger.info("preparing dataset %s -> %s", name, target)
+        prepare(inputs, out=target, config=spec.prepare, synthetic=spec.synthetic, overwrite=True,
+                progress=progress)
+        atomic_write_json(stamp, {"fingerprint": wanted})
+    if spec.features is not None:
+        from mmsc_dgl.features.cache import extract_features
+        # resumable and reused: finished chunks of a cache made with the same settings are kept
+        extract_features(target, backend=spec.features, progress=progress)
     return target
 
 

@@ -16,7 +16,8 @@ logger = logging.getLogger(__name__)
 
 
 def load_features(spec: str, dataset, dim: int) -> Optional[ContentFeatures]:
-    """``auto`` (the dataset's ``features.parquet`` cache if present, else ``hashed``), ``hashed``,
+    """``auto`` (the dataset's ``features.parquet`` cache if present, else ``hashed``), ``hashed``
+    (id embeddings when no item has text), ``categories`` (learnable category and brand tokens),
     ``none``, a feature cache (``.parquet``), or a torch file ``{"item_ids", "tokens", "mask"}``."""
     from mmsc_dgl.features.cache import CACHE_NAME, load_feature_cache
     if spec == "auto":
@@ -27,7 +28,21 @@ def load_features(spec: str, dataset, dim: int) -> Optional[ContentFeatures]:
         spec = "hashed"
     if spec == "none":
         return None
+    if spec == "categories":
+        from mmsc_dgl.features.categorical import categorical_features
+        try:
+            return categorical_features(dataset.catalog.table)
+        except ValueError as err:
+            raise DataError(f"--features categories: {err}.", path=dataset.root,
+                            fix="use --features hashed, none, or a feature file.") from None
     if spec == "hashed":
+        from mmsc_dgl.data.catalog import item_texts
+        if not any(item_texts(dataset.catalog.table)):
+            # An item with no content must not pretend to have some: all-zero features would make
+            # cold start a "mean of nearest items" over nothing.
+            logger.warning("no item has text (title, category or description): training on id embeddings "
+                           "(--features none)")
+            return None
         return hashed_text_features(dataset.catalog.table, dim=dim)
     path = Path(spec)
     if path.suffix == ".parquet":

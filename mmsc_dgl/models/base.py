@@ -44,11 +44,18 @@ class Recommender(abc.ABC):
     @abc.abstractmethod
     def embed(self, relation: str) -> torch.Tensor:
         """Every item's representation for ``relation`` [num_items, dim]; ``score`` of two items
-        is the dot product of their rows."""
+        is the dot product of their rows (plus the pairwise term of :meth:`ranking_scorer`, for
+        a model that has one)."""
 
     def embed_all(self) -> Dict[str, torch.Tensor]:
         """Both relations' embeddings (models that share work between relations override this)."""
         return {r: self.embed(r) for r in RELATIONS}
+
+    def ranking_scorer(self, relation: str, embedding: torch.Tensor):
+        """What ranks candidates for ``relation``, given that relation's ``embedding`` rows: the
+        matrix itself (scores are dot products), or a function ``f(src [B], candidates [B, K])
+        -> scores [B, K]`` for a model whose score adds a pairwise term to the dot product."""
+        return embedding
 
 
 class FullGraphRecommender(Recommender):

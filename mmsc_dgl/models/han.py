@@ -39,7 +39,9 @@ class HAN(MMSC):
         # HAN's settings, with MMSC's three extra parts switched off.
         base = config.model_dump() if config is not None else {}
         config = ModelConfig.from_mapping({**base, "architecture": "mmsc", "semantic_fusion": "none",
-                                           "task_gate": False, "ssl_weight": 0.0})
+                                           "task_gate": False, "ssl_weight": 0.0,
+                                           "path_evidence": False, "full_first_hop": False, "propagate_ids": 0,
+                                           "loss": "triplet"})
         super().__init__(num_items, tables, config, features, impl)
 
     def __repr__(self) -> str:

@@ -16,8 +16,9 @@ if TYPE_CHECKING:  # torch alone at run time: the GPU hosts have no pyarrow
 
 
 class ItemInput(nn.Module):
-    """:math:`q_i`: ``MultiModalAttention`` over item ``i``'s frozen content tokens, or a learnable
-    id embedding when ``features`` is None, or both summed (``id_embeddings=True``).
+    """:math:`q_i`: ``MultiModalAttention`` over item ``i``'s content tokens (frozen features, or
+    learnable embeddings of its category and brand tokens), or a learnable id embedding when
+    ``features`` is None, or both summed (``id_embeddings=True``).
 
     Args:
         num_items: number of items.
@@ -34,16 +35,28 @@ class ItemInput(nn.Module):
         if features is not None:
             if features.num_items != num_items:
                 raise ValueError(f"features cover {features.num_items} items, the dataset {num_items}")
-            self.register_buffer("tokens", features.tokens.float(), persistent=False)
+            if getattr(features, "learnable", False):
+                # category / brand tokens: a learnable embedding per token, pooled as frozen tokens are
+                self.register_buffer("token_ids", features.ids, persistent=False)
+                self.register_buffer("tokens", None, persistent=False)
+                self.token_embedding = nn.Embedding(len(features.vocabulary) + 1, out_feats, padding_idx=0)
+                in_feats = out_feats
+            else:
+                self.register_buffer("token_ids", None, persistent=False)
+                self.register_buffer("tokens", features.tokens.float(), persistent=False)
+                self.register_module("token_embedding", None)
+                in_feats = features.dim
             self.register_buffer("token_mask", features.mask, persistent=False)
-            self.content = MultiModalAttention(features.dim, out_feats, hidden_feats=out_feats)
+            self.content = MultiModalAttention(in_feats, out_feats, hidden_feats=out_feats)
             if id_embeddings:
                 self.item_embedding = nn.Embedding(num_items, out_feats)
             else:
                 self.register_module("item_embedding", None)
         else:
             self.register_buffer("tokens", None, persistent=False)
+            self.register_buffer("token_ids", None, persistent=False)
             self.register_buffer("token_mask", None, persistent=False)
+            self.register_module("token_embedding", None)
             self.register_module("content", None)
             self.item_embedding = nn.Embedding(num_items, out_feats)
         self.reset_parameters()
@@ -53,12 +66,21 @@ class ItemInput(nn.Module):
             nn.init.normal_(self.item_embedding.weight, std=0.1)
         if self.content is not None:
             self.content.reset_parameters()
+        if self.token_embedding is not None:
+            nn.init.normal_(self.token_embedding.weight, std=0.1)
+            with torch.no_grad():
+                self.token_embedding.weight[0].zero_()
+
+    def _tokens(self, nodes: Optional[torch.Tensor] = None) -> torch.Tensor:
+        if self.token_embedding is not None:
+            return self.token_embedding(self.token_ids if nodes is None else self.token_ids[nodes])
+        return self.tokens if nodes is None else self.tokens[nodes]
 
     def forward(self) -> torch.Tensor:
         """:math:`q` of every item [num_items, out_feats]."""
         if self.content is None:
             return self.item_embedding.weight
-        q = self.content(self.tokens, self.token_mask)
+        q = self.content(self._tokens(), self.token_mask)
         return q + self.item_embedding.weight if self.item_embedding is not None else q
 
     def of(self, nodes: torch.Tensor) -> torch.Tensor:
@@ -66,14 +88,18 @@ class ItemInput(nn.Module):
         large catalog."""
         if self.content is None:
             return self.item_embedding(nodes)
-        q = self.content(self.tokens[nodes], self.token_mask[nodes])
+        q = self.content(self._tokens(nodes), self.token_mask[nodes])
         return q + self.item_embedding(nodes) if self.item_embedding is not None else q
 
     def kind(self) -> str:
         """``id-embeddings``, ``features(dim=D)`` or ``features(dim=D)+id-embeddings``."""
         if self.content is None:
             return "id-embeddings"
-        return f"features(dim={self.tokens.shape[-1]})" + ("+id-embeddings" if self.item_embedding is not None else "")
+        if self.token_embedding is not None:
+            kind = f"categories(vocabulary={self.token_embedding.num_embeddings - 1})"
+        else:
+            kind = f"features(dim={self.tokens.shape[-1]})"
+        return kind + ("+id-embeddings" if self.item_embedding is not None else "")
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.num_items:,}, {self.out_feats}, {self.kind()})"

@@ -1,4 +1,5 @@
-"""The two parts of MMSC's objective: triplet loss and InfoNCE between two graph views."""
+"""The parts of MMSC's objective: a ranking loss (sampled softmax, or the paper's triplet loss)
+and InfoNCE between two graph views."""
 from __future__ import annotations
 
 import torch
@@ -8,6 +9,14 @@ from torch.nn import functional as F
 def triplet_loss(pos: torch.Tensor, neg: torch.Tensor, margin: float) -> torch.Tensor:
     """``mean(max(0, margin - s(u, v+) + s(u, v-)))`` over positives [B] and negatives [B, M]."""
     return F.relu(margin - pos.unsqueeze(1) + neg).mean()
+
+
+def sampled_softmax_loss(pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of each positive [B] against its sampled negatives [B, M]: the positive
+    should win a softmax over ``[pos, neg_1..M]`` (what ranking against many negatives rewards,
+    where a triplet margin stops pushing once it is met)."""
+    logits = torch.cat([pos.unsqueeze(1), neg], dim=1)
+    return F.cross_entropy(logits, torch.zeros(pos.shape[0], dtype=torch.long, device=pos.device))
 
 
 def info_nce(view1: torch.Tensor, view2: torch.Tensor, temperature: float) -> torch.Tensor:

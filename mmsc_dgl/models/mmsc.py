@@ -10,9 +10,10 @@ from torch.nn import functional as F
 from mmsc_dgl import RELATIONS
 from mmsc_dgl.models.base import GraphStateModule, Recommender, reset_children
 from mmsc_dgl.models.inputs import ItemInput
-from mmsc_dgl.models.losses import info_nce, triplet_loss
-from mmsc_dgl.nn import MetaPathAttention, NeuralGate, SemanticAttention
+from mmsc_dgl.models.losses import info_nce, sampled_softmax_loss, triplet_loss
+from mmsc_dgl.nn import MetaPathAttention, NeuralGate, NormalisedConv, PathEvidence, SemanticAttention
 from mmsc_dgl.ops import CSR
+from mmsc_dgl.ops.paths import PathCounter, undirected
 
 if TYPE_CHECKING:  # torch-only imports at run time: MMSC trains on GPU hosts without pydantic/pyarrow
     from mmsc_dgl.config import ModelConfig
@@ -61,11 +62,11 @@ class MMSC(GraphStateModule, Recommender):
         semantic gate's mask falls back to :math:`q_i`, never to a bias-only embedding.
     """
 
-    _graph_state = ("_csr",)
+    _graph_state = ("_csr", "_full", "_smooth")
 
     def __init__(self, num_items: int, tables: Union["MetaPathTables", Mapping[str, CSR]],
                  config: Optional["ModelConfig"] = None, features: Optional["ContentFeatures"] = None,
-                 impl: str = "auto"):
+                 impl: str = "auto", graph_edges: Optional[Mapping[str, object]] = None):
         super().__init__()
         if config is None:
             from mmsc_dgl.config import ModelConfig
@@ -103,6 +104,26 @@ class MMSC(GraphStateModule, Recommender):
         else:
             self.register_module("task_gate", None)
         self.project = nn.ModuleDict({r: nn.Linear(hidden, hidden) for r in RELATIONS})
+        needs_graph = [name for name in ("path_evidence", "full_first_hop", "propagate_ids") if getattr(config, name)]
+        if needs_graph and graph_edges is None:
+            raise ValueError(f"{' and '.join(needs_graph)} need the training graph's edges (graph_edges), "
+                             "or set them to False")
+        counter = path_counter(num_items, graph_edges) if needs_graph else None
+        if config.path_evidence:
+            self.evidence = PathEvidence(counter, RELATIONS, config.evidence_hidden)
+        else:
+            self.register_module("evidence", None)
+        self._smooth: Dict[str, torch.Tensor] = {}
+        if config.propagate_ids:
+            if self.input.item_embedding is None:
+                raise ValueError("propagate_ids smooths the id embeddings; it needs id_embeddings=True")
+            self._smooth = {"union": normalised_union(counter, num_items)}
+        self._full: Dict[str, CSR] = {}
+        if config.full_first_hop:
+            self._full = dict(counter.graphs)
+            self.first_hop = nn.ModuleDict({r: NormalisedConv(hidden, hidden) for r in RELATIONS})
+        else:
+            self.register_module("first_hop", None)
         self._register_load_state_dict_pre_hook(_legacy_input_keys)
 
     def reset_parameters(self) -> None:
@@ -118,8 +139,17 @@ class MMSC(GraphStateModule, Recommender):
         return self.content_of(torch.arange(self.num_items, device=self.device))
 
     def content_of(self, nodes: torch.Tensor) -> torch.Tensor:
-        """:math:`q` of ``nodes`` only: a step touches a small part of a large catalog."""
-        return self.input.of(nodes)
+        """:math:`q` of ``nodes`` only: a step touches a small part of a large catalog (with
+        ``propagate_ids``, the id part is the LightGCN-smoothed table, computed for all items)."""
+        if not self._smooth:
+            return self.input.of(nodes)
+        table = self.input.item_embedding.weight
+        total, layer = table, table
+        for _ in range(self.config.propagate_ids):
+            layer = torch.sparse.mm(self._smooth["union"], layer)
+            total = total + layer
+        smooth = total / (self.config.propagate_ids + 1)
+        return self.input.of(nodes) - self.input.item_embedding(nodes) + smooth[nodes]
 
     def encode(self, nodes: torch.Tensor, views: Optional[Dict[str, CSR]] = None,
                get_attention: bool = False):
@@ -127,10 +157,11 @@ class MMSC(GraphStateModule, Recommender):
         ``views`` replaces the tables (edge-dropped views during training)."""
         tables = views if views is not None else self._csr
         rows = {name: tables[name].select_rows(nodes) for name in self.metapaths}
+        full = {r: self._full[r].select_rows(nodes) for r in self._full}
         # q is computed once for the batch and its meta-path neighbours, never for the whole
         # catalog: this is what lets a step cost O(batch x neighbours) at a million items.
-        needed, inverse = torch.unique(torch.cat([nodes] + [rows[n].indices for n in self.metapaths]),
-                                       return_inverse=True)
+        needed, inverse = torch.unique(torch.cat([nodes] + [rows[n].indices for n in self.metapaths]
+                                                 + [full[r].indices for r in full]), return_inverse=True)
         q_needed = self.content_of(needed)
         q = q_needed[inverse[: nodes.numel()]]
         offset = nodes.numel()
@@ -143,6 +174,13 @@ class MMSC(GraphStateModule, Recommender):
             offset += csr.num_edges
             local = CSR(csr.indptr, local_idx, num_src=own.numel())
             outs.append(layer(local, (q_needed[own], q)).flatten(1))
+            masks.append(csr.nonempty)
+        for r, csr in full.items():
+            own, local_idx = torch.unique(inverse[offset: offset + csr.num_edges], return_inverse=True)
+            offset += csr.num_edges
+            degrees = self._full[r].degrees
+            outs.append(self.first_hop[r](CSR(csr.indptr, local_idx, num_src=own.numel()), q_needed[own],
+                                          degrees[nodes], degrees[needed[own]]))
             masks.append(csr.nonempty)
         stacked = torch.stack(outs, 1)
         mask = torch.stack(masks, 1)
@@ -175,9 +213,28 @@ class MMSC(GraphStateModule, Recommender):
         return F.normalize(out, dim=-1) if self.config.score == "cosine" else out
 
     def score(self, src: torch.Tensor, dst: torch.Tensor, relation: str) -> torch.Tensor:
+        shape = src.shape
+        src, dst = src.reshape(-1), dst.reshape(-1)
         nodes, inverse = torch.unique(torch.cat([src, dst]), return_inverse=True)
         z = self.head(self.encode(nodes)[relation], relation)
-        return (z[inverse[: len(src)]] * z[inverse[len(src):]]).sum(-1)
+        out = (z[inverse[: len(src)]] * z[inverse[len(src):]]).sum(-1)
+        if self.evidence is not None:
+            out = out + self.evidence.pair_scores(src, dst, relation)
+        return out.view(shape)
+
+    def ranking_scorer(self, relation: str, embedding: torch.Tensor):
+        """What ranks candidates for ``relation`` given its embeddings: the matrix itself (dot
+        products), or, with path evidence, ``f(src [B], candidates [B, K]) -> [B, K]`` adding
+        the pairwise term."""
+        if self.evidence is None:
+            return embedding
+        evidence = self.evidence
+
+        @torch.no_grad()
+        def scores(src: torch.Tensor, cand: torch.Tensor) -> torch.Tensor:
+            dot = torch.einsum("qd,qmd->qm", embedding[src], embedding[cand])
+            return dot + evidence.candidate_scores(src, cand, relation)
+        return scores
 
     @torch.no_grad()
     def embed(self, relation: str, batch_size: int = 16384) -> torch.Tensor:
@@ -206,7 +263,7 @@ class MMSC(GraphStateModule, Recommender):
         nodes, inverse = torch.unique(torch.cat(ids), return_inverse=True)
         use_ssl = cfg.ssl_weight > 0
         z1 = self.encode(nodes)  # the supervised term sees the tables as they are at inference
-        parts = {"triplet": torch.zeros((), device=nodes.device)}
+        parts = {"ranking": torch.zeros((), device=nodes.device)}
         offset = 0
         for r in RELATIONS:
             if r not in batch:
@@ -220,8 +277,14 @@ class MMSC(GraphStateModule, Recommender):
             offset += 2 * b + b * m
             s_pos = (e[i_src] * e[i_pos]).sum(-1)
             s_neg = (e[i_src].unsqueeze(1) * e[i_neg]).sum(-1)
-            parts["triplet"] = parts["triplet"] + triplet_loss(s_pos, s_neg, cfg.margin)
-        total = parts["triplet"]
+            if self.evidence is not None:
+                s_pos = s_pos + self.evidence.pair_scores(src, pos, r)
+                s_neg = s_neg + self.evidence.pair_scores(src.unsqueeze(1).expand_as(neg), neg, r)
+            if cfg.loss == "softmax":
+                parts["ranking"] = parts["ranking"] + sampled_softmax_loss(s_pos, s_neg)
+            else:
+                parts["ranking"] = parts["ranking"] + triplet_loss(s_pos, s_neg, cfg.margin)
+        total = parts["ranking"]
         if use_ssl:
             pick = torch.randperm(nodes.numel(), generator=generator)[: cfg.ssl_nodes].to(nodes.device)
             view1 = self.encode(nodes[pick], self.views(generator))
@@ -235,6 +298,29 @@ class MMSC(GraphStateModule, Recommender):
         content = self.input.kind()
         return (f"MMSC(items={self.num_items:,}, hidden={self.config.hidden}, heads={self.config.heads}, "
                 f"metapaths={len(self.metapaths)}, content={content})")
+
+
+def normalised_union(counter: PathCounter, num_items: int) -> torch.Tensor:
+    """:math:`D^{-1/2} A D^{-1/2}` of the union of the counter's graphs, a sparse CSR tensor."""
+    import warnings
+    union = undirected(torch.cat([g.row_ids() for g in counter.graphs.values()]),
+                       torch.cat([g.indices for g in counter.graphs.values()]), num_items)
+    norm = union.degrees.clamp(min=1).to(torch.float32).rsqrt()
+    values = norm[union.row_ids()] * norm[union.indices]
+    with warnings.catch_warnings():  # "sparse CSR support is in beta": SpMM is all we use
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.sparse_csr_tensor(union.indptr, union.indices, values, (num_items, num_items))
+
+
+def path_counter(num_items: int, graph_edges: Mapping[str, object]) -> PathCounter:
+    """Two-hop path counts over each relation's undirected training graph, every middle item
+    weighted by Adamic-Adar's :math:`1 / \\log \\deg` in the union of both graphs."""
+    graphs = {r: undirected(torch.as_tensor(graph_edges[r].src), torch.as_tensor(graph_edges[r].dst), num_items)
+              for r in RELATIONS}
+    union = undirected(torch.cat([graphs[r].row_ids() for r in RELATIONS]),
+                       torch.cat([graphs[r].indices for r in RELATIONS]), num_items)
+    weight = 1.0 / torch.log(union.degrees.clamp(min=2).to(torch.float32))
+    return PathCounter(graphs, weight)
 
 
 def _legacy_input_keys(state_dict, prefix, *args) -> None:

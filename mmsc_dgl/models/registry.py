@@ -29,7 +29,7 @@ def build_model(architecture: str, num_items: int, config: ModelConfig, *, table
         raise ValueError(f"{architecture} needs the training edges")
     if architecture == "mmsc":
         from mmsc_dgl.models.mmsc import MMSC
-        return MMSC(num_items, tables, config, features, impl=impl)
+        return MMSC(num_items, tables, config, features, impl=impl, graph_edges=train_edges)
     if architecture == "han":
         from mmsc_dgl.models.han import HAN
         return HAN(num_items, tables, config, features, impl=impl)

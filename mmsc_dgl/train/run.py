@@ -384,12 +384,33 @@ def _read_pairs(run: LoadedRun, pairs: os.PathLike | str):
     return table
 
 
+def pair_term(model, relation: str, block_rows: int = 1 << 20):
+    """``f(queries [B]) -> [B, N]``: the pairwise part of ``model``'s scores against every item
+    (MMSC's path evidence), or ``None`` for a model whose score is a dot product alone."""
+    evidence = getattr(model, "evidence", None)
+    if evidence is None:
+        return None
+
+    def term(part: torch.Tensor) -> torch.Tensor:
+        n = model.num_items
+        every = torch.arange(n, device=part.device)
+        block = max(1, block_rows // max(n, 1))
+        return torch.cat([evidence.candidate_scores(p, every.expand(p.numel(), n), relation)
+                          for p in part.split(block)])
+    return term
+
+
 def recommend(run_dir: os.PathLike | str, relation: str, k: int = 10, item: Optional[str] = None,
               device: Optional[str] = None, out: Optional[os.PathLike | str] = None, overwrite: bool = False,
-              dataset: Optional[os.PathLike | str] = None) -> List[Dict]:
+              dataset: Optional[os.PathLike | str] = None, explain: bool = False) -> List[Dict]:
     """Top-``k`` items for one item (``item``) or for every item (written to ``out`` as parquet;
     an existing file is replaced only with ``overwrite``).  ``k`` is capped at the number of
-    other items; the summary row of ``--all`` says how many were written per item."""
+    other items; the summary row of ``--all`` says how many were written per item.
+
+    Scores are the model's own: the embedding dot product plus, for MMSC, its path-evidence
+    term, over the whole catalog (exact).  ``explain`` adds, per pick, the embedding term, the
+    structural term's share per meta-path, the number of paths of each meta-path and one
+    intermediate item (:mod:`mmsc_dgl.eval.explain`)."""
     if relation not in RELATIONS:
         raise DataError(f"unknown relation {relation!r}.", fix=f"use one of {', '.join(RELATIONS)}.")
     if item is None:
@@ -401,29 +422,45 @@ def recommend(run_dir: os.PathLike | str, relation: str, k: int = 10, item: Opti
         raise DataError(f"{run.config.architecture} scores pairs and has no item embeddings to retrieve with.",
                         path=run_dir, fix="recommend from an embedding model's run (mmsc, lightgcn, ...).")
     catalog = run.dataset.catalog
-    emb = run.use_relation(relation).embed(relation).cpu()
+    model = run.use_relation(relation)
+    with torch.no_grad():
+        emb = model.embed(relation)
+    term = pair_term(model, relation)
     ids = catalog.ids.to_pylist()
     titles = catalog.titles()
+    from mmsc_dgl.eval.explain import explain_pairs
+    from mmsc_dgl.eval.retrieval import topk_all
     if item is not None:
         node = catalog.node(item)
         if k > len(ids) - 1:
             logger.warning("-k %d is more than the %d other items; showing all of them", k, len(ids) - 1)
-        scores = emb @ emb[node]
-        scores[node] = float("-inf")
-        top = torch.topk(scores, min(k, len(ids) - 1))
-        return [{"rank": i + 1, "item_id": ids[j], "title": titles[j], "score": float(s)}
-                for i, (s, j) in enumerate(zip(top.values.tolist(), top.indices.tolist()))]
-    from mmsc_dgl.eval.retrieval import topk_all
-    scores, top = topk_all(emb, k)
+        with torch.no_grad():
+            values, top = topk_all(emb, k, queries=torch.tensor([node]), pair_term=term)
+        picks = top[0].tolist()
+        rows = [{"rank": i + 1, "item_id": ids[j], "title": titles[j], "score": float(s)}
+                for i, (s, j) in enumerate(zip(values[0].tolist(), picks))]
+        if explain:
+            for row, extra in zip(rows, explain_pairs(model, emb, relation, node, picks, ids, titles)):
+                row.update(extra)
+        return rows
+    with torch.no_grad():
+        scores, top = topk_all(emb, k, block_size=2048 if term is None else 256, pair_term=term)
     width = top.shape[1]
     src = torch.arange(len(ids)).repeat_interleave(width).numpy()
     dst = top.flatten().numpy()
-    rows_score = [scores.flatten().numpy()]
-    rows_rank = [np.tile(np.arange(1, width + 1), len(ids))]
     id_array = pa.array(ids)
-    table = pa.table({"item_id": id_array.take(pa.array(src)), "rank": np.concatenate(rows_rank).astype(np.int32),
-                      "recommended_id": id_array.take(pa.array(dst)), "score": np.concatenate(rows_score),
-                      "relation": pa.array([relation] * len(src))})
+    columns = {"item_id": id_array.take(pa.array(src)),
+               "rank": np.tile(np.arange(1, width + 1), len(ids)).astype(np.int32),
+               "recommended_id": id_array.take(pa.array(dst)), "score": scores.flatten().numpy(),
+               "relation": pa.array([relation] * len(src))}
+    if explain:
+        extras: Dict[str, list] = {}
+        for node in range(len(ids)):
+            for extra in explain_pairs(model, emb, relation, node, top[node].tolist(), ids, titles):
+                for key, value in extra.items():
+                    extras.setdefault(key, []).append(value)
+        columns.update(extras)
+    table = pa.table(columns)
     atomic_write_parquet(out, table)
     return [{"items": len(ids), "rows": table.num_rows, "k": width, "out": os.fspath(out)}]
 
