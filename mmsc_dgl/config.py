@@ -192,6 +192,10 @@ class MMSCConfig(HANConfig):
                                                           "training graphs with this many LightGCN layers "
                                                           "(degree-normalised, every neighbour) before they "
                                                           "enter q; 0: raw id embeddings")
+    graph_branch: int = Field(3, ge=0, le=8, description="add LightGCN's representation to each relation's "
+                                                         "embedding: a shared and a per-relation id embedding "
+                                                         "propagated over that relation's full graph with this "
+                                                         "many layers (degree-normalised), concatenated (0: off)")
     full_first_hop: bool = Field(False, description="also aggregate every first-hop neighbour of each relation "
                                                    "with degree normalisation (LightGCN's propagation), beside "
                                                    "the capped meta-path tables (default False: on Gift Cards it did not help)")

@@ -164,7 +164,7 @@ def test_mmsc_ablations_change_the_architecture(dataset, parts):
     full = MMSC(dataset.num_items, tables, SMALL, features, **edges)
     concat = MMSC(dataset.num_items, tables, SMALL.model_copy(update={"semantic_fusion": "concat"}), features, **edges)
     no_task = MMSC(dataset.num_items, tables, SMALL.model_copy(update={"task_gate": False}), features, **edges)
-    no_evidence = MMSC(dataset.num_items, tables, SMALL.model_copy(update={"path_evidence": False}), features)
+    no_evidence = MMSC(dataset.num_items, tables, SMALL.model_copy(update={"path_evidence": False}), features, **edges)
     han = build_model("han", dataset.num_items, small("han"), tables=tables, features=features)
     keys = lambda m: {k.split(".")[0] for k in m.state_dict()}
     assert {"semantic_gate", "task_gate"} <= keys(full) and "semantic_concat" not in keys(full)

@@ -106,7 +106,7 @@ def test_mmsc_score_is_dot_plus_path_evidence(tiny):
     model.loss(batch)["total"].backward()
     assert sum(p.grad.abs().sum() for p in model.evidence.mlp["substitute"].parameters()) > 0
     with pytest.raises(ValueError, match="graph_edges"):
-        MMSC(300, tables, ModelConfig(hidden=16, heads=2), None)
+        MMSC(300, tables, ModelConfig(hidden=16, heads=2, graph_branch=0), None)
 
 
 def test_normalised_conv_matches_dense_lightgcn_propagation():
@@ -180,3 +180,29 @@ def test_recommend_is_exact_and_explained(tiny, tmp_path):
     assert table.num_rows == 3 * len(ids) and "structure[substitute-complement]" in table.column_names
     first = table.slice(3 * node, 3).to_pylist()
     assert [r["recommended_id"] for r in first] == [r["item_id"] for r in rows[:3]]
+
+
+def test_graph_branch_is_lightgcn_over_each_relation(tiny):
+    from mmsc_dgl.config import ModelConfig
+    from mmsc_dgl.metapath import build_metapath_tables
+    from mmsc_dgl.models import MMSC
+    tables = build_metapath_tables(tiny.train_graph(), "s,c", max_neighbors=4, progress=False)
+    torch.manual_seed(0)
+    model = MMSC(300, tables, ModelConfig(hidden=16, heads=2, ssl_nodes=16, graph_branch=2), None,
+                 graph_edges=tiny.splits.train)
+    for r in RELATIONS:
+        edges = tiny.splits.train[r]
+        a = torch.zeros(300, 300)
+        src, dst = torch.as_tensor(edges.src), torch.as_tensor(edges.dst)
+        keep = src != dst
+        a[src[keep], dst[keep]] = 1
+        a[dst[keep], src[keep]] = 1
+        d = a.sum(1).clamp(min=1).rsqrt()
+        a_hat = d[:, None] * a * d[None, :]
+        e0 = model.graph_shared.weight + model.graph_relation[r].weight
+        want = (e0 + a_hat @ e0 + a_hat @ (a_hat @ e0)) / 3
+        torch.testing.assert_close(model.graph_representation(r), want, rtol=1e-4, atol=1e-5)
+        nodes = torch.tensor([0, 3, 9])
+        emb = model.embed(r)
+        assert emb.shape == (300, 32)  # the projection and the graph branch, concatenated
+        torch.testing.assert_close(emb[nodes, 16:], want[nodes].detach(), rtol=1e-4, atol=1e-5)

@@ -41,6 +41,7 @@ class HAN(MMSC):
         config = ModelConfig.from_mapping({**base, "architecture": "mmsc", "semantic_fusion": "none",
                                            "task_gate": False, "ssl_weight": 0.0,
                                            "path_evidence": False, "full_first_hop": False, "propagate_ids": 0,
+                                           "graph_branch": 0,
                                            "loss": "triplet"})
         super().__init__(num_items, tables, config, features, impl)
 

@@ -62,7 +62,7 @@ class MMSC(GraphStateModule, Recommender):
         semantic gate's mask falls back to :math:`q_i`, never to a bias-only embedding.
     """
 
-    _graph_state = ("_csr", "_full", "_smooth")
+    _graph_state = ("_csr", "_full", "_smooth", "_relation_adj")
 
     def __init__(self, num_items: int, tables: Union["MetaPathTables", Mapping[str, CSR]],
                  config: Optional["ModelConfig"] = None, features: Optional["ContentFeatures"] = None,
@@ -104,10 +104,12 @@ class MMSC(GraphStateModule, Recommender):
         else:
             self.register_module("task_gate", None)
         self.project = nn.ModuleDict({r: nn.Linear(hidden, hidden) for r in RELATIONS})
-        needs_graph = [name for name in ("path_evidence", "full_first_hop", "propagate_ids") if getattr(config, name)]
+        needs_graph = [name for name in ("path_evidence", "full_first_hop", "propagate_ids", "graph_branch")
+                       if getattr(config, name)]
         if needs_graph and graph_edges is None:
-            raise ValueError(f"{' and '.join(needs_graph)} need the training graph's edges (graph_edges), "
-                             "or set them to False")
+            one = len(needs_graph) == 1
+            raise ValueError(f"{', '.join(needs_graph)} need{'s' if one else ''} the training graph's edges: pass "
+                             f"graph_edges, or turn {'it' if one else 'them'} off in the config")
         counter = path_counter(num_items, graph_edges) if needs_graph else None
         if config.path_evidence:
             self.evidence = PathEvidence(counter, RELATIONS, config.evidence_hidden)
@@ -118,6 +120,17 @@ class MMSC(GraphStateModule, Recommender):
             if self.input.item_embedding is None:
                 raise ValueError("propagate_ids smooths the id embeddings; it needs id_embeddings=True")
             self._smooth = {"union": normalised_union(counter, num_items)}
+        self._relation_adj: Dict[str, torch.Tensor] = {}
+        if config.graph_branch:
+            self._relation_adj = {r: normalised_union(PathCounter({r: counter.graphs[r]}), num_items)
+                                  for r in RELATIONS}
+            self.graph_shared = nn.Embedding(num_items, hidden)
+            self.graph_relation = nn.ModuleDict({r: nn.Embedding(num_items, hidden) for r in RELATIONS})
+            for emb in [self.graph_shared, *self.graph_relation.values()]:
+                nn.init.normal_(emb.weight, std=0.1)
+        else:
+            self.register_module("graph_shared", None)
+            self.register_module("graph_relation", None)
         self._full: Dict[str, CSR] = {}
         if config.full_first_hop:
             self._full = dict(counter.graphs)
@@ -207,16 +220,31 @@ class MMSC(GraphStateModule, Recommender):
         # "none" (HAN): behaviour only; an item with no neighbour falls back to its content.
         return torch.where(any_path.unsqueeze(-1), p, q)
 
-    def head(self, z: torch.Tensor, relation: str) -> torch.Tensor:
+    def head(self, z: torch.Tensor, relation: str, nodes: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """The rows whose dot products are the scores: the projection of :math:`z^r` (and, with
+        ``graph_branch``, the LightGCN representation of ``nodes``, concatenated)."""
         out = self.project[relation](z)
         # Cosine (the paper) cannot express popularity; a dot product can, through the norm.
-        return F.normalize(out, dim=-1) if self.config.score == "cosine" else out
+        out = F.normalize(out, dim=-1) if self.config.score == "cosine" else out
+        if self.graph_shared is not None:
+            out = torch.cat([out, self.graph_representation(relation)[nodes]], dim=-1)
+        return out
+
+    def graph_representation(self, relation: str) -> torch.Tensor:
+        """LightGCN over ``relation``'s graph: the mean of the layers of the propagated shared plus
+        per-relation id embeddings, for every item [num_items, hidden]."""
+        layer = self.graph_shared.weight + self.graph_relation[relation].weight
+        total = layer
+        for _ in range(self.config.graph_branch):
+            layer = torch.sparse.mm(self._relation_adj[relation], layer)
+            total = total + layer
+        return total / (self.config.graph_branch + 1)
 
     def score(self, src: torch.Tensor, dst: torch.Tensor, relation: str) -> torch.Tensor:
         shape = src.shape
         src, dst = src.reshape(-1), dst.reshape(-1)
         nodes, inverse = torch.unique(torch.cat([src, dst]), return_inverse=True)
-        z = self.head(self.encode(nodes)[relation], relation)
+        z = self.head(self.encode(nodes)[relation], relation, nodes)
         out = (z[inverse[: len(src)]] * z[inverse[len(src):]]).sum(-1)
         if self.evidence is not None:
             out = out + self.evidence.pair_scores(src, dst, relation)
@@ -238,7 +266,7 @@ class MMSC(GraphStateModule, Recommender):
 
     @torch.no_grad()
     def embed(self, relation: str, batch_size: int = 16384) -> torch.Tensor:
-        return torch.cat([self.head(self.encode(nodes)[relation], relation)
+        return torch.cat([self.head(self.encode(nodes)[relation], relation, nodes)
                           for nodes in torch.arange(self.num_items, device=self.device).split(batch_size)])
 
     @torch.no_grad()
@@ -248,7 +276,7 @@ class MMSC(GraphStateModule, Recommender):
         for nodes in torch.arange(self.num_items, device=self.device).split(batch_size):
             z = self.encode(nodes)
             for r in RELATIONS:
-                parts[r].append(self.head(z[r], r))
+                parts[r].append(self.head(z[r], r, nodes))
         return {r: torch.cat(v) for r, v in parts.items()}
 
     def views(self, generator: torch.Generator) -> Dict[str, CSR]:
@@ -269,7 +297,7 @@ class MMSC(GraphStateModule, Recommender):
             if r not in batch:
                 continue
             src, pos, neg = batch[r]
-            e = self.head(z1[r], r)
+            e = self.head(z1[r], r, nodes)
             b, m = src.numel(), neg.shape[1]
             i_src = inverse[offset: offset + b]
             i_pos = inverse[offset + b: offset + 2 * b]
