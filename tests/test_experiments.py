@@ -132,3 +132,35 @@ def test_fast_config_runs_every_model_and_experiment(tmp_path):
     assert {r["noise"] for r in result.rows} == {0.0, 0.2}
     for name in ("results.md", "results.json", "noise.png", "cold_start.png", "depth.png"):
         assert (tmp_path / "fast" / name).exists()
+
+
+def test_real_config_runs_on_a_reduced_grid(tmp_path):
+    """examples/experiments/real.yaml, reduced: one seed, one short epoch, every model on Gift
+    Cards (hashed text instead of MiniLM, which takes minutes here) and MMSC with category
+    tokens on Beauty.  Skipped where ../shared/data is absent."""
+    from conftest import REPO, SHARED_DATA
+    real = load_experiment(REPO / "examples" / "experiments" / "real.yaml")
+    if not all(p.exists() for spec in real.datasets.values() for p in map(real.resolve, spec.inputs)):
+        pytest.skip(f"the real datasets are not at {SHARED_DATA}")
+    assert set(real.datasets) == {"magazine", "gift-cards", "beauty"}
+    assert real.train_config("beauty", "mmsc", 0).features == "categories"
+    small = {"epochs": 1, "steps_per_epoch": 2, "val_queries": 50, "test_queries": 100, "max_neighbors": 4,
+             "model": {"hidden": 16, "heads": 2, "semantic_hidden": 8, "ssl_nodes": 32}}
+    data = real.model_dump(exclude={"source"})
+    data["seeds"], data["train"] = [0], {**data["train"], **small}
+    data["datasets"] = {"gift-cards": {**data["datasets"]["gift-cards"], "features": None,
+                                       "train": {"features": "hashed"}},
+                        "beauty": data["datasets"]["beauty"]}
+    for spec in data["datasets"].values():
+        spec["inputs"] = [str(real.resolve(p)) for p in spec["inputs"]]
+    data["datasets"]["beauty"]["train"].update(steps_per_epoch=2, epochs=1, test_queries=100, metapaths="s,c")
+    # every model on Gift Cards; MMSC and Adamic-Adar on Beauty (category tokens, parquet inputs)
+    gift = ExperimentConfig.model_validate({**data, "datasets": {"gift-cards": data["datasets"]["gift-cards"]}})
+    beauty = ExperimentConfig.model_validate({
+        **data, "datasets": {"beauty": data["datasets"]["beauty"]}, "cold_start": None,
+        "models": {k: v for k, v in data["models"].items() if k in ("mmsc", "adamic-adar")}})
+    rows = run_experiment(gift, tmp_path / "gift", progress=False).rows
+    rows += run_experiment(beauty, tmp_path / "beauty", progress=False).rows
+    assert {r["variant"] for r in rows if r["dataset"] == "gift-cards"} == set(real.models)
+    assert {r["variant"] for r in rows if r["dataset"] == "beauty"} == {"mmsc", "adamic-adar"}
+    assert all(0 <= r["test"][rel]["NDCG@10"] <= 1 for r in rows for rel in RELATIONS)

@@ -174,6 +174,12 @@ def test_recommend_is_exact_and_explained(tiny, tmp_path):
             if row[f"paths[{n}]"] == 0:
                 assert abs(row[f"structure[{n}]"]) < 1e-6
     assert any(row[f"paths[{n}]"] for row in rows for n in names)
+    from click.testing import CliRunner
+    from mmsc_dgl.cli import main
+    shown = CliRunner().invoke(main, ["recommend", str(run_dir), "--item", item, "--relation", "substitute",
+                                      "-k", "3", "--explain"])
+    assert shown.exit_code == 0, shown.output
+    assert shown.output.count("embedding ") == 3 and "structure base" in shown.output
     out = tmp_path / "recs.parquet"
     recommend(run_dir, "substitute", k=3, out=out, explain=True)
     table = pq.read_table(out)
