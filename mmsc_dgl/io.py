@@ -81,6 +81,23 @@ def atomic_write_json(path: os.PathLike | str, obj: Any) -> None:
     atomic_write_text(path, strict_json(obj) + "\n")
 
 
+def read_parquet_table(path: os.PathLike | str, columns: tuple, fix: str, what: str = "parquet table") -> "pa.Table":
+    """A parquet file that must hold ``columns``; a one-line :class:`~mmsc_dgl.errors.DataError`
+    naming the file and ``fix`` when it is not parquet or lacks one of them."""
+    import pyarrow.parquet as pq
+
+    from mmsc_dgl.errors import DataError
+    try:
+        table = pq.read_table(path)
+    except (OSError, ValueError) as err:  # pyarrow's ArrowInvalid is a ValueError
+        raise DataError(f"not a {what} ({type(err).__name__}).", path=path, fix=fix) from None
+    for col in columns:
+        if col not in table.column_names:
+            raise DataError(f"the {what} has no {col!r} column (it has {', '.join(table.column_names)}).",
+                            path=path, fix=fix)
+    return table
+
+
 def atomic_write_parquet(path: os.PathLike | str, table: "pa.Table", **kwargs: Any) -> None:
     import pyarrow.parquet as pq
     with atomic_path(path) as tmp:

@@ -15,7 +15,7 @@ are not interchangeable.  Validation and test edges are never read.
 from __future__ import annotations
 
 import logging
-from typing import Dict, Optional
+from typing import Dict
 
 import numpy as np
 import pyarrow as pa

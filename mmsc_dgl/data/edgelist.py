@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
-from typing import Dict, Literal, Optional, Sequence
+from typing import Literal, Optional, Sequence
 
 import pyarrow as pa
 

@@ -46,16 +46,9 @@ def detect_format(paths: Sequence[os.PathLike | str]) -> str:
 def _read_held_out(path: os.PathLike | str, relation_map: RelationMap, id_type: str) -> pa.Table:
     """``relation src dst [label]`` rows with their line (edge list) or row number (parquet)."""
     if Path(path).name.lower().endswith((".parquet", ".pq")):
-        import pyarrow.parquet as pq
-        try:
-            table = pq.read_table(path)
-        except (OSError, ValueError) as err:
-            raise DataError(f"not a parquet table ({type(err).__name__}).", path=path,
-                            fix="write relation, src, dst (and optionally label) columns.") from None
-        for col in ("relation", "src", "dst"):
-            if col not in table.column_names:
-                raise DataError(f"no {col!r} column (it has {', '.join(table.column_names)}).", path=path,
-                                fix="write relation, src, dst (and optionally label) columns.")
+        from mmsc_dgl.io import read_parquet_table
+        table = read_parquet_table(path, ("relation", "src", "dst"), what="parquet pair table",
+                                   fix="write relation, src, dst (and optionally label) columns.")
         relation = [relation_map.lookup(str(k), path=path) for k in table.column("relation").to_pylist()]
         label = (table.column("label").cast(pa.int64()) if "label" in table.column_names
                  else pa.array(np.ones(table.num_rows, np.int64)))

@@ -19,7 +19,7 @@ from typing import Any, Callable, Dict, Optional
 
 from mmsc_dgl.config import TrainConfig, merge
 from mmsc_dgl.errors import DataError
-from mmsc_dgl.io import atomic_write_json
+from mmsc_dgl.io import atomic_write_json, atomic_write_text
 from mmsc_dgl.lock import writer_lock
 from mmsc_dgl.ownership import check_dir_parent, check_output_dir, write_marker
 
@@ -165,9 +165,7 @@ def _write_best(study, base: TrainConfig, space: Callable, out: Path) -> dict:
     text = ("# The best settings of mmsc-dgl tune (validation NDCG@10 "
             f"{best.value:.4f}, trial {best.number}); use with: mmsc-dgl train --config best.yaml\n"
             + yaml.safe_dump(data, sort_keys=False))
-    tmp = out / ".best.yaml.tmp"
-    tmp.write_text(text)
-    os.replace(tmp, out / "best.yaml")
+    atomic_write_text(out / "best.yaml", text)
     rows = [{"number": t.number, "state": t.state.name.lower(), "value": t.value, "params": t.params,
              "curve": t.user_attrs.get("curve", []), "seconds": t.user_attrs.get("seconds")}
             for t in study.trials]

@@ -21,7 +21,7 @@ over the memory budget is refused with an error that names ``--max-neighbors``.
 from __future__ import annotations
 
 import logging
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Dict, Iterable, List, Optional, Tuple, Union
 
 import dgl
 import numpy as np

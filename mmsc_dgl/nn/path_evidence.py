@@ -5,7 +5,7 @@ BUDDY, SEAL).  An embedding dot product cannot count shared neighbours; this ter
 from __future__ import annotations
 
 from itertools import product
-from typing import Dict, List, Sequence, Tuple
+from typing import List, Sequence, Tuple
 
 import torch
 from torch import nn

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Dict, Optional, Union
 
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 import torch
 
 from mmsc_dgl import RELATIONS
@@ -20,6 +19,7 @@ from mmsc_dgl.data.edges import RelationEdges
 from mmsc_dgl.errors import DataError
 from mmsc_dgl.features.base import ContentFeatures
 from mmsc_dgl.features.load import load_features
+from mmsc_dgl.io import read_parquet_table
 from mmsc_dgl.metapath.table import MetaPathTables
 from mmsc_dgl.models.registry import USES_METAPATHS, build_model
 from mmsc_dgl.train.batches import EdgeBatches
@@ -57,15 +57,9 @@ def load_train_edges(dataset, path: Optional[str]) -> Dict[str, RelationEdges]:
     if path is None:
         edges = dataset.splits.train
     else:
-        try:
-            table = pq.read_table(path)
-        except (OSError, ValueError) as err:  # pyarrow's ArrowInvalid is a ValueError
-            raise DataError(f"not a parquet edge table ({type(err).__name__}).", path=path,
-                            fix="pass the parquet file written by mmsc-dgl augment (relation, src, dst).") from None
-        for col in ("relation", "src", "dst"):
-            if col not in table.column_names:
-                raise DataError(f"the training edge file has no {col!r} column.", path=path,
-                                fix="write relation, src, dst (node ids).")
+        table = read_parquet_table(path, ("relation", "src", "dst"), what="parquet edge table",
+                                   fix="pass the parquet file written by mmsc-dgl augment (relation, src, dst "
+                                       "node ids).")
         relation = table.column("relation").cast("string")
         edges = {}
         for r in RELATIONS:
