@@ -101,10 +101,14 @@ def _load_row(run_dir: Path, cell: Cell, label: str, wall: Optional[float]) -> d
     history = json.loads((run_dir / "history.json").read_text()) if (run_dir / "history.json").exists() else []
     cell_info = json.loads((run_dir / CELL_FILE).read_text()) if (run_dir / CELL_FILE).exists() else {}
     seconds = [h["seconds"] for h in history]
+    best = metrics.get("best_epoch") or {}
+    # CPU time until the later relation's best validation epoch: what training needed
+    last_best = max((int(e) for e in best.values() if e), default=len(seconds))
     return {"dataset": cell.dataset, "variant": cell.variant, "label": label, "seed": cell.seed,
             "noise": cell.noise, "test": metrics["test"], "cold": metrics.get("cold"),
             "epochs_run": metrics.get("epochs_run"), "best_epoch": metrics.get("best_epoch"),
             "epoch_seconds": float(np.mean(seconds)) if seconds else 0.0,
+            "seconds_to_best": float(sum(seconds[:last_best])),
             "wall_seconds": wall if wall is not None else cell_info.get("wall_seconds")}
 
 

@@ -44,6 +44,7 @@ def summarise(rows: Sequence[dict]) -> Dict[Tuple[str, str, float], dict]:
                                 for rel in RELATIONS}
         entry["epoch_seconds"] = mean_std([r["epoch_seconds"] for r in group])
         entry["wall_seconds"] = mean_std([r.get("wall_seconds") for r in group])
+        entry["seconds_to_best"] = mean_std([r.get("seconds_to_best") for r in group])
         out[key] = entry
     return out
 
@@ -115,10 +116,12 @@ def markdown(config: ExperimentConfig, result, summary: dict) -> str:
         rows = []
         for v in present:
             e = summary[(d, v, 0.0)]
-            rows.append([f"{config.label(v)} ({config.models[v].role})"]
+            to_best = e["seconds_to_best"]
+            rows.append([f"{config.label(v)} ({config.models[v].role})", str(len(e["seeds"]))]
                         + [_fmt(e["test"][rel][m], e["test"][rel][m][0] == best[(rel, m)]) for rel in RELATIONS for m in METRICS]
-                        + [f"{e['epoch_seconds'][0]:.1f}", f"{e['wall_seconds'][0]:.0f}"])
-        lines += _table(["model"] + cols + ["s/epoch", "s/run"], rows) + [""]
+                        + [f"{e['epoch_seconds'][0]:.1f}", f"{to_best[0]:.0f}" if to_best[2] else "–",
+                           f"{e['wall_seconds'][0]:.0f}"])
+        lines += _table(["model", "seeds"] + cols + ["s/epoch", "s to best epoch", "s/run"], rows) + [""]
         imp = improvements(config, summary, d)
         if imp:
             lines += [f"MMSC against the best baseline on {d} (relative change, as the paper reports it):", ""]

@@ -13,7 +13,7 @@ from mmsc_dgl.models.inputs import ItemInput
 from mmsc_dgl.models.losses import info_nce, sampled_softmax_loss, triplet_loss
 from mmsc_dgl.nn import MetaPathAttention, NeuralGate, NormalisedConv, PathEvidence, SemanticAttention
 from mmsc_dgl.ops import CSR
-from mmsc_dgl.ops.paths import PathCounter, undirected
+from mmsc_dgl.ops.paths import adamic_adar_counter, normalised_adjacency
 
 if TYPE_CHECKING:  # torch-only imports at run time: MMSC trains on GPU hosts without pydantic/pyarrow
     from mmsc_dgl.config import ModelConfig
@@ -36,7 +36,14 @@ class MMSC(GraphStateModule, Recommender):
         z_i^{r} &= \mathrm{Gate}^{task}_r(h_i^r, h_i^{\bar r}), \qquad
         \mathrm{score}_r(i, j) = (W_r z_i^r)^\top (W_r z_j^r)
 
-    Two defaults go beyond the paper, both switchable in :class:`~mmsc_dgl.config.ModelConfig`:
+    For real co-purchase graphs (docs/real-data.md) the score gains two parts, both defaults and
+    both switchable: a **graph branch** :math:`L^r` (LightGCN over relation :math:`r`'s full
+    graph, concatenated to :math:`W_r z^r`, ``graph_branch``) and **path evidence**
+    :math:`g_r(C(i, j))` added to the dot product (the Adamic-Adar-weighted two-hop meta-path
+    counts joining the pair, ``path_evidence``); the ranking loss is a sampled softmax
+    (``loss``).
+
+    Two more defaults go beyond the paper, both switchable in :class:`~mmsc_dgl.config.ModelConfig`:
     ``id_embeddings`` adds a learnable id embedding :math:`e_i` to the content (items of one
     product type have near-identical content, and only an identity tells them apart), and
     ``score="dot"`` scores with a dot product instead of a cosine (the norm can carry
@@ -110,7 +117,7 @@ class MMSC(GraphStateModule, Recommender):
             one = len(needs_graph) == 1
             raise ValueError(f"{', '.join(needs_graph)} need{'s' if one else ''} the training graph's edges: pass "
                              f"graph_edges, or turn {'it' if one else 'them'} off in the config")
-        counter = path_counter(num_items, graph_edges) if needs_graph else None
+        counter = adamic_adar_counter(num_items, graph_edges) if needs_graph else None
         if config.path_evidence:
             self.evidence = PathEvidence(counter, RELATIONS, config.evidence_hidden)
         else:
@@ -119,15 +126,13 @@ class MMSC(GraphStateModule, Recommender):
         if config.propagate_ids:
             if self.input.item_embedding is None:
                 raise ValueError("propagate_ids smooths the id embeddings; it needs id_embeddings=True")
-            self._smooth = {"union": normalised_union(counter, num_items)}
+            self._smooth = {"union": normalised_adjacency(counter.graphs.values(), num_items)}
         self._relation_adj: Dict[str, torch.Tensor] = {}
         if config.graph_branch:
-            self._relation_adj = {r: normalised_union(PathCounter({r: counter.graphs[r]}), num_items)
-                                  for r in RELATIONS}
+            self._relation_adj = {r: normalised_adjacency([counter.graphs[r]], num_items) for r in RELATIONS}
             self.graph_shared = nn.Embedding(num_items, hidden)
             self.graph_relation = nn.ModuleDict({r: nn.Embedding(num_items, hidden) for r in RELATIONS})
-            for emb in [self.graph_shared, *self.graph_relation.values()]:
-                nn.init.normal_(emb.weight, std=0.1)
+            self._init_graph_branch()
         else:
             self.register_module("graph_shared", None)
             self.register_module("graph_relation", None)
@@ -142,6 +147,12 @@ class MMSC(GraphStateModule, Recommender):
     def reset_parameters(self) -> None:
         """Re-initialise every learnable part."""
         reset_children(self)
+        self._init_graph_branch()
+
+    def _init_graph_branch(self) -> None:
+        if self.graph_shared is not None:  # small, as LightGCN's (nn.Embedding's own is N(0, 1))
+            for emb in [self.graph_shared, *self.graph_relation.values()]:
+                nn.init.normal_(emb.weight, std=0.1)
 
     @property
     def device(self) -> torch.device:
@@ -227,6 +238,8 @@ class MMSC(GraphStateModule, Recommender):
         # Cosine (the paper) cannot express popularity; a dot product can, through the norm.
         out = F.normalize(out, dim=-1) if self.config.score == "cosine" else out
         if self.graph_shared is not None:
+            if nodes is None:
+                raise ValueError("with graph_branch, head() needs the node ids of z")
             out = torch.cat([out, self.graph_representation(relation)[nodes]], dim=-1)
         return out
 
@@ -326,29 +339,6 @@ class MMSC(GraphStateModule, Recommender):
         content = self.input.kind()
         return (f"MMSC(items={self.num_items:,}, hidden={self.config.hidden}, heads={self.config.heads}, "
                 f"metapaths={len(self.metapaths)}, content={content})")
-
-
-def normalised_union(counter: PathCounter, num_items: int) -> torch.Tensor:
-    """:math:`D^{-1/2} A D^{-1/2}` of the union of the counter's graphs, a sparse CSR tensor."""
-    import warnings
-    union = undirected(torch.cat([g.row_ids() for g in counter.graphs.values()]),
-                       torch.cat([g.indices for g in counter.graphs.values()]), num_items)
-    norm = union.degrees.clamp(min=1).to(torch.float32).rsqrt()
-    values = norm[union.row_ids()] * norm[union.indices]
-    with warnings.catch_warnings():  # "sparse CSR support is in beta": SpMM is all we use
-        warnings.simplefilter("ignore", UserWarning)
-        return torch.sparse_csr_tensor(union.indptr, union.indices, values, (num_items, num_items))
-
-
-def path_counter(num_items: int, graph_edges: Mapping[str, object]) -> PathCounter:
-    """Two-hop path counts over each relation's undirected training graph, every middle item
-    weighted by Adamic-Adar's :math:`1 / \\log \\deg` in the union of both graphs."""
-    graphs = {r: undirected(torch.as_tensor(graph_edges[r].src), torch.as_tensor(graph_edges[r].dst), num_items)
-              for r in RELATIONS}
-    union = undirected(torch.cat([graphs[r].row_ids() for r in RELATIONS]),
-                       torch.cat([graphs[r].indices for r in RELATIONS]), num_items)
-    weight = 1.0 / torch.log(union.degrees.clamp(min=2).to(torch.float32))
-    return PathCounter(graphs, weight)
 
 
 def _legacy_input_keys(state_dict, prefix, *args) -> None:

@@ -22,7 +22,7 @@ leaks nothing about that pair.
 from __future__ import annotations
 
 import warnings
-from typing import Dict, Optional
+from typing import Dict, Iterable, Mapping, Optional
 
 import torch
 
@@ -142,3 +142,25 @@ class PathCounter:
             hop = self.first_hop(first, src)
         # (X A_y)^T = A_y X^T, since A_y is symmetric: a sparse-dense product.
         return torch.sparse.mm(self._sparse_matrix(second), hop.t().contiguous()).t()
+
+
+def adamic_adar_counter(num_items: int, edges: Mapping[str, object]) -> PathCounter:
+    """Two-hop path counts over each relation's undirected graph (``edges``: per name, objects
+    with ``src``/``dst`` node ids), every middle item weighted by Adamic-Adar's
+    :math:`1 / \\log \\deg` in the union of the graphs."""
+    graphs = {name: undirected(torch.as_tensor(e.src), torch.as_tensor(e.dst), num_items) for name, e in edges.items()}
+    union = undirected(torch.cat([g.row_ids() for g in graphs.values()]),
+                       torch.cat([g.indices for g in graphs.values()]), num_items)
+    return PathCounter(graphs, 1.0 / torch.log(union.degrees.clamp(min=2).to(torch.float32)))
+
+
+def normalised_adjacency(graphs: Iterable[CSR], num_items: int) -> torch.Tensor:
+    """:math:`D^{-1/2} A D^{-1/2}` of the union of undirected ``graphs``, a sparse CSR tensor
+    (LightGCN's propagation matrix)."""
+    graphs = list(graphs)
+    union = undirected(torch.cat([g.row_ids() for g in graphs]), torch.cat([g.indices for g in graphs]), num_items)
+    norm = union.degrees.clamp(min=1).to(torch.float32).rsqrt()
+    values = norm[union.row_ids()] * norm[union.indices]
+    with warnings.catch_warnings():  # "sparse CSR support is in beta": SpMM is all we use
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.sparse_csr_tensor(union.indptr, union.indices, values, (num_items, num_items))
