@@ -59,7 +59,13 @@ def test_grid_runs_caches_and_reports(tmp_path):
         assert got["improvement_pct"] == pytest.approx(100 * (mine - base) / base)
     md = (out / "results.md").read_text()
     assert "## syn" in md and "## Noise robustness" in md and "## Cold start" in md and "skipped" in md
-    assert "±" in md
+    assert "±" in md and "| seeds |" in md and "s to best epoch" in md
+    # the CPU time to the later relation's best validation epoch, from each cell's history
+    for row in result.rows:
+        if row["variant"] in ("content", "adamic-adar"):  # nothing to train
+            assert row["seconds_to_best"] is None
+        else:
+            assert 0 < row["seconds_to_best"] <= row["epoch_seconds"] * row["epochs_run"] + 1e-6
     # A rerun computes nothing; a new seed computes only its cells.
     again = run_experiment(config, out, progress=False)
     assert again.computed == 0 and again.cached == 14

@@ -108,7 +108,7 @@ def _load_row(run_dir: Path, cell: Cell, label: str, wall: Optional[float]) -> d
             "noise": cell.noise, "test": metrics["test"], "cold": metrics.get("cold"),
             "epochs_run": metrics.get("epochs_run"), "best_epoch": metrics.get("best_epoch"),
             "epoch_seconds": float(np.mean(seconds)) if seconds else 0.0,
-            "seconds_to_best": float(sum(seconds[:last_best])),
+            "seconds_to_best": float(sum(seconds[:last_best])) if seconds else None,  # None: nothing trained
             "wall_seconds": wall if wall is not None else cell_info.get("wall_seconds")}
 
 
