@@ -41,6 +41,10 @@ def test_tune_writes_a_config_train_takes_and_resumes(dataset, tmp_path):
     states = [t["state"] for t in trials]
     assert states.count("fail") == 1 and len([s for s in states if s in ("complete", "pruned")]) == 3
     assert trials[-1]["params"] == params  # the interrupted settings were tried again
+    # a resumed search draws new settings, not the first ones again
+    tune(dataset, out, trials=4, base=BASE, space=small_space, progress=False)
+    trials = json.loads((out / "trials.json").read_text())["trials"]
+    assert trials[-1]["params"]["lr"] not in [t["params"]["lr"] for t in trials[:-1]]
     assert all(len(t["curve"]) >= 1 for t in trials if t["state"] == "complete")
 
 

@@ -93,8 +93,9 @@ def tune(dataset_dir: os.PathLike | str, out: os.PathLike | str, trials: int, ba
         write_marker(out, "tune")
         study = optuna.create_study(
             study_name=STUDY_NAME, storage=f"sqlite:///{(out / STUDY).resolve()}", direction="maximize",
-            load_if_exists=True, sampler=optuna.samplers.TPESampler(seed=seed),
-            pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=2))
+            load_if_exists=True, pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=2))
+        # Seeded by the study's length too: a resumed search must not draw its first trials again.
+        study.sampler = optuna.samplers.TPESampler(seed=seed * 1_000_003 + len(study.trials))
         _requeue_interrupted(study)
         done = lambda: sum(t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)  # noqa: E731
                            for t in study.trials)
