@@ -51,11 +51,23 @@ class Recommender(abc.ABC):
         """Both relations' embeddings (models that share work between relations override this)."""
         return {r: self.embed(r) for r in RELATIONS}
 
+    def pair_term(self, relation: str):
+        """The part of ``score`` beyond the dot product of embedding rows, as ``f(src [B],
+        candidates [B, K]) -> [B, K]`` (MMSC's path evidence), or ``None`` when there is none."""
+        return None
+
     def ranking_scorer(self, relation: str, embedding: torch.Tensor):
         """What ranks candidates for ``relation``, given that relation's ``embedding`` rows: the
-        matrix itself (scores are dot products), or a function ``f(src [B], candidates [B, K])
-        -> scores [B, K]`` for a model whose score adds a pairwise term to the dot product."""
-        return embedding
+        matrix itself (scores are dot products), or, for a model with a :meth:`pair_term`, a
+        function ``f(src [B], candidates [B, K]) -> scores [B, K]`` adding it."""
+        term = self.pair_term(relation)
+        if term is None:
+            return embedding
+
+        @torch.no_grad()
+        def scores(src: torch.Tensor, cand: torch.Tensor) -> torch.Tensor:
+            return torch.einsum("qd,qmd->qm", embedding[src], embedding[cand]) + term(src, cand)
+        return scores
 
 
 class FullGraphRecommender(Recommender):

@@ -263,19 +263,13 @@ class MMSC(GraphStateModule, Recommender):
             out = out + self.evidence.pair_scores(src, dst, relation)
         return out.view(shape)
 
-    def ranking_scorer(self, relation: str, embedding: torch.Tensor):
-        """What ranks candidates for ``relation`` given its embeddings: the matrix itself (dot
-        products), or, with path evidence, ``f(src [B], candidates [B, K]) -> [B, K]`` adding
-        the pairwise term."""
+    def pair_term(self, relation: str):
+        """The path-evidence term of ``relation`` for query items and their candidates (``None``
+        without ``path_evidence``)."""
         if self.evidence is None:
-            return embedding
+            return None
         evidence = self.evidence
-
-        @torch.no_grad()
-        def scores(src: torch.Tensor, cand: torch.Tensor) -> torch.Tensor:
-            dot = torch.einsum("qd,qmd->qm", embedding[src], embedding[cand])
-            return dot + evidence.candidate_scores(src, cand, relation)
-        return scores
+        return lambda src, cand: evidence.candidate_scores(src, cand, relation)
 
     @torch.no_grad()
     def embed(self, relation: str, batch_size: int = 16384) -> torch.Tensor:

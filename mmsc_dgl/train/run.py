@@ -384,19 +384,18 @@ def _read_pairs(run: LoadedRun, pairs: os.PathLike | str):
     return table
 
 
-def pair_term(model, relation: str, block_rows: int = 1 << 20):
+def catalog_pair_term(model, relation: str, num_items: int, block_rows: int = 1 << 20):
     """``f(queries [B]) -> [B, N]``: the pairwise part of ``model``'s scores against every item
-    (MMSC's path evidence), or ``None`` for a model whose score is a dot product alone."""
-    evidence = getattr(model, "evidence", None)
-    if evidence is None:
+    (:meth:`~mmsc_dgl.models.base.Recommender.pair_term`), or ``None`` for a model whose score
+    is a dot product alone."""
+    pairwise = model.pair_term(relation)
+    if pairwise is None:
         return None
 
     def term(part: torch.Tensor) -> torch.Tensor:
-        n = model.num_items
-        every = torch.arange(n, device=part.device)
-        block = max(1, block_rows // max(n, 1))
-        return torch.cat([evidence.candidate_scores(p, every.expand(p.numel(), n), relation)
-                          for p in part.split(block)])
+        every = torch.arange(num_items, device=part.device)
+        block = max(1, block_rows // max(num_items, 1))
+        return torch.cat([pairwise(p, every.expand(p.numel(), num_items)) for p in part.split(block)])
     return term
 
 
@@ -425,7 +424,7 @@ def recommend(run_dir: os.PathLike | str, relation: str, k: int = 10, item: Opti
     model = run.use_relation(relation)
     with torch.no_grad():
         emb = model.embed(relation)
-    term = pair_term(model, relation)
+    term = catalog_pair_term(model, relation, len(catalog))
     ids = catalog.ids.to_pylist()
     titles = catalog.titles()
     from mmsc_dgl.eval.explain import explain_pairs
