@@ -5,6 +5,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import torch
 from click.testing import CliRunner
 
 from mmsc_dgl.cli import main
@@ -100,3 +101,22 @@ def test_given_splits_train_and_report_pairs(files, tmp_path):
     out = train(tmp_path / "ds", tmp_path / "run", config, progress=False)
     assert out.metrics["test"]["substitute"]["queries"] == 1 and "cold" not in out.metrics
     assert set(out.metrics["pairs"]) == {"substitute", "complement"}
+
+
+def test_labelled_validation_pairs_choose_the_f1_threshold(files, tmp_path):
+    from mmsc_dgl.data.dataset import load_dataset
+    train_file, _, test, _ = files
+    valid = write(tmp_path / "valid_labelled.txt", ["s 1 2 1", "s 20 21 0", "c 5 6 1", "c 22 23 0"])
+    prepare([train_file], valid=valid, test=test, out=tmp_path / "ds", progress=False)
+    ds = load_dataset(tmp_path / "ds")  # kept through save and load
+    assert ds.splits.val_pairs.num_rows == 4 and len(ds.splits.val["substitute"]) == 1
+
+    from mmsc_dgl.config import TrainConfig
+    from mmsc_dgl.eval.evaluator import Evaluator
+    evaluator = Evaluator(ds, TrainConfig())
+    score = lambda a, b: (a * 1000 + b[:, 0]).float().unsqueeze(1)  # noqa: E731
+    pair_scores = lambda s, a, b: s(torch.tensor(a), torch.tensor(b).unsqueeze(1))[:, 0].numpy()  # noqa: E731
+    labels, scores = evaluator._threshold_pairs(score, pair_scores, "substitute")
+    node = {i: n for n, i in enumerate(ds.catalog.ids.to_pylist())}
+    assert labels.tolist() == [1, 0]
+    assert scores.tolist() == [node["1"] * 1000 + node["2"], node["20"] * 1000 + node["21"]]

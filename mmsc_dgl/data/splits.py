@@ -55,6 +55,9 @@ class Splits:
     num_negatives: int
     pairs: Optional[pa.Table] = None
     stats: Dict[str, dict] = field(default_factory=dict)
+    val_pairs: Optional[pa.Table] = None
+    """Labelled validation pairs (given splits with a labelled ``--valid``): where F1's threshold
+    is chosen."""
 
     def edges(self, split: str) -> Dict[str, RelationEdges]:
         if split not in SPLIT_NAMES:
@@ -75,6 +78,8 @@ class Splits:
                              pa.table({"node": pa.array(self.cold_items, pa.int64())}))
         if self.pairs is not None:
             atomic_write_parquet(directory / "pairs.parquet", self.pairs)
+        if self.val_pairs is not None:
+            atomic_write_parquet(directory / "val_pairs.parquet", self.val_pairs)
         atomic_write_json(directory / "meta.json", {
             "config": self.config.model_dump(),
             "num_items": self.num_items,
@@ -101,9 +106,11 @@ class Splits:
         cold_items = pq.read_table(directory / "cold_items.parquet").column("node").to_numpy()
         pairs_path = directory / "pairs.parquet"
         pairs = pq.read_table(pairs_path) if pairs_path.exists() else None
+        val_pairs_path = directory / "val_pairs.parquet"
+        val_pairs = pq.read_table(val_pairs_path) if val_pairs_path.exists() else None
         return cls(num_items=meta["num_items"], cold_items=cold_items,
                    config=SplitConfig(**meta["config"]), num_negatives=meta["num_negatives"],
-                   pairs=pairs, stats=meta.get("stats", {}), **parts)
+                   pairs=pairs, stats=meta.get("stats", {}), val_pairs=val_pairs, **parts)
 
 
 def _exclusion(edges: Mapping[str, RelationEdges], num_items: int) -> Dict[str, tuple]:
@@ -258,7 +265,8 @@ def make_given_splits(train_edges: Mapping[str, RelationEdges], num_items: int, 
 
     Returns the splits and every known edge per relation (training plus held-out positives: no
     negative is ever drawn from them).  ``pairs`` (default: ``test`` when it holds both labels)
-    is the labelled pair table of ROC-AUC / PR-AUC / F1."""
+    is the labelled pair table of ROC-AUC / PR-AUC / F1; a ``val`` with both labels is kept as
+    ``val_pairs``, where F1's threshold is chosen."""
     config = config or SplitConfig()
     if pairs is None and test.num_rows and len(set(test.column("label").to_pylist())) == 2:
         pairs = test
@@ -287,9 +295,10 @@ def make_given_splits(train_edges: Mapping[str, RelationEdges], num_items: int, 
     stats["cold_items"] = {"count": 0, "source": "none (given splits)"}
     stats["negatives"] = {"requested": config.num_negatives, "used": num_negatives}
     stats["protocol"] = "given"
+    labelled_val = val if val.num_rows and len(set(val.column("label").to_pylist())) == 2 else None
     splits = Splits(num_items=num_items, train=train, val=held_val, test=held_test, cold=cold,
                     cold_items=np.zeros(0, np.int64), config=config, num_negatives=num_negatives,
-                    pairs=pairs, stats=stats)
+                    pairs=pairs, stats=stats, val_pairs=labelled_val)
     return splits, every
 
 

@@ -131,11 +131,24 @@ class Evaluator:
                 continue
             score = embedding_scores(scorers[r]) if isinstance(scorers[r], torch.Tensor) else scorers[r]
             scores = pair_scores(score, src[pick], dst[pick])
-            val = self.dataset.splits.val[r]
-            q = np.arange(len(val))
-            neg = self.sampler.sample(r, "val", q, val.src)[:, 0]
-            v_pos = pair_scores(score, val.src, val.dst)
-            v_neg = pair_scores(score, val.src, neg)
-            threshold = best_f1_threshold(np.r_[np.ones(len(v_pos)), np.zeros(len(v_neg))], np.r_[v_pos, v_neg])
+            v_label, v_scores = self._threshold_pairs(score, pair_scores, r)
+            threshold = best_f1_threshold(v_label, v_scores)
             result[r] = pair_metrics(label[pick], scores, threshold)
         return result
+
+    def _threshold_pairs(self, score, pair_scores, relation: str):
+        """Labels and scores F1's threshold is chosen on: the given labelled validation pairs of
+        ``relation`` when the dataset has them (both labels), else each validation edge against
+        its first sampled negative."""
+        given = self.dataset.splits.val_pairs
+        if given is not None:
+            import pyarrow.compute as pc  # only datasets with labelled pairs get here
+            part = given.filter(pc.equal(given.column("relation").cast("string"), relation))
+            labels = part.column("label").to_numpy()
+            if len(np.unique(labels)) == 2:
+                return labels, pair_scores(score, part.column("src").to_numpy(), part.column("dst").to_numpy())
+        val = self.dataset.splits.val[relation]
+        neg = self.sampler.sample(relation, "val", np.arange(len(val)), val.src)[:, 0]
+        v_pos = pair_scores(score, val.src, val.dst)
+        v_neg = pair_scores(score, val.src, neg)
+        return np.r_[np.ones(len(v_pos)), np.zeros(len(v_neg))], np.r_[v_pos, v_neg]
