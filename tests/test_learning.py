@@ -28,14 +28,14 @@ def content_baseline(catalog):
     return mean_ndcg(Evaluator(catalog, CONFIG, parts.features).validate(parts.model))
 
 
-def train_and_judge(catalog, content_baseline) -> dict:
+def train_and_judge(catalog, content_baseline, config=CONFIG) -> dict:
     """Validation NDCG@10 (mean of both relations) before and after training, and whether that
     is a clear win over both references: at least 0.1 above the untrained model and 1.3 times
     the content baseline."""
-    parts = build_run(catalog, CONFIG, progress=False)
-    evaluator = Evaluator(parts.dataset, CONFIG, parts.features)
+    parts = build_run(catalog, config, progress=False)
+    evaluator = Evaluator(parts.dataset, config, parts.features)
     before = mean_ndcg(evaluator.validate(parts.model))
-    Trainer(parts.model, CONFIG, progress=False).fit(parts.batches(), evaluator.validate)
+    Trainer(parts.model, config, progress=False).fit(parts.batches(), evaluator.validate)
     after = mean_ndcg(evaluator.validate(parts.model))
     return {"before": before, "after": after,
             "learned": after >= before + 0.1 and after >= 1.3 * content_baseline}
@@ -46,14 +46,13 @@ def test_mmsc_learns(catalog, content_baseline):
     assert result["learned"], (result, content_baseline)
 
 
-def test_a_broken_loss_fails_the_same_check(catalog, content_baseline, monkeypatch):
+@pytest.mark.parametrize("loss", ["triplet", "softmax"])
+def test_a_broken_loss_fails_the_same_check(catalog, content_baseline, monkeypatch, loss):
     import mmsc_dgl.models.mmsc as mmsc
-    softmax = mmsc.sampled_softmax_loss
-    assert CONFIG.model.loss == "softmax"  # the default loss is the one broken here
-
-    def swapped(pos, neg):  # rewards negatives over positives
-        return softmax(-pos, -neg)
-
-    monkeypatch.setattr(mmsc, "sampled_softmax_loss", swapped)
-    result = train_and_judge(catalog, content_baseline)
+    triplet, softmax = mmsc.triplet_loss, mmsc.sampled_softmax_loss
+    # rewards negatives over positives
+    monkeypatch.setattr(mmsc, "triplet_loss", lambda pos, neg, margin: triplet(-pos, -neg, margin))
+    monkeypatch.setattr(mmsc, "sampled_softmax_loss", lambda pos, neg: softmax(-pos, -neg))
+    config = CONFIG.model_copy(update={"model": CONFIG.model.model_copy(update={"loss": loss})})
+    result = train_and_judge(catalog, content_baseline, config)
     assert not result["learned"], result
