@@ -40,8 +40,8 @@ class MMSC(GraphStateModule, Recommender):
     both switchable: a **graph branch** :math:`L^r` (LightGCN over relation :math:`r`'s full
     graph, concatenated to :math:`W_r z^r`, ``graph_branch``) and **path evidence**
     :math:`g_r(C(i, j))` added to the dot product (the Adamic-Adar-weighted two-hop meta-path
-    counts joining the pair, ``path_evidence``); the ranking loss is a sampled softmax
-    (``loss``).
+    counts joining the pair, ``path_evidence``).  The ranking loss is the paper's triplet, or a
+    sampled softmax (``loss: softmax``).
 
     Two more defaults go beyond the paper, both switchable in :class:`~mmsc_dgl.config.ModelConfig`:
     ``id_embeddings`` adds a learnable id embedding :math:`e_i` to the content (items of one
@@ -53,7 +53,7 @@ class MMSC(GraphStateModule, Recommender):
 
     The meta-path layers are shared by both relations; each relation has its own semantic
     attention, gates and scoring projection.  The loss is
-    ``triplet + ssl_weight * InfoNCE(view 1, view 2)``: the triplet term uses the tables as they
+    ``ranking + ssl_weight * InfoNCE(view 1, view 2)``: the ranking term uses the tables as they
     are; the two views each drop ``edge_drop`` of the meta-path edges (graph-level dropout) for
     ``ssl_nodes`` items of the batch.
 
