@@ -118,6 +118,12 @@ def test_cli_experiment_and_report_only(tmp_path):
     assert (tmp_path / "e" / "cells" / "syn" / "mmsc" / "noise-0" / "seed-7" / "metrics.json").exists()
     res = runner.invoke(main, ["experiment", str(path), "--out", str(tmp_path / "e"), "--report-only"])
     assert res.exit_code == 0 and "2 cells (0 computed, 2 cached)" in res.output
+    # a cell made with other settings than the config now asks for is not reported as if it were
+    changed = {**cfg, "models": {**cfg["models"], "mmsc": {"role": "reference", "train": {"lr": 0.002}}}}
+    path.write_text(yaml.safe_dump(changed))
+    res = runner.invoke(main, ["experiment", str(path), "--out", str(tmp_path / "e"), "--report-only"])
+    assert res.exit_code == 0 and "1 cells (0 computed, 1 cached)" in res.output, res.output
+    assert "made with other settings" in res.output and "syn/mmsc/noise-0/seed-7" in res.output
     res = runner.invoke(main, ["experiment", str(path), "--out", str(tmp_path / "empty"), "--report-only"])
     assert res.exit_code == 2 and "no experiment here" in res.output
 

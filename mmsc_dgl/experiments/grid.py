@@ -86,10 +86,14 @@ def _prepare_dataset(config: ExperimentConfig, name: str, out: Path, progress: b
     return target
 
 
+def _e_llm_path(config: ExperimentConfig, variant: str, dataset_dir: Path) -> Path:
+    return dataset_dir / f"e_llm-{fingerprint(config.models[variant].e_llm.model_dump())}.parquet"
+
+
 def _e_llm_edges(config: ExperimentConfig, variant: str, dataset_dir: Path, seed: int, progress: bool) -> str:
     from mmsc_dgl.augment.select import augment
     spec = config.models[variant].e_llm
-    out = dataset_dir / f"e_llm-{fingerprint(spec.model_dump())}.parquet"
+    out = _e_llm_path(config, variant, dataset_dir)
     if not out.exists():
         augment(dataset_dir, judge=spec.judge, model=spec.model, threshold=spec.threshold,
                 top_n=spec.top_n if spec.threshold is None else None, out=out, seed=0, progress=progress)
@@ -112,6 +116,22 @@ def _load_row(run_dir: Path, cell: Cell, label: str, wall: Optional[float]) -> d
             "wall_seconds": wall if wall is not None else cell_info.get("wall_seconds")}
 
 
+def _cell_fingerprint(train_config, dataset_dir: Path) -> str:
+    """What a finished cell was made of: its full train config and its dataset directory."""
+    return fingerprint({"config": train_config.model_dump(), "dataset": str(dataset_dir)})
+
+
+def _expected_fingerprint(config: ExperimentConfig, cell: Cell, out: Path) -> str:
+    """The fingerprint ``run_cell`` would stamp on ``cell`` now (nothing is computed)."""
+    spec = config.datasets[cell.dataset]
+    dataset_dir = config.resolve(spec.path) if spec.path is not None else out / "datasets" / cell.dataset
+    train_config = config.train_config(cell.dataset, cell.variant, cell.seed, cell.noise)
+    if config.models[cell.variant].e_llm is not None:
+        train_config = train_config.model_copy(update={
+            "train_edges": str(_e_llm_path(config, cell.variant, dataset_dir))})
+    return _cell_fingerprint(train_config, dataset_dir)
+
+
 def run_cell(config: ExperimentConfig, cell: Cell, dataset_dir: Path, out: Path, progress: bool = False):
     """Train and evaluate one cell unless its run directory already holds the same finished run.
     Returns ``(row, computed)``."""
@@ -121,7 +141,7 @@ def run_cell(config: ExperimentConfig, cell: Cell, dataset_dir: Path, out: Path,
     if config.models[cell.variant].e_llm is not None:
         train_config = train_config.model_copy(update={
             "train_edges": _e_llm_edges(config, cell.variant, dataset_dir, cell.seed, progress)})
-    wanted = fingerprint({"config": train_config.model_dump(), "dataset": str(dataset_dir)})
+    wanted = _cell_fingerprint(train_config, dataset_dir)
     stamp = run_dir / CELL_FILE
     try:
         same = stamp.exists() and json.loads(stamp.read_text()).get("fingerprint") == wanted
@@ -248,6 +268,7 @@ def report_only(config: ExperimentConfig, out: os.PathLike | str,
 def _report_only(config: ExperimentConfig, out: Path, publish: Optional[os.PathLike | str]) -> ExperimentResult:
     from mmsc_dgl.experiments.report import write_report
     result = ExperimentResult(out, [])
+    stale: List[str] = []
     for stamp in sorted((out / "cells").glob(f"*/*/noise-*/seed-*/{CELL_FILE}")):
         run_dir = stamp.parent
         if not (run_dir / "metrics.json").exists():
@@ -256,8 +277,19 @@ def _report_only(config: ExperimentConfig, out: Path, publish: Optional[os.PathL
         if dataset not in config.datasets or variant not in config.models:
             continue
         cell = Cell(dataset, variant, int(seed[5:]), float(noise[6:]))
+        try:
+            stamped = json.loads(stamp.read_text()).get("fingerprint")
+        except ValueError:
+            stamped = None
+        if stamped != _expected_fingerprint(config, cell, out):
+            stale.append(cell.key)  # made with other settings than the config now asks for
+            continue
         result.rows.append(_load_row(run_dir, cell, config.label(variant), None))
         result.cached += 1
+    if stale:
+        logger.warning("%d cell(s) were made with other settings than the config asks for and are left out "
+                       "of the report (run without --report-only to recompute them): %s", len(stale),
+                       ", ".join(stale[:5]) + (", ..." if len(stale) > 5 else ""))
     if not result.rows:
         raise DataError("no finished cell to report.", path=out, fix="run mmsc-dgl experiment without --report-only.")
     result.skipped = {d: "no finished cell" for d in config.datasets if not any(r["dataset"] == d for r in result.rows)}
