@@ -176,3 +176,19 @@ def test_real_config_runs_on_a_reduced_grid(tmp_path):
     assert {r["variant"] for r in rows if r["dataset"] == "gift-cards"} == set(real.models)
     assert {r["variant"] for r in rows if r["dataset"] == "beauty"} == {"mmsc", "adamic-adar"}
     assert all(0 <= r["test"][rel]["NDCG@10"] <= 1 for r in rows for rel in RELATIONS)
+
+
+def test_two_experiments_published_to_one_folder_keep_their_own_plots(tmp_path):
+    from mmsc_dgl.experiments.grid import report_only
+    cfg = tiny_config(seeds=[0], noise=None, depth=None, e_llm=None,
+                      models={"mmsc": {"role": "reference"}, "content": {"role": "baseline",
+                                                                          "train": {"architecture": "content"}}})
+    first = ExperimentConfig.model_validate({**cfg, "name": "first"})
+    run_experiment(first, tmp_path / "exp", progress=False, publish=tmp_path / "docs")
+    second = ExperimentConfig.model_validate({**cfg, "name": "second"})
+    report_only(second, tmp_path / "exp", publish=tmp_path / "docs")
+    docs = tmp_path / "docs"
+    assert (docs / "first-cold_start.png").exists() and (docs / "second-cold_start.png").exists()
+    assert "](first-cold_start.png)" in (docs / "first.md").read_text()
+    assert "](second-cold_start.png)" in (docs / "second.md").read_text()
+    assert not (docs / "cold_start.png").exists()

@@ -89,7 +89,8 @@ def _ordered_variants(config: ExperimentConfig) -> List[str]:
     return sorted(config.models, key=lambda v: (roles[config.models[v].role], list(config.models).index(v)))
 
 
-def markdown(config: ExperimentConfig, result, summary: dict) -> str:
+def markdown(config: ExperimentConfig, result, summary: dict, plot_prefix: str = "") -> str:
+    """The report; plots are linked as ``{plot_prefix}NAME.png``."""
     datasets = [d for d in config.datasets if d not in result.skipped]
     source = config.source or f"{config.name}.yaml"
     try:
@@ -139,7 +140,7 @@ def markdown(config: ExperimentConfig, result, summary: dict) -> str:
                 if e and "cold" in e:
                     rows.append([d, config.label(v)] + [_fmt(e["cold"][rel][m]) for rel in RELATIONS for m in METRICS])
         lines += _table(["dataset", "model"] + [f"{rel[:5]}. {m}" for rel in RELATIONS for m in METRICS], rows)
-        lines += ["", "![cold start](cold_start.png)", ""]
+        lines += ["", f"![cold start]({plot_prefix}cold_start.png)", ""]
     if config.depth:
         lines += ["## Meta-path depth", ""]
         rows = []
@@ -150,7 +151,7 @@ def markdown(config: ExperimentConfig, result, summary: dict) -> str:
                     rows.append([d, str(hops), config.label(v)] + [_fmt(e["test"][rel]["NDCG@10"]) for rel in RELATIONS]
                                 + [f"{e['epoch_seconds'][0]:.1f}"])
         lines += _table(["dataset", "hops", "model", "subst. NDCG@10", "compl. NDCG@10", "s/epoch"], rows)
-        lines += ["", "![meta-path depth](depth.png)", ""]
+        lines += ["", f"![meta-path depth]({plot_prefix}depth.png)", ""]
     if config.e_llm:
         lines += ["## E_LLM", ""]
         rows = []
@@ -174,7 +175,7 @@ def markdown(config: ExperimentConfig, result, summary: dict) -> str:
                     if e:
                         rows.append([d, config.label(v), f"{rate:g}"] + [_fmt(e["test"][rel]["NDCG@10"]) for rel in RELATIONS])
         lines += _table(["dataset", "model", "noise", "subst. NDCG@10", "compl. NDCG@10"], rows)
-        lines += ["", "![noise robustness](noise.png)", ""]
+        lines += ["", f"![noise robustness]({plot_prefix}noise.png)", ""]
     return "\n".join(lines) + "\n"
 
 
@@ -260,7 +261,8 @@ def plots(config: ExperimentConfig, result, summary: dict) -> List[Path]:
 
 def write_report(config: ExperimentConfig, result, publish=None) -> dict:
     """``results.json``, ``results.md`` and the PNG plots in the experiment directory, and a copy
-    of the Markdown (as ``NAME.md``) and the plots in ``publish`` (e.g. ``docs/results``)."""
+    of the Markdown (as ``NAME.md``) and the plots (as ``NAME-PLOT.png``) in ``publish`` (e.g.
+    ``docs/results``)."""
     summary = summarise(result.rows)
     datasets = [d for d in config.datasets if d not in result.skipped]
     payload = {
@@ -276,9 +278,11 @@ def write_report(config: ExperimentConfig, result, publish=None) -> dict:
         import shutil
         publish = Path(publish)
         publish.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(publish / f"{config.name}.md", markdown(config, result, summary))
+        # Plots carry the experiment's name: two experiments published to one folder keep their own.
+        prefix = f"{config.name}-"
+        atomic_write_text(publish / f"{config.name}.md", markdown(config, result, summary, plot_prefix=prefix))
         for path in written:
-            atomic_write_with(publish / path.name, lambda tmp, src=path: shutil.copyfile(src, tmp))
+            atomic_write_with(publish / f"{prefix}{path.name}", lambda tmp, src=path: shutil.copyfile(src, tmp))
         atomic_write_json(publish / f"{config.name}.json", {k: v for k, v in payload.items() if k != "rows"})
     logger.info("report: %s, %s and %d plots", result.out / "results.md", result.out / "results.json", len(written))
     return payload
