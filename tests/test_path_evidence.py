@@ -35,6 +35,7 @@ def test_pair_and_row_counts_match_dense_products():
     # unweighted: common neighbours
     plain = PathCounter(graphs)
     torch.testing.assert_close(plain.pairs("s", "s", src, dst), (dense["s"] @ dense["s"])[src, dst])
+    torch.testing.assert_close(counter.unweighted().pairs("s", "c", src, dst), (dense["s"] @ dense["c"])[src, dst])
 
 
 def test_counts_ignore_the_pair_own_edge_and_empty_graphs():

@@ -71,9 +71,8 @@ def explain_pairs(model, embedding: torch.Tensor, relation: str, src: int, dst: 
     g = lambda c: evidence(c, relation)  # noqa: E731
     shares = shapley_shares(g, counts)
     base = float(g(torch.zeros(1, counts.shape[-1], device=counts.device))[0])
-    from mmsc_dgl.ops.paths import PathCounter
     weighted = evidence.counter
-    plain = PathCounter(weighted.graphs)
+    plain = weighted.unweighted()
     for n, row in enumerate(rows):
         row["structure_base"] = base
         for m, (x, y) in enumerate(evidence.metapaths):

@@ -13,7 +13,6 @@ training edges, plus L2 on the layer-0 embeddings of the batch (both as in the p
 """
 from __future__ import annotations
 
-import warnings
 from typing import Dict, Mapping
 
 import torch
@@ -24,17 +23,11 @@ from mmsc_dgl import RELATIONS
 from mmsc_dgl.config import ModelConfig
 from mmsc_dgl.models.base import GraphStateModule, Recommender
 from mmsc_dgl.models.inputs import adjacency
+from mmsc_dgl.ops.paths import normalised
 
 
 def _normalised(src, dst, num_items: int) -> torch.Tensor:
-    csr = adjacency(src, dst, num_items)
-    degree = csr.degrees.to(torch.float32)
-    norm = degree.clamp(min=1).pow(-0.5)
-    rows = csr.row_ids()
-    values = norm[rows] * norm[csr.indices]
-    with warnings.catch_warnings():  # "sparse CSR support is in beta": SpMM is all we use
-        warnings.simplefilter("ignore", UserWarning)
-        return torch.sparse_csr_tensor(csr.indptr, csr.indices, values, (num_items, num_items))
+    return normalised(adjacency(src, dst, num_items))
 
 
 class LightGCN(GraphStateModule, Recommender):

@@ -66,6 +66,14 @@ class PathCounter:
         self._keys = {name: g.row_ids() * self.num_items + g.indices for name, g in self.graphs.items()}
         self._sparse: Dict[str, torch.Tensor] = {}
 
+    def unweighted(self) -> "PathCounter":
+        """The same graphs counting every middle item once (common neighbours); shares the
+        sorted edge keys instead of rebuilding them."""
+        out = object.__new__(PathCounter)
+        out.num_items, out.graphs, out._keys, out._sparse = self.num_items, self.graphs, self._keys, self._sparse
+        out.weight = torch.ones_like(self.weight)
+        return out
+
     def to(self, device) -> "PathCounter":
         return PathCounter({k: g.to(device) for k, g in self.graphs.items()}, self.weight.to(device))
 
@@ -154,13 +162,18 @@ def adamic_adar_counter(num_items: int, edges: Mapping[str, object]) -> PathCoun
     return PathCounter(graphs, 1.0 / torch.log(union.degrees.clamp(min=2).to(torch.float32)))
 
 
-def normalised_adjacency(graphs: Iterable[CSR], num_items: int) -> torch.Tensor:
-    """:math:`D^{-1/2} A D^{-1/2}` of the union of undirected ``graphs``, a sparse CSR tensor
-    (LightGCN's propagation matrix)."""
-    graphs = list(graphs)
-    union = undirected(torch.cat([g.row_ids() for g in graphs]), torch.cat([g.indices for g in graphs]), num_items)
-    norm = union.degrees.clamp(min=1).to(torch.float32).rsqrt()
-    values = norm[union.row_ids()] * norm[union.indices]
+def normalised(csr: CSR) -> torch.Tensor:
+    """:math:`D^{-1/2} A D^{-1/2}` of a square adjacency (row degrees), as a sparse CSR tensor:
+    LightGCN's propagation matrix."""
+    norm = csr.degrees.clamp(min=1).to(torch.float32).rsqrt()
+    values = norm[csr.row_ids()] * norm[csr.indices]
     with warnings.catch_warnings():  # "sparse CSR support is in beta": SpMM is all we use
         warnings.simplefilter("ignore", UserWarning)
-        return torch.sparse_csr_tensor(union.indptr, union.indices, values, (num_items, num_items))
+        return torch.sparse_csr_tensor(csr.indptr, csr.indices, values, (csr.num_rows, csr.num_rows))
+
+
+def normalised_adjacency(graphs: Iterable[CSR], num_items: int) -> torch.Tensor:
+    """:func:`normalised` of the union of undirected ``graphs``."""
+    graphs = list(graphs)
+    return normalised(undirected(torch.cat([g.row_ids() for g in graphs]), torch.cat([g.indices for g in graphs]),
+                                 num_items))
