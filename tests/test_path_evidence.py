@@ -120,7 +120,7 @@ def test_normalised_conv_matches_dense_lightgcn_propagation():
     x = torch.randn(60, 8, requires_grad=True)
     rows = torch.tensor([3, 0, 17, 59])
     csr = graphs["s"].select_rows(rows)
-    out = conv(csr, x, graphs["s"].degrees[rows], graphs["s"].degrees)
+    out = conv(csr, x, deg_dst=graphs["s"].degrees[rows], deg_src=graphs["s"].degrees)
     norm = a / torch.sqrt(deg.clamp(min=1)[:, None] * deg.clamp(min=1)[None, :])
     want = conv.linear(norm[rows] @ x) * (deg[rows] > 0).float()[:, None]
     torch.testing.assert_close(out, want)

@@ -196,15 +196,15 @@ class MMSC(GraphStateModule, Recommender):
             # neighbours are a fraction of all the batch touches).
             own, local_idx = torch.unique(inverse[offset: offset + csr.num_edges], return_inverse=True)
             offset += csr.num_edges
-            local = CSR(csr.indptr, local_idx, num_src=own.numel())
+            local = CSR(csr.indptr, local_idx, num_src=own.numel(), validate=False)
             outs.append(layer(local, (q_needed[own], q)).flatten(1))
             masks.append(csr.nonempty)
         for r, csr in full.items():
             own, local_idx = torch.unique(inverse[offset: offset + csr.num_edges], return_inverse=True)
             offset += csr.num_edges
             degrees = self._full[r].degrees
-            outs.append(self.first_hop[r](CSR(csr.indptr, local_idx, num_src=own.numel()), q_needed[own],
-                                          degrees[nodes], degrees[needed[own]]))
+            outs.append(self.first_hop[r](CSR(csr.indptr, local_idx, num_src=own.numel(), validate=False),
+                                          q_needed[own], deg_dst=degrees[nodes], deg_src=degrees[needed[own]]))
             masks.append(csr.nonempty)
         stacked = torch.stack(outs, 1)
         mask = torch.stack(masks, 1)

@@ -1,13 +1,14 @@
 """Degree-normalised aggregation over every neighbour (the propagation of GCN and LightGCN)."""
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Any, Callable, Optional, Tuple, Union
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from mmsc_dgl.ops import CSR
+from mmsc_dgl.ops.csr import as_csr, edge_weight_in_csr_order
 
 __all__ = ["NormalisedConv"]
 
@@ -40,14 +41,47 @@ class NormalisedConv(nn.Module):
     def reset_parameters(self) -> None:
         self.linear.reset_parameters()
 
-    def forward(self, csr: CSR, feat_src: torch.Tensor, deg_dst: torch.Tensor, deg_src: torch.Tensor) -> torch.Tensor:
-        """``csr`` [rows x sources], ``feat_src`` [num_src, in], ``deg_dst`` [rows] and ``deg_src``
-        [num_src]: the full-graph degrees of each row's item and of each source."""
+    def forward(self, graph: Union[CSR, Any], feat: Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]],
+                edge_weight: Optional[torch.Tensor] = None, deg_dst: Optional[torch.Tensor] = None,
+                deg_src: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """
+        Args:
+            graph: a ``DGLGraph``, ``DGLBlock`` (one edge type) or :class:`~mmsc_dgl.ops.CSR`;
+                messages flow from sources to destinations.
+            feat: [num_src, in] source features (a block's or a pair's destination features are
+                not needed: the layer has no self term).
+            edge_weight: [num_edges] multiplied into each message (graph edge order, as DGL's
+                ``GraphConv``).
+            deg_dst, deg_src: the degrees to normalise by, when the graph is a part of a larger
+                one (a mini-batch's rows): the full graph's degree of each row and of each
+                source.  By default, the graph's own in-degrees and out-degrees.
+
+        Returns:
+            [num_dst, out_feats]
+        """
+        csr = as_csr(graph)
+        feat_src = feat[0] if isinstance(feat, tuple) else feat
+        if feat_src.shape[0] != csr.num_src:
+            raise ValueError(f"features for {feat_src.shape[0]} sources, but the graph has {csr.num_src}")
         rows = csr.row_ids()
+        if deg_dst is None:
+            deg_dst = csr.degrees
+        if deg_src is None:
+            # a scatter, not bincount: its output size is static, so torch.compile traces it
+            deg_src = torch.zeros(csr.num_src, dtype=torch.int64, device=csr.device).index_add(
+                0, csr.indices, torch.ones_like(csr.indices))
         weight = (deg_dst[rows] * deg_src[csr.indices]).clamp(min=1).to(feat_src.dtype).rsqrt()
-        agg = torch.zeros(csr.num_rows, feat_src.shape[1], device=feat_src.device, dtype=feat_src.dtype)
-        agg.index_add_(0, rows, feat_src[csr.indices] * weight.unsqueeze(1))
+        extra = edge_weight_in_csr_order(csr, edge_weight)
+        if extra is not None:
+            weight = weight * extra.to(weight.dtype)
+        messages = feat_src[csr.indices] * weight.unsqueeze(1)
+        agg = torch.zeros(csr.num_rows, feat_src.shape[1], device=feat_src.device, dtype=messages.dtype)
+        agg = agg.index_add(0, rows, messages)
         out = self.linear(agg)
         if self.activation is not None:
             out = self.activation(out)
         return out * csr.nonempty.unsqueeze(1).to(out.dtype)
+
+    def __prepare_scriptable__(self):
+        raise RuntimeError(f"{type(self).__name__} is not TorchScript-able (it takes DGL graphs at run time); "
+                           "use torch.compile or torch.export instead")

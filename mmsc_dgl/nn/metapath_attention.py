@@ -1,13 +1,15 @@
 """Node-level attention over one meta-path's neighbours."""
 from __future__ import annotations
 
-from typing import Callable, Optional, Tuple, Union
+from typing import Any, Callable, Optional, Tuple, Union
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from mmsc_dgl.ops import CSR, edge_softmax_aggregate
+from mmsc_dgl.ops.csr import edge_weight_in_csr_order, graph_inputs
+from mmsc_dgl.ops.reference import edge_softmax
 
 __all__ = ["MetaPathAttention"]
 
@@ -89,43 +91,61 @@ class MetaPathAttention(nn.Module):
         if self.res_fc is not None:
             nn.init.xavier_normal_(self.res_fc.weight, gain=gain)
 
-    def forward(self, csr: CSR, feat: Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]],
-                get_attention: bool = False):
+    def forward(self, graph: Union[CSR, Any], feat: Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]],
+                edge_weight: Optional[torch.Tensor] = None, get_attention: bool = False):
         """
         Args:
-            csr: the meta-path table's adjacency (row ``i`` lists ``i``'s neighbours).
-            feat: [num_items, in_feats], or ``(feat_src, feat_dst)`` when rows and neighbours
-                are different node sets (mini-batches).
-            get_attention: also return the attention [num_edges, num_heads].
+            graph: the adjacency, as DGL's ``GATConv`` takes it: a ``DGLGraph`` or ``DGLBlock``
+                with one edge type (e.g. a ``dgl.metapath_reachable_graph``, or a block from
+                ``dgl.dataloading.MultiLayerFullNeighborSampler``), or a :class:`~mmsc_dgl.ops.CSR`
+                (a meta-path table's: row ``i`` lists ``i``'s neighbours).  Messages flow from
+                sources to destinations.
+            feat: [num_nodes, in_feats]; or ``(feat_src, feat_dst)`` when rows and neighbours
+                are different node sets (bipartite graphs, mini-batches).  On a block, one tensor
+                holds the source nodes and its first ``num_dst_nodes()`` rows are the destinations.
+            edge_weight: [num_edges] (or [num_edges, 1]) weights, in the graph's edge order (DGL's
+                edge ids; a CSR's own order), multiplied into the normalised attention as
+                ``GATConv`` does: meta-path counts, say.  The softmax then runs through the
+                reference kernel.
+            get_attention: also return the attention [num_edges, num_heads] (CSR edge order;
+                ``csr.edge_ids`` maps it to DGL's).
 
         Returns:
-            [num_rows, num_heads, out_feats], and the attention if asked.
+            [num_dst, num_heads, out_feats], and the attention if asked.
         """
-        feat_src, feat_dst = feat if isinstance(feat, tuple) else (feat, feat)
-        if feat_dst.shape[0] != csr.num_rows:
-            raise ValueError(f"feat_dst has {feat_dst.shape[0]} rows but the table has {csr.num_rows}; "
-                             "pass (feat_src, feat_dst) for mini-batches")
+        csr, feat_src, feat_dst, same = graph_inputs(graph, feat)
+        if feat_dst.shape[0] != csr.num_rows or feat_src.shape[0] != csr.num_src:
+            raise ValueError(f"features for {feat_src.shape[0]} sources and {feat_dst.shape[0]} destinations, "
+                             f"but the graph has {csr.num_src} and {csr.num_rows}")
         h_src = self.feat_drop(feat_src)
-        h_dst = self.feat_drop(feat_dst) if feat_dst is not feat_src else h_src
+        h_dst = h_src if same else self.feat_drop(feat_dst)
         z_src = self.fc(h_src).view(-1, self.num_heads, self.out_feats)
-        z_dst = self.fc(h_dst).view(-1, self.num_heads, self.out_feats) if h_dst is not h_src else z_src
+        z_dst = z_src if same else self.fc(h_dst).view(-1, self.num_heads, self.out_feats)
         el = (z_src * self.attn_l).sum(-1)
         er = (z_dst * self.attn_r).sum(-1)
         logits = F.leaky_relu(el[csr.indices] + er[csr.row_ids()], self.negative_slope)
-        result = edge_softmax_aggregate(csr, logits, z_src, impl=self.impl, return_attention=get_attention)
-        out, attention = result if get_attention else (result, None)
-        extra = 0
-        if self.res_fc is not None:
-            extra = extra + self.res_fc(h_dst).view(-1, self.num_heads, self.out_feats)
-        if self.bias is not None:
-            extra = extra + self.bias.view(1, self.num_heads, self.out_feats)
-        if self.activation is not None or not isinstance(extra, int):
-            nonempty = csr.nonempty.view(-1, 1, 1)
-            out = out + extra
+        weight = edge_weight_in_csr_order(csr, edge_weight)
+        if weight is None:
+            result = edge_softmax_aggregate(csr, logits, z_src, impl=self.impl, return_attention=get_attention)
+            out, attention = result if get_attention else (result, None)
+        else:
+            attention = edge_softmax(csr, logits) * weight.unsqueeze(1).to(logits.dtype)
+            messages = attention.unsqueeze(-1) * z_src[csr.indices]
+            out = torch.zeros((csr.num_rows,) + tuple(z_src.shape[1:]), dtype=messages.dtype, device=z_src.device)
+            out = out.index_add(0, csr.row_ids(), messages)
+        if self.res_fc is not None or self.bias is not None or self.activation is not None:
+            if self.res_fc is not None:
+                out = out + self.res_fc(h_dst).view(-1, self.num_heads, self.out_feats)
+            if self.bias is not None:
+                out = out + self.bias.view(1, self.num_heads, self.out_feats)
             if self.activation is not None:
                 out = self.activation(out)
-            out = torch.where(nonempty, out, torch.zeros_like(out))
+            out = torch.where(csr.nonempty.view(-1, 1, 1), out, torch.zeros_like(out))
         return (out, attention) if get_attention else out
+
+    def __prepare_scriptable__(self):
+        raise RuntimeError(f"{type(self).__name__} is not TorchScript-able (it takes DGL graphs and dispatches "
+                           "on kernels at run time); use torch.compile or torch.export instead")
 
     def extra_repr(self) -> str:
         return (f"{self.in_feats}, {self.out_feats}, heads={self.num_heads}"

@@ -14,11 +14,11 @@ import os
 
 import torch
 
-from mmsc_dgl.ops.csr import CSR
+from mmsc_dgl.ops.csr import CSR, as_csr
 
 IMPLEMENTATIONS = ("reference", "dgl", "triton")
 
-__all__ = ["CSR", "IMPLEMENTATIONS", "edge_softmax_aggregate", "triton_available", "default_impl"]
+__all__ = ["CSR", "as_csr", "IMPLEMENTATIONS", "edge_softmax_aggregate", "triton_available", "default_impl"]
 
 
 def triton_available(device: torch.device | str | None = None) -> bool:

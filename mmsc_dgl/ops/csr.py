@@ -1,25 +1,33 @@
 """A compressed sparse row adjacency in plain torch tensors (no DGL).
 
 Row ``i`` lists the *source* nodes whose messages node ``i`` aggregates: for a meta-path table,
-the meta-path neighbours of item ``i``.  This is DGL's CSC / "in-edges by destination" view.
+the meta-path neighbours of item ``i``.  This is DGL's CSC / "in-edges by destination" view:
+``CSR.from_dgl(g)`` row ``i`` is ``g.in_edges(i)``, the rows of ``g.adj_tensors("csc")``.
 """
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Any, Optional, Tuple
 
 import torch
+from torch import nn
 
 
-class CSR:
+class CSR(nn.Module):
     """Destination-major adjacency: ``indptr`` [num_rows + 1], ``indices`` [num_edges] (sources).
 
     Edge ``e`` goes from ``indices[e]`` to the row whose ``indptr`` range holds ``e``.  Derived
     arrays (the row of every edge, the transpose) are computed once and cached.
 
+    A ``CSR`` is a module holding its tensors as (non-persistent) buffers: stored as an attribute
+    of your module it follows ``module.to(device)``, and it never enters a ``state_dict``.
+    ``csr.to(device)`` itself returns a moved copy, as a tensor's ``.to`` does.
+
     Args:
         indptr: int64 row pointers, non-decreasing, ``indptr[0] == 0``.
         indices: int64 source node of each edge.
         num_src: number of source nodes (default: ``num_rows``).
+        edge_ids: for an adjacency read from a DGL graph, the graph's edge id of each edge
+            (``edge_weight`` given in DGL's edge order is read through it); ``None`` otherwise.
 
     Example:
         >>> csr = CSR(torch.tensor([0, 2, 2, 3]), torch.tensor([1, 2, 0]))
@@ -27,16 +35,52 @@ class CSR:
         (3, 3, [True, False, True])
     """
 
-    def __init__(self, indptr: torch.Tensor, indices: torch.Tensor, num_src: Optional[int] = None):
+    indptr: torch.Tensor
+    indices: torch.Tensor
+
+    def __init__(self, indptr: torch.Tensor, indices: torch.Tensor, num_src: Optional[int] = None,
+                 edge_ids: Optional[torch.Tensor] = None, validate: bool = True):
+        super().__init__()
         if indptr.dim() != 1 or indices.dim() != 1:
             raise ValueError("indptr and indices must be 1-D")
-        if indptr.numel() == 0 or int(indptr[0]) != 0 or int(indptr[-1]) != indices.numel():
+        if validate and (indptr.numel() == 0 or int(indptr[0]) != 0 or int(indptr[-1]) != indices.numel()):
             raise ValueError(f"indptr must start at 0 and end at len(indices)={indices.numel()}")
-        self.indptr = indptr.to(torch.int64)
-        self.indices = indices.to(torch.int64)
+        self.register_buffer("indptr", indptr.to(torch.int64), persistent=False)
+        self.register_buffer("indices", indices.to(torch.int64), persistent=False)
+        self.register_buffer("edge_ids", None if edge_ids is None else edge_ids.to(torch.int64), persistent=False)
+        self.register_buffer("_rows", None, persistent=False)
+        for name in ("_t_indptr", "_t_rows", "_t_order"):
+            self.register_buffer(name, None, persistent=False)
         self.num_src = int(num_src) if num_src is not None else self.num_rows
-        self._rows: Optional[torch.Tensor] = None
-        self._transpose: Optional[Tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = None
+
+    @classmethod
+    def from_dgl(cls, graph: Any, etype: Any = None) -> "CSR":
+        """The adjacency of one edge type of a ``DGLGraph`` or a ``DGLBlock`` (message-flow graph
+        from DGL's samplers): row ``i`` lists the sources of the edges *into* destination node
+        ``i`` (``graph.in_edges(i)``), which is where DGL's message passing aggregates.  The
+        rows are the destination nodes (``graph.num_dst_nodes()``: all nodes of a graph, the
+        output nodes of a block), the sources ``graph.num_src_nodes()``.  ``edge_ids`` keeps the
+        graph's edge id of every edge.  DGL is not imported here: any object with DGL's
+        ``adj_tensors`` works.
+
+        Example:
+            >>> import dgl
+            >>> g = dgl.graph((torch.tensor([0, 1, 2]), torch.tensor([1, 2, 1])))
+            >>> csr = CSR.from_dgl(g)
+            >>> csr.indptr.tolist(), csr.indices.tolist(), csr.edge_ids.tolist()
+            ([0, 0, 2, 3], [0, 2, 1], [0, 2, 1])
+        """
+        if not hasattr(graph, "adj_tensors"):
+            raise TypeError(f"expected a DGLGraph or DGLBlock, got {type(graph).__name__}")
+        if etype is None and len(graph.canonical_etypes) != 1:
+            raise ValueError(f"the graph has {len(graph.canonical_etypes)} edge types "
+                             f"{graph.canonical_etypes}; name one with etype=")
+        canonical = graph.to_canonical_etype(etype) if etype is not None else graph.canonical_etypes[0]
+        indptr, indices, eids = graph.adj_tensors("csc", canonical)
+        csr = cls(indptr, indices, graph.num_src_nodes(canonical[0]), edge_ids=eids)
+        if csr.num_rows != graph.num_dst_nodes(canonical[2]):  # adj_tensors covers every destination
+            raise ValueError("unexpected CSC shape from the graph")
+        return csr
 
     @classmethod
     def from_edges(cls, dst: torch.Tensor, src: torch.Tensor, num_rows: int,
@@ -49,6 +93,10 @@ class CSR:
         indptr = torch.zeros(num_rows + 1, dtype=torch.int64, device=dst.device)
         indptr[1:] = torch.cumsum(counts, 0)
         return cls(indptr, src[order], num_src)
+
+    def __prepare_scriptable__(self):
+        raise RuntimeError("CSR and the mmsc_dgl layers are not TorchScript-able (they dispatch on "
+                           "kernels and graph types at run time); use torch.compile or torch.export")
 
     @property
     def num_rows(self) -> int:
@@ -71,11 +119,22 @@ class CSR:
         """Rows with at least one neighbour: the others must be handled by the caller."""
         return self.degrees > 0
 
-    def __repr__(self) -> str:
-        return f"CSR(rows={self.num_rows:,}, src={self.num_src:,}, edges={self.num_edges:,})"
+    def extra_repr(self) -> str:
+        return f"rows={self.num_rows:,}, src={self.num_src:,}, edges={self.num_edges:,}"
 
-    def to(self, device) -> "CSR":
-        return CSR(self.indptr.to(device), self.indices.to(device), self.num_src)
+    def __repr__(self) -> str:
+        return f"CSR({self.extra_repr()})"
+
+    def to(self, *args, **kwargs) -> "CSR":  # type: ignore[override]
+        """A copy on another device (``module.to`` moves a CSR held by the module in place)."""
+        device = torch._C._nn._parse_to(*args, **kwargs)[0]
+        if device is None:
+            return self
+        ids = None if self.edge_ids is None else self.edge_ids.to(device)
+        return CSR(self.indptr.to(device), self.indices.to(device), self.num_src, edge_ids=ids, validate=False)
+
+    def forward(self, *args, **kwargs):
+        raise TypeError("a CSR is an adjacency, not a layer: pass it to one (layer(csr, feat))")
 
     def select_rows(self, rows: torch.Tensor) -> "CSR":
         """The sub-adjacency of ``rows`` (in that order); sources keep their global ids."""
@@ -85,7 +144,8 @@ class CSR:
         indptr = torch.zeros(rows.numel() + 1, dtype=torch.int64, device=self.device)
         indptr[1:] = torch.cumsum(degree, 0)
         offsets = torch.arange(int(indptr[-1]), device=self.device) - torch.repeat_interleave(indptr[:-1], degree)
-        return CSR(indptr, self.indices[torch.repeat_interleave(starts, degree) + offsets], self.num_src)
+        return CSR(indptr, self.indices[torch.repeat_interleave(starts, degree) + offsets], self.num_src,
+                   validate=False)
 
     def drop_edges(self, p: float, generator: Optional[torch.Generator] = None) -> "CSR":
         """A copy without each edge with probability ``p`` (graph-level dropout for views)."""
@@ -96,22 +156,64 @@ class CSR:
         counts.index_add_(0, self.row_ids(), keep.to(torch.int64))
         indptr = torch.zeros(self.num_rows + 1, dtype=torch.int64, device=self.device)
         indptr[1:] = torch.cumsum(counts, 0)
-        return CSR(indptr, self.indices[keep], self.num_src)
+        return CSR(indptr, self.indices[keep], self.num_src, validate=False)
 
     def row_ids(self) -> torch.Tensor:
         """The destination row of every edge, [num_edges]."""
         if self._rows is None:
-            self._rows = torch.repeat_interleave(torch.arange(self.num_rows, device=self.device), self.degrees)
+            # searchsorted keeps the output's size static (num_edges): torch.compile(fullgraph=True)
+            # traces it, where repeat_interleave's data-dependent size would break the graph.
+            edges = torch.arange(self.num_edges, device=self.device)
+            self._rows = torch.searchsorted(self.indptr, edges, right=True) - 1
         return self._rows
 
     def transpose(self) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Source-major view: ``(t_indptr [num_src + 1], t_rows [E], t_edge_ids [E])``.
         ``t_edge_ids`` are positions in this CSR's edge order."""
-        if self._transpose is None:
+        if self._t_order is None:
             rows = self.row_ids()
             order = torch.argsort(self.indices * max(self.num_rows, 1) + rows)
             counts = torch.bincount(self.indices, minlength=self.num_src)
             t_indptr = torch.zeros(self.num_src + 1, dtype=torch.int64, device=self.device)
             t_indptr[1:] = torch.cumsum(counts, 0)
-            self._transpose = (t_indptr, rows[order], order)
-        return self._transpose
+            self._t_indptr, self._t_rows, self._t_order = t_indptr, rows[order], order
+        return self._t_indptr, self._t_rows, self._t_order
+
+
+def as_csr(graph: Any, etype: Any = None) -> CSR:
+    """``graph`` as a :class:`CSR`: a ``CSR`` as it is, a ``DGLGraph`` or ``DGLBlock`` through
+    :meth:`CSR.from_dgl` (one edge type, or ``etype``)."""
+    if isinstance(graph, CSR):
+        return graph
+    if hasattr(graph, "adj_tensors"):
+        return CSR.from_dgl(graph, etype)
+    raise TypeError(f"expected a CSR, DGLGraph or DGLBlock, got {type(graph).__name__}")
+
+
+def graph_inputs(graph: Any, feat: Any) -> Tuple[CSR, torch.Tensor, torch.Tensor, bool]:
+    """What a layer's ``forward(graph, feat)`` works on, by DGL's conventions: the adjacency,
+    the source and the destination features, and whether they are one tensor.  ``feat`` is one
+    tensor (on a ``DGLBlock`` the destination nodes are its first ``num_dst_nodes()`` sources,
+    as DGL's layers assume) or a pair ``(feat_src, feat_dst)``."""
+    csr = as_csr(graph)
+    if isinstance(feat, tuple):
+        feat_src, feat_dst = feat
+        return csr, feat_src, feat_dst, False
+    if getattr(graph, "is_block", False):
+        return csr, feat, feat[: csr.num_rows], False
+    if feat.shape[0] != csr.num_rows:
+        raise ValueError(f"feat has {feat.shape[0]} rows but the graph has {csr.num_rows} destination rows; "
+                         "pass (feat_src, feat_dst) for bipartite graphs and mini-batches")
+    return csr, feat, feat, True
+
+
+def edge_weight_in_csr_order(csr: CSR, edge_weight: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+    """``edge_weight`` [E] (or [E, 1]) given in the graph's edge order (DGL's edge ids for an
+    adjacency read from a DGL graph; the CSR's own order otherwise), in the CSR's order, [E]."""
+    if edge_weight is None:
+        return None
+    weight = edge_weight.reshape(edge_weight.shape[0], -1)
+    if weight.shape != (csr.num_edges, 1):
+        raise ValueError(f"edge_weight must have one value per edge ({csr.num_edges}), got {tuple(edge_weight.shape)}")
+    weight = weight.squeeze(1)
+    return weight[csr.edge_ids] if csr.edge_ids is not None else weight

@@ -37,6 +37,7 @@ def edge_softmax_aggregate(csr: CSR, logits: torch.Tensor, feat: torch.Tensor,
     """
     alpha = edge_softmax(csr, logits)
     messages = alpha.unsqueeze(-1) * feat[csr.indices]
-    out = torch.zeros((csr.num_rows,) + feat.shape[1:], dtype=feat.dtype, device=feat.device)
+    # in the messages' dtype: under autocast the logits and the features may differ (bf16 / fp32)
+    out = torch.zeros((csr.num_rows,) + feat.shape[1:], dtype=messages.dtype, device=feat.device)
     out = out.index_add(0, csr.row_ids(), messages)
     return (out, alpha) if return_attention else out

@@ -1,0 +1,145 @@
+"""The layers as a DGL user calls them: DGL graphs and blocks, edge weights, compile, autocast,
+TorchScript, and a CSR held by a module (issue 16, "DGL-native layers")."""
+import pytest
+import torch
+
+dgl = pytest.importorskip("dgl")
+
+from mmsc_dgl.nn import MetaPathAttention, NormalisedConv  # noqa: E402
+from mmsc_dgl.ops import CSR  # noqa: E402
+
+
+def _graph(n=40, e=160, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    src = torch.randint(0, n, (e,), generator=gen)
+    dst = torch.randint(0, n, (e,), generator=gen)
+    g = dgl.graph((src, dst), num_nodes=n)
+    return dgl.add_self_loop(dgl.remove_self_loop(g))  # every node has an in-edge, as GATConv wants
+
+
+def _gatconv_like(layer: MetaPathAttention):
+    from dgl.nn import GATConv
+    conv = GATConv(layer.in_feats, layer.out_feats, layer.num_heads, negative_slope=layer.negative_slope,
+                   bias=True, activation=layer.activation)
+    with torch.no_grad():
+        conv.fc.weight.copy_(layer.fc.weight)
+        conv.attn_l.copy_(layer.attn_l)
+        conv.attn_r.copy_(layer.attn_r)
+        conv.bias.copy_(torch.randn_like(conv.bias))
+        layer.bias.copy_(conv.bias)
+    return conv
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_metapath_attention_on_a_dgl_graph_matches_gatconv(weighted):
+    torch.manual_seed(0)
+    g = _graph()
+    layer = MetaPathAttention(8, 4, num_heads=2, impl="reference")
+    conv = _gatconv_like(layer)
+    x = torch.randn(g.num_nodes(), 8, requires_grad=True)
+    w = torch.rand(g.num_edges()) if weighted else None
+    ours, a_ours = layer(g, x, edge_weight=w, get_attention=True)
+    theirs, a_theirs = conv(g, x, edge_weight=w, get_attention=True)
+    torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-5)
+    # attention comes in CSR order; edge_ids maps it to DGL's edge ids
+    csr = CSR.from_dgl(g)
+    back = torch.empty_like(a_ours)
+    back[csr.edge_ids] = a_ours
+    torch.testing.assert_close(back, a_theirs.squeeze(-1), atol=1e-6, rtol=1e-5)
+    g1, = torch.autograd.grad(ours.sum(), x)
+    g2, = torch.autograd.grad(theirs.sum(), x)
+    torch.testing.assert_close(g1, g2, atol=1e-5, rtol=1e-4)
+
+
+def test_edge_weight_changes_the_output():
+    g = _graph(seed=1)
+    layer = MetaPathAttention(8, 4, num_heads=1)
+    x = torch.randn(g.num_nodes(), 8)
+    plain = layer(g, x)
+    ones = layer(g, x, edge_weight=torch.ones(g.num_edges()))
+    torch.testing.assert_close(plain, ones, atol=1e-6, rtol=1e-5)
+    assert not torch.allclose(plain, layer(g, x, edge_weight=torch.rand(g.num_edges())))
+
+
+def test_layers_take_dgl_blocks_from_a_sampler():
+    torch.manual_seed(0)
+    g = _graph(n=60, e=300, seed=2)
+    x = torch.randn(g.num_nodes(), 8)
+    sampler = dgl.dataloading.MultiLayerFullNeighborSampler(1)
+    seeds = torch.tensor([3, 7, 11, 50])
+    input_nodes, output_nodes, (block,) = sampler.sample_blocks(g, seeds)
+    layer = MetaPathAttention(8, 4, num_heads=2)
+    conv = NormalisedConv(8, 4, activation=None)
+    full = layer(g, x)[output_nodes]
+    mini = layer(block, x[input_nodes])
+    torch.testing.assert_close(mini, full, atol=1e-5, rtol=1e-5)
+    full_conv = conv(g, x)[output_nodes]
+    deg_out = g.out_degrees()
+    mini_conv = conv(block, x[input_nodes], deg_dst=g.in_degrees()[output_nodes], deg_src=deg_out[input_nodes])
+    torch.testing.assert_close(mini_conv, full_conv, atol=1e-5, rtol=1e-5)
+
+
+def test_csr_from_dgl_orientation_and_heterographs():
+    g = dgl.heterograph({("item", "also_viewed", "item"): ([0, 1, 2], [1, 2, 1]),
+                         ("user", "bought", "item"): ([0, 0], [1, 2])})
+    csr = CSR.from_dgl(g, "also_viewed")
+    assert csr.indptr.tolist() == [0, 0, 2, 3]      # row i: the sources of edges into i
+    assert csr.indices.tolist() == [0, 2, 1]
+    bought = CSR.from_dgl(g, ("user", "bought", "item"))
+    assert (bought.num_rows, bought.num_src) == (3, 1)
+    with pytest.raises(ValueError, match="name one with etype"):
+        CSR.from_dgl(g)
+    with pytest.raises(TypeError, match="DGLGraph"):
+        MetaPathAttention(4, 2)("not a graph", torch.randn(3, 4))
+
+
+def test_a_csr_held_by_a_module_follows_to():
+    class Mine(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.adj = CSR(torch.tensor([0, 1, 2]), torch.tensor([1, 0]))
+            self.layer = MetaPathAttention(4, 2)
+
+        def forward(self, x):
+            return self.layer(self.adj, x)
+
+    m = Mine()
+    m(torch.randn(2, 4))  # caches row ids, which must move too
+    assert "adj.indptr" not in m.state_dict()
+    m.to("meta")
+    assert m.adj.indptr.device.type == "meta" and m.adj.row_ids().device.type == "meta"
+    copy = CSR(torch.tensor([0, 1]), torch.tensor([0]))
+    moved = copy.to("meta")
+    assert moved is not copy and copy.indptr.device.type == "cpu"
+
+
+@pytest.mark.parametrize("layer_kind", ["attention", "conv"])
+def test_layers_compile_without_graph_breaks(layer_kind):
+    torch._dynamo.reset()
+    g = _graph(n=30, e=90, seed=3)
+    csr = CSR.from_dgl(g)
+    csr.row_ids()
+    layer = MetaPathAttention(8, 4, num_heads=2, impl="reference") if layer_kind == "attention" \
+        else NormalisedConv(8, 4)
+    x = torch.randn(30, 8)
+    compiled = torch.compile(layer, fullgraph=True, backend="aot_eager")
+    torch.testing.assert_close(compiled(csr, x), layer(csr, x))
+
+
+def test_layers_run_under_bf16_autocast():
+    g = _graph(seed=4)
+    x = torch.randn(g.num_nodes(), 8)
+    layer = MetaPathAttention(8, 4, num_heads=2, impl="reference")
+    conv = NormalisedConv(8, 4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = layer(g, x)
+        out_conv = conv(g, x)
+    assert torch.isfinite(out.float()).all()  # the linear layers ran in bf16; the sums follow their inputs
+    torch.testing.assert_close(out.float(), layer(g, x), atol=0.05, rtol=0.05)
+    torch.testing.assert_close(out_conv.float(), conv(g, x), atol=0.05, rtol=0.05)
+
+
+def test_torchscript_is_refused_with_a_clear_message():
+    for module in (MetaPathAttention(4, 2), NormalisedConv(4, 2), CSR(torch.tensor([0, 1]), torch.tensor([0]))):
+        with pytest.raises(RuntimeError, match="not TorchScript-able"):
+            torch.jit.script(module)
