@@ -7,7 +7,37 @@ so the encoder, trainer and evaluation run on machines where DGL cannot be insta
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # what type checkers and IDEs see; at run time the names load lazily (below)
+    from mmsc_dgl.augment.select import augment
+    from mmsc_dgl.config import ModelConfig, PrepareConfig, SplitConfig, SyntheticConfig, TrainConfig
+    from mmsc_dgl.data.amazon import read_amazon
+    from mmsc_dgl.data.catalog import ItemCatalog
+    from mmsc_dgl.data.dataset import Dataset, load_dataset
+    from mmsc_dgl.data.edgelist import read_edgelist
+    from mmsc_dgl.data.graph import build_graph
+    from mmsc_dgl.data.negatives import NegativeSampler
+    from mmsc_dgl.data.noise import inject_training_noise
+    from mmsc_dgl.data.parquet import read_parquet_inputs
+    from mmsc_dgl.data.prepare import dataset_from_graph, prepare
+    from mmsc_dgl.data.relations import RelationMap
+    from mmsc_dgl.data.report import SkipReport
+    from mmsc_dgl.data.splits import make_splits
+    from mmsc_dgl.data.synthetic import generate_synthetic
+    from mmsc_dgl.errors import DataError
+    from mmsc_dgl.eval.retrieval import topk_all
+    from mmsc_dgl.experiments.config import ExperimentConfig, load_experiment
+    from mmsc_dgl.experiments.grid import run_experiment
+    from mmsc_dgl.features.base import ContentFeatures
+    from mmsc_dgl.features.cache import extract_features
+    from mmsc_dgl.metapath.build import build_metapath_tables
+    from mmsc_dgl.metapath.table import MetaPathTables
+    from mmsc_dgl.models.mmsc import MMSC
+    from mmsc_dgl.models.registry import ARCHITECTURES, build_model
+    from mmsc_dgl.ops.csr import CSR
+    from mmsc_dgl.train.item_model import ItemModel, TopK, load_model
+    from mmsc_dgl.train.run import evaluate_run, load_run, recommend, train
 
 __version__ = "0.1.0"
 
@@ -54,6 +84,11 @@ _LAZY = {
     "load_experiment": "mmsc_dgl.experiments.config:load_experiment",
     "run_experiment": "mmsc_dgl.experiments.grid:run_experiment",
     "topk_all": "mmsc_dgl.eval.retrieval:topk_all",
+    "load_model": "mmsc_dgl.train.item_model:load_model",
+    "ItemModel": "mmsc_dgl.train.item_model:ItemModel",
+    "TopK": "mmsc_dgl.train.item_model:TopK",
+    "ContentFeatures": "mmsc_dgl.features.base:ContentFeatures",
+    "CSR": "mmsc_dgl.ops.csr:CSR",
 }
 
 __all__ = ["RELATIONS", "NODE_TYPE", "__version__", *_LAZY]

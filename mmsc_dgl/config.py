@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Dict, Literal, Mapping, Optional, Type, TypeVar, Union
+from typing import Annotated, Any, ClassVar, Dict, List, Literal, Mapping, Optional, Type, TypeVar, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_serializer, field_validator, model_validator
 
 from mmsc_dgl.errors import DataError
 
@@ -272,6 +272,23 @@ def model_config(architecture: str, **fields: Any):
     return MODEL_CONFIGS[architecture].from_mapping({**fields, "architecture": architecture})
 
 
+def features_digest(value: Any) -> str:
+    """``memory:<digest>`` of features handed over from Python: what ``config.json`` and the
+    resume fingerprint record of them (the same features give the same name)."""
+    import hashlib
+
+    import numpy as np
+    parts = [getattr(value, "tokens", None), getattr(value, "mask", None)] if hasattr(value, "tokens") else \
+        (list(value) if isinstance(value, (tuple, list)) else [value])
+    digest = hashlib.blake2b(digest_size=8)
+    for part in parts:
+        if part is not None:
+            array = np.ascontiguousarray(part.detach().cpu().numpy() if hasattr(part, "detach") else np.asarray(part))
+            digest.update(str((array.dtype, array.shape)).encode())
+            digest.update(array.tobytes())
+    return "memory:" + digest.hexdigest()
+
+
 class TrainConfig(Config):
     """Everything ``mmsc-dgl train`` decides.  CLI flags override a YAML/TOML file."""
 
@@ -304,18 +321,42 @@ class TrainConfig(Config):
         (and ``model_fields``)."""
         return TrainConfig.from_mapping({**self.model_dump(), "architecture": architecture,
                                          "model": {**model_fields, "architecture": architecture}})
-    metapaths: str = Field("all", description="comma-separated meta-paths, 'all' (up to 3 hops) or "
-                                              "'hops:N' (every meta-path of up to N hops)")
+    metapaths: Union[str, List[List[Union[str, List[str]]]]] = Field(
+        "all", description="comma-separated meta-paths, 'all' (up to 3 hops) or 'hops:N' (every meta-path of "
+                           "up to N hops); from Python also a list of edge-type lists, as PyG's AddMetaPaths "
+                           "takes them ([[('item', 'also_viewed', 'item'), ('item', 'also_bought', 'item')]])")
     train_noise: float = Field(0.0, ge=0.0, le=10.0, description="random false edges added to the training "
                                                                  "graph, as a share of its edges (noise "
                                                                  "experiments; evaluation is untouched)")
     max_neighbors: int = Field(8, ge=1)
     num_walks: Optional[int] = Field(None, ge=1)
-    features: str = Field("auto", description="'auto' (the dataset's features.parquet if present, else "
-                                              "'hashed'), 'hashed' (hashed text TF-IDF; id embeddings when no "
-                                              "item has text), 'categories' (a learnable embedding per category "
-                                              "and brand), 'none' (learnable id embeddings), or a feature cache "
-                                              "file")
+    features: Any = Field("auto", description="'auto' (the features that came with the dataset's graph, else "
+                                              "its features.parquet, else 'hashed'), 'hashed' (hashed text "
+                                              "TF-IDF; id embeddings when no item has text), 'categories' (a "
+                                              "learnable embedding per category and brand), 'none' (learnable id "
+                                              "embeddings), or a feature file; from Python also the features "
+                                              "themselves: a tensor [N, D] or [N, T, D], (tokens, mask), or "
+                                              "ContentFeatures")
+
+    @field_validator("features", mode="before")
+    @classmethod
+    def _feature_source(cls, value: Any) -> Any:
+        """A name or path stays a string; features from Python are kept as they are (checked
+        against the dataset when the run is built) and written as ``memory:<digest>``."""
+        if isinstance(value, os.PathLike):
+            return os.fspath(value)
+        if isinstance(value, str):
+            return value
+        tokens = getattr(value, "tokens", value[0] if isinstance(value, (tuple, list)) and len(value) == 2 else value)
+        if not hasattr(tokens, "shape"):
+            raise ValueError("features must be a name, a path, a tensor [N, D] / [N, T, D], (tokens, mask) "
+                             f"or ContentFeatures, not {type(value).__name__}")
+        return value
+
+    @field_serializer("features")
+    def _feature_name(self, value: Any) -> str:
+        return value if isinstance(value, str) else features_digest(value)
+
     feature_dim: int = Field(256, ge=8)
     train_edges: Optional[str] = Field(None, description="parquet edge table replacing the training "
                                                          "edges of the supervised loss (E_LLM)")

@@ -41,6 +41,9 @@ FORMAT_VERSION = 1
 REQUIRED_FILES = ("dataset.json", "relation_map.json", "items.parquet", "edges.parquet",
                   "splits/meta.json")
 CONTENT_FILES = ("items.parquet", "edges.parquet", "relation_map.json")
+FEATURES_FILE = "features.pt"
+"""Content features that came with a graph (``dataset_from_graph(feat=...)``), in the torch
+feature-file format ``{"item_ids", "tokens", "mask"}``."""
 """With ``splits/*``, the files whose bytes make a dataset's fingerprint (``dataset.json`` holds
 timings and ``graph.bin`` is derived, so neither counts)."""
 
@@ -49,7 +52,7 @@ def dataset_files(directory: os.PathLike | str) -> List[Path]:
     """The files and folders a dataset directory is made of: the inputs that a command writing
     next to them (features, E_LLM edges, meta-path tables) must never replace."""
     directory = Path(directory)
-    return [directory / name for name in ("dataset.json", *CONTENT_FILES, "graph.bin", "splits")]
+    return [directory / name for name in ("dataset.json", *CONTENT_FILES, FEATURES_FILE, "graph.bin", "splits")]
 
 
 def content_fingerprint(directory: os.PathLike | str) -> str:
@@ -57,7 +60,8 @@ def content_fingerprint(directory: os.PathLike | str) -> str:
     from mmsc_dgl.fingerprint import files_fingerprint
     directory = Path(directory)
     splits = sorted(f"splits/{p.name}" for p in (directory / "splits").glob("*") if p.is_file())
-    return files_fingerprint(directory, list(CONTENT_FILES) + splits)
+    extra = [FEATURES_FILE] if (directory / FEATURES_FILE).exists() else []
+    return files_fingerprint(directory, list(CONTENT_FILES) + extra + splits)
 
 
 def dataset_fingerprint(directory: os.PathLike | str) -> str:
@@ -91,6 +95,9 @@ class Dataset:
     report: SkipReport = field(default_factory=SkipReport)
     info: dict = field(default_factory=dict)
     root: Optional[Path] = None
+    features: Optional[dict] = None
+    """Content features that came with the graph (``dataset_from_graph(feat=...)``):
+    ``{"tokens": [N, T, D], "mask": [N, T]}``, saved as ``features.pt``; ``None`` otherwise."""
     _graph: object = None
 
     @property
@@ -210,6 +217,10 @@ class Dataset:
                 atomic_write_with(tmp / "graph.bin", lambda p: dgl.save_graphs(str(p), [graph]))
             self.splits.save(tmp / "splits")
             atomic_write_json(tmp / "relation_map.json", self.relation_map)
+            if self.features is not None:
+                import torch
+                torch.save({"item_ids": self.catalog.ids.to_pylist(), "tokens": self.features["tokens"],
+                            "mask": self.features["mask"]}, tmp / FEATURES_FILE)
             atomic_write_json(tmp / "dataset.json", {
                 "format_version": FORMAT_VERSION,
                 "mmsc_dgl_version": __version__,
@@ -255,6 +266,14 @@ class Dataset:
         report = SkipReport.from_dict(meta.get("summary", {}).get("report", {}))
         return cls(catalog=catalog, edges=edges, splits=splits, relation_map=relation_map,
                    report=report, info=meta.get("info", {}), root=directory)
+
+    def features_file(self) -> Optional[Path]:
+        """The saved content features of a dataset made from a graph with features (``None``
+        when there are none)."""
+        if self.root is None:
+            return None
+        path = self.root / FEATURES_FILE
+        return path if path.exists() else None
 
 
 def load_dataset(directory: os.PathLike | str) -> Dataset:

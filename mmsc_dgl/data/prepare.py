@@ -5,7 +5,7 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -262,38 +262,129 @@ def _prepare(inputs, config: PrepareConfig, items, pairs, synthetic: Optional[Sy
     return dataset
 
 
-def dataset_from_graph(graph, item_ids=None, titles=None, config: Optional[PrepareConfig] = None):
-    """A :class:`Dataset` (with splits) from your own DGL heterograph.
+def dataset_from_graph(graph: Any, item_ids: Optional[Sequence[Any]] = None, titles: Optional[Sequence[str]] = None,
+                       config: Optional[PrepareConfig] = None, *, ntype: Optional[str] = None,
+                       relations: Optional[Mapping[Any, str]] = None, feat: Any = None) -> Dataset:
+    """A :class:`Dataset` (with splits) from your own DGL graph, in your own schema.
 
     Args:
-        graph: a heterograph with node type ``item`` and edge types ``substitute`` and/or
-            ``complement`` (missing types count as empty).
-        item_ids: one id per node (default: ``"0"``, ``"1"``, ...).
-        titles: one title per node, used by content features and ``recommend``.
+        graph: a ``DGLGraph`` (homogeneous or heterogeneous).
+        item_ids: one external id per item node (default: ``"0"``, ``"1"``, ...).
+        titles: one title per item node, used by content features and ``recommend``.
         config: split settings (``config.split``) and ``symmetric``.
+        ntype: the node type of the items (default: ``"item"``, or the graph's only node type).
+        relations: which item-item edge types are substitutes and which complements, by edge-type
+            name or canonical ``(src, etype, dst)``: ``{"also_viewed": "substitute",
+            "also_bought": "complement"}``; ``"ignore"`` leaves one out on purpose.  Default:
+            ``substitute`` / ``complement`` / ``s`` / ``c`` and Amazon's names (``also_viewed``,
+            ``also_bought``, ``bought_together``, ``also_view``, ``also_buy``).  The map is kept as
+            the dataset's relation map, so meta-paths may be written with your names.
+        feat: content features: a node-data key of ``ntype`` (``"feat"``), or a tensor ``[N, D]``
+            or ``[N, T, D]``, or ``(tokens [N, T, D], mask [N, T])``.  Training uses them with
+            ``features="auto"`` (the default).
+
+    Every node type, edge type and edge left out is counted in ``dataset.report`` (and logged):
+    other node types, edge types that touch them, and item-item edge types not in ``relations``.
+
+    Example:
+        >>> import dgl, torch
+        >>> g = dgl.heterograph({("product", "also_viewed", "product"): ([0, 1, 2, 3], [1, 2, 3, 0]),
+        ...                      ("product", "also_bought", "product"): ([0, 2], [3, 1])})
+        >>> g.nodes["product"].data["feat"] = torch.randn(4, 8)
+        >>> ds = dataset_from_graph(g, ntype="product", relations={"also_viewed": "substitute",
+        ...                         "also_bought": "complement"}, feat="feat")
+        >>> ds.num_items, tuple(ds.features["tokens"].shape)
+        (4, (4, 1, 8))
     """
     from mmsc_dgl import NODE_TYPE, RELATIONS
     from mmsc_dgl.data.edges import canonical_edges
+    from mmsc_dgl.data.relations import AMAZON_DEFAULT, IGNORE, NAMES_DEFAULT
 
     config = config or PrepareConfig()
-    if NODE_TYPE not in graph.ntypes:
-        raise DataError(f"the graph has node types {graph.ntypes}, not {NODE_TYPE!r}.",
-                        fix="build it with dgl.heterograph({('item', 'substitute', 'item'): ...}).")
-    n = graph.num_nodes(NODE_TYPE)
+    if not hasattr(graph, "canonical_etypes"):
+        raise DataError(f"expected a DGLGraph, got {type(graph).__name__}.",
+                        fix="build one with dgl.graph or dgl.heterograph.")
+    if ntype is None:
+        ntype = NODE_TYPE if NODE_TYPE in graph.ntypes else (graph.ntypes[0] if len(graph.ntypes) == 1 else None)
+        if ntype is None:
+            raise DataError(f"the graph has node types {graph.ntypes}, none of them {NODE_TYPE!r}.",
+                            fix="name the item node type: dataset_from_graph(g, ntype='product', ...).")
+    elif ntype not in graph.ntypes:
+        raise DataError(f"ntype={ntype!r} is not a node type of the graph ({graph.ntypes}).",
+                        fix="pass one of the graph's node types.")
+    default = {**NAMES_DEFAULT, **AMAZON_DEFAULT}
+    wanted = dict(relations) if relations is not None else {}
+    for key, name in wanted.items():
+        name = NAMES_DEFAULT.get(name, name)
+        if name not in RELATIONS and name != IGNORE:
+            raise DataError(f"relations maps {key!r} to {name!r}.",
+                            fix=f"map each edge type to one of {', '.join(RELATIONS)} or {IGNORE!r}.")
+        wanted[key] = name
+    n = graph.num_nodes(ntype)
+    report = SkipReport()
+    for other in graph.ntypes:
+        if other != ntype:
+            report.skip(f"node type {other!r} left out (not the item type {ntype!r})", count=graph.num_nodes(other)
+                        or 1, example=f"{graph.num_nodes(other)} nodes")
+    sources = {r: ([], []) for r in RELATIONS}
+    used = {}
+    for canonical in graph.canonical_etypes:
+        src_type, etype, dst_type = canonical
+        count = graph.num_edges(canonical)
+        if src_type != ntype or dst_type != ntype:
+            report.skip(f"edge type {canonical} left out (not between {ntype!r} nodes)", count=count)
+            continue
+        name = wanted.get(canonical, wanted.get(etype))
+        if name is None and relations is None:
+            name = default.get(etype)
+        if name is None or name == IGNORE:
+            report.skip(f"edge type {canonical} left out ("
+                        + ("ignored" if name == IGNORE else "not in relations") + ")", count=count)
+            continue
+        src, dst = graph.edges(etype=canonical)
+        sources[name][0].append(src.numpy())
+        sources[name][1].append(dst.numpy())
+        used[etype] = name
+    if not used:
+        item_types = [c for c in graph.canonical_etypes if c[0] == ntype and c[2] == ntype]
+        raise DataError(f"no edge type of the graph maps to {' or '.join(RELATIONS)} "
+                        f"(item-item edge types: {[c[1] for c in item_types] or 'none'}).",
+                        fix="pass relations={'also_viewed': 'substitute', 'also_bought': 'complement'} "
+                            "with your edge-type names.")
+    for line in report.format():
+        logger.info("dataset_from_graph: %s", line)
     ids = [str(i) for i in range(n)] if item_ids is None else [str(i) for i in item_ids]
+    if len(ids) != n:
+        raise DataError(f"item_ids has {len(ids)} ids for {n} {ntype!r} nodes.", fix="give one id per node.")
     columns = {"item_id": ids}
     if titles is not None:
         columns["title"] = list(titles)
     catalog = ItemCatalog(pa.table(columns))
-    report = SkipReport()
     edges = {}
     for rel in RELATIONS:
-        if rel in graph.etypes:
-            src, dst = graph.edges(etype=rel)
-            src, dst = src.numpy(), dst.numpy()
-        else:
-            src = dst = np.zeros(0, dtype=np.int64)
+        src = np.concatenate(sources[rel][0]) if sources[rel][0] else np.zeros(0, dtype=np.int64)
+        dst = np.concatenate(sources[rel][1]) if sources[rel][1] else np.zeros(0, dtype=np.int64)
         edges[rel] = canonical_edges(src, dst, n, rel, report, symmetric=config.symmetric)
     splits = make_splits(edges, n, config.split)
-    return Dataset(catalog=catalog, edges=edges, splits=splits, relation_map={}, report=report,
-                   info={"source": {"dgl_graph": repr(graph)}})
+    features = _graph_features(graph, ntype, feat, n) if feat is not None else None
+    return Dataset(catalog=catalog, edges=edges, splits=splits, relation_map=used, report=report,
+                   info={"source": {"dgl_graph": repr(graph), "ntype": ntype}}, features=features)
+
+
+def _graph_features(graph: Any, ntype: str, feat: Any, n: int) -> dict:
+    """``feat`` (a node-data key, a tensor or ``(tokens, mask)``) as ``{"tokens": [N, T, D], "mask": [N, T]}``."""
+    import torch
+    if isinstance(feat, str):
+        data = graph.nodes[ntype].data
+        if feat not in data:
+            raise DataError(f"feat={feat!r} is not in the {ntype!r} node data ({sorted(data.keys())}).",
+                            fix="name a key of g.nodes[ntype].data, or pass the tensor itself.")
+        feat = data[feat]
+    from mmsc_dgl.data.node_features import as_token_features
+    try:
+        tokens, mask = as_token_features(feat)
+    except (TypeError, ValueError) as err:
+        raise DataError(f"feat: {err}.", fix="pass [N, D], [N, T, D] or (tokens, mask).") from None
+    if tokens.shape[0] != n:
+        raise DataError(f"feat has {tokens.shape[0]} rows for {n} {ntype!r} nodes.", fix="give one row per node.")
+    return {"tokens": tokens, "mask": mask}

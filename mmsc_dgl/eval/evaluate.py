@@ -98,3 +98,32 @@ def cold_start_embeddings(embeddings: torch.Tensor, content: torch.Tensor, cold_
         nearest = warm[grouped_topk(sim, min(k, warm.numel()), 64)[1]]
         out[part] = F.normalize(embeddings[nearest].mean(1), dim=1)
     return out
+
+
+@torch.no_grad()
+def nearest_content_mean(embeddings: torch.Tensor, content: torch.Tensor, new_content: torch.Tensor,
+                         k: int = 10, batch_size: int = 4096) -> torch.Tensor:
+    """For items outside the catalog: each gets the mean embedding of its ``k`` catalog items
+    nearest in content space (cosine), on the scale of ``embeddings`` (no normalisation).
+    Catalog items without content (all-zero rows) are never borrowed from; a new item without
+    content gets zeros.
+
+    Example:
+        >>> emb = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
+        >>> nearest_content_mean(emb, torch.eye(2), torch.tensor([[0.1, 1.0]]), k=1).tolist()
+        [[0.0, 2.0]]
+    """
+    has_content = content.abs().sum(1) > 0
+    out = torch.zeros(new_content.shape[0], embeddings.shape[1], dtype=embeddings.dtype, device=embeddings.device)
+    if not has_content.any() or new_content.shape[0] == 0:
+        return out
+    warm = torch.nonzero(has_content).flatten()
+    c_t = F.normalize(content[warm], dim=1).t().contiguous()
+    new = F.normalize(new_content, dim=1)
+    real = new_content.abs().sum(1) > 0
+    kk = min(k, warm.numel())
+    for start in range(0, new.shape[0], batch_size):
+        part = new[start: start + batch_size]
+        nearest = warm[(part @ c_t).topk(kk, dim=1).indices]
+        out[start: start + batch_size] = embeddings[nearest].mean(1)
+    return out * real.unsqueeze(1).to(out.dtype)

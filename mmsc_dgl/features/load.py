@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 
@@ -15,11 +15,20 @@ from mmsc_dgl.features.hashed import hashed_text_features
 logger = logging.getLogger(__name__)
 
 
-def load_features(spec: str, dataset, dim: int) -> Optional[ContentFeatures]:
-    """``auto`` (the dataset's ``features.parquet`` cache if present, else ``hashed``), ``hashed``
-    (id embeddings when no item has text), ``categories`` (learnable category and brand tokens),
-    ``none``, a feature cache (``.parquet``), or a torch file ``{"item_ids", "tokens", "mask"}``."""
+def load_features(spec: Any, dataset, dim: int, base: Optional[Path] = None) -> Optional[ContentFeatures]:
+    """``auto`` (the features that came with the dataset's graph, else its ``features.parquet``
+    cache, else ``hashed``), ``hashed`` (id embeddings when no item has text), ``categories``
+    (learnable category and brand tokens), ``none``, a feature cache (``.parquet``), a torch
+    file ``{"item_ids", "tokens", "mask"}`` (a relative path is looked up in ``base`` first: a
+    run directory), or the features themselves: a tensor ``[N, D]`` / ``[N, T, D]``, a pair
+    ``(tokens, mask)`` or a :class:`ContentFeatures`, one row per item in node order."""
     from mmsc_dgl.features.cache import CACHE_NAME, load_feature_cache
+    if not isinstance(spec, str):
+        return in_memory_features(spec, dataset.num_items)
+    if spec == "auto" and getattr(dataset, "features", None) is not None:
+        return ContentFeatures(dataset.features["tokens"], dataset.features["mask"], source="graph")
+    if spec == "auto" and getattr(dataset, "features_file", lambda: None)() is not None:
+        spec = str(dataset.features_file())
     if spec == "auto":
         cache = Path(dataset.root) / CACHE_NAME if dataset.root else None
         if cache is not None and cache.exists():
@@ -45,6 +54,8 @@ def load_features(spec: str, dataset, dim: int) -> Optional[ContentFeatures]:
             return None
         return hashed_text_features(dataset.catalog.table, dim=dim)
     path = Path(spec)
+    if base is not None and not path.is_absolute() and (Path(base) / path).exists():
+        path = Path(base) / path
     if path.suffix == ".parquet":
         return load_feature_cache(path, dataset.catalog)
     if not path.exists():
@@ -73,3 +84,24 @@ def load_features(spec: str, dataset, dim: int) -> Optional[ContentFeatures]:
         return ContentFeatures(state["tokens"].float(), state["mask"].bool(), source=str(path))
     except ValueError as err:
         raise DataError(str(err), path=path, fix="re-extract the features.") from err
+
+
+def in_memory_features(feat: Any, num_items: int) -> ContentFeatures:
+    """Features handed over from Python (a tensor ``[N, D]`` / ``[N, T, D]``, ``(tokens, mask)``
+    or :class:`ContentFeatures`), checked against the catalog's size."""
+    from mmsc_dgl.data.node_features import as_token_features
+    if isinstance(feat, ContentFeatures):
+        tokens, mask, source = feat.tokens, feat.mask, feat.source
+    else:
+        try:
+            tokens, mask = as_token_features(feat)
+        except (TypeError, ValueError) as err:
+            raise DataError(f"features: {err}.", fix="pass [N, D], [N, T, D], (tokens, mask) or ContentFeatures.") from None
+        source = "memory"
+    if tokens.shape[0] != num_items:
+        raise DataError(f"features have {tokens.shape[0]} rows for {num_items} items.",
+                        fix="give one row per item, in node order.")
+    try:
+        return ContentFeatures(tokens.float(), mask.bool(), source=source)
+    except ValueError as err:
+        raise DataError(f"features: {err}.", fix="pass finite features.") from None

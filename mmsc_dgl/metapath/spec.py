@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
-from typing import Iterable, List, Sequence, Tuple, Union
+from typing import Any, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 from mmsc_dgl import RELATIONS
 from mmsc_dgl.errors import DataError
@@ -35,17 +35,31 @@ class MetaPath:
                                 fix="write meta-paths with s and c, e.g. s-c-s")
 
     @classmethod
-    def parse(cls, text: Union[str, "MetaPath", Sequence[str]]) -> "MetaPath":
+    def parse(cls, text: Union[str, "MetaPath", Sequence[Any]],
+              names: Optional[Mapping[str, str]] = None) -> "MetaPath":
+        """``"s-c-s"``, or the form DGL and PyG users know: a list of edge types, each a name or
+        a canonical ``(src_type, etype, dst_type)`` (as PyG's ``AddMetaPaths(metapaths=[[...]])``).
+        Edge-type names are read through ``names`` (a dataset's relation map, e.g.
+        ``{"also_viewed": "substitute"}``) besides s, c, substitute and complement."""
         if isinstance(text, MetaPath):
             return text
+        lookup = {**ABBREVIATIONS, **{k: v for k, v in (names or {}).items() if v in RELATIONS}}
         parts = text.split("-") if isinstance(text, str) else list(text)
         relations = []
         for part in parts:
-            part = part.strip()
-            name = ABBREVIATIONS.get(part, part)
+            if isinstance(part, (tuple, list)):
+                if len(part) != 3:
+                    raise DataError(f"cannot read meta-path {text!r}: {part!r} is not a (src_type, etype, "
+                                    "dst_type) edge type.", fix="e.g. [('item', 'also_viewed', 'item'), ...]")
+                part = part[1]
+            part = str(part).strip()
+            name = lookup.get(part, part)
             if name not in RELATIONS:
-                raise DataError(f"cannot read meta-path {text!r}: {part!r} is not s, c, substitute or complement.",
-                                fix="write meta-paths like s, c, s-c, c-s-c")
+                known = ", ".join(sorted(k for k in lookup if k not in ABBREVIATIONS))
+                raise DataError(f"cannot read meta-path {text!r}: {part!r} is not s, c, substitute or complement"
+                                + (f" (nor {known})" if known else "") + ".",
+                                fix="write meta-paths like s, c, s-c, c-s-c, or lists of the dataset's "
+                                    "item-item edge types")
             relations.append(name)
         return cls(tuple(relations))
 
@@ -69,9 +83,17 @@ def default_metapaths(max_hops: int = MAX_HOPS) -> List[MetaPath]:
     return out
 
 
-def parse_metapaths(spec: Union[str, Iterable[Union[str, MetaPath]], None]) -> List[MetaPath]:
-    """``"s,c,s-c"`` or a list of names/MetaPaths -> unique MetaPaths in order.  ``None`` or
-    ``"all"`` gives :func:`default_metapaths`."""
+def parse_metapaths(spec: Union[str, Iterable[Any], None],
+                    names: Optional[Mapping[str, str]] = None) -> List[MetaPath]:
+    """``"s,c,s-c"`` or a list of names, MetaPaths or edge-type lists (``[[("item", "also_viewed",
+    "item"), ("item", "also_bought", "item")]]``, read through ``names``) -> unique MetaPaths in
+    order.  ``None`` or ``"all"`` gives :func:`default_metapaths`.
+
+    Example:
+        >>> [p.name for p in parse_metapaths([["also_viewed"], [("item", "also_viewed", "item"),
+        ...     ("item", "also_bought", "item")]], {"also_viewed": "substitute", "also_bought": "complement"})]
+        ['s', 's-c']
+    """
     if spec is None or spec == "all":
         return default_metapaths()
     if isinstance(spec, str) and spec.startswith("hops:"):
@@ -87,7 +109,7 @@ def parse_metapaths(spec: Union[str, Iterable[Union[str, MetaPath]], None]) -> L
     for item in items:
         if isinstance(item, str) and not item.strip():
             continue
-        path = MetaPath.parse(item)
+        path = MetaPath.parse(item, names)
         if path not in out:
             out.append(path)
     if not out:

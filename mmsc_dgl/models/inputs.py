@@ -59,7 +59,27 @@ class ItemInput(nn.Module):
             self.register_module("token_embedding", None)
             self.register_module("content", None)
             self.item_embedding = nn.Embedding(num_items, out_feats)
+        # What the model was built on, saved with its weights, so a state trained on content never
+        # loads into a model without it (or with other content): [items, tokens, width, kind].
+        if features is None:
+            signature = [num_items, 0, 0, 0]
+        elif getattr(features, "learnable", False):
+            signature = [num_items, features.ids.shape[1], len(features.vocabulary), 2]
+        else:
+            signature = [num_items, features.tokens.shape[1], features.dim, 1]
+        self.register_buffer("content_signature", torch.tensor(signature, dtype=torch.int64))
+        self._register_load_state_dict_pre_hook(self._check_signature)
         self.reset_parameters()
+
+    def _check_signature(self, state_dict, prefix, *args) -> None:
+        key = prefix + "content_signature"
+        if key not in state_dict:  # saved before the signature existed: nothing to compare
+            state_dict[key] = self.content_signature.clone()
+            return
+        theirs, ours = state_dict[key].tolist(), self.content_signature.tolist()
+        if theirs != ours:
+            raise RuntimeError(f"the weights were trained on {_describe(theirs)}, this model is built on "
+                               f"{_describe(ours)}: build it with the same content features")
 
     def reset_parameters(self) -> None:
         if self.item_embedding is not None:
@@ -103,6 +123,15 @@ class ItemInput(nn.Module):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.num_items:,}, {self.out_feats}, {self.kind()})"
+
+
+def _describe(signature) -> str:
+    items, tokens, width, kind = signature
+    if kind == 0:
+        return f"no content features (id embeddings of {items} items)"
+    if kind == 1:
+        return f"frozen features [{items}, {tokens}, {width}]"
+    return f"category tokens of {items} items ({width} in the vocabulary)"
 
 
 def adjacency(src, dst, num_items: int, self_loops: bool = False):

@@ -253,7 +253,25 @@ class MMSC(GraphStateModule, Recommender):
             total = total + layer
         return total / (self.config.graph_branch + 1)
 
+    def forward(self, nodes: torch.Tensor, relation: Optional[str] = None):
+        """The scoring rows of ``nodes``: ``{relation: [B, dim]}``, or one relation's [B, dim].
+        Dot products of these rows (plus :meth:`pair_term`) are :meth:`score`."""
+        nodes = torch.as_tensor(nodes, dtype=torch.int64, device=self.device).reshape(-1)
+        z = self.encode(nodes)
+        if relation is not None:
+            return self.head(z[relation], relation, nodes)
+        return {r: self.head(z[r], r, nodes) for r in RELATIONS}
+
     def score(self, src: torch.Tensor, dst: torch.Tensor, relation: str) -> torch.Tensor:
+        """Scores of the pairs ``(src[i], dst[i])`` under ``relation`` (node ids: tensors or
+        lists of one shape); higher is more related.
+
+        Example:
+            >>> model.score([0, 1], [5, 7], "complement")  # doctest: +SKIP
+            tensor([0.81, -0.12])
+        """
+        src = torch.as_tensor(src, dtype=torch.int64, device=self.device)
+        dst = torch.as_tensor(dst, dtype=torch.int64, device=self.device)
         shape = src.shape
         src, dst = src.reshape(-1), dst.reshape(-1)
         nodes, inverse = torch.unique(torch.cat([src, dst]), return_inverse=True)
@@ -273,6 +291,8 @@ class MMSC(GraphStateModule, Recommender):
 
     @torch.no_grad()
     def embed(self, relation: str, batch_size: int = 16384) -> torch.Tensor:
+        """Every item's scoring row for ``relation`` [num_items, dim] (call it on the weights
+        selected for that relation: :meth:`ItemModel.for_relation`)."""
         return torch.cat([self.head(self.encode(nodes)[relation], relation, nodes)
                           for nodes in torch.arange(self.num_items, device=self.device).split(batch_size)])
 
@@ -290,10 +310,12 @@ class MMSC(GraphStateModule, Recommender):
         return {k: v.drop_edges(self.config.edge_drop, generator) for k, v in self._csr.items()}
 
     def loss(self, batch: dict) -> Dict[str, torch.Tensor]:
-        """``batch``: per relation ``(src [B], pos [B], neg [B, M])`` and a ``generator`` for the
-        graph-dropout views."""
+        """``batch``: per relation present (``substitute`` and/or ``complement``) ``(src [B],
+        pos [B], neg [B, M])`` node ids, and optionally a ``generator`` (a CPU
+        ``torch.Generator``) for the graph-dropout views; torch's global one otherwise.  Returns
+        the loss parts; minimise ``"total"``."""
         cfg = self.config
-        generator = batch["generator"]
+        generator = batch.get("generator")
         ids = [t.reshape(-1) for r in RELATIONS if r in batch for t in batch[r]]
         nodes, inverse = torch.unique(torch.cat(ids), return_inverse=True)
         use_ssl = cfg.ssl_weight > 0

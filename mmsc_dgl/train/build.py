@@ -48,7 +48,11 @@ def resolve_impl(impl: str, device: torch.device) -> str:
         return impl
     if device.type == "cpu":
         import importlib.util
-        return "dgl" if importlib.util.find_spec("dgl") is not None else "reference"
+        try:
+            found = importlib.util.find_spec("dgl") is not None
+        except (ImportError, ValueError):  # blocked or half-installed: as absent
+            found = False
+        return "dgl" if found else "reference"
     return "auto"
 
 
@@ -82,8 +86,9 @@ def run_tables(dataset, config: TrainConfig, run_dir: Optional[Path], device: to
     settings, else random-walk tables built from the training graph (DGL) and saved there."""
     from mmsc_dgl.metapath.spec import parse_metapaths
     path = Path(run_dir) / TABLES if run_dir is not None else None
+    names = [p.name for p in parse_metapaths(config.metapaths, dataset.relation_map)]
     wanted = {"strategy": "walk", "max_neighbors": config.max_neighbors, "num_walks": config.num_walks,
-              "seed": config.seed, "metapaths": [p.name for p in parse_metapaths(config.metapaths)],
+              "seed": config.seed, "metapaths": names,
               "train_noise": config.train_noise}
     if path is not None and path.exists():
         tables = MetaPathTables.load(path)
@@ -91,7 +96,7 @@ def run_tables(dataset, config: TrainConfig, run_dir: Optional[Path], device: to
             return tables
         logger.info("%s was built with other settings; rebuilding it", path)
     from mmsc_dgl.metapath.build import build_metapath_tables
-    tables = build_metapath_tables(dataset.train_graph(), config.metapaths, strategy="walk",
+    tables = build_metapath_tables(dataset.train_graph(), ",".join(names), strategy="walk",
                                    max_neighbors=config.max_neighbors, num_walks=config.num_walks,
                                    seed=config.seed, progress=progress, device=str(device))
     tables.info["train_noise"] = config.train_noise
@@ -148,7 +153,8 @@ def build_run(dataset, config: TrainConfig, run_dir: Optional[Union[str, Path]] 
     device = resolve_device(config.device)
     # Inputs that can be wrong are read before anything is built or written.
     if isinstance(features, str):
-        features = load_features(config.features, dataset, config.feature_dim)
+        features = load_features(config.features, dataset, config.feature_dim,
+                                 base=Path(run_dir) if run_dir is not None else None)
     if train_edges is None:
         train_edges = load_train_edges(dataset, config.train_edges)
     if model is None and config.architecture in USES_METAPATHS:

@@ -29,6 +29,7 @@ from mmsc_dgl.eval.evaluator import Evaluator
 from mmsc_dgl.features.load import load_features
 from mmsc_dgl.train.build import RunParts, build_run, load_train_edges, resolve_device
 from mmsc_dgl.train.checkpoint import load_checkpoint, save_checkpoint
+from mmsc_dgl.train.item_model import ItemModel, catalog_pair_term
 from mmsc_dgl.train.trainer import Trainer, TrainResult
 
 logger = logging.getLogger(__name__)
@@ -38,6 +39,7 @@ RUN_FILE = "run.json"
 CHECKPOINT = "checkpoint.pt"
 MODEL = "model.pt"
 METRICS = "metrics.json"
+FEATURES_FILE = "features.pt"
 
 
 RUN_FORMAT = 2
@@ -134,7 +136,7 @@ def _check_resume(run_dir: Path, marker: Optional[dict], config: TrainConfig) ->
 def _inputs_of(dataset_dir, config: TrainConfig) -> list:
     from mmsc_dgl.data.dataset import Dataset
     inputs = [config.train_edges]
-    if config.features not in ("auto", "hashed", "none"):
+    if isinstance(config.features, str) and config.features not in ("auto", "hashed", "none", "categories"):
         inputs.append(config.features)
     if dataset_dir is not None and not isinstance(dataset_dir, Dataset):
         inputs.append(dataset_dir)
@@ -167,8 +169,6 @@ def train(dataset_dir=None, out: os.PathLike | str = "runs/mmsc", config: Option
     if resume and overwrite:
         raise DataError("--resume and --overwrite were both given.", fix="continue the run or replace it, not both.")
     resolve_device(config.device)
-    from mmsc_dgl.metapath.spec import parse_metapaths
-    parse_metapaths(config.metapaths)  # a bad spec is refused here, not after the run directory is made
     check_dir_parent(run_dir)
     inputs = _inputs_of(dataset_dir, config)
     marker = check_output_dir(run_dir, "run", overwrite=overwrite, resume=resume, inputs=inputs)
@@ -184,6 +184,9 @@ def train(dataset_dir=None, out: os.PathLike | str = "runs/mmsc", config: Option
                             fix="resume without DATASET_DIR (or with the run's own), or train into a new --out.")
     elif record is not None:
         dataset = load_dataset(run_dataset_dir(run_dir, record))
+    from mmsc_dgl.metapath.spec import parse_metapaths
+    # a bad spec is refused here, not after the run directory is made (names: the dataset's relation map)
+    parse_metapaths(config.metapaths, dataset.relation_map if dataset is not None else None)
     features, train_edges = "config", None
     if dataset is not None:
         problems = dataset.warnings()
@@ -215,6 +218,12 @@ def train(dataset_dir=None, out: os.PathLike | str = "runs/mmsc", config: Option
                 dataset.save(run_dir / "dataset")
             if fresh:
                 write_marker(run_dir, "run")
+            if not isinstance(config.features, str) and not isinstance(features, str) and features is not None:
+                # Features handed over from Python are kept with the run, so load_run and
+                # evaluate find them after this process ends (and after the run is moved).
+                save_checkpoint(run_dir / FEATURES_FILE, {"item_ids": dataset.catalog.ids.to_pylist(),
+                                                          "tokens": features.tokens, "mask": features.mask})
+                config = config.model_copy(update={"features": FEATURES_FILE})
             if record is None:
                 _write_run_record(run_dir, resolve_path(dataset.root), config)
             parts = build_run(dataset, config, run_dir, features=features, train_edges=train_edges,
@@ -298,13 +307,25 @@ class LoadedRun:
         self.record = record or {}
         self.features, self.device = parts.features, parts.device
         self.relation_states = relation_states
+        self.tables, self.train_edges = parts.tables, parts.train_edges
         self.evaluator = Evaluator(parts.dataset, parts.config, parts.features, parts.device)
+        self._item_model: Optional[ItemModel] = None
 
     def use_relation(self, relation: str):
-        """The model holding ``relation``'s selected weights, in eval mode."""
-        self.model.load_state_dict(self.relation_states[relation])
-        self.model.eval()
-        return self.model
+        """A separate model holding ``relation``'s selected weights, in eval mode (asking for the
+        other relation later never changes it): :meth:`ItemModel.for_relation`."""
+        return self.item_model().for_relation(relation)
+
+    def item_model(self) -> ItemModel:
+        """This run as a self-contained :class:`~mmsc_dgl.train.item_model.ItemModel`: the query
+        API (``topk``, ``score``, ``embed_new``) and ``save``."""
+        if self._item_model is None:
+            catalog = self.dataset.catalog
+            titles = catalog.titles() if "title" in catalog.table.column_names else None
+            tables = None if self.tables is None else {name: self.tables[name].csr() for name in self.tables}
+            self._item_model = ItemModel(self.model, self.relation_states, catalog.ids.to_pylist(), self.config,
+                                         self.features, titles, tables, self.train_edges)
+        return self._item_model
 
     def embeddings(self) -> Optional[Dict[str, torch.Tensor]]:
         """Each relation's embeddings from its own selected weights."""
@@ -384,21 +405,6 @@ def _read_pairs(run: LoadedRun, pairs: os.PathLike | str):
     return table
 
 
-def catalog_pair_term(model, relation: str, num_items: int, block_rows: int = 1 << 20):
-    """``f(queries [B]) -> [B, N]``: the pairwise part of ``model``'s scores against every item
-    (:meth:`~mmsc_dgl.models.base.Recommender.pair_term`), or ``None`` for a model whose score
-    is a dot product alone."""
-    pairwise = model.pair_term(relation)
-    if pairwise is None:
-        return None
-
-    def term(part: torch.Tensor) -> torch.Tensor:
-        every = torch.arange(num_items, device=part.device)
-        block = max(1, block_rows // max(num_items, 1))
-        return torch.cat([pairwise(p, every.expand(p.numel(), num_items)) for p in part.split(block)])
-    return term
-
-
 def recommend(run_dir: os.PathLike | str, relation: str, k: int = 10, item: Optional[str] = None,
               device: Optional[str] = None, out: Optional[os.PathLike | str] = None, overwrite: bool = False,
               dataset: Optional[os.PathLike | str] = None, explain: bool = False) -> List[Dict]:
@@ -421,9 +427,9 @@ def recommend(run_dir: os.PathLike | str, relation: str, k: int = 10, item: Opti
         raise DataError(f"{run.config.architecture} scores pairs and has no item embeddings to retrieve with.",
                         path=run_dir, fix="recommend from an embedding model's run (mmsc, lightgcn, ...).")
     catalog = run.dataset.catalog
-    model = run.use_relation(relation)
-    with torch.no_grad():
-        emb = model.embed(relation)
+    answers = run.item_model()  # the query API of mmsc_dgl.load_model: the CLI answers through it
+    model = answers.for_relation(relation)
+    emb = answers.embed(relation)
     term = catalog_pair_term(model, relation, len(catalog))
     ids = catalog.ids.to_pylist()
     titles = catalog.titles()
@@ -433,11 +439,10 @@ def recommend(run_dir: os.PathLike | str, relation: str, k: int = 10, item: Opti
         node = catalog.node(item)
         if k > len(ids) - 1:
             logger.warning("-k %d is more than the %d other items; showing all of them", k, len(ids) - 1)
-        with torch.no_grad():
-            values, top = topk_all(emb, k, queries=torch.tensor([node]), pair_term=term)
-        picks = top[0].tolist()
+        top = answers.topk(node, relation, k)
+        picks = top.nodes[0].tolist()
         rows = [{"rank": i + 1, "item_id": ids[j], "title": titles[j], "score": float(s)}
-                for i, (s, j) in enumerate(zip(values[0].tolist(), picks))]
+                for i, (s, j) in enumerate(zip(top.scores[0].tolist(), picks))]
         if explain:
             for row, extra in zip(rows, explain_pairs(model, emb, relation, node, picks, ids, titles)):
                 row.update(extra)

@@ -1,0 +1,215 @@
+"""mmsc_dgl imported into someone else's graph project, written as their script would be: their
+schema, their features, a self-contained model, the query API (issue 16)."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+
+dgl = pytest.importorskip("dgl")
+
+import mmsc_dgl  # noqa: E402
+from mmsc_dgl import DataError, TrainConfig  # noqa: E402
+
+N = 240
+
+
+def _shop_graph(seed=0, with_users=True, third=False):
+    gen = torch.Generator().manual_seed(seed)
+
+    def rand(count, high=N):
+        return torch.randint(0, high, (count,), generator=gen)
+    # two "kinds" of product so the graph has structure to learn
+    half = N // 2
+    view_src = rand(1200)
+    view_dst = (view_src + torch.randint(1, 6, (1200,), generator=gen)) % N
+    buy_src = rand(1200)
+    buy_dst = (buy_src + half + torch.randint(0, 4, (1200,), generator=gen)) % N
+    data = {("product", "also_viewed", "product"): (view_src, view_dst),
+            ("product", "also_bought", "product"): (buy_src, buy_dst)}
+    if with_users:
+        data[("user", "rated", "product")] = (rand(300, 40), rand(300))
+    if third:
+        data[("product", "same_brand", "product")] = (rand(100), rand(100))
+    g = dgl.heterograph(data, num_nodes_dict={"product": N, **({"user": 40} if with_users else {})})
+    g.nodes["product"].data["feat"] = torch.randn(N, 12, generator=gen)
+    return g
+
+
+RELATIONS = {"also_viewed": "substitute", "also_bought": "complement"}
+
+
+def _config(**extra):
+    return TrainConfig.from_mapping({"epochs": 2, "batch_size": 512, "val_queries": 60, "test_queries": 60,
+                                     "model": {"hidden": 16, "heads": 2, "ssl_nodes": 16}, **extra})
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("lib")
+    g = _shop_graph()
+    ds = mmsc_dgl.dataset_from_graph(g, ntype="product", relations=RELATIONS, feat="feat",
+                                     item_ids=[f"P{i:03d}" for i in range(N)])
+    result = mmsc_dgl.train(ds, out=root / "run", config=_config(), progress=False)
+    return root, ds, result
+
+
+def test_their_schema_and_features_go_straight_in(trained):
+    root, ds, result = trained
+    assert ds.relation_map == RELATIONS
+    assert len(ds.edges["substitute"]) > 0 and len(ds.edges["complement"]) > 0
+    lines = "\n".join(ds.report.format())
+    assert "node type 'user' left out" in lines and "('user', 'rated', 'product')" in lines
+    model = mmsc_dgl.load_model(root / "run")
+    assert "features(dim=12)" in repr(model.module)  # the graph's own features, not hashed titles
+
+
+def test_nothing_maps_is_an_error_naming_the_fix():
+    g = dgl.heterograph({("item", "views", "item"): ([0, 1], [1, 2])})
+    with pytest.raises(DataError, match="relations="):
+        mmsc_dgl.dataset_from_graph(g)
+    with pytest.raises(DataError, match="ntype="):
+        mmsc_dgl.dataset_from_graph(_shop_graph())  # two node types, none named item
+
+
+def test_left_out_edge_types_are_counted():
+    ds = mmsc_dgl.dataset_from_graph(_shop_graph(third=True), ntype="product", relations=RELATIONS)
+    counted = dict(ds.report.counts)
+    assert counted["edge type ('product', 'same_brand', 'product') left out (not in relations)"] == 100
+    assert counted["edge type ('user', 'rated', 'product') left out (not between 'product' nodes)"] == 300
+
+
+def test_query_api_takes_ids_and_node_ids(trained):
+    root, ds, _ = trained
+    model = mmsc_dgl.load_model(root / "run")
+    by_id = model.topk(["P000", "P005"], "complement", k=5)
+    by_node = model.topk(torch.tensor([0, 5]), "complement", k=5)
+    assert by_id.item_ids == by_node.item_ids and by_id.nodes.shape == (2, 5)
+    assert "P000" not in by_id.item_ids[0]
+    s = model.score("P000", by_id.item_ids[0], "complement")
+    torch.testing.assert_close(s, by_id.scores[0])
+    torch.testing.assert_close(model.score([0, 1], [2, 3], "substitute"),
+                               model.for_relation("substitute").score(torch.tensor([0, 1]), torch.tensor([2, 3]),
+                                                                      "substitute"))
+    with pytest.raises(DataError, match="not in the catalog"):
+        model.topk("nope", "complement")
+    with pytest.raises(DataError, match="outside"):
+        model.score(N + 3, 0, "complement")
+
+
+def test_for_relation_gives_separate_models(trained):
+    root, _, _ = trained
+    model = mmsc_dgl.load_model(root / "run")
+    sub = model.for_relation("substitute")
+    before = {k: v.clone() for k, v in sub.state_dict().items()}
+    comp = model.for_relation("complement")
+    assert comp is not sub
+    assert all(torch.equal(before[k], v) for k, v in sub.state_dict().items())
+    run = mmsc_dgl.load_run(root / "run")
+    a = run.use_relation("substitute")
+    run.use_relation("complement")
+    assert all(torch.equal(before[k], v) for k, v in a.state_dict().items())
+
+
+def test_save_move_and_load_elsewhere_without_the_dataset(trained, tmp_path):
+    root, _, _ = trained
+    model = mmsc_dgl.load_model(root / "run")
+    path = model.save(tmp_path / "model.mmsc")
+    with pytest.raises(DataError, match="already exists"):
+        model.save(path)
+    model.save(path, overwrite=True)
+    foreign = tmp_path / "notes.pt"
+    foreign.write_text("mine")
+    with pytest.raises(DataError, match="never replaced"):
+        model.save(foreign, overwrite=True)
+    assert foreign.read_text() == "mine"
+    moved = tmp_path / "elsewhere" / "m.mmsc"
+    moved.parent.mkdir()
+    shutil.move(str(path), moved)
+    want = model.topk(["P010"], "substitute", k=4)
+    # as on a GPU host: DGL cannot be imported at all
+    script = ("import sys\nclass NoDGL:\n    def find_spec(self, name, *args):\n"
+              "        if name.split('.')[0] == 'dgl': raise ModuleNotFoundError(name)\n"
+              "sys.meta_path.insert(0, NoDGL())\n"
+              "import json, mmsc_dgl; m = mmsc_dgl.load_model(sys.argv[1], device='cpu'); "
+              "t = m.topk(['P010'], 'substitute', k=4); "
+              "print(json.dumps({'ids': t.item_ids, 'dgl': 'dgl' in sys.modules}))")
+    out = subprocess.run([sys.executable, "-c", script, str(moved)], capture_output=True, text=True, timeout=300,
+                         cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got["ids"] == want.item_ids and got["dgl"] is False  # no dataset, no DGL needed
+
+
+def test_a_moved_run_directory_still_loads(trained, tmp_path):
+    root, _, _ = trained
+    copy = tmp_path / "copied-run"
+    shutil.copytree(root / "run", copy)  # the dataset travelled inside (the run wrote it there)
+    a = mmsc_dgl.load_model(root / "run").topk([3], "complement", k=3).item_ids
+    b = mmsc_dgl.load_model(copy).topk([3], "complement", k=3).item_ids
+    assert a == b
+
+
+def test_features_from_python_in_the_config(tmp_path):
+    g = _shop_graph(seed=1, with_users=False)
+    ds = mmsc_dgl.dataset_from_graph(g, ntype="product", relations=RELATIONS)
+    feats = torch.randn(N, 2, 6)
+    mask = torch.ones(N, 2, dtype=torch.bool)
+    mask[::3, 1] = False
+    run = tmp_path / "run"
+    mmsc_dgl.train(ds, out=run, config=_config(epochs=1, features=(feats, mask)), progress=False)
+    assert json.loads((run / "config.json").read_text())["features"] == "features.pt"
+    model = mmsc_dgl.load_model(run)
+    assert "features(dim=6)" in repr(model.module)
+    torch.testing.assert_close(model.features.tokens, feats)
+    with pytest.raises(Exception, match="rows"):
+        mmsc_dgl.train(ds, out=tmp_path / "bad", config=_config(features=torch.randn(N + 1, 4)), progress=False)
+    assert not (tmp_path / "bad").exists()
+
+
+def test_strict_loading_refuses_weights_of_other_content(trained):
+    root, ds, _ = trained
+    model = mmsc_dgl.load_model(root / "run")
+    from mmsc_dgl.models.mmsc import MMSC
+    tables = {name: model._tables[name] for name in model._tables}
+    bare = MMSC(N, tables, model.config.model, features=None, graph_edges=model._edges)
+    with pytest.raises(RuntimeError, match="trained on frozen features"):
+        bare.load_state_dict(model.relation_states["substitute"])
+
+
+def test_a_new_item_from_its_content(trained):
+    root, ds, _ = trained
+    model = mmsc_dgl.load_model(root / "run")
+    feats = ds.features["tokens"][:3, 0] + 0.01 * torch.randn(3, 12)
+    new = model.embed_new(feats, "complement", k=1)
+    emb = model.embed("complement")
+    torch.testing.assert_close(new, emb[:3])  # its nearest item in content space is the one it copies
+    scores = new @ emb.T
+    assert scores.shape == (3, N)
+    with pytest.raises(DataError, match="dimensions"):
+        model.embed_new(torch.randn(2, 5), "complement")
+
+
+def test_mmsc_in_their_own_training_loop(trained):
+    root, _, _ = trained
+    module = mmsc_dgl.load_model(root / "run").for_relation("complement")
+    module.train()
+    batch = {"complement": (torch.tensor([0, 1]), torch.tensor([2, 3]), torch.tensor([[4, 5], [6, 7]]))}
+    parts = module.loss(batch)  # no generator needed
+    parts["total"].backward()
+    rows = module(torch.tensor([0, 1]), "complement")
+    assert rows.shape[0] == 2 and set(module(torch.tensor([0]))) == {"substitute", "complement"}
+
+
+def test_metapaths_in_their_edge_type_names(tmp_path):
+    g = _shop_graph(seed=2, with_users=False)
+    ds = mmsc_dgl.dataset_from_graph(g, ntype="product", relations=RELATIONS)
+    paths = [[("product", "also_viewed", "product")],
+             [("product", "also_viewed", "product"), ("product", "also_bought", "product")]]
+    mmsc_dgl.train(ds, out=tmp_path / "run", config=_config(epochs=1, metapaths=paths), progress=False)
+    assert mmsc_dgl.load_model(tmp_path / "run").module.metapaths == ["s", "s-c"]
+    with pytest.raises(DataError, match="same_brand"):
+        mmsc_dgl.train(ds, out=tmp_path / "bad", config=_config(metapaths=[["same_brand"]]), progress=False)
