@@ -1,10 +1,11 @@
-"""Use mmsc_dgl from another graph project: your heterograph in, item embeddings and
-recommendations out.
+"""Use mmsc_dgl from another graph project: your graph, in your schema, in; a model that answers
+by your ids out.
 
     python examples/train_on_your_graph.py
 
-Steps: build (or load) a DGL heterograph with node type 'item' and edge types 'substitute' and
-'complement'; turn it into a dataset with splits; train MMSC; embed; query.
+Steps: a DGL heterograph with its own names (node type 'product', edge types 'also_viewed' and
+'also_bought', a 'user' node type the model does not use, features in ndata); a dataset with
+splits; train MMSC; query by SKU; save one file and load it back.
 """
 from __future__ import annotations
 
@@ -19,32 +20,41 @@ logger = logging.getLogger("train_on_your_graph")
 
 
 def your_graph():
-    """Stand-in for your own data: the synthetic catalog's edges as a plain DGL heterograph."""
+    """Stand-in for your own data: the synthetic catalog's edges and titles, renamed as a shop
+    would name them, with a user node type and 64-d node features."""
     data = mmsc_dgl.generate_synthetic(num_items=3000, seed=0)
-    graph = dgl.heterograph({("item", r, "item"): (torch.from_numpy(e.src), torch.from_numpy(e.dst))
-                             for r, e in data.edges.items()}, num_nodes_dict={"item": 3000})
-    titles = data.catalog.titles()
-    return graph, titles
+    names = {"substitute": "also_viewed", "complement": "also_bought"}
+    edges = {("product", names[r], "product"): (torch.from_numpy(e.src), torch.from_numpy(e.dst))
+             for r, e in data.edges.items()}
+    gen = torch.Generator().manual_seed(0)
+    edges[("user", "rated", "product")] = (torch.randint(0, 500, (5000,), generator=gen),
+                                           torch.randint(0, 3000, (5000,), generator=gen))
+    graph = dgl.heterograph(edges, num_nodes_dict={"product": 3000, "user": 500})
+    # your features: here a random projection of hashed titles stands in for your encoder's output
+    from mmsc_dgl.features.hashed import hashed_text_features
+    hashed = hashed_text_features(data.catalog.table, dim=256).tokens[:, 0]
+    graph.nodes["product"].data["feat"] = hashed @ torch.randn(256, 64, generator=gen)
+    return graph, data.catalog.titles(), [f"SKU-{i:05d}" for i in range(3000)]
 
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    graph, titles = your_graph()
-    # 1. Splits (held-out edges, seeded negatives, cold-start items) from the graph.
-    dataset = mmsc_dgl.dataset_from_graph(graph, titles=titles)
-    # 2. Train: meta-path tables, content features from the titles, MMSC, early stopping.
+    graph, titles, skus = your_graph()
+    # 1. Your schema in: which node type holds items, which edge types are which relation.
+    dataset = mmsc_dgl.dataset_from_graph(graph, ntype="product", feat="feat", item_ids=skus, titles=titles,
+                                          relations={"also_viewed": "substitute", "also_bought": "complement"})
+    logger.info("left out: %s", dataset.report.format())
+    # 2. Train: meta-path tables, your features, MMSC, early stopping.
     config = mmsc_dgl.TrainConfig(epochs=3, seed=0)
     result = mmsc_dgl.train(dataset, "runs/your_graph", config, overwrite=True, progress=False)
     logger.info("test NDCG@10: %s", {r: round(m["NDCG@10"], 4) for r, m in result.metrics["test"].items()})
-    # 3. Embed and query from Python.
-    trainer = mmsc_dgl.load_run("runs/your_graph")
-    # Each relation keeps the weights of its best validation epoch.
-    complements = trainer.use_relation("complement").embed("complement")   # [items, 64], L2-normalised
-    item = 0
-    scores = complements @ complements[item]
-    scores[item] = float("-inf")
-    top = torch.topk(scores, 5).indices.tolist()
-    logger.info("complements of %r: %s", titles[item], [titles[j] for j in top])
+    # 3. Query by your ids.
+    model = mmsc_dgl.load_model("runs/your_graph")
+    top = model.topk([skus[0]], "complement", k=5)
+    logger.info("complements of %r: %s", titles[0], [titles[int(j)] for j in top.nodes[0]])
+    # 4. One file, loadable where neither DGL nor the dataset is.
+    path = model.save("runs/your_graph.mmsc", overwrite=True)
+    logger.info("saved to %s; loads back with mmsc_dgl.load_model(%r)", path, str(path))
 
 
 if __name__ == "__main__":

@@ -94,14 +94,15 @@ _LAZY = {
 __all__ = ["RELATIONS", "NODE_TYPE", "__version__", *_LAZY]
 
 
-def __getattr__(name: str) -> Any:
-    target = _LAZY.get(name)
-    if target is None:
-        raise AttributeError(f"module 'mmsc_dgl' has no attribute {name!r}")
-    module_name, attr = target.split(":")
-    value = getattr(importlib.import_module(module_name), attr)
-    globals()[name] = value
-    return value
+if not TYPE_CHECKING:  # hidden from type checkers, so a misspelt name is an error there
+    def __getattr__(name: str) -> Any:
+        target = _LAZY.get(name)
+        if target is None:
+            raise AttributeError(f"module 'mmsc_dgl' has no attribute {name!r}")
+        module_name, attr = target.split(":")
+        value = getattr(importlib.import_module(module_name), attr)
+        globals()[name] = value
+        return value
 
 
 def __dir__() -> list[str]:

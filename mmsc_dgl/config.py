@@ -95,10 +95,10 @@ class SplitConfig(Config):
     """How a dataset's edges are split for link prediction and cold start."""
 
     seed: int = 0
-    num_negatives: int = Field(1000, ge=1, description="sampled negatives per held-out edge")
-    min_degree: int = Field(2, ge=2, description="items with at least this many edges of a relation "
+    num_negatives: int = Field(default=1000, ge=1, description="sampled negatives per held-out edge")
+    min_degree: int = Field(default=2, ge=2, description="items with at least this many edges of a relation "
                                                  "hold out one test and one validation edge of it")
-    cold_fraction: Optional[float] = Field(
+    cold_fraction: Optional[float] = Field(default=
         None, ge=0.0, le=0.5,
         description="fraction of items held out with all their edges; None: the catalog's "
                     "is_cold_start column if it has one, else 0.05")
@@ -107,12 +107,12 @@ class SplitConfig(Config):
 class SyntheticConfig(Config):
     """The built-in synthetic catalog (the embedded default dataset)."""
 
-    num_items: int = Field(10_000, ge=50, le=5_000_000)
-    substitute_degree: float = Field(8.0, gt=0, description="mean planted substitute degree")
-    complement_degree: float = Field(6.0, gt=0, description="mean planted complement degree")
-    noise_rate: float = Field(0.2, ge=0.0, lt=1.0, description="share of edges that are noise")
-    cold_fraction: float = Field(0.05, ge=0.0, le=0.5, description="share of items marked cold-start")
-    popularity_shape: float = Field(1.2, gt=0.1, description="Pareto shape of item popularity; "
+    num_items: int = Field(default=10_000, ge=50, le=5_000_000)
+    substitute_degree: float = Field(default=8.0, gt=0, description="mean planted substitute degree")
+    complement_degree: float = Field(default=6.0, gt=0, description="mean planted complement degree")
+    noise_rate: float = Field(default=0.2, ge=0.0, lt=1.0, description="share of edges that are noise")
+    cold_fraction: float = Field(default=0.05, ge=0.0, le=0.5, description="share of items marked cold-start")
+    popularity_shape: float = Field(default=1.2, gt=0.1, description="Pareto shape of item popularity; "
                                                              "smaller is more long-tailed")
     seed: int = 0
 
@@ -122,15 +122,15 @@ class PrepareConfig(Config):
 
     format: Optional[Literal["amazon", "edgelist", "parquet"]] = None
     relation_map: Optional[str] = None
-    schema_: Literal["auto", "2014", "2018"] = Field("auto", alias="schema")
+    schema_: Literal["auto", "2014", "2018"] = Field(default="auto", alias="schema")
     id_type: Literal["auto", "int", "str"] = "auto"
     symmetric: bool = True
     strict: bool = False
-    holdout: Optional[Literal["per-item", "none"]] = Field(
+    holdout: Optional[Literal["per-item", "none"]] = Field(default=
         None, description="per-item: carve validation and test edges out of the inputs (the default for a "
                           "single input); none: hold nothing out, the evaluation edges are the given "
                           "--valid and --test files (the default when they are given)")
-    drop_overlap: bool = Field(False, description="given splits: remove validation and test positives that are "
+    drop_overlap: bool = Field(default=False, description="given splits: remove validation and test positives that are "
                                                   "also training edges from training (default: keep the files "
                                                   "as given, and count them)")
     split: SplitConfig = Field(default_factory=SplitConfig)
@@ -143,63 +143,63 @@ class _ModelBase(Config):
     negatives the trainer samples per positive edge."""
 
     architecture: str
-    negatives: int = Field(4, ge=1, description="sampled negatives per positive edge")
+    negatives: int = Field(default=4, ge=1, description="sampled negatives per positive edge")
 
 
 class _Learned(_ModelBase):
-    hidden: int = Field(64, ge=4, description="size of every item representation")
-    margin: float = Field(0.5, gt=0, description="triplet margin")
-    score: Literal["cosine", "dot"] = Field("dot", description="pair score: dot product of the projected "
+    hidden: int = Field(default=64, ge=4, description="size of every item representation")
+    margin: float = Field(default=0.5, gt=0, description="triplet margin")
+    score: Literal["cosine", "dot"] = Field(default="dot", description="pair score: dot product of the projected "
                                                                "representations (default: the norm can carry "
                                                                "popularity) or their cosine (the paper)")
 
 
 class _ItemInput(_Learned):
-    id_embeddings: bool = Field(True, description="with content features, add a learnable id embedding to q "
+    id_embeddings: bool = Field(default=True, description="with content features, add a learnable id embedding to q "
                                                   "(default; False: content only, as the paper)")
-    feat_drop: float = Field(0.1, ge=0, lt=1)
+    feat_drop: float = Field(default=0.1, ge=0, lt=1)
 
 
 class _Attention(_ItemInput):
-    heads: int = Field(4, ge=1, description="attention heads of the meta-path layers (hidden % heads == 0)")
+    heads: int = Field(default=4, ge=1, description="attention heads of the meta-path layers (hidden % heads == 0)")
 
 
 class HANConfig(_Attention):
     """HAN: meta-path attention and semantic attention (MMSC's behaviour branch alone)."""
 
     architecture: Literal["han"] = "han"
-    semantic_hidden: int = Field(64, ge=1)
+    semantic_hidden: int = Field(default=64, ge=1)
 
 
 class MMSCConfig(HANConfig):
     """MMSC's architecture and losses."""
 
     architecture: Literal["mmsc"] = "mmsc"
-    ssl_weight: float = Field(0.1, ge=0, description="lambda of the InfoNCE term; 0 turns it off")
-    ssl_temperature: float = Field(0.2, gt=0)
-    edge_drop: float = Field(0.2, ge=0, lt=1, description="graph-level dropout of each view")
-    ssl_nodes: int = Field(256, ge=2, description="items per batch in the InfoNCE term")
-    semantic_fusion: Literal["gate", "concat", "none"] = Field(
+    ssl_weight: float = Field(default=0.1, ge=0, description="lambda of the InfoNCE term; 0 turns it off")
+    ssl_temperature: float = Field(default=0.2, gt=0)
+    edge_drop: float = Field(default=0.2, ge=0, lt=1, description="graph-level dropout of each view")
+    ssl_nodes: int = Field(default=256, ge=2, description="items per batch in the InfoNCE term")
+    semantic_fusion: Literal["gate", "concat", "none"] = Field(default=
         "gate", description="how content q and behaviour p are mixed: MMSC's semantic gate, 'concat' "
                             "(a linear layer over [q || p], an ablation) or 'none' (p only, as HAN)")
-    task_gate: bool = Field(True, description="mix the substitute and complement representations "
+    task_gate: bool = Field(default=True, description="mix the substitute and complement representations "
                                               "(False: an ablation; each relation keeps its own)")
-    path_evidence: bool = Field(True, description="add a learned term of the Adamic-Adar-weighted two-hop "
+    path_evidence: bool = Field(default=True, description="add a learned term of the Adamic-Adar-weighted two-hop "
                                                   "meta-path counts joining the pair to its score (False: "
                                                   "embeddings only, as the paper)")
-    evidence_hidden: int = Field(32, ge=1, description="width of the path-evidence MLP")
-    propagate_ids: int = Field(0, ge=0, le=8, description="smooth the id embeddings over the union of both "
+    evidence_hidden: int = Field(default=32, ge=1, description="width of the path-evidence MLP")
+    propagate_ids: int = Field(default=0, ge=0, le=8, description="smooth the id embeddings over the union of both "
                                                           "training graphs with this many LightGCN layers "
                                                           "(degree-normalised, every neighbour) before they "
                                                           "enter q; 0: raw id embeddings")
-    graph_branch: int = Field(3, ge=0, le=8, description="add LightGCN's representation to each relation's "
+    graph_branch: int = Field(default=3, ge=0, le=8, description="add LightGCN's representation to each relation's "
                                                          "embedding: a shared and a per-relation id embedding "
                                                          "propagated over that relation's full graph with this "
                                                          "many layers (degree-normalised), concatenated (0: off)")
-    full_first_hop: bool = Field(False, description="also aggregate every first-hop neighbour of each relation "
+    full_first_hop: bool = Field(default=False, description="also aggregate every first-hop neighbour of each relation "
                                                    "with degree normalisation (LightGCN's propagation), beside "
                                                    "the capped meta-path tables (default False: on Gift Cards it did not help)")
-    loss: Literal["softmax", "triplet"] = Field(
+    loss: Literal["softmax", "triplet"] = Field(default=
         "triplet", description="ranking loss: the paper's triplet loss with margin (default: better on 3 of "
                                "4 real dataset-relation pairs, docs/real-data.md) or a sampled softmax of each "
                                "positive against its negatives")
@@ -209,22 +209,22 @@ class GATConfig(_Attention):
     """GAT per relation on the decoupled homogeneous graphs."""
 
     architecture: Literal["gat"] = "gat"
-    layers: int = Field(2, ge=1, le=8, description="GAT layers")
+    layers: int = Field(default=2, ge=1, le=8, description="GAT layers")
 
 
 class DecGCNConfig(_ItemInput):
     """DecGCN: a GCN per relation with co-attention between them."""
 
     architecture: Literal["decgcn"] = "decgcn"
-    layers: int = Field(2, ge=1, le=8, description="graph convolution layers")
+    layers: int = Field(default=2, ge=1, le=8, description="graph convolution layers")
 
 
 class LightGCNConfig(_Learned):
     """LightGCN: id embeddings propagated over each relation's graph, BPR loss."""
 
     architecture: Literal["lightgcn"] = "lightgcn"
-    layers: int = Field(2, ge=1, le=8, description="propagation layers (K)")
-    embedding_l2: float = Field(1e-4, ge=0, description="L2 weight on the layer-0 embeddings")
+    layers: int = Field(default=2, ge=1, le=8, description="propagation layers (K)")
+    embedding_l2: float = Field(default=1e-4, ge=0, description="L2 weight on the layer-0 embeddings")
 
 
 class ContentConfig(_ModelBase):
@@ -292,7 +292,7 @@ def features_digest(value: Any) -> str:
 class TrainConfig(Config):
     """Everything ``mmsc-dgl train`` decides.  CLI flags override a YAML/TOML file."""
 
-    architecture: Architecture = Field("mmsc", description="the model: mmsc, or a baseline (han, gat, lightgcn, "
+    architecture: Architecture = Field(default="mmsc", description="the model: mmsc, or a baseline (han, gat, lightgcn, "
                                                   "decgcn, content, common-neighbors, adamic-adar)")
     model: AnyModelConfig = Field(default_factory=MMSCConfig, description="the settings of that model (its own "
                                                                           "fields only; see MODEL_CONFIGS)")
@@ -321,16 +321,16 @@ class TrainConfig(Config):
         (and ``model_fields``)."""
         return TrainConfig.from_mapping({**self.model_dump(), "architecture": architecture,
                                          "model": {**model_fields, "architecture": architecture}})
-    metapaths: Union[str, List[List[Union[str, List[str]]]]] = Field(
+    metapaths: Union[str, List[List[Union[str, List[str]]]]] = Field(default=
         "all", description="comma-separated meta-paths, 'all' (up to 3 hops) or 'hops:N' (every meta-path of "
                            "up to N hops); from Python also a list of edge-type lists, as PyG's AddMetaPaths "
                            "takes them ([[('item', 'also_viewed', 'item'), ('item', 'also_bought', 'item')]])")
-    train_noise: float = Field(0.0, ge=0.0, le=10.0, description="random false edges added to the training "
+    train_noise: float = Field(default=0.0, ge=0.0, le=10.0, description="random false edges added to the training "
                                                                  "graph, as a share of its edges (noise "
                                                                  "experiments; evaluation is untouched)")
-    max_neighbors: int = Field(8, ge=1)
-    num_walks: Optional[int] = Field(None, ge=1)
-    features: Any = Field("auto", description="'auto' (the features that came with the dataset's graph, else "
+    max_neighbors: int = Field(default=8, ge=1)
+    num_walks: Optional[int] = Field(default=None, ge=1)
+    features: Any = Field(default="auto", description="'auto' (the features that came with the dataset's graph, else "
                                               "its features.parquet, else 'hashed'), 'hashed' (hashed text "
                                               "TF-IDF; id embeddings when no item has text), 'categories' (a "
                                               "learnable embedding per category and brand), 'none' (learnable id "
@@ -357,29 +357,29 @@ class TrainConfig(Config):
     def _feature_name(self, value: Any) -> str:
         return value if isinstance(value, str) else features_digest(value)
 
-    feature_dim: int = Field(256, ge=8)
-    train_edges: Optional[str] = Field(None, description="parquet edge table replacing the training "
+    feature_dim: int = Field(default=256, ge=8)
+    train_edges: Optional[str] = Field(default=None, description="parquet edge table replacing the training "
                                                          "edges of the supervised loss (E_LLM)")
-    lr: float = Field(0.01, gt=0)
-    weight_decay: float = Field(0.0, ge=0)
-    batch_size: int = Field(4096, ge=2)
-    epochs: int = Field(10, ge=1)
-    patience: int = Field(3, ge=1, description="epochs without a better validation NDCG@10 before stopping")
-    steps_per_epoch: Optional[int] = Field(None, ge=1, description="batches per epoch, each a random sample of "
+    lr: float = Field(default=0.01, gt=0)
+    weight_decay: float = Field(default=0.0, ge=0)
+    batch_size: int = Field(default=4096, ge=2)
+    epochs: int = Field(default=10, ge=1)
+    patience: int = Field(default=3, ge=1, description="epochs without a better validation NDCG@10 before stopping")
+    steps_per_epoch: Optional[int] = Field(default=None, ge=1, description="batches per epoch, each a random sample of "
                                                                    "the training edges (None: one full pass); "
                                                                    "for catalogs where a pass takes hours")
-    test_queries: Optional[int] = Field(None, ge=1, description="test/cold queries per relation (a fixed seeded "
+    test_queries: Optional[int] = Field(default=None, ge=1, description="test/cold queries per relation (a fixed seeded "
                                                                 "subset; None: all)")
-    val_queries: Optional[int] = Field(2000, ge=1, description="validation queries per relation per epoch "
+    val_queries: Optional[int] = Field(default=2000, ge=1, description="validation queries per relation per epoch "
                                                                 "(a fixed seeded subset; None: all)")
     ks: list = Field(default_factory=lambda: [10])
-    cold_neighbors: int = Field(10, ge=1, description="k nearest items in content space for cold start")
+    cold_neighbors: int = Field(default=10, ge=1, description="k nearest items in content space for cold start")
     seed: int = 0
-    deterministic: bool = Field(True, description="torch deterministic algorithms while training and "
+    deterministic: bool = Field(default=True, description="torch deterministic algorithms while training and "
                                                   "evaluating: the same seed gives the same metrics")
-    device: str = Field("auto", pattern=DEVICE_PATTERN, description="auto (CUDA when visible, else CPU), cpu, "
+    device: str = Field(default="auto", pattern=DEVICE_PATTERN, description="auto (CUDA when visible, else CPU), cpu, "
                                                                     "cuda or cuda:N")
-    impl: Literal["auto", "reference", "dgl", "triton"] = Field("auto", description="kernel: auto, reference, "
+    impl: Literal["auto", "reference", "dgl", "triton"] = Field(default="auto", description="kernel: auto, reference, "
                                                                                    "dgl or triton")
 
     RESUMABLE_CHANGES: ClassVar[tuple] = ("epochs", "device", "impl", "patience", "deterministic")
