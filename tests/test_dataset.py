@@ -110,5 +110,6 @@ def test_dataset_from_your_own_heterograph():
     assert ds.num_items == 40 and len(ds.edges["substitute"]) == 80  # made symmetric
     assert ds.catalog.titles()[3] == "item 3"
     assert len(ds.splits.test["complement"]) > 0
-    with pytest.raises(DataError, match="node types"):
+    # the only node type is taken as the items; an edge type that maps to no relation is refused
+    with pytest.raises(DataError, match="relations="):
         dataset_from_graph(dgl.heterograph({("user", "buys", "user"): (src, src)}))

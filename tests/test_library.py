@@ -213,3 +213,12 @@ def test_metapaths_in_their_edge_type_names(tmp_path):
     assert mmsc_dgl.load_model(tmp_path / "run").module.metapaths == ["s", "s-c"]
     with pytest.raises(DataError, match="same_brand"):
         mmsc_dgl.train(ds, out=tmp_path / "bad", config=_config(metapaths=[["same_brand"]]), progress=False)
+
+
+def test_train_and_augment_stay_callable_after_their_packages_are_imported():
+    import importlib
+    importlib.import_module("mmsc_dgl.train.trainer")
+    importlib.import_module("mmsc_dgl.augment.judge")
+    assert callable(mmsc_dgl.train) and callable(mmsc_dgl.augment)
+    with pytest.raises(DataError):
+        mmsc_dgl.train("/nonexistent/dataset", out="/nonexistent/run")
