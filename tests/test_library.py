@@ -222,3 +222,17 @@ def test_train_and_augment_stay_callable_after_their_packages_are_imported():
     assert callable(mmsc_dgl.train) and callable(mmsc_dgl.augment)
     with pytest.raises(DataError):
         mmsc_dgl.train("/nonexistent/dataset", out="/nonexistent/run")
+
+
+def test_metapath_tables_for_their_own_graph():
+    g = _shop_graph(seed=3)
+    tables = mmsc_dgl.build_metapath_tables(g, [["also_viewed"], ["also_viewed", "also_bought"]], strategy="exact",
+                                            ntype="product", relations=RELATIONS, progress=False)
+    assert list(tables) == ["s", "s-c"]
+    # row i lists where walks from i end: the out-neighbours, DGL's metapath_reachable_graph i -> j
+    reach = dgl.metapath_reachable_graph(g, ["also_viewed", "also_bought"])
+    src, dst = reach.edges()
+    want = sorted(set(zip(src.tolist(), dst.tolist())))
+    t = tables["s-c"]
+    rows = torch.repeat_interleave(torch.arange(t.num_items), t.indptr[1:] - t.indptr[:-1])
+    assert sorted(zip(rows.tolist(), t.indices.tolist())) == want

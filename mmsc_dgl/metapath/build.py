@@ -257,8 +257,16 @@ def walk_table(graph: dgl.DGLGraph, metapath: MetaPath, k: int, num_walks: Optio
 def build_metapath_tables(graph: dgl.DGLGraph, metapaths: Union[str, Iterable] = None,
                           strategy: str = "walk", max_neighbors: Optional[int] = 32,
                           num_walks: Optional[int] = None, memory_budget: int = DEFAULT_MEMORY_BUDGET,
-                          seed: int = 0, progress: bool = True, device: str = "cpu") -> MetaPathTables:
+                          seed: int = 0, progress: bool = True, device: str = "cpu", *,
+                          ntype: Optional[str] = None, relations: Optional[Dict] = None) -> MetaPathTables:
     """Turn the item heterograph into one neighbour table per meta-path.
+
+    Row ``i`` of a table lists the items a walk *from* ``i`` along the meta-path reaches (DGL's
+    ``metapath_reachable_graph`` edges ``i -> j``, i.e. its out-edges; ``CSR.from_dgl`` of that
+    graph lists in-edges, the transpose; for the symmetric co-purchase relations both are equal).
+    A graph in your own schema is read through ``ntype`` (the item node type) and ``relations``
+    (your edge-type names or canonical tuples -> ``substitute`` / ``complement``), which also
+    name the meta-paths: ``metapaths=[["also_viewed", "also_bought"]]``.
 
     Args:
         graph: the item heterograph (use the *training* graph for learning:
@@ -284,7 +292,10 @@ def build_metapath_tables(graph: dgl.DGLGraph, metapaths: Union[str, Iterable] =
         raise DataError(f"unknown meta-path strategy {strategy!r}.", fix=f"use one of {', '.join(STRATEGIES)}.")
     if strategy != "exact" and (max_neighbors is None or max_neighbors < 1):
         raise DataError(f"strategy {strategy!r} needs --max-neighbors K >= 1.", fix="pass --max-neighbors 32.")
-    paths = parse_metapaths(metapaths)
+    if ntype is not None or relations is not None:
+        graph = _package_graph(graph, ntype, relations or {})
+    names = {k if isinstance(k, str) else k[1]: v for k, v in (relations or {}).items()}
+    paths = parse_metapaths(metapaths, names)
     mats = relation_matrices(graph) if strategy in ("exact", "topk") else None
     tables: List[MetaPathTable] = []
     for path in paths:
@@ -300,6 +311,29 @@ def build_metapath_tables(graph: dgl.DGLGraph, metapaths: Union[str, Iterable] =
     info = {"strategy": strategy, "max_neighbors": max_neighbors, "num_walks": num_walks, "seed": seed,
             "metapaths": [p.name for p in paths]}
     return MetaPathTables(tables, info=info)
+
+
+def _package_graph(graph: dgl.DGLGraph, ntype: Optional[str], relations: Dict) -> dgl.DGLGraph:
+    """``graph`` in this package's schema: node type ``item``, edge types ``substitute`` and
+    ``complement`` gathered from the item-item edge types that ``relations`` maps."""
+    from mmsc_dgl.data.relations import NAMES_DEFAULT
+    ntype = ntype or (NODE_TYPE if NODE_TYPE in graph.ntypes else graph.ntypes[0])
+    if ntype not in graph.ntypes:
+        raise DataError(f"ntype={ntype!r} is not a node type of the graph ({graph.ntypes}).",
+                        fix="pass one of the graph's node types.")
+    parts: Dict[str, list] = {r: [] for r in RELATIONS}
+    for canonical in graph.canonical_etypes:
+        name = relations.get(canonical, relations.get(canonical[1], canonical[1] if not relations else None))
+        name = NAMES_DEFAULT.get(name, name)
+        if canonical[0] == canonical[2] == ntype and name in RELATIONS:
+            parts[name].append(graph.edges(etype=canonical))
+    if not any(parts.values()):
+        raise DataError("no item-item edge type of the graph maps to substitute or complement.",
+                        fix="pass relations={'also_viewed': 'substitute', 'also_bought': 'complement'}.")
+    empty = torch.zeros(0, dtype=torch.int64)
+    data = {(NODE_TYPE, r, NODE_TYPE): (torch.cat([e[0] for e in v]) if v else empty,
+                                        torch.cat([e[1] for e in v]) if v else empty) for r, v in parts.items()}
+    return dgl.heterograph(data, {NODE_TYPE: graph.num_nodes(ntype)})
 
 
 def dataset_metapath_tables(dataset_dir, metapaths=None, graph: str = "train", out=None, **kwargs) -> MetaPathTables:
