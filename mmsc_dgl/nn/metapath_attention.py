@@ -9,7 +9,7 @@ from torch.nn import functional as F
 
 from mmsc_dgl.ops import CSR, edge_softmax_aggregate
 from mmsc_dgl.ops.csr import edge_weight_in_csr_order, graph_inputs
-from mmsc_dgl.ops.reference import edge_softmax
+from mmsc_dgl.ops import reference
 
 __all__ = ["MetaPathAttention"]
 
@@ -128,11 +128,9 @@ class MetaPathAttention(nn.Module):
         if weight is None:
             result = edge_softmax_aggregate(csr, logits, z_src, impl=self.impl, return_attention=get_attention)
             out, attention = result if get_attention else (result, None)
-        else:
-            attention = edge_softmax(csr, logits) * weight.unsqueeze(1).to(logits.dtype)
-            messages = attention.unsqueeze(-1) * z_src[csr.indices]
-            out = torch.zeros((csr.num_rows,) + tuple(z_src.shape[1:]), dtype=messages.dtype, device=z_src.device)
-            out = out.index_add(0, csr.row_ids(), messages)
+        else:  # the fused kernels have no per-edge weight: the reference multiplies it in
+            out, attention = reference.edge_softmax_aggregate(csr, logits, z_src, return_attention=True,
+                                                              edge_weight=weight)
         if self.res_fc is not None or self.bias is not None or self.activation is not None:
             if self.res_fc is not None:
                 out = out + self.res_fc(h_dst).view(-1, self.num_heads, self.out_feats)

@@ -5,6 +5,8 @@ from torch itself.  Runs on CPU and CUDA.
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 
 from mmsc_dgl.ops.csr import CSR
@@ -24,18 +26,23 @@ def edge_softmax(csr: CSR, logits: torch.Tensor) -> torch.Tensor:
 
 
 def edge_softmax_aggregate(csr: CSR, logits: torch.Tensor, feat: torch.Tensor,
-                           return_attention: bool = False):
+                           return_attention: bool = False, edge_weight: Optional[torch.Tensor] = None):
     """``out[i, h] = sum_e softmax_e(logits[:, h]) * feat[indices[e], h]`` over row ``i``'s edges.
 
     Args:
         csr: the adjacency; row ``i`` aggregates from ``csr.indices`` of its edges.
         logits: [E, H] attention logits.
         feat: [num_src, H, D] source features.
+        edge_weight: [E] weights multiplied into the normalised attention (GATConv's
+            ``edge_weight``; the rows then no longer sum to one), in CSR edge order.
 
     Returns:
-        out [num_rows, H, D] (zero for rows without edges), and the attention [E, H] if asked.
+        out [num_rows, H, D] (zero for rows without edges), and the attention [E, H] if asked
+        (weighted, with ``edge_weight``).
     """
     alpha = edge_softmax(csr, logits)
+    if edge_weight is not None:
+        alpha = alpha * edge_weight.unsqueeze(1).to(alpha.dtype)
     messages = alpha.unsqueeze(-1) * feat[csr.indices]
     # in the messages' dtype: under autocast the logits and the features may differ (bf16 / fp32)
     out = torch.zeros((csr.num_rows,) + feat.shape[1:], dtype=messages.dtype, device=feat.device)
