@@ -99,3 +99,72 @@ def graph_edges(graph: dgl.DGLGraph, relation: str, data_keys: Optional[list] = 
     ids = graph.edge_ids(src, dst, etype=etype) if keys else None
     data = {k: graph.edges[etype].data[k][ids].numpy() for k in keys}
     return RelationEdges(src.numpy(), dst.numpy(), data)
+
+
+def item_edges_of(graph, ntype: Optional[str] = None, relations: Optional[Mapping] = None,
+                  report: Optional[SkipReport] = None):
+    """A DGL graph in its own schema, read as this package's: the item node type and, per
+    relation, the edges of every item-item edge type mapped to it.
+
+    Args:
+        graph: a ``DGLGraph``.
+        ntype: the item node type (default: ``"item"``, or the graph's only node type).
+        relations: edge-type name or canonical tuple -> ``substitute`` / ``complement`` /
+            ``s`` / ``c`` / ``"ignore"`` (default: those names and Amazon's, as edge-type names).
+        report: counts every node type and edge type left out.
+
+    Returns:
+        ``(ntype, {relation: (src, dst)}, {etype name: relation})``, the last for the ones used.
+    """
+    from mmsc_dgl.data.relations import AMAZON_DEFAULT, IGNORE, NAMES_DEFAULT
+    report = report if report is not None else SkipReport()
+    if not hasattr(graph, "canonical_etypes"):
+        raise DataError(f"expected a DGLGraph, got {type(graph).__name__}.",
+                        fix="build one with dgl.graph or dgl.heterograph.")
+    if ntype is None:
+        ntype = NODE_TYPE if NODE_TYPE in graph.ntypes else (graph.ntypes[0] if len(graph.ntypes) == 1 else None)
+        if ntype is None:
+            raise DataError(f"the graph has node types {graph.ntypes}, none of them {NODE_TYPE!r}.",
+                            fix="name the item node type: ntype='product'.")
+    elif ntype not in graph.ntypes:
+        raise DataError(f"ntype={ntype!r} is not a node type of the graph ({graph.ntypes}).",
+                        fix="pass one of the graph's node types.")
+    default = {**NAMES_DEFAULT, **AMAZON_DEFAULT}
+    wanted = {}
+    for key, name in (relations or {}).items():
+        name = NAMES_DEFAULT.get(name, name)
+        if name not in RELATIONS and name != IGNORE:
+            raise DataError(f"relations maps {key!r} to {name!r}.",
+                            fix=f"map each edge type to one of {', '.join(RELATIONS)} or {IGNORE!r}.")
+        wanted[key] = name
+    for other in graph.ntypes:
+        if other != ntype:
+            report.skip(f"node type {other!r} left out (not the item type {ntype!r})", count=graph.num_nodes(other)
+                        or 1, example=f"{graph.num_nodes(other)} nodes")
+    parts: Dict[str, list] = {r: [] for r in RELATIONS}
+    used: Dict[str, str] = {}
+    for canonical in graph.canonical_etypes:
+        src_type, etype, dst_type = canonical
+        count = graph.num_edges(canonical)
+        if src_type != ntype or dst_type != ntype:
+            report.skip(f"edge type {canonical} left out (not between {ntype!r} nodes)", count=count)
+            continue
+        name = wanted.get(canonical, wanted.get(etype))
+        if name is None and relations is None:
+            name = default.get(etype)
+        if name is None or name == IGNORE:
+            report.skip(f"edge type {canonical} left out ("
+                        + ("ignored" if name == IGNORE else "not in relations") + ")", count=count)
+            continue
+        parts[name].append(graph.edges(etype=canonical))
+        used[etype] = name
+    if not used:
+        item_types = [c for c in graph.canonical_etypes if c[0] == ntype and c[2] == ntype]
+        raise DataError(f"no edge type of the graph maps to {' or '.join(RELATIONS)} "
+                        f"(item-item edge types: {[c[1] for c in item_types] or 'none'}).",
+                        fix="pass relations={'also_viewed': 'substitute', 'also_bought': 'complement'} "
+                            "with your edge-type names.")
+    empty = torch.zeros(0, dtype=torch.int64)
+    edges = {r: (torch.cat([e[0] for e in v]) if v else empty, torch.cat([e[1] for e in v]) if v else empty)
+             for r, v in parts.items()}
+    return ntype, edges, used

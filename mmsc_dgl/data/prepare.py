@@ -13,7 +13,7 @@ import pyarrow as pa
 from mmsc_dgl.config import PrepareConfig, SyntheticConfig
 from mmsc_dgl.data.catalog import ItemCatalog
 from mmsc_dgl.data.dataset import Dataset
-from mmsc_dgl.data.graph import edges_from_raw
+from mmsc_dgl.data.graph import edges_from_raw, item_edges_of
 from mmsc_dgl.data.relations import RelationMap
 from mmsc_dgl.data.report import SkipReport
 from mmsc_dgl.data.splits import make_given_splits, make_splits
@@ -296,61 +296,13 @@ def dataset_from_graph(graph: Any, item_ids: Optional[Sequence[Any]] = None, tit
         >>> ds.num_items, tuple(ds.features["tokens"].shape)
         (4, (4, 1, 8))
     """
-    from mmsc_dgl import NODE_TYPE, RELATIONS
+    from mmsc_dgl import RELATIONS
     from mmsc_dgl.data.edges import canonical_edges
-    from mmsc_dgl.data.relations import AMAZON_DEFAULT, IGNORE, NAMES_DEFAULT
 
     config = config or PrepareConfig()
-    if not hasattr(graph, "canonical_etypes"):
-        raise DataError(f"expected a DGLGraph, got {type(graph).__name__}.",
-                        fix="build one with dgl.graph or dgl.heterograph.")
-    if ntype is None:
-        ntype = NODE_TYPE if NODE_TYPE in graph.ntypes else (graph.ntypes[0] if len(graph.ntypes) == 1 else None)
-        if ntype is None:
-            raise DataError(f"the graph has node types {graph.ntypes}, none of them {NODE_TYPE!r}.",
-                            fix="name the item node type: dataset_from_graph(g, ntype='product', ...).")
-    elif ntype not in graph.ntypes:
-        raise DataError(f"ntype={ntype!r} is not a node type of the graph ({graph.ntypes}).",
-                        fix="pass one of the graph's node types.")
-    default = {**NAMES_DEFAULT, **AMAZON_DEFAULT}
-    wanted = dict(relations) if relations is not None else {}
-    for key, name in wanted.items():
-        name = NAMES_DEFAULT.get(name, name)
-        if name not in RELATIONS and name != IGNORE:
-            raise DataError(f"relations maps {key!r} to {name!r}.",
-                            fix=f"map each edge type to one of {', '.join(RELATIONS)} or {IGNORE!r}.")
-        wanted[key] = name
-    n = graph.num_nodes(ntype)
     report = SkipReport()
-    for other in graph.ntypes:
-        if other != ntype:
-            report.skip(f"node type {other!r} left out (not the item type {ntype!r})", count=graph.num_nodes(other)
-                        or 1, example=f"{graph.num_nodes(other)} nodes")
-    sources = {r: ([], []) for r in RELATIONS}
-    used = {}
-    for canonical in graph.canonical_etypes:
-        src_type, etype, dst_type = canonical
-        count = graph.num_edges(canonical)
-        if src_type != ntype or dst_type != ntype:
-            report.skip(f"edge type {canonical} left out (not between {ntype!r} nodes)", count=count)
-            continue
-        name = wanted.get(canonical, wanted.get(etype))
-        if name is None and relations is None:
-            name = default.get(etype)
-        if name is None or name == IGNORE:
-            report.skip(f"edge type {canonical} left out ("
-                        + ("ignored" if name == IGNORE else "not in relations") + ")", count=count)
-            continue
-        src, dst = graph.edges(etype=canonical)
-        sources[name][0].append(src.numpy())
-        sources[name][1].append(dst.numpy())
-        used[etype] = name
-    if not used:
-        item_types = [c for c in graph.canonical_etypes if c[0] == ntype and c[2] == ntype]
-        raise DataError(f"no edge type of the graph maps to {' or '.join(RELATIONS)} "
-                        f"(item-item edge types: {[c[1] for c in item_types] or 'none'}).",
-                        fix="pass relations={'also_viewed': 'substitute', 'also_bought': 'complement'} "
-                            "with your edge-type names.")
+    ntype, sources, used = item_edges_of(graph, ntype, relations, report)
+    n = graph.num_nodes(ntype)
     for line in report.format():
         logger.info("dataset_from_graph: %s", line)
     ids = [str(i) for i in range(n)] if item_ids is None else [str(i) for i in item_ids]
@@ -362,9 +314,8 @@ def dataset_from_graph(graph: Any, item_ids: Optional[Sequence[Any]] = None, tit
     catalog = ItemCatalog(pa.table(columns))
     edges = {}
     for rel in RELATIONS:
-        src = np.concatenate(sources[rel][0]) if sources[rel][0] else np.zeros(0, dtype=np.int64)
-        dst = np.concatenate(sources[rel][1]) if sources[rel][1] else np.zeros(0, dtype=np.int64)
-        edges[rel] = canonical_edges(src, dst, n, rel, report, symmetric=config.symmetric)
+        src, dst = sources[rel]
+        edges[rel] = canonical_edges(src.numpy(), dst.numpy(), n, rel, report, symmetric=config.symmetric)
     splits = make_splits(edges, n, config.split)
     features = _graph_features(graph, ntype, feat, n) if feat is not None else None
     return Dataset(catalog=catalog, edges=edges, splits=splits, relation_map=used, report=report,
@@ -373,7 +324,6 @@ def dataset_from_graph(graph: Any, item_ids: Optional[Sequence[Any]] = None, tit
 
 def _graph_features(graph: Any, ntype: str, feat: Any, n: int) -> dict:
     """``feat`` (a node-data key, a tensor or ``(tokens, mask)``) as ``{"tokens": [N, T, D], "mask": [N, T]}``."""
-    import torch
     if isinstance(feat, str):
         data = graph.nodes[ntype].data
         if feat not in data:

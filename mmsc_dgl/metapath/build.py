@@ -292,9 +292,9 @@ def build_metapath_tables(graph: dgl.DGLGraph, metapaths: Union[str, Iterable] =
         raise DataError(f"unknown meta-path strategy {strategy!r}.", fix=f"use one of {', '.join(STRATEGIES)}.")
     if strategy != "exact" and (max_neighbors is None or max_neighbors < 1):
         raise DataError(f"strategy {strategy!r} needs --max-neighbors K >= 1.", fix="pass --max-neighbors 32.")
+    names: Dict[str, str] = {}
     if ntype is not None or relations is not None:
-        graph = _package_graph(graph, ntype, relations or {})
-    names = {k if isinstance(k, str) else k[1]: v for k, v in (relations or {}).items()}
+        graph, names = _package_graph(graph, ntype, relations)
     paths = parse_metapaths(metapaths, names)
     mats = relation_matrices(graph) if strategy in ("exact", "topk") else None
     tables: List[MetaPathTable] = []
@@ -313,27 +313,15 @@ def build_metapath_tables(graph: dgl.DGLGraph, metapaths: Union[str, Iterable] =
     return MetaPathTables(tables, info=info)
 
 
-def _package_graph(graph: dgl.DGLGraph, ntype: Optional[str], relations: Dict) -> dgl.DGLGraph:
-    """``graph`` in this package's schema: node type ``item``, edge types ``substitute`` and
-    ``complement`` gathered from the item-item edge types that ``relations`` maps."""
-    from mmsc_dgl.data.relations import NAMES_DEFAULT
-    ntype = ntype or (NODE_TYPE if NODE_TYPE in graph.ntypes else graph.ntypes[0])
-    if ntype not in graph.ntypes:
-        raise DataError(f"ntype={ntype!r} is not a node type of the graph ({graph.ntypes}).",
-                        fix="pass one of the graph's node types.")
-    parts: Dict[str, list] = {r: [] for r in RELATIONS}
-    for canonical in graph.canonical_etypes:
-        name = relations.get(canonical, relations.get(canonical[1], canonical[1] if not relations else None))
-        name = NAMES_DEFAULT.get(name, name)
-        if canonical[0] == canonical[2] == ntype and name in RELATIONS:
-            parts[name].append(graph.edges(etype=canonical))
-    if not any(parts.values()):
-        raise DataError("no item-item edge type of the graph maps to substitute or complement.",
-                        fix="pass relations={'also_viewed': 'substitute', 'also_bought': 'complement'}.")
-    empty = torch.zeros(0, dtype=torch.int64)
-    data = {(NODE_TYPE, r, NODE_TYPE): (torch.cat([e[0] for e in v]) if v else empty,
-                                        torch.cat([e[1] for e in v]) if v else empty) for r, v in parts.items()}
-    return dgl.heterograph(data, {NODE_TYPE: graph.num_nodes(ntype)})
+def _package_graph(graph: dgl.DGLGraph, ntype: Optional[str],
+                   relations: Optional[Dict]) -> Tuple[dgl.DGLGraph, Dict[str, str]]:
+    """``graph`` in this package's schema (node type ``item``, edge types ``substitute`` and
+    ``complement``: :func:`~mmsc_dgl.data.graph.item_edges_of`), and the edge-type names it
+    mapped, which meta-paths may use."""
+    from mmsc_dgl.data.graph import item_edges_of
+    ntype, edges, used = item_edges_of(graph, ntype, relations)
+    return dgl.heterograph({(NODE_TYPE, r, NODE_TYPE): e for r, e in edges.items()},
+                           {NODE_TYPE: graph.num_nodes(ntype)}), used
 
 
 def dataset_metapath_tables(dataset_dir, metapaths=None, graph: str = "train", out=None, **kwargs) -> MetaPathTables:
