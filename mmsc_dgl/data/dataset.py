@@ -28,6 +28,7 @@ import pyarrow.parquet as pq
 from mmsc_dgl import RELATIONS, __version__
 from mmsc_dgl.data.catalog import ItemCatalog
 from mmsc_dgl.data.edges import RelationEdges, edges_from_table, edges_to_table
+from mmsc_dgl.data.node_features import FEATURE_FILE, write_feature_file
 from mmsc_dgl.data.report import SkipReport
 from mmsc_dgl.data.splits import Splits
 from mmsc_dgl.errors import DataError
@@ -41,18 +42,16 @@ FORMAT_VERSION = 1
 REQUIRED_FILES = ("dataset.json", "relation_map.json", "items.parquet", "edges.parquet",
                   "splits/meta.json")
 CONTENT_FILES = ("items.parquet", "edges.parquet", "relation_map.json")
-FEATURES_FILE = "features.pt"
-"""Content features that came with a graph (``dataset_from_graph(feat=...)``), in the torch
-feature-file format ``{"item_ids", "tokens", "mask"}``."""
-"""With ``splits/*``, the files whose bytes make a dataset's fingerprint (``dataset.json`` holds
-timings and ``graph.bin`` is derived, so neither counts)."""
+"""With ``splits/*`` (and the features that came with a graph, if any), the files whose bytes
+make a dataset's fingerprint (``dataset.json`` holds timings and ``graph.bin`` is derived, so
+neither counts)."""
 
 
 def dataset_files(directory: os.PathLike | str) -> List[Path]:
     """The files and folders a dataset directory is made of: the inputs that a command writing
     next to them (features, E_LLM edges, meta-path tables) must never replace."""
     directory = Path(directory)
-    return [directory / name for name in ("dataset.json", *CONTENT_FILES, FEATURES_FILE, "graph.bin", "splits")]
+    return [directory / name for name in ("dataset.json", *CONTENT_FILES, FEATURE_FILE, "graph.bin", "splits")]
 
 
 def content_fingerprint(directory: os.PathLike | str) -> str:
@@ -60,7 +59,7 @@ def content_fingerprint(directory: os.PathLike | str) -> str:
     from mmsc_dgl.fingerprint import files_fingerprint
     directory = Path(directory)
     splits = sorted(f"splits/{p.name}" for p in (directory / "splits").glob("*") if p.is_file())
-    extra = [FEATURES_FILE] if (directory / FEATURES_FILE).exists() else []
+    extra = [FEATURE_FILE] if (directory / FEATURE_FILE).exists() else []
     return files_fingerprint(directory, list(CONTENT_FILES) + extra + splits)
 
 
@@ -218,9 +217,8 @@ class Dataset:
             self.splits.save(tmp / "splits")
             atomic_write_json(tmp / "relation_map.json", self.relation_map)
             if self.features is not None:
-                import torch
-                torch.save({"item_ids": self.catalog.ids.to_pylist(), "tokens": self.features["tokens"],
-                            "mask": self.features["mask"]}, tmp / FEATURES_FILE)
+                write_feature_file(tmp / FEATURE_FILE, self.catalog.ids.to_pylist(), self.features["tokens"],
+                                   self.features["mask"])
             atomic_write_json(tmp / "dataset.json", {
                 "format_version": FORMAT_VERSION,
                 "mmsc_dgl_version": __version__,
@@ -272,7 +270,7 @@ class Dataset:
         when there are none)."""
         if self.root is None:
             return None
-        path = self.root / FEATURES_FILE
+        path = self.root / FEATURE_FILE
         return path if path.exists() else None
 
 

@@ -2,9 +2,23 @@
 their shapes are read."""
 from __future__ import annotations
 
-from typing import Any, Tuple
+import os
+from typing import Any, Sequence, Tuple
 
 import torch
+
+FEATURE_FILE = "features.pt"
+"""Where features that came with the data are kept (a dataset made from a graph with features, a
+run given features from Python), in the torch feature-file format ``{"item_ids", "tokens", "mask"}``
+that ``--features FILE`` reads."""
+
+
+def write_feature_file(path: os.PathLike | str, item_ids: Sequence[str], tokens: torch.Tensor,
+                       mask: torch.Tensor) -> None:
+    """Write features in the torch feature-file format, atomically."""
+    from mmsc_dgl.io import atomic_path
+    with atomic_path(path) as tmp:
+        torch.save({"item_ids": list(item_ids), "tokens": tokens, "mask": mask}, tmp)
 
 
 def as_token_features(feat: Any) -> Tuple[torch.Tensor, torch.Tensor]:

@@ -27,8 +27,9 @@ def load_features(spec: Any, dataset, dim: int, base: Optional[Path] = None) -> 
         return in_memory_features(spec, dataset.num_items)
     if spec == "auto" and getattr(dataset, "features", None) is not None:
         return ContentFeatures(dataset.features["tokens"], dataset.features["mask"], source="graph")
-    if spec == "auto" and getattr(dataset, "features_file", lambda: None)() is not None:
-        spec = str(dataset.features_file())
+    saved = dataset.features_file() if spec == "auto" and hasattr(dataset, "features_file") else None
+    if saved is not None:  # the features that came with the graph the dataset was made from
+        spec = str(saved)
     if spec == "auto":
         cache = Path(dataset.root) / CACHE_NAME if dataset.root else None
         if cache is not None and cache.exists():

@@ -26,6 +26,7 @@ from mmsc_dgl.io import atomic_write_json, atomic_write_parquet, atomic_write_te
 from mmsc_dgl.lock import writer_lock
 from mmsc_dgl.ownership import check_dir_parent, check_output_dir, check_output_file, clear_directory, read_marker, write_marker
 from mmsc_dgl.eval.evaluator import Evaluator
+from mmsc_dgl.data.node_features import FEATURE_FILE, write_feature_file
 from mmsc_dgl.features.load import load_features
 from mmsc_dgl.train.build import RunParts, build_run, load_train_edges, resolve_device
 from mmsc_dgl.train.checkpoint import load_checkpoint, save_checkpoint
@@ -39,7 +40,6 @@ RUN_FILE = "run.json"
 CHECKPOINT = "checkpoint.pt"
 MODEL = "model.pt"
 METRICS = "metrics.json"
-FEATURES_FILE = "features.pt"
 
 
 RUN_FORMAT = 2
@@ -221,9 +221,9 @@ def train(dataset_dir=None, out: os.PathLike | str = "runs/mmsc", config: Option
             if not isinstance(config.features, str) and not isinstance(features, str) and features is not None:
                 # Features handed over from Python are kept with the run, so load_run and
                 # evaluate find them after this process ends (and after the run is moved).
-                save_checkpoint(run_dir / FEATURES_FILE, {"item_ids": dataset.catalog.ids.to_pylist(),
-                                                          "tokens": features.tokens, "mask": features.mask})
-                config = config.model_copy(update={"features": FEATURES_FILE})
+                write_feature_file(run_dir / FEATURE_FILE, dataset.catalog.ids.to_pylist(), features.tokens,
+                                   features.mask)
+                config = config.model_copy(update={"features": FEATURE_FILE})
             if record is None:
                 _write_run_record(run_dir, resolve_path(dataset.root), config)
             parts = build_run(dataset, config, run_dir, features=features, train_edges=train_edges,
@@ -430,7 +430,6 @@ def recommend(run_dir: os.PathLike | str, relation: str, k: int = 10, item: Opti
     answers = run.item_model()  # the query API of mmsc_dgl.load_model: the CLI answers through it
     model = answers.for_relation(relation)
     emb = answers.embed(relation)
-    term = catalog_pair_term(model, relation, len(catalog))
     ids = catalog.ids.to_pylist()
     titles = catalog.titles()
     from mmsc_dgl.eval.explain import explain_pairs
@@ -447,6 +446,7 @@ def recommend(run_dir: os.PathLike | str, relation: str, k: int = 10, item: Opti
             for row, extra in zip(rows, explain_pairs(model, emb, relation, node, picks, ids, titles)):
                 row.update(extra)
         return rows
+    term = catalog_pair_term(model, relation, len(catalog))
     with torch.no_grad():
         scores, top = topk_all(emb, k, block_size=2048 if term is None else 256, pair_term=term)
     width = top.shape[1]
