@@ -79,51 +79,48 @@ def cold_start_embeddings(embeddings: torch.Tensor, content: torch.Tensor, cold_
     warm items without content are never borrowed from."""
     out = embeddings.clone()
     has_content = content.abs().sum(1) > 0
-    cold = torch.tensor(np.asarray(cold_items), dtype=torch.long, device=embeddings.device)
-    cold = cold[has_content[cold]] if cold.numel() else cold
+    every_cold = torch.tensor(np.asarray(cold_items), dtype=torch.long, device=embeddings.device)
+    cold = every_cold[has_content[every_cold]] if every_cold.numel() else every_cold
     if cold.numel() == 0:
         return out
     warm_mask = has_content.clone()
-    warm_mask[torch.tensor(np.asarray(cold_items), dtype=torch.long, device=embeddings.device)] = False
+    warm_mask[every_cold] = False
     if not warm_mask.any():
         return out
-    warm = torch.nonzero(warm_mask).flatten()
-    c = F.normalize(content, dim=1)
-    c_warm_t = c[warm].t().contiguous()
-    # At most ~2^28 similarities (1 GiB) per block, whatever the catalog size.
-    rows = max(1, min(batch_size, (1 << 28) // max(warm.numel(), 1)))
-    from mmsc_dgl.eval.retrieval import grouped_topk
-    for part in cold.split(rows):
-        sim = c[part] @ c_warm_t
-        nearest = warm[grouped_topk(sim, min(k, warm.numel()), 64)[1]]
-        out[part] = F.normalize(embeddings[nearest].mean(1), dim=1)
+    out[cold] = F.normalize(nearest_content_mean(embeddings, content, content[cold], k, batch_size,
+                                                 candidates=warm_mask), dim=1)
     return out
 
 
 @torch.no_grad()
 def nearest_content_mean(embeddings: torch.Tensor, content: torch.Tensor, new_content: torch.Tensor,
-                         k: int = 10, batch_size: int = 4096) -> torch.Tensor:
-    """For items outside the catalog: each gets the mean embedding of its ``k`` catalog items
-    nearest in content space (cosine), on the scale of ``embeddings`` (no normalisation).
-    Catalog items without content (all-zero rows) are never borrowed from; a new item without
-    content gets zeros.
+                         k: int = 10, batch_size: int = 4096,
+                         candidates: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Each row of ``new_content`` gets the mean embedding of its ``k`` catalog items nearest in
+    content space (cosine), on the scale of ``embeddings`` (no normalisation): items outside
+    the catalog (``ItemModel.embed_new``), and cold items (:func:`cold_start_embeddings`).
+    Only ``candidates`` (a bool mask; default: the items with content, i.e. a non-zero row) are
+    borrowed from; a new item without content gets zeros.
 
     Example:
         >>> emb = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
         >>> nearest_content_mean(emb, torch.eye(2), torch.tensor([[0.1, 1.0]]), k=1).tolist()
         [[0.0, 2.0]]
     """
-    has_content = content.abs().sum(1) > 0
+    from mmsc_dgl.eval.retrieval import grouped_topk
+    if candidates is None:
+        candidates = content.abs().sum(1) > 0
     out = torch.zeros(new_content.shape[0], embeddings.shape[1], dtype=embeddings.dtype, device=embeddings.device)
-    if not has_content.any() or new_content.shape[0] == 0:
+    if not candidates.any() or new_content.shape[0] == 0:
         return out
-    warm = torch.nonzero(has_content).flatten()
-    c_t = F.normalize(content[warm], dim=1).t().contiguous()
+    warm = torch.nonzero(candidates).flatten()
+    c_warm_t = F.normalize(content[warm], dim=1).t().contiguous()
     new = F.normalize(new_content, dim=1)
+    # At most ~2^28 similarities (1 GiB) per block, whatever the catalog size.
+    rows = max(1, min(batch_size, (1 << 28) // max(warm.numel(), 1)))
+    for start in range(0, new.shape[0], rows):
+        sim = new[start: start + rows] @ c_warm_t
+        nearest = warm[grouped_topk(sim, min(k, warm.numel()), 64)[1]]
+        out[start: start + rows] = embeddings[nearest].mean(1)
     real = new_content.abs().sum(1) > 0
-    kk = min(k, warm.numel())
-    for start in range(0, new.shape[0], batch_size):
-        part = new[start: start + batch_size]
-        nearest = warm[(part @ c_t).topk(kk, dim=1).indices]
-        out[start: start + batch_size] = embeddings[nearest].mean(1)
     return out * real.unsqueeze(1).to(out.dtype)
