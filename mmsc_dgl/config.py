@@ -290,7 +290,15 @@ def features_digest(value: Any) -> str:
 
 
 class TrainConfig(Config):
-    """Everything ``mmsc-dgl train`` decides.  CLI flags override a YAML/TOML file."""
+    """Everything ``mmsc-dgl train`` decides.  CLI flags override a YAML/TOML file.
+
+    Example:
+        >>> config = TrainConfig(epochs=20, model={"hidden": 32, "path_evidence": False})
+        >>> config.model.hidden, config.architecture
+        (32, 'mmsc')
+        >>> TrainConfig(architecture="lightgcn", model={"layers": 3}).model.layers
+        3
+    """
 
     architecture: Architecture = Field(default="mmsc", description="the model: mmsc, or a baseline (han, gat, lightgcn, "
                                                   "decgcn, content, common-neighbors, adamic-adar)")

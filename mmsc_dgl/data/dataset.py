@@ -275,6 +275,11 @@ class Dataset:
 
 
 def load_dataset(directory: os.PathLike | str) -> Dataset:
-    """Shorthand for :meth:`Dataset.load`."""
+    """Shorthand for :meth:`Dataset.load`.
+
+    Example:
+        >>> ds = mmsc_dgl.load_dataset("runs/beauty")            # doctest: +SKIP
+        >>> ds.splits.train["complement"].src[:3], ds.catalog.ids[:3]  # doctest: +SKIP
+    """
     return Dataset.load(directory)
 

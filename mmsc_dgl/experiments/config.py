@@ -156,5 +156,11 @@ class ExperimentConfig(Config):
 
 
 def load_experiment(path: os.PathLike | str) -> ExperimentConfig:
+    """An experiment grid from a YAML/TOML file (its relative paths are relative to the file).
+
+    Example:
+        >>> config = mmsc_dgl.load_experiment("examples/experiments/real.yaml")  # doctest: +SKIP
+        >>> mmsc_dgl.run_experiment(config, out="runs/experiments/real")         # doctest: +SKIP
+    """
     config = ExperimentConfig.from_file(path)
     return config.model_copy(update={"source": str(Path(path).resolve())})

@@ -15,7 +15,13 @@ import torch
 
 @dataclass
 class ContentFeatures:
-    """Frozen content tokens per item: ``tokens`` [N, T, D] float32, ``mask`` [N, T] bool."""
+    """Frozen content tokens per item: ``tokens`` [N, T, D] float32, ``mask`` [N, T] bool.
+
+    Example:
+        >>> f = ContentFeatures(torch.ones(3, 2, 4), torch.tensor([[True, False]] * 3), source="mine")
+        >>> f.num_items, f.dim, tuple(f.pooled().shape)
+        (3, 4, (3, 4))
+    """
 
     tokens: torch.Tensor
     mask: torch.Tensor

@@ -37,6 +37,11 @@ A string is always an external id and an int always a node id, so ``"7"`` and ``
 class TopK:
     """The answer of :meth:`ItemModel.topk`: per query, the ``k`` best items, best first.
 
+    Example:
+        >>> top = TopK(torch.tensor([[2, 0]]), torch.tensor([[0.5, 0.25]]), [["C", "A"]])
+        >>> top.item_ids[0][0], float(top.scores[0, 0])
+        ('C', 0.5)
+
     Attributes:
         nodes: node ids [Q, k].
         scores: the model's scores [Q, k].
@@ -316,6 +321,10 @@ def load_model(path: Union[str, os.PathLike], device: Optional[str] = None,
         path: a saved model file, or a finished run directory.
         device: where to load it (default: CUDA when visible, else the CPU).
         dataset: for a run directory, its dataset's new place.
+
+    Example:
+        >>> model = mmsc_dgl.load_model("products.mmsc", device="cpu")  # doctest: +SKIP
+        >>> model.score("SKU-7", ["SKU-9", "SKU-12"], "substitute")    # doctest: +SKIP
     """
     from mmsc_dgl.train.build import resolve_device, resolve_impl
     from mmsc_dgl.train.checkpoint import load_checkpoint

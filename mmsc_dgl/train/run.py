@@ -162,6 +162,11 @@ def train(dataset_dir=None, out: os.PathLike | str = "runs/mmsc", config: Option
         config: :class:`~mmsc_dgl.config.TrainConfig`.
         resume: continue the run in ``out`` from its last checkpoint.
         overwrite: replace the mmsc_dgl run already in ``out``.
+
+    Example:
+        >>> result = mmsc_dgl.train("runs/beauty", out="runs/beauty-mmsc",
+        ...                         config=mmsc_dgl.TrainConfig(epochs=30, patience=3))  # doctest: +SKIP
+        >>> result.metrics["test"]["complement"]["NDCG@10"], result.best_epoch  # doctest: +SKIP
     """
     from mmsc_dgl.data.dataset import Dataset, dataset_fingerprint, load_dataset
     config = config or TrainConfig()
@@ -344,6 +349,11 @@ def load_run(run_dir: os.PathLike | str, device: Optional[str] = None,
         run_dir: a finished run directory.
         device: where to load it (default: the run's config).
         dataset: the run's dataset directory, if it moved (checked by fingerprint).
+
+    Example:
+        >>> run = mmsc_dgl.load_run("runs/beauty-mmsc")                        # doctest: +SKIP
+        >>> run.item_model().topk(["B00005N7P0"], "complement", k=5).item_ids  # doctest: +SKIP
+        >>> run.evaluate()["test"]                                            # doctest: +SKIP
     """
     run_dir = Path(run_dir)
     if not run_dir.is_dir() or (read_marker(run_dir) or {}).get("kind") != "run":
@@ -376,7 +386,11 @@ def evaluate_run(run_dir: os.PathLike | str, pairs: Optional[os.PathLike | str] 
                  device: Optional[str] = None, dataset: Optional[os.PathLike | str] = None) -> dict:
     """Test, cold-start and (optionally) labelled-pair metrics of a finished run, written to
     ``evaluation.json``.  ``dataset`` re-points a run whose dataset moved (checked by
-    fingerprint; ``run.json`` is updated)."""
+    fingerprint; ``run.json`` is updated).
+
+    Example:
+        >>> mmsc_dgl.evaluate_run("runs/beauty-mmsc", pairs="test_pairs.txt")["pairs"]  # doctest: +SKIP
+    """
     run_dir = Path(run_dir)
     run = load_run(run_dir, device, dataset)
     pair_table = _read_pairs(run, pairs) if pairs is not None else None
@@ -415,7 +429,14 @@ def recommend(run_dir: os.PathLike | str, relation: str, k: int = 10, item: Opti
     Scores are the model's own: the embedding dot product plus, for MMSC, its path-evidence
     term, over the whole catalog (exact).  ``explain`` adds, per pick, the embedding term, the
     structural term's share per meta-path, the number of paths of each meta-path and one
-    intermediate item (:mod:`mmsc_dgl.eval.explain`)."""
+    intermediate item (:mod:`mmsc_dgl.eval.explain`).  From Python, :meth:`ItemModel.topk` is
+    the same ranking without reading the run directory again per call.
+
+    Example:
+        >>> rows = mmsc_dgl.recommend("runs/beauty-mmsc", "complement", k=5, item="B00005N7P0",
+        ...                           explain=True)  # doctest: +SKIP
+        >>> [(r["rank"], r["item_id"], r["score"]) for r in rows]  # doctest: +SKIP
+    """
     if relation not in RELATIONS:
         raise DataError(f"unknown relation {relation!r}.", fix=f"use one of {', '.join(RELATIONS)}.")
     if item is None:
