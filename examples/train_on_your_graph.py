@@ -4,8 +4,8 @@ by your ids out.
     python examples/train_on_your_graph.py
 
 Steps: a DGL heterograph with its own names (node type 'product', edge types 'also_viewed' and
-'also_bought', a 'user' node type the model does not use, features in ndata); a dataset with
-splits; train MMSC; query by SKU; save one file and load it back.
+'also_bought', a 'user' node type, features in ndata); a dataset with splits; train MMSC, with
+a meta-path through users; query by SKU; save one file and load it back.
 """
 from __future__ import annotations
 
@@ -27,8 +27,9 @@ def your_graph():
     edges = {("product", names[r], "product"): (torch.from_numpy(e.src), torch.from_numpy(e.dst))
              for r, e in data.edges.items()}
     gen = torch.Generator().manual_seed(0)
-    edges[("user", "rated", "product")] = (torch.randint(0, 500, (5000,), generator=gen),
-                                           torch.randint(0, 3000, (5000,), generator=gen))
+    users, rated = torch.randint(0, 500, (5000,), generator=gen), torch.randint(0, 3000, (5000,), generator=gen)
+    edges[("user", "rated", "product")] = (users, rated)
+    edges[("product", "rated_by", "user")] = (rated, users)  # the reverse type: walks go back to products
     graph = dgl.heterograph(edges, num_nodes_dict={"product": 3000, "user": 500})
     # your features: here a random projection of hashed titles stands in for your encoder's output
     from mmsc_dgl.features.hashed import hashed_text_features
@@ -43,9 +44,11 @@ def main() -> None:
     # 1. Your schema in: which node type holds items, which edge types are which relation.
     dataset = mmsc_dgl.dataset_from_graph(graph, ntype="product", feat="feat", item_ids=skus, titles=titles,
                                           relations={"also_viewed": "substitute", "also_bought": "complement"})
-    logger.info("left out: %s", dataset.report.format())
-    # 2. Train: meta-path tables, your features, MMSC, early stopping.
-    config = mmsc_dgl.TrainConfig(epochs=3, seed=0)
+    logger.info("left out: %s; kept for meta-paths: %s", dataset.report.format(), dataset.side)
+    # 2. Train: meta-path tables (s and c up to 2 hops, and products that share a user), your
+    #    features, MMSC, early stopping.
+    through_users = [("product", "rated_by", "user"), ("user", "rated", "product")]
+    config = mmsc_dgl.TrainConfig(epochs=3, seed=0, metapaths=["s", "c", "s-c", "c-s", "s-s", "c-c", through_users])
     result = mmsc_dgl.train(dataset, "runs/your_graph", config, overwrite=True, progress=False)
     logger.info("test NDCG@10: %s", {r: round(m["NDCG@10"], 4) for r, m in result.metrics["test"].items()})
     # 3. Query by your ids.

@@ -192,7 +192,9 @@ def prepare(inputs: Tuple[Path, ...], out: Path, fmt: Optional[str], synthetic: 
 @main.command()
 @click.argument("dataset_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--metapaths", default="all", show_default=True,
-              help="Comma-separated meta-paths over s/c (e.g. s,c,s-c,c-s-c), or 'all' (every path up to 3 hops).")
+              help="Comma-separated meta-paths over s/c (e.g. s,c,s-c,c-s-c), or 'all' (every path up to 3 hops); "
+                   "the dataset's own edge-type names work too, side edge types included (rated_by-rated: "
+                   "item -> user -> item).")
 @click.option("--strategy", type=click.Choice(["walk", "topk", "exact"]), default="walk", show_default=True,
               help="walk: top-k end points of random walks; topk: top-k by path count; exact: every pair.")
 @click.option("--max-neighbors", type=click.IntRange(min=1), default=32, show_default=True,
@@ -284,16 +286,19 @@ def train(dataset_dir: Optional[Path], out: Path, config_path: Optional[Path], r
               help="Labelled pairs (relation src dst label), relation ids mapped with the dataset's map.")
 @click.option("--dataset", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Where the run's dataset is now, if it moved (checked by fingerprint; run.json is updated).")
+@click.option("--features", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Where the run's feature file is now, if it moved (checked by fingerprint; run.json is "
+                   "updated).")
 @click.option("--device", callback=_device, help="auto, cpu, cuda ...")
 @click.option("--json", "as_json", is_flag=True)
 @_verbosity
-def evaluate(run_dir: Path, pairs: Optional[Path], dataset: Optional[Path], device: Optional[str],
-             as_json: bool) -> None:
+def evaluate(run_dir: Path, pairs: Optional[Path], dataset: Optional[Path], features: Optional[Path],
+             device: Optional[str], as_json: bool) -> None:
     """Evaluate a trained run: HR/MRR/NDCG@K on test and cold start, and labelled pairs."""
     from mmsc_dgl.io import strict_json
     from mmsc_dgl.train.run import evaluate_run, format_metrics
 
-    metrics = evaluate_run(run_dir, pairs=pairs, device=device, dataset=dataset)
+    metrics = evaluate_run(run_dir, pairs=pairs, device=device, dataset=dataset, features=features)
     click.echo(strict_json(metrics, sort_keys=False) if as_json
                else "\n".join(format_metrics(metrics)))
 
@@ -310,10 +315,13 @@ def evaluate(run_dir: Path, pairs: Optional[Path], dataset: Optional[Path], devi
                                                "intermediate item) and each part's share of the score.")
 @click.option("--dataset", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Where the run's dataset is now, if it moved (checked by fingerprint).")
+@click.option("--features", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Where the run's feature file is now, if it moved (checked by fingerprint).")
 @click.option("--device", callback=_device, help="auto, cpu, cuda ...")
 @_verbosity
 def recommend(run_dir: Path, item: Optional[str], all_items: bool, relation: str, k: int, out: Optional[Path],
-              overwrite: bool, explain: bool, dataset: Optional[Path], device: Optional[str]) -> None:
+              overwrite: bool, explain: bool, dataset: Optional[Path], features: Optional[Path],
+              device: Optional[str]) -> None:
     """Top-k substitutes or complements for an item (or every item)."""
     from mmsc_dgl.train.run import recommend as run_recommend
 
@@ -322,7 +330,7 @@ def recommend(run_dir: Path, item: Optional[str], all_items: bool, relation: str
     if item and out is not None:
         raise click.UsageError("--out is for --all; --item prints to the terminal")
     rows = run_recommend(run_dir, relation, k=k, item=item, device=device, out=out, overwrite=overwrite,
-                         dataset=dataset, explain=explain)
+                         dataset=dataset, explain=explain, features=features)
     if item:
         for row in rows:
             click.echo(f"{row['rank']:>3}  {row['score']:.4f}  {row['item_id']}  {row['title']}")

@@ -329,10 +329,12 @@ class TrainConfig(Config):
         (and ``model_fields``)."""
         return TrainConfig.from_mapping({**self.model_dump(), "architecture": architecture,
                                          "model": {**model_fields, "architecture": architecture}})
-    metapaths: Union[str, List[List[Union[str, List[str]]]]] = Field(default=
+    metapaths: Union[str, List[Union[str, List[Union[str, List[str]]]]]] = Field(default=
         "all", description="comma-separated meta-paths, 'all' (up to 3 hops) or 'hops:N' (every meta-path of "
-                           "up to N hops); from Python also a list of edge-type lists, as PyG's AddMetaPaths "
-                           "takes them ([[('item', 'also_viewed', 'item'), ('item', 'also_bought', 'item')]])")
+                           "up to N hops); from Python also a list of names and edge-type lists, as PyG's "
+                           "AddMetaPaths takes them ([[('item', 'also_viewed', 'item'), ('item', 'also_bought', "
+                           "'item')]]), through other node types where the dataset kept them "
+                           "([[('product', 'rated_by', 'user'), ('user', 'rated', 'product')]])")
     train_noise: float = Field(default=0.0, ge=0.0, le=10.0, description="random false edges added to the training "
                                                                  "graph, as a share of its edges (noise "
                                                                  "experiments; evaluation is untouched)")

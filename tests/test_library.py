@@ -17,7 +17,7 @@ from mmsc_dgl import DataError, TrainConfig  # noqa: E402
 N = 240
 
 
-def _shop_graph(seed=0, with_users=True, third=False):
+def _shop_graph(seed=0, with_users=True, third=False, rated_by=False):
     gen = torch.Generator().manual_seed(seed)
 
     def rand(count, high=N):
@@ -32,6 +32,9 @@ def _shop_graph(seed=0, with_users=True, third=False):
             ("product", "also_bought", "product"): (buy_src, buy_dst)}
     if with_users:
         data[("user", "rated", "product")] = (rand(300, 40), rand(300))
+        if rated_by:  # the reverse edge type, as dgl.add_reverse_edges or PyG's ToUndirected give
+            data[("product", "rated_by", "user")] = (data[("user", "rated", "product")][1],
+                                                     data[("user", "rated", "product")][0])
     if third:
         data[("product", "same_brand", "product")] = (rand(100), rand(100))
     g = dgl.heterograph(data, num_nodes_dict={"product": N, **({"user": 40} if with_users else {})})
@@ -61,8 +64,10 @@ def test_their_schema_and_features_go_straight_in(trained):
     root, ds, result = trained
     assert ds.relation_map == RELATIONS
     assert len(ds.edges["substitute"]) > 0 and len(ds.edges["complement"]) > 0
-    lines = "\n".join(ds.report.format())
-    assert "node type 'user' left out" in lines and "('user', 'rated', 'product')" in lines
+    # the user edges are kept (not split) for meta-paths through users, and said so
+    assert {e: len(src) for e, (src, _) in ds.side.edges.items()} == {("user", "rated", "item"): 300}
+    assert ds.side.num_nodes == {"user": 40, "item": N} and ds.side.item_type == "product"
+    assert "side edges (meta-paths only, not split): user/rated/item 300" in ds.format_summary()
     model = mmsc_dgl.load_model(root / "run")
     assert "features(dim=12)" in repr(model.module)  # the graph's own features, not hashed titles
 
@@ -76,10 +81,18 @@ def test_nothing_maps_is_an_error_naming_the_fix():
 
 
 def test_left_out_edge_types_are_counted():
-    ds = mmsc_dgl.dataset_from_graph(_shop_graph(third=True), ntype="product", relations=RELATIONS)
+    ds = mmsc_dgl.dataset_from_graph(_shop_graph(third=True), ntype="product", relations=RELATIONS, side=False)
     counted = dict(ds.report.counts)
     assert counted["edge type ('product', 'same_brand', 'product') left out (not in relations)"] == 100
     assert counted["edge type ('user', 'rated', 'product') left out (not between 'product' nodes)"] == 300
+    assert counted["node type 'user' left out (not the item type 'product')"] == 40
+    assert ds.side is None
+    # by default they are kept as side edges instead; "ignore" still leaves one out, counted
+    ds = mmsc_dgl.dataset_from_graph(_shop_graph(third=True), ntype="product",
+                                     relations={**RELATIONS, "same_brand": "ignore"})
+    left_out = {k: v for k, v in ds.report.counts.items() if "left out" in k}
+    assert left_out == {"edge type ('product', 'same_brand', 'product') left out (ignored)": 100}
+    assert list(ds.side.edges) == [("user", "rated", "item")]
 
 
 def test_query_api_takes_ids_and_node_ids(trained):
@@ -236,3 +249,85 @@ def test_metapath_tables_for_their_own_graph():
     t = tables["s-c"]
     rows = torch.repeat_interleave(torch.arange(t.num_items), t.indptr[1:] - t.indptr[:-1])
     assert sorted(zip(rows.tolist(), t.indices.tolist())) == want
+
+
+def _pairs(table):
+    rows = torch.repeat_interleave(torch.arange(table.num_items), table.indptr[1:] - table.indptr[:-1])
+    return sorted(zip(rows.tolist(), table.indices.tolist()))
+
+
+def test_metapath_tables_through_another_node_type():
+    g = _shop_graph(seed=4, rated_by=True)
+    through_users = [("product", "rated_by", "user"), ("user", "rated", "product")]
+    tables = mmsc_dgl.build_metapath_tables(g, [through_users, ["rated_by", "rated", "also_bought"]],
+                                            strategy="exact", ntype="product", relations=RELATIONS, progress=False)
+    assert list(tables) == ["rated_by-rated", "rated_by-rated-c"]
+    for name, etypes in (("rated_by-rated", ["rated_by", "rated"]),
+                         ("rated_by-rated-c", ["rated_by", "rated", "also_bought"])):
+        reach = dgl.metapath_reachable_graph(g, etypes)
+        assert _pairs(tables[name]) == sorted(zip(*(t.tolist() for t in reach.edges()))), name
+    # weights are path counts: the users two items share
+    adj = torch.zeros(N, 40)
+    src, dst = g.edges(etype="rated_by")
+    adj.index_put_((src, dst), torch.ones(len(src)), accumulate=True)
+    shared = adj @ adj.T
+    t = tables["rated_by-rated"]
+    rows = torch.repeat_interleave(torch.arange(N), t.indptr[1:] - t.indptr[:-1])
+    torch.testing.assert_close(t.weight, shared[rows, t.indices])
+    walked = mmsc_dgl.build_metapath_tables(g, [through_users], max_neighbors=4, ntype="product",
+                                            relations=RELATIONS, progress=False)["rated_by-rated"]
+    assert set(_pairs(walked)) <= set(_pairs(t)) and int(walked.degrees.max()) <= 4
+    with pytest.raises(DataError, match="ends at 'user'"):
+        mmsc_dgl.build_metapath_tables(g, [["rated_by"]], ntype="product", relations=RELATIONS, progress=False)
+    with pytest.raises(DataError, match="starts at 'user'"):
+        mmsc_dgl.build_metapath_tables(g, [["rated", "rated_by"]], ntype="product", relations=RELATIONS,
+                                       progress=False)
+
+
+def test_train_with_a_metapath_through_users(tmp_path):
+    g = _shop_graph(seed=5, rated_by=True)
+    ds = mmsc_dgl.dataset_from_graph(g, ntype="product", relations=RELATIONS, feat="feat")
+    ds.save(tmp_path / "ds")
+    loaded = mmsc_dgl.load_dataset(tmp_path / "ds")
+    assert {e: s.tolist() for e, (s, _) in loaded.side.edges.items()} == \
+        {e: s.tolist() for e, (s, _) in ds.side.edges.items()}
+    assert loaded.side.item_type == "product"
+    paths = ["s", "c", [("product", "rated_by", "user"), ("user", "rated", "product")]]
+    mmsc_dgl.train(tmp_path / "ds", out=tmp_path / "run", config=_config(epochs=1, metapaths=paths), progress=False)
+    model = mmsc_dgl.load_model(tmp_path / "run")
+    assert model.module.metapaths == ["s", "c", "rated_by-rated"]
+    assert model.topk([0, 1], "complement", k=3).nodes.shape == (2, 3)
+    with pytest.raises(DataError, match="side edge type"):
+        mmsc_dgl.train(tmp_path / "ds", out=tmp_path / "bad", config=_config(metapaths=[["bought_by", "rated"]]),
+                       progress=False)
+
+
+def test_a_feature_file_is_found_after_the_run_moves_and_can_be_re_pointed(tmp_path, monkeypatch):
+    from mmsc_dgl.data.node_features import write_feature_file
+    g = _shop_graph(seed=6, with_users=False)
+    home = tmp_path / "home"
+    home.mkdir()
+    ds = mmsc_dgl.dataset_from_graph(g, ntype="product", relations=RELATIONS)
+    ds.save(home / "ds")
+    write_feature_file(home / "feats.pt", ds.catalog.ids.to_pylist(), torch.randn(N, 1, 6), torch.ones(N, 1, dtype=torch.bool))
+    monkeypatch.chdir(home)  # the feature file named relative to where training ran
+    mmsc_dgl.train("ds", out="run", config=_config(epochs=1, features="feats.pt"), progress=False)
+    want = mmsc_dgl.load_model("run").topk([3], "complement", k=3).item_ids
+    # moved with its dataset and features, to another place, loaded from another directory
+    shutil.move(str(home), tmp_path / "elsewhere")
+    monkeypatch.chdir(tmp_path)
+    moved = tmp_path / "elsewhere"
+    assert mmsc_dgl.load_model(moved / "run").topk([3], "complement", k=3).item_ids == want
+    # the feature file alone moved: a one-line error naming the fix, then re-pointed
+    (moved / "feats.pt").rename(tmp_path / "feats-now.pt")
+    with pytest.raises(DataError, match="--features"):
+        mmsc_dgl.load_model(moved / "run")
+    assert mmsc_dgl.load_model(moved / "run", features=tmp_path / "feats-now.pt").topk(
+        [3], "complement", k=3).item_ids == want
+    mmsc_dgl.evaluate_run(moved / "run", features=tmp_path / "feats-now.pt")  # run.json now points there
+    assert mmsc_dgl.load_model(moved / "run").topk([3], "complement", k=3).item_ids == want
+    # other features under the old name are refused, not silently used
+    write_feature_file(tmp_path / "other.pt", ds.catalog.ids.to_pylist(), torch.randn(N, 1, 6),
+                       torch.ones(N, 1, dtype=torch.bool))
+    with pytest.raises(DataError, match="not the one this run was trained on"):
+        mmsc_dgl.load_model(moved / "run", features=tmp_path / "other.pt")

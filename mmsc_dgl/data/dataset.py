@@ -9,6 +9,8 @@ Layout (docs/data-formats.md has the details)::
       edges.parquet       every edge as node ids (relation, src, dst, extra columns)
       graph.bin           the same edges as a DGL heterograph (dgl.save_graphs)
       splits/             train/val/test/cold edge tables, cold_items, pairs, meta.json
+      side_edges.parquet  (only from a graph with other edge types) edges for meta-paths
+                          through other node types: src_type, etype, dst_type, src, dst
 
 ``edges.parquet`` duplicates ``graph.bin`` on purpose: a machine without DGL (the GPU hosts)
 can load a dataset with :meth:`Dataset.load` and ``with_graph=False``.
@@ -30,6 +32,7 @@ from mmsc_dgl.data.catalog import ItemCatalog
 from mmsc_dgl.data.edges import RelationEdges, edges_from_table, edges_to_table
 from mmsc_dgl.data.node_features import FEATURE_FILE, write_feature_file
 from mmsc_dgl.data.report import SkipReport
+from mmsc_dgl.data.side import SIDE_FILE, SideEdges
 from mmsc_dgl.data.splits import Splits
 from mmsc_dgl.errors import DataError
 from mmsc_dgl.data.negatives import NegativeSampler
@@ -51,7 +54,8 @@ def dataset_files(directory: os.PathLike | str) -> List[Path]:
     """The files and folders a dataset directory is made of: the inputs that a command writing
     next to them (features, E_LLM edges, meta-path tables) must never replace."""
     directory = Path(directory)
-    return [directory / name for name in ("dataset.json", *CONTENT_FILES, FEATURE_FILE, "graph.bin", "splits")]
+    return [directory / name for name in ("dataset.json", *CONTENT_FILES, FEATURE_FILE, SIDE_FILE, "graph.bin",
+                                          "splits")]
 
 
 def content_fingerprint(directory: os.PathLike | str) -> str:
@@ -59,7 +63,7 @@ def content_fingerprint(directory: os.PathLike | str) -> str:
     from mmsc_dgl.fingerprint import files_fingerprint
     directory = Path(directory)
     splits = sorted(f"splits/{p.name}" for p in (directory / "splits").glob("*") if p.is_file())
-    extra = [FEATURE_FILE] if (directory / FEATURE_FILE).exists() else []
+    extra = [name for name in (FEATURE_FILE, SIDE_FILE) if (directory / name).exists()]
     return files_fingerprint(directory, list(CONTENT_FILES) + extra + splits)
 
 
@@ -97,6 +101,9 @@ class Dataset:
     features: Optional[dict] = None
     """Content features that came with the graph (``dataset_from_graph(feat=...)``):
     ``{"tokens": [N, T, D], "mask": [N, T]}``, saved as ``features.pt``; ``None`` otherwise."""
+    side: Optional[SideEdges] = None
+    """The graph's other edge types (``dataset_from_graph``), for meta-paths through other
+    node types; not split (docs/api.md); ``None`` for datasets without them."""
     _graph: object = None
 
     @property
@@ -120,10 +127,12 @@ class Dataset:
                 self._graph = build_graph(self.num_items, self.edges)
         return self._graph
 
-    def train_graph(self):
-        """A heterograph of the training edges only: what a model may see while it learns."""
+    def train_graph(self, side: bool = False):
+        """A heterograph of the training edges only: what a model may see while it learns; with
+        ``side``, plus the side edge types (:attr:`side`), which are not split."""
         from mmsc_dgl.data.graph import build_graph
-        return build_graph(self.num_items, self.splits.train, require_edges=False)
+        return build_graph(self.num_items, self.splits.train, require_edges=False,
+                           side=self.side if side else None)
 
     def negative_sampler(self) -> NegativeSampler:
         return self.splits.negative_sampler(self.edges)
@@ -164,6 +173,8 @@ class Dataset:
                 "noise_edges": int(rel.data["is_noise"].sum()) if "is_noise" in rel.data else None,
                 "split": self.splits.stats.get(relation, {}),
             }
+        if self.side is not None:
+            out["side_edges"] = {"/".join(e): len(src) for e, (src, _) in self.side.edges.items()}
         out["cold_items"] = self.splits.stats.get("cold_items", {})
         out["negatives"] = self.splits.stats.get("negatives", {})
         out["report"] = self.report.to_dict()
@@ -193,6 +204,9 @@ class Dataset:
                 lines.append(f"given splits, {relation}: {sp['training_edges_that_are_val_pairs']:,} training edges "
                              f"are validation pairs and {sp['training_edges_that_are_test_pairs']:,} are test "
                              f"pairs ({sp['overlap']})")
+        if s.get("side_edges"):
+            lines.append("side edges (meta-paths only, not split): "
+                         + ", ".join(f"{e} {n:,}" for e, n in s["side_edges"].items()))
         cold = s["cold_items"]
         lines.append(f"cold-start items: {cold.get('count', 0):,} ({cold.get('source', '-')})")
         neg = s["negatives"]
@@ -216,6 +230,8 @@ class Dataset:
                 atomic_write_with(tmp / "graph.bin", lambda p: dgl.save_graphs(str(p), [graph]))
             self.splits.save(tmp / "splits")
             atomic_write_json(tmp / "relation_map.json", self.relation_map)
+            if self.side is not None:
+                atomic_write_parquet(tmp / SIDE_FILE, self.side.to_table())
             if self.features is not None:
                 write_feature_file(tmp / FEATURE_FILE, self.catalog.ids.to_pylist(), self.features["tokens"],
                                    self.features["mask"])
@@ -262,8 +278,11 @@ class Dataset:
                             f"{len(catalog)}.", path=directory,
                             fix="re-run mmsc-dgl prepare; the directory mixes two datasets.")
         report = SkipReport.from_dict(meta.get("summary", {}).get("report", {}))
+        side = None
+        if (directory / SIDE_FILE).exists():
+            side = SideEdges.from_table(pq.read_table(directory / SIDE_FILE), path=str(directory / SIDE_FILE))
         return cls(catalog=catalog, edges=edges, splits=splits, relation_map=relation_map,
-                   report=report, info=meta.get("info", {}), root=directory)
+                   report=report, info=meta.get("info", {}), root=directory, side=side)
 
     def features_file(self) -> Optional[Path]:
         """The saved content features of a dataset made from a graph with features (``None``

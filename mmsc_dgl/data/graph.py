@@ -65,8 +65,9 @@ def _tensor(array: np.ndarray) -> torch.Tensor:
 
 
 def build_graph(num_items: int, edges: Mapping[str, RelationEdges],
-                require_edges: bool = True) -> dgl.DGLGraph:
-    """A ``dgl.heterograph`` with one node type ``item`` and one edge type per relation.
+                require_edges: bool = True, side=None) -> dgl.DGLGraph:
+    """A ``dgl.heterograph`` with one node type ``item`` and one edge type per relation, plus
+    the edge types of ``side`` (:class:`~mmsc_dgl.data.side.SideEdges`) when given.
 
     Per-edge arrays in ``RelationEdges.data`` become edge features (``g.edges[rel].data``).
 
@@ -81,7 +82,11 @@ def build_graph(num_items: int, edges: Mapping[str, RelationEdges],
     for relation in RELATIONS:
         rel = edges.get(relation) or RelationEdges(np.zeros(0), np.zeros(0))
         data[canonical_etype(relation)] = (_tensor(rel.src), _tensor(rel.dst))
-    graph = dgl.heterograph(data, num_nodes_dict={NODE_TYPE: num_items}, idtype=torch.int64)
+    counts = {NODE_TYPE: num_items}
+    if side is not None:
+        data.update(side.graph_data())
+        counts.update({t: n for t, n in side.num_nodes.items() if t != NODE_TYPE})
+    graph = dgl.heterograph(data, num_nodes_dict=counts, idtype=torch.int64)
     for relation in RELATIONS:
         rel = edges.get(relation)
         if rel is None:
@@ -102,7 +107,7 @@ def graph_edges(graph: dgl.DGLGraph, relation: str, data_keys: Optional[list] = 
 
 
 def item_edges_of(graph, ntype: Optional[str] = None, relations: Optional[Mapping] = None,
-                  report: Optional[SkipReport] = None):
+                  report: Optional[SkipReport] = None, side: bool = False):
     """A DGL graph in its own schema, read as this package's: the item node type and, per
     relation, the edges of every item-item edge type mapped to it.
 
@@ -112,11 +117,16 @@ def item_edges_of(graph, ntype: Optional[str] = None, relations: Optional[Mappin
         relations: edge-type name or canonical tuple -> ``substitute`` / ``complement`` /
             ``s`` / ``c`` / ``"ignore"`` (default: those names and Amazon's, as edge-type names).
         report: counts every node type and edge type left out.
+        side: keep every other edge type (not mapped to a relation, not ``"ignore"``) as side
+            edges for meta-paths through them (``item -> user -> item``); left out otherwise.
 
     Returns:
-        ``(ntype, {relation: (src, dst)}, {etype name: relation})``, the last for the ones used.
+        ``(ntype, {relation: (src, dst)}, {etype name: relation}, side)``: the third for the
+        edge types used, ``side`` a :class:`~mmsc_dgl.data.side.SideEdges` (``None`` without
+        ``side`` or when there is none).
     """
     from mmsc_dgl.data.relations import AMAZON_DEFAULT, IGNORE, NAMES_DEFAULT
+    from mmsc_dgl.data.side import SideEdges
     report = report if report is not None else SkipReport()
     if not hasattr(graph, "canonical_etypes"):
         raise DataError(f"expected a DGLGraph, got {type(graph).__name__}.",
@@ -129,6 +139,9 @@ def item_edges_of(graph, ntype: Optional[str] = None, relations: Optional[Mappin
     elif ntype not in graph.ntypes:
         raise DataError(f"ntype={ntype!r} is not a node type of the graph ({graph.ntypes}).",
                         fix="pass one of the graph's node types.")
+    if side and NODE_TYPE in graph.ntypes and ntype != NODE_TYPE:
+        raise DataError(f"the graph has a node type {NODE_TYPE!r} that is not the item type {ntype!r}; "
+                        "side edges would mix the two.", fix="rename that node type, or pass side=False.")
     default = {**NAMES_DEFAULT, **AMAZON_DEFAULT}
     wanted = {}
     for key, name in (relations or {}).items():
@@ -137,27 +150,34 @@ def item_edges_of(graph, ntype: Optional[str] = None, relations: Optional[Mappin
             raise DataError(f"relations maps {key!r} to {name!r}.",
                             fix=f"map each edge type to one of {', '.join(RELATIONS)} or {IGNORE!r}.")
         wanted[key] = name
-    for other in graph.ntypes:
-        if other != ntype:
-            report.skip(f"node type {other!r} left out (not the item type {ntype!r})", count=graph.num_nodes(other)
-                        or 1, example=f"{graph.num_nodes(other)} nodes")
     parts: Dict[str, list] = {r: [] for r in RELATIONS}
     used: Dict[str, str] = {}
+    rename = (lambda t: NODE_TYPE if t == ntype else t)  # noqa: E731
+    kept: Dict[tuple, tuple] = {}
     for canonical in graph.canonical_etypes:
         src_type, etype, dst_type = canonical
         count = graph.num_edges(canonical)
-        if src_type != ntype or dst_type != ntype:
-            report.skip(f"edge type {canonical} left out (not between {ntype!r} nodes)", count=count)
-            continue
-        name = wanted.get(canonical, wanted.get(etype))
-        if name is None and relations is None:
+        between_items = src_type == ntype and dst_type == ntype
+        name = wanted.get(canonical, wanted.get(etype)) if between_items else None
+        if between_items and name is None and relations is None:
             name = default.get(etype)
-        if name is None or name == IGNORE:
+        if name in RELATIONS:
+            parts[name].append(graph.edges(etype=canonical))
+            used[etype] = name
+        elif side and name != IGNORE:
+            src, dst = graph.edges(etype=canonical)
+            kept[(rename(src_type), etype, rename(dst_type))] = (src.numpy().astype(np.int64),
+                                                                 dst.numpy().astype(np.int64))
+        elif not between_items:
+            report.skip(f"edge type {canonical} left out (not between {ntype!r} nodes)", count=count)
+        else:
             report.skip(f"edge type {canonical} left out ("
                         + ("ignored" if name == IGNORE else "not in relations") + ")", count=count)
-            continue
-        parts[name].append(graph.edges(etype=canonical))
-        used[etype] = name
+    touched = {t for e in kept for t in (e[0], e[2])}
+    for other in graph.ntypes:
+        if other != ntype and rename(other) not in touched:
+            report.skip(f"node type {other!r} left out (not the item type {ntype!r})", count=graph.num_nodes(other)
+                        or 1, example=f"{graph.num_nodes(other)} nodes")
     if not used:
         item_types = [c for c in graph.canonical_etypes if c[0] == ntype and c[2] == ntype]
         raise DataError(f"no edge type of the graph maps to {' or '.join(RELATIONS)} "
@@ -167,4 +187,10 @@ def item_edges_of(graph, ntype: Optional[str] = None, relations: Optional[Mappin
     empty = torch.zeros(0, dtype=torch.int64)
     edges = {r: (torch.cat([e[0] for e in v]) if v else empty, torch.cat([e[1] for e in v]) if v else empty)
              for r, v in parts.items()}
-    return ntype, edges, used
+    side_edges = None
+    if kept:
+        counts = {t: graph.num_nodes(ntype if t == NODE_TYPE else t) for t in touched | {NODE_TYPE}}
+        side_edges = SideEdges(counts, kept, item_type=ntype)
+        for etype, (src, _) in kept.items():
+            logger.info("edge type %s kept as side edges for meta-paths (%d)", etype, len(src))
+    return ntype, edges, used, side_edges

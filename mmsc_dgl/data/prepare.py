@@ -264,7 +264,8 @@ def _prepare(inputs, config: PrepareConfig, items, pairs, synthetic: Optional[Sy
 
 def dataset_from_graph(graph: Any, item_ids: Optional[Sequence[Any]] = None, titles: Optional[Sequence[str]] = None,
                        config: Optional[PrepareConfig] = None, *, ntype: Optional[str] = None,
-                       relations: Optional[Mapping[Any, str]] = None, feat: Any = None) -> Dataset:
+                       relations: Optional[Mapping[Any, str]] = None, feat: Any = None,
+                       side: bool = True) -> Dataset:
     """A :class:`Dataset` (with splits) from your own DGL graph, in your own schema.
 
     Args:
@@ -282,9 +283,15 @@ def dataset_from_graph(graph: Any, item_ids: Optional[Sequence[Any]] = None, tit
         feat: content features: a node-data key of ``ntype`` (``"feat"``), or a tensor ``[N, D]``
             or ``[N, T, D]``, or ``(tokens [N, T, D], mask [N, T])``.  Training uses them with
             ``features="auto"`` (the default).
+        side: keep the graph's other edge types (those touching other node types, and item-item
+            types not in ``relations``; not the ``"ignore"`` ones) as ``dataset.side``, so that
+            meta-paths may pass through them: ``metapaths=[[("product", "rated_by", "user"),
+            ("user", "rated", "product")], "s", "c"]``.  They are not split: like content, they are
+            seen when training and when testing (docs/api.md says what that means for leakage).
 
     Every node type, edge type and edge left out is counted in ``dataset.report`` (and logged):
-    other node types, edge types that touch them, and item-item edge types not in ``relations``.
+    with ``side=False``, other node types, edge types that touch them, and item-item edge types
+    not in ``relations``; always, the ``"ignore"`` ones.
 
     Example:
         >>> import dgl, torch
@@ -301,7 +308,7 @@ def dataset_from_graph(graph: Any, item_ids: Optional[Sequence[Any]] = None, tit
 
     config = config or PrepareConfig()
     report = SkipReport()
-    ntype, sources, used = item_edges_of(graph, ntype, relations, report)
+    ntype, sources, used, side_edges = item_edges_of(graph, ntype, relations, report, side=side)
     n = graph.num_nodes(ntype)
     for line in report.format():
         logger.info("dataset_from_graph: %s", line)
@@ -319,7 +326,8 @@ def dataset_from_graph(graph: Any, item_ids: Optional[Sequence[Any]] = None, tit
     splits = make_splits(edges, n, config.split)
     features = _graph_features(graph, ntype, feat, n) if feat is not None else None
     return Dataset(catalog=catalog, edges=edges, splits=splits, relation_map=used, report=report,
-                   info={"source": {"dgl_graph": repr(graph), "ntype": ntype}}, features=features)
+                   info={"source": {"dgl_graph": repr(graph), "ntype": ntype}}, features=features,
+                   side=side_edges)
 
 
 def _graph_features(graph: Any, ntype: str, feat: Any, n: int) -> dict:

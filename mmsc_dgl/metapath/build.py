@@ -46,23 +46,28 @@ BLOCK_PATHS = 2_000_000
 WALKS_PER_CALL = 250_000
 
 
-def relation_matrices(graph: dgl.DGLGraph) -> Dict[str, sp.csr_matrix]:
-    """One ``num_items x num_items`` CSR adjacency per relation (``A[i, j] = 1`` for edge i->j)."""
-    n = graph.num_nodes(NODE_TYPE)
+def relation_matrices(graph: dgl.DGLGraph, hops: Optional[Iterable] = None) -> Dict:
+    """One CSR adjacency per relation (``A[i, j] = 1`` for edge i->j): ``num_items x
+    num_items``, and for side edge types in ``hops`` (canonical tuples) ``num_src x num_dst``."""
     out = {}
-    for rel in RELATIONS:
-        src, dst = graph.edges(etype=rel)
+    for rel in dict.fromkeys([*RELATIONS, *(hops or [])]):
+        etype = (NODE_TYPE, rel, NODE_TYPE) if isinstance(rel, str) else tuple(rel)
+        if etype not in graph.canonical_etypes:
+            raise DataError(f"the graph has no edge type {etype}.",
+                            fix="build the tables from a graph with that edge type (side edges: "
+                                "dataset_from_graph keeps them; Dataset.train_graph(side=True)).")
+        src, dst = graph.edges(etype=etype)
         data = np.ones(len(src), dtype=np.float32)
-        mat = sp.csr_matrix((data, (src.numpy(), dst.numpy())), shape=(n, n))
+        mat = sp.csr_matrix((data, (src.numpy(), dst.numpy())),
+                            shape=(graph.num_nodes(etype[0]), graph.num_nodes(etype[2])))
         mat.sum_duplicates()
         out[rel] = mat
     return out
 
 
-def count_paths(mats: Dict[str, sp.csr_matrix], metapath: MetaPath) -> np.ndarray:
+def count_paths(mats: Dict, metapath: MetaPath) -> np.ndarray:
     """Paths that start at each item and follow ``metapath`` (an upper bound on its pairs)."""
-    n = next(iter(mats.values())).shape[0]
-    vec = np.ones(n, dtype=np.float64)
+    vec = np.ones(mats[metapath.relations[-1]].shape[1], dtype=np.float64)
     for rel in reversed(metapath.relations):
         vec = mats[rel] @ vec
     return vec
@@ -70,8 +75,9 @@ def count_paths(mats: Dict[str, sp.csr_matrix], metapath: MetaPath) -> np.ndarra
 
 def estimate_pairs(graph_or_mats, metapath: Union[str, MetaPath]) -> int:
     """Number of paths under ``metapath``: what an exact product would hold at most."""
-    mats = graph_or_mats if isinstance(graph_or_mats, dict) else relation_matrices(graph_or_mats)
-    return int(count_paths(mats, MetaPath.parse(metapath)).sum())
+    path = MetaPath.parse(metapath)
+    mats = graph_or_mats if isinstance(graph_or_mats, dict) else relation_matrices(graph_or_mats, path.side_hops)
+    return int(count_paths(mats, path).sum())
 
 
 def _product(mats: Dict[str, sp.csr_matrix], metapath: MetaPath, rows: Optional[slice] = None) -> sp.csr_matrix:
@@ -143,7 +149,7 @@ def _table_from_coo(rows: np.ndarray, cols: np.ndarray, weight: np.ndarray, num_
 def topk_table(mats: Dict[str, sp.csr_matrix], metapath: MetaPath, k: int, seed: int = 0,
                block_paths: int = BLOCK_PATHS, progress: bool = False) -> MetaPathTable:
     """Top-``k`` neighbours by path count, computed block by block of rows."""
-    n = next(iter(mats.values())).shape[0]
+    n = mats[metapath.relations[0]].shape[0]
     per_row = count_paths(mats, metapath)
     # Row blocks of about block_paths paths each (a single heavier row is its own block).
     cum = np.cumsum(per_row)
@@ -238,6 +244,7 @@ def walk_table(graph: dgl.DGLGraph, metapath: MetaPath, k: int, num_walks: Optio
     per_call = max(1, WALKS_PER_CALL // walks)
     adjacency = {rel: tuple(t.to(device, torch.int64) for t in graph.adj_tensors("csr", etype=rel)[:2])
                  for rel in set(metapath.relations)}
+    # A walk through another node type passes node ids of that type; the hash draws are the same.
     key = _stream_seed(seed, metapath)
     rows_all, cols_all, w_all = [], [], []
     for lo in tqdm(range(0, n, per_call), desc=f"walk {metapath.name}", leave=False,
@@ -266,7 +273,10 @@ def build_metapath_tables(graph: dgl.DGLGraph, metapaths: Union[str, Iterable] =
     graph lists in-edges, the transpose; for the symmetric co-purchase relations both are equal).
     A graph in your own schema is read through ``ntype`` (the item node type) and ``relations``
     (your edge-type names or canonical tuples -> ``substitute`` / ``complement``), which also
-    name the meta-paths: ``metapaths=[["also_viewed", "also_bought"]]``.
+    name the meta-paths: ``metapaths=[["also_viewed", "also_bought"]]``.  Read that way, the
+    graph's other edge types stay available to meta-paths through other node types:
+    ``metapaths=[[("product", "rated_by", "user"), ("user", "rated", "product")]]`` (row ``i``:
+    the items that share a user with ``i``, ``i`` itself included, weighted by paths or walks).
 
     Args:
         graph: the item heterograph (use the *training* graph for learning:
@@ -293,10 +303,14 @@ def build_metapath_tables(graph: dgl.DGLGraph, metapaths: Union[str, Iterable] =
     if strategy != "exact" and (max_neighbors is None or max_neighbors < 1):
         raise DataError(f"strategy {strategy!r} needs --max-neighbors K >= 1.", fix="pass --max-neighbors 32.")
     names: Dict[str, str] = {}
+    side = None
     if ntype is not None or relations is not None:
-        graph, names = _package_graph(graph, ntype, relations)
-    paths = parse_metapaths(metapaths, names)
-    mats = relation_matrices(graph) if strategy in ("exact", "topk") else None
+        graph, names, side = _package_graph(graph, ntype, relations)
+    else:
+        side = [e for e in graph.canonical_etypes if not (e[0] == e[2] == NODE_TYPE and e[1] in RELATIONS)]
+    paths = parse_metapaths(metapaths, names, side)
+    hops = [h for p in paths for h in p.side_hops]
+    mats = relation_matrices(graph, hops) if strategy in ("exact", "topk") else None
     tables: List[MetaPathTable] = []
     for path in paths:
         if strategy == "exact":
@@ -313,15 +327,16 @@ def build_metapath_tables(graph: dgl.DGLGraph, metapaths: Union[str, Iterable] =
     return MetaPathTables(tables, info=info)
 
 
-def _package_graph(graph: dgl.DGLGraph, ntype: Optional[str],
-                   relations: Optional[Dict]) -> Tuple[dgl.DGLGraph, Dict[str, str]]:
+def _package_graph(graph: dgl.DGLGraph, ntype: Optional[str], relations: Optional[Dict]):
     """``graph`` in this package's schema (node type ``item``, edge types ``substitute`` and
-    ``complement``: :func:`~mmsc_dgl.data.graph.item_edges_of`), and the edge-type names it
-    mapped, which meta-paths may use."""
-    from mmsc_dgl.data.graph import item_edges_of
-    ntype, edges, used = item_edges_of(graph, ntype, relations)
-    return dgl.heterograph({(NODE_TYPE, r, NODE_TYPE): e for r, e in edges.items()},
-                           {NODE_TYPE: graph.num_nodes(ntype)}), used
+    ``complement``, and its other edge types as side edges:
+    :func:`~mmsc_dgl.data.graph.item_edges_of`), the edge-type names it mapped, which
+    meta-paths may use, and the side edges."""
+    from mmsc_dgl.data.edges import RelationEdges
+    from mmsc_dgl.data.graph import build_graph, item_edges_of
+    ntype, edges, used, side = item_edges_of(graph, ntype, relations, side=True)
+    rel_edges = {r: RelationEdges(src.numpy(), dst.numpy()) for r, (src, dst) in edges.items()}
+    return build_graph(graph.num_nodes(ntype), rel_edges, require_edges=False, side=side), used, side
 
 
 def dataset_metapath_tables(dataset_dir, metapaths=None, graph: str = "train", out=None, **kwargs) -> MetaPathTables:
@@ -340,8 +355,15 @@ def dataset_metapath_tables(dataset_dir, metapaths=None, graph: str = "train", o
     dataset = load_dataset(dataset_dir)
     if graph not in ("train", "full"):
         raise DataError(f"unknown graph {graph!r}.", fix="use --graph train or --graph full.")
-    g = dataset.train_graph() if graph == "train" else dataset.graph()
-    tables = build_metapath_tables(g, metapaths, **kwargs)
+    # names: the dataset's own edge-type names and side edge types (item -> user -> item)
+    paths = parse_metapaths(metapaths, dataset.relation_map, dataset.side)
+    with_side = any(p.side_hops for p in paths)
+    if graph == "train":
+        g = dataset.train_graph(side=with_side)
+    else:
+        from mmsc_dgl.data.graph import build_graph
+        g = build_graph(dataset.num_items, dataset.edges, side=dataset.side) if with_side else dataset.graph()
+    tables = build_metapath_tables(g, paths, **kwargs)
     tables.info["graph"] = graph
     if out is not False:
         tables.save(Path(out) if out else Path(dataset_dir) / "metapaths.pt")

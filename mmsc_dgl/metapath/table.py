@@ -82,7 +82,8 @@ class MetaPathTable:
     @classmethod
     def from_state(cls, state: dict) -> "MetaPathTable":
         k = int(state["max_neighbors"])
-        return cls.from_arrays(MetaPath(tuple(state["relations"])), state["indptr"], state["indices"],
+        hops = tuple(tuple(r) if isinstance(r, (list, tuple)) else r for r in state["relations"])
+        return cls.from_arrays(MetaPath(hops), state["indptr"], state["indices"],
                                state["weight"], state["strategy"], None if k < 0 else k)
 
 
@@ -129,10 +130,11 @@ class MetaPathTables(Mapping[str, MetaPathTable]):
         return rows
 
     def format_summary(self) -> List[str]:
-        lines = [f"{'meta-path':<10}{'strategy':<9}{'k':>5}{'pairs':>14}{'mean':>8}{'max':>8}{'empty items':>13}"]
+        w = max([10, *(len(name) + 2 for name in self._tables)])
+        lines = [f"{'meta-path':<{w}}{'strategy':<9}{'k':>5}{'pairs':>14}{'mean':>8}{'max':>8}{'empty items':>13}"]
         for r in self.summary():
             k = "-" if r["max_neighbors"] is None else r["max_neighbors"]
-            lines.append(f"{r['metapath']:<10}{r['strategy']:<9}{k:>5}{r['pairs']:>14,}{r['mean_neighbors']:>8.1f}"
+            lines.append(f"{r['metapath']:<{w}}{r['strategy']:<9}{k:>5}{r['pairs']:>14,}{r['mean_neighbors']:>8.1f}"
                          f"{r['max_row']:>8,}{r['empty_items']:>13,}")
         return lines
 

@@ -86,7 +86,8 @@ def run_tables(dataset, config: TrainConfig, run_dir: Optional[Path], device: to
     settings, else random-walk tables built from the training graph (DGL) and saved there."""
     from mmsc_dgl.metapath.spec import parse_metapaths
     path = Path(run_dir) / TABLES if run_dir is not None else None
-    names = [p.name for p in parse_metapaths(config.metapaths, dataset.relation_map)]
+    paths = parse_metapaths(config.metapaths, dataset.relation_map, getattr(dataset, "side", None))
+    names = [p.name for p in paths]
     wanted = {"strategy": "walk", "max_neighbors": config.max_neighbors, "num_walks": config.num_walks,
               "seed": config.seed, "metapaths": names,
               "train_noise": config.train_noise}
@@ -96,7 +97,8 @@ def run_tables(dataset, config: TrainConfig, run_dir: Optional[Path], device: to
             return tables
         logger.info("%s was built with other settings; rebuilding it", path)
     from mmsc_dgl.metapath.build import build_metapath_tables
-    tables = build_metapath_tables(dataset.train_graph(), ",".join(names), strategy="walk",
+    graph = dataset.train_graph(side=True) if any(p.side_hops for p in paths) else dataset.train_graph()
+    tables = build_metapath_tables(graph, paths, strategy="walk",
                                    max_neighbors=config.max_neighbors, num_walks=config.num_walks,
                                    seed=config.seed, progress=progress, device=str(device))
     tables.info["train_noise"] = config.train_noise

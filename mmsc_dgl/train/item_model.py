@@ -312,15 +312,17 @@ def _features_from_state(state: Optional[dict]) -> Optional[Any]:
 
 
 def load_model(path: Union[str, os.PathLike], device: Optional[str] = None,
-               dataset: Optional[Union[str, os.PathLike]] = None) -> ItemModel:
+               dataset: Optional[Union[str, os.PathLike]] = None,
+               features: Optional[Union[str, os.PathLike]] = None) -> ItemModel:
     """A trained model, ready to answer queries: from a file written by :meth:`ItemModel.save`
-    (needs neither DGL nor the dataset) or from a run directory (``dataset`` re-points a run
-    whose dataset moved).
+    (needs neither DGL nor the dataset) or from a run directory (``dataset`` and ``features``
+    re-point a run whose dataset or feature file moved).
 
     Args:
         path: a saved model file, or a finished run directory.
         device: where to load it (default: CUDA when visible, else the CPU).
         dataset: for a run directory, its dataset's new place.
+        features: for a run directory trained on a feature file, the file's new place.
 
     Example:
         >>> model = mmsc_dgl.load_model("products.mmsc", device="cpu")  # doctest: +SKIP
@@ -331,7 +333,7 @@ def load_model(path: Union[str, os.PathLike], device: Optional[str] = None,
     path = Path(path)
     if path.is_dir():
         from mmsc_dgl.train.run import load_run
-        return load_run(path, device=device, dataset=dataset).item_model()
+        return load_run(path, device=device, dataset=dataset, features=features).item_model()
     state = load_checkpoint(path)
     if state.get("format") != FORMAT:
         raise DataError("not a saved mmsc_dgl model.", path=path,

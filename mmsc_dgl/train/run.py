@@ -79,13 +79,73 @@ def _read_config(run_dir: Path) -> TrainConfig:
                         fix="train the run again with --overwrite.") from None
 
 
-def _write_run_record(run_dir: Path, dataset_path: Path, config: TrainConfig) -> None:
+FEATURE_KEYWORDS = ("auto", "hashed", "none", "categories")
+
+
+def _feature_file(config: TrainConfig) -> Optional[Path]:
+    """The feature file (torch file or parquet cache) ``config.features`` names, resolved as
+    training reads it (relative to the working directory); ``None`` for the keywords and for
+    features handed over from Python."""
+    spec = config.features
+    if not isinstance(spec, str) or spec in FEATURE_KEYWORDS:
+        return None
+    path = resolve_path(spec)
+    return path if path.is_file() else None
+
+
+def _file_digest(path: Path) -> str:
+    """sha256 of the file's bytes (not its name: a renamed copy is the same features)."""
+    import hashlib
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def _write_run_record(run_dir: Path, dataset_path: Path, config: TrainConfig,
+                      feature_file: Optional[Path] = None) -> None:
     from mmsc_dgl.data.dataset import dataset_fingerprint
-    atomic_write_json(run_dir / RUN_FILE, {
+    record = {
         "format_version": RUN_FORMAT, "dataset": str(dataset_path),
         "dataset_relative": os.path.relpath(dataset_path, run_dir.resolve()),
         "dataset_fingerprint": dataset_fingerprint(dataset_path),
-        "config_fingerprint": fingerprint(config.resume_identity())})
+        "config_fingerprint": fingerprint(config.resume_identity())}
+    if feature_file is not None:
+        # Found again like the dataset: relative to the run first, then where it was, or re-pointed.
+        record["features"] = {"path": str(feature_file),
+                              "relative": os.path.relpath(feature_file, run_dir.resolve()),
+                              "fingerprint": _file_digest(feature_file)}
+    atomic_write_json(run_dir / RUN_FILE, record)
+
+
+def run_feature_file(run_dir: Path, record: dict, features: Optional[os.PathLike | str] = None) -> Optional[Path]:
+    """The feature file a run was trained on: ``features`` if given (a moved file), else the
+    recorded one (relative to the run first, so a run moved with its features still works),
+    checked against the recorded fingerprint.  ``None`` for a run without a feature file."""
+    info = record.get("features")
+    if info is None:
+        if features is not None:
+            raise DataError("this run was not trained on a feature file; there is nothing to re-point.",
+                            path=run_dir, fix="drop --features.")
+        return None
+    if features is not None:
+        path = resolve_path(features)
+        if not path.is_file():
+            raise DataError("no feature file here.", path=features, fix="pass --features FILE where the run's "
+                                                                          "feature file is now.")
+    else:
+        candidates = [run_dir / info["relative"], Path(info["path"])]
+        path = next((p.resolve() for p in candidates if p.is_file()), None)
+        if path is None:
+            raise DataError(f"the feature file this run was trained on is no longer at {info['path']} "
+                            "(moved or deleted).", path=run_dir,
+                            fix="pass --features FILE (features= from Python) pointing to where it is now "
+                                "(checked by fingerprint).")
+    if _file_digest(path) != info["fingerprint"]:
+        raise DataError(f"the feature file at {path} is not the one this run was trained on.", path=run_dir,
+                        fix="pass --features FILE with the features it was trained on.")
+    return path
 
 
 def run_dataset_dir(run_dir: Path, record: dict, dataset: Optional[os.PathLike | str] = None) -> Path:
@@ -136,7 +196,7 @@ def _check_resume(run_dir: Path, marker: Optional[dict], config: TrainConfig) ->
 def _inputs_of(dataset_dir, config: TrainConfig) -> list:
     from mmsc_dgl.data.dataset import Dataset
     inputs = [config.train_edges]
-    if isinstance(config.features, str) and config.features not in ("auto", "hashed", "none", "categories"):
+    if isinstance(config.features, str) and config.features not in FEATURE_KEYWORDS:
         inputs.append(config.features)
     if dataset_dir is not None and not isinstance(dataset_dir, Dataset):
         inputs.append(dataset_dir)
@@ -191,7 +251,8 @@ def train(dataset_dir=None, out: os.PathLike | str = "runs/mmsc", config: Option
         dataset = load_dataset(run_dataset_dir(run_dir, record))
     from mmsc_dgl.metapath.spec import parse_metapaths
     # a bad spec is refused here, not after the run directory is made (names: the dataset's relation map)
-    parse_metapaths(config.metapaths, dataset.relation_map if dataset is not None else None)
+    parse_metapaths(config.metapaths, dataset.relation_map if dataset is not None else None,
+                    getattr(dataset, "side", None))
     features, train_edges = "config", None
     if dataset is not None:
         problems = dataset.warnings()
@@ -230,7 +291,7 @@ def train(dataset_dir=None, out: os.PathLike | str = "runs/mmsc", config: Option
                                    features.mask)
                 config = config.model_copy(update={"features": FEATURE_FILE})
             if record is None:
-                _write_run_record(run_dir, resolve_path(dataset.root), config)
+                _write_run_record(run_dir, resolve_path(dataset.root), config, _feature_file(config))
             parts = build_run(dataset, config, run_dir, features=features, train_edges=train_edges,
                               progress=progress)
         except BaseException:
@@ -342,13 +403,16 @@ class LoadedRun:
 
 
 def load_run(run_dir: os.PathLike | str, device: Optional[str] = None,
-             dataset: Optional[os.PathLike | str] = None) -> LoadedRun:
+             dataset: Optional[os.PathLike | str] = None,
+             features: Optional[os.PathLike | str] = None) -> LoadedRun:
     """A finished run, ready to evaluate or recommend.
 
     Args:
         run_dir: a finished run directory.
         device: where to load it (default: the run's config).
         dataset: the run's dataset directory, if it moved (checked by fingerprint).
+        features: the run's feature file, if it moved (checked by fingerprint); a run trained on
+            a file finds it relative to the run directory first, then where it was.
 
     Example:
         >>> run = mmsc_dgl.load_run("runs/beauty-mmsc")                        # doctest: +SKIP
@@ -369,6 +433,9 @@ def load_run(run_dir: os.PathLike | str, device: Optional[str] = None,
     if device is not None:
         config = config.model_copy(update={"device": device})
     dataset_path = run_dataset_dir(run_dir, record, dataset)
+    feature_file = run_feature_file(run_dir, record, features)
+    if feature_file is not None:
+        config = config.model_copy(update={"features": str(feature_file)})
     parts = build_run(load_dataset(dataset_path), config, run_dir, progress=False)
     state = load_checkpoint(run_dir / MODEL)
     try:
@@ -383,22 +450,32 @@ def load_run(run_dir: os.PathLike | str, device: Optional[str] = None,
 
 
 def evaluate_run(run_dir: os.PathLike | str, pairs: Optional[os.PathLike | str] = None,
-                 device: Optional[str] = None, dataset: Optional[os.PathLike | str] = None) -> dict:
+                 device: Optional[str] = None, dataset: Optional[os.PathLike | str] = None,
+                 features: Optional[os.PathLike | str] = None) -> dict:
     """Test, cold-start and (optionally) labelled-pair metrics of a finished run, written to
-    ``evaluation.json``.  ``dataset`` re-points a run whose dataset moved (checked by
-    fingerprint; ``run.json`` is updated).
+    ``evaluation.json``.  ``dataset`` and ``features`` re-point a run whose dataset or feature
+    file moved (checked by fingerprint; ``run.json`` is updated).
 
     Example:
         >>> mmsc_dgl.evaluate_run("runs/beauty-mmsc", pairs="test_pairs.txt")["pairs"]  # doctest: +SKIP
     """
     run_dir = Path(run_dir)
-    run = load_run(run_dir, device, dataset)
+    run = load_run(run_dir, device, dataset, features)
     pair_table = _read_pairs(run, pairs) if pairs is not None else None
     with writer_lock(run_dir, "this run"):
         metrics = run.evaluate(pairs=pair_table)
-        if dataset is not None and Path(run.record["dataset"]) != resolve_path(dataset):
-            _write_run_record(run_dir, resolve_path(dataset), run.config)
-            logger.warning("run.json now points to the dataset at %s", resolve_path(dataset))
+        record = dict(run.record)
+        if dataset is not None and Path(record["dataset"]) != resolve_path(dataset):
+            path = resolve_path(dataset)
+            record.update(dataset=str(path), dataset_relative=os.path.relpath(path, run_dir.resolve()))
+            logger.warning("run.json now points to the dataset at %s", path)
+        if features is not None and record["features"]["path"] != str(resolve_path(features)):
+            path = resolve_path(features)
+            record["features"] = {**record["features"], "path": str(path),
+                                  "relative": os.path.relpath(path, run_dir.resolve())}
+            logger.warning("run.json now points to the feature file at %s", path)
+        if record != run.record:  # both were checked by fingerprint when the run was loaded
+            atomic_write_json(run_dir / RUN_FILE, record)
         atomic_write_json(run_dir / "evaluation.json", metrics)
     return metrics
 
@@ -421,7 +498,8 @@ def _read_pairs(run: LoadedRun, pairs: os.PathLike | str):
 
 def recommend(run_dir: os.PathLike | str, relation: str, k: int = 10, item: Optional[str] = None,
               device: Optional[str] = None, out: Optional[os.PathLike | str] = None, overwrite: bool = False,
-              dataset: Optional[os.PathLike | str] = None, explain: bool = False) -> List[Dict]:
+              dataset: Optional[os.PathLike | str] = None, explain: bool = False,
+              features: Optional[os.PathLike | str] = None) -> List[Dict]:
     """Top-``k`` items for one item (``item``) or for every item (written to ``out`` as parquet;
     an existing file is replaced only with ``overwrite``).  ``k`` is capped at the number of
     other items; the summary row of ``--all`` says how many were written per item.
@@ -442,8 +520,9 @@ def recommend(run_dir: os.PathLike | str, relation: str, k: int = 10, item: Opti
     if item is None:
         if out is None:
             raise DataError("--all needs --out FILE.parquet.", fix="pass --out recs.parquet.")
-        check_output_file(out, overwrite=overwrite, inputs=[run_dir] + ([dataset] if dataset else []))
-    run = load_run(run_dir, device, dataset)
+        check_output_file(out, overwrite=overwrite,
+                          inputs=[run_dir] + ([dataset] if dataset else []) + ([features] if features else []))
+    run = load_run(run_dir, device, dataset, features)
     if not run.model.has_embeddings:
         raise DataError(f"{run.config.architecture} scores pairs and has no item embeddings to retrieve with.",
                         path=run_dir, fix="recommend from an embedding model's run (mmsc, lightgcn, ...).")
