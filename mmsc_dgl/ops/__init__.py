@@ -14,28 +14,53 @@ import os
 
 import torch
 
-from mmsc_dgl.ops.csr import CSR, as_csr
+from mmsc_dgl.ops.csr import CSR, is_compiling, as_csr
 
 IMPLEMENTATIONS = ("reference", "dgl", "triton")
 
 __all__ = ["CSR", "as_csr", "IMPLEMENTATIONS", "edge_softmax_aggregate", "triton_available", "default_impl"]
 
 
-def triton_available(device: torch.device | str | None = None) -> bool:
-    """Whether the Triton kernel can run on ``device`` (CUDA, or any device when interpreted)."""
+@torch.compiler.assume_constant_result
+def _importable(name: str) -> bool:
+    """Whether ``name`` imports (it is imported, once); under ``torch.compile`` this runs while
+    tracing and its answer is a constant of the graph, so the dispatch below traces."""
+    try:
+        importlib.import_module(name)
+    except ImportError:
+        return False
+    return True
+
+
+@torch.compiler.assume_constant_result
+def _triton_runs_on(device_type: str) -> bool:
     try:
         importlib.import_module("triton")
     except ImportError:
         return False
-    if os.environ.get("TRITON_INTERPRET") == "1":
-        return True
-    return device is not None and torch.device(device).type == "cuda"
+    return os.environ.get("TRITON_INTERPRET") == "1" or device_type == "cuda"
+
+
+def triton_available(device: torch.device | str | None = None) -> bool:
+    """Whether the Triton kernel can run on ``device`` (CUDA, or any device when interpreted)."""
+    return _triton_runs_on(torch.device(device).type if device is not None else "")
 
 
 def default_impl(device: torch.device | str) -> str:
     """``triton`` on CUDA when Triton is importable, otherwise ``reference``."""
     device = torch.device(device)
     return "triton" if device.type == "cuda" and triton_available(device) else "reference"
+
+
+def _kernel_module(impl: str):
+    # Imported by _importable (eagerly, also under compile); importing a submodule binds it as an
+    # attribute of this package, where it is read from.
+    import sys
+    name = {"reference": "mmsc_dgl.ops.reference", "dgl": "mmsc_dgl.ops.dgl_kernels",
+            "triton": "mmsc_dgl.ops.triton_kernel"}[impl]
+    if not _importable(name):
+        raise ImportError(f"cannot import {name}")
+    return sys.modules[name]
 
 
 def edge_softmax_aggregate(csr: CSR, logits: torch.Tensor, feat: torch.Tensor, impl: str = "auto",
@@ -74,17 +99,21 @@ def edge_softmax_aggregate(csr: CSR, logits: torch.Tensor, feat: torch.Tensor, i
                          "must be on one device; move them with .to(device)")
     if impl == "auto":
         impl = default_impl(feat.device)
+    if impl == "dgl" and is_compiling():
+        # DGL's kernels take DGL graphs, C objects dynamo cannot trace; the reference computes the
+        # same (tested to 1e-5) and traces.
+        impl = "reference"
     if impl == "reference":
-        from mmsc_dgl.ops import reference as module
+        module = _kernel_module("reference")
     elif impl == "dgl":
         if feat.device.type != "cpu":
             raise ValueError("impl='dgl' runs on CPU only (PyPI DGL has no CUDA); use 'triton' or 'reference'")
-        module = importlib.import_module("mmsc_dgl.ops.dgl_kernels")
+        module = _kernel_module("dgl")
     elif impl == "triton":
         if not triton_available(feat.device):
             raise RuntimeError("impl='triton' needs Triton and a CUDA device (or TRITON_INTERPRET=1 for "
                                "testing on CPU); use impl='reference'")
-        module = importlib.import_module("mmsc_dgl.ops.triton_kernel")
+        module = _kernel_module("triton")
     else:
         raise ValueError(f"unknown impl {impl!r}; choose one of auto, {', '.join(IMPLEMENTATIONS)}")
     return module.edge_softmax_aggregate(csr, logits, feat, return_attention=return_attention)

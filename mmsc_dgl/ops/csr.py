@@ -12,6 +12,14 @@ import torch
 from torch import nn
 
 
+if hasattr(torch.compiler, "is_compiling"):  # torch 2.3+
+    is_compiling = torch.compiler.is_compiling
+else:
+    def is_compiling() -> bool:
+        """Whether torch.compile is tracing (dynamo is imported on first use, not with this module)."""
+        return torch._dynamo.is_compiling()
+
+
 class CSR(nn.Module):
     """Destination-major adjacency: ``indptr`` [num_rows + 1], ``indices`` [num_edges] (sources).
 
@@ -164,7 +172,10 @@ class CSR(nn.Module):
             # searchsorted keeps the output's size static (num_edges): torch.compile(fullgraph=True)
             # traces it, where repeat_interleave's data-dependent size would break the graph.
             edges = torch.arange(self.num_edges, device=self.device)
-            self._rows = torch.searchsorted(self.indptr, edges, right=True) - 1
+            rows = torch.searchsorted(self.indptr, edges, right=True) - 1
+            if is_compiling():  # computed in the graph, not cached: a trace must not write buffers
+                return rows
+            self._rows = rows
         return self._rows
 
     def transpose(self) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -173,9 +184,13 @@ class CSR(nn.Module):
         if self._t_order is None:
             rows = self.row_ids()
             order = torch.argsort(self.indices * max(self.num_rows, 1) + rows)
-            counts = torch.bincount(self.indices, minlength=self.num_src)
+            # a scatter, not bincount: its output shape is static, so torch.compile traces it
+            counts = torch.zeros(self.num_src, dtype=torch.int64, device=self.device).index_add_(
+                0, self.indices, torch.ones_like(self.indices))
             t_indptr = torch.zeros(self.num_src + 1, dtype=torch.int64, device=self.device)
             t_indptr[1:] = torch.cumsum(counts, 0)
+            if is_compiling():
+                return t_indptr, rows[order], order
             self._t_indptr, self._t_rows, self._t_order = t_indptr, rows[order], order
         return self._t_indptr, self._t_rows, self._t_order
 
