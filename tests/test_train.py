@@ -75,7 +75,7 @@ def test_train_then_resume_matches_uninterrupted(tiny_dataset, tmp_path):
 def test_resume_with_another_config_is_refused(tiny_dataset, tmp_path):
     runs.train(tiny_dataset.root, tmp_path / "r", TrainConfig(**TINY), progress=False, stop_after=1)
     other = TrainConfig(**{**TINY, "lr": 0.1})
-    with pytest.raises(DataError, match="lr: 0.01 -> 0.1"):
+    with pytest.raises(DataError, match="lr: 0.005 -> 0.1"):
         runs.train(tiny_dataset.root, tmp_path / "r", other, progress=False, resume=True)
     with pytest.raises(DataError, match="already holds an mmsc_dgl run.*--resume"):
         runs.train(tiny_dataset.root, tmp_path / "r", TrainConfig(**TINY), progress=False)
