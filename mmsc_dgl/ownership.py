@@ -30,9 +30,9 @@ FORMAT_VERSIONS = {"dataset": 1, "run": 2, "experiment": 1, "tune": 1}
 OWNED = {
     "dataset": ("dataset.json", "relation_map.json", "items.parquet", "edges.parquet", "graph.bin", "splits",
                 "metapaths.pt", "features.parquet", "features.parquet.parts", "e_llm*.parquet", "judge_scores",
-                "experiment.json"),
+                "experiment.json", "features.pt", "side_edges.parquet"),
     "run": ("run.json", "config.json", "metapaths.pt", "checkpoint.pt", "model.pt", "history.json", "metrics.json",
-            "evaluation.json", "dataset", "cell.json"),
+            "evaluation.json", "dataset", "cell.json", "features.pt"),
     "experiment": ("cells", "datasets", "results.md", "results.json", "*.png"),
     "tune": ("study.db", "study.db-journal", "best.yaml", "trials.json"),
 }

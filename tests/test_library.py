@@ -1,7 +1,6 @@
 """mmsc_dgl imported into someone else's graph project, written as their script would be: their
 schema, their features, a self-contained model, the query API (issue 16)."""
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -331,3 +330,20 @@ def test_a_feature_file_is_found_after_the_run_moves_and_can_be_re_pointed(tmp_p
                        torch.ones(N, 1, dtype=torch.bool))
     with pytest.raises(DataError, match="not the one this run was trained on"):
         mmsc_dgl.load_model(moved / "run", features=tmp_path / "other.pt")
+
+
+def test_what_the_graph_path_writes_can_be_overwritten(tmp_path):
+    """features.pt and side_edges.parquet are the package's own files: --overwrite replaces a
+    dataset (and a run) holding them, where it refused them as foreign before."""
+    g = _shop_graph(seed=7, rated_by=True)
+    ds = mmsc_dgl.dataset_from_graph(g, ntype="product", relations=RELATIONS, feat="feat")
+    ds.save(tmp_path / "ds")
+    assert (tmp_path / "ds" / "features.pt").exists() and (tmp_path / "ds" / "side_edges.parquet").exists()
+    ds.save(tmp_path / "ds", overwrite=True)
+    config = _config(epochs=1, features=torch.randn(N, 4))
+    mmsc_dgl.train(ds, out=tmp_path / "run", config=config, progress=False)
+    assert (tmp_path / "run" / "features.pt").exists()
+    mmsc_dgl.train(ds, out=tmp_path / "run", config=config, progress=False, overwrite=True)
+    (tmp_path / "ds" / "mine.txt").write_text("the user's")
+    with pytest.raises(DataError, match="mine.txt"):
+        ds.save(tmp_path / "ds", overwrite=True)

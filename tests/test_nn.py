@@ -7,7 +7,7 @@ import torch
 from torch.nn import functional as F
 
 from mmsc_dgl.nn import MetaPathAttention, MultiModalAttention, NeuralGate, SemanticAttention
-from mmsc_dgl.ops import CSR, reference, triton_available
+from mmsc_dgl.ops import CSR, triton_available
 
 
 def _csr(case):
