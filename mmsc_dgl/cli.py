@@ -228,6 +228,29 @@ def metapaths(dataset_dir: Path, metapaths: str, strategy: str, max_neighbors: i
     click.echo(f"tables written to {out or dataset_dir / 'metapaths.pt'}")
 
 
+@main.command()
+@click.argument("dataset_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--parts", type=click.IntRange(min=1), required=True, help="Number of partitions (one per machine).")
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Partition directory to write (must not exist, or be one mmsc_dgl wrote, with --overwrite).")
+@click.option("--method", type=click.Choice(["metis", "random"]), default="metis", show_default=True,
+              help="metis: fewer edges cut between partitions; random: a seeded random assignment.")
+@click.option("--features", default="auto", show_default=True,
+              help="Content features the graph servers hold: auto, hashed, categories, none, or a feature file.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of --method random.")
+@click.option("--overwrite", is_flag=True, help="Replace a partition directory mmsc_dgl wrote (nothing else).")
+@_verbosity
+def partition(dataset_dir: Path, parts: int, out: Path, method: str, features: str, seed: int,
+              overwrite: bool) -> None:
+    """Partition a dataset's training graph for DistDGL: sizes per partition and the edge cut."""
+    from mmsc_dgl.distributed.partition import partition_dataset
+
+    info = partition_dataset(dataset_dir, parts, out, method=method, features=features, seed=seed,
+                             overwrite=overwrite)
+    click.echo("\n".join(info.format()))
+    click.echo(f"partitions written to {out} (DistDGL config: {info.config})")
+
+
 def _train_config(config_path: Optional[Path], flags: dict):
     """TrainConfig: the file (if any) under the flags that were given (``None``: not given)."""
     from mmsc_dgl.config import TrainConfig

@@ -26,7 +26,7 @@ from mmsc_dgl.errors import DataError
 from mmsc_dgl.io import resolve_path
 
 MARKER = ".mmsc_dgl.json"
-FORMAT_VERSIONS = {"dataset": 1, "run": 2, "experiment": 1, "tune": 1}
+FORMAT_VERSIONS = {"dataset": 1, "run": 2, "experiment": 1, "tune": 1, "partition": 1}
 OWNED = {
     "dataset": ("dataset.json", "relation_map.json", "items.parquet", "edges.parquet", "graph.bin", "splits",
                 "metapaths.pt", "features.parquet", "features.parquet.parts", "e_llm*.parquet", "judge_scores",
@@ -35,13 +35,14 @@ OWNED = {
             "evaluation.json", "dataset", "cell.json", "features.pt"),
     "experiment": ("cells", "datasets", "results.md", "results.json", "*.png"),
     "tune": ("study.db", "study.db-journal", "best.yaml", "trials.json"),
+    "partition": ("partition.json", "mapping.pt", "mmsc.json", "part*"),
 }
 """What each kind of directory holds when mmsc_dgl wrote it (besides the marker, its locks and
 temporary files): anything else is the user's, and ``--overwrite`` refuses to delete it."""
 KINDS = tuple(OWNED)
 _ALWAYS = (MARKER, ".*.lock", ".*.tmp")
 _NOUN = {"dataset": "dataset directory", "run": "run directory", "experiment": "experiment directory",
-         "tune": "tuning study directory"}
+         "tune": "tuning study directory", "partition": "partition directory"}
 
 
 def write_marker(directory: os.PathLike | str, kind: str) -> None:

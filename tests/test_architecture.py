@@ -21,7 +21,7 @@ FLOORS = [
     {"data"},
     {"metapath", "features"},
     {"eval", "models"},
-    {"augment", "train"},
+    {"augment", "train", "distributed"},
     {"experiments", "bench"},
     {"cli", "__main__"},
 ]
