@@ -168,7 +168,7 @@ def topk_table(mats: Dict[str, sp.csr_matrix], metapath: MetaPath, k: int, seed:
                            n, metapath, "topk", k)
 
 
-def _top_visited(ends: torch.Tensor, k: int, tie_seed: int) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def top_visited(ends: torch.Tensor, k: int, tie_seed: int) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per row of ``ends`` [R, W] (walk end points, -1 for walks that died), the ``k`` most
     visited end points.  Returns ``(row, col, visits)`` sorted by (row, col).
 
@@ -253,7 +253,7 @@ def walk_table(graph: dgl.DGLGraph, metapath: MetaPath, k: int, num_walks: Optio
         starts = torch.arange(lo, hi, dtype=torch.int64, device=device).repeat_interleave(walks)
         walk_ids = torch.arange(lo * walks, hi * walks, dtype=torch.int64, device=device)
         ends = random_walk_ends(adjacency, starts, walk_ids, metapath, key)
-        r, c, v = _top_visited(ends.view(hi - lo, walks), k, seed)
+        r, c, v = top_visited(ends.view(hi - lo, walks), k, seed)
         rows_all.append((r + lo).to(torch.int32).cpu().numpy())  # only counted per row: int32 is enough
         cols_all.append(c.cpu().numpy())
         w_all.append(v.cpu().numpy().astype(np.float32) / walks)
@@ -371,4 +371,4 @@ def dataset_metapath_tables(dataset_dir, metapaths=None, graph: str = "train", o
 
 
 __all__ = ["STRATEGIES", "build_metapath_tables", "dataset_metapath_tables", "estimate_pairs", "count_paths", "relation_matrices",
-           "exact_table", "topk_table", "walk_table"]
+           "exact_table", "topk_table", "walk_table", "top_visited"]
