@@ -251,6 +251,33 @@ def partition(dataset_dir: Path, parts: int, out: Path, method: str, features: s
     click.echo(f"partitions written to {out} (DistDGL config: {info.config})")
 
 
+@main.command(context_settings={"ignore_unknown_options": True})
+@click.argument("part_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+@click.option("--trainers", type=click.IntRange(min=1), default=2, show_default=True, help="Trainer processes.")
+@click.option("--servers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Graph servers per partition.")
+@click.option("--timeout", type=click.FloatRange(min=1), default=600, show_default=True,
+              help="Seconds before the whole job is ended (exit code 124).")
+@click.option("--logs", type=click.Path(file_okay=False, path_type=Path),
+              help="Where each process's output goes (default: a new temporary directory).")
+@_verbosity
+def launch(part_dir: Path, command: Tuple[str, ...], trainers: int, servers: int, timeout: float,
+           logs: Optional[Path]) -> None:
+    """Run DistDGL graph servers for PART_DIR and COMMAND as trainers on this machine.
+
+    COMMAND follows --, e.g. `-- python -m mmsc_dgl.distributed.worker PART_DIR --out checks`
+    (the check job: features and meta-path walks from every trainer).  A failing trainer or the
+    timeout ends every process; the exit code is the failing trainer's (124 for the timeout)."""
+    from mmsc_dgl.distributed.launch import launch as run_launch
+
+    result = run_launch(part_dir, trainers, list(command), servers=servers, timeout=timeout, log_dir=logs)
+    if result.returncode:
+        click.echo(f"error: {result.message}", err=True)
+        sys.exit(result.returncode)
+    click.echo(f"{result.message} in {result.seconds:.1f} s (logs: {result.logs})")
+
+
 def _train_config(config_path: Optional[Path], flags: dict):
     """TrainConfig: the file (if any) under the flags that were given (``None``: not given)."""
     from mmsc_dgl.config import TrainConfig

@@ -123,11 +123,21 @@ def test_top_k_rows_are_the_walk_tables_rows(graph_and_dir):
         assert reach.has_edges_between(int(items[r]), c)
 
 
-def test_distgraph_in_standalone_mode_draws_the_same_law(graph_and_dir, tmp_path):
+def test_distgraph_in_standalone_mode_draws_the_same_law(tmp_path):
     """A real DistGraph (DistDGL standalone mode, one partition, in a subprocess): its walks,
     mapped back to the dataset's ids, follow the single-machine law."""
+    from mmsc_dgl.config import PrepareConfig
     from mmsc_dgl.distributed.partition import partition_dataset
-    graph, dataset_dir = graph_and_dir
+    # a directed dataset: out-edges differ from in-edges, so a walk the wrong way round is caught
+    from mmsc_dgl.data.prepare import dataset_from_graph
+    gen = torch.Generator().manual_seed(8)
+    src = torch.randint(0, 200, (1600,), generator=gen)
+    hop = torch.randint(1, 9, (1600,), generator=gen)  # i -> i + 1..8: in-edges differ from out-edges
+    directed = dgl.heterograph({("item", "substitute", "item"): (src[:800], (src[:800] + hop[:800]) % 200),
+                                ("item", "complement", "item"): (src[800:], (src[800:] + 3 * hop[800:]) % 200)})
+    dataset_dir = tmp_path / "directed"
+    dataset_from_graph(directed, config=PrepareConfig(symmetric=False)).save(dataset_dir)
+    graph = load_dataset(dataset_dir).train_graph()
     n = graph.num_nodes()
     info = partition_dataset(dataset_dir, 1, tmp_path / "parts", features="none")
     items = _items(graph, "s-c")

@@ -133,7 +133,10 @@ def partition_dataset(dataset_dir: os.PathLike | str, parts: int, out: os.PathLi
     if parts > dataset.num_items:
         raise DataError(f"--parts {parts} for {dataset.num_items} items.", fix="use fewer partitions.")
     feats = load_features(features, dataset, feature_dim)
-    graph = dataset.train_graph()
+    # Stored reversed: DistDGL 2.1 samples a partition's in-edges reliably but not its out-edges
+    # (a per-edge-type check fails), so in-edges of i in the stored graph are i's out-edges in the
+    # dataset, which is what a meta-path walk from i follows (identical for symmetric relations).
+    graph = dgl.reverse(dataset.train_graph())
     for key, value in _feature_data(feats, dataset.num_items).items():
         graph.nodes[NODE_TYPE].data[key] = value
     started = time.perf_counter()
@@ -165,6 +168,7 @@ def partition_dataset(dataset_dir: os.PathLike | str, parts: int, out: os.PathLi
             "features": features if isinstance(features, str) else "memory",
             "feature_keys": sorted(_feature_data(feats, dataset.num_items)), "method": method,
             "seed": seed if method == "random" else None, "num_parts": parts,
+            "orientation": "reversed: in-edges of item i are its out-edges in the dataset",
             "num_nodes": dataset.num_items, "num_edges": int(graph.num_edges()),
             "edges": {r: int(graph.num_edges(r)) for r in RELATIONS},
             "parts": sizes, "edge_cut": cut, "seconds": round(seconds, 3)}

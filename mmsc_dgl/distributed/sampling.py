@@ -4,8 +4,8 @@ The single-machine ``walk`` tables (:func:`mmsc_dgl.metapath.build.walk_table`) 
 the ``k`` most visited end points of ``W`` meta-path-guided random walks, each hop a uniform
 choice among the current node's out-neighbours of that hop's relation.  On DistDGL the same
 walks are taken for a mini-batch's items only, one hop at a time, by
-``dgl.distributed.sample_etype_neighbors(..., fanout=1, replace=True, edge_dir="out")`` over
-every live walk (a node that several walks stand on is passed once per walk, and gets one
+``dgl.distributed.sample_etype_neighbors(..., fanout=1, replace=True)`` over every live walk
+(in-edges of the reversed partitions: :data:`EDGE_DIR`) (a node that several walks stand on is passed once per walk, and gets one
 independent uniform pick per occurrence: DGL samples each seed occurrence on its own, which is
 checked on every call).  The ends are ranked as on one machine (:func:`top_visited`).
 
@@ -33,6 +33,13 @@ def _etype(rel) -> Tuple[str, str, str]:
     return (NODE_TYPE, rel, NODE_TYPE) if isinstance(rel, str) else tuple(rel)
 
 
+EDGE_DIR = "in"
+"""Partitions are stored reversed (:func:`~mmsc_dgl.distributed.partition.partition_dataset`), so
+a DistGraph's in-edges of ``i`` are ``i``'s out-edges in the dataset: DistDGL 2.1's out-edge
+sampling of a partition fails a per-edge-type check ("etype values exceed the number of
+fanouts")."""
+
+
 def default_sampler(graph) -> Callable:
     """``sample(nodes, etype) -> (src, dst)``: one uniform out-neighbour per entry of ``nodes``
     (duplicates sampled independently), from a ``DistGraph`` or a local ``DGLGraph``."""
@@ -45,11 +52,14 @@ def default_sampler(graph) -> Callable:
         src_type = etype[0]
         fanout = {e: (1 if e == etype else 0) for e in etypes}
         if distributed:
-            sub = dgl.distributed.sample_etype_neighbors(graph, {src_type: nodes}, fanout, edge_dir="out",
-                                                         replace=True)
+            # etype_sorted=False: a partition's out-edge CSR (built from its CSC) is not sorted by
+            # edge type, and DGL 2.1 assumes it is unless told otherwise
+            sub = dgl.distributed.sample_etype_neighbors(graph, {src_type: nodes}, fanout, edge_dir=EDGE_DIR,
+                                                         replace=True, etype_sorted=False)
         else:
             sub = dgl.sampling.sample_neighbors(graph, {src_type: nodes}, fanout, edge_dir="out", replace=True)
-        return sub.edges(etype=etype)
+        src, dst = sub.edges(etype=etype)
+        return (dst, src) if distributed and EDGE_DIR == "in" else (src, dst)
 
     return sample
 

@@ -1,0 +1,216 @@
+"""Starting a DistDGL job on this machine (``mmsc-dgl launch``): graph servers for every
+partition, then the trainers, supervised until the trainers end.
+
+DGL's cluster launcher (``tools/launch.py``) is not in the wheel, so the processes are started
+here, with the environment DistDGL reads (``../shared/distdgl/NOTES.md``) and the two traps of
+that note handled:
+
+* **Shared memory.** Two servers on one host name their ``/dev/shm`` buffers (graph structure,
+  partition book, features) after the graph and feature only, so the second would silently
+  serve the first one's features.  Every server after the first runs in its own user and mount
+  namespace with a private ``/dev/shm`` (``unshare --user --map-root-user --mount``).  Trainers
+  find their machine's partition through server 0's names: ip_config lists one line per
+  partition, all on 127.0.0.1, so every trainer counts as machine 0.
+* **Hangs.** A server waits forever for a trainer that died.  The launcher polls its children:
+  a trainer that exits with an error, or the hard ``timeout``, ends the whole job; every child
+  is ended by its process group (each starts a new session: never by name), and the
+  ``/dev/shm`` entries the job created with DistDGL's names (the graph's name, ``*-kvdata-*``)
+  are removed; nothing that was there before the job is touched.
+
+The exit code is the first failing trainer's (124 for the timeout, as ``timeout(1)``).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+from mmsc_dgl.errors import DataError
+
+logger = logging.getLogger(__name__)
+
+SHM = Path("/dev/shm")
+GRACE_SECONDS = 20.0
+"""How long servers get to exit on their own after the last trainer ended."""
+
+
+@dataclass
+class LaunchResult:
+    """How a launched job ended."""
+
+    returncode: int
+    seconds: float
+    message: str
+    logs: Path
+    trainer_codes: Dict[int, Optional[int]] = field(default_factory=dict)
+    shm_removed: List[str] = field(default_factory=list)
+    pids: List[int] = field(default_factory=list)
+    """Every child's PID (all ended when ``launch`` returns)."""
+
+
+def _free_ports(count: int) -> List[int]:
+    socks, ports = [], []
+    for _ in range(count):
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.bind(("127.0.0.1", 0))
+        socks.append(s)
+        ports.append(s.getsockname()[1])
+    for s in socks:
+        s.close()
+    return ports
+
+
+def isolation_available() -> bool:
+    """Whether ``unshare`` can give a server a private ``/dev/shm`` here (user namespaces)."""
+    if shutil.which("unshare") is None:
+        return False
+    probe = subprocess.run(["unshare", "--user", "--map-root-user", "--mount", "sh", "-c",
+                            "mount -t tmpfs tmpfs /dev/shm"], capture_output=True, timeout=30)
+    return probe.returncode == 0
+
+
+def _end(procs: Sequence[subprocess.Popen], grace: float = 5.0) -> None:
+    """SIGTERM each child's process group, then SIGKILL what is left after ``grace`` seconds."""
+    for p in procs:
+        if p.poll() is None:
+            try:
+                os.killpg(p.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+    deadline = time.monotonic() + grace
+    for p in procs:
+        try:
+            p.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            p.wait()
+
+
+def launch(part_dir: os.PathLike | str, trainers: int, command: Sequence[str], servers: int = 1,
+           timeout: float = 600.0, log_dir: Optional[os.PathLike | str] = None,
+           isolate: Optional[bool] = None) -> LaunchResult:
+    """Run ``servers`` graph servers per partition of ``part_dir`` and ``trainers`` copies of
+    ``command`` (each with the DistDGL client environment and ``RANK`` / ``WORLD_SIZE`` /
+    ``MASTER_ADDR`` / ``MASTER_PORT`` for ``torch.distributed``), on this machine.
+
+    Args:
+        part_dir: written by ``mmsc-dgl partition``.
+        trainers: trainer processes (all on this machine).
+        command: the trainer program and its arguments.
+        servers: servers per partition (more than one shares a partition's requests).
+        timeout: seconds before the whole job is ended (exit code 124).
+        log_dir: where each child's output goes (default: a new temporary directory).
+        isolate: private ``/dev/shm`` for every server after the first (default: when
+            ``unshare`` works here; without it, more than one partition is refused, since the
+            servers would read each other's memory).
+    """
+    from mmsc_dgl.distributed.partition import load_partition_record
+    part_dir = Path(part_dir).resolve()
+    record = load_partition_record(part_dir)
+    if trainers < 1 or servers < 1:
+        raise DataError("--trainers and --servers must be at least 1.", fix="e.g. --trainers 2 --servers 1.")
+    if not command:
+        raise DataError("no trainer command.", fix="put it after --: mmsc-dgl launch PART_DIR -- python train.py")
+    parts = int(record["num_parts"])
+    isolate = isolation_available() if isolate is None else isolate
+    if parts * servers > 1 and not isolate:
+        raise DataError("more than one graph server on this machine needs a private /dev/shm per server "
+                        "(unshare with user namespaces), which is not available here.",
+                        fix="partition into 1 part and run 1 server, or run on a host with user namespaces.")
+    logs = Path(log_dir) if log_dir else Path(tempfile.mkdtemp(prefix="mmsc-launch-"))
+    logs.mkdir(parents=True, exist_ok=True)
+    ports = _free_ports(parts + 1)
+    ip_config = logs / "ip_config.txt"
+    ip_config.write_text("".join(f"127.0.0.1 {port}\n" for port in ports[:parts]))
+    base = {**os.environ, "DGL_DIST_MODE": "distributed", "DGL_IP_CONFIG": str(ip_config),
+            "DGL_CONF_PATH": str(part_dir / record["config"]), "DGL_NUM_SERVER": str(servers),
+            "DGL_NUM_CLIENT": str(trainers), "DGL_NUM_SAMPLER": "0", "DGL_GRAPH_FORMAT": "csc,csr,coo",
+            "PYTHONUNBUFFERED": "1"}
+    shm_before = set(os.listdir(SHM)) if SHM.is_dir() else set()
+    started = time.monotonic()
+    server_procs: List[subprocess.Popen] = []
+    trainer_procs: Dict[int, subprocess.Popen] = {}
+    handles = []
+    try:
+        for server_id in range(parts * servers):
+            cmd = [sys.executable, "-m", "mmsc_dgl.distributed.server"]
+            if server_id > 0:
+                inner = " ".join(cmd)
+                cmd = ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c",
+                       f"mount -t tmpfs tmpfs /dev/shm && exec {inner}"]
+            out = open(logs / f"server-{server_id}.log", "wb")
+            handles.append(out)
+            server_procs.append(subprocess.Popen(cmd, env={**base, "DGL_ROLE": "server",
+                                                           "DGL_SERVER_ID": str(server_id)},
+                                                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True))
+        for rank in range(trainers):
+            out = open(logs / f"trainer-{rank}.log", "wb")
+            handles.append(out)
+            env = {**base, "DGL_ROLE": "client", "RANK": str(rank), "WORLD_SIZE": str(trainers),
+                   "LOCAL_RANK": str(rank), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(ports[-1])}
+            trainer_procs[rank] = subprocess.Popen(list(command), env=env, stdout=out, stderr=subprocess.STDOUT,
+                                                   start_new_session=True)
+        logger.info("launched %d server(s) for %d partition(s) and %d trainer(s); logs in %s",
+                    len(server_procs), parts, trainers, logs)
+        code, message = 0, ""
+        while True:
+            codes = {r: p.poll() for r, p in trainer_procs.items()}
+            failed = {r: c for r, c in codes.items() if c not in (None, 0)}
+            dead_servers = [i for i, p in enumerate(server_procs) if p.poll() not in (None, 0)]
+            if failed:
+                rank, code = min(failed.items())
+                message = (f"trainer {rank} exited with code {code}; the job was ended "
+                           f"(its log: {logs / f'trainer-{rank}.log'}).")
+                break
+            if dead_servers and any(c is None for c in codes.values()):
+                i = dead_servers[0]
+                code = server_procs[i].returncode or 1
+                message = f"graph server {i} died; the job was ended (its log: {logs / f'server-{i}.log'})."
+                break
+            if all(c == 0 for c in codes.values()):
+                message = f"{trainers} trainer(s) finished"
+                deadline = time.monotonic() + GRACE_SECONDS
+                while any(p.poll() is None for p in server_procs) and time.monotonic() < deadline:
+                    time.sleep(0.2)
+                break
+            if time.monotonic() - started > timeout:
+                code = 124
+                message = f"the job ran past --timeout {timeout:g} s and was ended (logs: {logs})."
+                break
+            time.sleep(0.2)
+        trainer_codes = {r: p.poll() for r, p in trainer_procs.items()}
+    finally:
+        _end(list(trainer_procs.values()) + server_procs)
+        for h in handles:
+            h.close()
+    removed = []
+    if SHM.is_dir():
+        # only what DistDGL names after the graph or a feature, and only what appeared during the job
+        ours = [n for n in set(os.listdir(SHM)) - shm_before if n.startswith(record["graph_name"]) or "-kvdata-" in n]
+        for name in sorted(ours):
+            try:
+                (SHM / name).unlink()
+                removed.append(name)
+            except OSError:
+                pass
+    seconds = time.monotonic() - started
+    if removed:
+        logger.info("removed %d /dev/shm entr%s the job left: %s", len(removed), "y" if len(removed) == 1 else "ies",
+                    ", ".join(removed[:5]))
+    pids = [p.pid for p in server_procs] + [p.pid for p in trainer_procs.values()]
+    return LaunchResult(code, seconds, message, logs, trainer_codes, removed, pids)
+
+
+__all__ = ["LaunchResult", "isolation_available", "launch"]

@@ -1,0 +1,104 @@
+"""A real DistDGL job on loopback: 2 partitions (METIS), 2 graph servers (the second in its own
+/dev/shm), 2 trainers in a gloo process group; a trainer that dies and a job past its timeout
+end every process, with the exit code and no /dev/shm leftovers (issue 15)."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+dgl = pytest.importorskip("dgl")
+stats = pytest.importorskip("scipy.stats")
+
+from mmsc_dgl.config import SyntheticConfig  # noqa: E402
+from mmsc_dgl.data.dataset import load_dataset  # noqa: E402
+from mmsc_dgl.data.prepare import prepare  # noqa: E402
+from mmsc_dgl.distributed.launch import isolation_available, launch  # noqa: E402
+from mmsc_dgl.distributed.partition import partition_dataset  # noqa: E402
+from mmsc_dgl.features.load import load_features  # noqa: E402
+from mmsc_dgl.metapath.build import random_walk_ends  # noqa: E402
+from mmsc_dgl.metapath.spec import MetaPath  # noqa: E402
+
+pytestmark = pytest.mark.skipif(not isolation_available(),
+                                reason="two servers on one host need unshare with user namespaces")
+
+WALKS = 400
+
+
+@pytest.fixture(scope="module")
+def parts(tmp_path_factory):
+    root = tmp_path_factory.mktemp("dist")
+    prepare(synthetic=SyntheticConfig(num_items=300, seed=5), out=root / "ds", progress=False)
+    partition_dataset(root / "ds", 2, root / "parts", features="hashed", feature_dim=16)
+    return root
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _shm():
+    return {n for n in os.listdir("/dev/shm") if n.startswith("mmsc") or "-kvdata-" in n}
+
+
+def _worker(root, *extra):
+    return [sys.executable, "-m", "mmsc_dgl.distributed.worker", str(root / "parts"), "--out", str(root / "out"),
+            "--items", "5", "--walks", str(WALKS), *extra]
+
+
+def test_two_servers_two_trainers_on_loopback(parts):
+    before = _shm()
+    result = launch(parts / "parts", 2, _worker(parts), timeout=240, log_dir=parts / "logs")
+    assert result.returncode == 0, result.message + (parts / "logs" / "trainer-0.log").read_text()[-3000:]
+    assert not any(_alive(pid) for pid in result.pids) and _shm() <= before
+    dataset = load_dataset(parts / "ds")
+    feats = load_features("hashed", dataset, 16)
+    graph = dataset.train_graph()
+    metapath = MetaPath.parse("s-c")
+    adjacency = {r: tuple(t.to(torch.int64) for t in graph.adj_tensors("csr", etype=r)[:2]) for r in metapath.relations}
+    n = dataset.num_items
+    for rank in range(2):
+        got = torch.load(parts / "out" / f"rank-{rank}.pt", weights_only=True)
+        assert got["world"] == 2 and got["walks_all_ranks"] == 2 * 5 * WALKS
+        # features cross partitions intact: every 7th item, wherever it lives, and the trainer's own
+        torch.testing.assert_close(got["probe_tokens"], feats.tokens[got["probe_items"]])
+        torch.testing.assert_close(got["tokens"], feats.tokens[got["items"]])
+        # walks drawn through both servers follow the single-machine walk's law, item by item
+        items = got["items"]
+        mine = got["ends"]["s-c"]
+        theirs = random_walk_ends(adjacency, items.repeat_interleave(WALKS), torch.arange(len(items) * WALKS),
+                                  metapath, key=99).view(len(items), WALKS)
+        for row in range(len(items)):
+            a = np.bincount(np.where(mine[row] < 0, n, mine[row]), minlength=n + 1)
+            b = np.bincount(np.where(theirs[row] < 0, n, theirs[row]), minlength=n + 1)
+            keep = (a + b) > 0
+            if keep.sum() > 1:
+                assert stats.chi2_contingency(np.stack([a[keep], b[keep]]))[1] > 1e-4
+
+
+def test_a_dying_trainer_ends_the_job_with_its_code(parts):
+    before = _shm()
+    result = launch(parts / "parts", 2, _worker(parts, "--fail-rank", "1"), timeout=240, log_dir=parts / "logs-fail")
+    assert result.returncode == 3 and "trainer 1 exited with code 3" in result.message
+    assert result.seconds < 120
+    assert not any(_alive(pid) for pid in result.pids) and _shm() <= before
+
+
+def test_the_timeout_ends_every_process_with_124(parts):
+    result = launch(parts / "parts", 1, [sys.executable, "-c", "import time; time.sleep(120)"], timeout=4,
+                    log_dir=parts / "logs-timeout")
+    assert result.returncode == 124 and "--timeout" in result.message and result.seconds < 60
+    assert not any(_alive(pid) for pid in result.pids)
+
+
+def test_cli_propagates_the_exit_code_in_one_line(parts):
+    cmd = [sys.executable, "-m", "mmsc_dgl", "launch", str(parts / "parts"), "--trainers", "1", "--timeout", "4",
+           "--", sys.executable, "-c", "import sys; sys.exit(7)"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 7 and "trainer 0 exited with code 7" in done.stderr and "Traceback" not in done.stderr
