@@ -102,3 +102,14 @@ def test_cli_propagates_the_exit_code_in_one_line(parts):
            "--", sys.executable, "-c", "import sys; sys.exit(7)"]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert done.returncode == 7 and "trainer 0 exited with code 7" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_bench_dist_counts_bytes_only_across_partitions(tmp_path):
+    from mmsc_dgl.bench.dist import main
+    main(["--items", "400", "--parts", "1", "2", "--steps", "2", "--warmup", "0", "--batch", "32", "--walks", "4",
+          "--metapaths", "s,s-c", "--work", str(tmp_path / "work"), "--json", str(tmp_path / "dist.json")])
+    import json
+    one, two = json.loads((tmp_path / "dist.json").read_text())["results"]
+    assert one["parts"] == 1 and one["bytes_per_step_mib"] == 0 and one["messages_per_step"] == 0
+    assert two["parts"] == 2 and two["bytes_per_step_mib"] > 0 and two["remote_rows"] > 0
+    assert two["server_peak_mib"] > 0 and two["trainer_peak_mib"] > 0

@@ -55,6 +55,20 @@ class LaunchResult:
     shm_removed: List[str] = field(default_factory=list)
     pids: List[int] = field(default_factory=list)
     """Every child's PID (all ended when ``launch`` returns)."""
+    peak_rss_mib: Dict[str, float] = field(default_factory=dict)
+    """Each child's resident high-water mark (``server-0``, ``trainer-1``, ...), read from
+    ``/proc`` while the job ran."""
+
+
+def _peak_rss_mib(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/status") as handle:
+            for line in handle:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
 
 
 def _free_ports(count: int) -> List[int]:
@@ -143,6 +157,7 @@ def launch(part_dir: os.PathLike | str, trainers: int, command: Sequence[str], s
     server_procs: List[subprocess.Popen] = []
     trainer_procs: Dict[int, subprocess.Popen] = {}
     handles = []
+    peaks: Dict[str, float] = {}
     try:
         for server_id in range(parts * servers):
             cmd = [sys.executable, "-m", "mmsc_dgl.distributed.server"]
@@ -165,7 +180,15 @@ def launch(part_dir: os.PathLike | str, trainers: int, command: Sequence[str], s
         logger.info("launched %d server(s) for %d partition(s) and %d trainer(s); logs in %s",
                     len(server_procs), parts, trainers, logs)
         code, message = 0, ""
+        children = {**{f"server-{i}": p for i, p in enumerate(server_procs)},
+                    **{f"trainer-{r}": p for r, p in trainer_procs.items()}}
+
+        def probe() -> None:
+            for name, proc in children.items():
+                if proc.poll() is None:
+                    peaks[name] = max(peaks.get(name, 0.0), _peak_rss_mib(proc.pid))
         while True:
+            probe()
             codes = {r: p.poll() for r, p in trainer_procs.items()}
             failed = {r: c for r, c in codes.items() if c not in (None, 0)}
             dead_servers = [i for i, p in enumerate(server_procs) if p.poll() not in (None, 0)]
@@ -183,6 +206,7 @@ def launch(part_dir: os.PathLike | str, trainers: int, command: Sequence[str], s
                 message = f"{trainers} trainer(s) finished"
                 deadline = time.monotonic() + GRACE_SECONDS
                 while any(p.poll() is None for p in server_procs) and time.monotonic() < deadline:
+                    probe()
                     time.sleep(0.2)
                 break
             if time.monotonic() - started > timeout:
@@ -210,7 +234,8 @@ def launch(part_dir: os.PathLike | str, trainers: int, command: Sequence[str], s
         logger.info("removed %d /dev/shm entr%s the job left: %s", len(removed), "y" if len(removed) == 1 else "ies",
                     ", ".join(removed[:5]))
     pids = [p.pid for p in server_procs] + [p.pid for p in trainer_procs.values()]
-    return LaunchResult(code, seconds, message, logs, trainer_codes, removed, pids)
+    return LaunchResult(code, seconds, message, logs, trainer_codes, removed, pids,
+                        {k: round(v, 1) for k, v in sorted(peaks.items())})
 
 
 __all__ = ["LaunchResult", "isolation_available", "launch"]

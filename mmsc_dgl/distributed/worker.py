@@ -24,6 +24,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--items", type=int, default=20, help="items per trainer")
     parser.add_argument("--walks", type=int, default=64)
     parser.add_argument("--fail-rank", type=int, default=-1, help="this rank dies after joining (tests)")
+    parser.add_argument("--steps", type=int, default=0,
+                        help="also time this many mini-batch steps of data access (mmsc-dgl bench dist)")
+    parser.add_argument("--batch", type=int, default=1024, help="items per timed step")
     args = parser.parse_args(argv)
 
     import dgl
@@ -61,6 +64,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     for path in parse_metapaths(args.metapaths):
         ends = metapath_walk_ends(sample, mine.repeat_interleave(args.walks), path).view(len(mine), args.walks)
         result["ends"][path.name] = torch.where(ends >= 0, orig[ends.clamp(min=0)], ends)
+    if args.steps:
+        result["bench"] = _timed_steps(graph, sample, parse_metapaths(args.metapaths), mask, args, rank)
     walked = torch.tensor([len(mine) * args.walks])
     dist.all_reduce(walked)  # the process group works across trainers
     result["walks_all_ranks"] = int(walked)
@@ -69,6 +74,63 @@ def main(argv: Optional[List[str]] = None) -> int:
     dist.barrier()
     print(f"rank {rank}/{world}: {len(mine)} items, {int(walked):,} walks in all", flush=True)
     return 0
+
+
+def _timed_steps(graph, sample, paths, mask, args, rank: int) -> dict:
+    """Per mini-batch of ``--batch`` of this trainer's items: the meta-path neighbourhoods
+    (``--walks`` walks per item and meta-path) and the content features of the batch and of every
+    neighbour drawn, as MMSC's encoder needs them.  Counts what crosses the network: requests to
+    and answers from graph servers of other partitions (8 B per id asked, 24 B per sampled edge,
+    the feature row per row fetched)."""
+    import resource
+    import time
+
+    import dgl
+    import torch
+
+    from mmsc_dgl import NODE_TYPE
+    from mmsc_dgl.distributed.sampling import metapath_walk_ends
+
+    book = graph.get_partition_book()
+    here = book.partid
+    owned = dgl.distributed.node_split(mask, book, ntype=NODE_TYPE, force_even=False)
+    row_bytes = sum(graph.nodes[NODE_TYPE].data[k][0:1].numel() * graph.nodes[NODE_TYPE].data[k][0:1].element_size()
+                    for k in graph.nodes[NODE_TYPE].data.keys())
+    traffic = {"bytes": 0, "messages": 0}
+
+    def counted(nodes, etype):
+        owner = book.nid2partid(nodes, NODE_TYPE)
+        remote = owner != here
+        src, dst = sample(nodes, etype)
+        answered = book.nid2partid(src, NODE_TYPE) != here
+        traffic["bytes"] += 8 * int(remote.sum()) + 24 * int(answered.sum())
+        traffic["messages"] += 2 * len(set(owner[remote].tolist()))
+        return src, dst
+
+    gen = torch.Generator().manual_seed(rank)
+    rows = []
+    for step in range(args.steps):
+        traffic["bytes"] = traffic["messages"] = 0
+        batch = owned[torch.randint(0, owned.numel(), (args.batch,), generator=gen)]
+        started = time.perf_counter()
+        reached = [batch]
+        for path in paths:
+            ends = metapath_walk_ends(counted, batch.repeat_interleave(args.walks), path)
+            reached.append(ends[ends >= 0])
+        sampled = time.perf_counter()
+        need = torch.unique(torch.cat(reached))
+        owner = book.nid2partid(need, NODE_TYPE)
+        remote = owner != here
+        for key in graph.nodes[NODE_TYPE].data.keys():
+            graph.nodes[NODE_TYPE].data[key][need]
+        fetched = time.perf_counter()
+        rows.append({"step": step, "sample_ms": 1000 * (sampled - started), "features_ms": 1000 * (fetched - sampled),
+                     "sample_bytes": traffic["bytes"], "sample_messages": traffic["messages"],
+                     "feature_rows": int(need.numel()), "remote_rows": int(remote.sum()),
+                     "feature_bytes": int(remote.sum()) * (row_bytes + 8),
+                     "feature_messages": 2 * len(set(owner[remote].tolist()))})
+    return {"steps": rows, "owned_items": int(owned.numel()), "row_bytes": row_bytes,
+            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
 if __name__ == "__main__":

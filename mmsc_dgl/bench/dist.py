@@ -1,0 +1,131 @@
+"""Where the time and the bytes of a distributed step go: one partition against 2 and 4, on this
+machine (``mmsc-dgl bench dist``).
+
+For each partition count ``P``: the synthetic catalog is partitioned (METIS), ``P`` graph
+servers and ``P`` trainers are launched (:mod:`mmsc_dgl.distributed.launch`), and every trainer
+times ``--steps`` mini-batches of the data access an MMSC step needs
+(:mod:`mmsc_dgl.distributed.worker`): meta-path neighbourhoods of ``--batch`` items by chained
+sampling, then the content features of the batch and of every neighbour drawn.  Reported per
+step (mean over trainers and steps): wall time of each part, bytes and messages that cross
+partitions, and the peak memory of each server and trainer.
+
+On 2 cores the P processes of each kind share two CPUs, so the times cannot show a speedup;
+the bytes, messages and memory are what the estimate in docs/distributed.md scales.
+
+    python benchmarks/bench_dist.py --items 100000 --parts 1 2 4 --json benchmarks/results/dist_cpu.json
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+logger = logging.getLogger("bench_dist")
+
+
+def _dataset(work: Path, items: int, seed: int) -> Path:
+    from mmsc_dgl.config import SyntheticConfig
+    from mmsc_dgl.data.dataset import load_dataset
+    from mmsc_dgl.data.prepare import prepare
+    out = work / f"synthetic-{items}-s{seed}"
+    if (out / "dataset.json").exists() and load_dataset(out).num_items == items:
+        return out
+    prepare(synthetic=SyntheticConfig(num_items=items, seed=seed), out=out, progress=False, overwrite=True)
+    return out
+
+
+def _partitions(dataset: Path, parts: int, work: Path, feature_dim: int) -> Path:
+    from mmsc_dgl.data.dataset import dataset_fingerprint
+    from mmsc_dgl.distributed.partition import load_partition_record, partition_dataset
+    out = work / f"{dataset.name}-{parts}parts"
+    if (out / "partition.json").exists():
+        record = load_partition_record(out)
+        if record["dataset_fingerprint"] == dataset_fingerprint(dataset) and record["num_parts"] == parts:
+            return out
+    partition_dataset(dataset, parts, out, features="hashed", feature_dim=feature_dim, overwrite=out.exists())
+    return out
+
+
+def run_case(part_dir: Path, parts: int, args) -> dict:
+    from mmsc_dgl.distributed.launch import launch
+    from mmsc_dgl.distributed.partition import load_partition_record
+    from mmsc_dgl.errors import DataError
+    out = Path(tempfile.mkdtemp(prefix="bench-dist-"))
+    command = [sys.executable, "-m", "mmsc_dgl.distributed.worker", str(part_dir), "--out", str(out),
+               "--metapaths", args.metapaths, "--walks", str(args.walks), "--items", "8",
+               "--steps", str(args.steps), "--batch", str(args.batch)]
+    result = launch(part_dir, parts, command, servers=1, timeout=args.timeout, log_dir=out / "logs")
+    if result.returncode:
+        raise DataError(f"the {parts}-partition job failed: {result.message}",
+                        fix="read the trainer's log named there.")
+    steps, trainers = [], []
+    for rank in range(parts):
+        got = torch.load(out / f"rank-{rank}.pt", weights_only=True)["bench"]
+        steps.extend(got["steps"][args.warmup:])
+        trainers.append(got)
+    record = load_partition_record(part_dir)
+    mean = lambda key: statistics.fmean(s[key] for s in steps)  # noqa: E731
+    servers = [v for k, v in result.peak_rss_mib.items() if k.startswith("server")]
+    trainer_mem = [v for k, v in result.peak_rss_mib.items() if k.startswith("trainer")]
+    return {"parts": parts, "items": record["num_nodes"], "edges": record["num_edges"],
+            "edge_cut": record["edge_cut"], "cut_share": record["edge_cut"] / max(record["num_edges"], 1),
+            "batch": args.batch, "walks": args.walks, "metapaths": args.metapaths,
+            "step_ms": mean("sample_ms") + mean("features_ms"), "sample_ms": mean("sample_ms"),
+            "features_ms": mean("features_ms"), "sample_mib": mean("sample_bytes") / 2**20,
+            "feature_mib": mean("feature_bytes") / 2**20,
+            "bytes_per_step_mib": (mean("sample_bytes") + mean("feature_bytes")) / 2**20,
+            "messages_per_step": mean("sample_messages") + mean("feature_messages"),
+            "feature_rows": mean("feature_rows"), "remote_rows": mean("remote_rows"),
+            "row_bytes": trainers[0]["row_bytes"],
+            "server_peak_mib": max(servers) if servers else None,
+            "trainer_peak_mib": max(trainer_mem) if trainer_mem else None,
+            "job_seconds": result.seconds, "steps_timed": len(steps)}
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(prog="bench dist", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--items", type=int, default=100_000)
+    parser.add_argument("--parts", type=int, nargs="*", default=[1, 2, 4])
+    parser.add_argument("--batch", type=int, default=1024)
+    parser.add_argument("--walks", type=int, default=16)
+    parser.add_argument("--metapaths", default="s,c,s-c,c-s,c-s-c")
+    parser.add_argument("--steps", type=int, default=12)
+    parser.add_argument("--warmup", type=int, default=2, help="first steps per trainer left out of the means")
+    parser.add_argument("--feature-dim", type=int, default=64)
+    parser.add_argument("--work", type=Path, default=Path("runs/bench/dist"),
+                        help="where the catalog and its partitions are kept (reused when they match)")
+    parser.add_argument("--timeout", type=float, default=900)
+    parser.add_argument("--seed", type=int, default=0)
+    from mmsc_dgl.bench.machine import add_json_option, check_json_target, format_table, setup_logging, write_json
+    add_json_option(parser)
+    args = parser.parse_args(argv)
+    check_json_target(args)
+    setup_logging()
+    args.work.mkdir(parents=True, exist_ok=True)
+    dataset = _dataset(args.work, args.items, args.seed)
+    rows = []
+    for parts in args.parts:
+        part_dir = _partitions(dataset, parts, args.work, args.feature_dim)
+        row = run_case(part_dir, parts, args)
+        logger.info("%d partition(s): %.0f ms per step, %.2f MiB and %.0f messages across partitions", parts,
+                    row["step_ms"], row["bytes_per_step_mib"], row["messages_per_step"])
+        rows.append(row)
+    columns = [("parts", "parts", "d"), ("edge cut", "cut_share", ".1%"), ("step ms", "step_ms", ".0f"),
+               ("sample ms", "sample_ms", ".0f"), ("features ms", "features_ms", ".0f"),
+               ("MiB/step", "bytes_per_step_mib", ".2f"), ("msgs/step", "messages_per_step", ".0f"),
+               ("rows fetched", "feature_rows", ",.0f"), ("remote rows", "remote_rows", ",.0f"),
+               ("server MiB", "server_peak_mib", ",.0f"), ("trainer MiB", "trainer_peak_mib", ",.0f")]
+    print(format_table(columns, rows))
+    if args.json:
+        write_json(args.json, "dist", rows)
+
+
+if __name__ == "__main__":
+    from mmsc_dgl.bench.machine import run_script
+    run_script(main)
