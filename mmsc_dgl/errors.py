@@ -13,6 +13,11 @@ class DataError(ValueError):
         path: the file that holds the problem.
         line: 1-based line number inside ``path``.
         fix: what the user should do about it.
+
+    Example:
+        >>> str(DataError("no items.", path="runs/x", fix="pass --out DIR."))
+        'runs/x: no items. Fix: pass --out DIR.'
+
     """
 
     def __init__(self, message: str, path: Optional[os.PathLike | str] = None,

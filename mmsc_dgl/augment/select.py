@@ -122,6 +122,11 @@ def augment(dataset_dir: os.PathLike | str, judge: str | EdgeJudge = "similarity
     (capped at what exists).  Writes a parquet table ``relation, src, dst, score`` (node ids) to
     ``out`` (default ``DATASET_DIR/e_llm.parquet``) for ``mmsc-dgl train --train-edges``; an
     existing ``out`` is replaced only with ``overwrite``.
+
+    Example:
+        >>> result = mmsc_dgl.augment("runs/magazine", judge="similarity", top_n=5000)  # doctest: +SKIP
+        >>> result.out                                                                 # doctest: +SKIP
+
     """
     from mmsc_dgl.data.dataset import load_dataset
     if threshold is not None and not 0.0 <= threshold <= 1.0:

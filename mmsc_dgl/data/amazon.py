@@ -111,6 +111,11 @@ def read_amazon(paths: Sequence[os.PathLike | str], relation_map: Optional[Relat
     Raises:
         DataError: an empty or cut-off file, a file that is not Amazon metadata, a file with no
             usable record, or (with ``strict``) any malformed line.
+
+    Example:
+        >>> read = read_amazon(["meta_Magazine_Subscriptions.json.gz"])  # doctest: +SKIP
+        >>> read.catalog.num_items, read.report.format()                # doctest: +SKIP
+
     """
     relation_map = relation_map or RelationMap.amazon()
     report = SkipReport()

@@ -63,6 +63,13 @@ class ItemCatalog:
     Args:
         table: an Arrow table with at least an ``item_id`` string column of unique ids.  Missing
             core columns are added as nulls, so every catalog has :data:`CORE_SCHEMA`'s columns.
+
+    Example:
+        >>> import pyarrow as pa
+        >>> catalog = ItemCatalog(pa.table({"item_id": ["a", "b"], "title": ["razor", "blades"]}))
+        >>> catalog.index_of(["b", "z"]).tolist(), len(catalog)
+        ([1, -1], 2)
+
     """
 
     def __init__(self, table: pa.Table):

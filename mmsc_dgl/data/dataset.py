@@ -89,6 +89,11 @@ class Dataset:
         relation_map: the raw key -> relation map used to read the inputs.
         report: what the readers and the graph builder skipped, and why.
         info: sources, configs and anything else recorded in ``dataset.json``.
+
+    Example:
+        >>> ds = Dataset.load("runs/beauty")                     # doctest: +SKIP
+        >>> ds.num_items, ds.splits.train["complement"].src[:3]  # doctest: +SKIP
+
     """
 
     catalog: ItemCatalog

@@ -64,6 +64,10 @@ def read_edgelist(paths: Sequence[os.PathLike | str], relation_map: Optional[Rel
     Raises:
         DataError: an empty file, a relation not in the map, a non-numeric id in a numeric
             list, a bad label, or (with ``strict``) a line with the wrong number of fields.
+
+    Example:
+        >>> read = read_edgelist(["edges.txt"], RelationMap.parse("1=complement,2=substitute"))  # doctest: +SKIP
+
     """
     relation_map = relation_map or RelationMap.edgelist()
     report = SkipReport()

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Dict, Mapping, Optional
+from typing import TYPE_CHECKING, Dict, Mapping, Optional
 
 import dgl
 import numpy as np
@@ -15,6 +15,9 @@ from mmsc_dgl.data.catalog import ItemCatalog
 from mmsc_dgl.data.edges import RelationEdges, canonical_edges
 from mmsc_dgl.data.report import SkipReport
 from mmsc_dgl.errors import DataError
+
+if TYPE_CHECKING:
+    from mmsc_dgl.data.side import SideEdges
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +68,7 @@ def _tensor(array: np.ndarray) -> torch.Tensor:
 
 
 def build_graph(num_items: int, edges: Mapping[str, RelationEdges],
-                require_edges: bool = True, side=None) -> dgl.DGLGraph:
+                require_edges: bool = True, side: Optional["SideEdges"] = None) -> dgl.DGLGraph:
     """A ``dgl.heterograph`` with one node type ``item`` and one edge type per relation, plus
     the edge types of ``side`` (:class:`~mmsc_dgl.data.side.SideEdges`) when given.
 
@@ -73,6 +76,13 @@ def build_graph(num_items: int, edges: Mapping[str, RelationEdges],
 
     Raises:
         DataError: when no relation has an edge (with ``require_edges``).
+
+    Example:
+        >>> import numpy as np
+        >>> g = build_graph(3, {"substitute": RelationEdges(np.array([0, 1]), np.array([1, 2]))})
+        >>> g.num_edges("substitute"), g.num_edges("complement")
+        (2, 0)
+
     """
     if require_edges and sum(len(e) for e in edges.values()) == 0:
         raise DataError(f"the catalog of {num_items:,} items has no edges at all after cleaning.",

@@ -119,7 +119,12 @@ def read_edge_table(path: os.PathLike | str, relation_map: Optional[RelationMap]
 
 def read_parquet_inputs(paths: Sequence[os.PathLike | str],
                         relation_map: Optional[RelationMap] = None) -> ParquetRead:
-    """Read parquet inputs, telling item tables (``item_id``) from edge tables (``src``/``dst``)."""
+    """Read parquet inputs, telling item tables (``item_id``) from edge tables (``src``/``dst``).
+
+    Example:
+        >>> read = read_parquet_inputs(["items.parquet", "edges.parquet"],
+        ...                            RelationMap.parse("also_viewed=substitute,also_bought=complement"))  # doctest: +SKIP
+    """
     report = SkipReport()
     catalog: Optional[ItemCatalog] = None
     edges: List[pa.Table] = []

@@ -34,6 +34,11 @@ class RelationMap:
     """Raw key -> relation name (one of :data:`mmsc_dgl.RELATIONS`, or ``"ignore"``).
 
     Built from a spec such as ``"1=complement,2=substitute"`` with :meth:`parse`.
+
+    Example:
+        >>> RelationMap.parse("1=complement,2=substitute").mapping
+        {'1': 'complement', '2': 'substitute'}
+
     """
 
     mapping: Mapping[str, str] = field(default_factory=dict)

@@ -12,6 +12,13 @@ class SkipReport:
 
     Readers and the graph builder add to one report; ``mmsc-dgl prepare`` prints it and saves it
     in ``dataset.json``.
+
+    Example:
+        >>> report = SkipReport()
+        >>> report.skip("duplicate edge", count=3)
+        >>> report.total, report.format()[0]
+        (3, 'skipped: 3 in all')
+
     """
 
     max_examples: int = 3

@@ -152,6 +152,11 @@ def make_splits(edges: Mapping[str, RelationEdges], num_items: int, config: Opti
         cold_mask: items the catalog marks as cold start; used when ``config.cold_fraction``
             is ``None``.
         pairs: a labelled pair table (``relation``, ``src``, ``dst`` as node ids, ``label``).
+
+    Example:
+        >>> splits = make_splits(dataset.edges, dataset.num_items, SplitConfig(seed=1))  # doctest: +SKIP
+        >>> splits.test["complement"].src[:5]                                          # doctest: +SKIP
+
     """
     config = config or SplitConfig()
     n = np.int64(num_items)

@@ -77,7 +77,12 @@ class ELLMExperiment(Config):
 
 
 class ExperimentConfig(Config):
-    """``mmsc-dgl experiment CONFIG`` reads this (YAML or TOML)."""
+    """``mmsc-dgl experiment CONFIG`` reads this (YAML or TOML).
+
+    Example:
+        >>> config = ExperimentConfig.load("examples/experiments/real.yaml")  # doctest: +SKIP
+        >>> list(config.models)[:3]                                          # doctest: +SKIP
+    """
 
     name: str = "experiment"
     seeds: List[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)

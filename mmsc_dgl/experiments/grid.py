@@ -206,7 +206,12 @@ def run_experiment(config: ExperimentConfig, out: os.PathLike | str, seeds: Opti
                    ) -> ExperimentResult:
     """Run (or complete) the grid of ``config`` into ``out``, then write the report
     (``results.json``, ``results.md`` and PNG plots; :mod:`mmsc_dgl.experiments.report`), with a
-    copy in ``publish`` if given."""
+    copy in ``publish`` if given.
+
+    Example:
+        >>> config = mmsc_dgl.load_experiment("examples/experiments/fast.yaml")  # doctest: +SKIP
+        >>> run_experiment(config, "runs/experiments/fast").rows[:2]             # doctest: +SKIP
+    """
     out = Path(out)
     check_dir_parent(out)
     check_output_dir(out, "experiment", resume=True, inputs=[config.source] if config.source else ())

@@ -168,6 +168,11 @@ def extract_features(dataset_dir: os.PathLike | str, backend: str = "text", out:
 
     Resumable: finished chunks are kept in ``<out>.parts/`` and skipped on the next call.
     ``stop_after_chunks`` stops after computing that many chunks (to test resuming).
+
+    Example:
+        >>> run = mmsc_dgl.extract_features("runs/magazine", backend="text")  # doctest: +SKIP
+        >>> run.out                                                          # doctest: +SKIP
+
     """
     from mmsc_dgl.data.catalog import ItemCatalog
     dataset_dir = Path(dataset_dir)

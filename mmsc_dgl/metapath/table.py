@@ -88,7 +88,12 @@ class MetaPathTable:
 
 
 class MetaPathTables(Mapping[str, MetaPathTable]):
-    """The tables of several meta-paths over one item set, keyed by name (``"s-c"``)."""
+    """The tables of several meta-paths over one item set, keyed by name (``"s-c"``).
+
+    Example:
+        >>> tables = MetaPathTables.load("runs/synthetic-10k/metapaths.pt")  # doctest: +SKIP
+        >>> tables["s-c"].indptr[:3], tables.format_summary()               # doctest: +SKIP
+    """
 
     def __init__(self, tables: List[MetaPathTable], info: Optional[dict] = None):
         if not tables:

@@ -67,6 +67,12 @@ class MMSC(GraphStateModule, Recommender):
     Note:
         An item with no neighbour under any meta-path keeps its content representation: the
         semantic gate's mask falls back to :math:`q_i`, never to a bias-only embedding.
+
+    Example:
+        >>> tables = mmsc_dgl.build_metapath_tables(dataset.train_graph(), "s,c,s-c")  # doctest: +SKIP
+        >>> model = MMSC(dataset.num_items, tables, ModelConfig(path_evidence=False, graph_branch=0))  # doctest: +SKIP
+        >>> model.embed("complement").shape                                           # doctest: +SKIP
+
     """
 
     _graph_state = ("_csr", "_full", "_smooth", "_relation_adj")

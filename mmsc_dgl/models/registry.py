@@ -1,11 +1,16 @@
 """Models by name, so configs and the experiment grid can say ``architecture: lightgcn``."""
 from __future__ import annotations
 
-from typing import Dict, Mapping, Optional
+from typing import TYPE_CHECKING, Dict, Mapping, Optional
+
+import torch
 
 from mmsc_dgl.config import ARCHITECTURES as _ARCHITECTURES
 from mmsc_dgl.config import ModelConfig
 from mmsc_dgl.features.base import ContentFeatures
+
+if TYPE_CHECKING:
+    from mmsc_dgl.metapath.table import MetaPathTables
 
 ARCHITECTURES: Dict[str, str] = {name: spec[1] for name, spec in _ARCHITECTURES.items()}
 """Every architecture name and what it is (from :data:`mmsc_dgl.config.ARCHITECTURES`, the one list)."""
@@ -13,13 +18,17 @@ ARCHITECTURES: Dict[str, str] = {name: spec[1] for name, spec in _ARCHITECTURES.
 USES_METAPATHS = frozenset({"mmsc", "han"})
 
 
-def build_model(architecture: str, num_items: int, config: ModelConfig, *, tables=None,
-                train_edges: Optional[Mapping[str, object]] = None, features: Optional[ContentFeatures] = None,
-                impl: str = "auto"):
+def build_model(architecture: str, num_items: int, config: ModelConfig, *,
+                tables: Optional["MetaPathTables"] = None, train_edges: Optional[Mapping[str, object]] = None,
+                features: Optional[ContentFeatures] = None, impl: str = "auto") -> torch.nn.Module:
     """An untrained model of ``architecture`` (a key of :data:`ARCHITECTURES`).
 
     ``tables`` (meta-path tables) is needed by ``mmsc`` and ``han``; ``train_edges`` (per relation,
     ``src``/``dst`` arrays) by the graph baselines; ``features`` by ``content``.
+
+    Example:
+        >>> model = build_model("lightgcn", 1000, model_config("lightgcn"), train_edges=edges)  # doctest: +SKIP
+
     """
     if architecture not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {architecture!r}; choose one of {', '.join(ARCHITECTURES)}")

@@ -12,7 +12,7 @@ import logging
 import os
 import shutil
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import TYPE_CHECKING, Dict, List, Optional, Union
 
 import numpy as np
 import pyarrow as pa
@@ -32,6 +32,9 @@ from mmsc_dgl.train.build import RunParts, build_run, load_train_edges, resolve_
 from mmsc_dgl.train.checkpoint import load_checkpoint, save_checkpoint
 from mmsc_dgl.train.item_model import ItemModel, catalog_pair_term
 from mmsc_dgl.train.trainer import Trainer, TrainResult
+
+if TYPE_CHECKING:
+    from mmsc_dgl.data.dataset import Dataset
 
 logger = logging.getLogger(__name__)
 
@@ -205,7 +208,7 @@ def _inputs_of(dataset_dir, config: TrainConfig) -> list:
     return inputs
 
 
-def train(dataset_dir=None, out: os.PathLike | str = "runs/mmsc", config: Optional[TrainConfig] = None,
+def train(dataset_dir: Union[os.PathLike, str, "Dataset", None] = None, out: os.PathLike | str = "runs/mmsc", config: Optional[TrainConfig] = None,
           resume: bool = False, synthetic_items: int = DEFAULT_SYNTHETIC_ITEMS, progress: bool = True,
           stop_after: Optional[int] = None, overwrite: bool = False) -> TrainResult:
     """Train MMSC into the run directory ``out`` and evaluate it (``mmsc-dgl train`` is this).
