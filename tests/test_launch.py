@@ -97,6 +97,14 @@ def test_the_timeout_ends_every_process_with_124(parts):
     assert not any(_alive(pid) for pid in result.pids)
 
 
+def test_a_used_log_directory_is_refused(parts, tmp_path):
+    from mmsc_dgl import DataError
+    (tmp_path / "mine.log").write_text("the user's")
+    with pytest.raises(DataError, match="--logs"):
+        launch(parts / "parts", 1, [sys.executable, "-c", "pass"], log_dir=tmp_path)
+    assert (tmp_path / "mine.log").read_text() == "the user's"
+
+
 def test_cli_propagates_the_exit_code_in_one_line(parts):
     cmd = [sys.executable, "-m", "mmsc_dgl", "launch", str(parts / "parts"), "--trainers", "1", "--timeout", "4",
            "--", sys.executable, "-c", "import sys; sys.exit(7)"]

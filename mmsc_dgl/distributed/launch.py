@@ -143,6 +143,9 @@ def launch(part_dir: os.PathLike | str, trainers: int, command: Sequence[str], s
         raise DataError("more than one graph server on this machine needs a private /dev/shm per server "
                         "(unshare with user namespaces), which is not available here.",
                         fix="partition into 1 part and run 1 server, or run on a host with user namespaces.")
+    if log_dir is not None and Path(log_dir).is_dir() and any(Path(log_dir).iterdir()):
+        raise DataError("the log directory is not empty; the job's logs would replace files there.",
+                        path=log_dir, fix="choose a new or empty --logs directory.")
     logs = Path(log_dir) if log_dir else Path(tempfile.mkdtemp(prefix="mmsc-launch-"))
     logs.mkdir(parents=True, exist_ok=True)
     ports = _free_ports(parts + 1)
