@@ -39,6 +39,9 @@ from mmsc_dgl.errors import DataError
 logger = logging.getLogger(__name__)
 
 SHM = Path("/dev/shm")
+PRIVATE_SHM = ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", "mount -t tmpfs tmpfs /dev/shm"]
+"""A shell in its own user and mount namespace with a private ``/dev/shm``; a command to run
+there is appended to the last word (``&& exec ...``)."""
 GRACE_SECONDS = 20.0
 """How long servers get to exit on their own after the last trainer ended."""
 
@@ -87,8 +90,7 @@ def isolation_available() -> bool:
     """Whether ``unshare`` can give a server a private ``/dev/shm`` here (user namespaces)."""
     if shutil.which("unshare") is None:
         return False
-    probe = subprocess.run(["unshare", "--user", "--map-root-user", "--mount", "sh", "-c",
-                            "mount -t tmpfs tmpfs /dev/shm"], capture_output=True, timeout=30)
+    probe = subprocess.run(PRIVATE_SHM, capture_output=True, timeout=30)
     return probe.returncode == 0
 
 
@@ -166,8 +168,7 @@ def launch(part_dir: os.PathLike | str, trainers: int, command: Sequence[str], s
             cmd = [sys.executable, "-m", "mmsc_dgl.distributed.server"]
             if server_id > 0:
                 inner = " ".join(cmd)
-                cmd = ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c",
-                       f"mount -t tmpfs tmpfs /dev/shm && exec {inner}"]
+                cmd = PRIVATE_SHM[:-1] + [f"{PRIVATE_SHM[-1]} && exec {inner}"]
             out = open(logs / f"server-{server_id}.log", "wb")
             handles.append(out)
             server_procs.append(subprocess.Popen(cmd, env={**base, "DGL_ROLE": "server",

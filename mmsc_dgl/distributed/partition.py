@@ -137,7 +137,8 @@ def partition_dataset(dataset_dir: os.PathLike | str, parts: int, out: os.PathLi
     # (a per-edge-type check fails), so in-edges of i in the stored graph are i's out-edges in the
     # dataset, which is what a meta-path walk from i follows (identical for symmetric relations).
     graph = dgl.reverse(dataset.train_graph())
-    for key, value in _feature_data(feats, dataset.num_items).items():
+    node_data = _feature_data(feats, dataset.num_items)
+    for key, value in node_data.items():
         graph.nodes[NODE_TYPE].data[key] = value
     started = time.perf_counter()
     with atomic_directory(out, overwrite=overwrite) as tmp:
@@ -166,7 +167,7 @@ def partition_dataset(dataset_dir: os.PathLike | str, parts: int, out: os.PathLi
             "dataset": str(dataset_path), "dataset_relative": os.path.relpath(dataset_path, resolve_path(out)),
             "dataset_fingerprint": dataset_fingerprint(dataset_path),
             "features": features if isinstance(features, str) else "memory",
-            "feature_keys": sorted(_feature_data(feats, dataset.num_items)), "method": method,
+            "feature_keys": sorted(node_data), "method": method,
             "seed": seed if method == "random" else None, "num_parts": parts,
             "orientation": "reversed: in-edges of item i are its out-edges in the dataset",
             "num_nodes": dataset.num_items, "num_edges": int(graph.num_edges()),

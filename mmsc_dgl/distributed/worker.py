@@ -94,8 +94,8 @@ def _timed_steps(graph, sample, paths, mask, args, rank: int) -> dict:
     book = graph.get_partition_book()
     here = book.partid
     owned = dgl.distributed.node_split(mask, book, ntype=NODE_TYPE, force_even=False)
-    row_bytes = sum(graph.nodes[NODE_TYPE].data[k][0:1].numel() * graph.nodes[NODE_TYPE].data[k][0:1].element_size()
-                    for k in graph.nodes[NODE_TYPE].data.keys())
+    first_rows = [graph.nodes[NODE_TYPE].data[k][0:1] for k in graph.nodes[NODE_TYPE].data.keys()]  # one fetch each
+    row_bytes = sum(row.numel() * row.element_size() for row in first_rows)
     traffic = {"bytes": 0, "messages": 0}
 
     def counted(nodes, etype):
