@@ -21,7 +21,7 @@ import torch
 from mmsc_dgl import RELATIONS
 from mmsc_dgl.config import SyntheticConfig, TrainConfig
 from mmsc_dgl.errors import DataError
-from mmsc_dgl.fingerprint import fingerprint
+from mmsc_dgl.fingerprint import file_fingerprint, fingerprint
 from mmsc_dgl.io import atomic_write_json, atomic_write_parquet, atomic_write_text, resolve_path
 from mmsc_dgl.lock import writer_lock
 from mmsc_dgl.ownership import check_dir_parent, check_output_dir, check_output_file, clear_directory, read_marker, write_marker
@@ -96,16 +96,6 @@ def _feature_file(config: TrainConfig) -> Optional[Path]:
     return path if path.is_file() else None
 
 
-def _file_digest(path: Path) -> str:
-    """sha256 of the file's bytes (not its name: a renamed copy is the same features)."""
-    import hashlib
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:16]
-
-
 def _write_run_record(run_dir: Path, dataset_path: Path, config: TrainConfig,
                       feature_file: Optional[Path] = None) -> None:
     from mmsc_dgl.data.dataset import dataset_fingerprint
@@ -118,7 +108,7 @@ def _write_run_record(run_dir: Path, dataset_path: Path, config: TrainConfig,
         # Found again like the dataset: relative to the run first, then where it was, or re-pointed.
         record["features"] = {"path": str(feature_file),
                               "relative": os.path.relpath(feature_file, run_dir.resolve()),
-                              "fingerprint": _file_digest(feature_file)}
+                              "fingerprint": file_fingerprint(feature_file)}
     atomic_write_json(run_dir / RUN_FILE, record)
 
 
@@ -145,7 +135,7 @@ def run_feature_file(run_dir: Path, record: dict, features: Optional[os.PathLike
                             "(moved or deleted).", path=run_dir,
                             fix="pass --features FILE (features= from Python) pointing to where it is now "
                                 "(checked by fingerprint).")
-    if _file_digest(path) != info["fingerprint"]:
+    if file_fingerprint(path) != info["fingerprint"]:
         raise DataError(f"the feature file at {path} is not the one this run was trained on.", path=run_dir,
                         fix="pass --features FILE with the features it was trained on.")
     return path
