@@ -34,11 +34,7 @@ def _importable(name: str) -> bool:
 
 @torch.compiler.assume_constant_result
 def _triton_runs_on(device_type: str) -> bool:
-    try:
-        importlib.import_module("triton")
-    except ImportError:
-        return False
-    return os.environ.get("TRITON_INTERPRET") == "1" or device_type == "cuda"
+    return _importable("triton") and (os.environ.get("TRITON_INTERPRET") == "1" or device_type == "cuda")
 
 
 def triton_available(device: torch.device | str | None = None) -> bool:
@@ -53,8 +49,8 @@ def default_impl(device: torch.device | str) -> str:
 
 
 def _kernel_module(impl: str):
-    # Imported by _importable (eagerly, also under compile); importing a submodule binds it as an
-    # attribute of this package, where it is read from.
+    # Imported by _importable (eagerly, also under compile: its answer is a constant of the
+    # trace), then read from sys.modules.
     import sys
     name = {"reference": "mmsc_dgl.ops.reference", "dgl": "mmsc_dgl.ops.dgl_kernels",
             "triton": "mmsc_dgl.ops.triton_kernel"}[impl]

@@ -97,7 +97,7 @@ def run_tables(dataset, config: TrainConfig, run_dir: Optional[Path], device: to
             return tables
         logger.info("%s was built with other settings; rebuilding it", path)
     from mmsc_dgl.metapath.build import build_metapath_tables
-    graph = dataset.train_graph(side=True) if any(p.side_hops for p in paths) else dataset.train_graph()
+    graph = dataset.train_graph(side=any(p.side_hops for p in paths))
     tables = build_metapath_tables(graph, paths, strategy="walk",
                                    max_neighbors=config.max_neighbors, num_walks=config.num_walks,
                                    seed=config.seed, progress=progress, device=str(device))
