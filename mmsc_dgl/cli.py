@@ -310,19 +310,39 @@ def _train_config(config_path: Optional[Path], flags: dict):
               help="Size of the built-in synthetic catalog used when no DATASET_DIR is given.")
 @click.option("--seed", type=int, help="Seed of initialisation, batches, walks and noise (default 0).")
 @click.option("--device", callback=_device, help="auto (default), cpu, cuda, cuda:1 ...")
+@click.option("--distributed", is_flag=True, help="DATASET_DIR is a partition directory (mmsc-dgl partition): train "
+                                                  "data-parallel as one trainer of a DistDGL job (mmsc-dgl launch "
+                                                  "starts them).")
+@click.option("--ip-config", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="DistDGL's ip_config file, with --distributed (default: $DGL_IP_CONFIG, set by mmsc-dgl launch).")
 @_verbosity
 def train(dataset_dir: Optional[Path], out: Path, config_path: Optional[Path], resume: bool, overwrite: bool,
           architecture, epochs, batch_size, lr, features, metapaths, train_noise, max_neighbors, ssl_weight, train_edges,
-          synthetic_items, seed, device) -> None:
+          synthetic_items, seed, device, distributed, ip_config) -> None:
     """Train MMSC (or a baseline) on DATASET_DIR (default: the built-in synthetic catalog) and
-    evaluate it."""
+    evaluate it.  With --distributed, DATASET_DIR is a partition directory and this process is
+    one trainer of a DistDGL job (docs/distributed.md)."""
     from mmsc_dgl.train.run import format_metrics, train as run_train
 
     config = _train_config(config_path, {"architecture": architecture, "train_noise": train_noise, "epochs": epochs, "batch_size": batch_size, "lr": lr, "features": features,
                                          "metapaths": metapaths, "max_neighbors": max_neighbors,
                                          "train_edges": train_edges, "seed": seed, "device": device,
                                          "model": {"ssl_weight": ssl_weight}})
-    result = run_train(dataset_dir, out, config, resume=resume, synthetic_items=synthetic_items, overwrite=overwrite)
+    if ip_config is not None and not distributed:
+        raise DataError("--ip-config is for --distributed training.", fix="add --distributed, or drop --ip-config.")
+    if distributed:
+        if dataset_dir is None:
+            raise DataError("--distributed needs the partition directory.",
+                            fix="mmsc-dgl train PART_DIR --distributed --out RUN (run by mmsc-dgl launch).")
+        from mmsc_dgl.distributed.training import train_distributed
+        result = train_distributed(dataset_dir, out, config, ip_config=ip_config, resume=resume, overwrite=overwrite)
+        import torch.distributed as dist
+        if dist.get_rank() != 0:
+            click.echo(f"rank {dist.get_rank()}: done; rank 0 wrote {out}")
+            return
+    else:
+        result = run_train(dataset_dir, out, config, resume=resume, synthetic_items=synthetic_items,
+                           overwrite=overwrite)
     from mmsc_dgl.train.run import next_steps
     click.echo(f"epochs run: {len(result.history)}; best validation epoch per relation: "
                + ", ".join(f"{r} {e}" for r, e in result.best_epoch.items()))

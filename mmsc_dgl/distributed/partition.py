@@ -224,4 +224,20 @@ def load_partition_record(part_dir: os.PathLike | str) -> dict:
     return record
 
 
-__all__ = ["METHODS", "PartitionInfo", "load_partition_record", "partition_dataset"]
+def partition_dataset_dir(part_dir: os.PathLike | str, record: dict) -> Path:
+    """The dataset a partition directory was cut from: relative to the partition first (the two
+    moved together), then where it was; checked by fingerprint, since the trainers read its
+    validation and test edges and negatives."""
+    from mmsc_dgl.data.dataset import dataset_fingerprint
+    candidates = [Path(part_dir) / record.get("dataset_relative", ""), Path(record["dataset"])]
+    path = next((p.resolve() for p in candidates if (p / "dataset.json").exists()), None)
+    if path is None:
+        raise DataError(f"the dataset this partition was cut from is no longer at {record['dataset']}.",
+                        path=part_dir, fix="put it back (or next to the partition, as it was), or partition again.")
+    if dataset_fingerprint(path) != record["dataset_fingerprint"]:
+        raise DataError(f"the dataset at {path} is not the one this partition was cut from.", path=part_dir,
+                        fix="partition the dataset again (mmsc-dgl partition ... --overwrite).")
+    return path
+
+
+__all__ = ["METHODS", "PartitionInfo", "load_partition_record", "partition_dataset", "partition_dataset_dir"]

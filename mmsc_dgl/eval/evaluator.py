@@ -2,7 +2,7 @@
 a trained model.  It is handed the dataset and the model; it reads no files."""
 from __future__ import annotations
 
-from typing import Dict, Optional
+from typing import Callable, Dict, Optional
 
 import numpy as np
 import torch
@@ -25,14 +25,19 @@ class Evaluator:
         features: the run's content features (cold start needs them), or ``None``.
         device: where scores are computed.
         sampler: the split's negative sampler (default: the dataset's).
+        embed: ``embed(model) -> {relation: [num_items, dim]}``, how every item's rows are
+            computed (default: ``model.embed_all()``; data-parallel training embeds each
+            process's share and gathers the rest: :mod:`mmsc_dgl.distributed.training`).
     """
 
-    def __init__(self, dataset, config, features=None, device: Optional[torch.device] = None, sampler=None):
+    def __init__(self, dataset, config, features=None, device: Optional[torch.device] = None, sampler=None,
+                 embed: Optional[Callable] = None):
         self.dataset = dataset
         self.config = config
         self.features = features
         self.device = device or torch.device("cpu")
         self.sampler = sampler or dataset.negative_sampler()
+        self.embed = embed
 
     # --- during training --------------------------------------------------------------------
     @torch.no_grad()
@@ -40,7 +45,10 @@ class Evaluator:
         """Validation HR/NDCG@10 per relation on a fixed seeded subset of queries."""
         was_training = model.training
         model.eval()
-        scorers = self.scorers(model, model.embed_all() if model.has_embeddings else None)
+        embeddings = None
+        if model.has_embeddings:
+            embeddings = self.embed(model) if self.embed is not None else model.embed_all()
+        scorers = self.scorers(model, embeddings)
         result = evaluate_embeddings(scorers, self.dataset.splits.val, self.sampler, "val", ks=[10],
                                      max_queries=self.config.val_queries, seed=self.config.seed, device=self.device)
         model.train(was_training)
@@ -62,11 +70,11 @@ class Evaluator:
         if not model.has_embeddings:
             return None
         if not relation_states:
-            return model.embed_all()
+            return self.embed(model) if self.embed is not None else model.embed_all()
         out = {}
         for r in RELATIONS:
             model.load_state_dict(relation_states[r])
-            out[r] = model.embed(r)
+            out[r] = self.embed(model)[r] if self.embed is not None else model.embed(r)
         return out
 
     @torch.no_grad()

@@ -85,7 +85,7 @@ def _read_config(run_dir: Path) -> TrainConfig:
 FEATURE_KEYWORDS = ("auto", "hashed", "none", "categories")
 
 
-def _feature_file(config: TrainConfig) -> Optional[Path]:
+def feature_file_of(config: TrainConfig) -> Optional[Path]:
     """The feature file (torch file or parquet cache) ``config.features`` names, resolved as
     training reads it (relative to the working directory); ``None`` for the keywords and for
     features handed over from Python."""
@@ -96,8 +96,11 @@ def _feature_file(config: TrainConfig) -> Optional[Path]:
     return path if path.is_file() else None
 
 
-def _write_run_record(run_dir: Path, dataset_path: Path, config: TrainConfig,
-                      feature_file: Optional[Path] = None) -> None:
+def write_run_record(run_dir: Path, dataset_path: Path, config: TrainConfig,
+                     feature_file: Optional[Path] = None, extra: Optional[dict] = None) -> None:
+    """``run.json``: the dataset (absolute, relative to the run, fingerprint), the config's
+    fingerprint, the feature file if there is one, and ``extra`` entries (a distributed run's
+    partition)."""
     from mmsc_dgl.data.dataset import dataset_fingerprint
     record = {
         "format_version": RUN_FORMAT, "dataset": str(dataset_path),
@@ -109,6 +112,7 @@ def _write_run_record(run_dir: Path, dataset_path: Path, config: TrainConfig,
         record["features"] = {"path": str(feature_file),
                               "relative": os.path.relpath(feature_file, run_dir.resolve()),
                               "fingerprint": file_fingerprint(feature_file)}
+    record.update(extra or {})
     atomic_write_json(run_dir / RUN_FILE, record)
 
 
@@ -166,7 +170,7 @@ def run_dataset_dir(run_dir: Path, record: dict, dataset: Optional[os.PathLike |
     return path
 
 
-def _check_resume(run_dir: Path, marker: Optional[dict], config: TrainConfig) -> dict:
+def check_resume(run_dir: Path, marker: Optional[dict], config: TrainConfig) -> dict:
     """Refuse a resume that would continue something else: no run, another config."""
     if marker is None:
         raise DataError("--resume: there is no run here to continue.", path=run_dir,
@@ -230,7 +234,7 @@ def train(dataset_dir: Union[os.PathLike, str, "Dataset", None] = None, out: os.
     check_dir_parent(run_dir)
     inputs = _inputs_of(dataset_dir, config)
     marker = check_output_dir(run_dir, "run", overwrite=overwrite, resume=resume, inputs=inputs)
-    record = _check_resume(run_dir, marker, config) if resume else None
+    record = check_resume(run_dir, marker, config) if resume else None
     dataset = None
     if isinstance(dataset_dir, Dataset):
         dataset = dataset_dir
@@ -284,7 +288,7 @@ def train(dataset_dir: Union[os.PathLike, str, "Dataset", None] = None, out: os.
                                    features.mask)
                 config = config.model_copy(update={"features": FEATURE_FILE})
             if record is None:
-                _write_run_record(run_dir, resolve_path(dataset.root), config, _feature_file(config))
+                write_run_record(run_dir, resolve_path(dataset.root), config, feature_file_of(config))
             parts = build_run(dataset, config, run_dir, features=features, train_edges=train_edges,
                               progress=progress)
         except BaseException:

@@ -72,15 +72,23 @@ class Trainer:
         identity: what a checkpoint must have been made with to be resumed (a config
             fingerprint); a mismatch is refused.
         progress: draw a bar per epoch on a terminal.
+        sync: for data-parallel training (:mod:`mmsc_dgl.distributed.training`), an object with
+            ``gradients(model)`` (called after every ``backward``: average the gradients over
+            the processes) and ``agree(metrics)`` (every process takes one process's validation
+            metrics, so all stop and select alike); ``None`` on one process.
+        writes_checkpoints: False on every data-parallel process but the one that writes the run
+            (they still read the checkpoint to resume).
     """
 
     def __init__(self, model: torch.nn.Module, config, checkpoint: Optional[Union[str, Path]] = None,
-                 identity: Optional[str] = None, progress: bool = True):
+                 identity: Optional[str] = None, progress: bool = True, sync=None, writes_checkpoints: bool = True):
         self.model = model
         self.config = config
         self.checkpoint = Path(checkpoint) if checkpoint is not None else None
         self.identity = identity
         self.progress = progress
+        self.sync = sync
+        self.writes_checkpoints = writes_checkpoints
         self._state: Optional[dict] = None
         params = list(model.parameters())
         self.optimizer = (torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
@@ -150,7 +158,7 @@ class Trainer:
         path = self.checkpoint
         if resume and self._state is None:
             self.resume_checkpoint()
-        elif not resume and path is not None and path.exists():
+        elif not resume and path is not None and path.exists() and self.writes_checkpoints:
             raise DataError(f"{path.parent} already holds a run.", path=path,
                             fix="pass --resume to continue it, --overwrite to replace it, or choose another --out.")
         state = self._state if resume else self._fresh_state()
@@ -174,6 +182,8 @@ class Trainer:
                 parts = self.model.loss(batch)
                 self.optimizer.zero_grad(set_to_none=True)
                 parts["total"].backward()
+                if self.sync is not None:
+                    self.sync.gradients(self.model)
                 self.optimizer.step()
                 for k, v in parts.items():
                     sums[k] = sums.get(k, 0.0) + float(v)
@@ -184,6 +194,8 @@ class Trainer:
             _sync(device)
             train_seconds = time.perf_counter() - started
             val = validator(self.model)
+            if self.sync is not None:
+                val = self.sync.agree(val)
             self.model.train()
             record = {"epoch": epoch + 1, **{f"loss_{k}": v / max(steps, 1) for k, v in sums.items()},
                       "train_seconds": round(train_seconds, 3), "steps": steps, "edges": edges,
@@ -199,7 +211,7 @@ class Trainer:
                     state["best_state"][r] = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
             state["bad_epochs"] = 0 if improved else state["bad_epochs"] + 1
             state["epoch"] = epoch + 1
-            if self.checkpoint is not None:
+            if self.checkpoint is not None and self.writes_checkpoints:
                 save_checkpoint(self.checkpoint, {**state, "model": self.model.state_dict(),
                                                   "optimizer": self.optimizer.state_dict(),
                                                   "rng_state": torch.get_rng_state(), "config": self.identity})

@@ -1,0 +1,393 @@
+"""Data-parallel training on a DistDGL cluster (``mmsc-dgl train PART_DIR --distributed``, started
+on every trainer process by ``mmsc-dgl launch`` or by one command per host).
+
+Every trainer process:
+
+1. joins the graph servers (``dgl.distributed.initialize``) and the ``torch.distributed`` group
+   (gloo on CPU, nccl on GPUs); process 0's check of ``--out`` is shared, so all refuse alike;
+2. takes its share of the items (:func:`share_of_items`: an even, contiguous share of DistDGL's
+   ids, which number each partition's items together);
+3. draws the meta-path neighbours of its items from the partitioned graph
+   (:func:`~mmsc_dgl.distributed.sampling.sample_metapath_neighbors`: the single-machine ``walk``
+   table's law, walked by the servers) and gathers every process's rows, so that all hold the same
+   tables (process 0 keeps them in the run as ``metapaths.pt``; a resumed run reuses them);
+4. builds the *same* model (:func:`~mmsc_dgl.train.build.build_run`, same seed: same initial
+   weights, checked by a broadcast from process 0) and hands it to the *same*
+   :class:`~mmsc_dgl.train.trainer.Trainer`, over the training edges whose source item it owns,
+   in batches of ``batch_size / processes`` edges per relation (together one single-machine
+   batch), each epoch as many steps as the process with the fewest has;
+5. after every ``backward``, averages the gradients over the group (one flat all-reduce: what
+   ``DistributedDataParallel`` does, here without its wrapper, since the model is trained through
+   ``loss`` rather than ``forward``);
+6. validates after every epoch by embedding its own items and gathering the others' (all
+   processes then rank alike; process 0's metrics are taken by all, so early stopping and
+   per-relation selection agree);
+7. logs one line per epoch; process 0 alone writes the run directory (checkpoint every epoch,
+   ``model.pt``, metrics): the result is an ordinary run, which ``evaluate`` and ``recommend``
+   read on one machine.
+
+What this does not distribute yet (docs/distributed.md, "What is whole on every trainer"):
+every process reads the dataset (validation and test edges, negatives) and its content features,
+and holds the gathered tables and the whole training graph (MMSC's LightGCN branch and path
+evidence use it).  At 100k items that is a copy of a few hundred MiB per trainer; at 100M items
+those must become per-batch.  Walks drawn by the servers are not seeded by the trainers, so a
+distributed run is reproducible in distribution only.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import torch
+
+from mmsc_dgl import NODE_TYPE, RELATIONS
+from mmsc_dgl.config import TrainConfig
+from mmsc_dgl.errors import DataError
+
+logger = logging.getLogger(__name__)
+
+
+def share_of_items(num_items: int, rank: int, world: int) -> torch.Tensor:
+    """Process ``rank``'s items, in DistDGL's ids: the ``rank``-th of ``world`` contiguous, even
+    chunks.  DistDGL numbers each partition's items contiguously, partition by partition, so with
+    one trainer per partition (or ``T`` per partition, started in partition order) a trainer's
+    share is (almost) its own partition's items.  ``dgl.distributed.node_split`` is not used: it
+    splits by the machine a trainer finds itself on, and on one host every trainer is on machine
+    0 (measured: both trainers of a 2-partition loopback job got the same 1,000 of 2,000 items)."""
+    return torch.tensor_split(torch.arange(num_items, dtype=torch.int64), world)[rank]
+
+
+class GradientSync:
+    """The :class:`~mmsc_dgl.train.trainer.Trainer`'s ``sync`` for data-parallel training over a
+    ``torch.distributed`` group: gradients averaged after every ``backward``, validation metrics
+    taken from process 0."""
+
+    def __init__(self, world: int):
+        self.world = world
+
+    def gradients(self, model: torch.nn.Module) -> None:
+        import torch.distributed as dist
+        params = [p for p in model.parameters() if p.requires_grad]
+        if not params:
+            return
+        # A parameter no process used this step keeps grad None (Adam then leaves it alone, as
+        # on one machine); one that some process used gets the average, zeros counted for the rest.
+        used = torch.tensor([p.grad is not None for p in params], dtype=torch.float32)
+        flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1).float().cpu()
+                          for p in params])
+        dist.all_reduce(used)
+        dist.all_reduce(flat)
+        flat /= self.world
+        offset = 0
+        for p, was_used in zip(params, used.tolist()):
+            n = p.numel()
+            if was_used:
+                p.grad = flat[offset: offset + n].view_as(p).to(device=p.device, dtype=p.dtype)
+            offset += n
+
+    def agree(self, metrics: dict) -> dict:
+        return broadcast_object(metrics)
+
+
+def broadcast_object(value, src: int = 0):
+    """Process ``src``'s ``value`` on every process of the group."""
+    import torch.distributed as dist
+    box = [value]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]
+
+
+def gather_rows(nodes: torch.Tensor, rows: torch.Tensor, num_items: int) -> torch.Tensor:
+    """Every process's ``rows`` [n_p, d] of its ``nodes`` [n_p], assembled into [num_items, d]
+    on every process (padded ``all_gather``: the shares may differ by a few items)."""
+    import torch.distributed as dist
+    world = dist.get_world_size()
+    count = torch.tensor([nodes.numel()])
+    counts = [torch.zeros_like(count) for _ in range(world)]
+    dist.all_gather(counts, count)
+    width = int(max(c.item() for c in counts))
+    pad_nodes = torch.full((width,), -1, dtype=torch.int64)
+    pad_nodes[: nodes.numel()] = nodes.cpu()
+    pad_rows = torch.zeros((width, rows.shape[1]), dtype=rows.dtype)
+    pad_rows[: rows.shape[0]] = rows.cpu()
+    all_nodes = [torch.empty_like(pad_nodes) for _ in range(world)]
+    all_rows = [torch.empty_like(pad_rows) for _ in range(world)]
+    dist.all_gather(all_nodes, pad_nodes)
+    dist.all_gather(all_rows, pad_rows)
+    out = torch.zeros((num_items, rows.shape[1]), dtype=rows.dtype)
+    seen = torch.zeros(num_items, dtype=torch.bool)
+    for n, r, c in zip(all_nodes, all_rows, counts):
+        k = int(c.item())
+        out[n[:k]] = r[:k]
+        seen[n[:k]] = True
+    if not bool(seen.all()):
+        raise RuntimeError(f"{int((~seen).sum())} items are embedded by no process (node_split left them out)")
+    return out.to(rows.device)
+
+
+class ShareEmbedder:
+    """The :class:`~mmsc_dgl.eval.evaluator.Evaluator`'s ``embed``: each process computes the
+    scoring rows of its own items (``model(nodes)``) and gathers everyone else's."""
+
+    def __init__(self, mine: torch.Tensor, num_items: int, chunk: int = 16384):
+        self.mine, self.num_items, self.chunk = mine, num_items, chunk
+
+    @torch.no_grad()
+    def __call__(self, model) -> Dict[str, torch.Tensor]:
+        device = next(model.parameters()).device
+        parts: Dict[str, List[torch.Tensor]] = {r: [] for r in RELATIONS}
+        for nodes in self.mine.to(device).split(self.chunk):
+            rows = model(nodes)
+            for r in RELATIONS:
+                parts[r].append(rows[r])
+        return {r: gather_rows(self.mine, torch.cat(parts[r]), self.num_items) for r in RELATIONS}
+
+
+class RankBatches:
+    """One process's epoch source: its own training edges, its batches drawn from a generator
+    derived from the trainer's ``(seed, epoch)`` one and the process's rank; ``len`` is the
+    group's agreed number of steps."""
+
+    def __init__(self, batches, rank: int, steps: int):
+        self.batches, self.rank, self.steps = batches, rank, steps
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def __call__(self, generator: torch.Generator):
+        seed = int(torch.randint(0, 2 ** 40, (1,), generator=generator))
+        return self.batches(torch.Generator().manual_seed(seed * 1009 + self.rank))
+
+
+def gathered_tables(graph, mine: torch.Tensor, orig: torch.Tensor, paths, config: TrainConfig, num_items: int):
+    """The meta-path tables of every item, each process walking its own items on the
+    partitioned graph and all processes gathering the rows (identical tables everywhere)."""
+    import numpy as np
+    import torch.distributed as dist
+
+    from mmsc_dgl.distributed.sampling import default_sampler, sample_metapath_neighbors
+    from mmsc_dgl.metapath.table import MetaPathTable, MetaPathTables
+    sample = default_sampler(graph)
+    k = config.max_neighbors
+    tables = []
+    for path in paths:
+        rows, cols, share = sample_metapath_neighbors(graph, mine, path, k, config.num_walks, sample=sample,
+                                                      tie_seed=config.seed)
+        local = (orig[mine[rows]], orig[cols], share)  # in the dataset's node ids
+        everyone: List[Optional[tuple]] = [None] * dist.get_world_size()
+        dist.all_gather_object(everyone, local)
+        src = torch.cat([e[0] for e in everyone])
+        dst = torch.cat([e[1] for e in everyone])
+        weight = torch.cat([e[2] for e in everyone])
+        order = torch.argsort(src * num_items + dst)
+        src, dst, weight = src[order], dst[order], weight[order]
+        indptr = torch.zeros(num_items + 1, dtype=torch.int64)
+        indptr[1:] = torch.cumsum(torch.bincount(src, minlength=num_items), 0)
+        tables.append(MetaPathTable.from_arrays(path, indptr, dst.to(torch.int64), weight.to(torch.float32),
+                                                "walk", k))
+        logger.info("meta-path %s: %s neighbour pairs over %s items (walked by the graph servers)", path.name,
+                    f"{int(dst.numel()):,}", f"{int(np.count_nonzero(np.diff(indptr.numpy()))):,}")
+    return MetaPathTables(tables)
+
+
+def train_distributed(part_dir: os.PathLike | str, out: os.PathLike | str, config: Optional[TrainConfig] = None,
+                      ip_config: Optional[os.PathLike | str] = None, resume: bool = False, overwrite: bool = False,
+                      progress: bool = False, stop_after: Optional[int] = None):
+    """Train MMSC data-parallel on the DistDGL cluster serving ``part_dir``; run on every trainer
+    process (``mmsc-dgl launch PART_DIR -- mmsc-dgl train PART_DIR --distributed --out RUN``).
+
+    Args:
+        part_dir: written by ``mmsc-dgl partition``; the dataset it was cut from must be
+            readable by every trainer.
+        out: the run directory, written by process 0 (``--resume`` also reads its checkpoint on
+            every process: put it on storage all trainers share).
+        config: :class:`~mmsc_dgl.config.TrainConfig` (MMSC; the partition's features).
+        ip_config: DistDGL's ip_config file (default: ``DGL_IP_CONFIG``, which ``launch`` sets).
+        resume: continue the run in ``out``.
+        overwrite: replace the mmsc_dgl run in ``out``.
+        stop_after: end after this many epochs of this call (to test interrupted runs).
+
+    Returns:
+        a :class:`~mmsc_dgl.train.trainer.TrainResult` on every process (metrics included; only
+        process 0 wrote them).
+
+    Example:
+        >>> # on each trainer process, as started by: mmsc-dgl launch parts --trainers 2 -- ...
+        >>> result = train_distributed("parts", "runs/dist", TrainConfig(epochs=5))  # doctest: +SKIP
+    """
+    import dgl
+    import torch.distributed as dist
+
+    from mmsc_dgl.data.dataset import load_dataset
+    from mmsc_dgl.distributed.partition import MAPPING_FILE, load_partition_record, partition_dataset_dir
+    from mmsc_dgl.metapath.spec import parse_metapaths
+
+    config = config or TrainConfig()
+    part_dir = Path(part_dir)
+    run_dir = Path(out)
+    if resume and overwrite:
+        raise DataError("--resume and --overwrite were both given.", fix="continue the run or replace it, not both.")
+    record = load_partition_record(part_dir)
+    if config.architecture != "mmsc":
+        raise DataError(f"--distributed trains MMSC; {config.architecture} is trained on one machine.",
+                        fix="drop --architecture, or train the baseline without --distributed.")
+    if config.train_noise or config.train_edges is not None:
+        raise DataError("--distributed trains on the partition's training graph as it is (no --train-noise, "
+                        "no --train-edges).", fix="drop those options, or partition a dataset prepared that way.")
+    if config.features != record["features"]:
+        raise DataError(f"the partition's servers hold the features {record['features']!r}, not "
+                        f"{config.features!r}.", path=part_dir,
+                        fix=f"train with --features {record['features']}, or partition again with these features.")
+    ip_config = ip_config or os.environ.get("DGL_IP_CONFIG")
+    if not ip_config:
+        raise DataError("--distributed needs DistDGL's ip_config.",
+                        fix="pass --ip-config FILE, or start the trainers with mmsc-dgl launch (which sets it).")
+    dataset_dir = partition_dataset_dir(part_dir, record)
+    paths = parse_metapaths(config.metapaths)
+    if any(p.side_hops for p in paths):
+        raise DataError("--distributed walks the item graph only; meta-paths through other node types are "
+                        "trained on one machine.", fix="pass --metapaths over s and c only.")
+
+    dgl.distributed.initialize(str(ip_config))  # before torch.distributed, as DGL asks
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if config.device.startswith("cuda") else "gloo")
+    rank, world = dist.get_rank(), dist.get_world_size()
+    writer = rank == 0
+
+    # Process 0 checks --out; every process refuses with its verdict, before any work.
+    verdict = None
+    if writer:
+        try:
+            from mmsc_dgl.ownership import check_dir_parent, check_output_dir
+            from mmsc_dgl.train.run import check_resume
+            check_dir_parent(run_dir)
+            marker = check_output_dir(run_dir, "run", overwrite=overwrite, resume=resume,
+                                      inputs=[part_dir, dataset_dir])
+            if resume:
+                check_resume(run_dir, marker, config)
+        except DataError as err:
+            verdict = (err.reason, err.path, err.fix)
+    verdict = broadcast_object(verdict)
+    if verdict is not None:
+        raise DataError(verdict[0], path=verdict[1], fix=verdict[2])
+
+    graph = dgl.distributed.DistGraph(record["graph_name"], part_config=str(part_dir / record["config"]))
+    orig = torch.load(part_dir / MAPPING_FILE, weights_only=True)["orig_nids"][NODE_TYPE]
+    mine_new = share_of_items(graph.num_nodes(NODE_TYPE), rank, world)
+    mine = orig[mine_new]  # this process's items, in the dataset's ids
+    dataset = load_dataset(dataset_dir)
+    logger.info("rank %d/%d: %s of %s items", rank, world, f"{mine.numel():,}", f"{dataset.num_items:,}")
+    return _train(graph, dataset, dataset_dir, part_dir, record, config, paths, mine, mine_new, orig, run_dir,
+                  rank, world, resume, overwrite, progress, stop_after)
+
+
+def _tables(graph, mine_new, orig, paths, config, num_items: int, run_dir: Path, resume: bool, writer: bool):
+    """Resumed: process 0's saved tables, shared; fresh: walked and gathered."""
+    from mmsc_dgl.metapath.table import MetaPathTables
+    from mmsc_dgl.train.build import TABLES
+    tables = None
+    if resume:
+        saved = None
+        if writer and (run_dir / TABLES).exists():
+            saved = MetaPathTables.load(run_dir / TABLES)
+        tables = broadcast_object(saved)
+    if tables is None:
+        tables = gathered_tables(graph, mine_new, orig, paths, config, num_items)
+    tables.info.update({"strategy": "walk", "max_neighbors": config.max_neighbors, "num_walks": config.num_walks,
+                        "seed": config.seed, "metapaths": [p.name for p in paths], "train_noise": config.train_noise,
+                        "drawn_by": "DistDGL graph servers"})
+    return tables
+
+
+def _train(graph, dataset, dataset_dir, part_dir, record, config, paths, mine, mine_new, orig, run_dir, rank, world,
+           resume, overwrite, progress, stop_after):
+    import contextlib
+
+    import torch.distributed as dist
+
+    from mmsc_dgl.eval.evaluator import Evaluator
+    from mmsc_dgl.features.load import load_features
+    from mmsc_dgl.io import atomic_write_json, atomic_write_text, resolve_path
+    from mmsc_dgl.lock import writer_lock
+    from mmsc_dgl.ownership import clear_directory, read_marker, write_marker
+    from mmsc_dgl.train.batches import EdgeBatches
+    from mmsc_dgl.train.build import TABLES, build_run, load_train_edges
+    from mmsc_dgl.train.checkpoint import save_checkpoint
+    from mmsc_dgl.train.run import CHECKPOINT, METRICS, MODEL, feature_file_of, write_run_record
+    from mmsc_dgl.train.trainer import Trainer, TrainResult
+
+    writer = rank == 0
+    features = load_features(config.features, dataset, config.feature_dim)
+    tables = _tables(graph, mine_new, orig, paths, config, dataset.num_items, run_dir, resume, writer)
+    train_edges = load_train_edges(dataset, None)
+    parts = build_run(dataset, config, None, tables=tables, features=features, train_edges=train_edges,
+                      progress=False)
+    model = parts.model
+    with torch.no_grad():  # the same seed built the same weights; process 0's are taken all the same
+        for p in model.parameters():
+            dist.broadcast(p.data, src=0)
+
+    # This process's training edges: those whose source item it owns.
+    owned = torch.zeros(dataset.num_items, dtype=torch.bool)
+    owned[mine] = True
+    local = {}
+    for r in RELATIONS:
+        src, dst = torch.from_numpy(train_edges[r].src), torch.from_numpy(train_edges[r].dst)
+        keep = owned[src]
+        local[r] = (src[keep], dst[keep])
+    per_process = max(2, math.ceil(config.batch_size / world))
+    batches = EdgeBatches(local, dataset.num_items, per_process, config.model.negatives, config.steps_per_epoch,
+                          parts.device)
+    steps = torch.tensor([len(batches)])
+    dist.all_reduce(steps, op=dist.ReduceOp.MIN)
+    batches.steps_per_epoch = int(steps)
+    logger.info("rank %d: %s substitute and %s complement training edges, %d steps of %d edges per relation per "
+                "epoch", rank, f"{local['substitute'][0].numel():,}", f"{local['complement'][0].numel():,}",
+                int(steps), per_process)
+    evaluator = Evaluator(dataset, config, features, parts.device, embed=ShareEmbedder(mine, dataset.num_items))
+
+    lock = writer_lock(run_dir, "this run") if writer else contextlib.nullcontext()
+    with lock:
+        if writer:
+            if overwrite and read_marker(run_dir) is not None:
+                clear_directory(run_dir, "run")
+            run_dir.mkdir(parents=True, exist_ok=True)
+            if not resume:
+                write_marker(run_dir, "run")
+                write_run_record(run_dir, resolve_path(dataset_dir), config, feature_file_of(config),
+                                 extra={"distributed": {"partition": str(resolve_path(part_dir)),
+                                                        "partition_relative": os.path.relpath(
+                                                            resolve_path(part_dir), run_dir.resolve()),
+                                                        "parts": int(record["num_parts"]), "trainers": world}})
+                tables.save(run_dir / TABLES)
+            atomic_write_text(run_dir / "config.json", config.model_dump_json(indent=2))
+        dist.barrier()  # the run directory exists before any process looks for a checkpoint in it
+        trainer = Trainer(model, config, checkpoint=run_dir / CHECKPOINT, progress=progress and writer,
+                          identity=json.dumps(config.resume_identity(), sort_keys=True),
+                          sync=GradientSync(world), writes_checkpoints=writer)
+        if resume:
+            trainer.resume_checkpoint()
+        fit = trainer.fit(batches, evaluator.validate, resume=resume, stop_after=stop_after)
+        if not fit.finished:
+            return TrainResult(run_dir, {}, fit.history, fit.best_epoch, dataset)
+        metrics = evaluator.evaluate(model, fit.relation_states)
+        metrics["best_epoch"] = fit.best_epoch
+        metrics["epochs_run"] = fit.epochs_run
+        checksum = broadcast_object(float(sum(p.detach().double().sum() for p in model.parameters())))
+        here = float(sum(p.detach().double().sum() for p in model.parameters()))
+        if here != checksum:
+            raise RuntimeError(f"rank {rank}: weights differ from rank 0's ({here} vs {checksum})")
+        if writer:
+            save_checkpoint(run_dir / MODEL, {"states": fit.relation_states, "config": config.model_dump_json(),
+                                              "best_epoch": fit.best_epoch})
+            atomic_write_json(run_dir / METRICS, metrics)
+            atomic_write_json(run_dir / "history.json", fit.history)
+        dist.barrier()
+    return TrainResult(run_dir, metrics, fit.history, fit.best_epoch, dataset)
+
+
+__all__ = ["GradientSync", "ShareEmbedder", "gather_rows", "share_of_items", "train_distributed"]
