@@ -269,9 +269,13 @@ def launch(part_dir: Path, command: Tuple[str, ...], trainers: int, servers: int
     COMMAND follows --, e.g. `-- python -m mmsc_dgl.distributed.worker PART_DIR --out checks`
     (the check job: features and meta-path walks from every trainer).  A failing trainer or the
     timeout ends every process; the exit code is the failing trainer's (124 for the timeout)."""
-    from mmsc_dgl.distributed.launch import launch as run_launch
+    from mmsc_dgl.distributed.launch import Terminated, launch as run_launch
 
-    result = run_launch(part_dir, trainers, list(command), servers=servers, timeout=timeout, log_dir=logs)
+    try:
+        result = run_launch(part_dir, trainers, list(command), servers=servers, timeout=timeout, log_dir=logs)
+    except Terminated as err:
+        click.echo(f"error: {err}.", err=True)
+        sys.exit(128 + 15)
     if result.returncode:
         click.echo(f"error: {result.message}", err=True)
         sys.exit(result.returncode)

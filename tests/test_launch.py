@@ -97,6 +97,43 @@ def test_the_timeout_ends_every_process_with_124(parts):
     assert not any(_alive(pid) for pid in result.pids)
 
 
+def test_a_launcher_sent_sigterm_ends_every_child(parts, tmp_path):
+    """A scheduler's kill (SIGTERM) of the launcher ends its servers and trainers (found by the
+    PIDs in their logs' directory), removes the job's /dev/shm entries and exits with 143."""
+    import signal
+    import time
+    before = _shm()
+    marker = tmp_path / "trainer.pid"
+    trainer = f"import os, time; open({str(marker)!r}, 'w').write(str(os.getpid())); time.sleep(120)"
+    cmd = [sys.executable, "-m", "mmsc_dgl", "launch", str(parts / "parts"), "--trainers", "1", "--timeout", "300",
+           "--logs", str(tmp_path / "logs"), "--", sys.executable, "-c", trainer]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not marker.exists() or not marker.read_text():
+        assert time.monotonic() < deadline and proc.poll() is None, proc.communicate()
+        time.sleep(0.2)
+    time.sleep(1)
+    children = _children(proc.pid)
+    assert len(children) == 3  # two graph servers and the trainer
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143 and "SIGTERM" in err and "Traceback" not in err
+    assert not any(_alive(pid) for pid in children) and _shm() <= before
+
+
+def _children(pid):
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = open(f"/proc/{entry}/stat").read()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry))
+    return found
+
+
 def test_a_used_log_directory_is_refused(parts, tmp_path):
     from mmsc_dgl import DataError
     (tmp_path / "mine.log").write_text("the user's")

@@ -104,6 +104,10 @@ def test_negatives_are_valid_distinct_and_batch_independent():
     assert not np.array_equal(sampler.sample("substitute", "val", q[:5], test.src[:5]), neg[:5])
     again = splits.negative_sampler(edges).sample("substitute", "test", q, test.src)
     assert np.array_equal(again, neg)
+    # Asked again (validation, every epoch): the remembered answer, which a caller cannot spoil.
+    first = sampler.sample("substitute", "test", q, test.src)
+    first[:] = -1
+    assert np.array_equal(sampler.sample("substitute", "test", q, test.src), neg)
 
 
 def test_negatives_capped_when_catalog_is_small():

@@ -29,6 +29,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -92,6 +93,30 @@ def isolation_available() -> bool:
         return False
     probe = subprocess.run(PRIVATE_SHM, capture_output=True, timeout=30)
     return probe.returncode == 0
+
+
+class Terminated(Exception):
+    """The launcher was sent SIGTERM; its job was ended."""
+
+
+def _terminated(signum, frame):
+    raise Terminated("the launcher was sent SIGTERM; every server and trainer was ended")
+
+
+def _remove_shm(before: set, graph_name: str) -> List[str]:
+    """Remove the ``/dev/shm`` entries the job left: only what DistDGL names after the graph or a
+    feature, and only what appeared during the job."""
+    removed: List[str] = []
+    if not SHM.is_dir():
+        return removed
+    ours = [n for n in set(os.listdir(SHM)) - before if n.startswith(graph_name) or "-kvdata-" in n]
+    for name in sorted(ours):
+        try:
+            (SHM / name).unlink()
+            removed.append(name)
+        except OSError:
+            pass
+    return removed
 
 
 def _end(procs: Sequence[subprocess.Popen], grace: float = 5.0) -> None:
@@ -159,6 +184,12 @@ def launch(part_dir: os.PathLike | str, trainers: int, command: Sequence[str], s
             "PYTHONUNBUFFERED": "1"}
     shm_before = set(os.listdir(SHM)) if SHM.is_dir() else set()
     started = time.monotonic()
+    # A launcher that is sent SIGTERM (a scheduler's kill, timeout(1)) ends its children as on
+    # Ctrl-C: the signal becomes an exception, and the clean-up below runs.
+    previous = signal.getsignal(signal.SIGTERM)
+    in_main = threading.current_thread() is threading.main_thread()
+    if in_main:
+        signal.signal(signal.SIGTERM, _terminated)
     server_procs: List[subprocess.Popen] = []
     trainer_procs: Dict[int, subprocess.Popen] = {}
     handles = []
@@ -223,16 +254,9 @@ def launch(part_dir: os.PathLike | str, trainers: int, command: Sequence[str], s
         _end(list(trainer_procs.values()) + server_procs)
         for h in handles:
             h.close()
-    removed = []
-    if SHM.is_dir():
-        # only what DistDGL names after the graph or a feature, and only what appeared during the job
-        ours = [n for n in set(os.listdir(SHM)) - shm_before if n.startswith(record["graph_name"]) or "-kvdata-" in n]
-        for name in sorted(ours):
-            try:
-                (SHM / name).unlink()
-                removed.append(name)
-            except OSError:
-                pass
+        if in_main:
+            signal.signal(signal.SIGTERM, previous)
+        removed = _remove_shm(shm_before, record["graph_name"])  # also when interrupted
     seconds = time.monotonic() - started
     if removed:
         logger.info("removed %d /dev/shm entr%s the job left: %s", len(removed), "y" if len(removed) == 1 else "ies",
@@ -242,4 +266,4 @@ def launch(part_dir: os.PathLike | str, trainers: int, command: Sequence[str], s
                         {k: round(v, 1) for k, v in sorted(peaks.items())})
 
 
-__all__ = ["LaunchResult", "isolation_available", "launch"]
+__all__ = ["LaunchResult", "Terminated", "isolation_available", "launch"]

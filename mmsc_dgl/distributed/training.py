@@ -26,6 +26,10 @@ Every trainer process:
    ``model.pt``, metrics): the result is an ordinary run, which ``evaluate`` and ``recommend``
    read on one machine.
 
+Without ``mmsc-dgl launch`` (no ``DGL_DIST_MODE=distributed``) it runs in DistDGL's standalone
+mode on a one-partition directory, as a group of one: the fast path to try a partition and to
+test this code.
+
 What this does not distribute yet (docs/distributed.md, "What is whole on every trainer"):
 every process reads the dataset (validation and test edges, negatives) and its content features,
 and holds the gathered tables and the whole training graph (MMSC's LightGCN branch and path
@@ -39,6 +43,7 @@ import json
 import logging
 import math
 import os
+import tempfile
 from pathlib import Path
 from typing import Dict, List, Optional
 
@@ -49,6 +54,13 @@ from mmsc_dgl.config import TrainConfig
 from mmsc_dgl.errors import DataError
 
 logger = logging.getLogger(__name__)
+
+
+def _free_port() -> int:
+    import socket
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def share_of_items(num_items: int, rank: int, world: int) -> torch.Tensor:
@@ -242,8 +254,14 @@ def train_distributed(part_dir: os.PathLike | str, out: os.PathLike | str, confi
         raise DataError(f"the partition's servers hold the features {record['features']!r}, not "
                         f"{config.features!r}.", path=part_dir,
                         fix=f"train with --features {record['features']}, or partition again with these features.")
+    standalone = os.environ.get("DGL_DIST_MODE", "standalone") == "standalone"
     ip_config = ip_config or os.environ.get("DGL_IP_CONFIG")
-    if not ip_config:
+    if standalone and int(record["num_parts"]) != 1:
+        raise DataError(f"without graph servers (DistDGL's standalone mode) one partition is read, and this "
+                        f"directory has {record['num_parts']}.", path=part_dir,
+                        fix="start the job with mmsc-dgl launch PART_DIR --trainers N -- mmsc-dgl train ..., "
+                            "or partition into --parts 1.")
+    if not ip_config and not standalone:
         raise DataError("--distributed needs DistDGL's ip_config.",
                         fix="pass --ip-config FILE, or start the trainers with mmsc-dgl launch (which sets it).")
     dataset_dir = partition_dataset_dir(part_dir, record)
@@ -252,9 +270,17 @@ def train_distributed(part_dir: os.PathLike | str, out: os.PathLike | str, confi
         raise DataError("--distributed walks the item graph only; meta-paths through other node types are "
                         "trained on one machine.", fix="pass --metapaths over s and c only.")
 
-    dgl.distributed.initialize(str(ip_config))  # before torch.distributed, as DGL asks
+    backend = "nccl" if config.device.startswith("cuda") else "gloo"
+    with tempfile.TemporaryDirectory(prefix="mmsc-standalone-") as scratch:
+        if standalone and not ip_config:  # DistDGL reads the file even when it connects to no server
+            ip_config = Path(scratch) / "ip_config.txt"
+            ip_config.write_text("127.0.0.1\n")
+        dgl.distributed.initialize(str(ip_config))  # before torch.distributed, as DGL asks
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if config.device.startswith("cuda") else "gloo")
+        if "MASTER_ADDR" in os.environ:  # set by mmsc-dgl launch (or torchrun)
+            dist.init_process_group(backend)
+        else:  # standalone: a group of one
+            dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{_free_port()}", rank=0, world_size=1)
     rank, world = dist.get_rank(), dist.get_world_size()
     writer = rank == 0
 
