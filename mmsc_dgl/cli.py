@@ -261,10 +261,18 @@ def partition(dataset_dir: Path, parts: int, out: Path, method: str, features: s
               help="Seconds before the whole job is ended (exit code 124).")
 @click.option("--logs", type=click.Path(file_okay=False, path_type=Path),
               help="Where each process's output goes (default: a new temporary directory).")
+@click.option("--ip-config", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="On a cluster: DistDGL's ip_config, one 'IP PORT' line per machine (= per partition); run "
+                   "this command on every machine with its --machine.  Default: every partition here.")
+@click.option("--machine", type=click.IntRange(min=0), default=0, show_default=True,
+              help="With --ip-config: this host's line of it (0-based).")
+@click.option("--master-port", type=click.IntRange(min=1, max=65535), default=29500, show_default=True,
+              help="With --ip-config: the torch.distributed rendezvous port on the first machine.")
 @_verbosity
 def launch(part_dir: Path, command: Tuple[str, ...], trainers: int, servers: int, timeout: float,
-           logs: Optional[Path]) -> None:
-    """Run DistDGL graph servers for PART_DIR and COMMAND as trainers on this machine.
+           logs: Optional[Path], ip_config: Optional[Path], machine: int, master_port: int) -> None:
+    """Run DistDGL graph servers for PART_DIR and COMMAND as trainers on this machine (every
+    partition here, or with --ip-config this machine's share of a cluster).
 
     COMMAND follows --, e.g. `-- python -m mmsc_dgl.distributed.worker PART_DIR --out checks`
     (the check job: features and meta-path walks from every trainer).  A failing trainer or the
@@ -272,7 +280,8 @@ def launch(part_dir: Path, command: Tuple[str, ...], trainers: int, servers: int
     from mmsc_dgl.distributed.launch import Terminated, launch as run_launch
 
     try:
-        result = run_launch(part_dir, trainers, list(command), servers=servers, timeout=timeout, log_dir=logs)
+        result = run_launch(part_dir, trainers, list(command), servers=servers, timeout=timeout, log_dir=logs,
+                            ip_config=ip_config, machine=machine, master_port=master_port)
     except Terminated as err:
         click.echo(f"error: {err}.", err=True)
         sys.exit(128 + 15)

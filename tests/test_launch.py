@@ -158,3 +158,50 @@ def test_bench_dist_counts_bytes_only_across_partitions(tmp_path):
     assert one["parts"] == 1 and one["bytes_per_step_mib"] == 0 and one["messages_per_step"] == 0
     assert two["parts"] == 2 and two["bytes_per_step_mib"] > 0 and two["remote_rows"] > 0
     assert two["server_peak_mib"] > 0 and two["trainer_peak_mib"] > 0
+
+
+def test_one_command_per_host_with_an_ip_config(parts, tmp_path):
+    """The cluster recipe, simulated on loopback: one launcher per machine of the ip_config
+    (each with its --machine), together one job of 2 servers and 2 trainers (global ranks)."""
+    ports = []
+    import socket
+    for _ in range(3):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            ports.append(s.getsockname()[1])
+    ip = tmp_path / "ip_config.txt"
+    ip.write_text(f"127.0.0.1 {ports[0]}\n127.0.0.1 {ports[1]}\n")
+    before = _shm()
+    out = tmp_path / "out"
+    procs = []
+    for machine in (1, 0):
+        cmd = [sys.executable, "-m", "mmsc_dgl", "launch", str(parts / "parts"), "--ip-config", str(ip),
+               "--machine", str(machine), "--master-port", str(ports[2]), "--trainers", "1", "--timeout", "200",
+               "--logs", str(tmp_path / f"logs{machine}"), "--", *_worker(parts)[:-6], "--out", str(out),
+               "--items", "5", "--walks", "8"]
+        procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    for proc in procs:
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+    assert sorted(p.name for p in out.iterdir()) == ["rank-0.pt", "rank-1.pt"]
+    for rank in range(2):
+        got = torch.load(out / f"rank-{rank}.pt", weights_only=True)
+        assert got["world"] == 2 and got["walks_all_ranks"] == 2 * 5 * 8
+    assert (tmp_path / "logs1" / "server-1.log").exists() and (tmp_path / "logs0" / "trainer-0.log").exists()
+    assert _shm() <= before
+
+
+def test_a_bad_ip_config_is_one_line(parts, tmp_path):
+    from mmsc_dgl import DataError
+    bad = tmp_path / "ip.txt"
+    bad.write_text("127.0.0.1 4000\nnot-an-ip 4001\n")
+    with pytest.raises(DataError, match=r"ip.txt:2: not an 'IP PORT' line"):
+        launch(parts / "parts", 1, ["true"], ip_config=bad)
+    bad.write_text("127.0.0.1 4000\n")
+    with pytest.raises(DataError, match="1 machine\\(s\\) for 2 partition"):
+        launch(parts / "parts", 1, ["true"], ip_config=bad)
+    bad.write_text("127.0.0.1 4000\n127.0.0.1 4001\n")
+    with pytest.raises(DataError, match="--machine 2"):
+        launch(parts / "parts", 1, ["true"], ip_config=bad, machine=2)
+    with pytest.raises(DataError, match="--machine is for a cluster"):
+        launch(parts / "parts", 1, ["true"], machine=1)

@@ -139,23 +139,58 @@ def _end(procs: Sequence[subprocess.Popen], grace: float = 5.0) -> None:
             p.wait()
 
 
+def read_ip_config(path: os.PathLike | str) -> List[tuple]:
+    """DistDGL's ip_config: one ``IP [PORT]`` line per machine (port 30050 when absent), in the
+    order of the machines' ranks; a bad line is a one-line error."""
+    machines = []
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except OSError as err:
+        raise DataError(f"cannot read the ip_config ({err.strerror}).", path=path,
+                        fix="pass --ip-config FILE with one 'IP PORT' line per machine.") from None
+    for number, line in enumerate(lines, 1):
+        words = line.split()
+        if not words:
+            continue
+        try:
+            socket.inet_aton(words[0])
+            port = int(words[1]) if len(words) > 1 else 30050
+        except (OSError, ValueError):
+            raise DataError(f"not an 'IP PORT' line: {line.strip()!r}.", path=path, line=number,
+                            fix="write one machine per line, e.g. '10.0.0.1 30050'.") from None
+        machines.append((words[0], port))
+    if not machines:
+        raise DataError("the ip_config lists no machine.", path=path, fix="write one 'IP PORT' line per machine.")
+    return machines
+
+
 def launch(part_dir: os.PathLike | str, trainers: int, command: Sequence[str], servers: int = 1,
            timeout: float = 600.0, log_dir: Optional[os.PathLike | str] = None,
-           isolate: Optional[bool] = None) -> LaunchResult:
+           isolate: Optional[bool] = None, ip_config: Optional[os.PathLike | str] = None, machine: int = 0,
+           master_port: int = 29500) -> LaunchResult:
     """Run ``servers`` graph servers per partition of ``part_dir`` and ``trainers`` copies of
     ``command`` (each with the DistDGL client environment and ``RANK`` / ``WORLD_SIZE`` /
     ``MASTER_ADDR`` / ``MASTER_PORT`` for ``torch.distributed``), on this machine.
 
+    With ``ip_config`` it is one machine of a cluster (one command per host, the same on every
+    host but ``machine``): this host runs partition ``machine``'s servers (global ids
+    ``machine * servers ...``) and trainers of global rank ``machine * trainers + t``; the group
+    meets at the first machine's IP on ``master_port``.
+
     Args:
         part_dir: written by ``mmsc-dgl partition``.
-        trainers: trainer processes (all on this machine).
+        trainers: trainer processes (on this machine).
         command: the trainer program and its arguments.
         servers: servers per partition (more than one shares a partition's requests).
         timeout: seconds before the whole job is ended (exit code 124).
         log_dir: where each child's output goes (default: a new temporary directory).
-        isolate: private ``/dev/shm`` for every server after the first (default: when
-            ``unshare`` works here; without it, more than one partition is refused, since the
-            servers would read each other's memory).
+        isolate: private ``/dev/shm`` for every server after the first on this host (default:
+            when ``unshare`` works here; without it, more than one server here is refused, since
+            the servers would read each other's memory).
+        ip_config: DistDGL's ip_config, one ``IP PORT`` line per machine (= per partition);
+            ``None``: every partition on this machine (loopback).
+        machine: this host's line of ``ip_config`` (0-based).
+        master_port: the ``torch.distributed`` rendezvous port on the first machine.
     """
     from mmsc_dgl.distributed.partition import load_partition_record
     part_dir = Path(part_dir).resolve()
@@ -165,8 +200,29 @@ def launch(part_dir: os.PathLike | str, trainers: int, command: Sequence[str], s
     if not command:
         raise DataError("no trainer command.", fix="put it after --: mmsc-dgl launch PART_DIR -- python train.py")
     parts = int(record["num_parts"])
+    machines = read_ip_config(ip_config) if ip_config is not None else None
+    if machines is not None:
+        if len(machines) != parts:
+            raise DataError(f"the ip_config lists {len(machines)} machine(s) for {parts} partition(s).",
+                            path=ip_config, fix="list one machine per partition (DistDGL serves one partition "
+                                                "per machine), or partition again with --parts "
+                                                f"{len(machines)}.")
+        if not 0 <= machine < parts:
+            raise DataError(f"--machine {machine} is not a line of the ip_config (0..{parts - 1}).",
+                            path=ip_config, fix="pass this host's 0-based line number.")
+    elif machine:
+        raise DataError("--machine is for a cluster, with --ip-config.", fix="add --ip-config FILE, or drop --machine.")
+    # The servers this host runs (global ids), and whether each needs a private /dev/shm: every one
+    # after this host's first, and on loopback (all machines 127.x: a cluster simulated on one host)
+    # every one but the job's first.
+    loopback = machines is not None and all(ip.startswith("127.") for ip, _ in machines)
+    if machines is None:
+        here = list(range(parts * servers))
+    else:
+        here = list(range(machine * servers, (machine + 1) * servers))
+    private = [i for n, i in enumerate(here) if n > 0 or (loopback and i > 0)]
     isolate = isolation_available() if isolate is None else isolate
-    if parts * servers > 1 and not isolate:
+    if private and not isolate:
         raise DataError("more than one graph server on this machine needs a private /dev/shm per server "
                         "(unshare with user namespaces), which is not available here.",
                         fix="partition into 1 part and run 1 server, or run on a host with user namespaces.")
@@ -175,12 +231,17 @@ def launch(part_dir: os.PathLike | str, trainers: int, command: Sequence[str], s
                         path=log_dir, fix="choose a new or empty --logs directory.")
     logs = Path(log_dir) if log_dir else Path(tempfile.mkdtemp(prefix="mmsc-launch-"))
     logs.mkdir(parents=True, exist_ok=True)
-    ports = _free_ports(parts + 1)
-    ip_config = logs / "ip_config.txt"
-    ip_config.write_text("".join(f"127.0.0.1 {port}\n" for port in ports[:parts]))
-    base = {**os.environ, "DGL_DIST_MODE": "distributed", "DGL_IP_CONFIG": str(ip_config),
+    if machines is None:
+        ports = _free_ports(parts + 1)
+        ip_file = logs / "ip_config.txt"
+        ip_file.write_text("".join(f"127.0.0.1 {port}\n" for port in ports[:parts]))
+        master, port, world, first_rank = "127.0.0.1", ports[-1], trainers, 0
+    else:
+        ip_file = Path(ip_config).resolve()
+        master, port, world, first_rank = machines[0][0], master_port, parts * trainers, machine * trainers
+    base = {**os.environ, "DGL_DIST_MODE": "distributed", "DGL_IP_CONFIG": str(ip_file),
             "DGL_CONF_PATH": str(part_dir / record["config"]), "DGL_NUM_SERVER": str(servers),
-            "DGL_NUM_CLIENT": str(trainers), "DGL_NUM_SAMPLER": "0", "DGL_GRAPH_FORMAT": "csc,csr,coo",
+            "DGL_NUM_CLIENT": str(world), "DGL_NUM_SAMPLER": "0", "DGL_GRAPH_FORMAT": "csc,csr,coo",
             "PYTHONUNBUFFERED": "1"}
     shm_before = set(os.listdir(SHM)) if SHM.is_dir() else set()
     started = time.monotonic()
@@ -195,9 +256,9 @@ def launch(part_dir: os.PathLike | str, trainers: int, command: Sequence[str], s
     handles = []
     peaks: Dict[str, float] = {}
     try:
-        for server_id in range(parts * servers):
+        for server_id in here:
             cmd = [sys.executable, "-m", "mmsc_dgl.distributed.server"]
-            if server_id > 0:
+            if server_id in private:
                 inner = " ".join(cmd)
                 cmd = PRIVATE_SHM[:-1] + [f"{PRIVATE_SHM[-1]} && exec {inner}"]
             out = open(logs / f"server-{server_id}.log", "wb")
@@ -205,17 +266,18 @@ def launch(part_dir: os.PathLike | str, trainers: int, command: Sequence[str], s
             server_procs.append(subprocess.Popen(cmd, env={**base, "DGL_ROLE": "server",
                                                            "DGL_SERVER_ID": str(server_id)},
                                                  stdout=out, stderr=subprocess.STDOUT, start_new_session=True))
-        for rank in range(trainers):
+        for local in range(trainers):
+            rank = first_rank + local
             out = open(logs / f"trainer-{rank}.log", "wb")
             handles.append(out)
-            env = {**base, "DGL_ROLE": "client", "RANK": str(rank), "WORLD_SIZE": str(trainers),
-                   "LOCAL_RANK": str(rank), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(ports[-1])}
+            env = {**base, "DGL_ROLE": "client", "RANK": str(rank), "WORLD_SIZE": str(world),
+                   "LOCAL_RANK": str(local), "MASTER_ADDR": master, "MASTER_PORT": str(port)}
             trainer_procs[rank] = subprocess.Popen(list(command), env=env, stdout=out, stderr=subprocess.STDOUT,
                                                    start_new_session=True)
         logger.info("launched %d server(s) for %d partition(s) and %d trainer(s); logs in %s",
                     len(server_procs), parts, trainers, logs)
         code, message = 0, ""
-        children = {**{f"server-{i}": p for i, p in enumerate(server_procs)},
+        children = {**{f"server-{here[i]}": p for i, p in enumerate(server_procs)},
                     **{f"trainer-{r}": p for r, p in trainer_procs.items()}}
 
         def probe() -> None:
@@ -235,7 +297,8 @@ def launch(part_dir: os.PathLike | str, trainers: int, command: Sequence[str], s
             if dead_servers and any(c is None for c in codes.values()):
                 i = dead_servers[0]
                 code = server_procs[i].returncode or 1
-                message = f"graph server {i} died; the job was ended (its log: {logs / f'server-{i}.log'})."
+                message = (f"graph server {here[i]} died; the job was ended "
+                           f"(its log: {logs / f'server-{here[i]}.log'}).")
                 break
             if all(c == 0 for c in codes.values()):
                 message = f"{trainers} trainer(s) finished"
@@ -266,4 +329,4 @@ def launch(part_dir: os.PathLike | str, trainers: int, command: Sequence[str], s
                         {k: round(v, 1) for k, v in sorted(peaks.items())})
 
 
-__all__ = ["LaunchResult", "Terminated", "isolation_available", "launch"]
+__all__ = ["LaunchResult", "Terminated", "isolation_available", "launch", "read_ip_config"]
