@@ -88,8 +88,9 @@ class GradientSync:
             return
         # A parameter no process used this step keeps grad None (Adam then leaves it alone, as
         # on one machine); one that some process used gets the average, zeros counted for the rest.
-        used = torch.tensor([p.grad is not None for p in params], dtype=torch.float32)
-        flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1).float().cpu()
+        device = params[0].device  # gloo reduces CPU tensors, nccl CUDA ones: where the model is
+        used = torch.tensor([p.grad is not None for p in params], dtype=torch.float32, device=device)
+        flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1).float()
                           for p in params])
         dist.all_reduce(used)
         dist.all_reduce(flat)
@@ -118,27 +119,28 @@ def gather_rows(nodes: torch.Tensor, rows: torch.Tensor, num_items: int) -> torc
     on every process (padded ``all_gather``: the shares may differ by a few items)."""
     import torch.distributed as dist
     world = dist.get_world_size()
-    count = torch.tensor([nodes.numel()])
+    device = rows.device  # gloo gathers CPU tensors, nccl CUDA ones: where the rows are
+    count = torch.tensor([nodes.numel()], device=device)
     counts = [torch.zeros_like(count) for _ in range(world)]
     dist.all_gather(counts, count)
     width = int(max(c.item() for c in counts))
-    pad_nodes = torch.full((width,), -1, dtype=torch.int64)
-    pad_nodes[: nodes.numel()] = nodes.cpu()
-    pad_rows = torch.zeros((width, rows.shape[1]), dtype=rows.dtype)
-    pad_rows[: rows.shape[0]] = rows.cpu()
+    pad_nodes = torch.full((width,), -1, dtype=torch.int64, device=device)
+    pad_nodes[: nodes.numel()] = nodes.to(device)
+    pad_rows = torch.zeros((width, rows.shape[1]), dtype=rows.dtype, device=device)
+    pad_rows[: rows.shape[0]] = rows
     all_nodes = [torch.empty_like(pad_nodes) for _ in range(world)]
     all_rows = [torch.empty_like(pad_rows) for _ in range(world)]
     dist.all_gather(all_nodes, pad_nodes)
     dist.all_gather(all_rows, pad_rows)
-    out = torch.zeros((num_items, rows.shape[1]), dtype=rows.dtype)
-    seen = torch.zeros(num_items, dtype=torch.bool)
+    out = torch.zeros((num_items, rows.shape[1]), dtype=rows.dtype, device=device)
+    seen = torch.zeros(num_items, dtype=torch.bool, device=device)
     for n, r, c in zip(all_nodes, all_rows, counts):
         k = int(c.item())
         out[n[:k]] = r[:k]
         seen[n[:k]] = True
     if not bool(seen.all()):
-        raise RuntimeError(f"{int((~seen).sum())} items are embedded by no process (node_split left them out)")
-    return out.to(rows.device)
+        raise RuntimeError(f"{int((~seen).sum())} items are embedded by no process (their shares left them out)")
+    return out
 
 
 class ShareEmbedder:
@@ -270,7 +272,14 @@ def train_distributed(part_dir: os.PathLike | str, out: os.PathLike | str, confi
         raise DataError("--distributed walks the item graph only; meta-paths through other node types are "
                         "trained on one machine.", fix="pass --metapaths over s and c only.")
 
-    backend = "nccl" if config.device.startswith("cuda") else "gloo"
+    from mmsc_dgl.train.build import resolve_device
+    device = resolve_device(config.device)
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    if device.type == "cuda":
+        if device.index is None:  # one GPU per trainer of this host
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        config = config.model_copy(update={"device": str(device)})
+        torch.cuda.set_device(device)
     with tempfile.TemporaryDirectory(prefix="mmsc-standalone-") as scratch:
         if standalone and not ip_config:  # DistDGL reads the file even when it connects to no server
             ip_config = Path(scratch) / "ip_config.txt"
@@ -368,7 +377,7 @@ def _train(graph, dataset, dataset_dir, part_dir, record, config, paths, mine, m
     per_process = max(2, math.ceil(config.batch_size / world))
     batches = EdgeBatches(local, dataset.num_items, per_process, config.model.negatives, config.steps_per_epoch,
                           parts.device)
-    steps = torch.tensor([len(batches)])
+    steps = torch.tensor([len(batches)], device=parts.device)
     dist.all_reduce(steps, op=dist.ReduceOp.MIN)
     batches.steps_per_epoch = int(steps)
     logger.info("rank %d: %s substitute and %s complement training edges, %d steps of %d edges per relation per "
