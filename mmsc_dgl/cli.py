@@ -274,8 +274,9 @@ def launch(part_dir: Path, command: Tuple[str, ...], trainers: int, servers: int
     """Run DistDGL graph servers for PART_DIR and COMMAND as trainers on this machine (every
     partition here, or with --ip-config this machine's share of a cluster).
 
-    COMMAND follows --, e.g. `-- python -m mmsc_dgl.distributed.worker PART_DIR --out checks`
-    (the check job: features and meta-path walks from every trainer).  A failing trainer or the
+    COMMAND follows --: the trainer, `-- mmsc-dgl train PART_DIR --distributed --out RUN`, or
+    the check job, `-- python -m mmsc_dgl.distributed.worker PART_DIR --out checks` (features and
+    meta-path walks from every trainer).  A failing trainer or the
     timeout ends every process; the exit code is the failing trainer's (124 for the timeout)."""
     from mmsc_dgl.distributed.launch import Terminated, launch as run_launch
 

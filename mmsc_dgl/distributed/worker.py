@@ -4,8 +4,9 @@ takes its share of items (``node_split`` over the partition it sits on), reads t
 features from the servers and walks their meta-paths (:mod:`mmsc_dgl.distributed.sampling`),
 and writes what it read, in the dataset's ids, to ``OUT/rank-R.pt``.
 
-It is what ``mmsc-dgl launch`` runs until the distributed trainer exists, and what the tests run
-to show that features cross partitions intact and that walks follow the single-machine law.
+It is what the tests run to show that features cross partitions intact and that walks follow the
+single-machine law, and what ``mmsc-dgl bench dist`` times (``--steps``); the trainer is
+:mod:`mmsc_dgl.distributed.training`.
 """
 from __future__ import annotations
 
