@@ -399,13 +399,14 @@ def _train(graph, dataset, dataset_dir, part_dir, record, config, paths, mine, m
                                                             resolve_path(part_dir), run_dir.resolve()),
                                                         "parts": int(record["num_parts"]), "trainers": world}})
                 tables.save(run_dir / TABLES)
-            atomic_write_text(run_dir / "config.json", config.model_dump_json(indent=2))
         dist.barrier()  # the run directory exists before any process looks for a checkpoint in it
         trainer = Trainer(model, config, checkpoint=run_dir / CHECKPOINT, progress=progress and writer,
                           identity=json.dumps(config.resume_identity(), sort_keys=True),
                           sync=GradientSync(world), writes_checkpoints=writer)
         if resume:
-            trainer.resume_checkpoint()
+            trainer.resume_checkpoint()  # refuses a damaged or foreign checkpoint before config.json changes
+        if writer:
+            atomic_write_text(run_dir / "config.json", config.model_dump_json(indent=2))
         fit = trainer.fit(batches, evaluator.validate, resume=resume, stop_after=stop_after)
         if not fit.finished:
             return TrainResult(run_dir, {}, fit.history, fit.best_epoch, dataset)
