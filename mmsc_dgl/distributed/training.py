@@ -180,11 +180,11 @@ class RankBatches:
 def gathered_tables(graph, mine: torch.Tensor, orig: torch.Tensor, paths, config: TrainConfig, num_items: int):
     """The meta-path tables of every item, each process walking its own items on the
     partitioned graph and all processes gathering the rows (identical tables everywhere)."""
-    import numpy as np
     import torch.distributed as dist
 
     from mmsc_dgl.distributed.sampling import default_sampler, sample_metapath_neighbors
-    from mmsc_dgl.metapath.table import MetaPathTable, MetaPathTables
+    from mmsc_dgl.metapath.build import table_from_coo
+    from mmsc_dgl.metapath.table import MetaPathTables
     sample = default_sampler(graph)
     k = config.max_neighbors
     tables = []
@@ -197,14 +197,11 @@ def gathered_tables(graph, mine: torch.Tensor, orig: torch.Tensor, paths, config
         src = torch.cat([e[0] for e in everyone])
         dst = torch.cat([e[1] for e in everyone])
         weight = torch.cat([e[2] for e in everyone])
-        order = torch.argsort(src * num_items + dst)
-        src, dst, weight = src[order], dst[order], weight[order]
-        indptr = torch.zeros(num_items + 1, dtype=torch.int64)
-        indptr[1:] = torch.cumsum(torch.bincount(src, minlength=num_items), 0)
-        tables.append(MetaPathTable.from_arrays(path, indptr, dst.to(torch.int64), weight.to(torch.float32),
-                                                "walk", k))
+        order = torch.argsort(src * num_items + dst)  # table_from_coo takes pairs sorted by (row, neighbour)
+        tables.append(table_from_coo(src[order].numpy(), dst[order].numpy(), weight[order].numpy(), num_items,
+                                     path, "walk", k))
         logger.info("meta-path %s: %s neighbour pairs over %s items (walked by the graph servers)", path.name,
-                    f"{int(dst.numel()):,}", f"{int(np.count_nonzero(np.diff(indptr.numpy()))):,}")
+                    f"{tables[-1].num_pairs:,}", f"{int(tables[-1].nonempty.sum()):,}")
     return MetaPathTables(tables)
 
 
@@ -413,8 +410,8 @@ def _train(graph, dataset, dataset_dir, part_dir, record, config, paths, mine, m
         metrics = evaluator.evaluate(model, fit.relation_states)
         metrics["best_epoch"] = fit.best_epoch
         metrics["epochs_run"] = fit.epochs_run
-        checksum = broadcast_object(float(sum(p.detach().double().sum() for p in model.parameters())))
         here = float(sum(p.detach().double().sum() for p in model.parameters()))
+        checksum = broadcast_object(here)
         if here != checksum:
             raise RuntimeError(f"rank {rank}: weights differ from rank 0's ({here} vs {checksum})")
         if writer:

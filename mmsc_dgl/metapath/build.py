@@ -138,8 +138,9 @@ def _keep_top(rows: np.ndarray, cols: np.ndarray, weight: np.ndarray, k: int, nu
     return rows[keep], cols[keep], weight[keep]
 
 
-def _table_from_coo(rows: np.ndarray, cols: np.ndarray, weight: np.ndarray, num_items: int,
-                    metapath: MetaPath, strategy: str, k: int) -> MetaPathTable:
+def table_from_coo(rows: np.ndarray, cols: np.ndarray, weight: np.ndarray, num_items: int,
+                   metapath: MetaPath, strategy: str, k: Optional[int]) -> MetaPathTable:
+    """A table from its pairs, sorted by (row, neighbour)."""
     indptr = np.zeros(num_items + 1, dtype=np.int64)
     np.cumsum(np.bincount(rows, minlength=num_items), out=indptr[1:])
     return MetaPathTable.from_arrays(metapath, torch.from_numpy(indptr), torch.from_numpy(cols.astype(np.int64, copy=False)),
@@ -164,7 +165,7 @@ def topk_table(mats: Dict[str, sp.csr_matrix], metapath: MetaPath, k: int, seed:
         rows_all.append(r)
         cols_all.append(c)
         w_all.append(w)
-    return _table_from_coo(np.concatenate(rows_all), np.concatenate(cols_all), np.concatenate(w_all),
+    return table_from_coo(np.concatenate(rows_all), np.concatenate(cols_all), np.concatenate(w_all),
                            n, metapath, "topk", k)
 
 
@@ -257,7 +258,7 @@ def walk_table(graph: dgl.DGLGraph, metapath: MetaPath, k: int, num_walks: Optio
         rows_all.append((r + lo).to(torch.int32).cpu().numpy())  # only counted per row: int32 is enough
         cols_all.append(c.cpu().numpy())
         w_all.append(v.cpu().numpy().astype(np.float32) / walks)
-    return _table_from_coo(np.concatenate(rows_all), np.concatenate(cols_all), np.concatenate(w_all),
+    return table_from_coo(np.concatenate(rows_all), np.concatenate(cols_all), np.concatenate(w_all),
                            n, metapath, "walk", k)
 
 
@@ -371,4 +372,4 @@ def dataset_metapath_tables(dataset_dir, metapaths=None, graph: str = "train", o
 
 
 __all__ = ["STRATEGIES", "build_metapath_tables", "dataset_metapath_tables", "estimate_pairs", "count_paths", "relation_matrices",
-           "exact_table", "topk_table", "walk_table", "top_visited"]
+           "exact_table", "table_from_coo", "topk_table", "walk_table", "top_visited"]
