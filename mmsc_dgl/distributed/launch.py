@@ -75,7 +75,8 @@ def _peak_rss_mib(pid: int) -> float:
     return 0.0
 
 
-def _free_ports(count: int) -> List[int]:
+def free_ports(count: int) -> List[int]:
+    """``count`` distinct TCP ports free on 127.0.0.1 right now."""
     socks, ports = [], []
     for _ in range(count):
         s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -232,7 +233,7 @@ def launch(part_dir: os.PathLike | str, trainers: int, command: Sequence[str], s
     logs = Path(log_dir) if log_dir else Path(tempfile.mkdtemp(prefix="mmsc-launch-"))
     logs.mkdir(parents=True, exist_ok=True)
     if machines is None:
-        ports = _free_ports(parts + 1)
+        ports = free_ports(parts + 1)
         ip_file = logs / "ip_config.txt"
         ip_file.write_text("".join(f"127.0.0.1 {port}\n" for port in ports[:parts]))
         master, port, world, first_rank = "127.0.0.1", ports[-1], trainers, 0
@@ -329,4 +330,4 @@ def launch(part_dir: os.PathLike | str, trainers: int, command: Sequence[str], s
                         {k: round(v, 1) for k, v in sorted(peaks.items())})
 
 
-__all__ = ["LaunchResult", "Terminated", "isolation_available", "launch", "read_ip_config"]
+__all__ = ["LaunchResult", "Terminated", "free_ports", "isolation_available", "launch", "read_ip_config"]

@@ -56,13 +56,6 @@ from mmsc_dgl.errors import DataError
 logger = logging.getLogger(__name__)
 
 
-def _free_port() -> int:
-    import socket
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def share_of_items(num_items: int, rank: int, world: int) -> torch.Tensor:
     """Process ``rank``'s items, in DistDGL's ids: the ``rank``-th of ``world`` contiguous, even
     chunks.  DistDGL numbers each partition's items contiguously, partition by partition, so with
@@ -234,6 +227,7 @@ def train_distributed(part_dir: os.PathLike | str, out: os.PathLike | str, confi
     import torch.distributed as dist
 
     from mmsc_dgl.data.dataset import load_dataset
+    from mmsc_dgl.distributed.launch import free_ports
     from mmsc_dgl.distributed.partition import MAPPING_FILE, load_partition_record, partition_dataset_dir
     from mmsc_dgl.metapath.spec import parse_metapaths
 
@@ -286,7 +280,7 @@ def train_distributed(part_dir: os.PathLike | str, out: os.PathLike | str, confi
         if "MASTER_ADDR" in os.environ:  # set by mmsc-dgl launch (or torchrun)
             dist.init_process_group(backend)
         else:  # standalone: a group of one
-            dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{_free_port()}", rank=0, world_size=1)
+            dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{free_ports(1)[0]}", rank=0, world_size=1)
     rank, world = dist.get_rank(), dist.get_world_size()
     writer = rank == 0
 
@@ -372,11 +366,12 @@ def _train(graph, dataset, dataset_dir, part_dir, record, config, paths, mine, m
         keep = owned[src]
         local[r] = (src[keep], dst[keep])
     per_process = max(2, math.ceil(config.batch_size / world))
-    batches = EdgeBatches(local, dataset.num_items, per_process, config.model.negatives, config.steps_per_epoch,
-                          parts.device)
-    steps = torch.tensor([len(batches)], device=parts.device)
+    own = EdgeBatches(local, dataset.num_items, per_process, config.model.negatives, config.steps_per_epoch,
+                      parts.device)
+    steps = torch.tensor([len(own)], device=parts.device)
     dist.all_reduce(steps, op=dist.ReduceOp.MIN)
-    batches.steps_per_epoch = int(steps)
+    own.steps_per_epoch = int(steps)
+    batches = RankBatches(own, rank, int(steps))  # each rank its own permutations, negatives and views
     logger.info("rank %d: %s substitute and %s complement training edges, %d steps of %d edges per relation per "
                 "epoch", rank, f"{local['substitute'][0].numel():,}", f"{local['complement'][0].numel():,}",
                 int(steps), per_process)
