@@ -428,7 +428,8 @@ def recommend(run_dir: Path, item: Optional[str], all_items: bool, relation: str
 
 
 def _explanation(row: dict) -> str:
-    """One line: the embedding term, then each meta-path with paths (its share; via an item)."""
+    """One line: the embedding term, then each meta-path with paths (its share; via an item)
+    and each other relation the pair is an edge of (its share)."""
     parts = [f"embedding {row['embedding']:+.3f}"]
     for key in row:
         if key.startswith("paths[") and row[key]:
@@ -436,6 +437,9 @@ def _explanation(row: dict) -> str:
             via = row[f"via_title[{name}]"] or row[f"via[{name}]"]
             parts.append(f"{name}: {row[key]} path{'s' if row[key] != 1 else ''} "
                          f"({row[f'structure[{name}]']:+.3f}; via {via})")
+        elif key.startswith("linked[") and row[key]:
+            name = key[7:-1]
+            parts.append(f"also a {name} pair ({row[f'structure[{name}]']:+.3f})")
     if "structure_base" in row:
         parts.append(f"structure base {row['structure_base']:+.3f}" if len(parts) > 1 else
                      f"no two-hop path joins them (structure base {row['structure_base']:+.3f})")

@@ -213,6 +213,8 @@ class MMSCConfig(HANConfig):
     path_evidence: bool = Field(default=True, description="add a learned term of the Adamic-Adar-weighted two-hop "
                                                   "meta-path counts joining the pair to its score (False: "
                                                   "embeddings only, as the paper)")
+    evidence_links: bool = Field(default=True, description="path evidence also sees whether the pair is a training "
+                                                   "edge of the other relation (False: path counts only)")
     evidence_hidden: int = Field(default=32, ge=1, description="width of the path-evidence MLP")
     propagate_ids: int = Field(default=0, ge=0, le=8, description="smooth the id embeddings over the union of both "
                                                           "training graphs with this many LightGCN layers "

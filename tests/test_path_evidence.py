@@ -51,7 +51,7 @@ def test_counts_ignore_the_pair_own_edge_and_empty_graphs():
 
 
 def test_evidence_candidate_route_matches_pair_route():
-    graphs, _, w = random_graphs(seed=3)
+    graphs, dense, w = random_graphs(seed=3)
     torch.manual_seed(0)
     evidence = PathEvidence(PathCounter(graphs, w), RELATIONS, hidden=8)
     src = torch.arange(10)
@@ -60,7 +60,34 @@ def test_evidence_candidate_route_matches_pair_route():
         rows = evidence.candidate_scores(src, cand, r)
         pairs = evidence(evidence.counts(src.unsqueeze(1).expand_as(cand), cand), r)
         torch.testing.assert_close(rows, pairs)
-    assert evidence.names == ["s-s", "s-c", "c-s", "c-c"]
+    assert evidence.names == ["s-s", "s-c", "c-s", "c-c", "s", "c"]
+    links = evidence.counts(src.unsqueeze(1).expand_as(cand), cand)[..., 4:]
+    torch.testing.assert_close(links, torch.stack([dense[x][src.unsqueeze(1), cand] for x in "sc"], -1))
+
+
+def test_links_never_show_a_relation_its_own_edges_and_old_weights_load_unchanged():
+    graphs, _, w = random_graphs(seed=5)
+    graphs = {"substitute": graphs["s"], "complement": graphs["c"]}
+    torch.manual_seed(0)
+    evidence = PathEvidence(PathCounter(graphs, w), RELATIONS, hidden=8)
+    src, dst = torch.arange(30), torch.randint(0, 120, (30,))
+    counts = evidence.counts(src, dst)
+    for r in RELATIONS:
+        own = 4 + evidence.links.index(r)
+        other = 4 + evidence.links.index(next(x for x in RELATIONS if x != r))
+        flipped = counts.clone()
+        flipped[:, own] = 1 - flipped[:, own]
+        torch.testing.assert_close(evidence(flipped, r), evidence(counts, r))  # its own edges: no effect
+        flipped = counts.clone()
+        flipped[:, other] = 1 - flipped[:, other]
+        assert not torch.allclose(evidence(flipped, r), evidence(counts, r))  # the other relation's: seen
+    # weights saved before the links existed: the same function, the links weighted zero
+    old = PathEvidence(PathCounter(graphs, w), RELATIONS, hidden=8, links=False)
+    assert old.names == ["substitute-substitute", "substitute-complement", "complement-substitute",
+                         "complement-complement"]
+    evidence.load_state_dict(old.state_dict())
+    for r in RELATIONS:
+        torch.testing.assert_close(evidence(counts, r), old(counts[:, :4], r))
 
 
 def test_sampled_softmax_loss_is_cross_entropy_with_the_positive_first():
@@ -168,8 +195,12 @@ def test_recommend_is_exact_and_explained(tiny, tmp_path):
     torch.testing.assert_close(torch.tensor([r["score"] for r in rows]), best.values, rtol=1e-4, atol=1e-4)
     names = ["substitute-substitute", "substitute-complement", "complement-substitute", "complement-complement"]
     for row in rows:
-        parts = row["embedding"] + row["structure_base"] + sum(row[f"structure[{n}]"] for n in names)
+        parts = row["embedding"] + row["structure_base"] + sum(v for key, v in row.items()
+                                                               if key.startswith("structure["))
         assert abs(parts - row["score"]) < 1e-3, row
+        assert "linked[complement]" in row and "linked[substitute]" not in row  # never its own relation
+        if not row["linked[complement]"]:
+            assert abs(row["structure[complement]"]) < 1e-6
         for n in names:
             assert (row[f"paths[{n}]"] > 0) == (row[f"via[{n}]"] is not None)
             if row[f"paths[{n}]"] == 0:

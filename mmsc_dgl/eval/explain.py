@@ -5,13 +5,14 @@ For a model with path evidence (MMSC's default) the score of a pair is
 
 .. math::
     s(i, j) = \\underbrace{\\langle z_i, z_j \\rangle}_{\\text{embedding}}
-            + \\underbrace{g(c_{ss}, c_{sc}, c_{cs}, c_{cc})}_{\\text{structure}}
+            + \\underbrace{g(c_{ss}, c_{sc}, c_{cs}, c_{cc}, a_s, a_c)}_{\\text{structure}}
 
-The structural term is split over the meta-paths by exact Shapley values against "no path at
-all" (:math:`g(0)`, the same for every pair, reported as ``structure_base``): with four
-meta-paths that is 16 evaluations of a small MLP per pair, and the shares add up to
-:math:`g(c) - g(0)` exactly.  Each meta-path also gets its raw path count and one concrete
-intermediate item (the most specific one: the middle item of lowest degree).
+The structural term is split over its features (the four meta-paths' counts and, by default,
+whether the pair is a training edge of the other relation: ``linked[...]``) by exact Shapley
+values against "no path and no edge at all" (:math:`g(0)`, the same for every pair, reported as
+``structure_base``): with six features that is 64 evaluations of a small MLP per pair, and the
+shares add up to :math:`g(c) - g(0)` exactly.  Each meta-path also gets its raw path count and
+one concrete intermediate item (the most specific one: the middle item of lowest degree).
 """
 from __future__ import annotations
 
@@ -73,6 +74,7 @@ def explain_pairs(model, embedding: torch.Tensor, relation: str, src: int, dst: 
     base = float(g(torch.zeros(1, counts.shape[-1], device=counts.device))[0])
     weighted = evidence.counter
     plain = weighted.unweighted()
+    paths = len(evidence.metapaths)
     for n, row in enumerate(rows):
         row["structure_base"] = base
         for m, (x, y) in enumerate(evidence.metapaths):
@@ -82,4 +84,9 @@ def explain_pairs(model, embedding: torch.Tensor, relation: str, src: int, dst: 
             k = middle_item(weighted, x, y, int(src), int(dst_t[n]))
             row[f"via[{name}]"] = ids[k] if k is not None else None
             row[f"via_title[{name}]"] = titles[k] if k is not None else None
+        for m, x in enumerate(evidence.links):
+            if x == relation:  # never a feature of its own relation (its share is always 0)
+                continue
+            row[f"structure[{x}]"] = float(shares[n, paths + m])
+            row[f"linked[{x}]"] = bool(counts[n, paths + m] > 0)
     return rows

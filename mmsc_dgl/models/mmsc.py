@@ -125,7 +125,7 @@ class MMSC(GraphStateModule, Recommender):
                              f"graph_edges, or turn {'it' if one else 'them'} off in the config")
         counter = adamic_adar_counter(num_items, graph_edges) if needs_graph else None
         if config.path_evidence:
-            self.evidence = PathEvidence(counter, RELATIONS, config.evidence_hidden)
+            self.evidence = PathEvidence(counter, RELATIONS, config.evidence_hidden, links=config.evidence_links)
         else:
             self.register_module("evidence", None)
         self._smooth: Dict[str, torch.Tensor] = {}

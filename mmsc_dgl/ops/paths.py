@@ -92,6 +92,10 @@ class PathCounter:
         at = torch.searchsorted(keys, query).clamp(max=keys.numel() - 1)
         return keys[at] == query
 
+    def linked(self, name: str, src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
+        """1.0 where ``(src, dst)`` is an edge of graph ``name``, else 0.0 (pairs of any equal shape)."""
+        return self._has_edge(name, src.to(torch.int64), dst.to(torch.int64)).to(torch.float32)
+
     def _walk(self, walk: str, close: str, start: torch.Tensor, end: torch.Tensor, out: torch.Tensor,
               pick: torch.Tensor) -> None:
         """Add to ``out[pick]`` the weighted paths start -walk- k -close- end."""
