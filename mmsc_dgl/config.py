@@ -34,6 +34,15 @@ def merge(base: Mapping[str, Any], overrides: Optional[Mapping[str, Any]]) -> di
     return out
 
 
+
+def _problem(error: dict) -> str:
+    """One pydantic error as ``field.path: message``; a nested config's own DataError keeps its
+    reason only (its fix would repeat the outer one's)."""
+    inner = (error.get("ctx") or {}).get("error")
+    message = inner.reason if isinstance(inner, DataError) else error["msg"]
+    where = ".".join(map(str, error["loc"]))
+    return f"{where}: {message}" if where else message
+
 class Config(BaseModel):
     """Base for every config: unknown keys are errors, so a typo never passes silently."""
 
@@ -86,7 +95,7 @@ class Config(BaseModel):
         try:
             return cls.model_validate(merged)
         except ValidationError as err:
-            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
+            problems = "; ".join(_problem(e) for e in err.errors())
             raise DataError(f"invalid {cls.__name__}: {problems}", path=source,
                             fix="correct the values named above.") from err
 
@@ -265,6 +274,8 @@ class HeuristicConfig(_ModelBase):
     """Common neighbours or Adamic-Adar: nothing to learn."""
 
     architecture: Literal["common-neighbors", "adamic-adar"] = "adamic-adar"
+    links: bool = Field(default=False, description="rank pairs that are training edges of the other relation "
+                                           "first, then by the heuristic (the baseline for MMSC's evidence_links)")
 
 
 ARCHITECTURES: Dict[str, tuple] = {
