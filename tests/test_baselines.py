@@ -138,6 +138,23 @@ def test_heuristics_match_set_arithmetic(dataset):
     # [B, K] candidate matrices (how evaluation calls it) keep their shape
     assert cn.score(src[:6].view(2, 3), dst[:6].view(2, 3), "substitute").shape == (2, 3)
 
+    # links: edges of the other relation first, the heuristic's order within each group, and a
+    # relation's own edges never count
+    linked = NeighbourhoodHeuristic(n, dataset.splits.train, "adamic_adar", links=True)
+    train = dataset.splits.train
+    edge = {r: {(int(a), int(b)) for a, b in zip(train[r].src, train[r].dst)} for r in RELATIONS}
+    edge = {r: e | {(b, a) for a, b in e} for r, e in edge.items()}
+    pairs = np.r_[pairs, np.array(sorted(edge["substitute"]))[:50], np.array(sorted(edge["complement"]))[:50]]
+    src, dst = torch.from_numpy(pairs[:, 0]), torch.from_numpy(pairs[:, 1])
+    plain = aa.score(src, dst, "complement").numpy()
+    for r, other in (("complement", "substitute"), ("substitute", "complement")):
+        got = linked.score(src, dst, r).numpy()
+        is_linked = np.array([(int(a), int(b)) in edge[other] for a, b in pairs])
+        assert is_linked.any() and (~is_linked).any()
+        assert got[is_linked].min() > got[~is_linked].max()
+        for group in (is_linked, ~is_linked):
+            np.testing.assert_array_equal(np.argsort(got[group], kind="stable"), np.argsort(plain[group], kind="stable"))
+
 
 def test_lightgcn_propagation_matches_dense_reference(dataset):
     torch.manual_seed(0)

@@ -40,7 +40,8 @@ class MMSC(GraphStateModule, Recommender):
     both switchable: a **graph branch** :math:`L^r` (LightGCN over relation :math:`r`'s full
     graph, concatenated to :math:`W_r z^r`, ``graph_branch``) and **path evidence**
     :math:`g_r(C(i, j))` added to the dot product (the Adamic-Adar-weighted two-hop meta-path
-    counts joining the pair, ``path_evidence``).  The ranking loss is the paper's triplet, or a
+    counts joining the pair, ``path_evidence``, and whether the pair is a training edge of the
+    other relation, ``evidence_links``).  The ranking loss is the paper's triplet, or a
     sampled softmax (``loss: softmax``).
 
     Two more defaults go beyond the paper, both switchable in :class:`~mmsc_dgl.config.ModelConfig`:

@@ -55,4 +55,5 @@ def build_model(architecture: str, num_items: int, config: ModelConfig, *,
         from mmsc_dgl.models.content import ContentCosine
         return ContentCosine(features)
     from mmsc_dgl.models.heuristic import NeighbourhoodHeuristic
-    return NeighbourhoodHeuristic(num_items, train_edges, architecture.replace("-", "_"))
+    return NeighbourhoodHeuristic(num_items, train_edges, architecture.replace("-", "_"),
+                                  links=getattr(config, "links", False))
