@@ -34,7 +34,6 @@ def merge(base: Mapping[str, Any], overrides: Optional[Mapping[str, Any]]) -> di
     return out
 
 
-
 def _problem(error: dict) -> str:
     """One pydantic error as ``field.path: message``; a nested config's own DataError keeps its
     reason only (its fix would repeat the outer one's)."""
@@ -42,6 +41,7 @@ def _problem(error: dict) -> str:
     message = inner.reason if isinstance(inner, DataError) else error["msg"]
     where = ".".join(map(str, error["loc"]))
     return f"{where}: {message}" if where else message
+
 
 class Config(BaseModel):
     """Base for every config: unknown keys are errors, so a typo never passes silently."""

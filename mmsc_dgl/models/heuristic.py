@@ -14,7 +14,7 @@ own link features (``MMSCConfig.evidence_links``): the same evidence, without le
 """
 from __future__ import annotations
 
-from typing import Dict, Mapping
+from typing import Dict, Mapping, Optional
 
 import numpy as np
 import scipy.sparse as sp
@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from mmsc_dgl.models.base import NothingToLearn, Recommender
+from mmsc_dgl.ops.paths import PathCounter, undirected
 
 METHODS = ("common_neighbors", "adamic_adar")
 
@@ -50,13 +51,10 @@ class NeighbourhoodHeuristic(nn.Module, Recommender):
             raise ValueError(f"unknown method {method!r}; use one of {', '.join(METHODS)}")
         self.num_items = num_items
         self.method = method
-        self._relation_adj: Dict[str, sp.csr_matrix] = {}
-        if links:
-            for r, e in train_edges.items():
-                a, b = np.asarray(e.src), np.asarray(e.dst)
-                adj = sp.csr_matrix((np.ones(2 * len(a)), (np.r_[a, b], np.r_[b, a])), shape=(num_items, num_items))
-                adj.data[:] = 1.0
-                self._relation_adj[r] = adj
+        # Each relation's own undirected graph, for the edge lookups of ``links``.
+        self._links: Optional[PathCounter] = PathCounter({
+            r: undirected(torch.as_tensor(np.asarray(e.src)), torch.as_tensor(np.asarray(e.dst)), num_items)
+            for r, e in train_edges.items()}) if links else None
         src = np.concatenate([np.asarray(e.src) for e in train_edges.values()])
         dst = np.concatenate([np.asarray(e.dst) for e in train_edges.values()])
         keep = src != dst
@@ -83,9 +81,11 @@ class NeighbourhoodHeuristic(nn.Module, Recommender):
         d = dst.detach().cpu().numpy().ravel()
         common = self._adj[s].multiply(self._adj[d])
         out = np.asarray(common @ self._weight).ravel()
-        for other, adj in self._relation_adj.items():
-            if other != relation:
-                out = out + self._link_bonus * np.asarray(adj[s, d]).ravel()
+        if self._links is not None:
+            s_t, d_t = torch.from_numpy(s), torch.from_numpy(d)
+            for other in self._links.graphs:
+                if other != relation:
+                    out = out + self._link_bonus * self._links.linked(other, s_t, d_t).numpy()
         # float64: a float32 bonus would swallow the heuristic's differences within the linked group
         return torch.from_numpy(out).to(torch.float64).to(src.device).view(src.shape)
 
@@ -96,5 +96,5 @@ class NeighbourhoodHeuristic(nn.Module, Recommender):
         return self.embed("substitute")
 
     def __repr__(self) -> str:
-        links = ", links" if self._relation_adj else ""
+        links = ", links" if self._links is not None else ""
         return f"NeighbourhoodHeuristic({self.method}{links}, items={self.num_items:,}, edges={self._adj.nnz:,})"
