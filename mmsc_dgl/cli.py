@@ -373,16 +373,20 @@ def train(dataset_dir: Optional[Path], out: Path, config_path: Optional[Path], r
 @click.option("--features", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Where the run's feature file is now, if it moved (checked by fingerprint; run.json is "
                    "updated).")
+@click.option("--full-catalog", is_flag=True,
+              help="Also rank each test target against every item of the catalog (the query's known neighbours "
+                   "excluded), not only against the sampled negatives.")
 @click.option("--device", callback=_device, help="auto, cpu, cuda ...")
 @click.option("--json", "as_json", is_flag=True)
 @_verbosity
 def evaluate(run_dir: Path, pairs: Optional[Path], dataset: Optional[Path], features: Optional[Path],
-             device: Optional[str], as_json: bool) -> None:
+             full_catalog: bool, device: Optional[str], as_json: bool) -> None:
     """Evaluate a trained run: HR/MRR/NDCG@K on test and cold start, and labelled pairs."""
     from mmsc_dgl.io import strict_json
     from mmsc_dgl.train.run import evaluate_run, format_metrics
 
-    metrics = evaluate_run(run_dir, pairs=pairs, device=device, dataset=dataset, features=features)
+    metrics = evaluate_run(run_dir, pairs=pairs, device=device, dataset=dataset, features=features,
+                           full_catalog=full_catalog)
     click.echo(strict_json(metrics, sort_keys=False) if as_json
                else "\n".join(format_metrics(metrics)))
 

@@ -155,6 +155,17 @@ def test_heuristics_match_set_arithmetic(dataset):
         for group in (is_linked, ~is_linked):
             np.testing.assert_array_equal(np.argsort(got[group], kind="stable"), np.argsort(plain[group], kind="stable"))
 
+    # every item at once (ranking against the whole catalog) gives the pairwise scores (summed in
+    # another order: equal to float64 rounding)
+    queries = torch.tensor([hub, 0, n - 1])
+    every = torch.arange(n).expand(len(queries), n)
+    for model in (cn, aa, linked):
+        for r in RELATIONS:
+            pairwise = model.score(queries.unsqueeze(1).expand_as(every), every, r)
+            whole = model.catalog_scores(queries, r)
+            assert whole.dtype == torch.float64
+            np.testing.assert_allclose(whole.numpy(), pairwise.numpy(), rtol=1e-12, atol=0)
+
 
 def test_lightgcn_propagation_matches_dense_reference(dataset):
     torch.manual_seed(0)

@@ -4,7 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from mmsc_dgl.eval.evaluate import cold_start_embeddings
+from mmsc_dgl.data.edges import RelationEdges
+from mmsc_dgl.data.negatives import NegativeSampler
+from mmsc_dgl.eval.evaluate import cold_start_embeddings, evaluate_embeddings, rank_full_catalog, rank_queries
 from mmsc_dgl.eval.pairs import best_f1_threshold, pair_metrics
 from mmsc_dgl.eval.ranking import ranking_metrics, ranks
 from mmsc_dgl.models.losses import info_nce, triplet_loss
@@ -61,3 +63,54 @@ def test_cold_start_is_mean_of_nearest_in_content_space():
     out = cold_start_embeddings(behaviour, content, np.array([3]), k=2)
     expect = torch.nn.functional.normalize(behaviour[[0, 1]].mean(0), dim=0)
     assert torch.allclose(out[3], expect) and torch.equal(out[:3], behaviour[:3])
+
+
+def _sampler_and_edges(n=60, seed=0):
+    """A random symmetric graph over ``n`` items, its test edges (a quarter of them), and the
+    sampler that excludes every true neighbour."""
+    rng = np.random.default_rng(seed)
+    pairs = {tuple(sorted(p)) for p in rng.integers(0, n, (240, 2)) if p[0] != p[1]}
+    pairs = np.array(sorted(pairs))
+    adj = [set() for _ in range(n)]
+    for a, b in pairs:
+        adj[a].add(int(b))
+        adj[b].add(int(a))
+    indptr = np.r_[0, np.cumsum([len(x) for x in adj])]
+    indices = np.concatenate([sorted(x) for x in adj])
+    exclude = {r: (indptr, indices) for r in ("substitute", "complement")}
+    sampler = NegativeSampler(n, exclude, seed=0, num_negatives=20)
+    test = pairs[rng.permutation(len(pairs))[: len(pairs) // 4]]
+    return sampler, RelationEdges(test[:, 0], test[:, 1]), adj
+
+
+def test_full_catalog_ranks_against_brute_force():
+    n = 60
+    sampler, test, adj = _sampler_and_edges(n)
+    emb = torch.randn(n, 8, generator=torch.Generator().manual_seed(1))
+    emb[7] = emb[3]  # a tie: it counts against the target
+    query = np.arange(len(test))
+    got = rank_full_catalog(emb, test, query, sampler, "substitute")
+    scores = emb @ emb.T
+    want = []
+    for s, d in zip(test.src, test.dst):
+        others = [j for j in range(n) if j != s and j != d and j not in adj[s]]
+        want.append(1 + sum(bool(scores[s, j] >= scores[s, d]) for j in others))
+    assert got.tolist() == want
+    # the sampled negatives are some of those candidates: a target never ranks better against all
+    sampled = rank_queries(emb, test, query, sampler, "substitute", "test")
+    assert (got >= sampled).all() and (got > sampled).any()
+    # a pair-scoring function over every item ranks the same as its embedding
+    def pair(src, cand):
+        return torch.einsum("qd,qmd->qm", emb[src], emb[cand])
+    assert torch.equal(rank_full_catalog(pair, test, query, sampler, "substitute"), got)
+    metrics = evaluate_embeddings({"substitute": emb, "complement": emb}, {"substitute": test, "complement": test},
+                                  sampler, "test", full_catalog=True)
+    assert metrics["substitute"]["HR@10"] == float((got <= 10).double().mean())
+
+
+def test_sampler_neighbours_are_what_it_excludes():
+    sampler, _, adj = _sampler_and_edges()
+    items = np.array([5, 0, 5, 59])
+    owner, nb = sampler.neighbours("complement", items)
+    for k, item in enumerate(items):
+        assert sorted(nb[owner == k].tolist()) == sorted(adj[item])

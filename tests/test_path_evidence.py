@@ -137,6 +137,38 @@ def test_mmsc_score_is_dot_plus_path_evidence(tiny):
         MMSC(300, tables, ModelConfig(hidden=16, heads=2, graph_branch=0), None)
 
 
+def test_each_relation_is_evaluated_with_its_own_selected_evidence_weights(tiny):
+    """The trainer keeps each relation's best epoch; evaluation loads them in turn.  The pair
+    term must be the one of the relation's own weights, not of the last relation loaded."""
+    from mmsc_dgl.config import ModelConfig, TrainConfig
+    from mmsc_dgl.eval.evaluator import Evaluator
+    from mmsc_dgl.metapath import build_metapath_tables
+    from mmsc_dgl.models import MMSC
+    tables = build_metapath_tables(tiny.train_graph(), "s,c,s-c", max_neighbors=4, progress=False)
+    torch.manual_seed(0)
+    model = MMSC(300, tables, ModelConfig(hidden=16, heads=2, ssl_nodes=16), None, graph_edges=tiny.splits.train)
+    mine = {k: v.clone() for k, v in model.state_dict().items()}
+    other = {k: v.clone() for k, v in mine.items()}
+    for k in other:
+        if k.startswith("evidence.mlp.substitute."):
+            other[k] = -10 * other[k] + 1  # an epoch whose substitute evidence is very different
+    evaluator = Evaluator(tiny, TrainConfig(val_queries=100))
+    alone = evaluator.evaluate(model, {r: mine for r in RELATIONS})["test"]["substitute"]
+    # substitute's selected weights are `mine`; complement's epoch differs only in the
+    # substitute MLP, which complement never uses
+    both = evaluator.evaluate(model, {"substitute": mine, "complement": other})["test"]["substitute"]
+    assert both == alone
+    swapped = evaluator.evaluate(model, {"substitute": other, "complement": mine})["test"]["substitute"]
+    assert swapped != alone  # the check can fail: the substitute MLP does move its metrics
+    # a pair term keeps the weights it was taken with
+    term = model.pair_term("substitute")
+    src, cand = torch.tensor([0, 5]), torch.randint(0, 300, (2, 70))
+    before = term(src, cand)
+    model.load_state_dict(other)
+    torch.testing.assert_close(term(src, cand), before)
+    assert not torch.allclose(model.pair_term("substitute")(src, cand), before)
+
+
 def test_normalised_conv_matches_dense_lightgcn_propagation():
     from mmsc_dgl.nn import NormalisedConv
     graphs, dense, _ = random_graphs(n=60, edges=150, seed=5)

@@ -131,6 +131,14 @@ def test_cli_train_evaluate_recommend(tiny_dataset, tmp_path):
     r = runner.invoke(main, ["evaluate", str(run_dir), "--json"])
     assert r.exit_code == 0, r.output
     assert json.loads(r.output)["test"] == json.loads((run_dir / "metrics.json").read_text())["test"]
+    r = runner.invoke(main, ["evaluate", str(run_dir), "--full-catalog", "--json"])
+    assert r.exit_code == 0, r.output
+    full = json.loads(r.output)
+    for rel in ("substitute", "complement"):  # every item is a candidate: never easier than 1,000 sampled
+        assert full["test_full_catalog"][rel]["queries"] == full["test"][rel]["queries"]
+        assert full["test_full_catalog"][rel]["HR@10"] <= full["test"][rel]["HR@10"]
+    r = runner.invoke(main, ["evaluate", str(run_dir), "--full-catalog"])
+    assert r.exit_code == 0 and "against every item of the catalog" in r.output, r.output
     item = tiny_dataset.catalog.ids[0].as_py()
     r = runner.invoke(main, ["recommend", str(run_dir), "--item", item, "--relation", "complement", "-k", "3"])
     assert r.exit_code == 0, r.output

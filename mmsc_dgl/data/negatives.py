@@ -64,6 +64,20 @@ class NegativeSampler:
         return (f"NegativeSampler(num_items={self.num_items:,}, num_negatives={self.num_negatives}, "
                 f"seed={self.seed})")
 
+    def neighbours(self, relation: str, items: np.ndarray):
+        """The true neighbours under ``relation`` (every split's edges, both directions) of each
+        of ``items``: ``(position in items, neighbour)`` int64 arrays, the pairs this sampler
+        never draws."""
+        items = np.asarray(items, dtype=np.int64)
+        codes = self._codes[relation]
+        lo = np.searchsorted(codes, items * np.int64(self.num_items))
+        hi = np.searchsorted(codes, (items + 1) * np.int64(self.num_items))
+        counts = hi - lo
+        owner = np.repeat(np.arange(len(items), dtype=np.int64), counts)
+        at = np.arange(int(counts.sum()), dtype=np.int64) - np.repeat(np.cumsum(counts) - counts, counts) \
+            + np.repeat(lo, counts)
+        return owner, codes[at] - items[owner] * np.int64(self.num_items)
+
     def _stream(self, relation: str, split: str) -> np.uint64:
         key = splitmix64(np.array([self.seed], dtype=np.uint64))
         key = splitmix64(key ^ np.uint64(RELATIONS.index(relation) + 1))

@@ -54,12 +54,19 @@ class Evaluator:
         model.train(was_training)
         return result
 
-    def scorers(self, model, embeddings: Optional[Dict[str, torch.Tensor]]) -> dict:
-        """Per relation, what ranks candidates: an embedding matrix, or the model's ``score``."""
-        if embeddings is not None:
-            return {r: model.ranking_scorer(r, embeddings[r]) for r in RELATIONS}
-        return {r: (lambda src, cand, r=r: model.score(src.unsqueeze(1).expand_as(cand), cand, r))
-                for r in RELATIONS}
+    def scorers(self, model, embeddings: Optional[Dict[str, torch.Tensor]],
+                relation_states: Optional[Dict[str, dict]] = None) -> dict:
+        """Per relation, what ranks candidates: an embedding matrix (and the model's pair term,
+        taken with that relation's selected weights when ``relation_states`` are given), or the
+        model's ``score``."""
+        if embeddings is None:
+            return {r: _pair_scorer(model, r) for r in RELATIONS}
+        out = {}
+        for r in RELATIONS:
+            if relation_states:
+                model.load_state_dict(relation_states[r])
+            out[r] = model.ranking_scorer(r, embeddings[r])
+        return out
 
     # --- after training ---------------------------------------------------------------------
     @torch.no_grad()
@@ -78,19 +85,25 @@ class Evaluator:
         return out
 
     @torch.no_grad()
-    def evaluate(self, model, relation_states: Optional[Dict[str, dict]] = None, pairs=None) -> dict:
+    def evaluate(self, model, relation_states: Optional[Dict[str, dict]] = None, pairs=None,
+                 full_catalog: bool = False) -> dict:
         """Test and cold-start ranking metrics, and labelled-pair metrics (``pairs``, or the
-        dataset's own) of ``model`` with each relation's selected weights."""
+        dataset's own) of ``model`` with each relation's selected weights.  ``full_catalog`` adds
+        ``test_full_catalog``: the test targets ranked against every item, not sampled negatives."""
         with deterministic_algorithms(self.config.deterministic):
-            return self._evaluate(model, relation_states, pairs)
+            return self._evaluate(model, relation_states, pairs, full_catalog)
 
-    def _evaluate(self, model, relation_states, pairs) -> dict:
+    def _evaluate(self, model, relation_states, pairs, full_catalog: bool = False) -> dict:
         cfg = self.config
         emb = self.embeddings(model, relation_states)
         splits = self.dataset.splits
-        scorers = self.scorers(model, emb)
+        scorers = self.scorers(model, emb, relation_states)
         out = {"test": evaluate_embeddings(scorers, splits.test, self.sampler, "test", ks=cfg.ks, device=self.device,
                                            max_queries=cfg.test_queries, seed=cfg.seed)}
+        if full_catalog:
+            out["test_full_catalog"] = evaluate_embeddings(scorers, splits.test, self.sampler, "test", ks=cfg.ks,
+                                                           device=self.device, max_queries=cfg.test_queries,
+                                                           seed=cfg.seed, full_catalog=True)
         if len(splits.cold_items):
             if emb is None or model.content_only:
                 cold_emb = scorers
@@ -99,7 +112,8 @@ class Evaluator:
             elif self.features is not None:
                 content = self.features.pooled().to(emb["substitute"].device)
                 cold_emb = self.scorers(model, {r: cold_start_embeddings(emb[r], content, splits.cold_items,
-                                                                         cfg.cold_neighbors) for r in RELATIONS})
+                                                                         cfg.cold_neighbors) for r in RELATIONS},
+                                        relation_states)
                 empty = int((content[torch.tensor(np.array(splits.cold_items), device=content.device)].abs().sum(1) == 0).sum())
                 out["cold_start_method"] = f"mean of {cfg.cold_neighbors} nearest items in content space" + (
                     f" ({empty:,} of {len(splits.cold_items):,} cold items have no content and keep their own "
@@ -160,3 +174,13 @@ class Evaluator:
         v_pos = pair_scores(score, val.src, val.dst)
         v_neg = pair_scores(score, val.src, neg)
         return np.r_[np.ones(len(v_pos)), np.zeros(len(v_neg))], np.r_[v_pos, v_neg]
+
+
+def _pair_scorer(model, relation: str):
+    """``f(src, candidates)`` from ``model.score``, with the model's ``catalog_scores`` (every
+    item at once, for ranking against the whole catalog) attached where it has one."""
+    def scores(src: torch.Tensor, cand: torch.Tensor) -> torch.Tensor:
+        return model.score(src.unsqueeze(1).expand_as(cand), cand, relation)
+    if hasattr(model, "catalog_scores"):
+        scores.catalog = lambda src: model.catalog_scores(src, relation)
+    return scores

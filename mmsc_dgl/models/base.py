@@ -53,7 +53,8 @@ class Recommender(abc.ABC):
 
     def pair_term(self, relation: str):
         """The part of ``score`` beyond the dot product of embedding rows, as ``f(src [B],
-        candidates [B, K]) -> [B, K]`` (MMSC's path evidence), or ``None`` when there is none."""
+        candidates [B, K]) -> [B, K]`` (MMSC's path evidence), or ``None`` when there is none.
+        It keeps the weights the model holds when it is asked for."""
         return None
 
     def ranking_scorer(self, relation: str, embedding: torch.Tensor):
@@ -67,6 +68,13 @@ class Recommender(abc.ABC):
         @torch.no_grad()
         def scores(src: torch.Tensor, cand: torch.Tensor) -> torch.Tensor:
             return torch.einsum("qd,qmd->qm", embedding[src], embedding[cand]) + term(src, cand)
+
+        @torch.no_grad()
+        def catalog(src: torch.Tensor) -> torch.Tensor:
+            """Every item as a candidate of each query [B, num_items], without gathering rows."""
+            every = torch.arange(embedding.shape[0], device=src.device).expand(len(src), -1)
+            return embedding[src] @ embedding.T + term(src, every)
+        scores.catalog = catalog
         return scores
 
 

@@ -85,9 +85,23 @@ class NeighbourhoodHeuristic(nn.Module, Recommender):
             s_t, d_t = torch.from_numpy(s), torch.from_numpy(d)
             for other in self._links.graphs:
                 if other != relation:
-                    out = out + self._link_bonus * self._links.linked(other, s_t, d_t).numpy()
+                    out = out + self._link_bonus * self._links.linked(other, s_t, d_t).double().numpy()
         # float64: a float32 bonus would swallow the heuristic's differences within the linked group
         return torch.from_numpy(out).to(torch.float64).to(src.device).view(src.shape)
+
+    @torch.no_grad()
+    def catalog_scores(self, src: torch.Tensor, relation: str) -> torch.Tensor:
+        """:meth:`score` of each of ``src`` with every item [B, num_items] (float64), one sparse
+        product instead of a pair at a time."""
+        s = src.detach().cpu().numpy().ravel()
+        out = torch.from_numpy(np.asarray((self._adj[s].multiply(self._weight[None, :]).tocsr() @ self._adj).todense()))
+        if self._links is not None:
+            s_t = torch.from_numpy(s).unsqueeze(1).expand(-1, self.num_items)
+            every = torch.arange(self.num_items).expand(len(s), -1)
+            for other in self._links.graphs:
+                if other != relation:
+                    out = out + self._link_bonus * self._links.linked(other, s_t, every).double()
+        return out.to(src.device)
 
     def embed(self, relation: str) -> torch.Tensor:
         raise NotImplementedError(f"{self.method} scores pairs; it has no item embeddings (use score)")

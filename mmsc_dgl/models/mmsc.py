@@ -289,12 +289,11 @@ class MMSC(GraphStateModule, Recommender):
         return out.view(shape)
 
     def pair_term(self, relation: str):
-        """The path-evidence term of ``relation`` for query items and their candidates (``None``
-        without ``path_evidence``)."""
+        """The path-evidence term of ``relation`` for query items and their candidates, with the
+        weights the model holds now (``None`` without ``path_evidence``)."""
         if self.evidence is None:
             return None
-        evidence = self.evidence
-        return lambda src, cand: evidence.candidate_scores(src, cand, relation)
+        return self.evidence.frozen(relation)
 
     @torch.no_grad()
     def embed(self, relation: str, batch_size: int = 16384) -> torch.Tensor:

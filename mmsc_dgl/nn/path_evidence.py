@@ -5,6 +5,7 @@ product cannot count shared neighbours; this term does.
 """
 from __future__ import annotations
 
+import copy
 from itertools import product
 from typing import List, Sequence, Tuple
 
@@ -111,9 +112,26 @@ class PathEvidence(nn.Module):
         return self(self.counts(src, dst), relation)
 
     def candidate_scores(self, src: torch.Tensor, candidates: torch.Tensor, relation: str) -> torch.Tensor:
+        return self(self._query_counts(src, candidates), relation)
+
+    def _query_counts(self, src: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+        """Features of each query ``src[b]`` with its ``candidates[b]``, by the cheaper route."""
         if candidates.shape[-1] >= 64:
-            return self(self.candidate_counts(src, candidates), relation)
-        return self(self.counts(src.unsqueeze(1).expand_as(candidates), candidates), relation)
+            return self.candidate_counts(src, candidates)
+        return self.counts(src.unsqueeze(1).expand_as(candidates), candidates)
+
+    def frozen(self, relation: str):
+        """``f(src [B], candidates [B, K]) -> [B, K]``: :meth:`candidate_scores` of ``relation``
+        with a copy of the weights held now (the path counts are shared).  Loading other weights
+        into this module later does not change it: an evaluation that loads each relation's
+        selected epoch in turn scores each relation with its own."""
+        mlp = copy.deepcopy(self.mlp[relation]).eval()
+        keep = getattr(self, f"_keep_{relation}").clone()
+
+        @torch.no_grad()
+        def scores(src: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+            return mlp(torch.log1p(self._query_counts(src, candidates)) * keep).squeeze(-1)
+        return scores
 
     def extra_repr(self) -> str:
         return f"features={self.names}"

@@ -394,9 +394,10 @@ class LoadedRun:
         """Each relation's embeddings from its own selected weights."""
         return self.evaluator.embeddings(self.model, self.relation_states)
 
-    def evaluate(self, pairs=None) -> dict:
-        """Test, cold-start and labelled-pair metrics (as at the end of training)."""
-        return self.evaluator.evaluate(self.model, self.relation_states, pairs=pairs)
+    def evaluate(self, pairs=None, full_catalog: bool = False) -> dict:
+        """Test, cold-start and labelled-pair metrics (as at the end of training); with
+        ``full_catalog`` also the test targets ranked against every item."""
+        return self.evaluator.evaluate(self.model, self.relation_states, pairs=pairs, full_catalog=full_catalog)
 
 
 def load_run(run_dir: os.PathLike | str, device: Optional[str] = None,
@@ -448,10 +449,11 @@ def load_run(run_dir: os.PathLike | str, device: Optional[str] = None,
 
 def evaluate_run(run_dir: os.PathLike | str, pairs: Optional[os.PathLike | str] = None,
                  device: Optional[str] = None, dataset: Optional[os.PathLike | str] = None,
-                 features: Optional[os.PathLike | str] = None) -> dict:
+                 features: Optional[os.PathLike | str] = None, full_catalog: bool = False) -> dict:
     """Test, cold-start and (optionally) labelled-pair metrics of a finished run, written to
     ``evaluation.json``.  ``dataset`` and ``features`` re-point a run whose dataset or feature
-    file moved (checked by fingerprint; ``run.json`` is updated).
+    file moved (checked by fingerprint; ``run.json`` is updated).  ``full_catalog`` also ranks
+    each test target against every item (``test_full_catalog``), not only sampled negatives.
 
     Example:
         >>> mmsc_dgl.evaluate_run("runs/beauty-mmsc", pairs="test_pairs.txt")["pairs"]  # doctest: +SKIP
@@ -460,7 +462,7 @@ def evaluate_run(run_dir: os.PathLike | str, pairs: Optional[os.PathLike | str] 
     run = load_run(run_dir, device, dataset, features)
     pair_table = _read_pairs(run, pairs) if pairs is not None else None
     with writer_lock(run_dir, "this run"):
-        metrics = run.evaluate(pairs=pair_table)
+        metrics = run.evaluate(pairs=pair_table, full_catalog=full_catalog)
         record = dict(run.record)
         if dataset is not None and Path(record["dataset"]) != resolve_path(dataset):
             path = resolve_path(dataset)
@@ -572,11 +574,14 @@ def _cell(value) -> str:
 
 def format_metrics(metrics: dict) -> List[str]:
     lines = []
-    for split in ("test", "cold"):
+    for split in ("test", "test_full_catalog", "cold"):
         if split not in metrics:
             continue
         block = metrics[split]
         names = [m for m in next(iter(block.values())) if m not in ("queries", "reason")]
+        if split == "test_full_catalog":
+            lines.append("test, each target ranked against every item of the catalog (not sampled negatives):")
+            split = ""
         lines.append(f"{split:<6}{'relation':<12}" + "".join(f"{m:>10}" for m in names) + f"{'queries':>9}")
         for r in RELATIONS:
             lines.append(f"{'':<6}{r:<12}" + "".join(_cell(block[r][m]) for m in names) + f"{block[r]['queries']:>9,}"
