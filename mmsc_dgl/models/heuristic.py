@@ -82,10 +82,7 @@ class NeighbourhoodHeuristic(nn.Module, Recommender):
         common = self._adj[s].multiply(self._adj[d])
         out = np.asarray(common @ self._weight).ravel()
         if self._links is not None:
-            s_t, d_t = torch.from_numpy(s), torch.from_numpy(d)
-            for other in self._links.graphs:
-                if other != relation:
-                    out = out + self._link_bonus * self._links.linked(other, s_t, d_t).double().numpy()
+            out = out + self._links_term(torch.from_numpy(s), torch.from_numpy(d), relation).numpy()
         # float64: a float32 bonus would swallow the heuristic's differences within the linked group
         return torch.from_numpy(out).to(torch.float64).to(src.device).view(src.shape)
 
@@ -96,12 +93,17 @@ class NeighbourhoodHeuristic(nn.Module, Recommender):
         s = src.detach().cpu().numpy().ravel()
         out = torch.from_numpy(np.asarray((self._adj[s].multiply(self._weight[None, :]).tocsr() @ self._adj).todense()))
         if self._links is not None:
-            s_t = torch.from_numpy(s).unsqueeze(1).expand(-1, self.num_items)
-            every = torch.arange(self.num_items).expand(len(s), -1)
-            for other in self._links.graphs:
-                if other != relation:
-                    out = out + self._link_bonus * self._links.linked(other, s_t, every).double()
+            out = out + self._links_term(torch.from_numpy(s).unsqueeze(1).expand(-1, self.num_items),
+                                         torch.arange(self.num_items).expand(len(s), -1), relation)
         return out.to(src.device)
+
+    def _links_term(self, src: torch.Tensor, dst: torch.Tensor, relation: str) -> torch.Tensor:
+        """The bonus of pairs that are training edges of another relation (float64, CPU)."""
+        out = torch.zeros(src.shape, dtype=torch.float64)
+        for other in self._links.graphs:
+            if other != relation:
+                out = out + self._link_bonus * self._links.linked(other, src, dst).double()
+        return out
 
     def embed(self, relation: str) -> torch.Tensor:
         raise NotImplementedError(f"{self.method} scores pairs; it has no item embeddings (use score)")
