@@ -105,8 +105,7 @@ class PathEvidence(nn.Module):
 
     def forward(self, counts: torch.Tensor, relation: str) -> torch.Tensor:
         """The score term of ``relation`` for pairs with these ``counts`` [..., M] -> [...]."""
-        keep = getattr(self, f"_keep_{relation}")
-        return self.mlp[relation](torch.log1p(counts) * keep).squeeze(-1)
+        return _term(self.mlp[relation], getattr(self, f"_keep_{relation}"), counts)
 
     def pair_scores(self, src: torch.Tensor, dst: torch.Tensor, relation: str) -> torch.Tensor:
         return self(self.counts(src, dst), relation)
@@ -130,8 +129,13 @@ class PathEvidence(nn.Module):
 
         @torch.no_grad()
         def scores(src: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
-            return mlp(torch.log1p(self._query_counts(src, candidates)) * keep).squeeze(-1)
+            return _term(mlp, keep, self._query_counts(src, candidates))
         return scores
 
     def extra_repr(self) -> str:
         return f"features={self.names}"
+
+
+def _term(mlp: nn.Module, keep: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    """One relation's score term: its MLP over the log counts, its own-relation links zeroed."""
+    return mlp(torch.log1p(counts) * keep).squeeze(-1)
