@@ -38,6 +38,38 @@ def test_pair_and_row_counts_match_dense_products():
     torch.testing.assert_close(counter.unweighted().pairs("s", "c", src, dst), (dense["s"] @ dense["c"])[src, dst])
 
 
+def test_sparse_reach_holds_every_nonzero_count_once():
+    graphs, dense, w = random_graphs(seed=2)
+    counter = PathCounter(graphs, w)
+    src = torch.tensor([5, 0, 5, 119, 33])  # a repeated query answers twice
+    for x in "sc":
+        for y in "sc":
+            row, col, value = counter.reached(x, y, src)
+            want = ((dense[x] * w) @ dense[y])[src]
+            got = torch.zeros_like(want)
+            got[row, col] = value
+            torch.testing.assert_close(got, want)
+            assert (value > 0).all() and torch.unique(row * 120 + col).numel() == row.numel()
+        row, col = counter.neighbours(x, src)
+        got = torch.zeros(len(src), 120)
+        got[row, col] = 1
+        torch.testing.assert_close(got, dense[x][src])
+
+
+def test_evidence_against_the_whole_catalog_equals_every_item_as_a_candidate():
+    graphs, dense, w = random_graphs(seed=4)
+    torch.manual_seed(0)
+    evidence = PathEvidence(PathCounter(graphs, w), RELATIONS, hidden=8)
+    src = torch.tensor([0, 17, 17, 64, 100, 119])
+    every = torch.arange(120).expand(len(src), -1)
+    for r in RELATIONS:
+        term = evidence.frozen(r)
+        torch.testing.assert_close(term.catalog(src), term(src, every))
+        torch.testing.assert_close(term.catalog(src), evidence.candidate_scores(src, every, r))
+    row, col, features = evidence.reached(src)
+    assert (features != 0).any(1).all()  # only pairs with a feature are scored one by one
+
+
 def test_counts_ignore_the_pair_own_edge_and_empty_graphs():
     n = 6
     path = undirected(torch.tensor([0, 1]), torch.tensor([1, 2]), n)  # 0 - 1 - 2

@@ -71,7 +71,11 @@ class Recommender(abc.ABC):
 
         @torch.no_grad()
         def catalog(src: torch.Tensor) -> torch.Tensor:
-            """Every item as a candidate of each query [B, num_items], without gathering rows."""
+            """Every item as a candidate of each query [B, num_items], without gathering rows
+            (by the term's own ``catalog`` where it has one)."""
+            whole = getattr(term, "catalog", None)
+            if whole is not None:
+                return embedding[src] @ embedding.T + whole(src)
             every = torch.arange(embedding.shape[0], device=src.device).expand(len(src), -1)
             return embedding[src] @ embedding.T + term(src, every)
         scores.catalog = catalog

@@ -103,6 +103,25 @@ class PathEvidence(nn.Module):
                                    + [self.counter.linked(x, s.unsqueeze(1).expand_as(c), c) for x in self.links], -1))
         return torch.cat(out) if out else torch.zeros(0, candidates.shape[1], len(self.names), device=src.device)
 
+    @torch.no_grad()
+    def reached(self, src: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The pairs of each query ``src[b]`` with every item that has a non-zero feature (a
+        two-hop path of some meta-path, or an edge of some graph), sparse: ``(row [P], col [P],
+        features [P, num_features])``, ``row`` an index into ``src``.  Every other item's
+        features are all zero.  Costs the paths, not ``len(src) x N``."""
+        self._move(src.device)
+        parts = [self.counter.reached(x, y, src) for x, y in self.metapaths]
+        parts += [(*self.counter.neighbours(x, src), None) for x in self.links]
+        n = self.counter.num_items
+        keys, inverse = torch.unique(torch.cat([r * n + c for r, c, _ in parts]), return_inverse=True)
+        features = torch.zeros(keys.numel(), len(self.names), device=src.device)
+        start = 0
+        for f, (r, _, value) in enumerate(parts):
+            at = inverse[start: start + r.numel()]
+            features[at, f] = 1.0 if value is None else value
+            start += r.numel()
+        return keys // n, keys % n, features
+
     def forward(self, counts: torch.Tensor, relation: str) -> torch.Tensor:
         """The score term of ``relation`` for pairs with these ``counts`` [..., M] -> [...]."""
         return _term(self.mlp[relation], getattr(self, f"_keep_{relation}"), counts)
@@ -121,15 +140,27 @@ class PathEvidence(nn.Module):
 
     def frozen(self, relation: str):
         """``f(src [B], candidates [B, K]) -> [B, K]``: :meth:`candidate_scores` of ``relation``
-        with a copy of the weights held now (the path counts are shared).  Loading other weights
-        into this module later does not change it: an evaluation that loads each relation's
-        selected epoch in turn scores each relation with its own."""
+        with a copy of the weights held now (the path counts are shared); ``f.catalog(src [B])
+        -> [B, N]`` is the same against every item, by the sparse route (:meth:`reached`).
+        Loading other weights into this module later does not change it: an evaluation that
+        loads each relation's selected epoch in turn scores each relation with its own."""
         mlp = copy.deepcopy(self.mlp[relation]).eval()
         keep = getattr(self, f"_keep_{relation}").clone()
 
         @torch.no_grad()
         def scores(src: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
             return _term(mlp, keep, self._query_counts(src, candidates))
+
+        @torch.no_grad()
+        def catalog(src: torch.Tensor) -> torch.Tensor:
+            """The term of each query ``src[b]`` with every item [B, N]: the term of "no path,
+            no edge" everywhere, and the MLP only where a feature is not zero (:meth:`reached`)."""
+            row, col, features = self.reached(src)
+            base = _term(mlp, keep, features.new_zeros(1, features.shape[1]))
+            out = base.expand(src.numel(), self.counter.num_items).clone()
+            out[row, col] = _term(mlp, keep, features)
+            return out
+        scores.catalog = catalog
         return scores
 
     def extra_repr(self) -> str:

@@ -22,7 +22,7 @@ leaks nothing about that pair.
 from __future__ import annotations
 
 import warnings
-from typing import Dict, Iterable, Mapping, Optional
+from typing import Dict, Iterable, Mapping, Optional, Tuple
 
 import torch
 
@@ -129,6 +129,27 @@ class PathCounter:
         self._walk(second, first, dst, src, out, torch.nonzero(~from_src).flatten())
         return out.view(shape)
 
+    def reached(self, first: str, second: str, src: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """:math:`C_{first,second}(src[b], j)` for every ``j`` it is non-zero for, sparse:
+        ``(row [P], col [P], count [P])`` with ``row`` an index into ``src``, each ``(row, col)``
+        once.  Costs the number of paths, not ``len(src) x N``: what ranking a large catalog needs
+        (:meth:`rows` is dense)."""
+        src = src.reshape(-1).to(torch.int64)
+        a, b = self.graphs[first], self.graphs[second]
+        # first hop: (row, k) for every neighbour k of src[row] in `first`
+        row, k = _expand(a, src, torch.arange(src.numel(), device=src.device))
+        # second hop: (row, j) for every neighbour j of k in `second`, weighted by k
+        owner, j = _expand(b, k, torch.arange(k.numel(), device=src.device))
+        n = self.num_items
+        keys, inverse = torch.unique(row[owner] * n + j, return_inverse=True)
+        counts = torch.zeros(keys.numel(), device=src.device).index_add_(0, inverse, self.weight[k[owner]])
+        return keys // n, keys % n, counts
+
+    def neighbours(self, name: str, src: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """``(row [P], col [P])``: every edge of graph ``name`` at ``src[row]``."""
+        src = src.reshape(-1).to(torch.int64)
+        return _expand(self.graphs[name], src, torch.arange(src.numel(), device=src.device))
+
     def _sparse_matrix(self, name: str) -> torch.Tensor:
         if name not in self._sparse:
             g = self.graphs[name]
@@ -154,6 +175,15 @@ class PathCounter:
             hop = self.first_hop(first, src)
         # (X A_y)^T = A_y X^T, since A_y is symmetric: a sparse-dense product.
         return torch.sparse.mm(self._sparse_matrix(second), hop.t().contiguous()).t()
+
+
+def _expand(graph: CSR, nodes: torch.Tensor, tags: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``(tag, neighbour)`` for every neighbour of every ``nodes[i]`` (tagged ``tags[i]``)."""
+    lo = graph.indptr[nodes]
+    counts = graph.indptr[nodes + 1] - lo
+    total = int(counts.sum())
+    within = torch.arange(total, device=nodes.device) - torch.repeat_interleave(torch.cumsum(counts, 0) - counts, counts)
+    return torch.repeat_interleave(tags, counts), graph.indices[torch.repeat_interleave(lo, counts) + within]
 
 
 def adamic_adar_counter(num_items: int, edges: Mapping[str, object]) -> PathCounter:

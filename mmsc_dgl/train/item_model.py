@@ -285,6 +285,9 @@ def catalog_pair_term(model, relation: str, num_items: int, block_rows: int = 1 
     pairwise = model.pair_term(relation)
     if pairwise is None:
         return None
+    whole = getattr(pairwise, "catalog", None)
+    if whole is not None:  # sparse: the term's cost is the paths, not B x N
+        return whole
 
     def term(part: torch.Tensor) -> torch.Tensor:
         every = torch.arange(num_items, device=part.device)
