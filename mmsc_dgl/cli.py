@@ -401,6 +401,9 @@ def evaluate(run_dir: Path, pairs: Optional[Path], dataset: Optional[Path], feat
 @click.option("--overwrite", is_flag=True, help="Replace an existing --out file.")
 @click.option("--explain", is_flag=True, help="Per pick: the meta-paths joining the pair (path count, one "
                                                "intermediate item) and each part's share of the score.")
+@click.option("--ann", is_flag=True, help="Candidates from a FAISS index over the embeddings plus each item's "
+                                           "meta-path neighbours, re-ranked exactly (large catalogs; needs "
+                                           "mmsc_dgl[faiss]). Default: exact over the whole catalog.")
 @click.option("--dataset", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Where the run's dataset is now, if it moved (checked by fingerprint).")
 @click.option("--features", type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -408,7 +411,7 @@ def evaluate(run_dir: Path, pairs: Optional[Path], dataset: Optional[Path], feat
 @click.option("--device", callback=_device, help="auto, cpu, cuda ...")
 @_verbosity
 def recommend(run_dir: Path, item: Optional[str], all_items: bool, relation: str, k: int, out: Optional[Path],
-              overwrite: bool, explain: bool, dataset: Optional[Path], features: Optional[Path],
+              overwrite: bool, explain: bool, ann: bool, dataset: Optional[Path], features: Optional[Path],
               device: Optional[str]) -> None:
     """Top-k substitutes or complements for an item (or every item)."""
     from mmsc_dgl.train.run import recommend as run_recommend
@@ -418,7 +421,7 @@ def recommend(run_dir: Path, item: Optional[str], all_items: bool, relation: str
     if item and out is not None:
         raise click.UsageError("--out is for --all; --item prints to the terminal")
     rows = run_recommend(run_dir, relation, k=k, item=item, device=device, out=out, overwrite=overwrite,
-                         dataset=dataset, explain=explain, features=features)
+                         dataset=dataset, explain=explain, features=features, ann=ann)
     if item:
         for row in rows:
             click.echo(f"{row['rank']:>3}  {row['score']:.4f}  {row['item_id']}  {row['title']}")

@@ -70,6 +70,44 @@ def test_evidence_against_the_whole_catalog_equals_every_item_as_a_candidate():
     assert (features != 0).any(1).all()  # only pairs with a feature are scored one by one
 
 
+def test_candidate_stage_with_an_exact_search_is_the_exact_ranking():
+    from mmsc_dgl.eval.retrieval import exact_search, topk_all, topk_searched
+    graphs, _, w = random_graphs(seed=6)
+    torch.manual_seed(0)
+    evidence = PathEvidence(PathCounter(graphs, w), RELATIONS, hidden=8)
+    with torch.no_grad():  # a term large enough to reorder the dot products
+        evidence.mlp["complement"][2].weight.mul_(20)
+    emb = torch.randn(120, 6)
+    term = evidence.frozen("complement")
+    queries = torch.tensor([0, 3, 3, 50, 119, 64])
+    want_scores, want = topk_all(emb, 7, queries=queries, pair_term=term.catalog)
+    for slack, block in ((32, 1024), (0, 2)):  # no slack: queries whose hits are all path-reached ask again
+        scores, got = topk_searched(emb, 7, exact_search(emb), queries=queries, sparse_term=term.sparse,
+                                    slack=slack, block_size=block)
+        assert got.tolist() == want.tolist()
+        torch.testing.assert_close(scores, want_scores)
+    # without a term: the search's own top-k, never the query itself
+    assert topk_searched(emb, 5, exact_search(emb))[1].tolist() == topk_all(emb, 5)[1].tolist()
+
+    def few(vectors, k):  # an index that holds only 10 items per query (an IVF's probed clusters)
+        found = exact_search(emb)(vectors, 10)
+        return torch.cat([found, found.new_full((len(found), max(0, k - 10)), -1)], 1)[:, :k]
+    scores, got = topk_searched(emb, 7, few, queries=queries, sparse_term=term.sparse, slack=0)
+    assert (got >= 0).all() and all(len(set(row)) == 7 for row in got.tolist())
+
+
+def test_faiss_candidate_stage_matches_the_exact_ranking_with_a_flat_index():
+    pytest.importorskip("faiss")
+    from mmsc_dgl.eval.retrieval import faiss_search, topk_all, topk_searched
+    graphs, _, w = random_graphs(seed=7)
+    evidence = PathEvidence(PathCounter(graphs, w), RELATIONS, hidden=8)
+    emb = torch.randn(120, 6)
+    term = evidence.frozen("substitute")
+    _, want = topk_all(emb, 5, pair_term=term.catalog)
+    _, got = topk_searched(emb, 5, faiss_search(emb), sparse_term=term.sparse)  # 120 items: a flat index
+    assert got.tolist() == want.tolist()
+
+
 def test_counts_ignore_the_pair_own_edge_and_empty_graphs():
     n = 6
     path = undirected(torch.tensor([0, 1]), torch.tensor([1, 2]), n)  # 0 - 1 - 2
@@ -282,6 +320,19 @@ def test_recommend_is_exact_and_explained(tiny, tmp_path):
     assert table.num_rows == 3 * len(ids) and "structure[substitute-complement]" in table.column_names
     first = table.slice(3 * node, 3).to_pylist()
     assert [r["recommended_id"] for r in first] == [r["item_id"] for r in rows[:3]]
+    # the candidate stage: FAISS's hits plus the path-reached items, re-ranked exactly
+    try:
+        import faiss  # noqa: F401
+    except ImportError:
+        ann = CliRunner().invoke(main, ["recommend", str(run_dir), "--item", item, "--relation", "substitute",
+                                        "--ann"])
+        assert ann.exit_code == 2 and "mmsc_dgl[faiss]" in ann.output and "Traceback" not in ann.output
+    else:
+        ann_rows = recommend(run_dir, "substitute", k=8, item=item, ann=True)
+        assert [r["item_id"] for r in ann_rows] == [r["item_id"] for r in rows]  # a flat index: exact
+        recommend(run_dir, "substitute", k=3, out=tmp_path / "ann.parquet", ann=True)
+        assert pq.read_table(tmp_path / "ann.parquet").column("recommended_id").to_pylist() == \
+            table.column("recommended_id").to_pylist()
 
 
 def test_graph_branch_is_lightgcn_over_each_relation(tiny):

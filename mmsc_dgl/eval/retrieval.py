@@ -2,9 +2,20 @@
 N x N."""
 from __future__ import annotations
 
+import math
 from typing import Callable, Optional, Tuple
 
 import torch
+
+Search = Callable[[torch.Tensor, int], torch.Tensor]
+"""``f(vectors [B, D], k) -> item ids [B, k]``: the items of highest inner product with each
+vector, best first (``-1`` where there are fewer): a nearest-neighbour index over the catalog's
+embeddings, exact (:func:`exact_search`) or approximate (:func:`faiss_search`)."""
+
+SparseTerm = Callable[[torch.Tensor], Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]
+"""``f(queries [B]) -> (row [P], col [P], term [P], base [])``: a pairwise score term given
+sparsely, for the pairs ``(queries[row], col)``; every other pair's term is ``base`` (MMSC's
+path evidence: ``model.pair_term(relation).sparse``)."""
 
 
 def grouped_topk(scores: torch.Tensor, k: int, group: int) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -92,6 +103,126 @@ def topk_all(embedding: torch.Tensor, k: int = 10, block_size: int = 2048, exclu
         out_index[start: start + part.numel()] = index.cpu()
         start += part.numel()
     return out_scores, out_index
+
+
+def exact_search(embedding: torch.Tensor, block_size: int = 2048) -> Search:
+    """:data:`Search` by blocked matrix products: the exact answer (what an ANN index approximates)."""
+    table_t = embedding.t().contiguous()
+
+    def search(vectors: torch.Tensor, k: int) -> torch.Tensor:
+        k = min(k, embedding.shape[0])
+        return torch.cat([torch.topk(v @ table_t, k, dim=1).indices for v in vectors.split(block_size)])
+    return search
+
+
+def faiss_search(embedding: torch.Tensor, nlist: Optional[int] = None, nprobe: int = 16,
+                 flat_below: int = 50_000) -> Search:
+    """:data:`Search` by a FAISS inverted-file index (``IndexIVFFlat``, inner product) over
+    ``embedding``: ``nlist`` clusters (default ``4 sqrt(N)``, at most ``N / 39``, FAISS's least
+    training points per cluster), ``nprobe`` of them searched per query.  Below
+    ``flat_below`` items the index is a flat (exact) one.  Needs ``faiss-cpu``
+    (``pip install mmsc_dgl[faiss]``); raises ``ImportError`` without it."""
+    import faiss
+    x = embedding.detach().float().cpu().contiguous().numpy()
+    n, dim = x.shape
+    nlist = nlist or max(1, min(int(4 * math.sqrt(n)), n // 39))
+    if n < flat_below:
+        index = faiss.IndexFlatIP(dim)
+    else:
+        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        index.train(x[:: max(1, n // (64 * nlist))])
+        index.nprobe = nprobe
+    index.add(x)
+
+    def search(vectors: torch.Tensor, k: int) -> torch.Tensor:
+        _, found = index.search(vectors.detach().float().cpu().contiguous().numpy(), min(k, n))
+        return torch.from_numpy(found).to(vectors.device)
+    return search
+
+
+@torch.no_grad()
+def topk_searched(embedding: torch.Tensor, k: int, search: Search, queries: Optional[torch.Tensor] = None,
+                  sparse_term: Optional[SparseTerm] = None, exclude_self: bool = True, block_size: int = 1024,
+                  slack: int = 32) -> Tuple[torch.Tensor, torch.Tensor]:
+    """:func:`topk_all` with a candidate stage: each query's candidates are the hits of
+    ``search`` plus every item ``sparse_term`` lists for it, re-ranked by the exact score (dot
+    product plus the term).  No ``B x N`` product: the cost is the index search and the listed
+    pairs.
+
+    Every item ``sparse_term`` does not list scores ``dot + base``, so the best of them are the
+    best by dot product alone: ``search`` is asked for ``k + slack`` hits, and again with twice
+    as many for a query whose hits hold fewer than ``k`` unlisted items (until the index has no
+    more to give: an IVF index returns only what its probed clusters hold).  With an exact
+    ``search`` the result is :func:`topk_all`'s with the dense term; with an ANN index, only the
+    unlisted items can be missed, as the index misses them.
+
+    Returns:
+        ``(scores [Q, k], indices [Q, k])``, best first.
+    """
+    n = embedding.shape[0]
+    queries = torch.arange(n, device=embedding.device) if queries is None else queries.to(embedding.device)
+    k = min(k, n - 1 if exclude_self else n)
+    out_scores = torch.full((queries.numel(), max(k, 0)), float("-inf"))
+    out_index = torch.full((queries.numel(), max(k, 0)), -1, dtype=torch.long)
+    if k <= 0:
+        return out_scores, out_index
+    start = 0
+    for part in queries.split(block_size):
+        b = part.numel()
+        if sparse_term is not None:
+            row, col, term, base = sparse_term(part)
+        else:
+            row, col = part.new_zeros(0), part.new_zeros(0)
+            term, base = embedding.new_zeros(0), embedding.new_zeros(())
+        listed = torch.sort(row * n + col).values
+        hits_row, hits_col = [], []
+        pending, width = torch.arange(b, device=part.device), k + int(exclude_self) + slack
+        while pending.numel():
+            found = search(embedding[part[pending]], min(width, n))
+            r = pending.unsqueeze(1).expand_as(found)
+            key = r * n + found
+            at = torch.searchsorted(listed, key).clamp(max=max(listed.numel() - 1, 0))
+            is_listed = (listed[at] == key) if listed.numel() else torch.zeros_like(key, dtype=torch.bool)
+            free = (found >= 0) & ~is_listed & ~(exclude_self & (found == part[pending].unsqueeze(1)))
+            valid = found >= 0
+            # enough unlisted hits, or nothing more to ask for: every item, or all the index holds
+            done = (free.sum(1) >= k) | (width >= n) | ~valid.all(1)
+            hits_row.append(r[done][valid[done]])
+            hits_col.append(found[done][valid[done]])
+            pending, width = pending[~done], width * 2
+        keys = torch.unique(torch.cat([row * n + col] + [r * n + c for r, c in zip(hits_row, hits_col)]))
+        r, c = keys // n, keys % n
+        at = torch.searchsorted(listed, keys).clamp(max=max(listed.numel() - 1, 0))
+        is_listed = (listed[at] == keys) if listed.numel() else torch.zeros_like(keys, dtype=torch.bool)
+        order = torch.argsort(row * n + col)  # term in the order of `listed`
+        extra = torch.full_like(keys, 0, dtype=embedding.dtype) + base
+        extra[is_listed] = term[order][at[is_listed]].to(embedding.dtype)
+        score = _pair_dots(embedding, part, r, c) + extra
+        if exclude_self:
+            score = score.masked_fill(part[r] == c, float("-inf"))
+        # best first within each query: by score, then (stably) by query
+        by_score = torch.argsort(score, descending=True, stable=True)
+        by_row = by_score[torch.argsort(r[by_score], stable=True)]
+        counts = torch.bincount(r, minlength=b)
+        rank = torch.arange(keys.numel(), device=keys.device) - torch.repeat_interleave(torch.cumsum(counts, 0) - counts,
+                                                                                      counts)
+        keep = rank < k
+        out_scores[start + r[by_row][keep].cpu(), rank[keep].cpu()] = score[by_row][keep].float().cpu()
+        out_index[start + r[by_row][keep].cpu(), rank[keep].cpu()] = c[by_row][keep].cpu()
+        start += b
+    return out_scores, out_index
+
+
+def _pair_dots(embedding: torch.Tensor, part: torch.Tensor, r: torch.Tensor, c: torch.Tensor,
+               cells: int = 1 << 24) -> torch.Tensor:
+    """``embedding[part[r]] . embedding[c]`` for every pair: one matrix product against the
+    columns the pairs use where that is at most ``cells`` scores (a product beats gathering two
+    rows per pair), else in chunks of pairs."""
+    columns, local = torch.unique(c, return_inverse=True)
+    if part.numel() * columns.numel() <= cells:
+        return (embedding[part] @ embedding[columns].t())[r, local]
+    chunk = max(1, cells // embedding.shape[1])
+    return torch.cat([(embedding[part[a]] * embedding[b]).sum(-1) for a, b in zip(r.split(chunk), c.split(chunk))])
 
 
 def recall_at_k(found: torch.Tensor, exact: torch.Tensor) -> float:

@@ -152,15 +152,22 @@ class PathEvidence(nn.Module):
             return _term(mlp, keep, self._query_counts(src, candidates))
 
         @torch.no_grad()
-        def catalog(src: torch.Tensor) -> torch.Tensor:
-            """The term of each query ``src[b]`` with every item [B, N]: the term of "no path,
-            no edge" everywhere, and the MLP only where a feature is not zero (:meth:`reached`)."""
+        def sparse(src: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+            """``(row [P], col [P], term [P], base [])``: the term of each query ``src[row]``
+            with each item ``col`` that a path or an edge reaches (:meth:`reached`); every other
+            pair has all-zero features and scores ``base``."""
             row, col, features = self.reached(src)
-            base = _term(mlp, keep, features.new_zeros(1, features.shape[1]))
+            base = _term(mlp, keep, features.new_zeros(1, features.shape[1]))[0]
+            return row, col, _term(mlp, keep, features), base
+
+        @torch.no_grad()
+        def catalog(src: torch.Tensor) -> torch.Tensor:
+            """The term of each query ``src[b]`` with every item [B, N], by :func:`sparse`."""
+            row, col, term, base = sparse(src)
             out = base.expand(src.numel(), self.counter.num_items).clone()
-            out[row, col] = _term(mlp, keep, features)
+            out[row, col] = term
             return out
-        scores.catalog = catalog
+        scores.sparse, scores.catalog = sparse, catalog
         return scores
 
     def extra_repr(self) -> str:

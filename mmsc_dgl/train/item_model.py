@@ -183,10 +183,16 @@ class ItemModel:
 
     @torch.no_grad()
     def topk(self, items: Items, relation: str, k: int = 10, exclude_self: bool = True,
-             block_size: int = 256) -> TopK:
+             block_size: int = 256, search: Optional[Any] = None) -> TopK:
         """The ``k`` best items for each of ``items`` under ``relation``, over the whole catalog
-        (exact: the embedding product plus MMSC's path-evidence term)."""
-        from mmsc_dgl.eval.retrieval import topk_all
+        (exact: the embedding product plus MMSC's path-evidence term).
+
+        ``search``: a nearest-neighbour index over :meth:`embed`'s rows
+        (:func:`~mmsc_dgl.eval.retrieval.faiss_search`, or any
+        :data:`~mmsc_dgl.eval.retrieval.Search`) as a candidate stage: its hits and the items
+        MMSC's paths and edges reach are re-ranked by the exact score
+        (:func:`~mmsc_dgl.eval.retrieval.topk_searched`), without a product over the catalog."""
+        from mmsc_dgl.eval.retrieval import topk_all, topk_searched
         queries = self.node_ids(items)
         model = self.for_relation(relation)
         k = min(k, self.num_items - (1 if exclude_self else 0))
@@ -196,6 +202,13 @@ class ItemModel:
             if exclude_self:
                 scores[torch.arange(len(queries)), queries] = float("-inf")
             values, nodes = scores.topk(k, dim=1)
+        elif search is not None:
+            term = model.pair_term(relation)
+            sparse = None if term is None else getattr(term, "sparse", None)
+            if term is not None and sparse is None:
+                raise ValueError(f"{type(model).__name__}'s pair term has no sparse form to re-rank candidates with")
+            values, nodes = topk_searched(self.embed(relation), k, search, queries=queries, exclude_self=exclude_self,
+                                          sparse_term=sparse)
         else:
             term = catalog_pair_term(model, relation, self.num_items)
             values, nodes = topk_all(self.embed(relation), k, block_size=block_size, exclude_self=exclude_self,

@@ -498,7 +498,7 @@ def _read_pairs(run: LoadedRun, pairs: os.PathLike | str):
 def recommend(run_dir: os.PathLike | str, relation: str, k: int = 10, item: Optional[str] = None,
               device: Optional[str] = None, out: Optional[os.PathLike | str] = None, overwrite: bool = False,
               dataset: Optional[os.PathLike | str] = None, explain: bool = False,
-              features: Optional[os.PathLike | str] = None) -> List[Dict]:
+              features: Optional[os.PathLike | str] = None, ann: bool = False) -> List[Dict]:
     """Top-``k`` items for one item (``item``) or for every item (written to ``out`` as parquet;
     an existing file is replaced only with ``overwrite``).  ``k`` is capped at the number of
     other items; the summary row of ``--all`` says how many were written per item.
@@ -508,6 +508,11 @@ def recommend(run_dir: os.PathLike | str, relation: str, k: int = 10, item: Opti
     structural term's share per meta-path, the number of paths of each meta-path and one
     intermediate item (:mod:`mmsc_dgl.eval.explain`).  From Python, :meth:`ItemModel.topk` is
     the same ranking without reading the run directory again per call.
+
+    ``ann`` adds a candidate stage for large catalogs: a FAISS index over the embeddings
+    (:func:`~mmsc_dgl.eval.retrieval.faiss_search`; ``pip install mmsc_dgl[faiss]``) gives each
+    item's nearest neighbours, which, with the items its meta-paths and edges reach, are
+    re-ranked by the model's exact score.  Approximate only where the index misses.
 
     Example:
         >>> rows = mmsc_dgl.recommend("runs/beauty-mmsc", "complement", k=5, item="B00005N7P0",
@@ -529,15 +534,16 @@ def recommend(run_dir: os.PathLike | str, relation: str, k: int = 10, item: Opti
     answers = run.item_model()  # the query API of mmsc_dgl.load_model: the CLI answers through it
     model = answers.for_relation(relation)
     emb = answers.embed(relation)
+    search = _ann_index(emb) if ann else None
     ids = catalog.ids.to_pylist()
     titles = catalog.titles()
     from mmsc_dgl.eval.explain import explain_pairs
-    from mmsc_dgl.eval.retrieval import topk_all
+    from mmsc_dgl.eval.retrieval import topk_all, topk_searched
     if item is not None:
         node = catalog.node(item)
         if k > len(ids) - 1:
             logger.warning("-k %d is more than the %d other items; showing all of them", k, len(ids) - 1)
-        top = answers.topk(node, relation, k)
+        top = answers.topk(node, relation, k, search=search)
         picks = top.nodes[0].tolist()
         rows = [{"rank": i + 1, "item_id": ids[j], "title": titles[j], "score": float(s)}
                 for i, (s, j) in enumerate(zip(top.scores[0].tolist(), picks))]
@@ -545,9 +551,13 @@ def recommend(run_dir: os.PathLike | str, relation: str, k: int = 10, item: Opti
             for row, extra in zip(rows, explain_pairs(model, emb, relation, node, picks, ids, titles)):
                 row.update(extra)
         return rows
-    term = catalog_pair_term(model, relation, len(catalog))
     with torch.no_grad():
-        scores, top = topk_all(emb, k, block_size=2048 if term is None else 256, pair_term=term)
+        if search is not None:
+            term = model.pair_term(relation)
+            scores, top = topk_searched(emb, k, search, sparse_term=None if term is None else term.sparse)
+        else:
+            term = catalog_pair_term(model, relation, len(catalog))
+            scores, top = topk_all(emb, k, block_size=2048 if term is None else 256, pair_term=term)
     width = top.shape[1]
     src = torch.arange(len(ids)).repeat_interleave(width).numpy()
     dst = top.flatten().numpy()
@@ -566,6 +576,16 @@ def recommend(run_dir: os.PathLike | str, relation: str, k: int = 10, item: Opti
     table = pa.table(columns)
     atomic_write_parquet(out, table)
     return [{"items": len(ids), "rows": table.num_rows, "k": width, "out": os.fspath(out)}]
+
+
+def _ann_index(embedding: torch.Tensor):
+    """The FAISS candidate stage of ``recommend --ann``, or a one-line error without FAISS."""
+    from mmsc_dgl.eval.retrieval import faiss_search
+    try:
+        return faiss_search(embedding)
+    except ImportError:
+        raise DataError("--ann needs FAISS, which is not installed.",
+                        fix="pip install 'mmsc_dgl[faiss]', or drop --ann (the exact ranking).") from None
 
 
 def _cell(value) -> str:
