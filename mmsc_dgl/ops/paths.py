@@ -101,18 +101,9 @@ class PathCounter:
         """Add to ``out[pick]`` the weighted paths start -walk- k -close- end."""
         if pick.numel() == 0:
             return
-        g = self.graphs[walk]
-        starts = start[pick]
-        lo, hi = g.indptr[starts], g.indptr[starts + 1]
-        counts = hi - lo
-        total = int(counts.sum())
-        if total == 0:
+        owner, k = _expand(self.graphs[walk], start[pick], torch.arange(pick.numel(), device=start.device))
+        if k.numel() == 0:
             return
-        owner = torch.repeat_interleave(torch.arange(pick.numel(), device=start.device), counts)
-        first = torch.repeat_interleave(lo, counts)
-        within = torch.arange(total, device=start.device) - torch.repeat_interleave(torch.cumsum(counts, 0) - counts,
-                                                                                     counts)
-        k = g.indices[first + within]
         hit = self._has_edge(close, k, end[pick][owner])
         out.index_add_(0, pick[owner[hit]], self.weight[k[hit]])
 
