@@ -181,10 +181,8 @@ def topk_searched(embedding: torch.Tensor, k: int, search: Search, queries: Opti
             found = search(embedding[part[pending]], min(width, n))
             r = pending.unsqueeze(1).expand_as(found)
             key = r * n + found
-            at = torch.searchsorted(listed, key).clamp(max=max(listed.numel() - 1, 0))
-            is_listed = (listed[at] == key) if listed.numel() else torch.zeros_like(key, dtype=torch.bool)
-            free = (found >= 0) & ~is_listed & ~(exclude_self & (found == part[pending].unsqueeze(1)))
             valid = found >= 0
+            free = valid & ~_contains(listed, key)[0] & ~(exclude_self & (found == part[pending].unsqueeze(1)))
             # enough unlisted hits, or nothing more to ask for: every item, or all the index holds
             done = (free.sum(1) >= k) | (width >= n) | ~valid.all(1)
             hits_row.append(r[done][valid[done]])
@@ -192,10 +190,9 @@ def topk_searched(embedding: torch.Tensor, k: int, search: Search, queries: Opti
             pending, width = pending[~done], width * 2
         keys = torch.unique(torch.cat([row * n + col] + [r * n + c for r, c in zip(hits_row, hits_col)]))
         r, c = keys // n, keys % n
-        at = torch.searchsorted(listed, keys).clamp(max=max(listed.numel() - 1, 0))
-        is_listed = (listed[at] == keys) if listed.numel() else torch.zeros_like(keys, dtype=torch.bool)
+        is_listed, at = _contains(listed, keys)
         order = torch.argsort(row * n + col)  # term in the order of `listed`
-        extra = torch.full_like(keys, 0, dtype=embedding.dtype) + base
+        extra = torch.full(keys.shape, float(base), dtype=embedding.dtype, device=keys.device)
         extra[is_listed] = term[order][at[is_listed]].to(embedding.dtype)
         score = _pair_dots(embedding, part, r, c) + extra
         if exclude_self:
@@ -211,6 +208,14 @@ def topk_searched(embedding: torch.Tensor, k: int, search: Search, queries: Opti
         out_index[start + r[by_row][keep].cpu(), rank[keep].cpu()] = c[by_row][keep].cpu()
         start += b
     return out_scores, out_index
+
+
+def _contains(sorted_keys: torch.Tensor, keys: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Whether each of ``keys`` is in ``sorted_keys``, and where (valid where it is)."""
+    if sorted_keys.numel() == 0:
+        return torch.zeros_like(keys, dtype=torch.bool), torch.zeros_like(keys)
+    at = torch.searchsorted(sorted_keys, keys).clamp(max=sorted_keys.numel() - 1)
+    return sorted_keys[at] == keys, at
 
 
 def _pair_dots(embedding: torch.Tensor, part: torch.Tensor, r: torch.Tensor, c: torch.Tensor,
