@@ -203,12 +203,8 @@ class ItemModel:
                 scores[torch.arange(len(queries)), queries] = float("-inf")
             values, nodes = scores.topk(k, dim=1)
         elif search is not None:
-            term = model.pair_term(relation)
-            sparse = None if term is None else getattr(term, "sparse", None)
-            if term is not None and sparse is None:
-                raise ValueError(f"{type(model).__name__}'s pair term has no sparse form to re-rank candidates with")
             values, nodes = topk_searched(self.embed(relation), k, search, queries=queries, exclude_self=exclude_self,
-                                          sparse_term=sparse)
+                                          sparse_term=sparse_pair_term(model, relation))
         else:
             term = catalog_pair_term(model, relation, self.num_items)
             values, nodes = topk_all(self.embed(relation), k, block_size=block_size, exclude_self=exclude_self,
@@ -289,6 +285,19 @@ def _copy_weights_share_graph(module: nn.Module) -> nn.Module:
 def _check_relation(relation: str) -> None:
     if relation not in RELATIONS:
         raise DataError(f"unknown relation {relation!r}.", fix=f"use one of {', '.join(RELATIONS)}.")
+
+
+def sparse_pair_term(model, relation: str):
+    """The pairwise part of ``model``'s scores in sparse form
+    (:data:`~mmsc_dgl.eval.retrieval.SparseTerm`), what a candidate stage re-ranks with, or
+    ``None`` for a model whose score is a dot product alone."""
+    term = model.pair_term(relation)
+    if term is None:
+        return None
+    sparse = getattr(term, "sparse", None)
+    if sparse is None:
+        raise ValueError(f"{type(model).__name__}'s pair term has no sparse form to re-rank candidates with")
+    return sparse
 
 
 def catalog_pair_term(model, relation: str, num_items: int, block_rows: int = 1 << 20):

@@ -30,7 +30,7 @@ from mmsc_dgl.data.node_features import FEATURE_FILE, write_feature_file
 from mmsc_dgl.features.load import load_features
 from mmsc_dgl.train.build import RunParts, build_run, load_train_edges, resolve_device
 from mmsc_dgl.train.checkpoint import load_checkpoint, save_checkpoint
-from mmsc_dgl.train.item_model import ItemModel, catalog_pair_term
+from mmsc_dgl.train.item_model import ItemModel, catalog_pair_term, sparse_pair_term
 from mmsc_dgl.train.trainer import Trainer, TrainResult
 
 if TYPE_CHECKING:
@@ -553,8 +553,7 @@ def recommend(run_dir: os.PathLike | str, relation: str, k: int = 10, item: Opti
         return rows
     with torch.no_grad():
         if search is not None:
-            term = model.pair_term(relation)
-            scores, top = topk_searched(emb, k, search, sparse_term=None if term is None else term.sparse)
+            scores, top = topk_searched(emb, k, search, sparse_term=sparse_pair_term(model, relation))
         else:
             term = catalog_pair_term(model, relation, len(catalog))
             scores, top = topk_all(emb, k, block_size=2048 if term is None else 256, pair_term=term)
