@@ -130,7 +130,7 @@ def faiss_search(embedding: torch.Tensor, nlist: Optional[int] = None, nprobe: i
         index = faiss.IndexFlatIP(dim)
     else:
         index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
-        index.train(x[:: max(1, n // (64 * nlist))])
+        index.train(x[:: max(1, n // (50 * nlist))])
         index.nprobe = nprobe
     index.add(x)
 
@@ -174,7 +174,7 @@ def topk_searched(embedding: torch.Tensor, k: int, search: Search, queries: Opti
         else:
             row, col = part.new_zeros(0), part.new_zeros(0)
             term, base = embedding.new_zeros(0), embedding.new_zeros(())
-        listed = torch.sort(row * n + col).values
+        listed, order = torch.sort(row * n + col)  # `order` puts `term` in the order of `listed`
         hits_row, hits_col = [], []
         pending, width = torch.arange(b, device=part.device), k + int(exclude_self) + slack
         while pending.numel():
@@ -191,7 +191,6 @@ def topk_searched(embedding: torch.Tensor, k: int, search: Search, queries: Opti
         keys = torch.unique(torch.cat([row * n + col] + [r * n + c for r, c in zip(hits_row, hits_col)]))
         r, c = keys // n, keys % n
         is_listed, at = _contains(listed, keys)
-        order = torch.argsort(row * n + col)  # term in the order of `listed`
         extra = torch.full(keys.shape, float(base), dtype=embedding.dtype, device=keys.device)
         extra[is_listed] = term[order][at[is_listed]].to(embedding.dtype)
         score = _pair_dots(embedding, part, r, c) + extra
