@@ -1,5 +1,6 @@
 """The experiment grid: cells, caching, tables, improvement arithmetic, plots, CLI."""
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -70,6 +71,10 @@ def test_grid_runs_caches_and_reports(tmp_path):
     again = run_experiment(config, out, progress=False)
     assert again.computed == 0 and again.cached == 14
     assert [r["test"] for r in again.rows] == [r["test"] for r in result.rows]
+    # Cells know their dataset by content, not by path: a moved or copied experiment stays finished.
+    moved = tmp_path / "elsewhere" / "exp"
+    shutil.copytree(out, moved)
+    assert run_experiment(config, moved, progress=False).computed == 0
     more = run_experiment(config, out, seeds=[0, 1, 2], progress=False)
     assert more.computed == 7
     # A changed setting recomputes exactly the cells it touches.

@@ -15,6 +15,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 from mmsc_dgl import RELATIONS
+from mmsc_dgl.data.dataset import dataset_fingerprint
 from mmsc_dgl.errors import DataError
 from mmsc_dgl.experiments.config import BEST_BASELINE, ExperimentConfig
 from mmsc_dgl.fingerprint import fingerprint
@@ -117,8 +118,13 @@ def _load_row(run_dir: Path, cell: Cell, label: str, wall: Optional[float]) -> d
 
 
 def _cell_fingerprint(train_config, dataset_dir: Path) -> str:
-    """What a finished cell was made of: its full train config and its dataset directory."""
-    return fingerprint({"config": train_config.model_dump(), "dataset": str(dataset_dir)})
+    """What a finished cell was made of: its full train config and its dataset's content (the
+    fingerprint ``dataset.json`` records), not where either lies, so an experiment directory can be
+    moved or copied and its cells stay finished."""
+    config = train_config.model_dump()
+    if config.get("train_edges") and Path(config["train_edges"]).is_relative_to(dataset_dir):
+        config["train_edges"] = str(Path(config["train_edges"]).relative_to(dataset_dir))  # E_LLM's edges
+    return fingerprint({"config": config, "dataset": dataset_fingerprint(dataset_dir)})
 
 
 def _expected_fingerprint(config: ExperimentConfig, cell: Cell, out: Path) -> str:
