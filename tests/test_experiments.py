@@ -11,7 +11,7 @@ from mmsc_dgl import RELATIONS
 from mmsc_dgl.cli import main
 from mmsc_dgl.errors import DataError
 from mmsc_dgl.experiments import ExperimentConfig, load_experiment, run_experiment
-from mmsc_dgl.experiments.report import summarise
+from mmsc_dgl.experiments.report import summarise, time_to_best
 
 TINY_TRAIN = {"epochs": 1, "batch_size": 512, "val_queries": 100, "metapaths": "hops:2", "max_neighbors": 4,
               "model": {"hidden": 16, "heads": 2, "semantic_hidden": 8, "ssl_nodes": 32}}
@@ -93,6 +93,23 @@ def test_summary_statistics():
     assert "cold" not in summary[("d", "v", 0.0)]
 
 
+def test_time_to_best_compares_mmsc_with_the_strongest_baseline_that_trains():
+    def row(variant, ndcg, seconds):
+        return {"dataset": "d", "variant": variant, "label": variant, "seed": 0, "noise": 0.0,
+                "epoch_seconds": 1.0, "wall_seconds": 1.0, "seconds_to_best": seconds, "cold": None,
+                "test": {r: {"HR@10": ndcg, "NDCG@10": ndcg} for r in RELATIONS}}
+    config = ExperimentConfig.model_validate(tiny_config(models={
+        "mmsc": {"role": "reference"}, "adamic-adar": {"role": "baseline", "train": {"architecture": "adamic-adar"}},
+        "lightgcn": {"role": "baseline", "label": "LightGCN", "train": {"architecture": "lightgcn"}},
+        "gat": {"role": "baseline", "train": {"architecture": "gat"}}}, noise=None, cold_start=None, depth=None,
+        e_llm=None))
+    # Adamic-Adar is the best baseline but trains nothing; LightGCN beats GAT among those that train.
+    rows = [row("mmsc", 0.5, 30.0), row("adamic-adar", 0.45, None), row("lightgcn", 0.4, 12.0), row("gat", 0.3, 5.0)]
+    timing = time_to_best(config, summarise(rows), "d")
+    assert timing == {"mmsc_seconds": 30.0, "baseline": "LightGCN", "baseline_seconds": 12.0, "ratio": 2.5}
+    assert time_to_best(config, summarise(rows[:2]), "d") is None
+
+
 def test_config_errors(tmp_path):
     with pytest.raises(DataError, match="reference"):
         ExperimentConfig.from_mapping({**tiny_config(), "models": {"a": {"role": "baseline",
@@ -149,6 +166,10 @@ def test_fast_config_runs_every_model_and_experiment(tmp_path):
     assert {r["noise"] for r in result.rows} == {0.0, 0.2}
     for name in ("results.md", "results.json", "noise.png", "cold_start.png", "depth.png"):
         assert (tmp_path / "fast" / name).exists()
+    # MMSC's time to its best epoch against the strongest baseline that trains, in both reports
+    timing = json.loads((tmp_path / "fast" / "results.json").read_text())["time_to_best"]
+    assert all(t["baseline"] in ("LightGCN", "GAT", "HAN", "DecGCN") and t["ratio"] > 0 for t in timing.values())
+    assert "CPU time to the best validation epoch" in (tmp_path / "fast" / "results.md").read_text()
 
 
 def test_real_config_runs_on_a_reduced_grid(tmp_path):
