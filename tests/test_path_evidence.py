@@ -56,6 +56,23 @@ def test_sparse_reach_holds_every_nonzero_count_once():
         torch.testing.assert_close(got, dense[x][src])
 
 
+def test_middle_items_of_many_pairs_equal_the_one_pair_reference():
+    from mmsc_dgl.eval.explain import middle_item, middle_items
+    graphs, _, _ = random_graphs(n=60, edges=300, seed=6)
+    g = torch.Generator().manual_seed(3)
+    src, dst = torch.randint(0, 60, (400,), generator=g), torch.randint(0, 60, (400,), generator=g)
+    src[:5] = dst[:5]  # a pair of an item with itself: neither end is its own middle
+    # weights with many ties (the first middle in adjacency order wins) and without
+    for w in (torch.randint(1, 4, (60,), generator=g).float(), torch.rand(60, generator=g)):
+        counter = PathCounter(graphs, w)
+        for x in "sc":
+            for y in "sc":
+                want = [middle_item(counter, x, y, int(a), int(b)) for a, b in zip(src, dst)]
+                got = middle_items(counter, x, y, src, dst).tolist()
+                assert got == [-1 if k is None else k for k in want]
+                assert sum(k is not None for k in want) > 20
+
+
 def test_evidence_against_the_whole_catalog_equals_every_item_as_a_candidate():
     graphs, dense, w = random_graphs(seed=4)
     torch.manual_seed(0)
@@ -272,7 +289,7 @@ def test_mmsc_with_full_first_hop_trains(tiny):
     assert model.first_hop["complement"].linear.weight.grad.abs().sum() > 0
 
 
-def test_recommend_is_exact_and_explained(tiny, tmp_path):
+def test_recommend_is_exact_and_explained(tiny, tmp_path, monkeypatch):
     import pyarrow.parquet as pq
     from mmsc_dgl.config import ModelConfig, TrainConfig
     from mmsc_dgl.train.run import load_run, recommend, train
@@ -315,11 +332,18 @@ def test_recommend_is_exact_and_explained(tiny, tmp_path):
     assert shown.exit_code == 0, shown.output
     assert shown.output.count("embedding ") == 3 and "structure base" in shown.output
     out = tmp_path / "recs.parquet"
+    monkeypatch.setattr("mmsc_dgl.train.run.EXPLAIN_BLOCK", 7)  # blocks that cut through an item's picks
     recommend(run_dir, "substitute", k=3, out=out, explain=True)
     table = pq.read_table(out)
     assert table.num_rows == 3 * len(ids) and "structure[substitute-complement]" in table.column_names
     first = table.slice(3 * node, 3).to_pylist()
     assert [r["recommended_id"] for r in first] == [r["item_id"] for r in rows[:3]]
+    # every pick explained at once gives what one item's explanation does
+    for whole, one in zip(first, rows[:3]):
+        for key, value in one.items():
+            if key in ("rank", "item_id", "title", "score"):
+                continue
+            assert whole[key] == pytest.approx(value, abs=1e-5) if isinstance(value, float) else whole[key] == value, key
     # the candidate stage: FAISS's hits plus the path-reached items, re-ranked exactly
     try:
         import faiss

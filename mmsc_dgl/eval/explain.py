@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from itertools import combinations
 from math import factorial
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Union
 
 import torch
 
@@ -55,19 +55,48 @@ def middle_item(counter, first: str, second: str, src: int, dst: int) -> Optiona
     return int(common[torch.argmax(counter.weight[common])])
 
 
+def middle_items(counter, first: str, second: str, src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
+    """:func:`middle_item` for many pairs at once: ``[P]`` node ids, ``-1`` where no path
+    ``src -first- k -second- dst`` exists.  Among equally specific middles, the first in ``src``'s
+    adjacency order (as :func:`middle_item`)."""
+    src, dst = src.reshape(-1).to(torch.int64), dst.reshape(-1).to(torch.int64)
+    out = torch.full(src.shape, -1, dtype=torch.int64, device=src.device)
+    row, k = counter.neighbours(first, src)          # k: a neighbour of src[row], in adjacency order
+    ok = counter.linked(second, dst[row], k).bool() & (k != src[row]) & (k != dst[row])
+    row, k, at = row[ok], k[ok], torch.arange(int(ok.sum()), device=src.device)
+    if row.numel() == 0:
+        return out
+    weight = counter.weight[k].to(torch.float64)
+    best = torch.full(src.shape, float("-inf"), dtype=torch.float64, device=src.device)
+    best = best.scatter_reduce(0, row, weight, reduce="amax")
+    top = weight == best[row]
+    first_at = torch.full(src.shape, at.numel(), dtype=torch.int64, device=src.device)
+    first_at = first_at.scatter_reduce(0, row[top], at[top], reduce="amin")
+    has = first_at < at.numel()
+    out[has] = k[first_at[has]]
+    return out
+
+
 @torch.no_grad()
-def explain_pairs(model, embedding: torch.Tensor, relation: str, src: int, dst: Sequence[int],
-                  ids: Sequence[str], titles: Sequence[Optional[str]]) -> List[Dict]:
-    """For the picks ``dst`` of item ``src``: the embedding term, the structural term split per
-    meta-path, and per meta-path the number of paths and one intermediate item (id and title).
-    A model without path evidence gets its embedding term only (its whole score)."""
-    dst_t = torch.as_tensor(list(dst), dtype=torch.long, device=embedding.device)
-    src_t = torch.full_like(dst_t, int(src))
-    dot = (embedding[src_t] * embedding[dst_t]).sum(-1)
-    rows = [{"embedding": float(d)} for d in dot.tolist()]
+def explain_columns(model, embedding: torch.Tensor, relation: str, src: Union[int, Sequence[int], torch.Tensor],
+                    dst: Sequence[int], ids: Sequence[str], titles: Sequence[Optional[str]]) -> Dict[str, list]:
+    """:func:`explain_pairs` as columns (one list per key, a value per pair), for many pairs at
+    once: ``src`` is one item for every ``dst``, or one item per ``dst``.  The work is done on
+    whole tensors (the Shapley shares, path counts and intermediate items of every pair
+    together), so ``recommend --all --explain`` costs about what the ranking does."""
+    dst_t = torch.as_tensor(list(dst) if not torch.is_tensor(dst) else dst, dtype=torch.long,
+                            device=embedding.device).reshape(-1)
+    if isinstance(src, int):
+        src_t = torch.full_like(dst_t, src)
+    else:
+        src_t = torch.as_tensor(list(src) if not torch.is_tensor(src) else src, dtype=torch.long,
+                                device=embedding.device).reshape(-1)
+    if src_t.shape != dst_t.shape:
+        raise ValueError(f"{src_t.numel()} query items for {dst_t.numel()} picks")
+    columns: Dict[str, list] = {"embedding": (embedding[src_t] * embedding[dst_t]).sum(-1).tolist()}
     evidence = getattr(model, "evidence", None)
     if evidence is None:
-        return rows
+        return columns
     counts = evidence.counts(src_t, dst_t)
     g = lambda c: evidence(c, relation)  # noqa: E731
     shares = shapley_shares(g, counts)
@@ -75,18 +104,28 @@ def explain_pairs(model, embedding: torch.Tensor, relation: str, src: int, dst: 
     weighted = evidence.counter
     plain = weighted.unweighted()
     paths = len(evidence.metapaths)
-    for n, row in enumerate(rows):
-        row["structure_base"] = base
-        for m, (x, y) in enumerate(evidence.metapaths):
-            name = f"{x}-{y}"
-            row[f"structure[{name}]"] = float(shares[n, m])
-            row[f"paths[{name}]"] = int(plain.pairs(x, y, src_t[n: n + 1], dst_t[n: n + 1])[0])
-            k = middle_item(weighted, x, y, int(src), int(dst_t[n]))
-            row[f"via[{name}]"] = ids[k] if k is not None else None
-            row[f"via_title[{name}]"] = titles[k] if k is not None else None
-        for m, x in enumerate(evidence.links):
-            if x == relation:  # never a feature of its own relation (its share is always 0)
-                continue
-            row[f"structure[{x}]"] = float(shares[n, paths + m])
-            row[f"linked[{x}]"] = bool(counts[n, paths + m] > 0)
-    return rows
+    columns["structure_base"] = [base] * dst_t.numel()
+    for m, (x, y) in enumerate(evidence.metapaths):
+        name = f"{x}-{y}"
+        columns[f"structure[{name}]"] = shares[:, m].tolist()
+        columns[f"paths[{name}]"] = plain.pairs(x, y, src_t, dst_t).round().to(torch.int64).tolist()
+        via = middle_items(weighted, x, y, src_t, dst_t).tolist()
+        columns[f"via[{name}]"] = [ids[k] if k >= 0 else None for k in via]
+        columns[f"via_title[{name}]"] = [titles[k] if k >= 0 else None for k in via]
+    for m, x in enumerate(evidence.links):
+        if x == relation:  # never a feature of its own relation (its share is always 0)
+            continue
+        columns[f"structure[{x}]"] = shares[:, paths + m].tolist()
+        columns[f"linked[{x}]"] = (counts[:, paths + m] > 0).tolist()
+    return columns
+
+
+def explain_pairs(model, embedding: torch.Tensor, relation: str, src: Union[int, Sequence[int], torch.Tensor],
+                  dst: Sequence[int], ids: Sequence[str], titles: Sequence[Optional[str]]) -> List[Dict]:
+    """For the picks ``dst`` of item ``src`` (one item, or one per pick): the embedding term, the
+    structural term split per meta-path, and per meta-path the number of paths and one
+    intermediate item (id and title).  A model without path evidence gets its embedding term only
+    (its whole score).  A dict per pick; :func:`explain_columns` gives the same as columns."""
+    columns = explain_columns(model, embedding, relation, src, dst, ids, titles)
+    keys = list(columns)
+    return [dict(zip(keys, values)) for values in zip(*(columns[k] for k in keys))]

@@ -43,6 +43,8 @@ RUN_FILE = "run.json"
 CHECKPOINT = "checkpoint.pt"
 MODEL = "model.pt"
 METRICS = "metrics.json"
+EXPLAIN_BLOCK = 1 << 16
+"""Pairs explained together by ``recommend --all --explain`` (bounds its memory)."""
 
 
 RUN_FORMAT = 2
@@ -537,7 +539,7 @@ def recommend(run_dir: os.PathLike | str, relation: str, k: int = 10, item: Opti
     search = _ann_index(emb) if ann else None
     ids = catalog.ids.to_pylist()
     titles = catalog.titles()
-    from mmsc_dgl.eval.explain import explain_pairs
+    from mmsc_dgl.eval.explain import explain_columns, explain_pairs
     from mmsc_dgl.eval.retrieval import topk_all, topk_searched
     if item is not None:
         node = catalog.node(item)
@@ -565,12 +567,14 @@ def recommend(run_dir: os.PathLike | str, relation: str, k: int = 10, item: Opti
                "rank": np.tile(np.arange(1, width + 1), len(ids)).astype(np.int32),
                "recommended_id": id_array.take(pa.array(dst)), "score": scores.flatten().numpy(),
                "relation": pa.array([relation] * len(src))}
-    if explain:
+    if explain:  # every pick at once, a block of pairs at a time (the order of the rows above)
         extras: Dict[str, list] = {}
-        for node in range(len(ids)):
-            for extra in explain_pairs(model, emb, relation, node, top[node].tolist(), ids, titles):
-                for key, value in extra.items():
-                    extras.setdefault(key, []).append(value)
+        pairs_src, pairs_dst = torch.from_numpy(src), top.flatten()
+        for at in range(0, len(src), EXPLAIN_BLOCK):
+            block = explain_columns(model, emb, relation, pairs_src[at: at + EXPLAIN_BLOCK],
+                                    pairs_dst[at: at + EXPLAIN_BLOCK], ids, titles)
+            for key, values in block.items():
+                extras.setdefault(key, []).extend(values)
         columns.update(extras)
     table = pa.table(columns)
     atomic_write_parquet(out, table)
