@@ -550,9 +550,11 @@ def tune(dataset_dir: Path, out: Path, trials: int, config_path: Optional[Path],
 @click.option("--publish", type=click.Path(file_okay=False, path_type=Path),
               help="Also copy the report (NAME.md, NAME.json, plots) here, e.g. docs/results.")
 @click.option("--device", callback=_device, help="auto, cpu, cuda ... (overrides the config's train.device).")
+@click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Cells computed at once, each in its own process with an equal share of the CPU cores.")
 @_verbosity
 def experiment(config_path: Path, out: Optional[Path], seeds: Optional[str], seed: Optional[int], report_only: bool,
-               publish: Optional[Path], device: Optional[str]) -> None:
+               publish: Optional[Path], device: Optional[str], jobs: int) -> None:
     """Run a grid of models x datasets x seeds from CONFIG; finished cells are reused.  Writes
     results.md, results.json and PNG plots."""
     from mmsc_dgl.experiments import load_experiment, run_experiment
@@ -571,7 +573,7 @@ def experiment(config_path: Path, out: Optional[Path], seeds: Optional[str], see
         seed_list = list(range(seed, seed + len(config.seeds)))
     out = out or Path("runs") / "experiments" / config.name
     result = (rewrite_report(config, out, publish) if report_only
-              else run_experiment(config, out, seeds=seed_list, publish=publish))
+              else run_experiment(config, out, seeds=seed_list, publish=publish, jobs=jobs))
     click.echo(f"{len(result.rows)} cells ({result.computed} computed, {result.cached} cached)"
                + (f"; skipped datasets: {', '.join(result.skipped)}" if result.skipped else ""))
     click.echo(f"report: {out / 'results.md'}")

@@ -75,8 +75,17 @@ def test_grid_runs_caches_and_reports(tmp_path):
     moved = tmp_path / "elsewhere" / "exp"
     shutil.copytree(out, moved)
     assert run_experiment(config, moved, progress=False).computed == 0
-    more = run_experiment(config, out, seeds=[0, 1, 2], progress=False)
+    # The new seed's cells in two processes: the rows come in the grid's order, and a cell
+    # computed alone gives the same figures.
+    more = run_experiment(config, out, seeds=[0, 1, 2], progress=False, jobs=2)
     assert more.computed == 7
+    assert [(r["variant"], r["seed"]) for r in more.rows[:15]] == [(v, s) for v in config.models for s in (0, 1, 2)]
+    alone = next(r for r in more.rows if r["variant"] == "mmsc" and r["seed"] == 2 and r["noise"] == 0)
+    shutil.rmtree(out / "cells" / "syn" / "mmsc" / "noise-0" / "seed-2")
+    again = run_experiment(config, out, seeds=[0, 1, 2], progress=False)
+    assert again.computed == 1
+    assert next(r for r in again.rows if r["variant"] == "mmsc" and r["seed"] == 2 and r["noise"] == 0)["test"] \
+        == alone["test"]
     # A changed setting recomputes exactly the cells it touches.
     changed = config.model_copy(update={"models": {**config.models, "content": config.models["content"].model_copy(
         update={"train": {"architecture": "content", "feature_dim": 64}})}})

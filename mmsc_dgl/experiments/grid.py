@@ -207,12 +207,45 @@ def noise_cells(config: ExperimentConfig, datasets: Sequence[str], seeds: Sequen
     return cells
 
 
+def _worker_init(threads: int) -> None:
+    """A cell process: its share of the cores, and the parent's log level."""
+    import torch
+    torch.set_num_threads(threads)
+    logging.basicConfig(level=logging.WARNING)
+
+
+def _cells_in_processes(config: ExperimentConfig, cells: List[Cell], dataset_dirs: Dict[str, Path], out: Path,
+                        jobs: int):
+    """``run_cell`` for every cell, ``jobs`` at a time, each in its own process with
+    ``cores // jobs`` threads; yields ``(index, row, computed)`` as cells finish.  E_LLM's edges
+    are made first, once per dataset and model, so no two processes make the same file."""
+    import multiprocessing
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    for cell in cells:
+        if config.models[cell.variant].e_llm is not None:
+            _e_llm_edges(config, cell.variant, dataset_dirs[cell.dataset], cell.seed, progress=False)
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_worker_init, initargs=(threads,))
+    try:
+        running = {pool.submit(run_cell, config, cell, dataset_dirs[cell.dataset], out): i
+                   for i, cell in enumerate(cells)}
+        while running:
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                row, computed = future.result()  # a failed cell stops the grid (the others are cancelled)
+                yield running.pop(future), row, computed
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
 def run_experiment(config: ExperimentConfig, out: os.PathLike | str, seeds: Optional[Sequence[int]] = None,
-                   progress: bool = True, report: bool = True, publish: Optional[os.PathLike | str] = None
-                   ) -> ExperimentResult:
+                   progress: bool = True, report: bool = True, publish: Optional[os.PathLike | str] = None,
+                   jobs: int = 1) -> ExperimentResult:
     """Run (or complete) the grid of ``config`` into ``out``, then write the report
     (``results.json``, ``results.md`` and PNG plots; :mod:`mmsc_dgl.experiments.report`), with a
-    copy in ``publish`` if given.
+    copy in ``publish`` if given.  ``jobs`` cells are computed at once, each in its own process
+    with an equal share of the cores (cells are independent; the report is the same).
 
     Example:
         >>> config = mmsc_dgl.load_experiment("examples/experiments/fast.yaml")  # doctest: +SKIP
@@ -224,11 +257,11 @@ def run_experiment(config: ExperimentConfig, out: os.PathLike | str, seeds: Opti
     with writer_lock(out, "this experiment"):
         out.mkdir(parents=True, exist_ok=True)
         write_marker(out, "experiment")
-        return _run_experiment(config, out, seeds, progress, report, publish)
+        return _run_experiment(config, out, seeds, progress, report, publish, jobs)
 
 
 def _run_experiment(config: ExperimentConfig, out: Path, seeds: Optional[Sequence[int]], progress: bool,
-                    write: bool, publish: Optional[os.PathLike | str]) -> ExperimentResult:
+                    write: bool, publish: Optional[os.PathLike | str], jobs: int = 1) -> ExperimentResult:
     from tqdm.auto import tqdm
     seeds = list(seeds) if seeds is not None else list(config.seeds)
     result = ExperimentResult(out, [])
@@ -242,19 +275,26 @@ def _run_experiment(config: ExperimentConfig, out: Path, seeds: Optional[Sequenc
             dataset_dirs[name] = path
 
     def run_all(cells: List[Cell], stage: str) -> None:
-        bar = tqdm(cells, desc=stage, disable=None if progress else True)
+        bar = tqdm(total=len(cells), desc=stage, disable=None if progress else True)
         started, ran = time.perf_counter(), 0
-        for i, cell in enumerate(bar):
-            bar.set_postfix_str(cell.key)
-            row, computed = run_cell(config, cell, dataset_dirs[cell.dataset], out)
-            result.rows.append(row)
+        rows: Dict[int, dict] = {}
+        if jobs > 1 and len(cells) > 1:
+            finished = _cells_in_processes(config, cells, dataset_dirs, out, min(jobs, len(cells)))
+        else:
+            finished = ((i, *run_cell(config, cell, dataset_dirs[cell.dataset], out)) for i, cell in enumerate(cells))
+        for i, row, computed in finished:
+            rows[i] = row
             result.computed += computed
             result.cached += not computed
             ran += computed
-            report("%s cell %d/%d %s %s: test NDCG@10 substitute %.4f, complement %.4f | ETA %s", stage, i + 1,
-                   len(cells), "ran" if computed else "cached", cell.key, row["test"]["substitute"]["NDCG@10"],
+            bar.update(1)
+            bar.set_postfix_str(cells[i].key)
+            report("%s cell %d/%d %s %s: test NDCG@10 substitute %.4f, complement %.4f | ETA %s", stage, len(rows),
+                   len(cells), "ran" if computed else "cached", cells[i].key, row["test"]["substitute"]["NDCG@10"],
                    row["test"]["complement"]["NDCG@10"],
-                   eta(ran, ran + len(cells) - i - 1, time.perf_counter() - started) if ran else "-")
+                   eta(ran, ran + len(cells) - len(rows), time.perf_counter() - started) if ran else "-")
+        bar.close()
+        result.rows.extend(rows[i] for i in sorted(rows))  # the grid's order, however the cells finished
 
     run_all(main_cells(config, list(dataset_dirs), seeds), "main grid")
     result.best_baseline = {d: b for d in dataset_dirs if (b := best_baseline(config, result.rows, d))}
