@@ -345,6 +345,7 @@ def _train(graph, dataset, dataset_dir, part_dir, record, config, paths, mine, m
     from mmsc_dgl.train.checkpoint import save_checkpoint
     from mmsc_dgl.train.run import CHECKPOINT, METRICS, MODEL, feature_file_of, write_run_record
     from mmsc_dgl.train.trainer import Trainer, TrainResult
+    from mmsc_dgl.train.calibrate import calibrate_link_bonus
 
     writer = rank == 0
     features = load_features(config.features, dataset, config.feature_dim)
@@ -402,7 +403,11 @@ def _train(graph, dataset, dataset_dir, part_dir, record, config, paths, mine, m
         fit = trainer.fit(batches, evaluator.validate, resume=resume, stop_after=stop_after)
         if not fit.finished:
             return TrainResult(run_dir, {}, fit.history, fit.best_epoch, dataset)
-        metrics = evaluator.evaluate(model, fit.relation_states)
+        states, bonus = calibrate_link_bonus(model, fit.relation_states, evaluator,
+                                             getattr(config.model, "link_bonus", None))
+        metrics = evaluator.evaluate(model, states)
+        if bonus:
+            metrics["link_bonus"] = bonus
         metrics["best_epoch"] = fit.best_epoch
         metrics["epochs_run"] = fit.epochs_run
         here = float(sum(p.detach().double().sum() for p in model.parameters()))
@@ -410,7 +415,7 @@ def _train(graph, dataset, dataset_dir, part_dir, record, config, paths, mine, m
         if here != checksum:
             raise RuntimeError(f"rank {rank}: weights differ from rank 0's ({here} vs {checksum})")
         if writer:
-            save_checkpoint(run_dir / MODEL, {"states": fit.relation_states, "config": config.model_dump_json(),
+            save_checkpoint(run_dir / MODEL, {"states": states, "config": config.model_dump_json(),
                                               "best_epoch": fit.best_epoch})
             atomic_write_json(run_dir / METRICS, metrics)
             atomic_write_json(run_dir / "history.json", fit.history)

@@ -52,12 +52,19 @@ class PathEvidence(nn.Module):
             keep = torch.ones(width)
             keep[len(self.metapaths):] = torch.tensor([float(x != r) for x in self.links])
             self.register_buffer(f"_keep_{r}", keep, persistent=False)
+            linked = keep.clone()
+            linked[: len(self.metapaths)] = 0
+            self.register_buffer(f"_linked_{r}", linked, persistent=False)  # the other relations' links
+            # Set after training (mmsc_dgl.train.calibrate): added to the term of a pair that is
+            # an edge of another relation.  Saved with the weights.
+            self.register_buffer(f"link_bonus_{r}", torch.zeros(()))
         self._register_load_state_dict_pre_hook(self._pad_legacy)
 
     def _pad_legacy(self, state_dict, prefix, *args) -> None:
-        """Weights saved before the link features existed load with zero weight on them: the
-        same function as before."""
+        """Weights saved before the link features existed load with zero weight on them, and
+        weights saved before the link bonus with none: the same function as before."""
         for r, mlp in self.mlp.items():
+            state_dict.setdefault(f"{prefix}link_bonus_{r}", torch.zeros(()))
             key = f"{prefix}mlp.{r}.0.weight"
             saved = state_dict.get(key)
             width = mlp[0].in_features
@@ -124,7 +131,19 @@ class PathEvidence(nn.Module):
 
     def forward(self, counts: torch.Tensor, relation: str) -> torch.Tensor:
         """The score term of ``relation`` for pairs with these ``counts`` [..., M] -> [...]."""
-        return _term(self.mlp[relation], getattr(self, f"_keep_{relation}"), counts)
+        return _term(self.mlp[relation], getattr(self, f"_keep_{relation}"), counts, self._bonus(relation))
+
+    def _bonus(self, relation: str) -> torch.Tensor:
+        """``link_bonus`` times the 0/1 mask of the other relations' link features [M]."""
+        return getattr(self, f"link_bonus_{relation}") * getattr(self, f"_linked_{relation}")
+
+    def link_scores(self, src: torch.Tensor, candidates: torch.Tensor, relation: str) -> torch.Tensor:
+        """[B, K]: how many other relations each pair ``(src[b], candidates[b, k])`` is a training
+        edge of (what ``link_bonus`` multiplies)."""
+        self._move(src.device)
+        src = src.unsqueeze(1).expand_as(candidates)
+        return sum((self.counter.linked(x, src, candidates) for x in self.links if x != relation),
+                   torch.zeros(candidates.shape, device=candidates.device))
 
     def pair_scores(self, src: torch.Tensor, dst: torch.Tensor, relation: str) -> torch.Tensor:
         return self(self.counts(src, dst), relation)
@@ -146,10 +165,11 @@ class PathEvidence(nn.Module):
         loads each relation's selected epoch in turn scores each relation with its own."""
         mlp = copy.deepcopy(self.mlp[relation]).eval()
         keep = getattr(self, f"_keep_{relation}").clone()
+        bonus = self._bonus(relation).clone()
 
         @torch.no_grad()
         def scores(src: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
-            return _term(mlp, keep, self._query_counts(src, candidates))
+            return _term(mlp, keep, self._query_counts(src, candidates), bonus)
 
         @torch.no_grad()
         def sparse(src: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -157,8 +177,8 @@ class PathEvidence(nn.Module):
             with each item ``col`` that a path or an edge reaches (:meth:`reached`); every other
             pair has all-zero features and scores ``base``."""
             row, col, features = self.reached(src)
-            base = _term(mlp, keep, features.new_zeros(1, features.shape[1]))[0]
-            return row, col, _term(mlp, keep, features), base
+            base = _term(mlp, keep, features.new_zeros(1, features.shape[1]), bonus)[0]
+            return row, col, _term(mlp, keep, features, bonus), base
 
         @torch.no_grad()
         def catalog(src: torch.Tensor) -> torch.Tensor:
@@ -174,6 +194,11 @@ class PathEvidence(nn.Module):
         return f"features={self.names}"
 
 
-def _term(mlp: nn.Module, keep: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
-    """One relation's score term: its MLP over the log counts, its own-relation links zeroed."""
-    return mlp(torch.log1p(counts) * keep).squeeze(-1)
+def _term(mlp: nn.Module, keep: torch.Tensor, counts: torch.Tensor, bonus: torch.Tensor) -> torch.Tensor:
+    """One relation's score term: its MLP over the log counts, its own-relation links zeroed, plus
+    ``bonus`` [M] times the counts (non-zero only on the other relations' 0/1 links, once a bonus
+    is set after training)."""
+    term = mlp(torch.log1p(counts) * keep).squeeze(-1)
+    if bool(bonus.any()):
+        term = term + (counts * bonus).sum(-1)
+    return term
