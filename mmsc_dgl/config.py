@@ -225,11 +225,11 @@ class MMSCConfig(HANConfig):
     evidence_links: bool = Field(default=True, description="path evidence also sees whether the pair is a training "
                                                    "edge of the other relation (False: path counts only)")
     evidence_hidden: int = Field(default=32, ge=1, description="width of the path-evidence MLP")
-    link_bonus: Union[Literal["validation"], Annotated[float, Field(ge=0)]] = Field(default=
-        "validation", description="a constant added, after training, to the score of pairs that are training edges "
-                                  "of the other relation: chosen per relation from 0-2 by validation NDCG@10 "
-                                  "('validation'), or this value (0: none).  Needs path_evidence and "
-                                  "evidence_links; training does not depend on it")
+    calibrate: bool = Field(default=True, description="after training, choose per relation by validation NDCG@10 "
+                                              "a bonus for pairs that are training edges of the other relation "
+                                              "(0-2) and a weight on log(1 + their two-hop path counts) (0-1.6), "
+                                              "added to the path-evidence term (mmsc_dgl.train.calibrate); "
+                                              "training does not depend on it")
     propagate_ids: int = Field(default=0, ge=0, le=8, description="smooth the id embeddings over the union of both "
                                                           "training graphs with this many LightGCN layers "
                                                           "(degree-normalised, every neighbour) before they "
@@ -445,7 +445,7 @@ class TrainConfig(Config):
 
     RESUMABLE_CHANGES: ClassVar[tuple] = ("epochs", "device", "impl", "patience", "deterministic")
     """Fields a resumed run may change: they do not change what the run has learned so far."""
-    AFTER_TRAINING: ClassVar[tuple] = ("link_bonus",)
+    AFTER_TRAINING: ClassVar[tuple] = ("calibrate",)
     """Model fields that act only once training has ended (a resumed run may change them too)."""
 
     def resume_identity(self) -> dict:

@@ -85,22 +85,26 @@ def test_evidence_against_the_whole_catalog_equals_every_item_as_a_candidate():
         torch.testing.assert_close(term.catalog(src), evidence.candidate_scores(src, every, r))
     row, col, features = evidence.reached(src)
     assert (features != 0).any(1).all()  # only pairs with a feature are scored one by one
-    # The link bonus (set after training) adds itself once per other-relation edge, by every route,
-    # and a term taken before it was set keeps its own.
+    # The calibration (set after training) adds its link bonus once per other-relation edge and
+    # its path weight times log(1 + the path counts), by every route; a term taken before keeps its own.
     before = {r: evidence.frozen(r) for r in RELATIONS}
     for r in RELATIONS:
         getattr(evidence, f"link_bonus_{r}").fill_(0.75)
+        getattr(evidence, f"path_bonus_{r}").fill_(0.4)
         term = evidence.frozen(r)
-        links = evidence.link_scores(src, every, r)
-        assert links.sum() > 0
-        torch.testing.assert_close(term(src, every), before[r](src, every) + 0.75 * links)
+        links = sum(evidence.counter.linked(x, src.unsqueeze(1).expand_as(every), every) for x in evidence.links)
+        paths = torch.log1p(sum(evidence.counter.pairs(x, y, src.unsqueeze(1).expand_as(every), every)
+                                for x, y in evidence.metapaths))
+        assert links.sum() > 0 and paths.sum() > 0
+        torch.testing.assert_close(term(src, every), before[r](src, every) + 0.75 * links + 0.4 * paths)
+        torch.testing.assert_close(evidence.calibration_features(src, every, r), torch.stack([links, paths], -1))
         torch.testing.assert_close(term.catalog(src), term(src, every))
         torch.testing.assert_close(evidence.candidate_scores(src, every, r), term(src, every))
         torch.testing.assert_close(before[r].catalog(src), before[r](src, every))
-    # weights saved before the bonus existed load with none
-    state = {k: v for k, v in evidence.state_dict().items() if "link_bonus" not in k}
+    # weights saved before the calibration existed load with none
+    state = {k: v for k, v in evidence.state_dict().items() if "_bonus_" not in k}
     evidence.load_state_dict(state)
-    assert all(float(getattr(evidence, f"link_bonus_{r}")) == 0 for r in RELATIONS)
+    assert all(float(getattr(evidence, f"{k}_{r}")) == 0 for r in RELATIONS for k in ("link_bonus", "path_bonus"))
 
 
 def test_candidate_stage_with_an_exact_search_is_the_exact_ranking():
@@ -403,11 +407,11 @@ def test_graph_branch_is_lightgcn_over_each_relation(tiny):
         torch.testing.assert_close(emb[nodes, 16:], want[nodes].detach(), rtol=1e-4, atol=1e-5)
 
 
-def test_link_bonus_is_chosen_on_validation_and_kept_with_the_weights(tiny, tmp_path):
+def test_calibration_is_chosen_on_validation_and_kept_with_the_weights(tiny, tmp_path):
     import json
     from mmsc_dgl.config import ModelConfig, TrainConfig
     from mmsc_dgl.eval.evaluate import evaluate_embeddings
-    from mmsc_dgl.train.calibrate import BONUS_GRID
+    from mmsc_dgl.train.calibrate import LINK_GRID, PATH_GRID
     from mmsc_dgl.train.run import load_run, train
     config = TrainConfig(metapaths="s,c,s-c", max_neighbors=4, epochs=2, batch_size=256, val_queries=100,
                          model=ModelConfig(hidden=16, heads=2, semantic_hidden=8, ssl_nodes=32))
@@ -415,31 +419,36 @@ def test_link_bonus_is_chosen_on_validation_and_kept_with_the_weights(tiny, tmp_
     train(tiny.root, run_dir, config, progress=False)
     metrics = json.loads((run_dir / "metrics.json").read_text())
     run = load_run(run_dir)
+
+    def validation(state, r):  # the slow way: the weights set in the model, every candidate scored
+        run.model.load_state_dict(state)
+        scorer = run.model.ranking_scorer(r, run.model.embed(r))
+        return evaluate_embeddings({x: scorer for x in RELATIONS}, tiny.splits.val, run.evaluator.sampler, "val",
+                                   ks=[10], max_queries=config.val_queries, seed=config.seed)[r]["NDCG@10"]
+
     moved = False
     for r in RELATIONS:
-        chosen = metrics["link_bonus"][r]["link_bonus"]
-        tried = {float(b): v for b, v in metrics["link_bonus"][r]["val_NDCG@10"].items()}
-        assert set(tried) == set(BONUS_GRID) and chosen == max(tried, key=lambda b: (tried[b], -b))
-        moved |= len(set(tried.values())) > 1
-        # the weights saved with the run carry the bonus, and scoring uses it
+        chosen = metrics["calibration"][r]
         state = run.relation_states[r]
-        assert float(state[f"evidence.link_bonus_{r}"]) == chosen
-        # each tried bonus, set in the weights and scored the slow way, gives what calibration recorded
-        for bonus in (0.0, 2.0):
-            run.model.load_state_dict({**state, f"evidence.link_bonus_{r}": torch.tensor(bonus)})
-            scorer = run.model.ranking_scorer(r, run.model.embed(r))
-            val = evaluate_embeddings({x: scorer for x in RELATIONS}, tiny.splits.val, run.evaluator.sampler, "val",
-                                      ks=[10], max_queries=config.val_queries, seed=config.seed)
-            assert val[r]["NDCG@10"] == pytest.approx(tried[bonus], abs=1e-9)
-    assert moved  # the bonus changes the ranking on this data, so the checks above can fail
-    assert run.evaluate()["test"] == metrics["test"]  # evaluate reads the same bonus back
-    # the bonus acts after training: a finished run resumed with another one is only re-evaluated
-    off = config.model_copy(update={"model": config.model.model_copy(update={"link_bonus": 0.0})})
+        keys = (f"evidence.link_bonus_{r}", f"evidence.path_bonus_{r}")
+        # the weights saved with the run carry the choice, and scoring uses it
+        assert [float(state[k]) for k in keys] == pytest.approx([chosen["link_bonus"], chosen["path_bonus"]])
+        assert chosen["link_bonus"] in LINK_GRID and chosen["path_bonus"] in PATH_GRID
+        best = validation(state, r)
+        assert best == pytest.approx(chosen["val_NDCG@10"]["calibrated"], abs=1e-9)
+        none = validation({**state, keys[0]: torch.tensor(0.0), keys[1]: torch.tensor(0.0)}, r)
+        assert none == pytest.approx(chosen["val_NDCG@10"]["uncalibrated"], abs=1e-9)
+        # no pair of weights on the grid does better on validation than the one chosen
+        for link, path in ((2.0, 0.0), (0.0, 1.6), (0.5, 0.4)):
+            other = validation({**state, keys[0]: torch.tensor(link), keys[1]: torch.tensor(path)}, r)
+            assert other <= best + 1e-9
+            moved |= other != best
+    assert moved  # the weights change the ranking on this data, so the checks above can fail
+    assert run.evaluate()["test"] == metrics["test"]  # evaluate reads the same weights back
+    # the calibration acts after training: a finished run resumed without it is only re-evaluated
+    off = config.model_copy(update={"model": config.model.model_copy(update={"calibrate": False})})
     assert off.resume_identity() == config.resume_identity()
     again = train(tiny.root, run_dir, off, resume=True, progress=False)
     assert again.history == json.loads((run_dir / "history.json").read_text())
-    assert again.metrics["link_bonus"]["substitute"] == {"link_bonus": 0.0}
-    # a fixed bonus is set as given, no validation search
-    fixed = config.model_copy(update={"model": config.model.model_copy(update={"link_bonus": 0.5})})
-    train(tiny.root, tmp_path / "fixed", fixed, progress=False)
-    assert json.loads((tmp_path / "fixed" / "metrics.json").read_text())["link_bonus"]["complement"] == {"link_bonus": 0.5}
+    assert "calibration" not in again.metrics
+    assert load_run(run_dir).relation_states["substitute"]["evidence.link_bonus_substitute"] == 0

@@ -345,7 +345,7 @@ def _train(graph, dataset, dataset_dir, part_dir, record, config, paths, mine, m
     from mmsc_dgl.train.checkpoint import save_checkpoint
     from mmsc_dgl.train.run import CHECKPOINT, METRICS, MODEL, feature_file_of, write_run_record
     from mmsc_dgl.train.trainer import Trainer, TrainResult
-    from mmsc_dgl.train.calibrate import calibrate_link_bonus
+    from mmsc_dgl.train.calibrate import calibrate
 
     writer = rank == 0
     features = load_features(config.features, dataset, config.feature_dim)
@@ -403,11 +403,11 @@ def _train(graph, dataset, dataset_dir, part_dir, record, config, paths, mine, m
         fit = trainer.fit(batches, evaluator.validate, resume=resume, stop_after=stop_after)
         if not fit.finished:
             return TrainResult(run_dir, {}, fit.history, fit.best_epoch, dataset)
-        states, bonus = calibrate_link_bonus(model, fit.relation_states, evaluator,
-                                             getattr(config.model, "link_bonus", None))
+        states, calibration = calibrate(model, fit.relation_states, evaluator,
+                                        getattr(config.model, "calibrate", False))
         metrics = evaluator.evaluate(model, states)
-        if bonus:
-            metrics["link_bonus"] = bonus
+        if calibration:
+            metrics["calibration"] = calibration
         metrics["best_epoch"] = fit.best_epoch
         metrics["epochs_run"] = fit.epochs_run
         here = float(sum(p.detach().double().sum() for p in model.parameters()))

@@ -55,16 +55,21 @@ class PathEvidence(nn.Module):
             linked = keep.clone()
             linked[: len(self.metapaths)] = 0
             self.register_buffer(f"_linked_{r}", linked, persistent=False)  # the other relations' links
-            # Set after training (mmsc_dgl.train.calibrate): added to the term of a pair that is
-            # an edge of another relation.  Saved with the weights.
+            # Set after training (mmsc_dgl.train.calibrate) and saved with the weights: a bonus
+            # for a pair that is an edge of another relation, and a weight on log(1 + its paths).
             self.register_buffer(f"link_bonus_{r}", torch.zeros(()))
+            self.register_buffer(f"path_bonus_{r}", torch.zeros(()))
+        paths = torch.zeros(width)
+        paths[: len(self.metapaths)] = 1
+        self.register_buffer("_paths", paths, persistent=False)
         self._register_load_state_dict_pre_hook(self._pad_legacy)
 
     def _pad_legacy(self, state_dict, prefix, *args) -> None:
         """Weights saved before the link features existed load with zero weight on them, and
-        weights saved before the link bonus with none: the same function as before."""
+        weights saved before the calibration with none: the same function as before."""
         for r, mlp in self.mlp.items():
-            state_dict.setdefault(f"{prefix}link_bonus_{r}", torch.zeros(()))
+            for name in ("link_bonus", "path_bonus"):
+                state_dict.setdefault(f"{prefix}{name}_{r}", torch.zeros(()))
             key = f"{prefix}mlp.{r}.0.weight"
             saved = state_dict.get(key)
             width = mlp[0].in_features
@@ -131,19 +136,21 @@ class PathEvidence(nn.Module):
 
     def forward(self, counts: torch.Tensor, relation: str) -> torch.Tensor:
         """The score term of ``relation`` for pairs with these ``counts`` [..., M] -> [...]."""
-        return _term(self.mlp[relation], getattr(self, f"_keep_{relation}"), counts, self._bonus(relation))
+        return _term(self.mlp[relation], getattr(self, f"_keep_{relation}"), counts, self._calibration(relation))
 
-    def _bonus(self, relation: str) -> torch.Tensor:
-        """``link_bonus`` times the 0/1 mask of the other relations' link features [M]."""
-        return getattr(self, f"link_bonus_{relation}") * getattr(self, f"_linked_{relation}")
+    def _calibration(self, relation: str) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(link_bonus_r`` times the mask of the other relations' link features [M],
+        ``path_bonus_r`` [], the mask of the path counts [M])``."""
+        return (getattr(self, f"link_bonus_{relation}") * getattr(self, f"_linked_{relation}"),
+                getattr(self, f"path_bonus_{relation}"), self._paths)
 
-    def link_scores(self, src: torch.Tensor, candidates: torch.Tensor, relation: str) -> torch.Tensor:
-        """[B, K]: how many other relations each pair ``(src[b], candidates[b, k])`` is a training
-        edge of (what ``link_bonus`` multiplies)."""
-        self._move(src.device)
-        src = src.unsqueeze(1).expand_as(candidates)
-        return sum((self.counter.linked(x, src, candidates) for x in self.links if x != relation),
-                   torch.zeros(candidates.shape, device=candidates.device))
+    def calibration_features(self, src: torch.Tensor, candidates: torch.Tensor, relation: str) -> torch.Tensor:
+        """[B, K, 2] for each pair ``(src[b], candidates[b, k])``: how many other relations it
+        is a training edge of, and log(1 + its two-hop paths, all meta-paths): what
+        ``link_bonus_r`` and ``path_bonus_r`` multiply."""
+        counts = self._query_counts(src, candidates)
+        return torch.stack([(counts * getattr(self, f"_linked_{relation}")).sum(-1),
+                            torch.log1p((counts * self._paths).sum(-1))], -1)
 
     def pair_scores(self, src: torch.Tensor, dst: torch.Tensor, relation: str) -> torch.Tensor:
         return self(self.counts(src, dst), relation)
@@ -165,7 +172,7 @@ class PathEvidence(nn.Module):
         loads each relation's selected epoch in turn scores each relation with its own."""
         mlp = copy.deepcopy(self.mlp[relation]).eval()
         keep = getattr(self, f"_keep_{relation}").clone()
-        bonus = self._bonus(relation).clone()
+        bonus = tuple(part.clone() for part in self._calibration(relation))
 
         @torch.no_grad()
         def scores(src: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
@@ -194,11 +201,15 @@ class PathEvidence(nn.Module):
         return f"features={self.names}"
 
 
-def _term(mlp: nn.Module, keep: torch.Tensor, counts: torch.Tensor, bonus: torch.Tensor) -> torch.Tensor:
+def _term(mlp: nn.Module, keep: torch.Tensor, counts: torch.Tensor,
+          calibration: Tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> torch.Tensor:
     """One relation's score term: its MLP over the log counts, its own-relation links zeroed, plus
-    ``bonus`` [M] times the counts (non-zero only on the other relations' 0/1 links, once a bonus
-    is set after training)."""
+    what the calibration after training set (zero before): a bonus per other-relation link and a
+    weight on log(1 + all path counts).  Both are 0 for a pair with no path and no link."""
     term = mlp(torch.log1p(counts) * keep).squeeze(-1)
-    if bool(bonus.any()):
-        term = term + (counts * bonus).sum(-1)
+    links, weight, paths = calibration
+    if bool(links.any()):
+        term = term + (counts * links).sum(-1)
+    if bool(weight != 0):
+        term = term + weight * torch.log1p((counts * paths).sum(-1))
     return term

@@ -29,7 +29,7 @@ from mmsc_dgl.eval.evaluator import Evaluator
 from mmsc_dgl.data.node_features import FEATURE_FILE, write_feature_file
 from mmsc_dgl.features.load import load_features
 from mmsc_dgl.train.build import RunParts, build_run, load_train_edges, resolve_device
-from mmsc_dgl.train.calibrate import calibrate_link_bonus
+from mmsc_dgl.train.calibrate import calibrate
 from mmsc_dgl.train.checkpoint import load_checkpoint, save_checkpoint
 from mmsc_dgl.train.item_model import ItemModel, catalog_pair_term, sparse_pair_term
 from mmsc_dgl.train.trainer import Trainer, TrainResult
@@ -318,13 +318,13 @@ def _fit(parts: RunParts, run_dir: Path, resume: bool, stop_after: Optional[int]
     fit = trainer.fit(parts.batches(), evaluator.validate, resume=resume, stop_after=stop_after)
     if not fit.finished:
         return TrainResult(run_dir, {}, fit.history, fit.best_epoch, parts.dataset)
-    states, bonus = calibrate_link_bonus(parts.model, fit.relation_states, evaluator,
-                                         getattr(config.model, "link_bonus", None))
+    states, calibration = calibrate(parts.model, fit.relation_states, evaluator,
+                                    getattr(config.model, "calibrate", False))
     save_checkpoint(run_dir / MODEL, {"states": states, "config": config.model_dump_json(),
                                       "best_epoch": fit.best_epoch})
     metrics = evaluator.evaluate(parts.model, states)
-    if bonus:
-        metrics["link_bonus"] = bonus
+    if calibration:
+        metrics["calibration"] = calibration
     metrics["best_epoch"] = fit.best_epoch
     metrics["epochs_run"] = fit.epochs_run
     atomic_write_json(run_dir / METRICS, metrics)
