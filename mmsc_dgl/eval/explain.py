@@ -11,7 +11,8 @@ The structural term is split over its features (the four meta-paths' counts and,
 whether the pair is a training edge of the other relation: ``linked[...]``) by exact Shapley
 values against "no path and no edge at all" (:math:`g(0)`, the same for every pair, reported as
 ``structure_base``): with six features that is 64 evaluations of a small MLP per pair, and the
-shares add up to :math:`g(c) - g(0)` exactly.  Each meta-path also gets its raw path count and
+shares add up to :math:`g(c) - g(0)` exactly.  :math:`g` is the whole term, the calibration's
+link bonus and path weight included (:mod:`mmsc_dgl.train.calibrate`).  Each meta-path also gets its raw path count and
 one concrete intermediate item (the most specific one: the middle item of lowest degree).
 """
 from __future__ import annotations
