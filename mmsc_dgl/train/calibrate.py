@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 from itertools import product
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, Sequence, Tuple
 
 import torch
 
@@ -34,15 +34,6 @@ LINK_GRID: Tuple[float, ...] = (0.0, 0.125, 0.25, 0.5, 1.0, 2.0)
 """Bonuses tried for a pair that is a training edge of the other relation (scores are of order 1)."""
 PATH_GRID: Tuple[float, ...] = (0.0, 0.1, 0.2, 0.4, 0.8, 1.6)
 """Weights tried on log(1 + the pair's two-hop path counts, all meta-paths, Adamic-Adar-weighted)."""
-
-
-def _evidence_prefix(model) -> Optional[str]:
-    """The state-dict prefix of the model's path evidence, or None."""
-    from mmsc_dgl.nn import PathEvidence
-    for name, module in model.named_modules():
-        if isinstance(module, PathEvidence):
-            return f"{name}." if name else ""
-    return None
 
 
 @torch.no_grad()
@@ -66,14 +57,14 @@ def calibrate(model, relation_states: Dict[str, dict], evaluator, enabled: bool 
         model has no path evidence), and per relation ``{"link_bonus", "path_bonus",
         "val_NDCG@10": {"uncalibrated", "calibrated"}}``.
     """
-    prefix = _evidence_prefix(model)
-    if prefix is None or not enabled or not relation_states:
+    evidence = getattr(model, "evidence", None)  # MMSC's PathEvidence (None without path evidence)
+    if evidence is None or not enabled or not relation_states:
         return relation_states, {}
-    if not model.evidence.links:
+    if not evidence.links:
         link_grid = (0.0,)
     states, report = {}, {}
     for r in RELATIONS:
-        keys = (f"{prefix}link_bonus_{r}", f"{prefix}path_bonus_{r}")
+        keys = (f"evidence.link_bonus_{r}", f"evidence.path_bonus_{r}")
         state = dict(relation_states[r])
         for key in keys:  # weights saved before the calibration existed
             state.setdefault(key, torch.zeros(()))
