@@ -204,12 +204,9 @@ class PathEvidence(nn.Module):
 def _term(mlp: nn.Module, keep: torch.Tensor, counts: torch.Tensor,
           calibration: Tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> torch.Tensor:
     """One relation's score term: its MLP over the log counts, its own-relation links zeroed, plus
-    what the calibration after training set (zero before): a bonus per other-relation link and a
-    weight on log(1 + all path counts).  Both are 0 for a pair with no path and no link."""
-    term = mlp(torch.log1p(counts) * keep).squeeze(-1)
+    what the calibration after training set: a bonus per other-relation link and a weight on
+    log(1 + all path counts).  Both are 0 for a pair with no path and no link, and exactly 0 before
+    the calibration (adding them then changes no bit, and needs no host sync to skip)."""
     links, weight, paths = calibration
-    if bool(links.any()):
-        term = term + (counts * links).sum(-1)
-    if bool(weight != 0):
-        term = term + weight * torch.log1p((counts * paths).sum(-1))
-    return term
+    return (mlp(torch.log1p(counts) * keep).squeeze(-1) + (counts * links).sum(-1)
+            + weight * torch.log1p((counts * paths).sum(-1)))
