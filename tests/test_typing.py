@@ -34,21 +34,27 @@ count: int = mmsc_dgl.load_model("run")
 '''
 
 
-def _mypy(tmp_path, name, text):
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    """One mypy cache for the module: the second check reuses what the first learnt of torch."""
+    return tmp_path_factory.mktemp("mypy-cache")
+
+
+def _mypy(tmp_path, cache, name, text):
     script = tmp_path / name
     script.write_text(text)
     return subprocess.run([sys.executable, "-m", "mypy", "--ignore-missing-imports", "--follow-imports=silent",
-                           "--no-error-summary", "--cache-dir", str(tmp_path / "cache"), str(script)],
+                           "--no-error-summary", "--cache-dir", str(cache), str(script)],
                           capture_output=True, text=True, timeout=600)
 
 
-def test_a_typed_user_script_checks_clean(tmp_path):
-    out = _mypy(tmp_path, "user.py", USER_SCRIPT)
+def test_a_typed_user_script_checks_clean(tmp_path, cache):
+    out = _mypy(tmp_path, cache, "user.py", USER_SCRIPT)
     assert out.returncode == 0, out.stdout + out.stderr
 
 
-def test_mistakes_are_caught(tmp_path):
-    out = _mypy(tmp_path, "mistakes.py", MISTAKES)
+def test_mistakes_are_caught(tmp_path, cache):
+    out = _mypy(tmp_path, cache, "mistakes.py", MISTAKES)
     assert out.returncode == 1
     assert 'has no attribute "trian"' in out.stdout
     assert 'expression has type "ItemModel", variable has type "int"' in out.stdout
