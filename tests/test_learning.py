@@ -1,4 +1,4 @@
-"""Training teaches MMSC something: a few epochs beat the untrained model and the content-only
+"""Training teaches MMSC something: four epochs beat the untrained model and the content-only
 cosine baseline on validation NDCG@10 by a clear margin, and the same criterion fails when the
 loss is broken (positive and negative scores swapped)."""
 import pytest
@@ -9,8 +9,10 @@ from mmsc_dgl.eval.evaluator import Evaluator
 from mmsc_dgl.train.build import build_run
 from mmsc_dgl.train.trainer import Trainer
 
-CONFIG = TrainConfig(epochs=6, patience=6, batch_size=256, metapaths="s,c,s-c,c-s", max_neighbors=8,
+CONFIG = TrainConfig(epochs=4, patience=4, batch_size=256, metapaths="s,c,s-c,c-s", max_neighbors=8,
                      features="hashed", val_queries=None)
+"""Measured (2026-12-03): trained, validation NDCG@10 0.29 against thresholds of 0.18 (untrained 0.08 + 0.1)
+and 0.18 (1.3 x content 0.14); either loss broken, 0.002 or less."""
 
 
 def mean_ndcg(metrics: dict) -> float:
