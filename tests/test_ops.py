@@ -1,5 +1,4 @@
 """Every kernel implementation against the slow, obvious reference: values and gradients."""
-import importlib
 import warnings
 
 import pytest
