@@ -149,6 +149,31 @@ def test_ops_do_not_import_dgl_or_triton():
     assert result.returncode == 0, result.stderr
 
 
+def test_a_process_start_loads_neither_dynamo_nor_scikit_learn():
+    """Every CLI call, DistDGL server and trainer starts a process: the trainer and the CLI
+    import without torch._dynamo (sympy, transformers) and scikit-learn (scipy.stats), which
+    cost seconds per start and are loaded where they are used."""
+    import subprocess
+    import sys
+    code = ("import sys, mmsc_dgl.train.run, mmsc_dgl.cli;"
+            "bad = [m for m in ('torch._dynamo', 'sklearn', 'scipy.stats') if m in sys.modules]; assert not bad, bad")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+def test_the_constant_mark_is_the_one_torch_sets():
+    """``ops._assume_constant`` sets by hand what ``torch.compiler.assume_constant_result`` sets
+    (so that importing ops does not import dynamo); if torch changes its mark, this fails."""
+    import subprocess
+    import sys
+    code = ("import sys, torch, mmsc_dgl.ops as ops; assert 'torch._dynamo' not in sys.modules;"
+            "by_hand = [dict(vars(ops._importable)), dict(vars(ops._triton_runs_on))];"
+            "f = torch.compiler.assume_constant_result(lambda: True);"
+            "assert by_hand == [vars(f), vars(f)] == [{'_dynamo_marked_constant': True}] * 2, (by_hand, vars(f))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
 def test_transpose_and_rows():
     csr = _graph("zero_degree")
     t_indptr, t_rows, t_eids = csr.transpose()

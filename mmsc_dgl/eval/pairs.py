@@ -4,11 +4,15 @@ from __future__ import annotations
 from typing import Dict, Optional
 
 import numpy as np
-from sklearn.metrics import average_precision_score, f1_score, precision_recall_curve, roc_auc_score
+
+# scikit-learn is imported where a metric is computed: sklearn.metrics pulls in scipy.stats, about
+# two seconds of every process start (every CLI call, every DistDGL server and trainer) that most
+# of them never use.
 
 
 def best_f1_threshold(labels: np.ndarray, scores: np.ndarray) -> float:
     """The score threshold that maximises F1 on (validation) pairs."""
+    from sklearn.metrics import precision_recall_curve
     precision, recall, thresholds = precision_recall_curve(labels, scores)
     f1 = 2 * precision * recall / np.maximum(precision + recall, 1e-12)
     return float(thresholds[int(np.argmax(f1[:-1]))]) if len(thresholds) else 0.0
@@ -17,6 +21,7 @@ def best_f1_threshold(labels: np.ndarray, scores: np.ndarray) -> float:
 def pair_metrics(labels: np.ndarray, scores: np.ndarray, threshold: Optional[float] = None) -> Dict[str, float]:
     """ROC-AUC, PR-AUC and F1 (at ``threshold``, picked elsewhere on validation pairs; without
     one, the F1-maximising threshold of these pairs is used and reported as such)."""
+    from sklearn.metrics import average_precision_score, f1_score, roc_auc_score
     labels = np.asarray(labels).astype(int)
     scores = np.asarray(scores, dtype=np.float64)
     if len(np.unique(labels)) < 2:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import sys
 
 import torch
 
@@ -21,7 +22,21 @@ IMPLEMENTATIONS = ("reference", "dgl", "triton")
 __all__ = ["CSR", "as_csr", "IMPLEMENTATIONS", "edge_softmax_aggregate", "triton_available", "default_impl"]
 
 
-@torch.compiler.assume_constant_result
+def _assume_constant(fn):
+    """``torch.compiler.assume_constant_result`` without importing dynamo with this package.
+
+    The public decorator imports ``torch._dynamo`` (with sympy and, where installed,
+    transformers: over a second of every process start) only to set one attribute on ``fn``.
+    Where dynamo is already loaded the public decorator is used; otherwise the same attribute
+    is set here, and ``tests/test_ops.py`` checks that it is what the installed torch's decorator
+    sets, so a torch that changes it fails a test instead of silently tracing differently."""
+    if "torch._dynamo" in sys.modules:
+        return torch.compiler.assume_constant_result(fn)
+    fn._dynamo_marked_constant = True
+    return fn
+
+
+@_assume_constant
 def _importable(name: str) -> bool:
     """Whether ``name`` imports (it is imported, once); under ``torch.compile`` this runs while
     tracing and its answer is a constant of the graph, so the dispatch below traces."""
@@ -32,7 +47,7 @@ def _importable(name: str) -> bool:
     return True
 
 
-@torch.compiler.assume_constant_result
+@_assume_constant
 def _triton_runs_on(device_type: str) -> bool:
     return _importable("triton") and (os.environ.get("TRITON_INTERPRET") == "1" or device_type == "cuda")
 
