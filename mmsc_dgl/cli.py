@@ -317,7 +317,7 @@ def _train_config(config_path: Optional[Path], flags: dict):
 @click.option("--train-noise", type=click.FloatRange(min=0),
               help="Random false edges added to the training graph, as a share of it (noise experiments).")
 @click.option("--max-neighbors", type=click.IntRange(min=1))
-@click.option("--ssl-weight", type=click.FloatRange(min=0), help="lambda of InfoNCE; 0 is the no-SSL ablation.")
+@click.option("--ssl-weight", type=click.FloatRange(min=0), help="lambda of InfoNCE (default 0: off; the paper uses 0.1).")
 @click.option("--train-edges", type=click.Path(exists=True, dir_okay=False),
               help="Parquet edges (relation, src, dst) replacing the supervised training edges (E_LLM).")
 @click.option("--synthetic-items", type=click.IntRange(min=50), default=10_000, show_default=True,

@@ -36,7 +36,8 @@ def test_model_contract(tiny_dataset):
     tables = build_metapath_tables(tiny_dataset.train_graph(), "s,c-s", max_neighbors=4, progress=False)
     for features in (hashed_text_features(tiny_dataset.catalog.table, dim=32), None):
         torch.manual_seed(0)
-        model = MMSC(300, tables, ModelConfig(hidden=16, heads=2, path_evidence=False, graph_branch=0, loss="triplet"), features)
+        model = MMSC(300, tables, ModelConfig(hidden=16, heads=2, path_evidence=False, graph_branch=0, loss="triplet",
+                                ssl_weight=0.1), features)
         assert isinstance(model, Recommender)
         src, dst = torch.tensor([0, 5, 7]), torch.tensor([1, 2, 9])
         model.eval()

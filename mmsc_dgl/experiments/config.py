@@ -59,7 +59,7 @@ class VariantSpec(Config):
 class NoiseExperiment(Config):
     datasets: Optional[List[str]] = Field(None, description="default: every dataset")
     rates: List[float] = Field(default_factory=lambda: [0.0, 0.1, 0.2, 0.4])
-    models: List[str] = Field(default_factory=lambda: ["mmsc", "mmsc-no-ssl", BEST_BASELINE])
+    models: List[str] = Field(default_factory=lambda: ["mmsc", "mmsc-ssl", BEST_BASELINE])
     num_seeds: Optional[int] = Field(None, ge=1, description="the first N of the grid's seeds (default: all)")
 
 
