@@ -180,3 +180,24 @@ def test_transpose_and_rows():
     assert torch.equal(csr.indices[t_eids], torch.repeat_interleave(torch.arange(csr.num_src), t_indptr.diff()))
     assert torch.equal(csr.row_ids()[t_eids], t_rows)
     assert repr(csr) == "CSR(rows=7, src=30, edges=7)"
+
+
+@pytest.mark.parametrize("num_items,k", [(50, 10), (500, 10), (0, 0)])
+def test_candidate_dot_matches_the_gathered_product(num_items, k, monkeypatch):
+    """Both ways (the full product for a small catalog, chunked into several row blocks here;
+    the gathered rows for a large one) give the obvious gathered einsum's values and gradients."""
+    from mmsc_dgl.ops import candidates
+    monkeypatch.setattr(candidates, "FULL_PRODUCT_CELLS", 7 * max(num_items, 1))  # 7 rows a block
+    g = torch.Generator().manual_seed(0)
+    emb = torch.randn(max(num_items, 1), 8, generator=g, dtype=torch.float64, requires_grad=True)
+    src = torch.randint(0, max(num_items, 1), (23,), generator=g)
+    cand = torch.randint(0, max(num_items, 1), (23, k), generator=g)
+    want = (emb[src].unsqueeze(1) * emb[cand]).sum(-1)
+    got = candidates.candidate_dot(emb, src, cand)
+    torch.testing.assert_close(got, want)
+    if k:
+        weights = torch.randn(want.shape, generator=g, dtype=torch.float64)
+        torch.testing.assert_close(torch.autograd.grad((got * weights).sum(), emb)[0],
+                                   torch.autograd.grad((want * weights).sum(), emb)[0])
+        full = num_items <= candidates.FULL_PRODUCT_RATIO * k
+        assert full == (num_items == 50)

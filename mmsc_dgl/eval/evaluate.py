@@ -11,6 +11,7 @@ from mmsc_dgl import RELATIONS
 from mmsc_dgl.data.edges import RelationEdges
 from mmsc_dgl.data.negatives import NegativeSampler
 from mmsc_dgl.eval.ranking import ranking_metrics, ranks
+from mmsc_dgl.ops.candidates import candidate_dot
 
 
 def query_subset(count: int, limit: Optional[int], seed: int) -> np.ndarray:
@@ -27,7 +28,7 @@ PairScores = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 def embedding_scores(embedding: torch.Tensor) -> PairScores:
     """Dot products of embedding rows, as :data:`PairScores`."""
     def score(src: torch.Tensor, cand: torch.Tensor) -> torch.Tensor:
-        return torch.einsum("qd,qmd->qm", embedding[src], embedding[cand])
+        return candidate_dot(embedding, src, cand)
     return score
 
 

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from mmsc_dgl import RELATIONS
+from mmsc_dgl.ops.candidates import candidate_dot
 
 
 class Recommender(abc.ABC):
@@ -67,7 +68,7 @@ class Recommender(abc.ABC):
 
         @torch.no_grad()
         def scores(src: torch.Tensor, cand: torch.Tensor) -> torch.Tensor:
-            return torch.einsum("qd,qmd->qm", embedding[src], embedding[cand]) + term(src, cand)
+            return candidate_dot(embedding, src, cand) + term(src, cand)
 
         @torch.no_grad()
         def catalog(src: torch.Tensor) -> torch.Tensor:
