@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import copy
 from itertools import product
-from typing import List, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -144,11 +144,14 @@ class PathEvidence(nn.Module):
         return (getattr(self, f"link_bonus_{relation}") * getattr(self, f"_linked_{relation}"),
                 getattr(self, f"path_bonus_{relation}"), self._paths)
 
-    def calibration_features(self, src: torch.Tensor, candidates: torch.Tensor, relation: str) -> torch.Tensor:
+    def calibration_features(self, src: torch.Tensor, candidates: torch.Tensor, relation: str,
+                             counts: Optional[torch.Tensor] = None) -> torch.Tensor:
         """[B, K, 2] for each pair ``(src[b], candidates[b, k])``: how many other relations it
         is a training edge of, and log(1 + its two-hop paths, all meta-paths): what
-        ``link_bonus_r`` and ``path_bonus_r`` multiply."""
-        counts = self._query_counts(src, candidates)
+        ``link_bonus_r`` and ``path_bonus_r`` multiply.  ``counts``: the pairs'
+        :meth:`query_counts`, where the caller has them already."""
+        if counts is None:
+            counts = self.query_counts(src, candidates)
         return torch.stack([(counts * getattr(self, f"_linked_{relation}")).sum(-1),
                             torch.log1p((counts * self._paths).sum(-1))], -1)
 
@@ -156,9 +159,9 @@ class PathEvidence(nn.Module):
         return self(self.counts(src, dst), relation)
 
     def candidate_scores(self, src: torch.Tensor, candidates: torch.Tensor, relation: str) -> torch.Tensor:
-        return self(self._query_counts(src, candidates), relation)
+        return self(self.query_counts(src, candidates), relation)
 
-    def _query_counts(self, src: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+    def query_counts(self, src: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
         """Features of each query ``src[b]`` with its ``candidates[b]``, by the cheaper route."""
         if candidates.shape[-1] >= 64:
             return self.candidate_counts(src, candidates)
@@ -176,7 +179,7 @@ class PathEvidence(nn.Module):
 
         @torch.no_grad()
         def scores(src: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
-            return _term(mlp, keep, self._query_counts(src, candidates), bonus)
+            return _term(mlp, keep, self.query_counts(src, candidates), bonus)
 
         @torch.no_grad()
         def sparse(src: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:

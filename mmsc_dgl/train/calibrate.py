@@ -25,8 +25,9 @@ import torch
 
 from mmsc_dgl import RELATIONS
 from mmsc_dgl.determinism import deterministic_algorithms
-from mmsc_dgl.eval.evaluate import embedding_scores, query_subset, rank_queries
+from mmsc_dgl.eval.evaluate import query_subset, rank_queries
 from mmsc_dgl.eval.ranking import ranking_metrics, ranks
+from mmsc_dgl.ops.candidates import candidate_dot
 
 logger = logging.getLogger(__name__)
 
@@ -88,14 +89,15 @@ def _validation_ndcg(model, evaluator, relation: str, weights) -> Dict[Tuple[flo
     """Validation NDCG@10 of ``relation`` at each ``(link_bonus, path_bonus)``."""
     model.eval()
     embedding = evaluator.embed(model)[relation] if evaluator.embed is not None else model.embed(relation)
-    base = model.ranking_scorer(relation, embedding)
-    if isinstance(base, torch.Tensor):
-        base = embedding_scores(base)
+    evidence = model.evidence
     seen = []
 
     def record(src: torch.Tensor, cand: torch.Tensor) -> torch.Tensor:
-        scores = base(src, cand)
-        seen.append((scores, model.evidence.calibration_features(src, cand, relation)))
+        # MMSC's ranking score (model.ranking_scorer: the dot product plus the evidence term),
+        # with the candidates' path counts computed once for the score and the features
+        counts = evidence.query_counts(src, cand)
+        scores = candidate_dot(embedding, src, cand) + evidence(counts, relation)
+        seen.append((scores, evidence.calibration_features(src, cand, relation, counts=counts)))
         return scores
 
     edges = evaluator.dataset.splits.val[relation]
