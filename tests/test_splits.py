@@ -125,3 +125,51 @@ def test_negatives_capped_when_catalog_is_small():
     with pytest.raises(ValueError, match="fewer than num_negatives"):
         NegativeSampler(10, {"substitute": edges["substitute"].csr(10)}, 0, 2).sample(
             "substitute", "test", np.array([0]), np.array([0]))
+
+
+def _reference_negatives(sampler, relation, split, query, src):
+    """The documented rule, one row and one slot at a time: slot j's draw ``attempt`` is
+    redrawn while it is the query item, a true neighbour, or a value an earlier slot of the
+    row holds; every round re-checks the whole row and redraws only what is bad."""
+    k, n = sampler.num_negatives, sampler.num_items
+    codes = set(sampler._codes[relation].tolist())
+    stream = sampler._stream(relation, split)
+    out = []
+    for q, u in zip(query.tolist(), src.tolist()):
+        attempt = [0] * k
+        row = sampler._draw(stream, np.full(k, q), np.arange(k), np.zeros(k, dtype=np.int64)).tolist()
+        todo = set(range(k))
+        while True:
+            bad = {j for j in todo if row[j] == u or u * n + row[j] in codes}
+            first = {}
+            for j, v in enumerate(row):
+                if v in first:
+                    bad.add(j)
+                else:
+                    first[v] = j
+            if not bad:
+                break
+            for j in bad:
+                attempt[j] += 1
+                row[j] = int(sampler._draw(stream, np.array([q]), np.array([j]), np.array([attempt[j]]))[0])
+            todo = bad
+        out.append(row)
+    return np.array(out, dtype=np.int64).reshape(len(query), k)
+
+
+@pytest.mark.parametrize("table_cells", [None, 0])
+def test_negatives_match_the_slow_rule_with_either_repeat_check(table_cells, monkeypatch):
+    """Half the catalog per row, so draws repeat for many rounds: the row-by-item table check
+    (default) and the whole-row sort (forced with table_cells=0) both give the rule's rows."""
+    from mmsc_dgl.data import negatives
+    if table_cells is not None:
+        monkeypatch.setattr(negatives, "REPEAT_TABLE_CELLS", table_cells)
+    n = 120
+    edges = _random_edges(n, m=400, seed=3)
+    splits = make_splits(edges, n, SplitConfig(seed=2, num_negatives=55))
+    sampler = splits.negative_sampler(edges)
+    test = splits.test["complement"]
+    q = np.arange(min(len(test), 40))
+    got = sampler.sample("complement", "test", q, test.src[q])
+    assert got.shape == (len(q), 55)
+    np.testing.assert_array_equal(got, _reference_negatives(sampler, "complement", "test", q, test.src[q]))

@@ -117,6 +117,9 @@ class NegativeSampler:
         out = self._draw(stream, query[rows], slots, attempt).reshape(len(query), k)
         codes = self._codes[relation]
         todo = np.arange(out.size)
+        table = None
+        if len(query) * self.num_items <= REPEAT_TABLE_CELLS:
+            table = np.full((len(query), self.num_items), -1, dtype=np.int16 if k < 2 ** 15 else np.int32)
         for _ in range(self.max_rounds):
             flat = out.reshape(-1)
             r = rows[todo]
@@ -129,21 +132,72 @@ class NegativeSampler:
             bad_flat = np.zeros(out.size, dtype=bool)
             bad_flat[todo[bad]] = True
             # A repeat within a row: keep the lowest slot, redraw the others.
-            touched = np.unique(r)
-            block = out[touched]
-            order = np.argsort(block, axis=1, kind="stable")
-            sorted_block = np.take_along_axis(block, order, axis=1)
-            dup_sorted = np.zeros_like(sorted_block, dtype=bool)
-            dup_sorted[:, 1:] = sorted_block[:, 1:] == sorted_block[:, :-1]
-            dup = np.zeros_like(dup_sorted)
-            np.put_along_axis(dup, order, dup_sorted, axis=1)
-            bad_flat[(touched[:, None] * k + np.arange(k)[None, :])[dup]] = True
+            if table is not None:
+                self._mark_repeats(out, todo, bad_flat, table)
+            else:
+                _mark_repeats_by_sorting(out, np.unique(rows[todo]), bad_flat)
             todo = np.flatnonzero(bad_flat)
             if len(todo) == 0:
                 return out
             attempt[todo] += 1
             flat[todo] = self._draw(stream, query[rows[todo]], slots[todo], attempt[todo])
         raise RuntimeError("negative sampling did not converge; lower num_negatives.")
+
+    @staticmethod
+    def _mark_repeats(out: np.ndarray, todo: np.ndarray, bad_flat: np.ndarray, table: np.ndarray) -> None:
+        """Set ``bad_flat`` at every slot of ``out`` [Q, k] whose value sits at a lower slot of
+        the same row, given that only the slots of ``todo`` (flat indices) were just drawn, and
+        keep ``table`` [Q, num_items] (the slot of each row's value among its good slots, -1 for
+        none) up to date for the next round.
+
+        The slots outside ``todo`` are distinct within their row (the previous rounds left them
+        so), so only a drawn value can repeat: it is compared with the other drawn values of its
+        row (a sort of the drawn slots only) and with the row's kept values (``table``).  The
+        cost is the drawn slots', not the rows'."""
+        k = out.shape[1]
+        flat = out.reshape(-1)
+        row = todo // k
+        slot = todo - row * k
+        value = flat[todo]
+        # repeats among the drawn values: all but the lowest slot of each (row, value) (todo is
+        # ascending, so a stable sort by (row, value) keeps each group's slots in order)
+        key = row * np.int64(table.shape[1]) + value
+        order = np.argsort(key, kind="stable")
+        first = np.ones(len(order), dtype=bool)
+        first[1:] = key[order[1:]] != key[order[:-1]]
+        bad_flat[todo[order[~first]]] = True
+        # each drawn value's lowest slot against the slot the same value holds among the row's
+        # kept values: the higher of the two is the repeat
+        lead = order[first]
+        held = table[row[lead], value[lead]].astype(np.int64)
+        clash = held >= 0
+        lead, held = lead[clash], held[clash]
+        drawn_later = slot[lead] > held
+        bad_flat[todo[lead[drawn_later]]] = True
+        evicted = lead[~drawn_later]
+        bad_flat[row[evicted] * k + held[~drawn_later]] = True
+        table[row[evicted], value[evicted]] = -1
+        good = ~bad_flat[todo]
+        table[row[good], value[good]] = slot[good]
+
+
+REPEAT_TABLE_CELLS = 1 << 25
+"""Largest query-by-item table of slots the repeat check keeps (int16 below 32,767 negatives:
+64 MB); a larger call sorts every touched row whole in every round instead."""
+
+
+def _mark_repeats_by_sorting(out: np.ndarray, touched: np.ndarray, bad_flat: np.ndarray) -> None:
+    """What :meth:`NegativeSampler._mark_repeats` marks, by sorting each row of ``touched``
+    whole: every value after its lowest slot (no table; the cost is the rows')."""
+    k = out.shape[1]
+    block = out[touched]
+    order = np.argsort(block, axis=1, kind="stable")
+    sorted_block = np.take_along_axis(block, order, axis=1)
+    dup_sorted = np.zeros_like(sorted_block, dtype=bool)
+    dup_sorted[:, 1:] = sorted_block[:, 1:] == sorted_block[:, :-1]
+    dup = np.zeros_like(dup_sorted)
+    np.put_along_axis(dup, order, dup_sorted, axis=1)
+    bad_flat[(touched[:, None] * k + np.arange(k)[None, :])[dup]] = True
 
 
 def max_negatives(num_items: int, degrees: Mapping[str, np.ndarray],
