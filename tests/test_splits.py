@@ -3,6 +3,7 @@ import pyarrow as pa
 import pytest
 
 from mmsc_dgl.config import SplitConfig
+from mmsc_dgl.data.edges import canonical_edges
 from mmsc_dgl.data.report import SkipReport
 from mmsc_dgl.data.splits import Splits, make_splits
 from mmsc_dgl.data.negatives import NegativeSampler
