@@ -133,9 +133,9 @@ class NegativeSampler:
             bad_flat[todo[bad]] = True
             # A repeat within a row: keep the lowest slot, redraw the others.
             if table is not None:
-                self._mark_repeats(out, todo, bad_flat, table)
+                _mark_repeats_with_table(out, todo, bad_flat, table)
             else:
-                _mark_repeats_by_sorting(out, np.unique(rows[todo]), bad_flat)
+                _mark_repeats_by_sorting(out, np.unique(r), bad_flat)
             todo = np.flatnonzero(bad_flat)
             if len(todo) == 0:
                 return out
@@ -143,51 +143,51 @@ class NegativeSampler:
             flat[todo] = self._draw(stream, query[rows[todo]], slots[todo], attempt[todo])
         raise RuntimeError("negative sampling did not converge; lower num_negatives.")
 
-    @staticmethod
-    def _mark_repeats(out: np.ndarray, todo: np.ndarray, bad_flat: np.ndarray, table: np.ndarray) -> None:
-        """Set ``bad_flat`` at every slot of ``out`` [Q, k] whose value sits at a lower slot of
-        the same row, given that only the slots of ``todo`` (flat indices) were just drawn, and
-        keep ``table`` [Q, num_items] (the slot of each row's value among its good slots, -1 for
-        none) up to date for the next round.
-
-        The slots outside ``todo`` are distinct within their row (the previous rounds left them
-        so), so only a drawn value can repeat: it is compared with the other drawn values of its
-        row (a sort of the drawn slots only) and with the row's kept values (``table``).  The
-        cost is the drawn slots', not the rows'."""
-        k = out.shape[1]
-        flat = out.reshape(-1)
-        row = todo // k
-        slot = todo - row * k
-        value = flat[todo]
-        # repeats among the drawn values: all but the lowest slot of each (row, value) (todo is
-        # ascending, so a stable sort by (row, value) keeps each group's slots in order)
-        key = row * np.int64(table.shape[1]) + value
-        order = np.argsort(key, kind="stable")
-        first = np.ones(len(order), dtype=bool)
-        first[1:] = key[order[1:]] != key[order[:-1]]
-        bad_flat[todo[order[~first]]] = True
-        # each drawn value's lowest slot against the slot the same value holds among the row's
-        # kept values: the higher of the two is the repeat
-        lead = order[first]
-        held = table[row[lead], value[lead]].astype(np.int64)
-        clash = held >= 0
-        lead, held = lead[clash], held[clash]
-        drawn_later = slot[lead] > held
-        bad_flat[todo[lead[drawn_later]]] = True
-        evicted = lead[~drawn_later]
-        bad_flat[row[evicted] * k + held[~drawn_later]] = True
-        table[row[evicted], value[evicted]] = -1
-        good = ~bad_flat[todo]
-        table[row[good], value[good]] = slot[good]
-
 
 REPEAT_TABLE_CELLS = 1 << 25
 """Largest query-by-item table of slots the repeat check keeps (int16 below 32,767 negatives:
 64 MB); a larger call sorts every touched row whole in every round instead."""
 
 
+def _mark_repeats_with_table(out: np.ndarray, todo: np.ndarray, bad_flat: np.ndarray, table: np.ndarray) -> None:
+    """Set ``bad_flat`` at every slot of ``out`` [Q, k] whose value sits at a lower slot of
+    the same row, given that only the slots of ``todo`` (flat indices) were just drawn, and
+    keep ``table`` [Q, num_items] (the slot of each row's value among its good slots, -1 for
+    none) up to date for the next round.
+
+    The slots outside ``todo`` are distinct within their row (the previous rounds left them
+    so), so only a drawn value can repeat: it is compared with the other drawn values of its
+    row (a sort of the drawn slots only) and with the row's kept values (``table``).  The
+    cost is the drawn slots', not the rows'."""
+    k = out.shape[1]
+    flat = out.reshape(-1)
+    row = todo // k
+    slot = todo - row * k
+    value = flat[todo]
+    # repeats among the drawn values: all but the lowest slot of each (row, value) (todo is
+    # ascending, so a stable sort by (row, value) keeps each group's slots in order)
+    key = row * np.int64(table.shape[1]) + value
+    order = np.argsort(key, kind="stable")
+    first = np.ones(len(order), dtype=bool)
+    first[1:] = key[order[1:]] != key[order[:-1]]
+    bad_flat[todo[order[~first]]] = True
+    # each drawn value's lowest slot against the slot the same value holds among the row's
+    # kept values: the higher of the two is the repeat
+    lead = order[first]
+    held = table[row[lead], value[lead]].astype(np.int64)
+    clash = held >= 0
+    lead, held = lead[clash], held[clash]
+    drawn_later = slot[lead] > held
+    bad_flat[todo[lead[drawn_later]]] = True
+    evicted = lead[~drawn_later]
+    bad_flat[row[evicted] * k + held[~drawn_later]] = True
+    table[row[evicted], value[evicted]] = -1
+    good = ~bad_flat[todo]
+    table[row[good], value[good]] = slot[good]
+
+
 def _mark_repeats_by_sorting(out: np.ndarray, touched: np.ndarray, bad_flat: np.ndarray) -> None:
-    """What :meth:`NegativeSampler._mark_repeats` marks, by sorting each row of ``touched``
+    """What :func:`_mark_repeats_with_table` marks, by sorting each row of ``touched``
     whole: every value after its lowest slot (no table; the cost is the rows')."""
     k = out.shape[1]
     block = out[touched]
