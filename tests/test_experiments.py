@@ -11,7 +11,7 @@ from mmsc_dgl import RELATIONS
 from mmsc_dgl.cli import main
 from mmsc_dgl.errors import DataError
 from mmsc_dgl.experiments import ExperimentConfig, load_experiment, run_experiment
-from mmsc_dgl.experiments.report import summarise, time_to_best
+from mmsc_dgl.experiments.report import seconds_to_match, summarise, time_to_best
 
 TINY_TRAIN = {"epochs": 1, "batch_size": 512, "val_queries": 100, "metapaths": "hops:2", "max_neighbors": 4,
               "model": {"hidden": 16, "heads": 2, "semantic_hidden": 8, "ssl_nodes": 32}}
@@ -115,8 +115,34 @@ def test_time_to_best_compares_mmsc_with_the_strongest_baseline_that_trains():
     # Adamic-Adar is the best baseline but trains nothing; LightGCN beats GAT among those that train.
     rows = [row("mmsc", 0.5, 30.0), row("adamic-adar", 0.45, None), row("lightgcn", 0.4, 12.0), row("gat", 0.3, 5.0)]
     timing = time_to_best(config, summarise(rows), "d")
-    assert timing == {"mmsc_seconds": 30.0, "baseline": "LightGCN", "baseline_seconds": 12.0, "ratio": 2.5}
+    assert timing == {"mmsc_seconds": 30.0, "baseline": "LightGCN", "baseline_seconds": 12.0, "ratio": 2.5,
+                      "match_seconds": None, "matched": 0, "seeds": 0, "match_ratio": None}
     assert time_to_best(config, summarise(rows[:2]), "d") is None
+
+
+def test_time_to_the_baselines_quality_needs_both_relations_at_once():
+    def curve(*points):
+        return [{"seconds": t, "substitute": s, "complement": c} for t, s, c in points]
+    lightgcn = curve((4.0, 0.30, 0.20), (8.0, 0.40, 0.35), (12.0, 0.38, 0.36))   # best: 0.40 and 0.36
+    # substitutes pass 0.40 at 10 s, complements pass 0.36 only at 20 s
+    mmsc = curve((10.0, 0.41, 0.30), (20.0, 0.42, 0.36), (30.0, 0.45, 0.40))
+    assert seconds_to_match(mmsc, lightgcn) == 20.0
+    assert seconds_to_match(mmsc[:1], lightgcn) is None and seconds_to_match(mmsc, []) is None
+
+    def row(variant, seed, seconds, validation):
+        return {"dataset": "d", "variant": variant, "label": variant, "seed": seed, "noise": 0.0,
+                "epoch_seconds": 1.0, "wall_seconds": 1.0, "seconds_to_best": seconds, "cold": None,
+                "validation": validation, "test": {r: {"HR@10": 0.5, "NDCG@10": 0.5} for r in RELATIONS}}
+    config = ExperimentConfig.model_validate(tiny_config(models={
+        "mmsc": {"role": "reference"}, "lightgcn": {"role": "baseline", "label": "LightGCN",
+                                                    "train": {"architecture": "lightgcn"}}},
+        noise=None, cold_start=None, depth=None, e_llm=None))
+    # seed 1: MMSC never reaches LightGCN's complements; it counts among the seeds, not the mean
+    rows = [row("mmsc", 0, 30.0, mmsc), row("lightgcn", 0, 12.0, lightgcn),
+            row("mmsc", 1, 30.0, mmsc[:1]), row("lightgcn", 1, 12.0, lightgcn)]
+    timing = time_to_best(config, summarise(rows), "d", rows)
+    assert (timing["match_seconds"], timing["matched"], timing["seeds"]) == (20.0, 1, 2)
+    assert timing["match_ratio"] == pytest.approx(20.0 / 12.0)
 
 
 def test_config_errors(tmp_path):
@@ -178,6 +204,8 @@ def test_fast_config_runs_every_model_and_experiment(tmp_path):
     # MMSC's time to its best epoch against the strongest baseline that trains, in both reports
     timing = json.loads((tmp_path / "fast" / "results.json").read_text())["time_to_best"]
     assert all(t["baseline"] in ("LightGCN", "GAT", "HAN", "DecGCN") and t["ratio"] > 0 for t in timing.values())
+    # and the time to that baseline's quality, from every seed's validation curves
+    assert all(t["seeds"] == len(config.seeds) for t in timing.values())
     assert "CPU time to the best validation epoch" in (tmp_path / "fast" / "results.md").read_text()
 
 

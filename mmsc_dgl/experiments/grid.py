@@ -106,6 +106,12 @@ def _load_row(run_dir: Path, cell: Cell, label: str, wall: Optional[float]) -> d
     history = json.loads((run_dir / "history.json").read_text()) if (run_dir / "history.json").exists() else []
     cell_info = json.loads((run_dir / CELL_FILE).read_text()) if (run_dir / CELL_FILE).exists() else {}
     seconds = [h["seconds"] for h in history]
+    # Validation NDCG@10 after each epoch, at the CPU seconds spent so far (time to a quality)
+    validation, spent = [], 0.0
+    for h in history:
+        spent += h["seconds"]
+        if all(f"val_{r}_NDCG@10" in h for r in RELATIONS):
+            validation.append({"seconds": spent, **{r: h[f"val_{r}_NDCG@10"] for r in RELATIONS}})
     best = metrics.get("best_epoch") or {}
     # CPU time until the later relation's best validation epoch: what training needed
     last_best = max((int(e) for e in best.values() if e), default=len(seconds))
@@ -114,6 +120,7 @@ def _load_row(run_dir: Path, cell: Cell, label: str, wall: Optional[float]) -> d
             "epochs_run": metrics.get("epochs_run"), "best_epoch": metrics.get("best_epoch"),
             "epoch_seconds": float(np.mean(seconds)) if seconds else 0.0,
             "seconds_to_best": float(sum(seconds[:last_best])) if seconds else None,  # None: nothing trained
+            "validation": validation,
             "wall_seconds": wall if wall is not None else cell_info.get("wall_seconds")}
 
 
