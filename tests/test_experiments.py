@@ -143,6 +143,10 @@ def test_time_to_the_baselines_quality_needs_both_relations_at_once():
     timing = time_to_best(config, summarise(rows), "d", rows)
     assert (timing["match_seconds"], timing["matched"], timing["seeds"]) == (20.0, 1, 2)
     assert timing["match_ratio"] == pytest.approx(20.0 / 12.0)
+    # a baseline whose recorded time rounds to 0 gives an infinite ratio, as "ratio" does
+    instant = [dict(r, seconds_to_best=0.0) if r["variant"] == "lightgcn" else r for r in rows]
+    timing = time_to_best(config, summarise(instant), "d", instant)
+    assert timing["ratio"] == timing["match_ratio"] == float("inf")
 
 
 def test_config_errors(tmp_path):

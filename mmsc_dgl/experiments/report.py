@@ -119,7 +119,7 @@ def time_to_best(config: ExperimentConfig, summary: dict, dataset: str,
     return {"mmsc_seconds": mine, "baseline": config.label(best), "baseline_seconds": theirs,
             "ratio": mine / theirs if theirs > 0 else float("inf"),
             "match_seconds": match, "matched": len(matched), "seeds": len(paired),
-            "match_ratio": match / theirs if match is not None and theirs > 0 else None}
+            "match_ratio": None if match is None else match / theirs if theirs > 0 else float("inf")}
 
 
 def _table(header: List[str], rows: List[List[str]]) -> List[str]:
