@@ -144,3 +144,73 @@ def test_torchscript_is_refused_with_a_clear_message():
     for module in (MetaPathAttention(4, 2), NormalisedConv(4, 2), CSR(torch.tensor([0, 1]), torch.tensor([0]))):
         with pytest.raises(RuntimeError, match="not TorchScript-able"):
             torch.jit.script(module)
+
+
+def _every_kind_of_graph():
+    """Each way a DGL user makes the graph a layer gets (issue 30.1): name -> (graph, its
+    destination nodes' ids in ``g``, its source nodes' ids in ``g``)."""
+    g = _graph(n=30, e=120, seed=3)
+    src, dst = g.edges()
+    n = g.num_nodes()
+    all_nodes = torch.arange(n)
+    hetero = dgl.heterograph({("item", "substitute", "item"): (src, dst), ("item", "complement", "item"): (dst, src)},
+                             num_nodes_dict={"item": n})
+    seeds = torch.arange(10)
+    block = dgl.to_block(dgl.in_subgraph(g, seeds), seeds)
+    sampler = dgl.dataloading.MultiLayerFullNeighborSampler(1)
+    _, _, (sampled,) = sampler.sample_blocks(g, seeds)
+    hetero_block = dgl.to_block(dgl.in_subgraph(hetero, {"item": seeds}), {"item": seeds})["substitute"]
+    cases = {"dgl.graph": (g, all_nodes, all_nodes),
+             "heterograph[etype]": (hetero["substitute"], all_nodes, all_nodes),
+             "int32": (g.int(), all_nodes, all_nodes),
+             "to_block(in_subgraph)": (block, block.dstdata[dgl.NID], block.srcdata[dgl.NID]),
+             "sampler block": (sampled, sampled.dstdata[dgl.NID], sampled.srcdata[dgl.NID]),
+             "heterograph block[etype]": (hetero_block, hetero_block.dstdata[dgl.NID],
+                                          hetero_block.srcdata[dgl.NID])}
+    for fmt in ("coo", "csr", "csc"):
+        cases[f"formats({fmt!r})"] = (g.formats(fmt), all_nodes, all_nodes)
+        cases[f"block formats({fmt!r})"] = (block.formats(fmt), block.dstdata[dgl.NID], block.srcdata[dgl.NID])
+    return g, cases
+
+
+@pytest.mark.parametrize("case", list(_every_kind_of_graph()[1]))
+def test_every_kind_of_dgl_graph_gives_the_full_graph_rows(case):
+    """A layer on each kind of graph gives, for its destination nodes, the rows the same layer
+    gives on the whole graph, and CSR.from_dgl keeps every edge with its edge id."""
+    g, cases = _every_kind_of_graph()
+    graph, dst_ids, src_ids = cases[case]
+    torch.manual_seed(0)
+    layer = MetaPathAttention(8, 4, num_heads=2, impl="reference")
+    x = torch.randn(g.num_nodes(), 8)
+    full = layer(g, x)
+    part = layer(graph, x[src_ids.long()])
+    torch.testing.assert_close(part, full[dst_ids.long()], atol=1e-5, rtol=1e-5)
+    csr = CSR.from_dgl(graph)
+    src, dst, eids = graph.formats("coo").edges(form="all", order="eid") if case.startswith(("formats", "block formats")) \
+        else graph.edges(form="all", order="eid")
+    assert sorted(zip(csr.row_ids().tolist(), csr.indices.tolist(), csr.edge_ids.tolist())) == \
+        sorted(zip(dst.tolist(), src.tolist(), eids.tolist()))
+
+
+def test_a_block_with_edges_outside_its_destinations_is_an_error_not_a_crash():
+    """``dgl.to_block(g, seeds)`` on a whole graph keeps edges into other nodes (marked -1): DGL
+    2.1 segfaults when asked for that block's CSC.  The layer refuses it with the fix; run in a
+    child process so that a regression shows as a failed test, not a dead suite."""
+    import subprocess
+    import sys
+    code = ("import torch, dgl; from mmsc_dgl.nn import MetaPathAttention\n"
+            "g = dgl.heterograph({('item', 's', 'item'): (torch.arange(20), torch.arange(20).roll(1))})\n"
+            "b = dgl.to_block(g, torch.arange(10))\n"
+            "try:\n    MetaPathAttention(16, 8, 2)(b, torch.randn(b.num_src_nodes(), 16))\n"
+            "except ValueError as err:\n    print('refused:', err)\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "refused:" in result.stdout and "in_subgraph" in result.stdout
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a second device")
+def test_a_graph_on_another_device_than_the_features():
+    g = _graph(seed=4)
+    layer = MetaPathAttention(8, 4, num_heads=2).cuda()
+    x = torch.randn(g.num_nodes(), 8, device="cuda")
+    torch.testing.assert_close(layer(g, x), layer(g.to("cuda"), x))

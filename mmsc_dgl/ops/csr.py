@@ -84,9 +84,33 @@ class CSR(nn.Module):
             raise ValueError(f"the graph has {len(graph.canonical_etypes)} edge types "
                              f"{graph.canonical_etypes}; name one with etype=")
         canonical = graph.to_canonical_etype(etype) if etype is not None else graph.canonical_etypes[0]
-        indptr, indices, eids = graph.adj_tensors("csc", canonical)
-        csr = cls(indptr, indices, graph.num_src_nodes(canonical[0]), edge_ids=eids)
-        if csr.num_rows != graph.num_dst_nodes(canonical[2]):  # adj_tensors covers every destination
+        num_src, num_dst = graph.num_src_nodes(canonical[0]), graph.num_dst_nodes(canonical[2])
+        # Read the format the graph already holds: DGL 2.1 crashes the process (SIGSEGV) when a
+        # block (to_block) holding only COO is asked to make its CSC, and a graph restricted by
+        # formats() may refuse to make another.  Only an existing CSC is taken as it is.
+        created = graph.formats()["created"] if hasattr(graph, "formats") else ["csc"]
+        if "csc" in created:
+            indptr, indices, eids = graph.adj_tensors("csc", canonical)
+            csr = cls(indptr, indices, num_src, edge_ids=eids)
+        else:
+            if "coo" in created:
+                src, dst, eids = graph.edges(form="all", order="eid", etype=canonical)
+            else:  # CSR only: expand its rows (sources) into COO
+                src_ptr, dst, eids = graph.adj_tensors("csr", canonical)
+                src = torch.repeat_interleave(torch.arange(num_src, device=src_ptr.device), src_ptr.diff())
+            src, dst, eids = src.to(torch.int64), dst.to(torch.int64), eids.to(torch.int64)
+            if dst.numel() and (int(dst.min()) < 0 or int(dst.max()) >= num_dst):
+                # dgl.to_block(g, seeds) keeps every edge of g and marks those into other nodes
+                # -1: a block is made from a frontier of the seeds, whose edges all end there.
+                raise ValueError(f"the graph has edges of {canonical} into nodes outside its {num_dst} "
+                                 f"destination nodes (ids {int(dst.min())} .. {int(dst.max())}); build a block "
+                                 f"from a frontier: dgl.to_block(dgl.in_subgraph(g, seeds), seeds), or use "
+                                 f"DGL's samplers")
+            order = torch.argsort(dst * max(int(eids.numel()), 1) + eids)  # by destination, then edge id
+            indptr = torch.zeros(num_dst + 1, dtype=torch.int64, device=dst.device)
+            indptr[1:] = torch.cumsum(torch.bincount(dst, minlength=num_dst), 0)
+            csr = cls(indptr, src[order], num_src, edge_ids=eids[order])
+        if csr.num_rows != num_dst:  # the adjacency covers every destination
             raise ValueError("unexpected CSC shape from the graph")
         return csr
 
@@ -213,7 +237,11 @@ def graph_inputs(graph: Any, feat: Any) -> Tuple[CSR, torch.Tensor, torch.Tensor
     csr = as_csr(graph)
     if isinstance(feat, tuple):
         feat_src, feat_dst = feat
+        if csr.device != feat_src.device:  # a DGL graph left on another device than the features
+            csr = csr.to(feat_src.device)
         return csr, feat_src, feat_dst, False
+    if csr.device != feat.device:
+        csr = csr.to(feat.device)
     if getattr(graph, "is_block", False):
         return csr, feat, feat[: csr.num_rows], False
     if feat.shape[0] != csr.num_rows:
