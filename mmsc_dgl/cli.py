@@ -13,8 +13,28 @@ from typing import Optional, Tuple
 import click
 
 from mmsc_dgl import __version__
-from mmsc_dgl.config import ARCHITECTURE_NAMES
+from mmsc_dgl.config import ARCHITECTURE_NAMES, SEED_MAX, SYNTHETIC_MAX
 from mmsc_dgl.errors import DataError
+
+SEED = click.IntRange(0, SEED_MAX)
+"""What every --seed takes: the seeds each random generator accepts."""
+
+
+class _OutFile(click.Path):
+    """A file to write: ``newdir/`` (a trailing slash says directory) is refused, where
+    ``pathlib`` would drop the slash and write a file named ``newdir``."""
+
+    def __init__(self) -> None:
+        super().__init__(dir_okay=False, path_type=Path)
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, str) and value.endswith(("/", "\\")):
+            self.fail(f"{value!r} ends with '/', a directory; name the file to write, e.g. "
+                      f"{value.rstrip('/')}/recs.parquet", param, ctx)
+        return super().convert(value, param, ctx)
+
+
+OUT_FILE = _OutFile()
 
 
 class _Format(logging.Formatter):
@@ -85,7 +105,12 @@ class _Group(click.Group):
             sys.exit(130)
         except OSError as err:
             if err.filename is None:
-                raise
+                import errno
+                if err.errno not in (errno.ENOSPC, errno.EDQUOT):
+                    raise
+                click.echo(f"error: a disk is full ({err.strerror}). Fix: free space where --out writes, "
+                           "or choose another location.", err=True)
+                sys.exit(2)
             click.echo(f"error: {err.filename}: {err.strerror}. Fix: check the path and its permissions, "
                        "or choose another location.", err=True)
             sys.exit(2)
@@ -111,7 +136,7 @@ def main(ctx: click.Context, verbose: int, quiet: bool) -> None:
               help="Dataset directory to write.")
 @click.option("--format", "fmt", type=click.Choice(["amazon", "edgelist", "parquet"]),
               help="Input format (default: from the file names).")
-@click.option("--synthetic", type=click.IntRange(min=50), metavar="N",
+@click.option("--synthetic", type=click.IntRange(min=50, max=SYNTHETIC_MAX), metavar="N",
               help="Generate the built-in synthetic catalog of N items instead of reading files.")
 @click.option("--noise-rate", type=click.FloatRange(0, 1, max_open=True),
               help="Synthetic: share of noise edges (default 0.2).")
@@ -148,7 +173,7 @@ def main(ctx: click.Context, verbose: int, quiet: bool) -> None:
                    "column if any, else 0.05).")
 @click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="YAML/TOML file with PrepareConfig fields; flags override it.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed for splits and synthetic data.")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed for splits and synthetic data.")
 @click.option("--overwrite", is_flag=True, help="Replace the mmsc_dgl dataset already in --out (nothing else).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @_verbosity
@@ -204,9 +229,9 @@ def prepare(inputs: Tuple[Path, ...], out: Path, fmt: Optional[str], synthetic: 
               help="GiB an exact product may take; larger estimates are refused.")
 @click.option("--graph", "which_graph", type=click.Choice(["train", "full"]), default="train", show_default=True,
               help="Build from the training edges only, or from every edge.")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--out", type=OUT_FILE,
               help="Output file (default DATASET_DIR/metapaths.pt).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random walks.")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the random walks.")
 @click.option("--device", default="cpu", show_default=True, callback=_device,
               help="Where random walks run (cpu, cuda, ...).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing --out file.")
@@ -237,7 +262,7 @@ def metapaths(dataset_dir: Path, metapaths: str, strategy: str, max_neighbors: i
               help="metis: fewer edges cut between partitions; random: a seeded random assignment.")
 @click.option("--features", default="auto", show_default=True,
               help="Content features the graph servers hold: auto, hashed, categories, none, or a feature file.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of --method random.")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of --method random.")
 @click.option("--overwrite", is_flag=True, help="Replace a partition directory mmsc_dgl wrote (nothing else).")
 @_verbosity
 def partition(dataset_dir: Path, parts: int, out: Path, method: str, features: str, seed: int,
@@ -320,9 +345,9 @@ def _train_config(config_path: Optional[Path], flags: dict):
 @click.option("--ssl-weight", type=click.FloatRange(min=0), help="lambda of InfoNCE (default 0: off; the paper uses 0.1).")
 @click.option("--train-edges", type=click.Path(exists=True, dir_okay=False),
               help="Parquet edges (relation, src, dst) replacing the supervised training edges (E_LLM).")
-@click.option("--synthetic-items", type=click.IntRange(min=50), default=10_000, show_default=True,
+@click.option("--synthetic-items", type=click.IntRange(min=50, max=SYNTHETIC_MAX), default=10_000, show_default=True,
               help="Size of the built-in synthetic catalog used when no DATASET_DIR is given.")
-@click.option("--seed", type=int, help="Seed of initialisation, batches, walks and noise (default 0).")
+@click.option("--seed", type=SEED, help="Seed of initialisation, batches, walks and noise (default 0).")
 @click.option("--device", callback=_device, help="auto (default), cpu, cuda, cuda:1 ...")
 @click.option("--distributed", is_flag=True, help="DATASET_DIR is a partition directory (mmsc-dgl partition): train "
                                                   "data-parallel as one trainer of a DistDGL job (mmsc-dgl launch "
@@ -397,7 +422,7 @@ def evaluate(run_dir: Path, pairs: Optional[Path], dataset: Optional[Path], feat
 @click.option("--all", "all_items", is_flag=True, help="Top-k for every item, written to --out.")
 @click.option("--relation", type=click.Choice(["substitute", "complement"]), required=True)
 @click.option("-k", "k", type=click.IntRange(min=1), default=10, show_default=True)
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Parquet file for --all.")
+@click.option("--out", type=OUT_FILE, help="Parquet file for --all.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing --out file.")
 @click.option("--explain", is_flag=True, help="Per pick: the meta-paths joining the pair (path count, one "
                                                "intermediate item) and each part's share of the score.")
@@ -464,7 +489,7 @@ def _explanation(row: dict) -> str:
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("--chunk-size", type=click.IntRange(min=1), default=4096, show_default=True,
               help="Items per resumable chunk.")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Default DATASET_DIR/features.parquet.")
+@click.option("--out", type=OUT_FILE, help="Default DATASET_DIR/features.parquet.")
 @click.option("--overwrite", is_flag=True, help="Replace a cache made with other settings or content.")
 @click.option("--device", default="cpu", show_default=True, callback=_device)
 @_verbosity
@@ -496,9 +521,9 @@ def features(dataset_dir: Path, backend: str, model: Optional[str], checkpoint: 
 @click.option("--threshold", type=click.FloatRange(0, 1), help="Keep edges scored at least T instead of the top N.")
 @click.option("--features", default="auto", show_default=True, help="similarity: content features (auto, hashed, file).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Default DATASET_DIR/e_llm.parquet.")
+@click.option("--out", type=OUT_FILE, help="Default DATASET_DIR/e_llm.parquet.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing --out file.")
-@click.option("--seed", type=int, default=0, show_default=True, help="similarity: seed of the calibration pairs.")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="similarity: seed of the calibration pairs.")
 @click.option("--device", default="cpu", show_default=True, callback=_device)
 @_verbosity
 def augment(dataset_dir: Path, judge: str, model: Optional[str], top_n: int, threshold: Optional[float],
@@ -524,7 +549,7 @@ def augment(dataset_dir: Path, judge: str, model: Optional[str], top_n: int, thr
               help="Trials the study should hold when done (finished or pruned).")
 @click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="TrainConfig file the search starts from (epochs, features, ...).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the sampler and of every trial.")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the sampler and of every trial.")
 @click.option("--device", callback=_device, help="auto, cpu, cuda ...")
 @_verbosity
 def tune(dataset_dir: Path, out: Path, trials: int, config_path: Optional[Path], seed: int,
@@ -545,7 +570,7 @@ def tune(dataset_dir: Path, out: Path, trials: int, config_path: Optional[Path],
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path),
               help="Experiment directory (default: runs/experiments/NAME).")
 @click.option("--seeds", help="Comma-separated seeds, replacing the config's (e.g. 0,1,2).")
-@click.option("--seed", type=int, help="First seed: the config's number of seeds, counted from here.")
+@click.option("--seed", type=SEED, help="First seed: the config's number of seeds, counted from here.")
 @click.option("--report-only", is_flag=True, help="Rewrite the tables and plots from the cells already finished.")
 @click.option("--publish", type=click.Path(file_okay=False, path_type=Path),
               help="Also copy the report (NAME.md, NAME.json, plots) here, e.g. docs/results.")
@@ -566,9 +591,9 @@ def experiment(config_path: Path, out: Optional[Path], seeds: Optional[str], see
     seed_list = None
     if seeds:
         try:
-            seed_list = [int(x) for x in seeds.split(",") if x.strip()]
-        except ValueError:
-            raise click.BadParameter(f"{seeds!r} is not a comma-separated list of integers", param_hint="--seeds")
+            seed_list = [SEED.convert(x.strip(), None, None) for x in seeds.split(",") if x.strip()]
+        except click.BadParameter as err:
+            raise click.BadParameter(f"{seeds!r}: {err.message}; give comma-separated seeds", param_hint="--seeds")
     elif seed is not None:
         seed_list = list(range(seed, seed + len(config.seeds)))
     out = out or Path("runs") / "experiments" / config.name
@@ -605,14 +630,14 @@ def bench(ctx: click.Context, name: Optional[str], args: Tuple[str, ...]) -> Non
 
 @main.command("export-tensors")
 @click.argument("dataset_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="The .pt file to write.")
+@click.option("--out", required=True, type=OUT_FILE, help="The .pt file to write.")
 @click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="YAML/TOML TrainConfig (meta-paths, neighbours, features, model); flags override it.")
 @click.option("--metapaths", help="Comma-separated meta-paths, or hops:N (default: all up to 3 hops).")
 @click.option("--max-neighbors", type=click.IntRange(min=1))
 @click.option("--features", help="hashed (default), none, or a feature file.")
 @click.option("--val-queries", type=click.IntRange(min=1), default=2000, show_default=True)
-@click.option("--seed", type=int, help="Seed of the walks and the validation subset (default 0).")
+@click.option("--seed", type=SEED, help="Seed of the walks and the validation subset (default 0).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing --out file.")
 @_verbosity
 def export_tensors(dataset_dir: Path, out: Path, config_path: Optional[Path], metapaths, max_neighbors, features,

@@ -13,6 +13,12 @@ T = TypeVar("T", bound="Config")
 
 DEVICE_PATTERN = r"^(auto|cpu|mps|cuda(:[0-9]+)?)$"
 """What ``--device`` takes: a device torch can name, or ``auto``."""
+SEED_MAX = 2**31 - 1
+"""The largest seed: every generator seeded from it (numpy's takes < 2**32, with offsets added
+for its streams) accepts it."""
+Seed = Annotated[int, Field(ge=0, le=SEED_MAX)]
+SYNTHETIC_MAX = 5_000_000
+"""The largest built-in synthetic catalog."""
 
 
 def merge(base: Mapping[str, Any], overrides: Optional[Mapping[str, Any]]) -> dict:
@@ -43,10 +49,97 @@ def _problem(error: dict) -> str:
     return f"{where}: {message}" if where else message
 
 
+CONFIG_SIZE_LIMIT = 1 << 20
+"""The largest config file read (1 MiB): a config is settings, not data."""
+YAML_NODE_LIMIT = 100_000
+"""The most YAML nodes a config may expand to, aliases counted at every use: a few hundred
+bytes of nested aliases (a "billion laughs") would otherwise expand to gigabytes."""
+
+
+def read_config_text(path: Path) -> str:
+    """The text of a config file: a regular file of at most :data:`CONFIG_SIZE_LIMIT` bytes, in
+    UTF-8 (a FIFO, a device such as ``/dev/zero`` or a huge file is refused before reading)."""
+    import stat
+    try:
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode):
+            kind = "a directory" if stat.S_ISDIR(info.st_mode) else "not a regular file (a FIFO, socket or device)"
+            raise DataError(f"the config is {kind}.", path=path, fix="pass a YAML or TOML file.")
+        with open(path, "rb") as handle:
+            raw = handle.read(CONFIG_SIZE_LIMIT + 1)
+    except OSError as err:
+        raise DataError(f"cannot read the config: {err.strerror}.", path=path,
+                        fix="check the path and its permissions.") from None
+    if len(raw) > CONFIG_SIZE_LIMIT:
+        raise DataError(f"the config is larger than {CONFIG_SIZE_LIMIT >> 20} MiB.", path=path,
+                        fix="a config holds settings; put data in the files it names.")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise DataError(f"the config is not UTF-8 text (byte {err.start}).", path=path,
+                        fix="save it as UTF-8 YAML or TOML.") from None
+
+
+def _load_yaml(text: str, path: Path) -> Any:
+    """``yaml.safe_load(text)``, after counting the nodes its aliases expand to: the composed
+    tree shares an aliased node, so the count is cheap even where the expansion is not."""
+    import yaml
+    root = yaml.compose(text, Loader=yaml.SafeLoader)
+    if root is None:
+        return {}
+    sizes: Dict[int, int] = {}
+
+    def size(node: Any, depth: int = 0) -> int:
+        key = id(node)
+        if key in sizes:
+            if sizes[key] < 0:
+                raise DataError("the YAML refers to itself (a recursive alias).", path=path,
+                                fix="write the settings out without recursive anchors.")
+            return sizes[key]
+        sizes[key] = -1
+        total = 1
+        if isinstance(node, yaml.SequenceNode):
+            total += sum(size(child, depth + 1) for child in node.value)
+        elif isinstance(node, yaml.MappingNode):
+            total += sum(size(k, depth + 1) + size(v, depth + 1) for k, v in node.value)
+        if total > YAML_NODE_LIMIT:
+            raise DataError(f"the YAML expands to more than {YAML_NODE_LIMIT:,} values through its aliases "
+                            f"(*name).", path=path, fix="write the settings out, or use fewer nested aliases.")
+        sizes[key] = total
+        return total
+
+    size(root)
+    return yaml.safe_load(text) or {}
+
+
+def _takes_bool(annotation: Any) -> bool:
+    """Whether a field's type admits a bool anywhere (``bool``, ``Optional[bool]``, ``Any``, ...)."""
+    import typing
+    if annotation is bool or annotation is Any:
+        return True
+    return any(_takes_bool(arg) for arg in typing.get_args(annotation) if arg is not type(None))
+
+
 class Config(BaseModel):
     """Base for every config: unknown keys are errors, so a typo never passes silently."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_bool_for_numbers(cls, data: Any) -> Any:
+        """``true`` is not the number 1: pydantic's lax mode would take ``epochs: true`` as one
+        epoch, so a bool (alone or in a list) is refused where the field takes no bool."""
+        if not isinstance(data, Mapping):
+            return data
+        for name, value in data.items():
+            field = cls.model_fields.get(name)
+            if field is None or _takes_bool(field.annotation):
+                continue
+            items = value if isinstance(value, (list, tuple)) else [value]
+            if any(isinstance(item, bool) for item in items):
+                raise ValueError(f"{name}: {value!r} is true/false where a number or name is expected")
+        return data
 
     @classmethod
     def load(cls: Type[T], path: Optional[os.PathLike | str] = None, flags: Optional[Mapping[str, Any]] = None) -> T:
@@ -60,14 +153,7 @@ class Config(BaseModel):
     def from_file(cls: Type[T], path: os.PathLike | str, overrides: Optional[Mapping[str, Any]] = None) -> T:
         """Load ``path`` (``.yaml``/``.yml``/``.toml``), then apply non-``None`` ``overrides``."""
         path = Path(path)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except UnicodeDecodeError as err:
-            raise DataError(f"the config is not UTF-8 text (byte {err.start}).", path=path,
-                            fix="save it as UTF-8 YAML or TOML.") from None
-        except OSError as err:
-            raise DataError(f"cannot read the config: {err.strerror}.", path=path,
-                            fix="check the path and its permissions.") from None
+        text = read_config_text(path)
         if path.suffix == ".toml":
             import tomllib
             try:
@@ -77,7 +163,7 @@ class Config(BaseModel):
         elif path.suffix in (".yaml", ".yml"):
             import yaml
             try:
-                data = yaml.safe_load(text) or {}
+                data = _load_yaml(text, path)
             except yaml.YAMLError as err:
                 problem = " ".join(str(err).split())
                 raise DataError(f"not valid YAML: {problem}", path=path, fix="correct the syntax.") from None
@@ -108,7 +194,7 @@ class SplitConfig(Config):
         (1000, 3)
     """
 
-    seed: int = 0
+    seed: Seed = 0
     num_negatives: int = Field(default=1000, ge=1, description="sampled negatives per held-out edge")
     min_degree: int = Field(default=2, ge=2, description="items with at least this many edges of a relation "
                                                  "hold out one test and one validation edge of it")
@@ -126,14 +212,14 @@ class SyntheticConfig(Config):
         500
     """
 
-    num_items: int = Field(default=10_000, ge=50, le=5_000_000)
+    num_items: int = Field(default=10_000, ge=50, le=SYNTHETIC_MAX)
     substitute_degree: float = Field(default=8.0, gt=0, description="mean planted substitute degree")
     complement_degree: float = Field(default=6.0, gt=0, description="mean planted complement degree")
     noise_rate: float = Field(default=0.2, ge=0.0, lt=1.0, description="share of edges that are noise")
     cold_fraction: float = Field(default=0.05, ge=0.0, le=0.5, description="share of items marked cold-start")
     popularity_shape: float = Field(default=1.2, gt=0.1, description="Pareto shape of item popularity; "
                                                              "smaller is more long-tailed")
-    seed: int = 0
+    seed: Seed = 0
 
 
 class PrepareConfig(Config):
@@ -433,9 +519,11 @@ class TrainConfig(Config):
                                                                 "subset; None: all)")
     val_queries: Optional[int] = Field(default=2000, ge=1, description="validation queries per relation per epoch "
                                                                 "(a fixed seeded subset; None: all)")
-    ks: list = Field(default_factory=lambda: [10])
+    ks: List[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [10], min_length=1,
+                                                  description="cut-offs of HR/MRR/NDCG@k, each at least 1 and at "
+                                                              "most the candidates of a query (checked at the dataset)")
     cold_neighbors: int = Field(default=10, ge=1, description="k nearest items in content space for cold start")
-    seed: int = 0
+    seed: Seed = 0
     deterministic: bool = Field(default=True, description="torch deterministic algorithms while training and "
                                                   "evaluating: the same seed gives the same metrics")
     device: str = Field(default="auto", pattern=DEVICE_PATTERN, description="auto (CUDA when visible, else CPU), cpu, "

@@ -39,9 +39,55 @@ def atomic_path(path: os.PathLike | str) -> Iterator[Path]:
         with open(tmp_path, "rb+") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp_path, path)
+    except Exception as err:
+        full = disk_full_error(err, path, tmp_path)
+        if full is None:
+            raise
+        raise full from None
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+DISK_FULL_SLACK = 1 << 20
+"""A write that fails while less than this (1 MiB) is free failed because the disk is full,
+whatever the writer called it (torch's ``unexpected pos``, DGL's ``FileStream.Write incomplete``)."""
+
+
+def _size(num_bytes: float) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if num_bytes < 1024 or unit == "GiB":
+            return f"{num_bytes:,.0f} {unit}" if unit == "bytes" else f"{num_bytes:,.1f} {unit}"
+        num_bytes /= 1024
+    return ""  # unreachable
+
+
+def disk_full_error(err: BaseException, path: os.PathLike | str, partial: Optional[Path] = None):
+    """The one-line :class:`~mmsc_dgl.errors.DataError` for a write of ``path`` that failed
+    because its disk is full (``ENOSPC``/``EDQUOT``, or any writer's error while less than
+    :data:`DISK_FULL_SLACK` is free), naming the path, the free space and what the write had
+    reached (a lower bound of the space it needs); ``None`` for any other failure."""
+    import errno
+
+    from mmsc_dgl.errors import DataError
+    if isinstance(err, DataError):
+        return None
+    directory = Path(path).parent
+    try:
+        free = shutil.disk_usage(directory).free
+    except OSError:
+        free = None
+    by_errno = isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT)
+    if not by_errno and (free is None or free >= DISK_FULL_SLACK):
+        return None
+    try:
+        reached = partial.stat().st_size if partial is not None and partial.exists() else 0
+    except OSError:
+        reached = 0
+    free_text = "" if free is None else f" ({_size(free)} free)"
+    need = f": this needs more than the {_size(reached)} written before it filled" if reached else ""
+    return DataError(f"the disk is full{free_text}{need}.", path=path,
+                     fix=f"free space on the disk of {directory}, or write to another disk.")
 
 
 def atomic_write_text(path: os.PathLike | str, text: str) -> None:
@@ -133,6 +179,9 @@ def atomic_directory(path: os.PathLike | str, overwrite: bool = False) -> Iterat
             shutil.rmtree(old)
         else:
             os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        full = disk_full_error(err, path) if isinstance(err, Exception) else None
+        if full is None:
+            raise
+        raise full from None

@@ -177,9 +177,10 @@ def check_output_file(path: os.PathLike | str, overwrite: bool = False, inputs: 
     directory)."""
     given = Path(path)
     target = resolve_path(path)
-    if target.is_dir():
-        raise DataError(f"{option} is a directory; a file is written here.", path=given,
-                        fix=f"pass a file name for {option}.")
+    if target.is_dir() or os.fspath(path).endswith(("/", os.sep)):
+        raise DataError(f"{option} is a directory (or ends with '/'); a file is written here.", path=path,
+                        fix=f"pass a file name for {option}, e.g. {os.fspath(path).rstrip('/' + os.sep) or 'out'}"
+                            f"{os.sep}recs.parquet.")
     for held in inputs:
         if held is None:
             continue
@@ -224,3 +225,43 @@ def clear_directory(path: os.PathLike | str, kind: str) -> None:
             shutil.rmtree(entry)
         else:
             entry.unlink()
+
+
+_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+NAME_LIMIT = 100
+"""The longest name that becomes one path part (file systems allow 255 bytes)."""
+
+
+def name_problem(name: object) -> Optional[str]:
+    """Why ``name`` cannot become one part of a path this project writes, or ``None``.
+
+    A plain name is 1 to 100 characters among letters, digits, ``.``, ``_`` and ``-``, does not
+    start with ``.`` or ``-`` and is not ``.`` or ``..``: no separator, no parent, no hidden
+    file, no option look-alike, nothing absolute.
+
+    Example:
+        >>> name_problem("mmsc-hops2") is None, name_problem("../up")
+        (True, "'../up' has characters other than letters, digits, '.', '_' and '-'")
+    """
+    if not isinstance(name, str):
+        return f"{name!r} is a {type(name).__name__}, not a string"
+    if not name or len(name) > NAME_LIMIT:
+        return f"{name!r} is not 1 to {NAME_LIMIT} characters long"
+    if not set(name) <= _NAME_CHARS:
+        return f"{name!r} has characters other than letters, digits, '.', '_' and '-'"
+    if name[0] in ".-":
+        return f"{name!r} starts with {name[0]!r}"
+    return None
+
+
+def inside(root: os.PathLike | str, path: os.PathLike | str, what: str) -> Path:
+    """``path``, after checking that it lands inside ``root`` (both resolved, symlinks
+    followed): the last guard before a write that was built from names in a config.
+
+    Raises:
+        DataError: when ``path`` leads out of ``root``.
+    """
+    if not resolve_path(path).is_relative_to(resolve_path(root)):
+        raise DataError(f"{what} would be written outside {root}.", path=path,
+                        fix="use plain names (letters, digits, '.', '_' and '-') in the config.")
+    return Path(path)

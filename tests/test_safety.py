@@ -590,6 +590,172 @@ def test_case(case: Case, built, isolated):
     assert not unexpected, f"left behind: {unexpected}"
 
 
+
+# --- round two (issue 34) ---------------------------------------------------------------------
+_GRID = "datasets:\n  {ds}: {{synthetic: {{num_items: 200}}}}\nmodels:\n  {model}: {{role: reference}}\n"
+
+
+def c_experiment_name_escapes(tmp, built):
+    (tmp / "x.yaml").write_text("name: ../../../escaped_exp\n" + _GRID.format(ds="syn", model="mmsc"))
+    return ["experiment", "x.yaml"]
+
+
+def c_experiment_dataset_key_escapes(tmp, built):
+    (tmp / "x.yaml").write_text("name: x\n" + _GRID.format(ds="../../../../escaped_ds", model="mmsc"))
+    return ["experiment", "x.yaml", "--out", "exp"]
+
+
+def c_experiment_model_key_escapes(tmp, built):
+    (tmp / "x.yaml").write_text("name: x\n" + _GRID.format(ds="syn", model="/tmp/escaped_model"))
+    return ["experiment", "x.yaml", "--out", "exp"]
+
+
+def _train_config(tmp, built, text):
+    _copy(built, tmp, "ds")
+    (tmp / "c.yaml").write_text(text)
+    return ["train", "ds", "--out", "r", "--config", "c.yaml", *TRAIN]
+
+
+def c_ks_zero(tmp, built):
+    return _train_config(tmp, built, "ks: [0]\n")
+
+
+def c_ks_empty(tmp, built):
+    return _train_config(tmp, built, "ks: []\n")
+
+
+def c_ks_beyond_candidates(tmp, built):
+    return _train_config(tmp, built, "ks: [100000]\n")
+
+
+def c_ks_text(tmp, built):
+    return _train_config(tmp, built, "ks: [a]\n")
+
+
+def c_epochs_true(tmp, built):
+    _copy(built, tmp, "ds")
+    (tmp / "c.yaml").write_text("epochs: true\n")
+    return ["train", "ds", "--out", "r", "--config", "c.yaml", "--metapaths", "s,c", "--features", "hashed"]
+
+
+def c_features_mask_all_false(tmp, built):
+    import torch
+    _copy(built, tmp, "ds")
+    from mmsc_dgl.data.dataset import load_dataset
+    ids = load_dataset(tmp / "ds").catalog.ids.to_pylist()
+    torch.save({"item_ids": ids, "tokens": torch.ones(len(ids), 1, 4), "mask": torch.zeros(len(ids), 1, dtype=torch.bool)},
+               tmp / "f.pt")
+    return ["train", "ds", "--out", "r", "--features", "f.pt", *TRAIN[:-2]]
+
+
+def c_features_other_order(tmp, built):
+    import torch
+    _copy(built, tmp, "ds")
+    from mmsc_dgl.data.dataset import load_dataset
+    ids = load_dataset(tmp / "ds").catalog.ids.to_pylist()[::-1]
+    torch.save({"item_ids": ids, "tokens": torch.ones(len(ids), 1, 4), "mask": torch.ones(len(ids), 1, dtype=torch.bool)},
+               tmp / "f.pt")
+    return ["train", "ds", "--out", "r", "--features", "f.pt", *TRAIN[:-2]]
+
+
+def c_empty_item_id(tmp, built):
+    pq.write_table(pa.table({"item_id": ["a", "", "c"], "title": ["x", "y", "z"]}), tmp / "items.parquet")
+    pq.write_table(pa.table({"relation": ["substitute", "complement"], "src": ["a", "c"], "dst": ["c", "a"]}),
+                   tmp / "edges.parquet")
+    return ["prepare", "items.parquet", "edges.parquet", "--out", "ds"]
+
+
+def c_relation_map_duplicate_key(tmp, built):
+    write_lines(tmp / "e.txt", [f"{1 + i % 2} {i} {i + 1}" for i in range(20)])
+    return ["prepare", "e.txt", "--relation-map", "1=substitute,2=complement,1=complement", "--out", "ds"]
+
+
+def c_recommend_out_trailing_slash(tmp, built):
+    _copy(built, tmp, "ds", "run")
+    _repoint(tmp / "run", tmp / "ds")
+    return ["recommend", "run", "--all", "--relation", "complement", "--out", "newdir/"]
+
+
+def c_prepare_seed_negative(tmp, built):
+    return ["prepare", "--synthetic", "200", "--out", "ds", "--seed", "-1"]
+
+
+def c_train_seed_huge(tmp, built):
+    _copy(built, tmp, "ds")
+    return ["train", "ds", "--out", "r", "--seed", "99999999999999999999999", *TRAIN]
+
+
+def c_prepare_synthetic_too_big(tmp, built):
+    return ["prepare", "--synthetic", "5000001", "--out", "ds"]
+
+
+def c_config_dev_zero(tmp, built):
+    _copy(built, tmp, "ds")
+    return ["train", "ds", "--out", "r", "--config", "/dev/zero", *TRAIN]
+
+
+def c_config_fifo(tmp, built):
+    _copy(built, tmp, "ds")
+    os.mkfifo(tmp / "c.yaml")
+    return ["train", "ds", "--out", "r", "--config", "c.yaml", *TRAIN]
+
+
+def c_config_alias_bomb(tmp, built):
+    _copy(built, tmp, "ds")
+    lines = ["a: &a [x, x, x, x, x, x, x, x, x, x]"]
+    for i in range(1, 9):
+        prev = chr(ord("a") + i - 1)
+        name = chr(ord("a") + i)
+        lines.append(f"{name}: &{name} [" + ", ".join([f"*{prev}"] * 10) + "]")
+    (tmp / "c.yaml").write_text("\n".join(lines) + "\nepochs: 1\n")
+    assert (tmp / "c.yaml").stat().st_size < 1024
+    return ["train", "ds", "--out", "r", "--config", "c.yaml", *TRAIN]
+
+
+def c_items_list_ids(tmp, built):
+    pq.write_table(pa.table({"item_id": [["a"], ["b"]], "title": ["x", "y"]}), tmp / "items.parquet")
+    pq.write_table(pa.table({"relation": ["substitute"], "src": ["a"], "dst": ["b"]}), tmp / "edges.parquet")
+    return ["prepare", "items.parquet", "edges.parquet", "--out", "ds"]
+
+
+def c_train_edges_unknown_item_ids(tmp, built):
+    _copy(built, tmp, "ds")
+    pq.write_table(pa.table({"relation": ["substitute", "complement"], "src": ["nope", "x1"], "dst": ["x2", "x3"]}),
+                   tmp / "e.parquet")
+    return ["train", "ds", "--out", "r", "--train-edges", "e.parquet", *TRAIN]
+
+
+ROUND_TWO = [
+    Case("experiment name ../../../escaped_exp (no --out)", c_experiment_name_escapes, ["name", "plain name"]),
+    Case("experiment dataset key ../../../../escaped_ds", c_experiment_dataset_key_escapes,
+         ["datasets key", "plain name"]),
+    Case("experiment model key /tmp/escaped_model", c_experiment_model_key_escapes, ["models key", "plain name"]),
+    Case("train ks: [0]", c_ks_zero, ["c.yaml", "ks.0", "greater than or equal to 1"]),
+    Case("train ks: []", c_ks_empty, ["c.yaml", "ks", "at least 1 item"]),
+    Case("train ks: [100000]", c_ks_beyond_candidates, ["ks [100000]", "candidates"]),
+    Case("train ks: [a]", c_ks_text, ["c.yaml", "ks.0"]),
+    Case("train epochs: true", c_epochs_true, ["c.yaml", "epochs", "true/false"]),
+    Case("train --features with an all-False mask", c_features_mask_all_false, ["f.pt", "no item has content"]),
+    Case("train --features with the ids in another order", c_features_other_order, ["another order", "position 0"]),
+    Case("prepare: an empty item id", c_empty_item_id, ["empty item ids"]),
+    Case("prepare --relation-map with a key twice", c_relation_map_duplicate_key, ["'1' twice"]),
+    Case("recommend --all --out newdir/", c_recommend_out_trailing_slash, ["newdir/", "ends with '/'"]),
+    Case("prepare --seed -1", c_prepare_seed_negative, ["--seed", "-1"]),
+    Case("train --seed 99999999999999999999999", c_train_seed_huge, ["--seed", "99999999999999999999999"]),
+    Case("prepare --synthetic 5000001", c_prepare_synthetic_too_big, ["--synthetic", "5000001"]),
+    Case("train --config /dev/zero", c_config_dev_zero, ["/dev/zero", "not a regular file"]),
+    Case("train --config FIFO", c_config_fifo, ["c.yaml", "not a regular file"]),
+    Case("train --config with a YAML alias bomb", c_config_alias_bomb, ["c.yaml", "aliases"]),
+    Case("prepare: item_id holding lists", c_items_list_ids, ["items.parquet", "'item_id'", "list"]),
+    Case("train --train-edges with unknown item ids", c_train_edges_unknown_item_ids, ["e.parquet", "'nope'"]),
+]
+
+
+@pytest.mark.parametrize("case", ROUND_TWO, ids=[c.id for c in ROUND_TWO])
+def test_round_two_case(case: Case, built, isolated):
+    test_case(case, built, isolated)
+    assert not (isolated.parent / "escaped_exp").exists() and not Path("/escaped_ds").exists()
+
 # --- beyond single commands -------------------------------------------------------------------
 def _prepare_in_child(out: str, barrier, results) -> None:
     from mmsc_dgl.config import SyntheticConfig
@@ -708,3 +874,87 @@ def test_features_rerun_on_a_finished_cache_says_so(built, tmp_path, monkeypatch
     result = CliRunner().invoke(main, ["features", str(tmp_path / "ds")])
     assert result.exit_code == 0, result.output
     assert "already complete, nothing computed" in result.stdout and "nan" not in result.stdout
+
+
+def test_recommend_all_to_one_file_has_one_writer(built, tmp_path, monkeypatch):
+    """Two ``recommend --all --out same.parquet``: while one holds the file's writer lock the
+    other is refused at once (it used to finish too, and one result was lost), and after the
+    first has written, the second finds the file and refuses without --overwrite."""
+    monkeypatch.chdir(tmp_path)
+    _copy(built, tmp_path, "ds", "run")
+    _repoint(tmp_path / "run", tmp_path / "ds")
+    args = ["recommend", "run", "--all", "--relation", "complement", "--out", "same.parquet"]
+    ctx = multiprocessing.get_context("spawn")
+    ready, release = ctx.Event(), ctx.Event()
+    holder = ctx.Process(target=_hold_lock, args=(str(tmp_path / "same.parquet"), ready, release))
+    holder.start()
+    try:
+        assert ready.wait(60)
+        busy = CliRunner().invoke(main, args)
+        assert busy.exit_code == 2 and "another mmsc-dgl command is writing" in busy.stderr, busy.output
+        assert not (tmp_path / "same.parquet").exists()
+    finally:
+        release.set()
+        holder.join(30)
+    first = CliRunner().invoke(main, args)
+    assert first.exit_code == 0, first.output
+    written = (tmp_path / "same.parquet").read_bytes()
+    second = CliRunner().invoke(main, args)
+    assert second.exit_code == 2 and "already exists" in second.stderr
+    assert (tmp_path / "same.parquet").read_bytes() == written
+
+
+def _disk_full(monkeypatch):
+    """The disk fills during the next write: the writer fails as it does on a full disk, and
+    the disk reports no space left."""
+    import collections
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10 << 20, 10 << 20, 0))
+
+
+@pytest.mark.parametrize("command", ["prepare", "train", "recommend"])
+def test_a_full_disk_is_one_line_naming_the_file(command, built, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _copy(built, tmp_path, "ds", "run")
+    _repoint(tmp_path / "run", tmp_path / "ds")
+    before = snapshot(tmp_path)
+    if command == "prepare":  # DGL's own words for it
+        import dgl
+        from dgl import DGLError
+
+        def save_graphs(path, graphs):
+            Path(path).write_bytes(b"\0" * 4096)
+            raise DGLError("[12:00:00] FileStream.Write incomplete")
+        monkeypatch.setattr(dgl, "save_graphs", save_graphs)
+        args, name = ["prepare", "--synthetic", "200", "--out", "new"], "graph.bin"
+    elif command == "train":  # torch's
+        import torch
+        real_save = torch.save
+
+        def save(obj, path, *a, **k):
+            if str(path).endswith(".tmp") and "checkpoint" in str(path):
+                Path(path).write_bytes(b"\0" * 4096)
+                raise RuntimeError("[enforce fail at inline_container.cc:595] . unexpected pos 4096 vs 4000")
+            return real_save(obj, path, *a, **k)
+        monkeypatch.setattr(torch, "save", save)
+        args, name = ["train", "ds", "--out", "r", *TRAIN], "checkpoint.pt"
+    else:  # the OS's
+        def write_table(table, where, **kwargs):
+            Path(where).write_bytes(b"\0" * 4096)
+            raise OSError(28, "No space left on device")
+        monkeypatch.setattr(pq, "write_table", write_table)
+        args, name = ["recommend", "run", "--all", "--relation", "complement", "--out", "recs.parquet"], "recs.parquet"
+    _disk_full(monkeypatch)
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2, (result.output, result.exception)
+    lines = [line for line in result.stderr.splitlines() if line.strip() and line.startswith("error")]
+    assert len(lines) == 1 and "disk is full" in lines[0] and name in lines[0] and "4.0 KiB" in lines[0], \
+        result.stderr
+    assert "Traceback" not in result.output
+    after = snapshot(tmp_path)
+    assert {k: v for k, v in after.items() if k in before} == before
+    # no temporary file is left; a run directory keeps what it finished before the disk filled
+    left = [rel for rel in after if rel not in before and not _is_lock(rel) and not (
+        command == "train" and rel.startswith("r/") and rel.split("/")[-1] in ("run.json", "config.json",
+                                                                           "metapaths.pt", ".mmsc_dgl.json"))]
+    assert left in ([], ["r"]), left

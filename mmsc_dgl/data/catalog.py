@@ -81,6 +81,10 @@ class ItemCatalog:
         if ids.null_count:
             raise DataError(f"the item table has {ids.null_count} null item ids.",
                             fix="give every item an id.")
+        blank = pc.sum(pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(ids)), 0)).as_py() or 0
+        if blank:
+            raise DataError(f"the item table has {blank:,} empty item ids ('' or only spaces): such an item "
+                            f"could never be asked about.", fix="give every item a non-empty id, or drop those rows.")
         unique = pc.count_distinct(ids).as_py()
         if unique != len(table):
             counts = pc.value_counts(ids)

@@ -49,11 +49,17 @@ def _open(path: os.PathLike | str) -> pq.ParquetFile:
                         fix="write it with pyarrow or pandas .to_parquet().") from err
 
 
-def _as_string(column: pa.Array) -> pa.Array:
-    if pa.types.is_floating(column.type):
-        raise DataError(f"ids are floating point ({column.type}).",
-                        fix="store ids as integers or strings.")
-    return column.cast(pa.string()) if column.type != pa.string() else column
+def _as_string(column: pa.Array, name: str, path: os.PathLike | str) -> pa.Array:
+    """An id column as strings: integers and strings are ids; anything else (floats, lists,
+    structs, binary) is a one-line error naming the column."""
+    kind = column.type
+    if pa.types.is_dictionary(kind):
+        column, kind = column.cast(kind.value_type), kind.value_type
+    if pa.types.is_integer(kind) or pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        return column.cast(pa.string()) if kind != pa.string() else column
+    what = "floating point" if pa.types.is_floating(kind) else f"of type {kind}"
+    raise DataError(f"column {name!r} is {what}, not integer or string ids.", path=path,
+                    fix=f"store {name!r} as integers or strings (one id per row).")
 
 
 def read_item_table(path: os.PathLike | str) -> ItemCatalog:
@@ -67,7 +73,7 @@ def read_item_table(path: os.PathLike | str) -> ItemCatalog:
     table = pa.Table.from_batches(batches, schema=handle.schema_arrow) if batches else handle.schema_arrow.empty_table()
     if table.num_rows == 0:
         raise DataError("the item table has no rows.", path=path, fix="pass a table with items.")
-    table = table.set_column(names.index(ITEM_ID), ITEM_ID, _as_string(table.column(ITEM_ID)))
+    table = table.set_column(names.index(ITEM_ID), ITEM_ID, _as_string(table.column(ITEM_ID), ITEM_ID, path))
     try:
         return ItemCatalog(table)
     except DataError as err:
@@ -93,7 +99,7 @@ def read_edge_table(path: os.PathLike | str, relation_map: Optional[RelationMap]
             if batch.column(name).null_count:
                 raise DataError(f"column {name!r} has nulls in rows {row}..{row + batch.num_rows - 1}.",
                                 path=path, fix="drop or fill those rows.")
-        rel_raw = _as_string(batch.column("relation"))
+        rel_raw = _as_string(batch.column("relation"), "relation", path)
         mapped = []
         for token in pc.unique(rel_raw).to_pylist():
             mapped.append((token, relation_map.lookup(token, path=path)))
@@ -102,7 +108,7 @@ def read_edge_table(path: os.PathLike | str, relation_map: Optional[RelationMap]
             rel = pc.if_else(pc.equal(rel_raw, token), name, rel)
         label = batch.column("label").cast(pa.int8()) if "label" in columns else \
             pa.array([1] * batch.num_rows, pa.int8())
-        table = pa.table([rel, _as_string(batch.column("src")), _as_string(batch.column("dst")), label],
+        table = pa.table([rel, _as_string(batch.column("src"), "src", path), _as_string(batch.column("dst"), "dst", path), label],
                          schema=RAW_EDGE_SCHEMA)
         ignored = pc.equal(table.column("relation"), IGNORE)
         n_ignored = pc.sum(ignored).as_py() or 0

@@ -56,6 +56,7 @@ class RelationMap:
     def parse(cls, spec: Optional[str], base: Optional[Mapping[str, str]] = None) -> "RelationMap":
         """Parse ``key=name[,key=name...]`` on top of ``base`` (entries in ``spec`` win)."""
         mapping: Dict[str, str] = dict(base or {})
+        given: Dict[str, str] = {}
         if spec:
             for part in spec.split(","):
                 part = part.strip()
@@ -65,7 +66,11 @@ class RelationMap:
                 if not sep or not key.strip() or not name.strip():
                     raise DataError(f"cannot read {part!r} in relation map {spec!r}.",
                                     fix="write it as KEY=RELATION, e.g. --relation-map 1=complement,2=substitute")
-                mapping[key.strip()] = name.strip()
+                key, name = key.strip(), name.strip()
+                if key in given:
+                    raise DataError(f"relation map {spec!r} gives {key!r} twice ({key}={given[key]} and "
+                                    f"{key}={name}).", fix=f"keep one {key}=RELATION in --relation-map.")
+                given[key] = mapping[key] = name
         return cls(mapping)
 
     @classmethod

@@ -8,7 +8,8 @@ from typing import Any, Dict, List, Literal, Optional
 
 from pydantic import Field, model_validator
 
-from mmsc_dgl.config import MODEL_CONFIGS, Config, PrepareConfig, SyntheticConfig, TrainConfig, merge
+from mmsc_dgl.config import MODEL_CONFIGS, Config, PrepareConfig, Seed, SyntheticConfig, TrainConfig, merge
+from mmsc_dgl.ownership import name_problem
 
 BEST_BASELINE = "best-baseline"
 """In an experiment's model list: the baseline with the best mean test NDCG@10 (both relations)
@@ -85,7 +86,7 @@ class ExperimentConfig(Config):
     """
 
     name: str = "experiment"
-    seeds: List[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
+    seeds: List[Seed] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
     train: Dict[str, Any] = Field(default_factory=dict, description="TrainConfig fields shared by every cell")
     datasets: Dict[str, DatasetSpec]
     models: Dict[str, VariantSpec]
@@ -99,6 +100,13 @@ class ExperimentConfig(Config):
     def _check(self):
         if not self.datasets or not self.models:
             raise ValueError("name at least one dataset and one model")
+        named_paths = [("name", self.name)] + [("datasets key", k) for k in self.datasets] + \
+                      [("models key", k) for k in self.models]
+        for where, value in named_paths:  # each becomes a directory or file name under --out
+            problem = name_problem(value)
+            if problem is not None:
+                raise ValueError(f"{where} {problem}; names become paths, so each must be a plain name "
+                                 f"(letters, digits, '.', '_' and '-', not starting with '.' or '-')")
         references = [k for k, v in self.models.items() if v.role == "reference"]
         if len(references) != 1:
             raise ValueError(f"exactly one model needs role: reference, found {references or 'none'}")

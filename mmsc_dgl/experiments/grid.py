@@ -21,7 +21,7 @@ from mmsc_dgl.experiments.config import BEST_BASELINE, ExperimentConfig
 from mmsc_dgl.fingerprint import fingerprint
 from mmsc_dgl.io import atomic_write_json
 from mmsc_dgl.lock import writer_lock
-from mmsc_dgl.ownership import check_dir_parent, check_output_dir, read_marker, write_marker
+from mmsc_dgl.ownership import check_dir_parent, check_output_dir, inside, read_marker, write_marker
 from mmsc_dgl.progress import eta, report
 
 logger = logging.getLogger(__name__)
@@ -71,7 +71,7 @@ def _prepare_dataset(config: ExperimentConfig, name: str, out: Path, progress: b
             return None
         raise DataError(f"dataset {name!r}: input file missing.", path=missing[0],
                         fix=f"fix datasets.{name}.inputs, or mark the dataset optional: true.")
-    target = out / "datasets" / name
+    target = inside(out, out / "datasets" / name, f"dataset {name!r}")
     wanted = fingerprint({"spec": spec.model_dump(exclude={"train", "optional", "features"}),
                           "inputs": [str(p) for p in inputs]})
     stamp = target / "experiment.json"
@@ -149,7 +149,7 @@ def run_cell(config: ExperimentConfig, cell: Cell, dataset_dir: Path, out: Path,
     """Train and evaluate one cell unless its run directory already holds the same finished run.
     Returns ``(row, computed)``."""
     from mmsc_dgl.train.run import train
-    run_dir = out / "cells" / cell.key
+    run_dir = inside(out, out / "cells" / cell.key, f"cell {cell.key}")
     train_config = config.train_config(cell.dataset, cell.variant, cell.seed, cell.noise)
     if config.models[cell.variant].e_llm is not None:
         train_config = train_config.model_copy(update={

@@ -16,6 +16,25 @@ logger = logging.getLogger(__name__)
 
 
 def load_features(spec: Any, dataset, dim: int, base: Optional[Path] = None) -> Optional[ContentFeatures]:
+    """Content features for ``dataset`` from ``spec`` (:func:`_load`), refused when no item has
+    any (an all-False mask would train on nothing while looking multi-modal); the items without
+    content are counted in a warning."""
+    features = _load(spec, dataset, dim, base)
+    if features is not None and features.num_items:
+        has = features.mask.any(1)
+        where = getattr(dataset, "root", None) if features.source in ("memory", "graph") else features.source
+        if not bool(has.any()):
+            raise DataError(f"no item has content in these features: the mask is False for all "
+                            f"{features.num_items:,} items.", path=where,
+                            fix="re-extract the features, or train with --features none (id embeddings).")
+        missing = int((~has).sum())
+        if missing:
+            logger.warning("%s of %s items have no content in the features (%s): they rely on their id "
+                           "and edges", f"{missing:,}", f"{features.num_items:,}", features.source)
+    return features
+
+
+def _load(spec: Any, dataset, dim: int, base: Optional[Path] = None) -> Optional[ContentFeatures]:
     """``auto`` (the features that came with the dataset's graph, else its ``features.parquet``
     cache, else ``hashed``), ``hashed`` (id embeddings when no item has text), ``categories``
     (learnable category and brand tokens), ``none``, a feature cache (``.parquet``), a torch
@@ -76,11 +95,20 @@ def load_features(spec: Any, dataset, dim: int, base: Optional[Path] = None) -> 
                             fix="write item_ids, tokens [N, T, D] and mask [N, T].")
     ids = dataset.catalog.ids.to_pylist()
     if list(state["item_ids"]) != ids:
-        given = set(state["item_ids"])
-        missing = [i for i in ids if i not in given][:3]
-        raise DataError(f"the feature file's {len(state['item_ids'])} item ids do not match the catalog's "
-                        f"{len(ids)} (in order); missing e.g. {missing}.", path=path,
-                        fix="extract features for this dataset's items.parquet, in its order.")
+        given = list(state["item_ids"])
+        if sorted(map(str, given)) == sorted(map(str, ids)) and len(set(given)) == len(given):
+            at = next(i for i, (a, b) in enumerate(zip(given, ids)) if a != b)
+            problem = (f"holds the catalog's {len(ids):,} items in another order (position {at}: {given[at]!r} "
+                       f"where the catalog has {ids[at]!r})")
+            fix = "write the rows in the order of the dataset's items.parquet (node order)."
+        else:
+            known = set(given)
+            missing = [i for i in ids if i not in known][:3]
+            extra = [i for i in given if i not in set(ids)][:3]
+            problem = (f"has {len(given):,} item ids where the catalog has {len(ids):,}; missing e.g. {missing}"
+                       + (f", not in the catalog e.g. {extra}" if extra else ""))
+            fix = "extract features for this dataset's items.parquet, in its order."
+        raise DataError(f"the feature file {problem}.", path=path, fix=fix)
     try:
         return ContentFeatures(state["tokens"].float(), state["mask"].bool(), source=str(path))
     except ValueError as err:

@@ -56,6 +56,28 @@ def resolve_impl(impl: str, device: torch.device) -> str:
     return "auto"
 
 
+def _as_node_ids(table, dataset, path: str):
+    """``src``/``dst`` as node ids: integer columns are node ids already (mmsc-dgl augment
+    writes them); string columns are item ids, looked up in the catalog (an unknown one is an
+    error naming it); any other type is an error naming the column."""
+    import pyarrow as pa
+    for name in ("src", "dst"):
+        column = table.column(name)
+        if pa.types.is_integer(column.type):
+            continue
+        if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
+            raise DataError(f"column {name!r} is of type {column.type}, not node ids (integers) or item ids "
+                            f"(strings).", path=path, fix="write src and dst as integers or strings.")
+        nodes = dataset.catalog.index_of(column.combine_chunks())
+        if (nodes < 0).any():
+            unknown = column.take(pa.array((nodes < 0).nonzero()[0][:3])).to_pylist()
+            raise DataError(f"column {name!r} holds {int((nodes < 0).sum()):,} item ids that are not in the "
+                            f"dataset, e.g. {unknown}.", path=path,
+                            fix="use item ids of this dataset's items.parquet (or node ids as integers).")
+        table = table.set_column(table.column_names.index(name), name, pa.array(nodes))
+    return table
+
+
 def load_train_edges(dataset, path: Optional[str]) -> Dict[str, RelationEdges]:
     """The supervised training edges: the split's, or a filtered subset (E_LLM) from a file."""
     if path is None:
@@ -65,6 +87,7 @@ def load_train_edges(dataset, path: Optional[str]) -> Dict[str, RelationEdges]:
                                    fix="pass the parquet file written by mmsc-dgl augment (relation, src, dst "
                                        "node ids).")
         relation = table.column("relation").cast("string")
+        table = _as_node_ids(table, dataset, path)
         edges = {}
         for r in RELATIONS:
             part = table.filter(pc.equal(relation, r))

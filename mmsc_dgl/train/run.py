@@ -249,6 +249,7 @@ def train(dataset_dir: Union[os.PathLike, str, "Dataset", None] = None, out: os.
                             fix="resume without DATASET_DIR (or with the run's own), or train into a new --out.")
     elif record is not None:
         dataset = load_dataset(run_dataset_dir(run_dir, record))
+    _check_ks(config.ks, dataset.splits.num_negatives + 1 if dataset is not None else 1001)
     from mmsc_dgl.metapath.spec import parse_metapaths
     # a bad spec is refused here, not after the run directory is made (names: the dataset's relation map)
     parse_metapaths(config.metapaths, dataset.relation_map if dataset is not None else None,
@@ -304,6 +305,17 @@ def train(dataset_dir: Union[os.PathLike, str, "Dataset", None] = None, out: os.
             raise
         logger.info("%r on %s", parts.model, parts.device)
         return _fit(parts, run_dir, resume, stop_after, progress)
+
+
+def _check_ks(ks: List[int], candidates: int) -> None:
+    """HR/MRR/NDCG@k ranks a query's true item among ``candidates`` items: a k at or beyond it
+    scores every query 1 (HR@1001 of 1,001 candidates), so it is refused before any work."""
+    too_big = [k for k in ks if k >= candidates]
+    if too_big:
+        raise DataError(f"ks {too_big}: each query ranks its item among {candidates:,} candidates, so @k "
+                        f"must be below {candidates:,} to mean anything.",
+                        fix=f"use ks between 1 and {candidates - 1:,} (e.g. [10]), or prepare the dataset "
+                            f"with more --num-negatives.")
 
 
 def _fit(parts: RunParts, run_dir: Path, resume: bool, stop_after: Optional[int], progress: bool) -> TrainResult:
@@ -531,8 +543,17 @@ def recommend(run_dir: os.PathLike | str, relation: str, k: int = 10, item: Opti
     if item is None:
         if out is None:
             raise DataError("--all needs --out FILE.parquet.", fix="pass --out recs.parquet.")
-        check_output_file(out, overwrite=overwrite,
-                          inputs=[run_dir] + ([dataset] if dataset else []) + ([features] if features else []))
+        inputs = [run_dir] + ([dataset] if dataset else []) + ([features] if features else [])
+        check_output_file(out, overwrite=overwrite, inputs=inputs)
+        with writer_lock(out, "this output file"):  # one writer; checked again now that it is ours
+            check_output_file(out, overwrite=overwrite, inputs=inputs)
+            return _recommend(run_dir, relation, k, item, device, out, dataset, explain, features, ann)
+    return _recommend(run_dir, relation, k, item, device, out, dataset, explain, features, ann)
+
+
+def _recommend(run_dir: os.PathLike | str, relation: str, k: int, item: Optional[str], device: Optional[str],
+               out: Optional[os.PathLike | str], dataset: Optional[os.PathLike | str], explain: bool,
+               features: Optional[os.PathLike | str], ann: bool) -> List[Dict]:
     run = load_run(run_dir, device, dataset, features)
     if not run.model.has_embeddings:
         raise DataError(f"{run.config.architecture} scores pairs and has no item embeddings to retrieve with.",
