@@ -20,6 +20,12 @@ SEED = click.IntRange(0, SEED_MAX)
 """What every --seed takes: the seeds each random generator accepts."""
 
 
+def _quote(value) -> str:
+    """A value as one shell word, for the commands printed to copy (spaces, quotes, newlines)."""
+    import shlex
+    return shlex.quote(str(value))
+
+
 class _OutFile(click.Path):
     """A file to write: ``newdir/`` (a trailing slash says directory) is refused, where
     ``pathlib`` would drop the slash and write a file named ``newdir``."""
@@ -449,7 +455,8 @@ def recommend(run_dir: Path, item: Optional[str], all_items: bool, relation: str
                          dataset=dataset, explain=explain, features=features, ann=ann)
     if item:
         for row in rows:
-            click.echo(f"{row['rank']:>3}  {row['score']:.4f}  {row['item_id']}  {row['title']}")
+            title = " ".join(str(row["title"]).split()) if row["title"] else ""  # id-only items: no "None"
+            click.echo(f"{row['rank']:>3}  {row['score']:.4f}  {row['item_id']}  {title}".rstrip())
             if explain:
                 click.echo("     " + _explanation(row))
     else:
@@ -534,11 +541,19 @@ def augment(dataset_dir: Path, judge: str, model: Optional[str], top_n: int, thr
     result = run_augment(dataset_dir, judge, model=model, top_n=top_n, threshold=threshold, out=out,
                          device=device, batch_size=batch_size, features=features, seed=seed, overwrite=overwrite)
     for r in result.kept:
+        mean = result.mean_kept_score[r]
         click.echo(f"{r:<11} kept {result.kept[r]:>10,} of {result.scored[r]:>10,} training edges "
-                   f"(mean score {result.mean_kept_score[r]:.3f})")
+                   + (f"(mean score {mean:.3f})" if result.kept[r] and mean == mean else "(none kept)"))
     click.echo(f"judged {result.computed_pairs:,} new pairs at {result.pairs_per_second:.0f} pairs/s "
                f"(scores cached in {result.scores_dir})")
-    click.echo(f"E_LLM written to {result.path}; train with: mmsc-dgl train {dataset_dir} --train-edges {result.path}")
+    empty = [r for r, n in result.kept.items() if n == 0]
+    if empty:
+        click.echo(f"warning: no {' or '.join(empty)} edge was kept, and training needs both relations: "
+                   f"lower --threshold, or keep the best --top-n edges instead", err=True)
+        click.echo(f"E_LLM written to {result.path} (not trainable as it is)")
+    else:
+        click.echo(f"E_LLM written to {result.path}; train with: mmsc-dgl train {_quote(dataset_dir)} "
+                   f"--train-edges {_quote(result.path)} --out runs/{Path(dataset_dir).name or 'run'}-e-llm")
 
 
 @main.command()

@@ -19,6 +19,28 @@ def resolve_path(path: os.PathLike | str) -> Path:
     return Path(os.path.expanduser(os.fspath(path))).resolve()
 
 
+def check_input_file(path: os.PathLike | str, fix: str = "pass a file that holds data.") -> int:
+    """The size of the input file ``path``, after refusing what cannot be read as one: a missing
+    path, a directory, a FIFO or device (``/dev/zero`` is endless, a FIFO blocks: neither is
+    "empty"), and an empty file."""
+    import stat
+
+    from mmsc_dgl.errors import DataError
+    path = Path(path)
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        raise DataError("no such file.", path=path, fix="check the path.") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise DataError("is a directory, expected a file.", path=path, fix="pass the file inside it.")
+    if not stat.S_ISREG(info.st_mode):
+        raise DataError("is not a regular file (a FIFO, socket or device), so it cannot be read as an input.",
+                        path=path, fix="save the data to a file and pass that file.")
+    if info.st_size == 0:
+        raise DataError("the file is empty.", path=path, fix=fix)
+    return info.st_size
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

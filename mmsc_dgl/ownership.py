@@ -166,7 +166,8 @@ def check_output_dir(path: os.PathLike | str, kind: str, overwrite: bool = False
                             fix=f"move them out first, or choose another {option}.")
     if resume or overwrite:
         return marker
-    extra = " pass --resume to continue it," if kind == "run" else ""
+    resumable = kind == "run" and (target / "run.json").exists()  # one killed before run.json has nothing to resume
+    extra = " pass --resume to continue it," if resumable else ""
     raise DataError(f"{given} already holds an mmsc_dgl {noun}.", path=None,
                     fix=f"{extra} pass --overwrite to replace it, or choose another {option}.".strip())
 

@@ -105,6 +105,23 @@ def test_walk_is_bounded_subset_and_seeded():
         assert torch.equal(t.nonempty, e.nonempty)
 
 
+def test_a_bound_beyond_the_catalog_costs_no_more_than_the_catalog(monkeypatch):
+    """``--max-neighbors 100000`` on a small graph ran for minutes (200,000 default walks per
+    item) for the table that a bound of the catalog's size gives (issue 34.12)."""
+    import mmsc_dgl.metapath.build as build
+    g = _random_graph(hub=True, seed=9)
+    n = g.num_nodes("item")
+    walked = []
+    real = build.random_walk_ends
+    monkeypatch.setattr(build, "random_walk_ends", lambda adj, starts, *a: walked.append(len(starts)) or
+                        real(adj, starts, *a))
+    huge = build.walk_table(g, MetaPath.parse("s-c"), 100_000, seed=2)
+    assert sum(walked) == n * 2 * n
+    capped = build.walk_table(g, MetaPath.parse("s-c"), n, seed=2)
+    assert torch.equal(huge.indptr, capped.indptr) and torch.equal(huge.indices, capped.indices)
+    assert torch.equal(huge.weight, capped.weight)
+
+
 def test_walks_do_not_depend_on_batch_size(monkeypatch):
     import mmsc_dgl.metapath.build as build
     g = _random_graph(hub=True, seed=8)

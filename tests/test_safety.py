@@ -725,7 +725,74 @@ def c_train_edges_unknown_item_ids(tmp, built):
     return ["train", "ds", "--out", "r", "--train-edges", "e.parquet", *TRAIN]
 
 
+def c_model_swapped(tmp, built):
+    import torch
+    _copy(built, tmp, "ds", "run")
+    _repoint(tmp / "run", tmp / "ds")
+    state = torch.load(tmp / "run" / "model.pt", weights_only=True)
+    for relation_state in state["states"].values():  # the same shapes, other values: another seed's
+        for value in relation_state.values():
+            if value.is_floating_point():
+                value.add_(0.01)
+    torch.save(state, tmp / "run" / "model.pt")
+    return ["evaluate", "run"]
+
+
+def c_dataset_is_partial(tmp, built):
+    shutil.copytree(built / "ds", tmp / "ds.partial-x1y2")
+    (tmp / "ds.partial-x1y2" / "splits").rename(tmp / "ds.partial-x1y2" / "splits-gone")
+    shutil.rmtree(tmp / "ds.partial-x1y2" / "splits-gone")
+    return ["train", "ds.partial-x1y2", "--out", "r", *TRAIN]
+
+
+def c_run_given_as_dataset(tmp, built):
+    _copy(built, tmp, "run")
+    return ["train", "run", "--out", "r", *TRAIN]
+
+
+def c_run_killed_before_record(tmp, built):
+    _copy(built, tmp, "ds", "run")
+    (tmp / "run" / "run.json").unlink()
+    return ["train", "ds", "--out", "run", *TRAIN]
+
+
+def c_run_killed_before_record_resume(tmp, built):
+    _copy(built, tmp, "ds", "run")
+    (tmp / "run" / "run.json").unlink()
+    return ["train", "ds", "--out", "run", "--resume", *TRAIN]
+
+
+def c_input_fifo(tmp, built):
+    os.mkfifo(tmp / "edges.txt")
+    return ["prepare", "edges.txt", "--out", "ds"]
+
+
+def c_augment_threshold_one(tmp, built):
+    _copy(built, tmp, "ds")
+    return ["augment", "ds", "--features", "hashed", "--threshold", "1.0"]
+
+
+def c_augment_next_command(tmp, built):
+    _copy(built, tmp, "ds")
+    return ["augment", "ds", "--features", "hashed"]
+
+
 ROUND_TWO = [
+    Case("train on what an interrupted prepare left", c_dataset_is_partial, ["interrupted", "rm -r"]),
+    Case("train RUN_DIR (a run given as the dataset)", c_run_given_as_dataset,
+         ["run directory, not a dataset", "trained on"], never_says=("Traceback", "--overwrite")),
+    Case("train into a run killed before run.json", c_run_killed_before_record, ["--overwrite"],
+         never_says=("Traceback", "--resume")),
+    Case("train --resume on a run killed before run.json", c_run_killed_before_record_resume,
+         ["nothing to continue", "--overwrite instead of --resume"]),
+    Case("prepare FIFO", c_input_fifo, ["edges.txt", "not a regular file"], never_says=("Traceback", "empty")),
+    Case("augment --threshold 1.0 keeps nothing", c_augment_threshold_one, rc=0, new_ok=_all("ds"),
+         says=["no substitute or complement edge was kept", "lower --threshold"],
+         never_says=("Traceback", "nan", "train with")),
+    Case("augment prints a train command that runs", c_augment_next_command, rc=0, new_ok=_all("ds"),
+         stdout_says=["train with: mmsc-dgl train ds --train-edges ds/e_llm.parquet --out runs/ds-e-llm"]),
+    Case("evaluate with model.pt swapped in from another run", c_model_swapped,
+         ["model.pt", "not the weights this run wrote"], lock_ok=True),
     Case("experiment name ../../../escaped_exp (no --out)", c_experiment_name_escapes, ["name", "plain name"]),
     Case("experiment dataset key ../../../../escaped_ds", c_experiment_dataset_key_escapes,
          ["datasets key", "plain name"]),
@@ -958,3 +1025,48 @@ def test_a_full_disk_is_one_line_naming_the_file(command, built, tmp_path, monke
         command == "train" and rel.startswith("r/") and rel.split("/")[-1] in ("run.json", "config.json",
                                                                            "metapaths.pt", ".mmsc_dgl.json"))]
     assert left in ([], ["r"]), left
+
+
+def test_recommend_all_says_its_memory_first_and_shows_progress(built, tmp_path, monkeypatch):
+    """recommend --all on a large catalog ran 13 minutes without a line (issue 34.14): it now
+    says its working memory before ranking and prints progress lines with an ETA."""
+    import mmsc_dgl.eval.retrieval as retrieval
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(retrieval, "PROGRESS_EVERY", 0.0)
+    _copy(built, tmp_path, "ds", "run")
+    _repoint(tmp_path / "run", tmp_path / "ds")
+    result = CliRunner().invoke(main, ["recommend", "run", "--all", "--relation", "complement",
+                                       "--out", "recs.parquet"])
+    assert result.exit_code == 0, result.output
+    lines = result.stderr.splitlines()
+    first = next(i for i, line in enumerate(lines) if "GiB of working memory" in line)
+    ranks = [i for i, line in enumerate(lines) if line.startswith("top-k: ") and "ETA" in line]
+    assert ranks and first < ranks[0] and "300 items" in lines[first], result.stderr
+
+
+def test_messages_that_pointed_the_wrong_way(built, monkeypatch):
+    """Issue 34.15: a wide degree column no longer runs into the next, an item id written with
+    leading zeros is pointed to its stored form, a title with a newline stays on its comment
+    line, and an item without a title prints none ('None' before)."""
+    from mmsc_dgl.data.catalog import ItemCatalog
+    from mmsc_dgl.data.dataset import load_dataset
+    from mmsc_dgl.errors import DataError
+    from mmsc_dgl.train.run import TrainResult, next_steps
+    dataset = load_dataset(built / "ds")
+    summary = dataset.summary()
+    for r in summary["relations"].values():
+        r["degree_p99"], r["degree_max"] = 3100.0, 100_000
+    monkeypatch.setattr(type(dataset), "summary", lambda self: summary)
+    row = dataset.format_summary()[2].split()
+    assert row[5:7] == ["3100", "100,000"], row
+    with pytest.raises(DataError, match="use 7 "):
+        ItemCatalog.from_ids(["7", "8"]).node("007")
+    titles = dataset.catalog.table.column("title").to_pylist()
+    test = dataset.splits.test["complement"].src
+    pick = next(int(i) for i in test if titles[int(i)])
+    titles[pick] = "Chef's knife\nrm -rf ~"
+    table = dataset.catalog.table
+    dataset.catalog.table = table.set_column(table.column_names.index("title"), "title", pa.array(titles))
+    lines = next_steps(TrainResult(built / "run", {"test": {}}, [], 1, dataset))
+    command = next(line for line in lines if "mmsc-dgl recommend" in line)
+    assert command.endswith("# Chef's knife rm -rf ~") and all("rm -rf" not in line for line in lines if line != command)

@@ -54,3 +54,20 @@ def test_tune_refuses_a_directory_it_did_not_write(dataset, tmp_path):
     with pytest.raises(DataError, match="did not write"):
         tune(dataset, tmp_path / "mine", trials=1, base=BASE, space=small_space, progress=False)
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep"
+
+
+def test_tune_refuses_to_continue_a_study_of_another_dataset_or_settings(dataset, tmp_path):
+    """``tune --out T`` again on another dataset used to continue the study, mixing the trials
+    of both and writing the other dataset's best.yaml (issue 34.3)."""
+    out = tmp_path / "study"
+    tune(dataset, out, trials=1, base=BASE, space=small_space, progress=False)
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    other = tmp_path / "other"
+    prepare(synthetic=SyntheticConfig(num_items=200, seed=6), out=other, progress=False)
+    with pytest.raises(DataError, match="another dataset"):
+        tune(other, out, trials=2, base=BASE, space=small_space, progress=False)
+    with pytest.raises(DataError, match="another settings"):
+        tune(dataset, out, trials=2, base=BASE.model_copy(update={"epochs": 3}), space=small_space, progress=False)
+    with pytest.raises(DataError, match="another seed"):
+        tune(dataset, out, trials=2, base=BASE, seed=1, space=small_space, progress=False)
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before

@@ -120,8 +120,13 @@ class ItemCatalog:
         try:
             return self._index[item_id]
         except KeyError:
-            raise DataError(f"item {item_id!r} is not in the catalog ({len(self):,} items).",
-                            fix="use an item_id from items.parquet.") from None
+            fix = "use an item_id from items.parquet."
+            text = str(item_id).strip()
+            if text.lstrip("+-").isdigit() and str(int(text)) in self._index:
+                # ids read as integers are stored as their value: 007 became 7
+                fix = (f"integer ids are stored without leading zeros or signs: use {int(text)} (or prepare "
+                       f"with --id-type str to keep ids as written).")
+            raise DataError(f"item {item_id!r} is not in the catalog ({len(self):,} items).", fix=fix) from None
 
     def titles(self) -> List[str]:
         return self.table.column("title").to_pylist()

@@ -189,14 +189,15 @@ class Dataset:
     def format_summary(self) -> List[str]:
         s = self.summary()
         lines = [f"items: {s['items']:,}"]
-        header = f"{'relation':<11}{'edges':>11}{'items':>9}{'p50':>6}{'p90':>6}{'p99':>7}{'max':>7}" \
-                 f"{'train':>11}{'val':>8}{'test':>8}{'cold':>8}"
+        header = f"{'relation':<11}{'edges':>11} {'items':>9} {'p50':>6} {'p90':>6} {'p99':>7} {'max':>8}" \
+                 f" {'train':>11} {'val':>8} {'test':>8} {'cold':>8}"
         lines.append(header)
         for relation, r in s["relations"].items():
             sp = r["split"]
-            lines.append(f"{relation:<11}{r['edges']:>11,}{r['items_with_edges']:>9,}{r['degree_p50']:>6.0f}"
-                         f"{r['degree_p90']:>6.0f}{r['degree_p99']:>7.0f}{r['degree_max']:>7,}"
-                         f"{sp.get('train', 0):>11,}{sp.get('val', 0):>8,}{sp.get('test', 0):>8,}"
+            # a space between columns: a wide figure pushes the row out, never into its neighbour
+            lines.append(f"{relation:<11}{r['edges']:>11,} {r['items_with_edges']:>9,} {r['degree_p50']:>6.0f} "
+                         f"{r['degree_p90']:>6.0f} {r['degree_p99']:>7.0f} {r['degree_max']:>8,} "
+                         f"{sp.get('train', 0):>11,} {sp.get('val', 0):>8,} {sp.get('test', 0):>8,} "
                          f"{sp.get('cold', 0):>8,}")
         lines.append("(edges are directed rows of the graph; 'items' have at least one edge; "
                      "p50..max are out-degree percentiles)")
@@ -261,8 +262,7 @@ class Dataset:
                             fix="run mmsc-dgl prepare ... --out DIR first.")
         missing = [name for name in REQUIRED_FILES if not (directory / name).exists()]
         if missing:
-            raise DataError(f"the dataset directory lacks {', '.join(missing)}.", path=directory,
-                            fix="re-run mmsc-dgl prepare with --out pointing here (and --overwrite).")
+            raise _not_a_dataset(directory, missing)
         try:
             meta = json.loads((directory / "dataset.json").read_text(encoding="utf-8"))
             if not isinstance(meta, dict):
@@ -296,6 +296,36 @@ class Dataset:
             return None
         path = self.root / FEATURE_FILE
         return path if path.exists() else None
+
+
+def _not_a_dataset(directory: Path, missing: List[str]) -> DataError:
+    """Why ``directory`` is no dataset, with a fix that works there: another kind of mmsc_dgl
+    directory, what an interrupted prepare left, or files of the user's."""
+    from mmsc_dgl.ownership import read_marker
+    marker = read_marker(directory) or {}
+    kind = marker.get("kind")
+    if kind == "run":
+        trained_on = ""
+        try:
+            trained_on = json.loads((directory / "run.json").read_text(encoding="utf-8")).get("dataset") or ""
+        except (OSError, ValueError, AttributeError):
+            pass
+        return DataError("this is an mmsc_dgl run directory, not a dataset.", path=directory,
+                         fix=f"pass the dataset it was trained on{f' ({trained_on})' if trained_on else ''}; "
+                             f"evaluate and recommend take the run directory itself.")
+    if kind is not None and kind != "dataset":
+        return DataError(f"this is an mmsc_dgl {kind} directory, not a dataset.", path=directory,
+                         fix="pass a directory written by mmsc-dgl prepare.")
+    if ".partial-" in directory.name:
+        final = directory.name.split(".partial-")[0]
+        return DataError("this is what an interrupted mmsc-dgl prepare left behind, not a dataset.", path=directory,
+                         fix=f"delete it (rm -r {directory}) and run mmsc-dgl prepare ... --out "
+                             f"{directory.parent / final} again.")
+    if kind == "dataset":
+        return DataError(f"the dataset directory lacks {', '.join(missing)}.", path=directory,
+                         fix="prepare it again: mmsc-dgl prepare ... --out pointing here --overwrite.")
+    return DataError(f"not a dataset directory (it lacks {', '.join(missing)}).", path=directory,
+                     fix="run mmsc-dgl prepare ... --out NEW_DIR, and pass NEW_DIR.")
 
 
 def load_dataset(directory: os.PathLike | str) -> Dataset:

@@ -10,6 +10,7 @@ from typing import Iterator, Tuple
 from tqdm.auto import tqdm
 
 from mmsc_dgl.errors import DataError
+from mmsc_dgl.io import check_input_file
 
 PROGRESS_MIN_BYTES = 8 << 20
 """Files at least this large show a progress bar (on a terminal)."""
@@ -23,13 +24,7 @@ def iter_lines(path: os.PathLike | str, progress: bool = True) -> Iterator[Tuple
     :class:`DataError` naming the last good line.  Undecodable bytes raise too.
     """
     path = Path(path)
-    if not path.exists():
-        raise DataError("no such file.", path=path, fix="check the path.")
-    if path.is_dir():
-        raise DataError("is a directory, expected a file.", path=path)
-    size = path.stat().st_size
-    if size == 0:
-        raise DataError("the file is empty.", path=path, fix="pass a file that holds data.")
+    size = check_input_file(path)
     raw = open(path, "rb")
     stream = gzip.GzipFile(fileobj=raw, mode="rb") if path.suffix == ".gz" else raw
     bar = tqdm(total=size, unit="B", unit_scale=True, desc=path.name, leave=False,

@@ -22,7 +22,7 @@ from mmsc_dgl.data.edges import RAW_EDGE_SCHEMA, concat_edges
 from mmsc_dgl.data.relations import IGNORE, RelationMap
 from mmsc_dgl.data.report import SkipReport
 from mmsc_dgl.errors import DataError
-from mmsc_dgl.io import atomic_write_parquet
+from mmsc_dgl.io import atomic_write_parquet, check_input_file
 
 logger = logging.getLogger(__name__)
 
@@ -38,10 +38,7 @@ class ParquetRead:
 
 def _open(path: os.PathLike | str) -> pq.ParquetFile:
     path = Path(path)
-    if not path.exists():
-        raise DataError("no such file.", path=path, fix="check the path.")
-    if path.stat().st_size == 0:
-        raise DataError("the file is empty.", path=path, fix="pass a parquet file that holds data.")
+    check_input_file(path, fix="pass a parquet file that holds data.")
     try:
         return pq.ParquetFile(path)
     except (pa.ArrowInvalid, OSError) as err:

@@ -343,7 +343,7 @@ def _train(graph, dataset, dataset_dir, part_dir, record, config, paths, mine, m
     from mmsc_dgl.train.batches import EdgeBatches
     from mmsc_dgl.train.build import TABLES, build_run, load_train_edges
     from mmsc_dgl.train.checkpoint import save_checkpoint
-    from mmsc_dgl.train.run import CHECKPOINT, METRICS, MODEL, feature_file_of, write_run_record
+    from mmsc_dgl.train.run import CHECKPOINT, METRICS, MODEL, feature_file_of, record_weights, write_run_record
     from mmsc_dgl.train.trainer import Trainer, TrainResult
     from mmsc_dgl.train.calibrate import calibrate
 
@@ -417,6 +417,7 @@ def _train(graph, dataset, dataset_dir, part_dir, record, config, paths, mine, m
         if writer:
             save_checkpoint(run_dir / MODEL, {"states": states, "config": config.model_dump_json(),
                                               "best_epoch": fit.best_epoch})
+            record_weights(run_dir)
             atomic_write_json(run_dir / METRICS, metrics)
             atomic_write_json(run_dir / "history.json", fit.history)
         dist.barrier()

@@ -3,9 +3,15 @@ N x N."""
 from __future__ import annotations
 
 import math
+import time
 from typing import Callable, Optional, Tuple
 
 import torch
+
+from mmsc_dgl.progress import duration, eta, report
+
+PROGRESS_EVERY = 10.0
+"""Seconds between the progress lines of a long ranking (one line per block at most)."""
 
 Search = Callable[[torch.Tensor, int], torch.Tensor]
 """``f(vectors [B, D], k) -> item ids [B, k]``: the items of highest inner product with each
@@ -91,8 +97,9 @@ def topk_all(embedding: torch.Tensor, k: int = 10, block_size: int = 2048, exclu
     if progress:
         from tqdm.auto import tqdm
         parts = tqdm(parts, desc="top-k", unit="block")
+    started = last = time.perf_counter()
     start = 0
-    for part in parts:
+    for done, part in enumerate(parts, 1):
         scores = table[part] @ table_t  # selection runs in this dtype: no full-width conversion
         if pair_term is not None:
             scores = scores + pair_term(part).to(scores.dtype)
@@ -102,6 +109,11 @@ def topk_all(embedding: torch.Tensor, k: int = 10, block_size: int = 2048, exclu
         out_scores[start: start + part.numel()] = values.float().cpu()
         out_index[start: start + part.numel()] = index.cpu()
         start += part.numel()
+        now = time.perf_counter()
+        if now - last >= PROGRESS_EVERY or (done == len(parts) and now - started >= PROGRESS_EVERY):
+            last = now
+            report("top-k: %s of %s queries | %s | ETA %s", f"{start:,}", f"{queries.numel():,}",
+                   duration(now - started), eta(start, queries.numel(), now - started))
     return out_scores, out_index
 
 

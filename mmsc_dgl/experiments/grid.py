@@ -263,7 +263,8 @@ def run_experiment(config: ExperimentConfig, out: os.PathLike | str, seeds: Opti
     check_output_dir(out, "experiment", resume=True, inputs=[config.source] if config.source else ())
     with writer_lock(out, "this experiment"):
         out.mkdir(parents=True, exist_ok=True)
-        write_marker(out, "experiment")
+        if read_marker(out) is None:  # a continued experiment keeps its marker as it is
+            write_marker(out, "experiment")
         return _run_experiment(config, out, seeds, progress, report, publish, jobs)
 
 

@@ -21,7 +21,7 @@ from mmsc_dgl.config import TrainConfig, merge
 from mmsc_dgl.errors import DataError
 from mmsc_dgl.io import atomic_write_json, atomic_write_text
 from mmsc_dgl.lock import writer_lock
-from mmsc_dgl.ownership import check_dir_parent, check_output_dir, write_marker
+from mmsc_dgl.ownership import check_dir_parent, check_output_dir, read_marker, write_marker
 
 logger = logging.getLogger(__name__)
 
@@ -93,10 +93,12 @@ def tune(dataset_dir: os.PathLike | str, out: os.PathLike | str, trials: int, ba
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     with writer_lock(out, "this study"):
         out.mkdir(parents=True, exist_ok=True)
-        write_marker(out, "tune")
+        if read_marker(out) is None:  # a continued tune keeps its marker as it is
+            write_marker(out, "tune")
         study = optuna.create_study(
             study_name=STUDY_NAME, storage=f"sqlite:///{(out / STUDY).resolve()}", direction="maximize",
             load_if_exists=True, pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=2))
+        _check_identity(study, _identity(dataset_dir, base, seed), out)
         # Seeded by the study's length too: a resumed search must not draw its first trials again.
         study.sampler = optuna.samplers.TPESampler(seed=seed * 1_000_003 + len(study.trials))
         _requeue_interrupted(study)
@@ -109,6 +111,36 @@ def tune(dataset_dir: os.PathLike | str, out: os.PathLike | str, trials: int, ba
             logger.info("trial %d/%d: %s%s", done(), trials, last.state.name.lower(),
                         f" (validation NDCG@10 {last.value:.4f})" if last.value is not None else "")
         return _write_best(study, base, space, out)
+
+
+def _identity(dataset_dir: os.PathLike | str, base: TrainConfig, seed: int) -> Dict[str, str]:
+    """What makes a study what it is: its dataset (fingerprint), the settings it varies and its
+    seed.  The device and kernel do not change what a trial learns."""
+    from mmsc_dgl.data.dataset import dataset_fingerprint
+    from mmsc_dgl.fingerprint import fingerprint
+    settings = {k: v for k, v in base.model_dump(mode="json").items() if k not in ("device", "impl", "seed")}
+    return {"dataset_fingerprint": dataset_fingerprint(dataset_dir), "settings": fingerprint(settings),
+            "seed": str(seed), "dataset": str(Path(dataset_dir).resolve())}
+
+
+def _check_identity(study, identity: Dict[str, str], out: Path) -> None:
+    """A new study records ``identity``; a study continued must have been made with the same
+    dataset, settings and seed, or its trials (and best.yaml) would mix two searches."""
+    recorded = study.user_attrs.get("identity")
+    if recorded is None:
+        if study.trials:  # a study from before identities were recorded: adopt it as it is
+            logger.warning("%s records no dataset; continuing it as the study of %s", out / STUDY,
+                           identity["dataset"])
+        study.set_user_attr("identity", identity)
+        return
+    if recorded.get("dataset_fingerprint") != identity["dataset_fingerprint"]:
+        raise DataError(f"this study was made on another dataset ({recorded.get('dataset')}); continuing it "
+                        f"would mix trials of both.", path=out, fix="choose a new --out for this dataset.")
+    changed = [name for name in ("settings", "seed") if recorded.get(name) != identity[name]]
+    if changed:
+        raise DataError(f"this study was made with another {' and '.join(changed)} (--config / --seed); "
+                        f"continuing it would mix two searches.", path=out,
+                        fix="pass the study's own --config and --seed, or choose a new --out.")
 
 
 def _requeue_interrupted(study) -> None:

@@ -21,6 +21,7 @@ over the memory budget is refused with an error that names ``--max-neighbors``.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Dict, Iterable, List, Optional, Tuple, Union
 
 import dgl
@@ -34,6 +35,7 @@ from mmsc_dgl.errors import DataError
 from mmsc_dgl.hashing import splitmix64
 from mmsc_dgl.metapath.spec import MetaPath, parse_metapaths
 from mmsc_dgl.metapath.table import MetaPathTable, MetaPathTables
+from mmsc_dgl.progress import duration, eta, report
 
 logger = logging.getLogger(__name__)
 
@@ -241,6 +243,9 @@ def walk_table(graph: dgl.DGLGraph, metapath: MetaPath, k: int, num_walks: Optio
     """The ``k`` most visited end points of ``num_walks`` random walks per item (walked on
     ``device``; the result is the same on every device)."""
     n = graph.num_nodes(NODE_TYPE)
+    # No row can list more distinct end points than the graph has items: a bound beyond that
+    # (--max-neighbors 100000 on 300 items) would only multiply the default walks, not the result.
+    k = min(k, max(n, 1))
     walks = num_walks or max(2 * k, 16)
     per_call = max(1, WALKS_PER_CALL // walks)
     adjacency = {rel: tuple(t.to(device, torch.int64) for t in graph.adj_tensors("csr", etype=rel)[:2])
@@ -313,7 +318,8 @@ def build_metapath_tables(graph: dgl.DGLGraph, metapaths: Union[str, Iterable] =
     hops = [h for p in paths for h in p.side_hops]
     mats = relation_matrices(graph, hops) if strategy in ("exact", "topk") else None
     tables: List[MetaPathTable] = []
-    for path in paths:
+    started = time.perf_counter()
+    for done, path in enumerate(paths):
         if strategy == "exact":
             table = exact_table(mats, path, memory_budget)
         elif strategy == "topk":
@@ -323,6 +329,9 @@ def build_metapath_tables(graph: dgl.DGLGraph, metapaths: Union[str, Iterable] =
                                device=device)
         logger.info("%s", table)
         tables.append(table)
+        report("meta-path %d/%d %s: %s neighbour pairs | %s | ETA %s", done + 1, len(paths), path.name,
+               f"{table.num_pairs:,}", duration(time.perf_counter() - started),
+               eta(done + 1, len(paths), time.perf_counter() - started))
     info = {"strategy": strategy, "max_neighbors": max_neighbors, "num_walks": num_walks, "seed": seed,
             "metapaths": [p.name for p in paths]}
     return MetaPathTables(tables, info=info)

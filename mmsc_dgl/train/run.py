@@ -119,6 +119,26 @@ def write_run_record(run_dir: Path, dataset_path: Path, config: TrainConfig,
     atomic_write_json(run_dir / RUN_FILE, record)
 
 
+def record_weights(run_dir: Path) -> None:
+    """Write the digest of ``run_dir/model.pt`` into ``run.json``: :func:`load_run` then refuses
+    weights that are not the run's own (a ``model.pt`` of the same shapes copied from another run
+    gave metrics that disagreed with the run's silently)."""
+    record = read_run_record(run_dir)
+    record["model_fingerprint"] = file_fingerprint(run_dir / MODEL)
+    atomic_write_json(run_dir / RUN_FILE, record)
+
+
+def _check_weights(run_dir: Path, record: dict) -> None:
+    recorded = record.get("model_fingerprint")
+    if recorded is None:  # a run written before weights were recorded
+        return
+    found = file_fingerprint(run_dir / MODEL)
+    if found != recorded:
+        raise DataError(f"model.pt is not the weights this run wrote (digest {found}, the run recorded "
+                        f"{recorded}): its metrics.json would not describe it.", path=run_dir / MODEL,
+                        fix="put the run's own model.pt back, or train the run again with --overwrite.")
+
+
 def run_feature_file(run_dir: Path, record: dict, features: Optional[os.PathLike | str] = None) -> Optional[Path]:
     """The feature file a run was trained on: ``features`` if given (a moved file), else the
     recorded one (relative to the run first, so a run moved with its features still works),
@@ -178,6 +198,9 @@ def check_resume(run_dir: Path, marker: Optional[dict], config: TrainConfig) -> 
     if marker is None:
         raise DataError("--resume: there is no run here to continue.", path=run_dir,
                         fix="train without --resume to start one.")
+    if not (run_dir / RUN_FILE).exists():
+        raise DataError("--resume: this run was stopped before it began training (no run.json), so there is "
+                        "nothing to continue.", path=run_dir, fix="start it again with --overwrite instead of --resume.")
     record = read_run_record(run_dir)
     wanted = record.get("config_fingerprint")
     if wanted is not None and wanted != fingerprint(config.resume_identity()):
@@ -334,6 +357,7 @@ def _fit(parts: RunParts, run_dir: Path, resume: bool, stop_after: Optional[int]
                                     getattr(config.model, "calibrate", False))
     save_checkpoint(run_dir / MODEL, {"states": states, "config": config.model_dump_json(),
                                       "best_epoch": fit.best_epoch})
+    record_weights(run_dir)
     metrics = evaluator.evaluate(parts.model, states)
     if calibration:
         metrics["calibration"] = calibration
@@ -358,7 +382,7 @@ def next_steps(result: TrainResult) -> List[str]:
     titles = dataset.catalog.titles() if "title" in dataset.catalog.table.column_names else [None] * len(ids)
     test = dataset.splits.test["complement"].src
     pick = next((int(i) for i in test if titles[int(i)]), int(test[0]) if len(test) else 0)
-    title = f"   # {titles[pick]}" if titles[pick] else ""
+    title = f"   # {' '.join(str(titles[pick]).split())}" if titles[pick] else ""  # one line, whatever the title holds
     run = _quote(result.run_dir)
     lines.append("next:")
     lines.append(f"  mmsc-dgl recommend {run} --item {_quote(ids[pick])} --relation complement -k 10{title}")
@@ -445,6 +469,7 @@ def load_run(run_dir: os.PathLike | str, device: Optional[str] = None,
         if not (run_dir / name).exists():
             raise DataError(f"the run directory lacks {name} (unfinished run?).", path=run_dir,
                             fix="finish it with mmsc-dgl train --out RUN --resume.")
+    _check_weights(run_dir, record)
     from mmsc_dgl.data.dataset import load_dataset
     config = _read_config(run_dir)
     if device is not None:
@@ -584,7 +609,9 @@ def _recommend(run_dir: os.PathLike | str, relation: str, k: int, item: Optional
             scores, top = topk_searched(emb, k, search, sparse_term=sparse_pair_term(model, relation))
         else:
             term = catalog_pair_term(model, relation, len(catalog))
-            scores, top = topk_all(emb, k, block_size=2048 if term is None else 256, pair_term=term)
+            block = 2048 if term is None else 256
+            _announce_ranking(len(catalog), k, block, term is not None)
+            scores, top = topk_all(emb, k, block_size=block, pair_term=term)
     width = top.shape[1]
     src = torch.arange(len(ids)).repeat_interleave(width).numpy()
     dst = top.flatten().numpy()
@@ -605,6 +632,17 @@ def _recommend(run_dir: os.PathLike | str, relation: str, k: int, item: Optional
     table = pa.table(columns)
     atomic_write_parquet(out, table)
     return [{"items": len(ids), "rows": table.num_rows, "k": width, "out": os.fspath(out)}]
+
+
+def _announce_ranking(n: int, k: int, block: int, pairwise: bool) -> None:
+    """Say before the exact ranking of every item what it will hold in memory: a block of
+    scores against the whole catalog (twice with a pairwise term: the term and the sum) and
+    the answers; its time follows in the progress lines (top-k: ... ETA)."""
+    from mmsc_dgl.progress import report
+    working = block * n * 4 * (3 if pairwise else 1) + n * min(k, n) * 12
+    report("recommend --all: ranking %s items against all %s, %s queries at a time; about %.1f GiB of "
+           "working memory (--ann ranks only candidates for large catalogs)", f"{n:,}", f"{n:,}", f"{block:,}",
+           working / 2**30)
 
 
 def _ann_index(embedding: torch.Tensor):
