@@ -54,8 +54,9 @@ def _worker(root, *extra):
 
 def test_two_servers_two_trainers_on_loopback(parts):
     before = _shm()
-    result = launch(parts / "parts", 2, _worker(parts), timeout=240, log_dir=parts / "logs")
-    assert result.returncode == 0, result.message + (parts / "logs" / "trainer-0.log").read_text()[-3000:]
+    logs = parts / "logs"
+    result = launch(parts / "parts", 2, _worker(parts), timeout=240, log_dir=logs)
+    assert result.returncode == 0, result.message + (logs / "trainer-0.log").read_text()[-3000:]
     assert not any(_alive(pid) for pid in result.pids) and _shm() <= before
     dataset = load_dataset(parts / "ds")
     feats = load_features("hashed", dataset, 16)
@@ -205,3 +206,26 @@ def test_a_bad_ip_config_is_one_line(parts, tmp_path):
         launch(parts / "parts", 1, ["true"], ip_config=bad, machine=2)
     with pytest.raises(DataError, match="--machine is for a cluster"):
         launch(parts / "parts", 1, ["true"], machine=1)
+
+
+def test_several_servers_of_one_partition_share_its_memory(parts, tmp_path):
+    """``--servers 2``: a partition's backup server maps its main server's /dev/shm (the second
+    server used to run in a private /dev/shm of its own and died: issue 34.16).  With one
+    partition both servers answer the trainers' feature pulls."""
+    partition_dataset(parts / "ds", 1, tmp_path / "one", features="hashed", feature_dim=16)
+    logs = tmp_path / "logs"
+    worker = [sys.executable, "-m", "mmsc_dgl.distributed.worker", str(tmp_path / "one"), "--out",
+              str(tmp_path / "out"), "--items", "5", "--walks", str(WALKS)]
+    result = launch(tmp_path / "one", 2, worker, servers=2, timeout=240, log_dir=logs)
+    assert result.returncode == 0, result.message + (logs / "trainer-0.log").read_text()[-3000:]
+    assert sorted(p.name for p in logs.glob("server-*.log")) == ["server-0.log", "server-1.log"]
+    feats = load_features("hashed", load_dataset(parts / "ds"), 16)
+    for rank in range(2):
+        got = torch.load(tmp_path / "out" / f"rank-{rank}.pt", weights_only=True)
+        torch.testing.assert_close(got["probe_tokens"], feats.tokens[got["probe_items"]])
+
+
+def test_several_servers_of_several_partitions_on_one_host_are_refused(parts):
+    from mmsc_dgl.errors import DataError
+    with pytest.raises(DataError, match="backup servers of partition 0"):
+        launch(parts / "parts", 2, _worker(parts), servers=2, timeout=60)

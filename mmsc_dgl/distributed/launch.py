@@ -96,6 +96,21 @@ def isolation_available() -> bool:
     return probe.returncode == 0
 
 
+def _namespace_ready(pid: int, timeout: float = 30.0) -> int:
+    """``pid``, once the partition's first server has made its private ``/dev/shm`` and become
+    the server (``unshare`` then ``sh`` exec into Python after the mount): its namespace can be
+    joined."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if b"python" in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0]:
+                return pid
+        except OSError:
+            break  # it died: the supervision below reports it
+        time.sleep(0.05)
+    return pid
+
+
 class Terminated(Exception):
     """The launcher was sent SIGTERM; its job was ended."""
 
@@ -221,12 +236,24 @@ def launch(part_dir: os.PathLike | str, trainers: int, command: Sequence[str], s
         here = list(range(parts * servers))
     else:
         here = list(range(machine * servers, (machine + 1) * servers))
-    private = [i for n, i in enumerate(here) if n > 0 or (loopback and i > 0)]
+    if servers > 1 and parts > 1 and (machines is None or loopback):
+        # DistDGL's client hands the feature metadata to the backup servers of its own machine
+        # only, and every trainer of a one-host job counts as machine 0: the other partitions'
+        # backup servers would refuse their first request ("cannot find partition policy").
+        raise DataError(f"--servers {servers} with {parts} partitions on one host: DistDGL tells only the backup "
+                        f"servers of partition 0 where the features are (every trainer here counts as machine 0), "
+                        f"so partition 1's backup servers would fail.",
+                        fix="use --servers 1 with several partitions here, several servers with 1 partition, or "
+                            "one host per partition (--ip-config) for both.")
+    # Partitions are isolated from each other, not the servers of one partition: a partition's
+    # backup servers map its main server's /dev/shm, so they join its namespace (nsenter).
+    host_part = 0 if machines is None or loopback else machine
+    private = [i for i in here if i // servers != host_part]
     isolate = isolation_available() if isolate is None else isolate
     if private and not isolate:
-        raise DataError("more than one graph server on this machine needs a private /dev/shm per server "
-                        "(unshare with user namespaces), which is not available here.",
-                        fix="partition into 1 part and run 1 server, or run on a host with user namespaces.")
+        raise DataError("the partitions served on this machine need a private /dev/shm each (unshare with user "
+                        "namespaces), which is not available here.",
+                        fix="partition into 1 part (any --servers), or run on a host with user namespaces.")
     if log_dir is not None and Path(log_dir).is_dir() and any(Path(log_dir).iterdir()):
         raise DataError("the log directory is not empty; the job's logs would replace files there.",
                         path=log_dir, fix="choose a new or empty --logs directory.")
@@ -257,9 +284,14 @@ def launch(part_dir: os.PathLike | str, trainers: int, command: Sequence[str], s
     handles = []
     peaks: Dict[str, float] = {}
     try:
+        namespace: Dict[int, int] = {}  # partition -> pid of its first server, in the partition's namespace
         for server_id in here:
             cmd = [sys.executable, "-m", "mmsc_dgl.distributed.server"]
-            if server_id in private:
+            part = server_id // servers
+            if server_id in private and part in namespace:
+                cmd = ["nsenter", "-t", str(_namespace_ready(namespace[part])), "-U", "-m",
+                       "--preserve-credentials", *cmd]
+            elif server_id in private:
                 inner = " ".join(cmd)
                 cmd = PRIVATE_SHM[:-1] + [f"{PRIVATE_SHM[-1]} && exec {inner}"]
             out = open(logs / f"server-{server_id}.log", "wb")
@@ -267,6 +299,7 @@ def launch(part_dir: os.PathLike | str, trainers: int, command: Sequence[str], s
             server_procs.append(subprocess.Popen(cmd, env={**base, "DGL_ROLE": "server",
                                                            "DGL_SERVER_ID": str(server_id)},
                                                  stdout=out, stderr=subprocess.STDOUT, start_new_session=True))
+            namespace.setdefault(part, server_procs[-1].pid)
         for local in range(trainers):
             rank = first_rank + local
             out = open(logs / f"trainer-{rank}.log", "wb")
