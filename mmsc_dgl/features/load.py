@@ -98,17 +98,17 @@ def _load(spec: Any, dataset, dim: int, base: Optional[Path] = None) -> Optional
         given = list(state["item_ids"])
         if sorted(map(str, given)) == sorted(map(str, ids)) and len(set(given)) == len(given):
             at = next(i for i, (a, b) in enumerate(zip(given, ids)) if a != b)
-            problem = (f"holds the catalog's {len(ids):,} items in another order (position {at}: {given[at]!r} "
-                       f"where the catalog has {ids[at]!r})")
+            problem = (f"the feature file holds the catalog's {len(ids):,} items in another order (position "
+                       f"{at}: {given[at]!r} where the catalog has {ids[at]!r})")
             fix = "write the rows in the order of the dataset's items.parquet (node order)."
         else:
-            known = set(given)
+            known, catalog = set(given), set(ids)
             missing = [i for i in ids if i not in known][:3]
-            extra = [i for i in given if i not in set(ids)][:3]
-            problem = (f"has {len(given):,} item ids where the catalog has {len(ids):,}; missing e.g. {missing}"
-                       + (f", not in the catalog e.g. {extra}" if extra else ""))
+            extra = list(dict.fromkeys(i for i in given if i not in catalog))[:3]
+            problem = (f"the feature file's {len(given):,} item ids do not match the catalog's {len(ids):,}: "
+                       f"missing e.g. {missing}" + (f", not in the catalog e.g. {extra}" if extra else ""))
             fix = "extract features for this dataset's items.parquet, in its order."
-        raise DataError(f"the feature file {problem}.", path=path, fix=fix)
+        raise DataError(f"{problem}.", path=path, fix=fix)
     try:
         return ContentFeatures(state["tokens"].float(), state["mask"].bool(), source=str(path))
     except ValueError as err:
