@@ -20,6 +20,22 @@ SEED = click.IntRange(0, SEED_MAX)
 """What every --seed takes: the seeds each random generator accepts."""
 
 
+def _program() -> str:
+    """How to call mmsc-dgl again, for the commands printed to copy: ``mmsc-dgl`` when the
+    shell finds this very program on PATH (or it runs in-process), else the path it was started
+    by: after the README's install the venv is not activated, and ``mmsc-dgl ...`` would be
+    'command not found' where ``.venv/bin/mmsc-dgl ...`` works."""
+    import os
+    import shutil
+    started = sys.argv[0] if sys.argv else ""
+    if os.path.basename(started) != "mmsc-dgl" or not os.path.isfile(started):
+        return "mmsc-dgl"
+    found = shutil.which("mmsc-dgl")
+    if found and os.path.realpath(found) == os.path.realpath(started):
+        return "mmsc-dgl"
+    return _quote(started)
+
+
 def _quote(value) -> str:
     """A value as one shell word, for the commands printed to copy (spaces, quotes, newlines)."""
     import shlex
@@ -392,7 +408,7 @@ def train(dataset_dir: Optional[Path], out: Path, config_path: Optional[Path], r
     click.echo(f"epochs run: {len(result.history)}; best validation epoch per relation: "
                + ", ".join(f"{r} {e}" for r, e in result.best_epoch.items()))
     click.echo("\n".join(format_metrics(result.metrics)))
-    click.echo("\n".join(next_steps(result)))
+    click.echo("\n".join(line.replace("mmsc-dgl ", f"{_program()} ", 1) for line in next_steps(result)))
 
 
 @main.command()
@@ -552,7 +568,7 @@ def augment(dataset_dir: Path, judge: str, model: Optional[str], top_n: int, thr
                    f"lower --threshold, or keep the best --top-n edges instead", err=True)
         click.echo(f"E_LLM written to {result.path} (not trainable as it is)")
     else:
-        click.echo(f"E_LLM written to {result.path}; train with: mmsc-dgl train {_quote(dataset_dir)} "
+        click.echo(f"E_LLM written to {result.path}; train with: {_program()} train {_quote(dataset_dir)} "
                    f"--train-edges {_quote(result.path)} --out runs/{Path(dataset_dir).name or 'run'}-e-llm")
 
 
@@ -577,7 +593,7 @@ def tune(dataset_dir: Path, out: Path, trials: int, config_path: Optional[Path],
     best = run_tune(dataset_dir, out, trials, base=base, seed=seed)
     click.echo(f"best of {best['trials']} trials: validation NDCG@10 {best['value']:.4f} with "
                + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in best["params"].items()))
-    click.echo(f"wrote {out / 'best.yaml'} (mmsc-dgl train DATASET --config {out / 'best.yaml'} --out RUN)")
+    click.echo(f"wrote {out / 'best.yaml'} ({_program()} train DATASET --config {out / 'best.yaml'} --out RUN)")
 
 
 @main.command()

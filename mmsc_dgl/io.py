@@ -76,7 +76,8 @@ DISK_FULL_SLACK = 1 << 20
 whatever the writer called it (torch's ``unexpected pos``, DGL's ``FileStream.Write incomplete``)."""
 
 
-def _size(num_bytes: float) -> str:
+def human_size(num_bytes: float) -> str:
+    """``812 bytes``, ``3.1 KiB``, ``2.0 MiB``, ``1.5 GiB``."""
     for unit in ("bytes", "KiB", "MiB", "GiB"):
         if num_bytes < 1024 or unit == "GiB":
             return f"{num_bytes:,.0f} {unit}" if unit == "bytes" else f"{num_bytes:,.1f} {unit}"
@@ -106,8 +107,8 @@ def disk_full_error(err: BaseException, path: os.PathLike | str, partial: Option
         reached = partial.stat().st_size if partial is not None and partial.exists() else 0
     except OSError:
         reached = 0
-    free_text = "" if free is None else f" ({_size(free)} free)"
-    need = f": this needs more than the {_size(reached)} written before it filled" if reached else ""
+    free_text = "" if free is None else f" ({human_size(free)} free)"
+    need = f": this needs more than the {human_size(reached)} written before it filled" if reached else ""
     return DataError(f"the disk is full{free_text}{need}.", path=path,
                      fix=f"free space on the disk of {directory}, or write to another disk.")
 

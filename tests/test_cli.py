@@ -83,3 +83,24 @@ def test_seed_and_device_only_where_they_act():
         assert shown == options, (command, shown)
         r = runner.invoke(main, [command, "-v", "--help"])  # -v is accepted after the subcommand
         assert r.exit_code == 0, command
+
+
+def test_printed_commands_call_the_program_as_it_was_started(tmp_path, monkeypatch):
+    """After the README's install the venv is not activated: the next steps train prints must
+    start with the path that ran (.venv/bin/mmsc-dgl), not a bare mmsc-dgl the shell cannot find
+    (issue 34.17); on PATH, the bare name."""
+    import sys
+
+    from mmsc_dgl.cli import _program
+    script = tmp_path / "venv" / "bin" / "mmsc-dgl"
+    script.parent.mkdir(parents=True)
+    script.write_text("#!/bin/sh\n")
+    script.chmod(0o755)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    monkeypatch.setattr(sys, "argv", ["venv/bin/mmsc-dgl", "train"])
+    assert _program() == "venv/bin/mmsc-dgl"
+    monkeypatch.setenv("PATH", f"{script.parent}:/usr/bin:/bin")
+    assert _program() == "mmsc-dgl"
+    monkeypatch.setattr(sys, "argv", ["-c"])
+    assert _program() == "mmsc-dgl"

@@ -66,6 +66,20 @@ def test_cache_round_trip_and_resume(small_dataset, tmp_path):
                             chunk_size=20, progress=False).computed_items == 0 and again.calls == 0
 
 
+def test_a_slow_chunk_shows_progress_inside_it(small_dataset, tmp_path, monkeypatch, caplog):
+    """Magazine is one 4,096-item chunk, about 5 minutes of the text model on 2 cores, which
+    printed nothing until it ended (issue 34.17): lines now come within a chunk too."""
+    import mmsc_dgl.features.cache as cache
+    monkeypatch.setattr(cache, "PROGRESS_EVERY", 0.0)
+    with caplog.at_level("INFO", logger="mmsc_dgl.progress"):
+        extract_features(small_dataset, extractor=CountingExtractor(), chunk_size=100, batch_size=30,
+                         out=tmp_path / "f.parquet", progress=False)
+    inside = [r.getMessage() for r in caplog.records if "of 90 items" in r.getMessage()]
+    assert [line.split("|")[0].strip() for line in inside] == [f"features: chunk 1/1, {n} of 90 items"
+                                                              for n in (30, 60)], caplog.text
+    assert all("ETA" in line for line in inside)
+
+
 def test_cache_refuses_other_settings_and_other_catalogs(small_dataset, tmp_path):
     out = tmp_path / "f.parquet"
     extract_features(small_dataset, extractor=CountingExtractor(), out=out, progress=False)

@@ -1039,7 +1039,7 @@ def test_recommend_all_says_its_memory_first_and_shows_progress(built, tmp_path,
                                        "--out", "recs.parquet"])
     assert result.exit_code == 0, result.output
     lines = result.stderr.splitlines()
-    first = next(i for i, line in enumerate(lines) if "GiB of working memory" in line)
+    first = next(i for i, line in enumerate(lines) if "iB of working memory" in line)
     ranks = [i for i, line in enumerate(lines) if line.startswith("top-k: ") and "ETA" in line]
     assert ranks and first < ranks[0] and "300 items" in lines[first], result.stderr
 

@@ -42,6 +42,9 @@ from mmsc_dgl.progress import duration, eta, report
 
 logger = logging.getLogger(__name__)
 
+PROGRESS_EVERY = 10.0
+"""Seconds between progress lines inside a chunk (and a line at the end of every chunk)."""
+
 FORMAT_VERSION = 2
 CACHE_NAME = "features.parquet"
 BACKENDS = ("text", "clip", "blip2")
@@ -225,9 +228,10 @@ def _extract(catalog, out: Path, existing: Optional[dict], backend: str, batch_s
     bar = tqdm(total=len(ids), unit="item", desc=f"features ({extractor.backend})",
                initial=sum(min(chunk_size, len(ids) - c * chunk_size) for c in done),
                disable=None if progress else True)
-    started = time.perf_counter()
+    started = last = time.perf_counter()
     computed = 0
     computed_chunks = 0
+    todo = len(ids) - sum(min(chunk_size, len(ids) - c * chunk_size) for c in done)
     for c in range(chunks):
         path = parts / f"chunk-{c:06d}.parquet"
         if path.exists():
@@ -240,6 +244,13 @@ def _extract(catalog, out: Path, existing: Optional[dict], backend: str, batch_s
             token_parts.append(tokens.astype(np.float32, copy=False))
             mask_parts.append(mask.astype(bool, copy=False))
             bar.update(batch.num_rows)
+            now = time.perf_counter()
+            if now - last >= PROGRESS_EVERY and start + batch.num_rows < rows.num_rows:
+                # a chunk of a slow model takes minutes (Magazine's one chunk: about 5 on 2 cores)
+                last, so_far = now, computed + start + batch.num_rows
+                report("features: chunk %d/%d, %s of %s items | %.1f items/s | ETA %s", c + 1, chunks,
+                       f"{start + batch.num_rows:,}", f"{rows.num_rows:,}", so_far / (now - started),
+                       eta(so_far, todo, now - started))
         table = _table(rows.column("item_id").to_pylist(), np.concatenate(token_parts), np.concatenate(mask_parts),
                        sources[c * chunk_size: c * chunk_size + rows.num_rows])
         with atomic_path(path) as tmp:
@@ -247,8 +258,9 @@ def _extract(catalog, out: Path, existing: Optional[dict], backend: str, batch_s
         computed += rows.num_rows
         computed_chunks += 1
         elapsed = time.perf_counter() - started
+        last = time.perf_counter()
         report("features: chunk %d/%d (%d items) | %.1f items/s | ETA %s", c + 1, chunks, rows.num_rows,
-               computed / max(elapsed, 1e-9), eta(computed_chunks, chunks - len(done), elapsed))
+               computed / max(elapsed, 1e-9), eta(computed, todo, elapsed))
         if stop_after_chunks is not None and computed_chunks >= stop_after_chunks and c + 1 < chunks:
             bar.close()
             return FeatureRun(out, meta, len(ids), computed, time.perf_counter() - started, extractor.report(), False)

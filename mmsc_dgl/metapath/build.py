@@ -37,6 +37,9 @@ from mmsc_dgl.metapath.spec import MetaPath, parse_metapaths
 from mmsc_dgl.metapath.table import MetaPathTable, MetaPathTables
 from mmsc_dgl.progress import duration, eta, report
 
+PROGRESS_EVERY = 10.0
+"""Seconds between progress lines while tables are built (plus one line when all are done)."""
+
 logger = logging.getLogger(__name__)
 
 STRATEGIES = ("exact", "topk", "walk")
@@ -318,7 +321,7 @@ def build_metapath_tables(graph: dgl.DGLGraph, metapaths: Union[str, Iterable] =
     hops = [h for p in paths for h in p.side_hops]
     mats = relation_matrices(graph, hops) if strategy in ("exact", "topk") else None
     tables: List[MetaPathTable] = []
-    started = time.perf_counter()
+    started = last = time.perf_counter()
     for done, path in enumerate(paths):
         if strategy == "exact":
             table = exact_table(mats, path, memory_budget)
@@ -329,9 +332,13 @@ def build_metapath_tables(graph: dgl.DGLGraph, metapaths: Union[str, Iterable] =
                                device=device)
         logger.info("%s", table)
         tables.append(table)
-        report("meta-path %d/%d %s: %s neighbour pairs | %s | ETA %s", done + 1, len(paths), path.name,
-               f"{table.num_pairs:,}", duration(time.perf_counter() - started),
-               eta(done + 1, len(paths), time.perf_counter() - started))
+        now = time.perf_counter()
+        if now - last >= PROGRESS_EVERY and done + 1 < len(paths):  # a line per table only when they are slow
+            last = now
+            report("meta-path %d/%d %s: %s neighbour pairs | %s | ETA %s", done + 1, len(paths), path.name,
+                   f"{table.num_pairs:,}", duration(now - started), eta(done + 1, len(paths), now - started))
+    report("%d meta-path tables (%s): %s neighbour pairs in %s", len(tables), strategy,
+           f"{sum(t.num_pairs for t in tables):,}", duration(time.perf_counter() - started))
     info = {"strategy": strategy, "max_neighbors": max_neighbors, "num_walks": num_walks, "seed": seed,
             "metapaths": [p.name for p in paths]}
     return MetaPathTables(tables, info=info)

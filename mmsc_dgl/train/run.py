@@ -22,7 +22,7 @@ from mmsc_dgl import RELATIONS
 from mmsc_dgl.config import SyntheticConfig, TrainConfig
 from mmsc_dgl.errors import DataError
 from mmsc_dgl.fingerprint import file_fingerprint, fingerprint
-from mmsc_dgl.io import atomic_write_json, atomic_write_parquet, atomic_write_text, resolve_path
+from mmsc_dgl.io import atomic_write_json, atomic_write_parquet, atomic_write_text, human_size, resolve_path
 from mmsc_dgl.lock import writer_lock
 from mmsc_dgl.ownership import check_dir_parent, check_output_dir, check_output_file, clear_directory, read_marker, write_marker
 from mmsc_dgl.eval.evaluator import Evaluator
@@ -640,9 +640,9 @@ def _announce_ranking(n: int, k: int, block: int, pairwise: bool) -> None:
     the answers; its time follows in the progress lines (top-k: ... ETA)."""
     from mmsc_dgl.progress import report
     working = block * n * 4 * (3 if pairwise else 1) + n * min(k, n) * 12
-    report("recommend --all: ranking %s items against all %s, %s queries at a time; about %.1f GiB of "
+    report("recommend --all: ranking %s items against all %s, %s queries at a time; about %s of "
            "working memory (--ann ranks only candidates for large catalogs)", f"{n:,}", f"{n:,}", f"{block:,}",
-           working / 2**30)
+           human_size(working))
 
 
 def _ann_index(embedding: torch.Tensor):
