@@ -36,15 +36,10 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time the names load
     from mmsc_dgl.models.mmsc import MMSC
     from mmsc_dgl.models.registry import ARCHITECTURES, build_model
     from mmsc_dgl.ops.csr import CSR
-    from mmsc_dgl.train.item_model import ItemModel, TopK, load_model
-    from mmsc_dgl.train.run import evaluate_run, load_run, recommend, train
+    from mmsc_dgl.train.item_model import ItemModel, TopK
+    from mmsc_dgl.train.run import evaluate_run, load_model, load_run, recommend, train
 
-__version__ = "0.1.0"
-
-RELATIONS = ("substitute", "complement")
-"""The two item-item relations, in canonical order (edge types of the heterograph)."""
-
-NODE_TYPE = "item"
+from mmsc_dgl.schema import NODE_TYPE, RELATIONS, __version__
 
 # public name -> "module:attribute"; resolved on first access.
 _LAZY = {
@@ -84,7 +79,7 @@ _LAZY = {
     "load_experiment": "mmsc_dgl.experiments.config:load_experiment",
     "run_experiment": "mmsc_dgl.experiments.grid:run_experiment",
     "topk_all": "mmsc_dgl.eval.retrieval:topk_all",
-    "load_model": "mmsc_dgl.train.item_model:load_model",
+    "load_model": "mmsc_dgl.train.run:load_model",
     "ItemModel": "mmsc_dgl.train.item_model:ItemModel",
     "TopK": "mmsc_dgl.train.item_model:TopK",
     "ContentFeatures": "mmsc_dgl.features.base:ContentFeatures",

@@ -12,7 +12,7 @@ from typing import Optional, Tuple
 
 import click
 
-from mmsc_dgl import __version__
+from mmsc_dgl.schema import __version__
 from mmsc_dgl.config import ARCHITECTURE_NAMES, SEED_MAX, SYNTHETIC_MAX
 from mmsc_dgl.errors import DataError
 

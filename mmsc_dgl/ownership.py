@@ -47,7 +47,7 @@ _NOUN = {"dataset": "dataset directory", "run": "run directory", "experiment": "
 
 def write_marker(directory: os.PathLike | str, kind: str) -> None:
     """Mark ``directory`` as a ``kind`` directory written by mmsc_dgl (atomically)."""
-    from mmsc_dgl import __version__
+    from mmsc_dgl.schema import __version__
     from mmsc_dgl.io import atomic_write_json
     atomic_write_json(Path(directory) / MARKER, {
         "kind": kind, "format_version": FORMAT_VERSIONS[kind], "mmsc_dgl_version": __version__,

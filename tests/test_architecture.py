@@ -15,7 +15,7 @@ from conftest import REPO
 PACKAGE = Path(mmsc_dgl.__file__).parent
 
 FLOORS = [
-    {"errors", "io", "hashing", "fingerprint", "ownership", "lock", "progress", "determinism"},
+    {"schema", "errors", "io", "hashing", "fingerprint", "ownership", "lock", "progress", "determinism"},
     {"ops"},
     {"nn", "config"},
     {"data"},
@@ -28,7 +28,7 @@ FLOORS = [
 """From the bottom: a module may import its own floor and the floors below, never one above."""
 FLOOR = {name: level for level, names in enumerate(FLOORS) for name in names}
 
-BELOW_THE_LINE = ["errors", "io", "hashing", "fingerprint", "ownership", "lock", "progress", "determinism", "config",
+BELOW_THE_LINE = ["schema", "errors", "io", "hashing", "fingerprint", "ownership", "lock", "progress", "determinism", "config",
                   "ops", "nn", "models", "train", "eval", "features", "augment"]
 """What must run without DGL (rule 1 of ARCHITECTURE.md)."""
 DGL_BACKENDS = {"mmsc_dgl.ops.dgl_kernels"}
@@ -58,18 +58,72 @@ def test_every_package_has_a_floor():
     assert tops <= set(FLOOR), f"add to FLOORS (and docs/architecture.md): {sorted(tops - set(FLOOR))}"
 
 
-def test_imports_point_down_the_floors():
+def _climbing(modules) -> list:
+    """Imports (module level or inside functions) that climb a floor, or reach the root."""
     climbing = []
-    for rel, tree in _modules():
+    for rel, tree in modules:
         here = rel.parts[0].removesuffix(".py")
         for line, module, _ in _imports(tree):
             parts = module.split(".")
-            if len(parts) < 2:
-                continue  # the package root: RELATIONS, __version__
+            if len(parts) < 2:  # the root is the top: it re-exports every floor (mmsc_dgl.schema's names too)
+                climbing.append(f"{rel}:{line} ({here}) imports the package root; import from its module "
+                                f"(RELATIONS, NODE_TYPE, __version__: mmsc_dgl.schema)")
+                continue
             if FLOOR[parts[1]] > FLOOR[here]:
                 climbing.append(f"{rel}:{line} ({here}, floor {FLOOR[here]}) imports {module} "
                                 f"(floor {FLOOR[parts[1]]})")
+    return climbing
+
+
+def _circles(modules) -> list:
+    """Import circles between modules (at any depth: a -> b -> ... -> a), imports inside
+    functions included; each as its modules in order."""
+    graph = {}
+    for rel, tree in modules:
+        name = "mmsc_dgl." + ".".join(rel.with_suffix("").parts).removesuffix(".__init__")
+        graph[name] = {m for _, m, _ in _imports(tree)}
+    for name in list(graph):  # "from mmsc_dgl.train import x" means the package's __init__
+        graph[name] = {m for m in graph[name] if m in graph and m != name}
+    circles, state = [], {}
+
+    def visit(node, path):
+        state[node] = "open"
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == "open":
+                circles.append(path[path.index(nxt):] + [nxt])
+            elif nxt not in state:
+                visit(nxt, path + [nxt])
+        state[node] = "done"
+
+    for name in sorted(graph):
+        if name not in state:
+            visit(name, [name])
+    return circles
+
+
+def test_imports_point_down_the_floors():
+    climbing = _climbing(_modules())
     assert not climbing, "imports that climb:\n" + "\n".join(climbing)
+
+
+def test_no_import_circles():
+    circles = _circles(_modules())
+    assert not circles, "import circles:\n" + "\n".join(" -> ".join(c) for c in circles)
+
+
+def test_the_checks_fail_on_a_climbing_import_a_root_import_and_a_circle():
+    """The two tests above can fail: the checkers themselves, run on made-up modules."""
+    climb = [(Path("ops/fake.py"), ast.parse("def f():\n    from mmsc_dgl.train.trainer import Trainer\n"))]
+    root = [(Path("nn/fake.py"), ast.parse("from mmsc_dgl import RELATIONS\n"))]
+    fine = [(Path("train/fake.py"), ast.parse("from mmsc_dgl.ops.csr import CSR\nfrom mmsc_dgl.schema import RELATIONS\n"))]
+    assert len(_climbing(climb)) == 1 and "floor" in _climbing(climb)[0]
+    assert len(_climbing(root)) == 1 and "package root" in _climbing(root)[0]
+    assert _climbing(fine) == []
+    circle = [(Path("train/a.py"), ast.parse("from mmsc_dgl.train.b import x\n")),
+              (Path("train/b.py"), ast.parse("def g():\n    from mmsc_dgl.train.c import y\n")),
+              (Path("train/c.py"), ast.parse("import mmsc_dgl.train.a\n"))]
+    assert _circles(circle) == [["mmsc_dgl.train.a", "mmsc_dgl.train.b", "mmsc_dgl.train.c", "mmsc_dgl.train.a"]]
+    assert _circles(circle[:2]) == []
 
 
 def test_no_module_imports_another_modules_private_names():
@@ -77,13 +131,6 @@ def test_no_module_imports_another_modules_private_names():
                for line, module, names in _imports(tree) for name in names
                if name.startswith("_") and not name.startswith("__")]
     assert not private, "\n".join(private)
-
-
-def test_the_floor_check_fails_on_a_climbing_import(tmp_path):
-    """The test above can fail: an ops module importing train is caught."""
-    tree = ast.parse("from mmsc_dgl.train.trainer import Trainer\n")
-    (line, module, _), = _imports(tree)
-    assert FLOOR[module.split(".")[1]] > FLOOR["ops"]
 
 
 def test_everything_below_the_line_imports_without_dgl():

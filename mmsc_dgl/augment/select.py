@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 from tqdm.auto import tqdm
 
-from mmsc_dgl import RELATIONS
+from mmsc_dgl.schema import RELATIONS
 from mmsc_dgl.augment.judge import EdgeJudge
 from mmsc_dgl.errors import DataError
 from mmsc_dgl.io import atomic_path, atomic_write_json, atomic_write_parquet

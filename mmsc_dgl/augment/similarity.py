@@ -21,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 from sklearn.linear_model import LogisticRegression
 
-from mmsc_dgl import RELATIONS
+from mmsc_dgl.schema import RELATIONS
 from mmsc_dgl.augment.judge import EdgeJudge
 from mmsc_dgl.data.edges import RelationEdges
 from mmsc_dgl.features.base import ContentFeatures

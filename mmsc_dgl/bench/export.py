@@ -14,7 +14,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from mmsc_dgl import RELATIONS
+from mmsc_dgl.schema import RELATIONS
 from mmsc_dgl.config import TrainConfig
 from mmsc_dgl.io import atomic_path
 

@@ -20,8 +20,7 @@ from types import SimpleNamespace
 
 import torch
 
-from mmsc_dgl import RELATIONS
-
+from mmsc_dgl.schema import RELATIONS
 logger = logging.getLogger("gpu_train")
 
 

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from mmsc_dgl import RELATIONS
+from mmsc_dgl.schema import RELATIONS
 from mmsc_dgl.config import ModelConfig
 from mmsc_dgl.errors import DataError
 from mmsc_dgl.features.base import ContentFeatures

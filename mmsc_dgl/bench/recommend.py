@@ -20,7 +20,7 @@ import time
 import torch
 from torch.nn import functional as F
 
-from mmsc_dgl import RELATIONS
+from mmsc_dgl.schema import RELATIONS
 from mmsc_dgl.eval.retrieval import faiss_search, recall_at_k, topk_all
 
 logger = logging.getLogger("bench_recommend")

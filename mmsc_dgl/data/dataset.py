@@ -27,7 +27,7 @@ from typing import Dict, List, Optional
 import numpy as np
 import pyarrow.parquet as pq
 
-from mmsc_dgl import RELATIONS, __version__
+from mmsc_dgl.schema import RELATIONS, __version__
 from mmsc_dgl.data.catalog import ItemCatalog
 from mmsc_dgl.data.edges import RelationEdges, edges_from_table, edges_to_table
 from mmsc_dgl.data.node_features import FEATURE_FILE, write_feature_file

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 
-from mmsc_dgl import NODE_TYPE, RELATIONS
+from mmsc_dgl.schema import NODE_TYPE, RELATIONS
 from mmsc_dgl.data.catalog import ItemCatalog
 from mmsc_dgl.data.edges import RelationEdges, canonical_edges
 from mmsc_dgl.data.report import SkipReport

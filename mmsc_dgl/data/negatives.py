@@ -12,7 +12,7 @@ from typing import Dict, Mapping, Sequence, Tuple
 
 import numpy as np
 
-from mmsc_dgl import RELATIONS
+from mmsc_dgl.schema import RELATIONS
 from mmsc_dgl.hashing import splitmix64
 
 SPLIT_IDS = {"val": 1, "test": 2, "cold": 3, "pairs": 4}

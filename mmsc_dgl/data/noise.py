@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Dict
 
 import numpy as np
 
-from mmsc_dgl import RELATIONS
+from mmsc_dgl.schema import RELATIONS
 from mmsc_dgl.data.edges import RelationEdges
 
 if TYPE_CHECKING:

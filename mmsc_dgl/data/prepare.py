@@ -303,7 +303,7 @@ def dataset_from_graph(graph: Any, item_ids: Optional[Sequence[Any]] = None, tit
         >>> ds.num_items, tuple(ds.features["tokens"].shape)
         (4, (4, 1, 8))
     """
-    from mmsc_dgl import RELATIONS
+    from mmsc_dgl.schema import RELATIONS
     from mmsc_dgl.data.edges import canonical_edges
 
     config = config or PrepareConfig()

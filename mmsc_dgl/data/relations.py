@@ -5,7 +5,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, Mapping, Optional
 
-from mmsc_dgl import RELATIONS
+from mmsc_dgl.schema import RELATIONS
 from mmsc_dgl.errors import DataError
 
 IGNORE = "ignore"

@@ -20,7 +20,7 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 import pyarrow as pa
 
-from mmsc_dgl import NODE_TYPE
+from mmsc_dgl.schema import NODE_TYPE
 from mmsc_dgl.errors import DataError
 
 SIDE_FILE = "side_edges.parquet"

@@ -27,7 +27,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from mmsc_dgl import RELATIONS
+from mmsc_dgl.schema import RELATIONS
 from mmsc_dgl.config import SplitConfig
 from mmsc_dgl.data.edges import RelationEdges, edges_from_table, edges_to_table
 from mmsc_dgl.errors import DataError

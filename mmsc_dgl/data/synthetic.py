@@ -19,7 +19,7 @@ from typing import Dict, List, Tuple
 import numpy as np
 import pyarrow as pa
 
-from mmsc_dgl import RELATIONS
+from mmsc_dgl.schema import RELATIONS
 from mmsc_dgl.config import SyntheticConfig
 from mmsc_dgl.data.catalog import ItemCatalog
 from mmsc_dgl.data.edges import RelationEdges, canonical_edges

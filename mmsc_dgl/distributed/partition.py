@@ -30,7 +30,7 @@ from typing import Dict, List
 import numpy as np
 import torch
 
-from mmsc_dgl import NODE_TYPE, RELATIONS
+from mmsc_dgl.schema import NODE_TYPE, RELATIONS
 from mmsc_dgl.errors import DataError
 
 logger = logging.getLogger(__name__)

@@ -24,7 +24,7 @@ from typing import Callable, Optional, Tuple
 
 import torch
 
-from mmsc_dgl import NODE_TYPE
+from mmsc_dgl.schema import NODE_TYPE
 from mmsc_dgl.metapath.build import top_visited
 from mmsc_dgl.metapath.spec import MetaPath
 

@@ -49,7 +49,7 @@ from typing import Dict, List, Optional
 
 import torch
 
-from mmsc_dgl import NODE_TYPE, RELATIONS
+from mmsc_dgl.schema import NODE_TYPE, RELATIONS
 from mmsc_dgl.config import TrainConfig
 from mmsc_dgl.errors import DataError
 

@@ -34,7 +34,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     import torch
     import torch.distributed as dist
 
-    from mmsc_dgl import NODE_TYPE
+    from mmsc_dgl.schema import NODE_TYPE
     from mmsc_dgl.distributed.partition import MAPPING_FILE, load_partition_record
     from mmsc_dgl.distributed.sampling import default_sampler, metapath_walk_ends
     from mmsc_dgl.metapath.spec import parse_metapaths
@@ -89,7 +89,7 @@ def _timed_steps(graph, sample, paths, mask, args, rank: int) -> dict:
     import dgl
     import torch
 
-    from mmsc_dgl import NODE_TYPE
+    from mmsc_dgl.schema import NODE_TYPE
     from mmsc_dgl.distributed.sampling import metapath_walk_ends
 
     book = graph.get_partition_book()

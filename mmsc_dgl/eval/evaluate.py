@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from mmsc_dgl import RELATIONS
+from mmsc_dgl.schema import RELATIONS
 from mmsc_dgl.data.edges import RelationEdges
 from mmsc_dgl.data.negatives import NegativeSampler
 from mmsc_dgl.eval.ranking import ranking_metrics, ranks

@@ -7,7 +7,7 @@ from typing import Callable, Dict, Optional
 import numpy as np
 import torch
 
-from mmsc_dgl import RELATIONS
+from mmsc_dgl.schema import RELATIONS
 from mmsc_dgl.determinism import deterministic_algorithms
 from mmsc_dgl.eval.evaluate import cold_start_embeddings, embedding_scores, evaluate_embeddings
 from mmsc_dgl.eval.pairs import best_f1_threshold, pair_metrics

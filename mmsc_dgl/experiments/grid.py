@@ -14,7 +14,7 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from mmsc_dgl import RELATIONS
+from mmsc_dgl.schema import RELATIONS
 from mmsc_dgl.data.dataset import dataset_fingerprint
 from mmsc_dgl.errors import DataError
 from mmsc_dgl.experiments.config import BEST_BASELINE, ExperimentConfig

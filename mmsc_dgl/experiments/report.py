@@ -14,7 +14,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from mmsc_dgl import RELATIONS
+from mmsc_dgl.schema import RELATIONS
 from mmsc_dgl.experiments.config import BEST_BASELINE, ExperimentConfig
 from mmsc_dgl.io import atomic_write_json, atomic_write_text, atomic_write_with
 

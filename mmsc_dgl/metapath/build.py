@@ -30,7 +30,7 @@ import scipy.sparse as sp
 import torch
 from tqdm.auto import tqdm
 
-from mmsc_dgl import NODE_TYPE, RELATIONS
+from mmsc_dgl.schema import NODE_TYPE, RELATIONS
 from mmsc_dgl.errors import DataError
 from mmsc_dgl.hashing import splitmix64
 from mmsc_dgl.metapath.spec import MetaPath, parse_metapaths

@@ -6,7 +6,7 @@ import itertools
 from dataclasses import dataclass
 from typing import Any, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
-from mmsc_dgl import NODE_TYPE, RELATIONS
+from mmsc_dgl.schema import NODE_TYPE, RELATIONS
 from mmsc_dgl.errors import DataError
 
 ABBREVIATIONS = {"s": "substitute", "c": "complement"}

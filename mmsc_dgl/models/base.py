@@ -10,7 +10,7 @@ from typing import Dict, Tuple
 import torch
 from torch import nn
 
-from mmsc_dgl import RELATIONS
+from mmsc_dgl.schema import RELATIONS
 from mmsc_dgl.ops.candidates import candidate_dot
 
 

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from mmsc_dgl import RELATIONS
+from mmsc_dgl.schema import RELATIONS
 from mmsc_dgl.config import ModelConfig
 from mmsc_dgl.models.base import GraphStateModule, Recommender
 from mmsc_dgl.models.inputs import adjacency

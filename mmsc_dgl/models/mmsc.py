@@ -7,7 +7,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from mmsc_dgl import RELATIONS
+from mmsc_dgl.schema import RELATIONS
 from mmsc_dgl.models.base import GraphStateModule, Recommender, reset_children
 from mmsc_dgl.models.inputs import ItemInput
 from mmsc_dgl.models.losses import info_nce, sampled_softmax_loss, triplet_loss

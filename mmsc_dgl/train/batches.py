@@ -6,9 +6,7 @@ from typing import Dict, Iterator, Optional, Tuple
 
 import torch
 
-from mmsc_dgl import RELATIONS
-
-
+from mmsc_dgl.schema import RELATIONS
 def full_steps(sizes: Dict[str, int], batch_size: int) -> int:
     """Batches in one pass over the largest relation's edges."""
     return max(1, math.ceil(max(sizes.values()) / batch_size))

@@ -13,7 +13,7 @@ from typing import Dict, Optional, Union
 import pyarrow.compute as pc
 import torch
 
-from mmsc_dgl import RELATIONS
+from mmsc_dgl.schema import RELATIONS
 from mmsc_dgl.config import TrainConfig
 from mmsc_dgl.data.edges import RelationEdges
 from mmsc_dgl.errors import DataError

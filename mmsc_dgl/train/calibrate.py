@@ -23,7 +23,7 @@ from typing import Dict, Sequence, Tuple
 
 import torch
 
-from mmsc_dgl import RELATIONS
+from mmsc_dgl.schema import RELATIONS
 from mmsc_dgl.determinism import deterministic_algorithms
 from mmsc_dgl.eval.evaluate import query_subset, rank_queries
 from mmsc_dgl.eval.ranking import ranking_metrics, ranks

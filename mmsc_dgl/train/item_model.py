@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from mmsc_dgl import RELATIONS
+from mmsc_dgl.schema import RELATIONS
 from mmsc_dgl.config import TrainConfig
 from mmsc_dgl.errors import DataError
 from mmsc_dgl.features.base import ContentFeatures
@@ -336,29 +336,12 @@ def _features_from_state(state: Optional[dict]) -> Optional[Any]:
     return ContentFeatures(state["tokens"], state["mask"], source=state["source"])
 
 
-def load_model(path: Union[str, os.PathLike], device: Optional[str] = None,
-               dataset: Optional[Union[str, os.PathLike]] = None,
-               features: Optional[Union[str, os.PathLike]] = None) -> ItemModel:
-    """A trained model, ready to answer queries: from a file written by :meth:`ItemModel.save`
-    (needs neither DGL nor the dataset) or from a run directory (``dataset`` and ``features``
-    re-point a run whose dataset or feature file moved).
-
-    Args:
-        path: a saved model file, or a finished run directory.
-        device: where to load it (default: CUDA when visible, else the CPU).
-        dataset: for a run directory, its dataset's new place.
-        features: for a run directory trained on a feature file, the file's new place.
-
-    Example:
-        >>> model = mmsc_dgl.load_model("products.mmsc", device="cpu")  # doctest: +SKIP
-        >>> model.score("SKU-7", ["SKU-9", "SKU-12"], "substitute")    # doctest: +SKIP
-    """
+def load_saved_model(path: Union[str, os.PathLike], device: Optional[str] = None) -> ItemModel:
+    """A model file written by :meth:`ItemModel.save`, ready to answer queries (needs neither
+    DGL nor the dataset).  :func:`mmsc_dgl.load_model` also takes a run directory."""
     from mmsc_dgl.train.build import resolve_device, resolve_impl
     from mmsc_dgl.train.checkpoint import load_checkpoint
     path = Path(path)
-    if path.is_dir():
-        from mmsc_dgl.train.run import load_run
-        return load_run(path, device=device, dataset=dataset, features=features).item_model()
     state = load_checkpoint(path)
     if state.get("format") != FORMAT:
         raise DataError("not a saved mmsc_dgl model.", path=path,

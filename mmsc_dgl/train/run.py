@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from mmsc_dgl import RELATIONS
+from mmsc_dgl.schema import RELATIONS
 from mmsc_dgl.config import SyntheticConfig, TrainConfig
 from mmsc_dgl.errors import DataError
 from mmsc_dgl.fingerprint import file_fingerprint, fingerprint
@@ -31,7 +31,7 @@ from mmsc_dgl.features.load import load_features
 from mmsc_dgl.train.build import RunParts, build_run, load_train_edges, resolve_device
 from mmsc_dgl.train.calibrate import calibrate
 from mmsc_dgl.train.checkpoint import load_checkpoint, save_checkpoint
-from mmsc_dgl.train.item_model import ItemModel, catalog_pair_term, sparse_pair_term
+from mmsc_dgl.train.item_model import ItemModel, catalog_pair_term, load_saved_model, sparse_pair_term
 from mmsc_dgl.train.trainer import Trainer, TrainResult
 
 if TYPE_CHECKING:
@@ -489,6 +489,31 @@ def load_run(run_dir: os.PathLike | str, device: Optional[str] = None,
                         fix="the run directory mixes two runs; train it again with --overwrite.") from None
     parts.model.eval()
     return LoadedRun(parts, state["states"], record)
+
+
+def load_model(path: Union[str, os.PathLike], device: Optional[str] = None,
+               dataset: Optional[Union[str, os.PathLike]] = None,
+               features: Optional[Union[str, os.PathLike]] = None) -> ItemModel:
+    """A trained model, ready to answer queries: from a file written by :meth:`ItemModel.save`
+    (needs neither DGL nor the dataset) or from a run directory (``dataset`` and ``features``
+    re-point a run whose dataset or feature file moved).
+
+    Args:
+        path: a saved model file, or a finished run directory.
+        device: where to load it (default: CUDA when visible, else the CPU).
+        dataset: for a run directory, its dataset's new place.
+        features: for a run directory trained on a feature file, the file's new place.
+
+    Example:
+        >>> model = mmsc_dgl.load_model("products.mmsc", device="cpu")  # doctest: +SKIP
+        >>> model.score("SKU-7", ["SKU-9", "SKU-12"], "substitute")    # doctest: +SKIP
+    """
+    if Path(path).is_dir():
+        return load_run(path, device=device, dataset=dataset, features=features).item_model()
+    if dataset is not None or features is not None:
+        raise DataError("dataset= and features= re-point a run directory; a saved model file holds its own.",
+                        path=path, fix="drop them, or pass the run directory.")
+    return load_saved_model(path, device)
 
 
 def evaluate_run(run_dir: os.PathLike | str, pairs: Optional[os.PathLike | str] = None,

@@ -16,7 +16,7 @@ from typing import Callable, Dict, Iterable, List, Optional, Union
 
 import torch
 
-from mmsc_dgl import RELATIONS
+from mmsc_dgl.schema import RELATIONS
 from mmsc_dgl.determinism import deterministic_algorithms
 from mmsc_dgl.errors import DataError
 from mmsc_dgl.progress import duration, eta, report
