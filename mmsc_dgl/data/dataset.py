@@ -323,7 +323,7 @@ def _not_a_dataset(directory: Path, missing: List[str]) -> DataError:
                              f"{directory.parent / final} again.")
     if kind == "dataset":
         return DataError(f"the dataset directory lacks {', '.join(missing)}.", path=directory,
-                         fix="prepare it again: mmsc-dgl prepare ... --out pointing here --overwrite.")
+                         fix="re-run mmsc-dgl prepare with --out pointing here and --overwrite.")
     return DataError(f"not a dataset directory (it lacks {', '.join(missing)}).", path=directory,
                      fix="run mmsc-dgl prepare ... --out NEW_DIR, and pass NEW_DIR.")
 
