@@ -42,10 +42,15 @@ def resolve_device(device: str) -> torch.device:
     return device
 
 
-def resolve_impl(impl: str, device: torch.device) -> str:
-    """On CPU, DGL's kernels when DGL is installed (2-4x the reference there); Triton on CUDA."""
+def resolve_impl(impl: str, device: torch.device, import_dgl: bool = True) -> str:
+    """On CPU, DGL's kernels when DGL is installed (2-4x the reference there); Triton on CUDA.
+    ``import_dgl=False`` (a saved model answering queries): DGL's kernels only when DGL is
+    already imported, so a first query does not pay DGL's import (3.5 s) for one pass."""
     if impl != "auto":
         return impl
+    if device.type == "cpu" and not import_dgl:
+        import sys
+        return "dgl" if "dgl" in sys.modules else "reference"
     if device.type == "cpu":
         import importlib.util
         try:

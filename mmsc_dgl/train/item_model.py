@@ -359,7 +359,7 @@ def load_saved_model(path: Union[str, os.PathLike], device: Optional[str] = None
     features = _features_from_state(state["features"])
     num_items = len(state["item_ids"])
     model = build_model(config.architecture, num_items, config.model, tables=tables, train_edges=edges,
-                        features=features, impl=resolve_impl(config.impl, target))
+                        features=features, impl=resolve_impl(config.impl, target, import_dgl=False))
     try:
         for r in RELATIONS:
             model.load_state_dict(state["states"][r])
