@@ -79,6 +79,19 @@ def test_nothing_maps_is_an_error_naming_the_fix():
         mmsc_dgl.dataset_from_graph(_shop_graph())  # two node types, none named item
 
 
+def test_misspelt_relations_and_non_finite_features_are_errors():
+    """Issue 30.4: a misspelt edge type in relations= built a dataset with no substitute edges
+    (a warning in summary() was the only sign), and NaN features were taken."""
+    g = _shop_graph()
+    with pytest.raises(DataError, match="'alt_viewed', which is not an edge type.*did you mean 'also_viewed'"):
+        mmsc_dgl.dataset_from_graph(g, ntype="product", relations={"alt_viewed": "substitute",
+                                                                  "also_bought": "complement"})
+    bad = g.nodes["product"].data["feat"].clone()
+    bad[3, 0], bad[7, 2] = float("nan"), float("inf")
+    with pytest.raises(DataError, match="NaN or inf for 2 of"):
+        mmsc_dgl.dataset_from_graph(g, ntype="product", relations=RELATIONS, feat=bad)
+
+
 def test_left_out_edge_types_are_counted():
     ds = mmsc_dgl.dataset_from_graph(_shop_graph(third=True), ntype="product", relations=RELATIONS, side=False)
     counted = dict(ds.report.counts)

@@ -160,6 +160,16 @@ def item_edges_of(graph, ntype: Optional[str] = None, relations: Optional[Mappin
             raise DataError(f"relations maps {key!r} to {name!r}.",
                             fix=f"map each edge type to one of {', '.join(RELATIONS)} or {IGNORE!r}.")
         wanted[key] = name
+    names = {c[1] for c in graph.canonical_etypes} | set(graph.canonical_etypes)
+    unknown = [key for key in wanted if key not in names]
+    if unknown:  # a misspelt key would leave its relation silently empty
+        import difflib
+        key = unknown[0]
+        close = difflib.get_close_matches(str(key), sorted(str(c[1]) for c in graph.canonical_etypes), n=1)
+        raise DataError(f"relations names {key!r}, which is not an edge type of the graph"
+                        + (f" (did you mean {close[0]!r}?)" if close else "")
+                        + f"; its edge types: {sorted({c[1] for c in graph.canonical_etypes})}.",
+                        fix="key relations= by the graph's edge-type names or canonical (src, etype, dst) tuples.")
     parts: Dict[str, list] = {r: [] for r in RELATIONS}
     used: Dict[str, str] = {}
     rename = (lambda t: NODE_TYPE if t == ntype else t)  # noqa: E731

@@ -345,4 +345,11 @@ def _graph_features(graph: Any, ntype: str, feat: Any, n: int) -> dict:
         raise DataError(f"feat: {err}.", fix="pass [N, D], [N, T, D] or (tokens, mask).") from None
     if tokens.shape[0] != n:
         raise DataError(f"feat has {tokens.shape[0]} rows for {n} {ntype!r} nodes.", fix="give one row per node.")
+    import torch
+    finite = torch.isfinite(tokens.float()).reshape(n, -1).all(1)
+    if not bool(finite.all()):
+        bad = torch.nonzero(~finite).flatten()[:5].tolist()
+        raise DataError(f"feat holds NaN or inf for {int((~finite).sum()):,} of {n:,} nodes (e.g. nodes {bad}).",
+                        fix="fill or drop them (torch.nan_to_num), or mark those nodes as without content "
+                            "with (tokens, mask).")
     return {"tokens": tokens, "mask": mask}
