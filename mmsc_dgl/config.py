@@ -303,6 +303,10 @@ class MMSCConfig(HANConfig):
     semantic_fusion: Literal["gate", "concat", "none"] = Field(default=
         "gate", description="how content q and behaviour p are mixed: MMSC's semantic gate, 'concat' "
                             "(a linear layer over [q || p], an ablation) or 'none' (p only, as HAN)")
+    complement_signature: float = Field(default=0.5, ge=0, le=0.5, description=
+        "share of the complement projection's dimensions that score with a minus sign (a "
+        "pseudo-Euclidean score, so that an item and its look-alikes need not be each other's best "
+        "complements, as a dot product forces; docs/training.md); 0: the dot product, as the paper")
     task_gate: bool = Field(default=True, description="mix the substitute and complement representations "
                                               "(False: an ablation; each relation keeps its own)")
     path_evidence: bool = Field(default=True, description="add a learned term of the Adamic-Adar-weighted two-hop "
@@ -530,6 +534,22 @@ class TrainConfig(Config):
                                                                     "cuda or cuda:N")
     impl: Literal["auto", "reference", "dgl", "triton"] = Field(default="auto", description="kernel: auto, reference, "
                                                                                    "dgl or triton")
+
+    STORED_BEFORE: ClassVar[Dict[str, Any]] = {"complement_signature": 0.0}
+    """Model fields added after runs were first stored, with the value that reproduces a stored
+    run whose config lacks them (its weights were trained that way)."""
+
+    @classmethod
+    def from_stored(cls, data: Mapping[str, Any]) -> "TrainConfig":
+        """A config a run or saved model wrote (``config.json``, a saved model's ``config``): a
+        model field it lacks takes :attr:`STORED_BEFORE`'s value, not today's default."""
+        data = dict(data)
+        model = data.get("model")
+        if isinstance(model, Mapping):
+            architecture = data.get("architecture", model.get("architecture", "mmsc"))
+            fields = MODEL_CONFIGS[architecture].model_fields if architecture in MODEL_CONFIGS else {}
+            data["model"] = {**{k: v for k, v in cls.STORED_BEFORE.items() if k in fields and k not in model}, **model}
+        return cls.model_validate(data)
 
     RESUMABLE_CHANGES: ClassVar[tuple] = ("epochs", "device", "impl", "patience", "deterministic")
     """Fields a resumed run may change: they do not change what the run has learned so far."""

@@ -58,3 +58,35 @@ def test_a_broken_loss_fails_the_same_check(catalog, content_baseline, monkeypat
     config = CONFIG.model_copy(update={"model": CONFIG.model.model_copy(update={"loss": loss})})
     result = train_and_judge(catalog, content_baseline, config)
     assert not result["learned"], result
+
+
+def _complement_picks_of_the_same_type(catalog, config) -> tuple:
+    """Train, then: the share of every item's top-10 complements (the model's full score) that
+    are of its own product type (planted substitutes, not complements), and validation NDCG@10
+    of complements."""
+    import numpy as np
+
+    from mmsc_dgl.eval.retrieval import topk_all
+    from mmsc_dgl.train.item_model import catalog_pair_term
+    parts = build_run(catalog, config, progress=False)
+    evaluator = Evaluator(parts.dataset, config, parts.features)
+    Trainer(parts.model, config, progress=False).fit(parts.batches(), evaluator.validate)
+    model = parts.model.eval()
+    emb = model.embed("complement")
+    _, top = topk_all(emb, 10, pair_term=catalog_pair_term(model, "complement", catalog.num_items),
+                      targets=model.targets("complement", emb))
+    kind = np.array(catalog.catalog.table.column("product_type").to_pylist())
+    return float((kind[top.numpy()] == kind[:, None]).mean()), evaluator.validate(model)["complement"]["NDCG@10"]
+
+
+def test_a_signature_keeps_look_alikes_out_of_the_complements(catalog):
+    """A dot product scores an item's look-alikes (same type, same complements) as its best
+    complements: x.x is the largest product.  With half the complement dimensions counted
+    negatively, the planted substitutes leave the complement picks, and complements rank better
+    (issue 34.18; the quickstart's figures are in docs/results.md)."""
+    plain = CONFIG.model_copy(update={"model": CONFIG.model.model_copy(update={"complement_signature": 0.0})})
+    signed = CONFIG.model_copy(update={"model": CONFIG.model.model_copy(update={"complement_signature": 0.5})})
+    share_plain, ndcg_plain = _complement_picks_of_the_same_type(catalog, plain)
+    share_signed, ndcg_signed = _complement_picks_of_the_same_type(catalog, signed)
+    assert share_signed < 0.5 * share_plain and ndcg_signed > ndcg_plain, \
+        (share_plain, share_signed, ndcg_plain, ndcg_signed)

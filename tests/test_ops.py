@@ -203,3 +203,10 @@ def test_candidate_dot_matches_the_gathered_product(num_items, k, monkeypatch):
                                    torch.autograd.grad((want * weights).sum(), emb)[0])
         full = num_items <= candidates.FULL_PRODUCT_RATIO * k
         assert full == (num_items == 50)
+        # against other target rows (a signature's emb * sign): the gathered product, values and gradients
+        sign = torch.where(torch.arange(8) < 5, 1.0, -1.0).double()
+        want = (emb[src].unsqueeze(1) * (emb * sign)[cand]).sum(-1)
+        got = candidates.candidate_dot(emb, src, cand, emb * sign)
+        torch.testing.assert_close(got, want)
+        torch.testing.assert_close(torch.autograd.grad((got * weights).sum(), emb)[0],
+                                   torch.autograd.grad((want * weights).sum(), emb)[0])

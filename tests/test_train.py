@@ -167,3 +167,15 @@ def test_evaluate_with_pair_file(tiny_dataset, tmp_path):
     m = metrics["pairs"]["complement"]
     # 30 test edges against 30 random pairs: a trained model ranks most positives above them.
     assert m["ROC-AUC"] > 0.6 and m["threshold_from_validation"] and m["pairs"] == len(lines)
+
+
+def test_a_stored_config_without_a_newer_field_keeps_how_it_was_trained():
+    """complement_signature defaults to 0.5 now; a run or saved model written before it existed
+    was trained with a dot product, and must be read back so (TrainConfig.from_stored)."""
+    from mmsc_dgl.config import TrainConfig
+    old = json.loads(TrainConfig().model_dump_json())
+    del old["model"]["complement_signature"]
+    assert TrainConfig.from_stored(old).model.complement_signature == 0.0
+    assert TrainConfig.from_mapping({}).model.complement_signature == 0.5
+    lightgcn = json.loads(TrainConfig(architecture="lightgcn").model_dump_json())
+    assert TrainConfig.from_stored(lightgcn).model.architecture == "lightgcn"

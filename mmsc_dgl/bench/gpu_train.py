@@ -42,9 +42,10 @@ def validate(model, data: dict, device: torch.device) -> dict:
     for r in RELATIONS:
         v = data["val"][r]
         e = emb[r]
+        t = model.targets(r, e)  # e itself, or e times the relation's signature
         src, dst, neg = v["src"].to(device), v["dst"].to(device), v["negatives"].to(device)
-        pos = (e[src] * e[dst]).sum(-1)
-        negs = torch.einsum("qd,qmd->qm", e[src], e[neg])
+        pos = (e[src] * t[dst]).sum(-1)
+        negs = torch.einsum("qd,qmd->qm", e[src], t[neg])
         out[r] = {"NDCG@10": ranking_metrics(ranks(pos, negs).cpu(), [10])["NDCG@10"]}
     return out
 

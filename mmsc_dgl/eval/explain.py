@@ -94,7 +94,8 @@ def explain_columns(model, embedding: torch.Tensor, relation: str, src: Union[in
                                 device=embedding.device).reshape(-1)
     if src_t.shape != dst_t.shape:
         raise ValueError(f"{src_t.numel()} query items for {dst_t.numel()} picks")
-    columns: Dict[str, list] = {"embedding": (embedding[src_t] * embedding[dst_t]).sum(-1).tolist()}
+    targets = model.targets(relation, embedding) if hasattr(model, "targets") else embedding
+    columns: Dict[str, list] = {"embedding": (embedding[src_t] * targets[dst_t]).sum(-1).tolist()}
     evidence = getattr(model, "evidence", None)
     if evidence is None:
         return columns

@@ -53,8 +53,8 @@ def grouped_topk(scores: torch.Tensor, k: int, group: int) -> Tuple[torch.Tensor
 @torch.no_grad()
 def topk_all(embedding: torch.Tensor, k: int = 10, block_size: int = 2048, exclude_self: bool = True,
              queries: Optional[torch.Tensor] = None, dtype: Optional[torch.dtype] = None, group: int = 64,
-             progress: bool = False, pair_term: Optional[Callable[[torch.Tensor], torch.Tensor]] = None
-             ) -> Tuple[torch.Tensor, torch.Tensor]:
+             progress: bool = False, pair_term: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
+             targets: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
     """The ``k`` highest dot-product items for each query item (every item by default).
 
     Scores ``block_size`` queries against the whole catalog at a time, so memory is
@@ -73,6 +73,8 @@ def topk_all(embedding: torch.Tensor, k: int = 10, block_size: int = 2048, exclu
         pair_term: ``f(queries [B]) -> [B, N]`` added to the dot products before selection (a
             model's pairwise term, such as MMSC's path evidence); exact, at the cost of scoring
             every pair of a block.
+        targets: the rows queries are scored against (default ``embedding``; a model with a
+            signature: ``model.targets(relation, embedding)``).
 
     Returns:
         ``(scores [Q, k], indices [Q, k])``, best first.
@@ -90,7 +92,8 @@ def topk_all(embedding: torch.Tensor, k: int = 10, block_size: int = 2048, exclu
         empty = torch.zeros(queries.numel(), 0)
         return empty, empty.long()
     table = embedding.to(dtype) if dtype is not None else embedding
-    table_t = table.t().contiguous()
+    against = table if targets is None else (targets.to(dtype) if dtype is not None else targets)
+    table_t = against.t().contiguous()
     out_scores = torch.empty(queries.numel(), k, dtype=torch.float32)
     out_index = torch.empty(queries.numel(), k, dtype=torch.long)
     parts = queries.split(block_size)
@@ -155,7 +158,7 @@ def faiss_search(embedding: torch.Tensor, nlist: Optional[int] = None, nprobe: i
 @torch.no_grad()
 def topk_searched(embedding: torch.Tensor, k: int, search: Search, queries: Optional[torch.Tensor] = None,
                   sparse_term: Optional[SparseTerm] = None, exclude_self: bool = True, block_size: int = 1024,
-                  slack: int = 32) -> Tuple[torch.Tensor, torch.Tensor]:
+                  slack: int = 32, targets: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
     """:func:`topk_all` with a candidate stage: each query's candidates are the hits of
     ``search`` plus every item ``sparse_term`` lists for it, re-ranked by the exact score (dot
     product plus the term).  No ``B x N`` product: the cost is the index search and the listed
@@ -168,10 +171,14 @@ def topk_searched(embedding: torch.Tensor, k: int, search: Search, queries: Opti
     ``search`` the result is :func:`topk_all`'s with the dense term; with an ANN index, only the
     unlisted items can be missed, as the index misses them.
 
+    ``targets``: the rows queries are scored against (default ``embedding``); ``search``
+    must index them (``faiss_search(targets)``).
+
     Returns:
         ``(scores [Q, k], indices [Q, k])``, best first.
     """
     n = embedding.shape[0]
+    targets = embedding if targets is None else targets
     queries = torch.arange(n, device=embedding.device) if queries is None else queries.to(embedding.device)
     k = min(k, n - 1 if exclude_self else n)
     out_scores = torch.full((queries.numel(), max(k, 0)), float("-inf"))
@@ -205,7 +212,7 @@ def topk_searched(embedding: torch.Tensor, k: int, search: Search, queries: Opti
         is_listed, at = _contains(listed, keys)
         extra = torch.full(keys.shape, float(base), dtype=embedding.dtype, device=keys.device)
         extra[is_listed] = term[order][at[is_listed]].to(embedding.dtype)
-        score = _pair_dots(embedding, part, r, c) + extra
+        score = _pair_dots(embedding, part, r, c, targets) + extra
         if exclude_self:
             score = score.masked_fill(part[r] == c, float("-inf"))
         # best first within each query: by score, then (stably) by query
@@ -230,15 +237,15 @@ def _contains(sorted_keys: torch.Tensor, keys: torch.Tensor) -> Tuple[torch.Tens
 
 
 def _pair_dots(embedding: torch.Tensor, part: torch.Tensor, r: torch.Tensor, c: torch.Tensor,
-               cells: int = 1 << 24) -> torch.Tensor:
-    """``embedding[part[r]] . embedding[c]`` for every pair: one matrix product against the
+               targets: torch.Tensor, cells: int = 1 << 24) -> torch.Tensor:
+    """``embedding[part[r]] . targets[c]`` for every pair: one matrix product against the
     columns the pairs use where that is at most ``cells`` scores (a product beats gathering two
     rows per pair), else in chunks of pairs."""
     columns, local = torch.unique(c, return_inverse=True)
     if part.numel() * columns.numel() <= cells:
-        return (embedding[part] @ embedding[columns].t())[r, local]
+        return (embedding[part] @ targets[columns].t())[r, local]
     chunk = max(1, cells // embedding.shape[1])
-    return torch.cat([(embedding[part[a]] * embedding[b]).sum(-1) for a, b in zip(r.split(chunk), c.split(chunk))])
+    return torch.cat([(embedding[part[a]] * targets[b]).sum(-1) for a, b in zip(r.split(chunk), c.split(chunk))])
 
 
 def recall_at_k(found: torch.Tensor, exact: torch.Tensor) -> float:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import abc
 import itertools
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 import torch
 from torch import nn
@@ -52,6 +52,20 @@ class Recommender(abc.ABC):
         """Both relations' embeddings (models that share work between relations override this)."""
         return {r: self.embed(r) for r in RELATIONS}
 
+    def signature(self, relation: str) -> Optional[torch.Tensor]:
+        """The sign of each embedding dimension in the score of ``relation``, ``[dim]`` of
+        +1/-1, or ``None`` for a plain dot product.  With one, the score of two items is
+        ``<e_i, e_j * signature>`` (a pseudo-Euclidean product: an item need not be its own best
+        match, which a dot product forces, and complements are not copies of each other);
+        :meth:`targets` gives the rows to score against."""
+        return None
+
+    def targets(self, relation: str, embedding: torch.Tensor) -> torch.Tensor:
+        """The rows that queries (rows of ``embedding``) are scored against: ``embedding``
+        itself, or ``embedding * signature`` for a model with a :meth:`signature`."""
+        sign = self.signature(relation)
+        return embedding if sign is None else embedding * sign.to(embedding.device, embedding.dtype)
+
     def pair_term(self, relation: str):
         """The part of ``score`` beyond the dot product of embedding rows, as ``f(src [B],
         candidates [B, K]) -> [B, K]`` (MMSC's path evidence), or ``None`` when there is none.
@@ -63,22 +77,27 @@ class Recommender(abc.ABC):
         matrix itself (scores are dot products), or, for a model with a :meth:`pair_term`, a
         function ``f(src [B], candidates [B, K]) -> scores [B, K]`` adding it."""
         term = self.pair_term(relation)
-        if term is None:
+        targets = self.targets(relation, embedding)
+        if term is None and targets is embedding:
             return embedding
 
         @torch.no_grad()
         def scores(src: torch.Tensor, cand: torch.Tensor) -> torch.Tensor:
-            return candidate_dot(embedding, src, cand) + term(src, cand)
+            dots = candidate_dot(embedding, src, cand, targets)
+            return dots if term is None else dots + term(src, cand)
 
         @torch.no_grad()
         def catalog(src: torch.Tensor) -> torch.Tensor:
             """Every item as a candidate of each query [B, num_items], without gathering rows
             (by the term's own ``catalog`` where it has one)."""
+            dots = embedding[src] @ targets.T
+            if term is None:
+                return dots
             whole = getattr(term, "catalog", None)
             if whole is not None:
-                return embedding[src] @ embedding.T + whole(src)
+                return dots + whole(src)
             every = torch.arange(embedding.shape[0], device=src.device).expand(len(src), -1)
-            return embedding[src] @ embedding.T + term(src, every)
+            return dots + term(src, every)
         scores.catalog = catalog
         return scores
 

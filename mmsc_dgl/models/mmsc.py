@@ -250,6 +250,18 @@ class MMSC(GraphStateModule, Recommender):
             out = torch.cat([out, self.graph_representation(relation)[nodes]], dim=-1)
         return out
 
+    def signature(self, relation: str) -> Optional[torch.Tensor]:
+        """With ``complement_signature`` > 0, the complement score counts the last share of the
+        projection's dimensions negatively (the graph branch's dimensions keep +1)."""
+        share = getattr(self.config, "complement_signature", 0.0)  # exports written before it: none
+        if relation != "complement" or share <= 0:
+            return None
+        hidden = self.config.hidden
+        width = hidden + (hidden if self.graph_shared is not None else 0)
+        sign = torch.ones(width, device=self.device)
+        sign[hidden - max(1, round(share * hidden)): hidden] = -1.0
+        return sign
+
     def graph_representation(self, relation: str) -> torch.Tensor:
         """LightGCN over ``relation``'s graph: the mean of the layers of the propagated shared plus
         per-relation id embeddings, for every item [num_items, hidden]."""
@@ -283,7 +295,7 @@ class MMSC(GraphStateModule, Recommender):
         src, dst = src.reshape(-1), dst.reshape(-1)
         nodes, inverse = torch.unique(torch.cat([src, dst]), return_inverse=True)
         z = self.head(self.encode(nodes)[relation], relation, nodes)
-        out = (z[inverse[: len(src)]] * z[inverse[len(src):]]).sum(-1)
+        out = (z[inverse[: len(src)]] * self.targets(relation, z)[inverse[len(src):]]).sum(-1)
         if self.evidence is not None:
             out = out + self.evidence.pair_scores(src, dst, relation)
         return out.view(shape)
@@ -338,8 +350,9 @@ class MMSC(GraphStateModule, Recommender):
             i_pos = inverse[offset + b: offset + 2 * b]
             i_neg = inverse[offset + 2 * b: offset + 2 * b + b * m].view(b, m)
             offset += 2 * b + b * m
-            s_pos = (e[i_src] * e[i_pos]).sum(-1)
-            s_neg = (e[i_src].unsqueeze(1) * e[i_neg]).sum(-1)
+            t = self.targets(r, e)
+            s_pos = (e[i_src] * t[i_pos]).sum(-1)
+            s_neg = (e[i_src].unsqueeze(1) * t[i_neg]).sum(-1)
             if self.evidence is not None:
                 s_pos = s_pos + self.evidence.pair_scores(src, pos, r)
                 s_neg = s_neg + self.evidence.pair_scores(src.unsqueeze(1).expand_as(neg), neg, r)

@@ -9,6 +9,8 @@ against 0.20 s for 12,000, and about even at 100,000 (a loaded machine, 2026-12-
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 
 FULL_PRODUCT_RATIO = 16
@@ -18,14 +20,17 @@ FULL_PRODUCT_CELLS = 1 << 24
 """Most query-by-item scores held at once by the full product (64 MB of float32)."""
 
 
-def candidate_dot(embedding: torch.Tensor, src: torch.Tensor, cand: torch.Tensor) -> torch.Tensor:
-    """``[B, K]`` dot products of ``embedding[src]`` with ``embedding[cand]`` (``src [B]``,
-    ``cand [B, K]``), by the cheaper of the two ways; both give the same values up to float
-    rounding (the reduction order differs)."""
-    num_items, k = embedding.shape[0], cand.shape[1] if cand.dim() == 2 else 0
+def candidate_dot(embedding: torch.Tensor, src: torch.Tensor, cand: torch.Tensor,
+                  targets: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """``[B, K]`` dot products of ``embedding[src]`` with ``targets[cand]`` (``src [B]``,
+    ``cand [B, K]``; ``targets`` defaults to ``embedding``: a model with a signature scores
+    ``embedding`` rows against ``embedding * signature``), by the cheaper of the two ways; both
+    give the same values up to float rounding (the reduction order differs)."""
+    targets = embedding if targets is None else targets
+    num_items, k = targets.shape[0], cand.shape[1] if cand.dim() == 2 else 0
     if k == 0 or num_items > FULL_PRODUCT_RATIO * k:
-        return torch.einsum("qd,qmd->qm", embedding[src], embedding[cand])
+        return torch.einsum("qd,qmd->qm", embedding[src], targets[cand])
     rows = max(1, FULL_PRODUCT_CELLS // num_items)
-    out = [(embedding[src[i: i + rows]] @ embedding.T).gather(1, cand[i: i + rows])
+    out = [(embedding[src[i: i + rows]] @ targets.T).gather(1, cand[i: i + rows])
            for i in range(0, len(src), rows)]
     return torch.cat(out) if out else cand.new_zeros(cand.shape, dtype=embedding.dtype)

@@ -90,13 +90,14 @@ def _validation_ndcg(model, evaluator, relation: str, weights) -> Dict[Tuple[flo
     model.eval()
     embedding = evaluator.embed(model)[relation] if evaluator.embed is not None else model.embed(relation)
     evidence = model.evidence
+    targets = model.targets(relation, embedding)
     seen = []
 
     def record(src: torch.Tensor, cand: torch.Tensor) -> torch.Tensor:
         # MMSC's ranking score (model.ranking_scorer: the dot product plus the evidence term),
         # with the candidates' path counts computed once for the score and the features
         counts = evidence.query_counts(src, cand)
-        scores = candidate_dot(embedding, src, cand) + evidence(counts, relation)
+        scores = candidate_dot(embedding, src, cand, targets) + evidence(counts, relation)
         seen.append((scores, evidence.calibration_features(src, cand, relation, counts=counts)))
         return scores
 

@@ -168,6 +168,13 @@ class ItemModel:
                 self._embeddings[relation] = model.embed(relation)
         return self._embeddings[relation]
 
+    def targets(self, relation: str) -> torch.Tensor:
+        """The rows queries are scored against for ``relation``: :meth:`embed`'s, or, for a
+        model with a signature (``complement_signature``), those rows times it.  A search index
+        for :meth:`topk` is built over these."""
+        emb = self.embed(relation)
+        return self.for_relation(relation).targets(relation, emb)
+
     # --- queries ---------------------------------------------------------------------------
     @torch.no_grad()
     def score(self, a: Items, b: Items, relation: str) -> torch.Tensor:
@@ -187,7 +194,8 @@ class ItemModel:
         """The ``k`` best items for each of ``items`` under ``relation``, over the whole catalog
         (exact: the embedding product plus MMSC's path-evidence term).
 
-        ``search``: a nearest-neighbour index over :meth:`embed`'s rows
+        ``search``: a nearest-neighbour index over :meth:`targets`' rows (:meth:`embed`'s for a
+        dot-product model)
         (:func:`~mmsc_dgl.eval.retrieval.faiss_search`, or any
         :data:`~mmsc_dgl.eval.retrieval.Search`) as a candidate stage: its hits and the items
         MMSC's paths and edges reach are re-ranked by the exact score
@@ -204,11 +212,11 @@ class ItemModel:
             values, nodes = scores.topk(k, dim=1)
         elif search is not None:
             values, nodes = topk_searched(self.embed(relation), k, search, queries=queries, exclude_self=exclude_self,
-                                          sparse_term=sparse_pair_term(model, relation))
+                                          sparse_term=sparse_pair_term(model, relation), targets=self.targets(relation))
         else:
             term = catalog_pair_term(model, relation, self.num_items)
             values, nodes = topk_all(self.embed(relation), k, block_size=block_size, exclude_self=exclude_self,
-                                     queries=queries, pair_term=term)
+                                     queries=queries, pair_term=term, targets=self.targets(relation))
         return TopK(nodes, values, [[self.item_ids[j] for j in row] for row in nodes.tolist()])
 
     @torch.no_grad()
@@ -217,7 +225,7 @@ class ItemModel:
         cold-start evaluation does): the mean embedding of the ``k`` catalog items nearest in
         content space (cosine of pooled features).  ``features``: [M, D], [M, T, D] or
         ``(tokens, mask)``, in the space of the model's features.  Rows are on the scale of
-        :meth:`embed`'s, so ``embed_new(...) @ embed(r).T`` ranks catalog items for them."""
+        :meth:`embed`'s, so ``embed_new(...) @ targets(r).T`` ranks catalog items for them."""
         from mmsc_dgl.data.node_features import as_token_features
         from mmsc_dgl.eval.evaluate import nearest_content_mean
         own = self.features
@@ -349,7 +357,7 @@ def load_saved_model(path: Union[str, os.PathLike], device: Optional[str] = None
     if state.get("format_version") != FORMAT_VERSION:
         raise DataError(f"saved-model format {state.get('format_version')} is not the supported {FORMAT_VERSION}.",
                         path=path, fix="save it again with this version of mmsc_dgl.")
-    config = TrainConfig.model_validate(json.loads(state["config"]))
+    config = TrainConfig.from_stored(json.loads(state["config"]))
     target = resolve_device(device or "auto")
     from mmsc_dgl.models.registry import build_model
     tables = None if state["tables"] is None else {

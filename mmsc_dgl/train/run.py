@@ -78,7 +78,7 @@ def _read_config(run_dir: Path) -> TrainConfig:
             from mmsc_dgl.config import MODEL_CONFIGS
             fields = MODEL_CONFIGS[data.get("architecture", "mmsc")].model_fields
             data["model"] = {k: v for k, v in model.items() if k in fields}
-        return TrainConfig.model_validate(data)
+        return TrainConfig.from_stored(data)
     except (ValueError, UnicodeDecodeError) as err:  # pydantic's ValidationError is a ValueError
         first = str(err).splitlines()[0]
         raise DataError(f"config.json is damaged ({first}).", path=path,
@@ -612,7 +612,8 @@ def _recommend(run_dir: os.PathLike | str, relation: str, k: int, item: Optional
     answers = run.item_model()  # the query API of mmsc_dgl.load_model: the CLI answers through it
     model = answers.for_relation(relation)
     emb = answers.embed(relation)
-    search = _ann_index(emb) if ann else None
+    targets = answers.targets(relation)
+    search = _ann_index(targets) if ann else None
     ids = catalog.ids.to_pylist()
     titles = catalog.titles()
     from mmsc_dgl.eval.explain import explain_columns, explain_pairs
@@ -631,12 +632,12 @@ def _recommend(run_dir: os.PathLike | str, relation: str, k: int, item: Optional
         return rows
     with torch.no_grad():
         if search is not None:
-            scores, top = topk_searched(emb, k, search, sparse_term=sparse_pair_term(model, relation))
+            scores, top = topk_searched(emb, k, search, sparse_term=sparse_pair_term(model, relation), targets=targets)
         else:
             term = catalog_pair_term(model, relation, len(catalog))
             block = 2048 if term is None else 256
             _announce_ranking(len(catalog), k, block, term is not None)
-            scores, top = topk_all(emb, k, block_size=block, pair_term=term)
+            scores, top = topk_all(emb, k, block_size=block, pair_term=term, targets=targets)
     width = top.shape[1]
     src = torch.arange(len(ids)).repeat_interleave(width).numpy()
     dst = top.flatten().numpy()
