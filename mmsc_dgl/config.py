@@ -89,7 +89,7 @@ def _load_yaml(text: str, path: Path) -> Any:
         return {}
     sizes: Dict[int, int] = {}
 
-    def size(node: Any, depth: int = 0) -> int:
+    def size(node: Any) -> int:
         key = id(node)
         if key in sizes:
             if sizes[key] < 0:
@@ -99,9 +99,9 @@ def _load_yaml(text: str, path: Path) -> Any:
         sizes[key] = -1
         total = 1
         if isinstance(node, yaml.SequenceNode):
-            total += sum(size(child, depth + 1) for child in node.value)
+            total += sum(size(child) for child in node.value)
         elif isinstance(node, yaml.MappingNode):
-            total += sum(size(k, depth + 1) + size(v, depth + 1) for k, v in node.value)
+            total += sum(size(k) + size(v) for k, v in node.value)
         if total > YAML_NODE_LIMIT:
             raise DataError(f"the YAML expands to more than {YAML_NODE_LIMIT:,} values through its aliases "
                             f"(*name).", path=path, fix="write the settings out, or use fewer nested aliases.")

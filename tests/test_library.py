@@ -162,10 +162,7 @@ def test_save_move_and_load_elsewhere_without_the_dataset(trained, tmp_path):
               "import json, mmsc_dgl; m = mmsc_dgl.load_model(sys.argv[1], device='cpu'); "
               "t = m.topk(['P010'], 'substitute', k=4); "
               "print(json.dumps({'ids': t.item_ids, 'dgl': 'dgl' in sys.modules}))")
-    out = subprocess.run([sys.executable, "-c", script, str(moved)], capture_output=True, text=True, timeout=300,
-                         cwd=tmp_path)
-    assert out.returncode == 0, out.stderr
-    got = json.loads(out.stdout.strip().splitlines()[-1])
+    got = _last_json_line(script, moved, tmp_path)
     assert got["ids"] == want.item_ids and got["dgl"] is False  # no dataset, no DGL needed
     # where DGL is installed, a query on a saved model imports neither it (3.5 s) nor
     # torch._dynamo (1.5 s: CSR asked whether torch.compile was tracing): issue 30.6
@@ -173,11 +170,16 @@ def test_save_move_and_load_elsewhere_without_the_dataset(trained, tmp_path):
               "t = m.topk(['P010'], 'substitute', k=4); m.score('P010', ['P011'], 'substitute'); "
               "print(json.dumps({'ids': t.item_ids, 'loaded': [n for n in ('dgl', 'torch._dynamo') "
               "if n in sys.modules]}))")
-    out = subprocess.run([sys.executable, "-c", script, str(moved)], capture_output=True, text=True, timeout=300,
-                         cwd=tmp_path)
-    assert out.returncode == 0, out.stderr
-    got = json.loads(out.stdout.strip().splitlines()[-1])
+    got = _last_json_line(script, moved, tmp_path)
     assert got["ids"] == want.item_ids and got["loaded"] == []
+
+
+def _last_json_line(script: str, argument, cwd) -> dict:
+    """Run ``script`` in a fresh interpreter with one argument; its last stdout line, as JSON."""
+    out = subprocess.run([sys.executable, "-c", script, str(argument)], capture_output=True, text=True, timeout=300,
+                         cwd=cwd)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def test_a_moved_run_directory_still_loads(trained, tmp_path):

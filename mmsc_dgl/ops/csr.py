@@ -6,7 +6,6 @@ the meta-path neighbours of item ``i``.  This is DGL's CSC / "in-edges by destin
 """
 from __future__ import annotations
 
-import sys
 from typing import Any, Optional, Tuple
 
 import torch
@@ -16,12 +15,10 @@ from torch import nn
 if hasattr(torch.compiler, "is_compiling"):  # torch 2.3+
     is_compiling = torch.compiler.is_compiling
 else:
-    def is_compiling() -> bool:
-        """Whether torch.compile is tracing.  Tracing imports ``torch._dynamo`` first, so while
-        it is not imported nothing is compiling, and asking must not import it (1.5 s, with
-        sympy and transformers, on every process that only runs a model)."""
-        dynamo = sys.modules.get("torch._dynamo")
-        return dynamo is not None and dynamo.is_compiling()
+    # torch 2.2: False when called, True where torch.compile traces it (dynamo's trace rules
+    # name it).  torch._dynamo.is_compiling would import dynamo, with sympy and transformers
+    # (about 1.5 s), into every process that only runs a model.
+    is_compiling = torch._utils.is_compiling
 
 
 class CSR(nn.Module):
