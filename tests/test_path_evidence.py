@@ -216,7 +216,6 @@ def tiny(tmp_path_factory):
 
 def test_mmsc_score_is_dot_plus_path_evidence(tiny):
     from mmsc_dgl.config import ModelConfig
-    from mmsc_dgl.eval.evaluate import embedding_scores
     from mmsc_dgl.metapath import build_metapath_tables
     from mmsc_dgl.models import MMSC
     tables = build_metapath_tables(tiny.train_graph(), "s,c,s-c", max_neighbors=4, progress=False)
@@ -227,11 +226,12 @@ def test_mmsc_score_is_dot_plus_path_evidence(tiny):
     cand = torch.randint(0, 300, (4, 70))
     for r in RELATIONS:
         emb = model.embed(r)
+        targets = model.targets(r, emb)  # complements: emb times the signature
         term = model.evidence.pair_scores(src, dst, r)
-        torch.testing.assert_close(model.score(src, dst, r), (emb[src] * emb[dst]).sum(-1) + term,
+        torch.testing.assert_close(model.score(src, dst, r), (emb[src] * targets[dst]).sum(-1) + term,
                                    rtol=1e-5, atol=1e-5)
         scorer = model.ranking_scorer(r, emb)
-        dot = embedding_scores(emb)(src, cand)
+        dot = (emb[src].unsqueeze(1) * targets[cand]).sum(-1)
         torch.testing.assert_close(scorer(src, cand) - dot, model.evidence.candidate_scores(src, cand, r))
         torch.testing.assert_close(scorer(src, cand), model.score(src.unsqueeze(1).expand_as(cand), cand, r),
                                    rtol=1e-4, atol=1e-4)

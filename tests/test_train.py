@@ -44,7 +44,10 @@ def test_model_contract(tiny_dataset):
         for r in ("substitute", "complement"):
             emb = model.embed(r)
             assert emb.shape == (300, 16)
-            torch.testing.assert_close(model.score(src, dst, r), (emb[src] * emb[dst]).sum(-1), rtol=1e-5, atol=1e-5)
+            sign = model.signature(r)  # complements: the last half of the dimensions count negatively
+            assert (sign is None) == (r == "substitute") and (r == "substitute" or sign.tolist() == [1.0] * 8 + [-1.0] * 8)
+            targets = model.targets(r, emb)
+            torch.testing.assert_close(model.score(src, dst, r), (emb[src] * targets[dst]).sum(-1), rtol=1e-5, atol=1e-5)
         model.train()
         g = torch.Generator().manual_seed(0)
         batch = {"generator": g, "substitute": (src, dst, torch.randint(0, 300, (3, 2), generator=g))}
