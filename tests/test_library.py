@@ -373,3 +373,23 @@ def test_what_the_graph_path_writes_can_be_overwritten(tmp_path):
     (tmp_path / "ds" / "mine.txt").write_text("the user's")
     with pytest.raises(DataError, match="mine.txt"):
         ds.save(tmp_path / "ds", overwrite=True)
+
+
+def test_a_damaged_saved_model_is_one_line_naming_the_part(trained, tmp_path):
+    """Issue 30.4: a corrupted saved model raised a bare ValueError from models/inputs.py, and a
+    weight of the wrong shape gave torch's header line without the parameter's name."""
+    import torch
+    root, _, _ = trained
+    path = mmsc_dgl.load_model(root / "run").save(tmp_path / "m.mmsc")
+    state = torch.load(path, weights_only=True)
+    shrunk = {**state, "features": {**state["features"], "tokens": state["features"]["tokens"][:5],
+                                    "mask": state["features"]["mask"][:5]}}
+    torch.save(shrunk, tmp_path / "features.mmsc")
+    with pytest.raises(DataError, match=r"features.mmsc: the saved model is damaged \(.*features cover 5 items"):
+        mmsc_dgl.load_model(tmp_path / "features.mmsc", device="cpu")
+    name = next(k for k in state["states"]["complement"] if k.startswith("project.complement"))
+    wrong = {**state, "states": {**state["states"], "complement": {
+        **state["states"]["complement"], name: torch.zeros(3, 3)}}}
+    torch.save(wrong, tmp_path / "shape.mmsc")
+    with pytest.raises(DataError, match=rf"size mismatch for {name}"):
+        mmsc_dgl.load_model(tmp_path / "shape.mmsc", device="cpu")

@@ -16,6 +16,16 @@ def save_checkpoint(path: os.PathLike | str, state: Dict[str, Any]) -> None:
         torch.save(state, tmp)
 
 
+def state_dict_problem(err: BaseException) -> str:
+    """The line of a ``load_state_dict`` error that names the parameter (``size mismatch for
+    evidence.mlp.complement.0.weight: ...``, the missing or unexpected keys), not torch's
+    header line ("Error(s) in loading state_dict for MMSC:")."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    named = [line for line in lines if line.startswith(("size mismatch for", "Missing key", "Unexpected key"))]
+    text = (named or lines or [type(err).__name__])[0]
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
 def load_checkpoint(path: os.PathLike | str, map_location: str = "cpu") -> Dict[str, Any]:
     """Read a checkpoint with ``weights_only=True``: tensors and plain containers only, never
     arbitrary pickled objects.  A damaged or foreign file is a :class:`DataError`."""

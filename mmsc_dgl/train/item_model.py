@@ -348,7 +348,7 @@ def load_saved_model(path: Union[str, os.PathLike], device: Optional[str] = None
     """A model file written by :meth:`ItemModel.save`, ready to answer queries (needs neither
     DGL nor the dataset).  :func:`mmsc_dgl.load_model` also takes a run directory."""
     from mmsc_dgl.train.build import resolve_device, resolve_impl
-    from mmsc_dgl.train.checkpoint import load_checkpoint
+    from mmsc_dgl.train.checkpoint import load_checkpoint, state_dict_problem
     path = Path(path)
     state = load_checkpoint(path)
     if state.get("format") != FORMAT:
@@ -357,22 +357,27 @@ def load_saved_model(path: Union[str, os.PathLike], device: Optional[str] = None
     if state.get("format_version") != FORMAT_VERSION:
         raise DataError(f"saved-model format {state.get('format_version')} is not the supported {FORMAT_VERSION}.",
                         path=path, fix="save it again with this version of mmsc_dgl.")
-    config = TrainConfig.from_stored(json.loads(state["config"]))
     target = resolve_device(device or "auto")
     from mmsc_dgl.models.registry import build_model
-    tables = None if state["tables"] is None else {
-        name: CSR(t["indptr"], t["indices"], int(t["num_src"])) for name, t in state["tables"].items()}
-    edges = None if state["train_edges"] is None else {
-        r: _Edges(e["src"].numpy(), e["dst"].numpy()) for r, e in state["train_edges"].items()}
-    features = _features_from_state(state["features"])
-    num_items = len(state["item_ids"])
-    model = build_model(config.architecture, num_items, config.model, tables=tables, train_edges=edges,
-                        features=features, impl=resolve_impl(config.impl, target, import_dgl=False))
+    try:  # every part of a damaged file is a one-line error naming the file and the part
+        config = TrainConfig.from_stored(json.loads(state["config"]))
+        tables = None if state["tables"] is None else {
+            name: CSR(t["indptr"], t["indices"], int(t["num_src"])) for name, t in state["tables"].items()}
+        edges = None if state["train_edges"] is None else {
+            r: _Edges(e["src"].numpy(), e["dst"].numpy()) for r, e in state["train_edges"].items()}
+        features = _features_from_state(state["features"])
+        num_items = len(state["item_ids"])
+        model = build_model(config.architecture, num_items, config.model, tables=tables, train_edges=edges,
+                            features=features, impl=resolve_impl(config.impl, target, import_dgl=False))
+    except (ValueError, KeyError, TypeError, IndexError, AttributeError) as err:  # DataError is a ValueError
+        reason = err.reason if isinstance(err, DataError) else f"{type(err).__name__}: {err}"
+        raise DataError(f"the saved model is damaged ({reason}).", path=path,
+                        fix="save it again from its run (load_model(RUN_DIR).save(path)).") from None
     try:
         for r in RELATIONS:
             model.load_state_dict(state["states"][r])
-    except (RuntimeError, KeyError) as err:
-        raise DataError(f"the saved weights do not fit the saved config ({str(err).splitlines()[0]}).", path=path,
+    except (RuntimeError, KeyError, TypeError) as err:
+        raise DataError(f"the saved weights do not fit the saved config ({state_dict_problem(err)}).", path=path,
                         fix="save the model again.") from None
     model.to(target).eval()
     return ItemModel(model, state["states"], state["item_ids"], config, features, state.get("titles"),

@@ -30,7 +30,7 @@ from mmsc_dgl.data.node_features import FEATURE_FILE, write_feature_file
 from mmsc_dgl.features.load import load_features
 from mmsc_dgl.train.build import RunParts, build_run, load_train_edges, resolve_device
 from mmsc_dgl.train.calibrate import calibrate
-from mmsc_dgl.train.checkpoint import load_checkpoint, save_checkpoint
+from mmsc_dgl.train.checkpoint import load_checkpoint, save_checkpoint, state_dict_problem
 from mmsc_dgl.train.item_model import ItemModel, catalog_pair_term, load_saved_model, sparse_pair_term
 from mmsc_dgl.train.trainer import Trainer, TrainResult
 
@@ -484,8 +484,7 @@ def load_run(run_dir: os.PathLike | str, device: Optional[str] = None,
         for r in RELATIONS:
             parts.model.load_state_dict(state["states"][r])
     except (RuntimeError, KeyError, TypeError) as err:
-        first = str(err).splitlines()[0]
-        raise DataError(f"model.pt does not fit this run's config ({first}).", path=run_dir / MODEL,
+        raise DataError(f"model.pt does not fit this run's config ({state_dict_problem(err)}).", path=run_dir / MODEL,
                         fix="the run directory mixes two runs; train it again with --overwrite.") from None
     parts.model.eval()
     return LoadedRun(parts, state["states"], record)
