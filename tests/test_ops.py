@@ -31,15 +31,23 @@ def _graph(case: str, num_src: int = 30):
     raise ValueError(case)
 
 
-def _inputs(csr, heads, dim, dtype, seed=0):
+def _inputs(csr, heads, dim, dtype, seed=0, device="cpu"):
     g = torch.Generator().manual_seed(seed)
-    logits = (torch.randn(csr.num_edges, heads, generator=g) * 2).to(dtype).requires_grad_()
-    feat = torch.randn(csr.num_src, heads, dim, generator=g).to(dtype).requires_grad_()
+    logits = (torch.randn(csr.num_edges, heads, generator=g) * 2).to(dtype).to(device).requires_grad_()
+    feat = torch.randn(csr.num_src, heads, dim, generator=g).to(dtype).to(device).requires_grad_()
     return logits, feat
 
 
+def _device_for(impl) -> str:
+    """Where a case runs: on CUDA for Triton on a GPU host (no interpreter there, so Triton cannot
+    take CPU tensors and the value and gradient grid would otherwise skip), else on the CPU."""
+    if impl == "triton" and not triton_available("cpu") and torch.cuda.is_available():
+        return "cuda"
+    return "cpu"
+
+
 def _skip_unavailable(impl):
-    if impl == "triton" and not triton_available("cpu"):
+    if impl == "triton" and not triton_available(_device_for(impl)):
         pytest.skip("Triton cannot run here (needs CUDA or TRITON_INTERPRET=1)")
     if impl == "dgl":
         pytest.importorskip("dgl")
@@ -74,8 +82,9 @@ def test_reference_gradcheck(case):
 def test_matches_reference_values_and_gradients(impl, case, heads):
     _skip_unavailable(impl)
     dim = 5 if case != "hub" else 8
-    csr = _graph(case)
-    logits, feat = _inputs(csr, heads, dim, torch.float32, seed=heads)
+    device = _device_for(impl)
+    csr = _graph(case).to(device)
+    logits, feat = _inputs(csr, heads, dim, torch.float32, seed=heads, device=device)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # interpreter: 0/0 on empty rows, masked out
         out, alpha = edge_softmax_aggregate(csr, logits, feat, impl=impl, return_attention=True)
