@@ -87,7 +87,7 @@ def test_csr_from_dgl_orientation_and_heterographs():
     assert csr.indices.tolist() == [0, 2, 1]
     bought = CSR.from_dgl(g, ("user", "bought", "item"))
     assert (bought.num_rows, bought.num_src) == (3, 1)
-    with pytest.raises(ValueError, match="name one with etype"):
+    with pytest.raises(ValueError, match="pass the layer etype=NAME"):
         CSR.from_dgl(g)
     with pytest.raises(TypeError, match="DGLGraph"):
         MetaPathAttention(4, 2)("not a graph", torch.randn(3, 4))
@@ -214,3 +214,19 @@ def test_a_graph_on_another_device_than_the_features():
     layer = MetaPathAttention(8, 4, num_heads=2).cuda()
     x = torch.randn(g.num_nodes(), 8, device="cuda")
     torch.testing.assert_close(layer(g, x), layer(g.to("cuda"), x))
+
+
+def test_layers_take_etype_on_a_heterograph():
+    """Issue 30.5: the error on a heterograph told the user to pass etype=, which forward did not
+    accept; it does now, and picks what graph[etype] picks."""
+    g = _graph(seed=5)
+    src, dst = g.edges()
+    hetero = dgl.heterograph({("item", "substitute", "item"): (src, dst), ("item", "complement", "item"): (dst, src)})
+    x = torch.randn(hetero.num_nodes(), 8)
+    torch.manual_seed(0)
+    attention, conv = MetaPathAttention(8, 4, num_heads=2), NormalisedConv(8, 4)
+    for layer in (attention, conv):
+        torch.testing.assert_close(layer(hetero, x, etype="complement"), layer(hetero["complement"], x))
+        torch.testing.assert_close(layer(hetero, x, etype=("item", "substitute", "item")), layer(hetero["substitute"], x))
+        with pytest.raises(ValueError, match=r"2 edge types .*etype=NAME"):
+            layer(hetero, x)

@@ -43,7 +43,7 @@ class NormalisedConv(nn.Module):
 
     def forward(self, graph: Union[CSR, Any], feat: Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]],
                 edge_weight: Optional[torch.Tensor] = None, deg_dst: Optional[torch.Tensor] = None,
-                deg_src: Optional[torch.Tensor] = None) -> torch.Tensor:
+                deg_src: Optional[torch.Tensor] = None, *, etype: Any = None) -> torch.Tensor:
         """
         Args:
             graph: a ``DGLGraph``, ``DGLBlock`` (one edge type) or :class:`~mmsc_dgl.ops.CSR`;
@@ -55,11 +55,12 @@ class NormalisedConv(nn.Module):
             deg_dst, deg_src: the degrees to normalise by, when the graph is a part of a larger
                 one (a mini-batch's rows): the full graph's degree of each row and of each
                 source.  By default, the graph's own in-degrees and out-degrees.
+            etype: on a DGL graph with several edge types, the one to aggregate over.
 
         Returns:
             [num_dst, out_feats]
         """
-        csr = as_csr(graph)
+        csr = as_csr(graph, etype)
         feat_src = feat[0] if isinstance(feat, tuple) else feat
         if feat_src.shape[0] != csr.num_src:
             raise ValueError(f"features for {feat_src.shape[0]} sources, but the graph has {csr.num_src}")

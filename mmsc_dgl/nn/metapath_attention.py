@@ -92,7 +92,7 @@ class MetaPathAttention(nn.Module):
             nn.init.xavier_normal_(self.res_fc.weight, gain=gain)
 
     def forward(self, graph: Union[CSR, Any], feat: Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]],
-                edge_weight: Optional[torch.Tensor] = None, get_attention: bool = False):
+                edge_weight: Optional[torch.Tensor] = None, get_attention: bool = False, *, etype: Any = None):
         """
         Args:
             graph: the adjacency, as DGL's ``GATConv`` takes it: a ``DGLGraph`` or ``DGLBlock``
@@ -109,11 +109,13 @@ class MetaPathAttention(nn.Module):
                 reference kernel.
             get_attention: also return the attention [num_edges, num_heads] (CSR edge order;
                 ``csr.edge_ids`` maps it to DGL's).
+            etype: on a DGL graph with several edge types, the one to aggregate over (a name or
+                a canonical ``(src, etype, dst)``), as ``graph[etype]`` would pick it.
 
         Returns:
             [num_dst, num_heads, out_feats], and the attention if asked.
         """
-        csr, feat_src, feat_dst, same = graph_inputs(graph, feat)
+        csr, feat_src, feat_dst, same = graph_inputs(graph, feat, etype)
         if feat_dst.shape[0] != csr.num_rows or feat_src.shape[0] != csr.num_src:
             raise ValueError(f"features for {feat_src.shape[0]} sources and {feat_dst.shape[0]} destinations, "
                              f"but the graph has {csr.num_src} and {csr.num_rows}")

@@ -83,7 +83,8 @@ class CSR(nn.Module):
             raise TypeError(f"expected a DGLGraph or DGLBlock, got {type(graph).__name__}")
         if etype is None and len(graph.canonical_etypes) != 1:
             raise ValueError(f"the graph has {len(graph.canonical_etypes)} edge types "
-                             f"{graph.canonical_etypes}; name one with etype=")
+                             f"{graph.canonical_etypes}; pass the layer etype=NAME (or the graph "
+                             f"graph[NAME]) to name the one to aggregate over")
         canonical = graph.to_canonical_etype(etype) if etype is not None else graph.canonical_etypes[0]
         num_src, num_dst = graph.num_src_nodes(canonical[0]), graph.num_dst_nodes(canonical[2])
         # Read the format the graph already holds: DGL 2.1 crashes the process (SIGSEGV) when a
@@ -230,12 +231,12 @@ def as_csr(graph: Any, etype: Any = None) -> CSR:
     raise TypeError(f"expected a CSR, DGLGraph or DGLBlock, got {type(graph).__name__}")
 
 
-def graph_inputs(graph: Any, feat: Any) -> Tuple[CSR, torch.Tensor, torch.Tensor, bool]:
+def graph_inputs(graph: Any, feat: Any, etype: Any = None) -> Tuple[CSR, torch.Tensor, torch.Tensor, bool]:
     """What a layer's ``forward(graph, feat)`` works on, by DGL's conventions: the adjacency,
     the source and the destination features, and whether they are one tensor.  ``feat`` is one
     tensor (on a ``DGLBlock`` the destination nodes are its first ``num_dst_nodes()`` sources,
     as DGL's layers assume) or a pair ``(feat_src, feat_dst)``."""
-    csr = as_csr(graph)
+    csr = as_csr(graph, etype)
     if isinstance(feat, tuple):
         feat_src, feat_dst = feat
         if csr.device != feat_src.device:  # a DGL graph left on another device than the features
