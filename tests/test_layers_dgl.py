@@ -230,3 +230,37 @@ def test_layers_take_etype_on_a_heterograph():
         torch.testing.assert_close(layer(hetero, x, etype=("item", "substitute", "item")), layer(hetero["substitute"], x))
         with pytest.raises(ValueError, match=r"2 edge types .*etype=NAME"):
             layer(hetero, x)
+
+
+def test_in_feats_per_side_matches_gatconv_on_a_bipartite_graph():
+    """Issue 30.5: in_feats=(src_feats, dst_feats), as GATConv and HANConv take it: one projection
+    per side, checked against DGL's GATConv with the same weights (values and gradients)."""
+    from dgl.nn import GATConv
+    gen = torch.Generator().manual_seed(6)
+    g = dgl.heterograph({("user", "rates", "item"): (torch.randint(0, 30, (90,), generator=gen),
+                                                     torch.randint(0, 12, (90,), generator=gen))},
+                        num_nodes_dict={"user": 30, "item": 12})
+    g = dgl.add_edges(g, torch.arange(12) % 30, torch.arange(12))  # every item has a rater
+    torch.manual_seed(0)
+    layer = MetaPathAttention((10, 6), 4, num_heads=2, residual=True, impl="reference")
+    conv = GATConv((10, 6), 4, 2, residual=True, bias=True)
+    with torch.no_grad():
+        conv.fc_src.weight.copy_(layer.fc_src.weight)
+        conv.fc_dst.weight.copy_(layer.fc_dst.weight)
+        conv.attn_l.copy_(layer.attn_l)
+        conv.attn_r.copy_(layer.attn_r)
+        conv.res_fc.weight.copy_(layer.res_fc.weight)
+        # DGL 2.1 keeps the bias in its residual projection when there is one
+        bias = conv.bias if conv.bias is not None else conv.res_fc.bias
+        bias.copy_(torch.randn_like(bias))
+        layer.bias.copy_(bias)
+    users = torch.randn(30, 10, requires_grad=True)
+    items = torch.randn(12, 6, requires_grad=True)
+    ours, theirs = layer(g, (users, items)), conv(g, (users, items))
+    torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-5)
+    got = torch.autograd.grad(ours.sum(), (users, items))
+    want = torch.autograd.grad(theirs.sum(), (users, items))
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+    with pytest.raises(ValueError, match=r"pass feat=\(feat_src, feat_dst\)"):
+        MetaPathAttention((6, 6), 4)(dgl.graph(([0, 1], [1, 0])), torch.randn(2, 6))

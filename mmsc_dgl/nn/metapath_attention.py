@@ -29,7 +29,9 @@ class MetaPathAttention(nn.Module):
     :math:`\Phi` (a row of a meta-path table).
 
     Args:
-        in_feats: input feature size.
+        in_feats: input feature size; or ``(src_feats, dst_feats)`` for sources and destinations
+            of different sizes (bipartite graphs, as ``GATConv`` takes it: two projections,
+            ``fc_src`` and ``fc_dst``, and ``feat`` must then be a pair).
         out_feats: output size per head.
         num_heads: attention heads. Default: 1.
         feat_drop: dropout on the input features. Default: 0.
@@ -56,7 +58,8 @@ class MetaPathAttention(nn.Module):
         ((3, 2, 4), (3, 2), 0.0)
     """
 
-    def __init__(self, in_feats: int, out_feats: int, num_heads: int = 1, feat_drop: float = 0.0,
+    def __init__(self, in_feats: Union[int, Tuple[int, int]], out_feats: int, num_heads: int = 1,
+                 feat_drop: float = 0.0,
                  negative_slope: float = 0.2, residual: bool = False,
                  activation: Optional[Callable[[torch.Tensor], torch.Tensor]] = None, bias: bool = True,
                  impl: str = "auto"):
@@ -67,7 +70,14 @@ class MetaPathAttention(nn.Module):
         self.negative_slope = negative_slope
         self.activation = activation
         self.impl = impl
-        self.fc = nn.Linear(in_feats, out_feats * num_heads, bias=False)
+        if isinstance(in_feats, (tuple, list)):
+            src_feats, dst_feats = (int(x) for x in in_feats)
+            self.fc_src = nn.Linear(src_feats, out_feats * num_heads, bias=False)
+            self.fc_dst = nn.Linear(dst_feats, out_feats * num_heads, bias=False)
+            self.register_module("fc", None)
+        else:
+            src_feats = dst_feats = int(in_feats)
+            self.fc = nn.Linear(src_feats, out_feats * num_heads, bias=False)
         self.attn_l = nn.Parameter(torch.empty(1, num_heads, out_feats))
         self.attn_r = nn.Parameter(torch.empty(1, num_heads, out_feats))
         self.feat_drop = nn.Dropout(feat_drop)
@@ -76,14 +86,15 @@ class MetaPathAttention(nn.Module):
         else:
             self.register_parameter("bias", None)
         if residual:
-            self.res_fc = nn.Linear(in_feats, out_feats * num_heads, bias=False)
+            self.res_fc = nn.Linear(dst_feats, out_feats * num_heads, bias=False)
         else:
             self.register_module("res_fc", None)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
         gain = nn.init.calculate_gain("relu")
-        nn.init.xavier_normal_(self.fc.weight, gain=gain)
+        for fc in (self.fc,) if self.fc is not None else (self.fc_src, self.fc_dst):
+            nn.init.xavier_normal_(fc.weight, gain=gain)
         nn.init.xavier_normal_(self.attn_l, gain=gain)
         nn.init.xavier_normal_(self.attn_r, gain=gain)
         if self.bias is not None:
@@ -121,8 +132,14 @@ class MetaPathAttention(nn.Module):
                              f"but the graph has {csr.num_src} and {csr.num_rows}")
         h_src = self.feat_drop(feat_src)
         h_dst = h_src if same else self.feat_drop(feat_dst)
-        z_src = self.fc(h_src).view(-1, self.num_heads, self.out_feats)
-        z_dst = z_src if same else self.fc(h_dst).view(-1, self.num_heads, self.out_feats)
+        if self.fc is not None:
+            z_src = self.fc(h_src).view(-1, self.num_heads, self.out_feats)
+            z_dst = z_src if same else self.fc(h_dst).view(-1, self.num_heads, self.out_feats)
+        else:  # in_feats=(src, dst): a projection of each side
+            if not isinstance(feat, tuple):
+                raise ValueError(f"in_feats={self.in_feats} has a size per side: pass feat=(feat_src, feat_dst)")
+            z_src = self.fc_src(h_src).view(-1, self.num_heads, self.out_feats)
+            z_dst = self.fc_dst(h_dst).view(-1, self.num_heads, self.out_feats)
         el = (z_src * self.attn_l).sum(-1)
         er = (z_dst * self.attn_r).sum(-1)
         logits = F.leaky_relu(el[csr.indices] + er[csr.row_ids()], self.negative_slope)
