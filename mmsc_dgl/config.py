@@ -8,6 +8,7 @@ from typing import Annotated, Any, ClassVar, Dict, List, Literal, Mapping, Optio
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_serializer, field_validator, model_validator
 
 from mmsc_dgl.errors import DataError
+from mmsc_dgl.io import check_input_file
 
 T = TypeVar("T", bound="Config")
 
@@ -59,12 +60,8 @@ bytes of nested aliases (a "billion laughs") would otherwise expand to gigabytes
 def read_config_text(path: Path) -> str:
     """The text of a config file: a regular file of at most :data:`CONFIG_SIZE_LIMIT` bytes, in
     UTF-8 (a FIFO, a device such as ``/dev/zero`` or a huge file is refused before reading)."""
-    import stat
+    check_input_file(path, empty_ok=True, what="the config")
     try:
-        info = path.stat()
-        if not stat.S_ISREG(info.st_mode):
-            kind = "a directory" if stat.S_ISDIR(info.st_mode) else "not a regular file (a FIFO, socket or device)"
-            raise DataError(f"the config is {kind}.", path=path, fix="pass a YAML or TOML file.")
         with open(path, "rb") as handle:
             raw = handle.read(CONFIG_SIZE_LIMIT + 1)
     except OSError as err:
@@ -82,11 +79,24 @@ def read_config_text(path: Path) -> str:
 
 def _load_yaml(text: str, path: Path) -> Any:
     """``yaml.safe_load(text)``, after counting the nodes its aliases expand to: the composed
-    tree shares an aliased node, so the count is cheap even where the expansion is not."""
+    tree shares an aliased node, so the count is cheap even where the expansion is not.  The text
+    is parsed once."""
     import yaml
-    root = yaml.compose(text, Loader=yaml.SafeLoader)
-    if root is None:
-        return {}
+    loader = yaml.SafeLoader(text)  # what yaml.safe_load does, with the count between its two steps
+    try:
+        root = loader.get_single_node()
+        if root is None:
+            return {}
+        _expanded_size(root, path)
+        return loader.construct_document(root) or {}
+    finally:
+        loader.dispose()
+
+
+def _expanded_size(root: Any, path: Path) -> int:
+    """The nodes of a composed YAML document with every alias counted at each use (each shared
+    node is sized once), refused beyond :data:`YAML_NODE_LIMIT` or when it holds itself."""
+    import yaml
     sizes: Dict[int, int] = {}
 
     def size(node: Any) -> int:
@@ -108,8 +118,7 @@ def _load_yaml(text: str, path: Path) -> Any:
         sizes[key] = total
         return total
 
-    size(root)
-    return yaml.safe_load(text) or {}
+    return size(root)
 
 
 def _takes_bool(annotation: Any) -> bool:

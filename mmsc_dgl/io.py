@@ -19,10 +19,12 @@ def resolve_path(path: os.PathLike | str) -> Path:
     return Path(os.path.expanduser(os.fspath(path))).resolve()
 
 
-def check_input_file(path: os.PathLike | str, fix: str = "pass a file that holds data.") -> int:
+def check_input_file(path: os.PathLike | str, fix: str = "pass a file that holds data.", empty_ok: bool = False,
+                     what: str = "") -> int:
     """The size of the input file ``path``, after refusing what cannot be read as one: a missing
     path, a directory, a FIFO or device (``/dev/zero`` is endless, a FIFO blocks: neither is
-    "empty"), and an empty file."""
+    "empty"), and an empty file unless ``empty_ok`` (an empty config is no settings).  ``what``
+    names the file in the messages ("the config")."""
     import stat
 
     from mmsc_dgl.errors import DataError
@@ -31,12 +33,13 @@ def check_input_file(path: os.PathLike | str, fix: str = "pass a file that holds
         info = path.stat()
     except FileNotFoundError:
         raise DataError("no such file.", path=path, fix="check the path.") from None
+    subject = f"{what} " if what else ""
     if stat.S_ISDIR(info.st_mode):
-        raise DataError("is a directory, expected a file.", path=path, fix="pass the file inside it.")
+        raise DataError(f"{subject}is a directory, expected a file.", path=path, fix="pass the file inside it.")
     if not stat.S_ISREG(info.st_mode):
-        raise DataError("is not a regular file (a FIFO, socket or device), so it cannot be read as an input.",
-                        path=path, fix="save the data to a file and pass that file.")
-    if info.st_size == 0:
+        raise DataError(f"{subject}is not a regular file (a FIFO, socket or device), so it cannot be read as an "
+                        f"input.", path=path, fix="save the data to a file and pass that file.")
+    if info.st_size == 0 and not empty_ok:
         raise DataError("the file is empty.", path=path, fix=fix)
     return info.st_size
 

@@ -94,8 +94,9 @@ def explain_columns(model, embedding: torch.Tensor, relation: str, src: Union[in
                                 device=embedding.device).reshape(-1)
     if src_t.shape != dst_t.shape:
         raise ValueError(f"{src_t.numel()} query items for {dst_t.numel()} picks")
-    targets = model.targets(relation, embedding) if hasattr(model, "targets") else embedding
-    columns: Dict[str, list] = {"embedding": (embedding[src_t] * targets[dst_t]).sum(-1).tolist()}
+    # the picks' target rows only (the signature is per dimension): not the whole catalog per block
+    targets = model.targets(relation, embedding[dst_t])
+    columns: Dict[str, list] = {"embedding": (embedding[src_t] * targets).sum(-1).tolist()}
     evidence = getattr(model, "evidence", None)
     if evidence is None:
         return columns

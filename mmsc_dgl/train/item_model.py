@@ -91,6 +91,7 @@ class ItemModel:
         self._index: Optional[Dict[str, int]] = None
         self._relation_models: Dict[str, nn.Module] = {}
         self._embeddings: Dict[str, torch.Tensor] = {}
+        self._targets: Dict[str, torch.Tensor] = {}
 
     # --- what it is ------------------------------------------------------------------------
     @property
@@ -110,7 +111,7 @@ class ItemModel:
         self.module.to(device)
         for model in self._relation_models.values():
             model.to(device)
-        self._embeddings = {}
+        self._embeddings, self._targets = {}, {}
         return self
 
     # --- ids -------------------------------------------------------------------------------
@@ -172,8 +173,9 @@ class ItemModel:
         """The rows queries are scored against for ``relation``: :meth:`embed`'s, or, for a
         model with a signature (``complement_signature``), those rows times it.  A search index
         for :meth:`topk` is built over these."""
-        emb = self.embed(relation)
-        return self.for_relation(relation).targets(relation, emb)
+        if relation not in self._targets:  # computed once, like embed: topk asks for it every query
+            self._targets[relation] = self.for_relation(relation).targets(relation, self.embed(relation))
+        return self._targets[relation]
 
     # --- queries ---------------------------------------------------------------------------
     @torch.no_grad()
