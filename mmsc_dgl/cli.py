@@ -636,7 +636,7 @@ def experiment(config_path: Path, out: Optional[Path], seeds: Optional[str], see
 
 
 BENCHMARKS = {"metapath": "metapath", "encoder": "encoder", "train": "train", "recommend": "recommend",
-              "gpu-train": "gpu_train", "dist": "dist"}
+              "gpu-train": "gpu_train", "dist": "dist", "lookalikes": "lookalikes"}
 
 
 @main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True,

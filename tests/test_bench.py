@@ -154,3 +154,28 @@ def test_cli_bench_runs_the_shared_implementation(tmp_path):
     assert rows[0]["items"] == 600 and rows[0]["recall@10"] == 1.0 and rows[0]["seconds"] > 0
     res = CliRunner().invoke(main, ["bench", "nope"])
     assert res.exit_code != 0
+
+
+def test_bench_lookalikes_counts_picks_that_share_the_item_group(dataset_dir, tmp_path):
+    from mmsc_dgl.bench.lookalikes import group_codes, main, same_group_share
+    assert group_codes(["a", None, ["x", "a"], "b", [], ""]).tolist() == [0, -1, 0, 1, -1, -1]
+    picks = torch.tensor([[1, 2], [0, 3], [0, 1], [2, 0]])
+    assert same_group_share(picks, torch.tensor([0, 0, 1, -1])) == pytest.approx(2 / 6)  # item 3: no query
+    assert same_group_share(picks, torch.tensor([0, 0, 0, 0])) == 1.0
+    from mmsc_dgl.config import ModelConfig, TrainConfig
+    from mmsc_dgl.train.run import load_run, train
+    config = TrainConfig(metapaths="s,c", max_neighbors=4, epochs=1, batch_size=256, val_queries=50,
+                         model=ModelConfig(hidden=16, heads=2, semantic_hidden=8, ssl_nodes=32))
+    train(dataset_dir, tmp_path / "run", config, progress=False)
+    out = tmp_path / "look.json"
+    main([str(tmp_path / "run"), "--k", "5", "--json", str(out)])
+    rows = json.loads(out.read_text())["results"]
+    model = load_run(tmp_path / "run").item_model()
+    types = load_run(tmp_path / "run").dataset.catalog.table.column("product_type").to_pylist()
+    for row in rows:  # the slow way: every item's picks, compared one by one
+        top = model.topk(model.item_ids, row["relation"], k=5).nodes.tolist()
+        expect = sum(types[j] == types[i] for i, picks in enumerate(top) for j in picks) / (5 * len(top))
+        assert row["share"] == pytest.approx(expect)
+    assert {r["relation"] for r in rows} == {"substitute", "complement"}
+    with pytest.raises(DataError, match="no column 'nope'"):
+        main([str(tmp_path / "run"), "--column", "nope"])

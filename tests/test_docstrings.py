@@ -10,7 +10,7 @@ pytest.importorskip("dgl")
 RUNNABLE = ["mmsc_dgl.config", "mmsc_dgl.data.node_features", "mmsc_dgl.data.prepare", "mmsc_dgl.eval.evaluate",
             "mmsc_dgl.features.base", "mmsc_dgl.metapath.spec", "mmsc_dgl.metapath.build",
             "mmsc_dgl.train.item_model", "mmsc_dgl.errors", "mmsc_dgl.data.report", "mmsc_dgl.data.catalog",
-            "mmsc_dgl.data.relations", "mmsc_dgl.data.graph"]
+            "mmsc_dgl.data.relations", "mmsc_dgl.data.graph", "mmsc_dgl.bench.lookalikes"]
 SKIPPED_ONLY = ["mmsc_dgl.train.run", "mmsc_dgl.data.dataset", "mmsc_dgl.experiments.config",
                 "mmsc_dgl.data.amazon", "mmsc_dgl.data.edgelist", "mmsc_dgl.data.parquet", "mmsc_dgl.data.splits",
                 "mmsc_dgl.models.mmsc", "mmsc_dgl.augment.select", "mmsc_dgl.features.cache",

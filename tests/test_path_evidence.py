@@ -97,14 +97,28 @@ def test_evidence_against_the_whole_catalog_equals_every_item_as_a_candidate():
                                 for x, y in evidence.metapaths))
         assert links.sum() > 0 and paths.sum() > 0
         torch.testing.assert_close(term(src, every), before[r](src, every) + 0.75 * links + 0.4 * paths)
-        torch.testing.assert_close(evidence.calibration_features(src, every, r), torch.stack([links, paths], -1))
+        per_path = torch.stack([evidence.counter.pairs(x, y, src.unsqueeze(1).expand_as(every), every)
+                                for x, y in evidence.metapaths], -1)
+        torch.testing.assert_close(evidence.calibration_features(src, every, r),
+                                   torch.cat([links.unsqueeze(-1), per_path], -1))
         torch.testing.assert_close(term.catalog(src), term(src, every))
         torch.testing.assert_close(evidence.candidate_scores(src, every, r), term(src, every))
         torch.testing.assert_close(before[r].catalog(src), before[r](src, every))
-    # weights saved before the calibration existed load with none
-    state = {k: v for k, v in evidence.state_dict().items() if "_bonus_" not in k}
+        # the path weight counts only the meta-paths its mask keeps, by every route
+        mask = getattr(evidence, f"path_mask_{r}")
+        mask.copy_(torch.tensor([0.0, 1.0, 1.0, 0.0]))
+        kept = torch.log1p(per_path[..., 1:3].sum(-1))
+        assert not torch.equal(kept, paths)
+        masked = evidence.frozen(r)
+        torch.testing.assert_close(masked(src, every), before[r](src, every) + 0.75 * links + 0.4 * kept)
+        torch.testing.assert_close(masked.catalog(src), masked(src, every))
+        torch.testing.assert_close(evidence.candidate_scores(src, every, r), masked(src, every))
+        torch.testing.assert_close(term(src, every), before[r](src, every) + 0.75 * links + 0.4 * paths)  # its own
+    # weights saved before the calibration (or before its choice of paths) existed load with none
+    state = {k: v for k, v in evidence.state_dict().items() if "_bonus_" not in k and "path_mask" not in k}
     evidence.load_state_dict(state)
     assert all(float(getattr(evidence, f"{k}_{r}")) == 0 for r in RELATIONS for k in ("link_bonus", "path_bonus"))
+    assert all(bool((getattr(evidence, f"path_mask_{r}") == 1).all()) for r in RELATIONS)
 
 
 def test_candidate_stage_with_an_exact_search_is_the_exact_ranking():
@@ -426,21 +440,25 @@ def test_calibration_is_chosen_on_validation_and_kept_with_the_weights(tiny, tmp
         return evaluate_embeddings({x: scorer for x in RELATIONS}, tiny.splits.val, run.evaluator.sampler, "val",
                                    ks=[10], max_queries=config.val_queries, seed=config.seed)[r]["NDCG@10"]
 
+    names = run.model.evidence.path_names
     moved = False
     for r in RELATIONS:
         chosen = metrics["calibration"][r]
         state = run.relation_states[r]
-        keys = (f"evidence.link_bonus_{r}", f"evidence.path_bonus_{r}")
+        keys = (f"evidence.link_bonus_{r}", f"evidence.path_bonus_{r}", f"evidence.path_mask_{r}")
         # the weights saved with the run carry the choice, and scoring uses it
-        assert [float(state[k]) for k in keys] == pytest.approx([chosen["link_bonus"], chosen["path_bonus"]])
+        assert [float(state[k]) for k in keys[:2]] == pytest.approx([chosen["link_bonus"], chosen["path_bonus"]])
+        assert [n for n, m in zip(names, state[keys[2]].tolist()) if m] == chosen["path_metapaths"]
         assert chosen["link_bonus"] in LINK_GRID and chosen["path_bonus"] in PATH_GRID
         best = validation(state, r)
         assert best == pytest.approx(chosen["val_NDCG@10"]["calibrated"], abs=1e-9)
         none = validation({**state, keys[0]: torch.tensor(0.0), keys[1]: torch.tensor(0.0)}, r)
         assert none == pytest.approx(chosen["val_NDCG@10"]["uncalibrated"], abs=1e-9)
-        # no pair of weights on the grid does better on validation than the one chosen
-        for link, path in ((2.0, 0.0), (0.0, 1.6), (0.5, 0.4)):
-            other = validation({**state, keys[0]: torch.tensor(link), keys[1]: torch.tensor(path)}, r)
+        # no setting on the grid does better on validation than the one chosen
+        for link, path, mask in ((2.0, 0.0, [1, 1, 1, 1]), (0.0, 1.6, [1, 1, 1, 1]), (0.5, 0.4, [1, 1, 1, 1]),
+                                 (0.0, 0.8, [0, 1, 1, 0]), (0.0, 0.8, [1, 0, 0, 1])):
+            other = validation({**state, keys[0]: torch.tensor(link), keys[1]: torch.tensor(path),
+                                keys[2]: torch.tensor(mask, dtype=torch.float32)}, r)
             assert other <= best + 1e-9
             moved |= other != best
     assert moved  # the weights change the ranking on this data, so the checks above can fail
@@ -452,3 +470,18 @@ def test_calibration_is_chosen_on_validation_and_kept_with_the_weights(tiny, tmp
     assert again.history == json.loads((run_dir / "history.json").read_text())
     assert "calibration" not in again.metrics
     assert load_run(run_dir).relation_states["substitute"]["evidence.link_bonus_substitute"] == 0
+
+
+def test_calibration_tries_every_set_of_meta_paths_and_a_model_copies_after_evaluating(tiny, tmp_path):
+    from mmsc_dgl.config import ModelConfig, TrainConfig
+    from mmsc_dgl.train.calibrate import path_subsets
+    from mmsc_dgl.train.run import load_run, train
+    assert len(path_subsets(4)) == 15 and path_subsets(4)[0] == (0, 1, 2, 3) and len(set(path_subsets(4))) == 15
+    assert len(path_subsets(9)) == 10 and all(len(s) >= 8 for s in path_subsets(9))  # a wider schema: leave-one-out
+    config = TrainConfig(metapaths="s,c", max_neighbors=4, epochs=1, batch_size=256, val_queries=50,
+                         model=ModelConfig(hidden=16, heads=2, semantic_hidden=8, ssl_nodes=32))
+    train(tiny.root, tmp_path / "run", config, progress=False)
+    run = load_run(tmp_path / "run")
+    run.evaluate()  # caches sparse path matrices in the model's path counter
+    top = run.item_model().topk(run.item_model().item_ids[:3], "complement", k=5)  # copies the model
+    assert top.nodes.shape == (3, 5)

@@ -56,12 +56,11 @@ class PathEvidence(nn.Module):
             linked[: len(self.metapaths)] = 0
             self.register_buffer(f"_linked_{r}", linked, persistent=False)  # the other relations' links
             # Set after training (mmsc_dgl.train.calibrate) and saved with the weights: a bonus
-            # for a pair that is an edge of another relation, and a weight on log(1 + its paths).
+            # for a pair that is an edge of another relation, a weight on log(1 + its paths), and
+            # which meta-paths those paths are (1 each: all of them until calibrated).
             self.register_buffer(f"link_bonus_{r}", torch.zeros(()))
             self.register_buffer(f"path_bonus_{r}", torch.zeros(()))
-        paths = torch.zeros(width)
-        paths[: len(self.metapaths)] = 1
-        self.register_buffer("_paths", paths, persistent=False)
+            self.register_buffer(f"path_mask_{r}", torch.ones(len(self.metapaths)))
         self._register_load_state_dict_pre_hook(self._pad_legacy)
 
     def _pad_legacy(self, state_dict, prefix, *args) -> None:
@@ -70,6 +69,7 @@ class PathEvidence(nn.Module):
         for r, mlp in self.mlp.items():
             for name in ("link_bonus", "path_bonus"):
                 state_dict.setdefault(f"{prefix}{name}_{r}", torch.zeros(()))
+            state_dict.setdefault(f"{prefix}path_mask_{r}", torch.ones(len(self.metapaths)))  # before the choice of paths
             key = f"{prefix}mlp.{r}.0.weight"
             saved = state_dict.get(key)
             width = mlp[0].in_features
@@ -140,20 +140,27 @@ class PathEvidence(nn.Module):
 
     def _calibration(self, relation: str) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(link_bonus_r`` times the mask of the other relations' link features [M],
-        ``path_bonus_r`` [], the mask of the path counts [M])``."""
+        ``path_bonus_r`` [], ``path_mask_r`` padded to [M]: the path counts that it weighs)``."""
+        mask = getattr(self, f"path_mask_{relation}")
         return (getattr(self, f"link_bonus_{relation}") * getattr(self, f"_linked_{relation}"),
-                getattr(self, f"path_bonus_{relation}"), self._paths)
+                getattr(self, f"path_bonus_{relation}"), torch.cat([mask, mask.new_zeros(len(self.links))]))
+
+    @property
+    def path_names(self) -> List[str]:
+        """The meta-paths' names, in the order of ``path_mask_r`` (``substitute-complement``)."""
+        return [f"{x}-{y}" for x, y in self.metapaths]
 
     def calibration_features(self, src: torch.Tensor, candidates: torch.Tensor, relation: str,
                              counts: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """[B, K, 2] for each pair ``(src[b], candidates[b, k])``: how many other relations it
-        is a training edge of, and log(1 + its two-hop paths, all meta-paths): what
-        ``link_bonus_r`` and ``path_bonus_r`` multiply.  ``counts``: the pairs'
-        :meth:`query_counts`, where the caller has them already."""
+        """[B, K, 1 + num_metapaths] for each pair ``(src[b], candidates[b, k])``: how many other
+        relations it is a training edge of (what ``link_bonus_r`` multiplies), then its
+        Adamic-Adar-weighted path count per meta-path (``path_bonus_r`` multiplies log(1 + the
+        sum of those that ``path_mask_r`` keeps)).  ``counts``: the pairs' :meth:`query_counts`,
+        where the caller has them already."""
         if counts is None:
             counts = self.query_counts(src, candidates)
-        return torch.stack([(counts * getattr(self, f"_linked_{relation}")).sum(-1),
-                            torch.log1p((counts * self._paths).sum(-1))], -1)
+        return torch.cat([(counts * getattr(self, f"_linked_{relation}")).sum(-1, keepdim=True),
+                          counts[..., : len(self.metapaths)]], -1)
 
     def pair_scores(self, src: torch.Tensor, dst: torch.Tensor, relation: str) -> torch.Tensor:
         return self(self.counts(src, dst), relation)
@@ -208,7 +215,7 @@ def _term(mlp: nn.Module, keep: torch.Tensor, counts: torch.Tensor,
           calibration: Tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> torch.Tensor:
     """One relation's score term: its MLP over the log counts, its own-relation links zeroed, plus
     what the calibration after training set: a bonus per other-relation link and a weight on
-    log(1 + all path counts).  Both are 0 for a pair with no path and no link, and exactly 0 before
+    log(1 + the path counts of the meta-paths it chose).  Both are 0 for a pair with no path and no link, and exactly 0 before
     the calibration (adding them then changes no bit, and needs no host sync to skip)."""
     links, weight, paths = calibration
     return (mlp(torch.log1p(counts) * keep).squeeze(-1) + (counts * links).sum(-1)

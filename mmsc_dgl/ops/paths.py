@@ -74,6 +74,11 @@ class PathCounter:
         out.weight = torch.ones_like(self.weight)
         return out
 
+    def __deepcopy__(self, memo) -> "PathCounter":
+        # Read-only graph state, shared by copies of the model that holds it (as the models'
+        # tables are); its cache of sparse matrices could not be deep-copied anyway.
+        return self
+
     def to(self, device) -> "PathCounter":
         return PathCounter({k: g.to(device) for k, g in self.graphs.items()}, self.weight.to(device))
 

@@ -1,4 +1,4 @@
-"""After training: two weights of MMSC's path-evidence term, chosen on validation.
+"""After training: three settings of MMSC's path-evidence term, chosen on validation.
 
 The evidence MLP learns how much a link to the other relation and a two-hop path are worth from
 the triplet loss, which stops pushing once a positive beats its four random negatives by the
@@ -7,19 +7,23 @@ by a path or an edge are the hard ones.  So, once training has ended, each relat
 gains
 
 .. math::
-    \\beta_r \\sum_{x \\ne r} A_x(i, j) \\; + \\; \\alpha_r \\log\\big(1 + \\textstyle\\sum_{xy} C_{xy}(i, j)\\big)
+    \\beta_r \\sum_{x \\ne r} A_x(i, j) \\; + \\; \\alpha_r \\log\\big(1 + \\textstyle\\sum_{xy \\in P_r} C_{xy}(i, j)\\big)
 
-with :math:`(\\beta_r, \\alpha_r)` chosen from :data:`LINK_GRID` x :data:`PATH_GRID` by validation
-NDCG@10 on the weights that relation selected (ties: the smaller weights).  Both terms are 0 for
-a pair with no path and no link, so the whole-catalog and candidate-stage routes stay exact.
-The scores and features of the validation candidates are computed once; each pair of weights
+with :math:`(\\beta_r, \\alpha_r)` from :data:`LINK_GRID` x :data:`PATH_GRID` and the set of
+two-hop meta-paths :math:`P_r` among :func:`path_subsets`, chosen by validation NDCG@10 on the
+weights that relation selected (ties: the smaller weights, then the more meta-paths).  Which
+paths count matters: two items that share a substitute are look-alikes, so for complements the
+substitute-substitute paths point at the wrong relation (on the synthetic quickstart catalog,
+weighing all paths put one planted substitute in ten among the top-10 complements).  Both terms
+are 0 for a pair with no path and no link, so the whole-catalog and candidate-stage routes stay
+exact.  The scores and features of the validation candidates are computed once; each setting
 only re-ranks them.
 """
 from __future__ import annotations
 
 import logging
-from itertools import product
-from typing import Dict, Sequence, Tuple
+from itertools import combinations, product
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -34,15 +38,29 @@ logger = logging.getLogger(__name__)
 LINK_GRID: Tuple[float, ...] = (0.0, 0.125, 0.25, 0.5, 1.0, 2.0)
 """Bonuses tried for a pair that is a training edge of the other relation (scores are of order 1)."""
 PATH_GRID: Tuple[float, ...] = (0.0, 0.1, 0.2, 0.4, 0.8, 1.6)
-"""Weights tried on log(1 + the pair's two-hop path counts, all meta-paths, Adamic-Adar-weighted)."""
+"""Weights tried on log(1 + the pair's two-hop path counts, Adamic-Adar-weighted, over the chosen meta-paths)."""
+SUBSETS_UP_TO = 4
+"""With at most this many two-hop meta-paths every non-empty subset is tried (15 for substitute
+and complement); with more, all of them and each leave-one-out (a schema with 3 relations has 9)."""
+
+
+def path_subsets(count: int) -> List[Tuple[int, ...]]:
+    """The sets of meta-path indices (of ``count``) that the calibration tries, all of them first."""
+    every = tuple(range(count))
+    if count <= SUBSETS_UP_TO:
+        subsets = [c for size in range(count, 0, -1) for c in combinations(every, size)]
+    else:
+        subsets = [every] + [tuple(i for i in every if i != j) for j in every]
+    return subsets
 
 
 @torch.no_grad()
 def calibrate(model, relation_states: Dict[str, dict], evaluator, enabled: bool = True,
-              link_grid: Sequence[float] = LINK_GRID, path_grid: Sequence[float] = PATH_GRID
+              link_grid: Sequence[float] = LINK_GRID, path_grid: Sequence[float] = PATH_GRID,
+              subsets: Optional[Sequence[Tuple[int, ...]]] = None
               ) -> Tuple[Dict[str, dict], Dict[str, dict]]:
-    """Choose each relation's ``link_bonus`` and ``path_bonus`` on validation and set them in its
-    selected weights.
+    """Choose each relation's ``link_bonus``, ``path_bonus`` and ``path_mask`` on validation and
+    set them in its selected weights.
 
     Args:
         model: the trained model (left holding the last relation's weights).
@@ -52,41 +70,55 @@ def calibrate(model, relation_states: Dict[str, dict], evaluator, enabled: bool 
         enabled: ``False`` leaves the states as they are (MMSC's ``calibrate: false``).
         link_grid, path_grid: the weights tried (the link bonus only where the evidence has
             link features).
+        subsets: the sets of meta-path indices tried for the path weight (default
+            :func:`path_subsets`; ``[tuple(range(M))]`` weighs every path, as before the choice).
 
     Returns:
-        ``(states, report)``: the states with both weights set (copies; the given states where the
-        model has no path evidence), and per relation ``{"link_bonus", "path_bonus",
-        "val_NDCG@10": {"uncalibrated", "calibrated"}}``.
+        ``(states, report)``: the states with the settings in them (copies; the given states where
+        the model has no path evidence), and per relation ``{"link_bonus", "path_bonus",
+        "path_metapaths", "val_NDCG@10": {"uncalibrated", "calibrated"}}``.
     """
     evidence = getattr(model, "evidence", None)  # MMSC's PathEvidence (None without path evidence)
     if evidence is None or not enabled or not relation_states:
         return relation_states, {}
     if not evidence.links:
         link_grid = (0.0,)
+    names = evidence.path_names
+    every = tuple(range(len(names)))
+    subsets = [tuple(sub) for sub in (path_subsets(len(names)) if subsets is None else subsets)]
+    settings = [(link, path, sub) for link, path in product(link_grid, path_grid)
+                for sub in (subsets if path else [every])]  # no path weight: the paths do not matter
     states, report = {}, {}
     for r in RELATIONS:
-        keys = (f"evidence.link_bonus_{r}", f"evidence.path_bonus_{r}")
+        keys = (f"evidence.link_bonus_{r}", f"evidence.path_bonus_{r}", f"evidence.path_mask_{r}")
         state = dict(relation_states[r])
-        for key in keys:  # weights saved before the calibration existed
-            state.setdefault(key, torch.zeros(()))
-        model.load_state_dict({**state, **{key: torch.zeros_like(state[key]) for key in keys}})
+        state.setdefault(keys[0], torch.zeros(()))  # weights saved before the calibration existed
+        state.setdefault(keys[1], torch.zeros(()))
+        state.setdefault(keys[2], torch.ones(len(names)))
+        model.load_state_dict({**state, keys[0]: torch.zeros_like(state[keys[0]]),
+                               keys[1]: torch.zeros_like(state[keys[1]])})
         with deterministic_algorithms(evaluator.config.deterministic):
-            tried = _validation_ndcg(model, evaluator, r, list(product(link_grid, path_grid)))
+            tried = _validation_ndcg(model, evaluator, r, settings)
         valid = {w: v for w, v in tried.items() if v == v}  # NaN: no validation edges of r
-        best = max(valid, key=lambda w: (valid[w], -sum(w), tuple(-x for x in w))) if valid else (0.0, 0.0)
-        for key, value in zip(keys, best):
-            state[key] = torch.tensor(float(value), dtype=state[key].dtype, device=state[key].device)
+        best = max(valid, key=lambda w: (valid[w], -w[0] - w[1], -w[0], len(w[2]))) if valid else (0.0, 0.0, every)
+        mask = torch.zeros(len(names), dtype=state[keys[2]].dtype, device=state[keys[2]].device)
+        mask[list(best[2])] = 1
+        state[keys[0]] = torch.tensor(float(best[0]), dtype=state[keys[0]].dtype, device=state[keys[0]].device)
+        state[keys[1]] = torch.tensor(float(best[1]), dtype=state[keys[1]].dtype, device=state[keys[1]].device)
+        state[keys[2]] = mask
         states[r] = state
-        report[r] = {"link_bonus": best[0], "path_bonus": best[1],
-                     "val_NDCG@10": {"uncalibrated": tried.get((0.0, 0.0)), "calibrated": tried.get(best)}}
-        logger.info("calibration of %s: link bonus %g, path weight %g (validation NDCG@10 %.4f -> %.4f)", r,
-                    best[0], best[1], tried.get((0.0, 0.0), float("nan")), tried.get(best, float("nan")))
+        chosen = [names[i] for i in best[2]]
+        report[r] = {"link_bonus": best[0], "path_bonus": best[1], "path_metapaths": chosen,
+                     "val_NDCG@10": {"uncalibrated": tried.get((0.0, 0.0, every)), "calibrated": tried.get(best)}}
+        logger.info("calibration of %s: link bonus %g, path weight %g on %s (validation NDCG@10 %.4f -> %.4f)", r,
+                    best[0], best[1], ", ".join(chosen), tried.get((0.0, 0.0, every), float("nan")),
+                    tried.get(best, float("nan")))
     model.load_state_dict(states[RELATIONS[-1]])
     return states, report
 
 
-def _validation_ndcg(model, evaluator, relation: str, weights) -> Dict[Tuple[float, float], float]:
-    """Validation NDCG@10 of ``relation`` at each ``(link_bonus, path_bonus)``."""
+def _validation_ndcg(model, evaluator, relation: str, settings) -> Dict[Tuple[float, float, Tuple[int, ...]], float]:
+    """Validation NDCG@10 of ``relation`` at each ``(link_bonus, path_bonus, meta-path indices)``."""
     model.eval()
     embedding = evaluator.embed(model)[relation] if evaluator.embed is not None else model.embed(relation)
     evidence = model.evidence
@@ -104,12 +136,15 @@ def _validation_ndcg(model, evaluator, relation: str, weights) -> Dict[Tuple[flo
     edges = evaluator.dataset.splits.val[relation]
     query = query_subset(len(edges), evaluator.config.val_queries, evaluator.config.seed)
     rank_queries(record, edges, query, evaluator.sampler, relation, "val", device=evaluator.device)
+    logs: Dict[Tuple[int, ...], list] = {}  # log(1 + the kept paths), per subset, per batch
     out = {}
-    for w in weights:
+    for link, path, sub in settings:
+        if sub not in logs:
+            logs[sub] = [torch.log1p(features[..., [1 + i for i in sub]].sum(-1)) for _, features in seen]
         parts = []
-        for scores, features in seen:
-            s = scores + w[0] * features[..., 0] + w[1] * features[..., 1]
+        for (scores, features), kept in zip(seen, logs[sub]):
+            s = scores + link * features[..., 0] + path * kept
             parts.append(ranks(s[:, 0], s[:, 1:]).cpu())
         rank = torch.cat(parts) if parts else torch.zeros(0, dtype=torch.long)
-        out[(float(w[0]), float(w[1]))] = float(ranking_metrics(rank, [10])["NDCG@10"])
+        out[(float(link), float(path), sub)] = float(ranking_metrics(rank, [10])["NDCG@10"])
     return out
