@@ -536,6 +536,11 @@ class TrainConfig(Config):
                                                   description="cut-offs of HR/MRR/NDCG@k, each at least 1 and at "
                                                               "most the candidates of a query (checked at the dataset)")
     cold_neighbors: int = Field(default=10, ge=1, description="k nearest items in content space for cold start")
+    cold_start: Literal["eq12", "tower"] = Field(default="tower", description="how items without edges are placed: "
+                                                 "eq12 (the mean of the cold_neighbors nearest items in content "
+                                                 "space, as in the paper) or tower (after training, a content "
+                                                 "tower fit to the model's rows, mixed with Eq. 12 at a share "
+                                                 "chosen on pseudo-cold items; mmsc_dgl.train.cold_start)")
     seed: Seed = 0
     deterministic: bool = Field(default=True, description="torch deterministic algorithms while training and "
                                                   "evaluating: the same seed gives the same metrics")
@@ -560,7 +565,7 @@ class TrainConfig(Config):
             data["model"] = {**{k: v for k, v in cls.STORED_BEFORE.items() if k in fields and k not in model}, **model}
         return cls.model_validate(data)
 
-    RESUMABLE_CHANGES: ClassVar[tuple] = ("epochs", "device", "impl", "patience", "deterministic")
+    RESUMABLE_CHANGES: ClassVar[tuple] = ("epochs", "device", "impl", "patience", "deterministic", "cold_start")
     """Fields a resumed run may change: they do not change what the run has learned so far."""
     AFTER_TRAINING: ClassVar[tuple] = ("calibrate",)
     """Model fields that act only once training has ended (a resumed run may change them too)."""

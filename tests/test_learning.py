@@ -90,3 +90,47 @@ def test_a_signature_keeps_look_alikes_out_of_the_complements(catalog):
     share_signed, ndcg_signed = _complement_picks_of_the_same_type(catalog, signed)
     assert share_signed < 0.5 * share_plain and ndcg_signed > ndcg_plain, \
         (share_plain, share_signed, ndcg_plain, ndcg_signed)
+
+
+@pytest.fixture(scope="module")
+def trained(catalog):
+    """MMSC trained on the catalog (4 epochs), with its evaluator."""
+    parts = build_run(catalog, CONFIG, progress=False)
+    evaluator = Evaluator(parts.dataset, CONFIG, parts.features)
+    Trainer(parts.model, CONFIG, progress=False).fit(parts.batches(), evaluator.validate)
+    states = {r: {k: v.clone() for k, v in parts.model.state_dict().items()} for r in ("substitute", "complement")}
+    return parts, evaluator, states
+
+
+def _cold_ndcg(evaluator, model, states, cold_start) -> float:
+    evaluator.cold_start = cold_start
+    return mean_ndcg(evaluator.evaluate(model, states)["cold"])
+
+
+def test_the_content_tower_places_cold_items_better_than_eq12_and_content(catalog, trained):
+    """Cold items (held out with all their edges) ranked by MMSC with the content tower beat
+    MMSC's Eq. 12 and the content-cosine baseline.  Measured (2026-12-05): cold NDCG@10, mean of
+    both relations, 0.326 with the tower (complements 0.233 -> 0.279; substitutes keep Eq. 12,
+    which on this catalog's type-named titles is hard to beat), Eq. 12 0.303, content 0.121."""
+    from mmsc_dgl.eval.cold_start import ColdStart
+    from mmsc_dgl.train.cold_start import fit_cold_start
+    parts, evaluator, states = trained
+    eq12 = _cold_ndcg(evaluator, parts.model, states, ColdStart(k=CONFIG.cold_neighbors))
+    content_parts = build_run(catalog, CONFIG.with_architecture("content"), progress=False)
+    content = mean_ndcg(Evaluator(catalog, CONFIG, content_parts.features).evaluate(content_parts.model)["cold"])
+    cold, report = fit_cold_start(parts.model, states, evaluator, k=CONFIG.cold_neighbors, seed=0)
+    tower = _cold_ndcg(evaluator, parts.model, states, cold)
+    assert tower >= 1.05 * eq12 and tower >= 1.5 * content, (tower, eq12, content, report)
+    assert set(report) == {"substitute", "complement"} and report["complement"]["tower_share"] > 0
+
+
+def test_the_content_tower_with_its_loss_broken_does_not(catalog, trained, monkeypatch):
+    from mmsc_dgl.eval.cold_start import ColdStart
+    import mmsc_dgl.train.cold_start as cold_start
+    parts, evaluator, states = trained
+    eq12 = _cold_ndcg(evaluator, parts.model, states, ColdStart(k=CONFIG.cold_neighbors))
+    entropy = cold_start.F.cross_entropy
+    monkeypatch.setattr(cold_start.F, "cross_entropy", lambda logits, target: entropy(-logits, target))
+    cold, report = cold_start.fit_cold_start(parts.model, states, evaluator, k=CONFIG.cold_neighbors, seed=0)
+    tower = _cold_ndcg(evaluator, parts.model, states, cold)
+    assert tower < 1.05 * eq12, (tower, eq12, report)

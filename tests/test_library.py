@@ -220,15 +220,42 @@ def test_strict_loading_refuses_weights_of_other_content(trained):
 
 def test_a_new_item_from_its_content(trained):
     root, ds, _ = trained
+    from mmsc_dgl.eval.cold_start import ColdStart
     model = mmsc_dgl.load_model(root / "run")
     feats = ds.features["tokens"][:3, 0] + 0.01 * torch.randn(3, 12)
-    new = model.embed_new(feats, "complement", k=1)
+    # the run placed its cold items with a content tower, and the model places new items the same way
+    assert set(model.cold_start.towers) == {"substitute", "complement"} and model.cold_start.describe().startswith("content tower")
+    with_tower = model.embed_new(feats, "complement")
+    assert with_tower.shape == (3, model.embed("complement").shape[1])
+    torch.testing.assert_close(with_tower.norm(dim=1), torch.ones(3))
+    model.cold_start = ColdStart(k=1)  # Eq. 12 alone
+    new = model.embed_new(feats, "complement")
     emb = model.embed("complement")
-    torch.testing.assert_close(new, emb[:3])  # its nearest item in content space is the one it copies
+    # its nearest item in content space is the one it copies (unit length)
+    torch.testing.assert_close(new, torch.nn.functional.normalize(emb[:3], dim=1))
+    if model.cold_start.mix.get("complement", 0) > 0:
+        assert not torch.allclose(with_tower, new)
     scores = new @ emb.T
     assert scores.shape == (3, N)
     with pytest.raises(DataError, match="dimensions"):
         model.embed_new(torch.randn(2, 5), "complement")
+
+
+def test_a_saved_model_keeps_its_content_tower(trained, tmp_path):
+    root, ds, _ = trained
+    model = mmsc_dgl.load_model(root / "run")
+    feats = ds.features["tokens"][:4, 0] + 0.05 * torch.randn(4, 12)
+    path = model.save(tmp_path / "moved" / "model.mmsc")
+    again = mmsc_dgl.load_model(path)
+    assert again.cold_start.mix == model.cold_start.mix and set(again.cold_start.towers) == set(model.cold_start.towers)
+    for r in ("substitute", "complement"):
+        torch.testing.assert_close(again.embed_new(feats, r), model.embed_new(feats, r))
+    # a damaged tower is one line naming the file
+    state = torch.load(path, weights_only=True)
+    state["cold_start"]["towers"]["substitute"]["weights"]["fc_in.weight"] = torch.zeros(3, 3)
+    torch.save(state, tmp_path / "bad.mmsc")
+    with pytest.raises(DataError, match="bad.mmsc.*damaged"):
+        mmsc_dgl.load_model(tmp_path / "bad.mmsc")
 
 
 def test_mmsc_in_their_own_training_loop(trained):

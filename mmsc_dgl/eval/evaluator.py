@@ -9,7 +9,8 @@ import torch
 
 from mmsc_dgl.schema import RELATIONS
 from mmsc_dgl.determinism import deterministic_algorithms
-from mmsc_dgl.eval.evaluate import cold_start_embeddings, embedding_scores, evaluate_embeddings
+from mmsc_dgl.eval.cold_start import ColdStart
+from mmsc_dgl.eval.evaluate import embedding_scores, evaluate_embeddings
 from mmsc_dgl.eval.pairs import best_f1_threshold, pair_metrics
 
 
@@ -28,16 +29,19 @@ class Evaluator:
         embed: ``embed(model) -> {relation: [num_items, dim]}``, how every item's rows are
             computed (default: ``model.embed_all()``; data-parallel training embeds each
             process's share and gathers the rest: :mod:`mmsc_dgl.distributed.training`).
+        cold_start: how cold items are placed (default: Eq. 12 with ``config.cold_neighbors``);
+            a run sets its trained one (:func:`mmsc_dgl.train.cold_start.fit_cold_start`).
     """
 
     def __init__(self, dataset, config, features=None, device: Optional[torch.device] = None, sampler=None,
-                 embed: Optional[Callable] = None):
+                 embed: Optional[Callable] = None, cold_start: Optional[ColdStart] = None):
         self.dataset = dataset
         self.config = config
         self.features = features
         self.device = device or torch.device("cpu")
         self.sampler = sampler or dataset.negative_sampler()
         self.embed = embed
+        self.cold_start = cold_start
 
     # --- during training --------------------------------------------------------------------
     @torch.no_grad()
@@ -111,11 +115,11 @@ class Evaluator:
                                             else "the content embedding itself")
             elif self.features is not None:
                 content = self.features.pooled().to(emb["substitute"].device)
-                cold_emb = self.scorers(model, {r: cold_start_embeddings(emb[r], content, splits.cold_items,
-                                                                         cfg.cold_neighbors) for r in RELATIONS},
-                                        relation_states)
+                placer = self.cold_start or ColdStart(k=cfg.cold_neighbors)
+                cold_emb = self.scorers(model, {r: placer.fill(r, emb[r], content, splits.cold_items)
+                                                for r in RELATIONS}, relation_states)
                 empty = int((content[torch.tensor(np.array(splits.cold_items), device=content.device)].abs().sum(1) == 0).sum())
-                out["cold_start_method"] = f"mean of {cfg.cold_neighbors} nearest items in content space" + (
+                out["cold_start_method"] = placer.describe() + (
                     f" ({empty:,} of {len(splits.cold_items):,} cold items have no content and keep their own "
                     "embeddings)" if empty else "")
             else:

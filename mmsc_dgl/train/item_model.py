@@ -20,6 +20,7 @@ from torch import nn
 from mmsc_dgl.schema import RELATIONS
 from mmsc_dgl.config import TrainConfig
 from mmsc_dgl.errors import DataError
+from mmsc_dgl.eval.cold_start import ColdStart
 from mmsc_dgl.features.base import ContentFeatures
 from mmsc_dgl.ops import CSR
 
@@ -79,8 +80,9 @@ class ItemModel:
     def __init__(self, model: nn.Module, relation_states: Mapping[str, Mapping[str, torch.Tensor]],
                  item_ids: Sequence[str], config: TrainConfig, features: Optional[Any] = None,
                  titles: Optional[Sequence[Optional[str]]] = None, tables: Optional[Mapping[str, CSR]] = None,
-                 train_edges: Optional[Mapping[str, Any]] = None):
+                 train_edges: Optional[Mapping[str, Any]] = None, cold_start: Optional[ColdStart] = None):
         self.module = model
+        self.cold_start = cold_start or ColdStart(k=config.cold_neighbors)
         self.relation_states = {r: dict(relation_states[r]) for r in RELATIONS}
         self.item_ids: List[str] = [str(i) for i in item_ids]
         self.titles = list(titles) if titles is not None else None
@@ -109,6 +111,7 @@ class ItemModel:
     def to(self, device: Union[str, torch.device]) -> "ItemModel":
         """Move every part to ``device`` (in place; returns self)."""
         self.module.to(device)
+        self.cold_start.to(device)
         for model in self._relation_models.values():
             model.to(device)
         self._embeddings, self._targets = {}, {}
@@ -223,13 +226,13 @@ class ItemModel:
 
     @torch.no_grad()
     def embed_new(self, features: Any, relation: str, k: Optional[int] = None) -> torch.Tensor:
-        """Embeddings for items the model has not seen, from their content (MMSC's Eq. 12, as the
-        cold-start evaluation does): the mean embedding of the ``k`` catalog items nearest in
-        content space (cosine of pooled features).  ``features``: [M, D], [M, T, D] or
-        ``(tokens, mask)``, in the space of the model's features.  Rows are on the scale of
-        :meth:`embed`'s, so ``embed_new(...) @ targets(r).T`` ranks catalog items for them."""
+        """Embeddings for items the model has not seen, from their content, as the cold-start
+        evaluation places cold items (:attr:`cold_start`: the run's content tower mixed with
+        Eq. 12, or Eq. 12 alone, the mean embedding of the ``k`` catalog items nearest in content
+        space).  ``features``: [M, D], [M, T, D] or ``(tokens, mask)``, in the space of the
+        model's features.  Rows have unit length, so ``embed_new(...) @ targets(r).T`` ranks
+        catalog items for them (a new item without content gets zeros)."""
         from mmsc_dgl.data.node_features import as_token_features
-        from mmsc_dgl.eval.evaluate import nearest_content_mean
         own = self.features
         if own is None or getattr(own, "learnable", False):
             raise DataError("this model has no frozen content features, so a new item cannot be placed by its "
@@ -241,8 +244,8 @@ class ItemModel:
                             fix="extract them with the extractor the model was trained with.")
         new = ContentFeatures(tokens, mask, source="new").pooled()
         emb = self.embed(relation)
-        return nearest_content_mean(emb, own.pooled().to(emb.device), new.to(emb.device),
-                                    k or self.config.cold_neighbors)
+        placer = self.cold_start if k is None else ColdStart(k, self.cold_start.towers, self.cold_start.mix)
+        return placer.rows(relation, emb, own.pooled().to(emb.device), new.to(emb.device))
 
     # --- saving ----------------------------------------------------------------------------
     def save(self, path: Union[str, os.PathLike], overwrite: bool = False) -> Path:
@@ -273,7 +276,8 @@ class ItemModel:
             "train_edges": None if self._edges is None else
             {r: {"src": torch.from_numpy(e.src.astype(np.int64)), "dst": torch.from_numpy(e.dst.astype(np.int64))}
              for r, e in self._edges.items()},
-            "features": _features_state(self.features)}
+            "features": _features_state(self.features),
+            "cold_start": self.cold_start.state() if self.cold_start.towers else None}
         save_checkpoint(path, state)
         return path
 
@@ -368,10 +372,11 @@ def load_saved_model(path: Union[str, os.PathLike], device: Optional[str] = None
         edges = None if state["train_edges"] is None else {
             r: _Edges(e["src"].numpy(), e["dst"].numpy()) for r, e in state["train_edges"].items()}
         features = _features_from_state(state["features"])
+        cold_start = ColdStart.from_state(state.get("cold_start"), k=config.cold_neighbors)
         num_items = len(state["item_ids"])
         model = build_model(config.architecture, num_items, config.model, tables=tables, train_edges=edges,
                             features=features, impl=resolve_impl(config.impl, target, import_dgl=False))
-    except (ValueError, KeyError, TypeError, IndexError, AttributeError) as err:  # DataError is a ValueError
+    except (ValueError, KeyError, TypeError, IndexError, AttributeError, RuntimeError) as err:  # DataError is a ValueError
         reason = err.reason if isinstance(err, DataError) else f"{type(err).__name__}: {err}"
         raise DataError(f"the saved model is damaged ({reason}).", path=path,
                         fix="save it again from its run (load_model(RUN_DIR).save(path)).") from None
@@ -383,4 +388,4 @@ def load_saved_model(path: Union[str, os.PathLike], device: Optional[str] = None
                         fix="save the model again.") from None
     model.to(target).eval()
     return ItemModel(model, state["states"], state["item_ids"], config, features, state.get("titles"),
-                     tables, edges)
+                     tables, edges, cold_start=cold_start.to(target))

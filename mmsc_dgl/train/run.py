@@ -25,11 +25,13 @@ from mmsc_dgl.fingerprint import file_fingerprint, fingerprint
 from mmsc_dgl.io import atomic_write_json, atomic_write_parquet, atomic_write_text, human_size, resolve_path
 from mmsc_dgl.lock import writer_lock
 from mmsc_dgl.ownership import check_dir_parent, check_output_dir, check_output_file, clear_directory, read_marker, write_marker
+from mmsc_dgl.eval.cold_start import ColdStart
 from mmsc_dgl.eval.evaluator import Evaluator
 from mmsc_dgl.data.node_features import FEATURE_FILE, write_feature_file
 from mmsc_dgl.features.load import load_features
 from mmsc_dgl.train.build import RunParts, build_run, load_train_edges, resolve_device
 from mmsc_dgl.train.calibrate import calibrate
+from mmsc_dgl.train.cold_start import fit_cold_start
 from mmsc_dgl.train.checkpoint import load_checkpoint, save_checkpoint, state_dict_problem
 from mmsc_dgl.train.item_model import ItemModel, catalog_pair_term, load_saved_model, sparse_pair_term
 from mmsc_dgl.train.trainer import Trainer, TrainResult
@@ -355,12 +357,20 @@ def _fit(parts: RunParts, run_dir: Path, resume: bool, stop_after: Optional[int]
         return TrainResult(run_dir, {}, fit.history, fit.best_epoch, parts.dataset)
     states, calibration = calibrate(parts.model, fit.relation_states, evaluator,
                                     getattr(config.model, "calibrate", False))
+    cold_report: dict = {}
+    if config.cold_start == "tower":
+        evaluator.cold_start, cold_report = fit_cold_start(parts.model, states, evaluator, k=config.cold_neighbors,
+                                                           seed=config.seed)
     save_checkpoint(run_dir / MODEL, {"states": states, "config": config.model_dump_json(),
-                                      "best_epoch": fit.best_epoch})
+                                      "best_epoch": fit.best_epoch,
+                                      "cold_start": evaluator.cold_start.state()
+                                      if evaluator.cold_start is not None and evaluator.cold_start.towers else None})
     record_weights(run_dir)
     metrics = evaluator.evaluate(parts.model, states)
     if calibration:
         metrics["calibration"] = calibration
+    if cold_report:
+        metrics["cold_start"] = cold_report
     metrics["best_epoch"] = fit.best_epoch
     metrics["epochs_run"] = fit.epochs_run
     atomic_write_json(run_dir / METRICS, metrics)
@@ -404,17 +414,21 @@ class LoadedRun:
         model: the model (holding the weights of the relation last asked for).
         relation_states: per relation, the weights of its best validation epoch.
         features: its content features (or ``None``).
+        cold_start: how it places items without edges (:class:`~mmsc_dgl.eval.cold_start.ColdStart`).
         evaluator: the :class:`~mmsc_dgl.eval.evaluator.Evaluator` of its dataset.
         record: its ``run.json`` (the dataset path and fingerprints).
     """
 
-    def __init__(self, parts: RunParts, relation_states: Dict[str, dict], record: Optional[dict] = None):
+    def __init__(self, parts: RunParts, relation_states: Dict[str, dict], record: Optional[dict] = None,
+                 cold_start: Optional[ColdStart] = None):
         self.dataset, self.config, self.model = parts.dataset, parts.config, parts.model
         self.record = record or {}
         self.features, self.device = parts.features, parts.device
         self.relation_states = relation_states
         self.tables, self.train_edges = parts.tables, parts.train_edges
-        self.evaluator = Evaluator(parts.dataset, parts.config, parts.features, parts.device)
+        self.cold_start = cold_start or ColdStart(k=parts.config.cold_neighbors)
+        self.evaluator = Evaluator(parts.dataset, parts.config, parts.features, parts.device,
+                                   cold_start=self.cold_start)
         self._item_model: Optional[ItemModel] = None
 
     def use_relation(self, relation: str):
@@ -430,7 +444,8 @@ class LoadedRun:
             titles = catalog.titles() if "title" in catalog.table.column_names else None
             tables = None if self.tables is None else {name: self.tables[name].csr() for name in self.tables}
             self._item_model = ItemModel(self.model, self.relation_states, catalog.ids.to_pylist(), self.config,
-                                         self.features, titles, tables, self.train_edges)
+                                         self.features, titles, tables, self.train_edges,
+                                         cold_start=self.cold_start)
         return self._item_model
 
     def embeddings(self) -> Optional[Dict[str, torch.Tensor]]:
@@ -487,7 +502,12 @@ def load_run(run_dir: os.PathLike | str, device: Optional[str] = None,
         raise DataError(f"model.pt does not fit this run's config ({state_dict_problem(err)}).", path=run_dir / MODEL,
                         fix="the run directory mixes two runs; train it again with --overwrite.") from None
     parts.model.eval()
-    return LoadedRun(parts, state["states"], record)
+    try:
+        cold_start = ColdStart.from_state(state.get("cold_start"), k=config.cold_neighbors).to(parts.device)
+    except (RuntimeError, KeyError, TypeError, ValueError) as err:
+        raise DataError(f"model.pt's cold-start tower is damaged ({type(err).__name__}: {err}).", path=run_dir / MODEL,
+                        fix="train the run again with --overwrite.") from None
+    return LoadedRun(parts, state["states"], record, cold_start=cold_start)
 
 
 def load_model(path: Union[str, os.PathLike], device: Optional[str] = None,
