@@ -3,7 +3,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from mmsc_dgl.eval.evaluate import cold_start_embeddings
+from mmsc_dgl.eval.cold_start import ColdStart
 from mmsc_dgl.features.categorical import categorical_features
 from mmsc_dgl.models.inputs import ItemInput
 
@@ -42,9 +42,10 @@ def test_item_input_learns_token_embeddings():
 def test_cold_items_without_content_keep_their_embeddings():
     emb = torch.randn(5, 4)
     content = torch.tensor([[1.0, 0], [0.9, 0.1], [0, 1.0], [0, 0], [0, 0]])
-    out = cold_start_embeddings(emb, content, np.array([0, 3]), k=1)
+    out = ColdStart(k=1).fill("complement", emb, content, np.array([0, 3]))
     torch.testing.assert_close(out[3], emb[3])          # no content: nothing to borrow from
-    torch.testing.assert_close(out[0], torch.nn.functional.normalize(emb[1], dim=0))  # nearest warm item
+    scale = emb[[1, 2]].norm(dim=1).mean()  # placed rows take the warm rows' mean length
+    torch.testing.assert_close(out[0], torch.nn.functional.normalize(emb[1], dim=0) * scale)  # nearest warm item
     torch.testing.assert_close(out[[1, 2, 4]], emb[[1, 2, 4]])
 
 

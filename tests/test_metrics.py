@@ -6,7 +6,8 @@ import torch
 
 from mmsc_dgl.data.edges import RelationEdges
 from mmsc_dgl.data.negatives import NegativeSampler
-from mmsc_dgl.eval.evaluate import cold_start_embeddings, evaluate_embeddings, rank_full_catalog, rank_queries
+from mmsc_dgl.eval.cold_start import ColdStart
+from mmsc_dgl.eval.evaluate import evaluate_embeddings, rank_full_catalog, rank_queries
 from mmsc_dgl.eval.pairs import best_f1_threshold, pair_metrics
 from mmsc_dgl.eval.ranking import ranking_metrics, ranks
 from mmsc_dgl.models.losses import info_nce, triplet_loss
@@ -60,7 +61,7 @@ def test_cold_start_is_mean_of_nearest_in_content_space():
     content = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [1.0, 0.05]])
     behaviour = torch.nn.functional.normalize(torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0],
                                                             [0.0, 0.0, 1.0], [5.0, 5.0, 5.0]]), dim=1)
-    out = cold_start_embeddings(behaviour, content, np.array([3]), k=2)
+    out = ColdStart(k=2).fill("substitute", behaviour, content, np.array([3]))
     expect = torch.nn.functional.normalize(behaviour[[0, 1]].mean(0), dim=0)
     assert torch.allclose(out[3], expect) and torch.equal(out[:3], behaviour[:3])
 
@@ -114,3 +115,28 @@ def test_sampler_neighbours_are_what_it_excludes():
     owner, nb = sampler.neighbours("complement", items)
     for k, item in enumerate(items):
         assert sorted(nb[owner == k].tolist()) == sorted(adj[item])
+
+
+def test_test_metrics_per_training_degree_bucket():
+    from mmsc_dgl.eval.evaluate import degree_buckets
+    n = 60
+    sampler, edges, _ = _sampler_and_edges(n)
+    rng = np.random.default_rng(1)
+    emb = torch.from_numpy(rng.normal(size=(n, 8))).float()
+    degree = rng.integers(0, 15, size=n)
+    buckets = degree_buckets(degree)
+    split = {r: edges for r in ("substitute", "complement")}
+    whole = evaluate_embeddings({r: emb for r in split}, split, sampler, "test", ks=[10])
+    out = evaluate_embeddings({r: emb for r in split}, split, sampler, "test", ks=[10], buckets=buckets)
+    parts = out["substitute"]["by_bucket"]
+    assert list(parts) == [b for b in ("0", "1-2", "3-10", ">10") if b in parts] and len(parts) >= 3
+    assert sum(p["queries"] for p in parts.values()) == whole["substitute"]["queries"]
+    # the buckets' metrics, weighted by their queries, are the whole split's
+    mean = sum(p["NDCG@10"] * p["queries"] for p in parts.values()) / whole["substitute"]["queries"]
+    assert abs(mean - whole["substitute"]["NDCG@10"]) < 1e-9
+    # and each is the metric of exactly the queries whose source is in the bucket
+    src = edges.src
+    some = next(iter(parts))
+    ranks = rank_queries(emb, edges, np.arange(len(edges)), sampler, "substitute", "test")
+    from mmsc_dgl.eval.ranking import ranking_metrics
+    assert parts[some]["NDCG@10"] == ranking_metrics(ranks[torch.from_numpy(buckets[src] == some)], [10])["NDCG@10"]

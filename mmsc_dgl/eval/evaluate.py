@@ -97,16 +97,36 @@ def rank_full_catalog(scorer: Union[torch.Tensor, PairScores], edges: RelationEd
     return torch.cat(out) if out else torch.zeros(0, dtype=torch.long)
 
 
+DEGREE_BUCKETS = (("0", 0, 0), ("1-2", 1, 2), ("3-10", 3, 10), (">10", 11, None))
+"""Training-degree buckets of query items (name, lowest, highest or ``None``): the long tail."""
+
+
+def degree_buckets(degree: np.ndarray) -> np.ndarray:
+    """The :data:`DEGREE_BUCKETS` name of each degree.
+
+    Example:
+        >>> degree_buckets(np.array([0, 2, 3, 11])).tolist()
+        ['0', '1-2', '3-10', '>10']
+    """
+    out = np.empty(len(degree), dtype=object)
+    for name, low, high in DEGREE_BUCKETS:
+        out[(degree >= low) & ((degree <= high) if high is not None else True)] = name
+    return out
+
+
 def evaluate_embeddings(embeddings: Mapping[str, Union[torch.Tensor, PairScores]],
                         split_edges: Mapping[str, RelationEdges], sampler: NegativeSampler, split: str,
                         ks: Iterable[int] = (10,), max_queries: Optional[int] = None, seed: int = 0,
-                        device: Optional[torch.device] = None, full_catalog: bool = False
-                        ) -> Dict[str, Dict[str, float]]:
+                        device: Optional[torch.device] = None, full_catalog: bool = False,
+                        buckets: Optional[np.ndarray] = None) -> Dict[str, Dict[str, float]]:
     """HR/MRR/NDCG@K per relation for one split (``val``, ``test`` or ``cold``).  Each relation
     is scored by an embedding matrix or a :data:`PairScores` function (models without
     embeddings, such as neighbourhood heuristics).  Each held-out target is ranked against the
     split's sampled negatives, or with ``full_catalog`` against every item
-    (:func:`rank_full_catalog`)."""
+    (:func:`rank_full_catalog`).  ``buckets`` (a label per item, e.g. :func:`degree_buckets`
+    of training degrees) adds ``by_bucket``: the metrics of the queries whose source item
+    carries each label."""
+    ks = list(ks)
     result = {}
     for relation in RELATIONS:
         edges = split_edges[relation]
@@ -116,31 +136,16 @@ def evaluate_embeddings(embeddings: Mapping[str, Union[torch.Tensor, PairScores]
         else:
             r = rank_queries(embeddings[relation], edges, query, sampler, relation, split, device=device)
         result[relation] = {**ranking_metrics(r, ks), "queries": int(len(query))}
+        if buckets is not None:
+            label = np.asarray(buckets)[edges.src[query]]
+            known = [b for b, *_ in DEGREE_BUCKETS]
+            order = [b for b in known if (label == b).any()] + sorted(set(label.tolist()) - set(known), key=str)
+            result[relation]["by_bucket"] = {
+                str(b): {**ranking_metrics(r[torch.from_numpy(np.asarray(label == b, dtype=bool))], ks),
+                         "queries": int((label == b).sum())} for b in order}
         if len(query) == 0:  # the metrics are NaN in memory and null in JSON; say why
             result[relation]["reason"] = f"no held-out {relation} edges in the {split} split"
     return result
-
-
-@torch.no_grad()
-def cold_start_embeddings(embeddings: torch.Tensor, content: torch.Tensor, cold_items: np.ndarray,
-                          k: int = 10, batch_size: int = 4096) -> torch.Tensor:
-    """MMSC's Eq. 12: each cold item gets the mean behaviour embedding of its ``k`` nearest warm
-    items in content space (cosine).  Other rows are returned unchanged, and so are cold items
-    without content (an all-zero content row): they have no nearest items to borrow from, and
-    warm items without content are never borrowed from."""
-    out = embeddings.clone()
-    has_content = content.abs().sum(1) > 0
-    every_cold = torch.tensor(np.asarray(cold_items), dtype=torch.long, device=embeddings.device)
-    cold = every_cold[has_content[every_cold]] if every_cold.numel() else every_cold
-    if cold.numel() == 0:
-        return out
-    warm_mask = has_content.clone()
-    warm_mask[every_cold] = False
-    if not warm_mask.any():
-        return out
-    out[cold] = F.normalize(nearest_content_mean(embeddings, content, content[cold], k, batch_size,
-                                                 candidates=warm_mask), dim=1)
-    return out
 
 
 @torch.no_grad()
@@ -149,7 +154,7 @@ def nearest_content_mean(embeddings: torch.Tensor, content: torch.Tensor, new_co
                          candidates: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Each row of ``new_content`` gets the mean embedding of its ``k`` catalog items nearest in
     content space (cosine), on the scale of ``embeddings`` (no normalisation): items outside
-    the catalog (``ItemModel.embed_new``), and cold items (:func:`cold_start_embeddings`).
+    the catalog (``ItemModel.embed_new``), and cold items (:class:`~mmsc_dgl.eval.cold_start.ColdStart`).
     Only ``candidates`` (a bool mask; default: the items with content, i.e. a non-zero row) are
     borrowed from; a new item without content gets zeros.
 

@@ -10,7 +10,7 @@ import torch
 from mmsc_dgl.schema import RELATIONS
 from mmsc_dgl.determinism import deterministic_algorithms
 from mmsc_dgl.eval.cold_start import ColdStart
-from mmsc_dgl.eval.evaluate import embedding_scores, evaluate_embeddings
+from mmsc_dgl.eval.evaluate import degree_buckets, embedding_scores, evaluate_embeddings
 from mmsc_dgl.eval.pairs import best_f1_threshold, pair_metrics
 
 
@@ -73,6 +73,36 @@ class Evaluator:
         return out
 
     # --- after training ---------------------------------------------------------------------
+    def edgeless_items(self) -> np.ndarray:
+        """Items the model never saw an edge of: the cold items, and items whose every edge is
+        held out (a test query's source can be one).  Evaluation places all of them as it
+        places cold items (:attr:`cold_start`), since their own rows learned nothing from edges."""
+        return np.union1d(np.asarray(self.dataset.splits.cold_items, dtype=np.int64),
+                          np.flatnonzero(self.training_degree() == 0))
+
+    def _place_edgeless(self, model, emb) -> Optional[Dict[str, torch.Tensor]]:
+        """``emb`` with :meth:`edgeless_items` placed from their content, or ``None`` where the
+        model has no embeddings, its embedding is its content, or there is no content."""
+        if emb is None or model.content_only or self.features is None:
+            return None
+        content = self.features.pooled().to(emb["substitute"].device)
+        placer = self.cold_start or ColdStart(k=self.config.cold_neighbors)
+        edgeless = self.edgeless_items()
+        return {r: placer.fill(r, emb[r], content, edgeless) for r in RELATIONS}
+
+    def training_degree(self) -> np.ndarray:
+        """Each item's training neighbours, summed over the relations (an edge stored in both
+        directions counts once); test metrics are also reported per degree bucket
+        (``test[r]["by_bucket"]``)."""
+        splits = self.dataset.splits
+        n = splits.num_items
+        degree = np.zeros(n, dtype=np.int64)
+        for r in RELATIONS:
+            e = splits.train[r]
+            pairs = np.unique(np.concatenate([e.src * n + e.dst, e.dst * n + e.src]))
+            np.add.at(degree, pairs // n, 1)
+        return degree
+
     @torch.no_grad()
     def embeddings(self, model, relation_states: Optional[Dict[str, dict]] = None) -> Optional[Dict[str, torch.Tensor]]:
         """Each relation's embeddings from that relation's selected weights (``None`` for a model
@@ -101,9 +131,11 @@ class Evaluator:
         cfg = self.config
         emb = self.embeddings(model, relation_states)
         splits = self.dataset.splits
-        scorers = self.scorers(model, emb, relation_states)
+        placed = self._place_edgeless(model, emb)
+        scorers = self.scorers(model, placed if placed is not None else emb, relation_states)
         out = {"test": evaluate_embeddings(scorers, splits.test, self.sampler, "test", ks=cfg.ks, device=self.device,
-                                           max_queries=cfg.test_queries, seed=cfg.seed)}
+                                           max_queries=cfg.test_queries, seed=cfg.seed,
+                                           buckets=degree_buckets(self.training_degree()))}
         if full_catalog:
             out["test_full_catalog"] = evaluate_embeddings(scorers, splits.test, self.sampler, "test", ks=cfg.ks,
                                                            device=self.device, max_queries=cfg.test_queries,
@@ -113,11 +145,10 @@ class Evaluator:
                 cold_emb = scorers
                 out["cold_start_method"] = ("the model's own scores (no embeddings)" if emb is None
                                             else "the content embedding itself")
-            elif self.features is not None:
+            elif placed is not None:
                 content = self.features.pooled().to(emb["substitute"].device)
                 placer = self.cold_start or ColdStart(k=cfg.cold_neighbors)
-                cold_emb = self.scorers(model, {r: placer.fill(r, emb[r], content, splits.cold_items)
-                                                for r in RELATIONS}, relation_states)
+                cold_emb = scorers
                 empty = int((content[torch.tensor(np.array(splits.cold_items), device=content.device)].abs().sum(1) == 0).sum())
                 out["cold_start_method"] = placer.describe() + (
                     f" ({empty:,} of {len(splits.cold_items):,} cold items have no content and keep their own "

@@ -15,12 +15,14 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from mmsc_dgl.schema import RELATIONS
+from mmsc_dgl.eval.evaluate import DEGREE_BUCKETS
 from mmsc_dgl.experiments.config import BEST_BASELINE, ExperimentConfig
 from mmsc_dgl.io import atomic_write_json, atomic_write_text, atomic_write_with
 
 logger = logging.getLogger(__name__)
 
 METRICS = ("HR@10", "NDCG@10")
+DEGREE_NAMES = tuple(name for name, *_ in DEGREE_BUCKETS)
 
 
 def mean_std(values: Sequence[float]) -> Tuple[float, float, int]:
@@ -42,6 +44,10 @@ def summarise(rows: Sequence[dict]) -> Dict[Tuple[str, str, float], dict]:
             if all(r.get(split) for r in group):
                 entry[split] = {rel: {m: mean_std([r[split][rel][m] for r in group]) for m in METRICS}
                                 for rel in RELATIONS}
+        if all(r.get("test") and "by_bucket" in r["test"][RELATIONS[0]] for r in group):
+            entry["test_by_degree"] = {rel: {b: mean_std([r["test"][rel]["by_bucket"].get(b, {}).get("NDCG@10")
+                                                          for r in group]) for b in DEGREE_NAMES}
+                                       for rel in RELATIONS}
         entry["epoch_seconds"] = mean_std([r["epoch_seconds"] for r in group])
         entry["wall_seconds"] = mean_std([r.get("wall_seconds") for r in group])
         entry["seconds_to_best"] = mean_std([r.get("seconds_to_best") for r in group])
@@ -187,9 +193,11 @@ def markdown(config: ExperimentConfig, result, summary: dict, plot_prefix: str =
                          f"relations in any of {timing['seeds']} seeds.")
             lines += [text, ""]
     if config.cold_start:
-        lines += ["## Cold start", "", "Items held out with all their edges.  Behaviour models use MMSC's Eq. 12 "
-                  "(the mean embedding of the 10 nearest warm items in content space); the content baseline "
-                  "ranks by its own features.", ""]
+        lines += ["## Cold start", "", "Items held out with all their edges.  Behaviour models place them by "
+                  "their `cold_start` setting: `eq12`, MMSC's Eq. 12 (the mean embedding of the 10 nearest warm "
+                  "items in content space), or `tower` (the default: a content tower fit to the model's rows "
+                  "after training, mixed with Eq. 12; docs/training.md); the content baseline ranks by its own "
+                  "features.", ""]
         rows = []
         for d in datasets:
             for v in config.cold_start.models:
@@ -198,6 +206,19 @@ def markdown(config: ExperimentConfig, result, summary: dict, plot_prefix: str =
                     rows.append([d, config.label(v)] + [_fmt(e["cold"][rel][m]) for rel in RELATIONS for m in METRICS])
         lines += _table(["dataset", "model"] + [f"{rel[:5]}. {m}" for rel in RELATIONS for m in METRICS], rows)
         lines += ["", f"![cold start]({plot_prefix}cold_start.png)", ""]
+    degree_rows = []
+    for d in datasets:
+        for v in config.models:
+            e = summary.get((d, v, 0.0))
+            if e and "test_by_degree" in e:
+                degree_rows.append([d, config.label(v)] + [_fmt(e["test_by_degree"][rel][b]) for rel in RELATIONS
+                                                           for b in DEGREE_NAMES])
+    if degree_rows:
+        lines += ["## Test NDCG@10 by the query item's training degree", "",
+                  "Test queries grouped by how many training neighbours their source item has (both relations): "
+                  "the long tail is where content has to carry the ranking.", ""]
+        lines += _table(["dataset", "model"] + [f"{rel[:5]}. {b}" for rel in RELATIONS for b in DEGREE_NAMES],
+                        degree_rows) + [""]
     if config.depth:
         lines += ["## Meta-path depth", ""]
         rows = []

@@ -710,7 +710,8 @@ def format_metrics(metrics: dict) -> List[str]:
         if split not in metrics:
             continue
         block = metrics[split]
-        names = [m for m in next(iter(block.values())) if m not in ("queries", "reason")]
+        names = [m for m, v in next(iter(block.values())).items()
+                 if m not in ("queries", "reason") and not isinstance(v, dict)]
         if split == "test_full_catalog":
             lines.append("test, each target ranked against every item of the catalog (not sampled negatives):")
             split = ""
