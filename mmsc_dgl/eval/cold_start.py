@@ -30,8 +30,8 @@ class ColdStart:
     Example:
         >>> emb = torch.tensor([[1.0, 0.0], [0.0, 2.0], [5.0, 5.0]])
         >>> content = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.1, 1.0]])
-        >>> ColdStart(k=1).fill("substitute", emb, content, np.array([2])).tolist()  # warm rows: mean length 1.5
-        [[1.0, 0.0], [0.0, 2.0], [0.0, 1.5]]
+        >>> ColdStart(k=1).fill("substitute", emb, content, np.array([2])).tolist()
+        [[1.0, 0.0], [0.0, 2.0], [0.0, 1.0]]
     """
 
     k: int = 10
@@ -66,10 +66,9 @@ class ColdStart:
     @torch.no_grad()
     def fill(self, relation: str, embeddings: torch.Tensor, content: torch.Tensor,
              cold_items: np.ndarray) -> torch.Tensor:
-        """``embeddings`` with the rows of ``cold_items`` replaced, at the mean length of the
-        warm rows (so that, as candidates, they compete with warm items on an even footing);
-        cold items without content (an all-zero row) keep theirs, and only warm items with
-        content are borrowed from."""
+        """``embeddings`` with the rows of ``cold_items`` replaced (unit rows, as Eq. 12 has
+        always been placed here); cold items without content (an all-zero row) keep theirs, and
+        only warm items with content are borrowed from."""
         out = embeddings.clone()
         has_content = content.abs().sum(1) > 0
         every_cold = torch.tensor(np.array(cold_items), dtype=torch.long, device=embeddings.device)
@@ -78,8 +77,7 @@ class ColdStart:
         warm[every_cold] = False
         if cold.numel() == 0 or not warm.any():
             return out
-        scale = embeddings[warm].norm(dim=1).mean()
-        out[cold] = (self.rows(relation, embeddings, content, content[cold], candidates=warm) * scale).to(out.dtype)
+        out[cold] = self.rows(relation, embeddings, content, content[cold], candidates=warm).to(out.dtype)
         return out
 
     def to(self, device) -> "ColdStart":

@@ -59,17 +59,18 @@ class Evaluator:
         return result
 
     def scorers(self, model, embeddings: Optional[Dict[str, torch.Tensor]],
-                relation_states: Optional[Dict[str, dict]] = None) -> dict:
+                relation_states: Optional[Dict[str, dict]] = None,
+                candidates: Optional[Dict[str, torch.Tensor]] = None) -> dict:
         """Per relation, what ranks candidates: an embedding matrix (and the model's pair term,
         taken with that relation's selected weights when ``relation_states`` are given), or the
-        model's ``score``."""
+        model's ``score``.  ``candidates``: other rows for items in the candidate role."""
         if embeddings is None:
             return {r: _pair_scorer(model, r) for r in RELATIONS}
         out = {}
         for r in RELATIONS:
             if relation_states:
                 model.load_state_dict(relation_states[r])
-            out[r] = model.ranking_scorer(r, embeddings[r])
+            out[r] = model.ranking_scorer(r, embeddings[r], None if candidates is None else candidates[r])
         return out
 
     # --- after training ---------------------------------------------------------------------
@@ -80,15 +81,25 @@ class Evaluator:
         return np.union1d(np.asarray(self.dataset.splits.cold_items, dtype=np.int64),
                           np.flatnonzero(self.training_degree() == 0))
 
-    def _place_edgeless(self, model, emb) -> Optional[Dict[str, torch.Tensor]]:
-        """``emb`` with :meth:`edgeless_items` placed from their content, or ``None`` where the
-        model has no embeddings, its embedding is its content, or there is no content."""
+    def _place_edgeless(self, model, emb):
+        """``emb`` with :meth:`edgeless_items` placed from their content as queries, and as
+        candidates (``None`` where the same rows serve both); ``(None, None)`` where the model
+        has no embeddings, its embedding is its content, or there is no content.
+
+        A content tower is trained to place a *query* (its row against the warm items' target
+        rows), never to be ranked itself: tower rows of new items resemble each other, so as
+        candidates they would outrank a cold query's warm partners.  As candidates, edgeless
+        items take Eq. 12's rows (borrowed warm rows, in the space the targets live in)."""
         if emb is None or model.content_only or self.features is None:
-            return None
+            return None, None
         content = self.features.pooled().to(emb["substitute"].device)
         placer = self.cold_start or ColdStart(k=self.config.cold_neighbors)
         edgeless = self.edgeless_items()
-        return {r: placer.fill(r, emb[r], content, edgeless) for r in RELATIONS}
+        queries = {r: placer.fill(r, emb[r], content, edgeless) for r in RELATIONS}
+        if not placer.towers:
+            return queries, None
+        eq12 = ColdStart(k=placer.k)
+        return queries, {r: eq12.fill(r, emb[r], content, edgeless) for r in RELATIONS}
 
     def training_degree(self) -> np.ndarray:
         """Each item's training neighbours, summed over the relations (an edge stored in both
@@ -131,8 +142,8 @@ class Evaluator:
         cfg = self.config
         emb = self.embeddings(model, relation_states)
         splits = self.dataset.splits
-        placed = self._place_edgeless(model, emb)
-        scorers = self.scorers(model, placed if placed is not None else emb, relation_states)
+        placed, placed_candidates = self._place_edgeless(model, emb)
+        scorers = self.scorers(model, placed if placed is not None else emb, relation_states, placed_candidates)
         out = {"test": evaluate_embeddings(scorers, splits.test, self.sampler, "test", ks=cfg.ks, device=self.device,
                                            max_queries=cfg.test_queries, seed=cfg.seed,
                                            buckets=degree_buckets(self.training_degree()))}

@@ -72,12 +72,14 @@ class Recommender(abc.ABC):
         It keeps the weights the model holds when it is asked for."""
         return None
 
-    def ranking_scorer(self, relation: str, embedding: torch.Tensor):
+    def ranking_scorer(self, relation: str, embedding: torch.Tensor, candidates: Optional[torch.Tensor] = None):
         """What ranks candidates for ``relation``, given that relation's ``embedding`` rows: the
         matrix itself (scores are dot products), or, for a model with a :meth:`pair_term`, a
-        function ``f(src [B], candidates [B, K]) -> scores [B, K]`` adding it."""
+        function ``f(src [B], candidates [B, K]) -> scores [B, K]`` adding it.  ``candidates``:
+        other rows for items in the candidate role (default: ``embedding``; cold items are
+        queried by one placement and ranked as candidates by another)."""
         term = self.pair_term(relation)
-        targets = self.targets(relation, embedding)
+        targets = self.targets(relation, embedding if candidates is None else candidates)
         if term is None and targets is embedding:
             return embedding
 
