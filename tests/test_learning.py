@@ -73,7 +73,7 @@ def _complement_picks_of_the_same_type(catalog, config) -> tuple:
     Trainer(parts.model, config, progress=False).fit(parts.batches(), evaluator.validate)
     model = parts.model.eval()
     emb = model.embed("complement")
-    _, top = topk_all(emb, 10, pair_term=catalog_pair_term(model, "complement", catalog.num_items),
+    _, top = topk_all(emb, 10, pair_term=catalog_pair_term(model.pair_term("complement"), catalog.num_items),
                       targets=model.targets("complement", emb))
     kind = np.array(catalog.catalog.table.column("product_type").to_pylist())
     return float((kind[top.numpy()] == kind[:, None]).mean()), evaluator.validate(model)["complement"]["NDCG@10"]

@@ -420,3 +420,69 @@ def test_a_damaged_saved_model_is_one_line_naming_the_part(trained, tmp_path):
     torch.save(wrong, tmp_path / "shape.mmsc")
     with pytest.raises(DataError, match=rf"size mismatch for {name}"):
         mmsc_dgl.load_model(tmp_path / "shape.mmsc", device="cpu")
+
+
+def test_new_items_are_asked_about_with_and_without_edges(trained, tmp_path):
+    """add_items (issue 31.5): a new id answers topk and score, is a candidate of catalog items,
+    its known edges move it (and MMSC counts their paths), and a saved model keeps it, in a
+    fresh process without DGL after the file moved."""
+    root, ds, _ = trained
+    model = mmsc_dgl.load_model(root / "run")
+    warm_before = model.topk(["P010"], "complement", k=5)
+    feats = ds.features["tokens"][:2, 0] + 0.01 * torch.randn(2, 12)
+    nodes = model.add_items(["NEW1", "NEW2"], feats, titles=["first", None])
+    assert nodes.tolist() == [N, N + 1] and model.num_items == N + 2
+    alone = model.topk("NEW1", "complement", k=5)
+    assert len(alone.item_ids[0]) == 5 and "NEW1" not in alone.item_ids[0]
+    # topk and score agree for the new item
+    torch.testing.assert_close(model.score("NEW1", alone.item_ids[0], "complement"), alone.scores[0])
+    # the trained items keep their answers over the same candidates (a new item may join them)
+    kept = [i for i in model.topk(["P010"], "complement", k=7).item_ids[0] if not i.startswith("NEW")]
+    assert kept[:5] == warm_before.item_ids[0]
+    # the placement is the run's cold-start placement of that content
+    torch.testing.assert_close(model.embed("complement")[N], model.embed_new(feats, "complement")[0])
+    # an edge to a catalog item moves the item toward that item's partners and adds paths through it
+    partner = "P100"
+    model.add_items(["NEW3"], feats[:1], edges={"complement": [("NEW3", partner)]})
+    assert not torch.allclose(model.embed("complement")[N + 2], model.embed("complement")[N])
+    term = model.pair_term("complement")
+    if term is not None:  # MMSC with path evidence: the new edge makes paths to the partner's neighbours
+        row, col, _, _ = term.sparse(model.node_ids(["NEW3"]))
+        assert col.numel() > 0
+    assert model.node_ids(["NEW3"]).tolist() == [N + 2]
+    path = model.save(tmp_path / "with-new.mmsc")
+    moved = tmp_path / "moved" / "m.mmsc"
+    moved.parent.mkdir()
+    shutil.move(str(path), moved)
+    want = model.topk(["NEW3", "P010"], "complement", k=4).item_ids
+    script = ("import sys\nclass NoDGL:\n    def find_spec(self, name, *args):\n"
+              "        if name.split('.')[0] == 'dgl': raise ModuleNotFoundError(name)\n"
+              "sys.meta_path.insert(0, NoDGL())\n"
+              "import json, mmsc_dgl; m = mmsc_dgl.load_model(sys.argv[1], device='cpu'); "
+              "t = m.topk(['NEW3', 'P010'], 'complement', k=4); "
+              "print(json.dumps({'ids': t.item_ids, 'n': m.num_items}))")
+    got = _last_json_line(script, moved, tmp_path)
+    assert got == {"ids": want, "n": N + 3}
+
+
+def test_bad_new_items_are_one_line_errors(trained):
+    root, ds, _ = trained
+    model = mmsc_dgl.load_model(root / "run")
+    feats = ds.features["tokens"][:1, 0]
+    cases = [
+        (dict(ids=["P001"], features=feats), "already in the catalog"),
+        (dict(ids=["X", "X"], features=feats.repeat(2, 1)), "given twice"),
+        (dict(ids=["X"], features=torch.randn(1, 5)), "dimensions"),
+        (dict(ids=["X"], features=feats.repeat(2, 1)), "2 rows for 1 ids"),
+        (dict(ids=["X"], features=feats * float("nan")), "NaN"),
+        (dict(ids=["X"], features=feats, edges={"complement": [("P001", "P002")]}), "already knows"),
+        (dict(ids=["X"], features=feats, edges={"compliment": [("X", "P002")]}), "unknown relation 'compliment'"),
+        (dict(ids=["X"], features=feats, edges={"complement": [("X", "NOPE")]}), "'NOPE' is neither"),
+        (dict(ids=[7], features=feats), "non-empty strings"),
+    ]
+    for kwargs, message in cases:
+        with pytest.raises(DataError, match=message):
+            model.add_items(**kwargs)
+    assert model.num_items == N  # nothing half-added
+    with pytest.raises(DataError, match="add_items"):
+        model.node_ids(["NOT-YET"])

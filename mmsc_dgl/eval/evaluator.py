@@ -12,6 +12,7 @@ from mmsc_dgl.determinism import deterministic_algorithms
 from mmsc_dgl.eval.cold_start import ColdStart
 from mmsc_dgl.eval.evaluate import degree_buckets, embedding_scores, evaluate_embeddings
 from mmsc_dgl.eval.pairs import best_f1_threshold, pair_metrics
+from mmsc_dgl.eval.warm_up import warm_up_curve, warm_up_plan
 
 
 class Evaluator:
@@ -169,10 +170,24 @@ class Evaluator:
                 out["cold_start_method"] = "none (no content features: id embeddings of unseen items)"
             out["cold"] = evaluate_embeddings(cold_emb, splits.cold, self.sampler, "cold", ks=cfg.ks, device=self.device,
                                               max_queries=cfg.test_queries, seed=cfg.seed)
+            if emb is not None:
+                out["warm_up"] = self.warm_up(model, placed if placed is not None else emb, placed_candidates,
+                                              relation_states)
         pair_table = pairs if pairs is not None else splits.pairs
         if pair_table is not None and pair_table.num_rows:
             out["pairs"] = self.pair_metrics(scorers, pair_table)
         return out
+
+    def warm_up(self, model, queries: Dict[str, torch.Tensor], candidates: Optional[Dict[str, torch.Tensor]] = None,
+                relation_states: Optional[Dict[str, dict]] = None) -> dict:
+        """The warm-up curve (:mod:`mmsc_dgl.eval.warm_up`): NDCG@K of cold items once 0, 1, 2
+        and 5 of their held-out edges are known, on the items with more than 5."""
+        plan = warm_up_plan(self.dataset.splits, self.config.seed)
+        if not len(plan.items):
+            return {"ks": list(plan.ks), "items": 0,
+                    "reason": f"no cold item has more than {max(plan.ks)} held-out edges"}
+        return warm_up_curve(model, plan, self.dataset.splits, self.sampler, queries, candidates, relation_states,
+                             metric_ks=self.config.ks, device=self.device)
 
     def pair_metrics(self, scorers: dict, table) -> dict:
         """ROC-AUC, PR-AUC and F1 per relation of a labelled pair table (node ids); F1's

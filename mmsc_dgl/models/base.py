@@ -66,19 +66,24 @@ class Recommender(abc.ABC):
         sign = self.signature(relation)
         return embedding if sign is None else embedding * sign.to(embedding.device, embedding.dtype)
 
-    def pair_term(self, relation: str):
+    def pair_term(self, relation: str, extra_edges=None, num_items: Optional[int] = None):
         """The part of ``score`` beyond the dot product of embedding rows, as ``f(src [B],
         candidates [B, K]) -> [B, K]`` (MMSC's path evidence), or ``None`` when there is none.
-        It keeps the weights the model holds when it is asked for."""
+        It keeps the weights the model holds when it is asked for.  ``extra_edges``: edges the
+        model never trained on that the term may count (per relation, ``(src, dst)`` node ids,
+        over ``num_items`` items: new items' first edges); a term without a graph ignores them."""
         return None
 
-    def ranking_scorer(self, relation: str, embedding: torch.Tensor, candidates: Optional[torch.Tensor] = None):
+    def ranking_scorer(self, relation: str, embedding: torch.Tensor, candidates: Optional[torch.Tensor] = None,
+                       extra_edges=None):
         """What ranks candidates for ``relation``, given that relation's ``embedding`` rows: the
         matrix itself (scores are dot products), or, for a model with a :meth:`pair_term`, a
         function ``f(src [B], candidates [B, K]) -> scores [B, K]`` adding it.  ``candidates``:
         other rows for items in the candidate role (default: ``embedding``; cold items are
-        queried by one placement and ranked as candidates by another)."""
-        term = self.pair_term(relation)
+        queried by one placement and ranked as candidates by another).  ``extra_edges``: edges
+        the pair term also counts (:meth:`pair_term`; the rows are the caller's)."""
+        term = (self.pair_term(relation) if extra_edges is None else
+                self.pair_term(relation, extra_edges, embedding.shape[0]))
         targets = self.targets(relation, embedding if candidates is None else candidates)
         if term is None and targets is embedding:
             return embedding

@@ -300,12 +300,16 @@ class MMSC(GraphStateModule, Recommender):
             out = out + self.evidence.pair_scores(src, dst, relation)
         return out.view(shape)
 
-    def pair_term(self, relation: str):
+    def pair_term(self, relation: str, extra_edges=None, num_items: Optional[int] = None):
         """The path-evidence term of ``relation`` for query items and their candidates, with the
-        weights the model holds now (``None`` without ``path_evidence``)."""
+        weights the model holds now (``None`` without ``path_evidence``); ``extra_edges`` (per
+        relation, ``(src, dst)``) are counted with the training graphs, over ``num_items`` items
+        (new items' first edges: :meth:`PathEvidence.with_edges`)."""
         if self.evidence is None:
             return None
-        return self.evidence.frozen(relation)
+        if extra_edges is None and num_items is None:
+            return self.evidence.frozen(relation)
+        return self.evidence.with_edges(extra_edges or {}, num_items).frozen(relation)
 
     @torch.no_grad()
     def embed(self, relation: str, batch_size: int = 16384) -> torch.Tensor:

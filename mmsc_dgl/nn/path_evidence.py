@@ -12,7 +12,7 @@ from typing import List, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
-from mmsc_dgl.ops.paths import PathCounter
+from mmsc_dgl.ops.paths import PathCounter, with_edges
 
 ROW_BLOCK = 1 << 22
 """Most dense path counts (rows x items) held at once while ranking."""
@@ -173,6 +173,16 @@ class PathEvidence(nn.Module):
         if candidates.shape[-1] >= 64:
             return self.candidate_counts(src, candidates)
         return self.counts(src.unsqueeze(1).expand_as(candidates), candidates)
+
+    def with_edges(self, extra, num_items: Optional[int] = None) -> "PathEvidence":
+        """The same weights counting paths and links over the training graphs plus ``extra``
+        edges (per relation, ``(src, dst)`` node ids), on ``num_items`` items (new items may
+        join): a new item's first edges, without training.  Shares every weight with this
+        module; only the graphs differ."""
+        out = copy.copy(self)  # a shallow copy: the same parameters and buffers
+        out.__dict__ = dict(self.__dict__)
+        out.counter = with_edges(self.counter, extra, num_items)
+        return out
 
     def frozen(self, relation: str):
         """``f(src [B], candidates [B, K]) -> [B, K]``: :meth:`candidate_scores` of ``relation``

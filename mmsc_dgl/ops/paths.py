@@ -207,3 +207,33 @@ def normalised_adjacency(graphs: Iterable[CSR], num_items: int) -> torch.Tensor:
     graphs = list(graphs)
     return normalised(undirected(torch.cat([g.row_ids() for g in graphs]), torch.cat([g.indices for g in graphs]),
                                  num_items))
+
+
+def with_edges(counter: PathCounter, extra: Mapping[str, Tuple[torch.Tensor, torch.Tensor]],
+               num_items: Optional[int] = None) -> PathCounter:
+    """``counter``'s graphs with ``extra`` edges added (per graph name, ``(src, dst)`` node ids;
+    an edge already there changes nothing), over ``num_items`` items (default: the counter's;
+    more when new items joined), with the Adamic-Adar weights of :func:`adamic_adar_counter`
+    recomputed on the union.  What a new item's first edges add to the path evidence: paths
+    through them, and links."""
+    n = counter.num_items if num_items is None else int(num_items)
+    if n < counter.num_items:
+        raise ValueError(f"num_items {n} is fewer than the counter's {counter.num_items}")
+    device = counter.device
+    edges = {}
+    for name, graph in counter.graphs.items():
+        src, dst = graph.row_ids(), graph.indices
+        more = extra.get(name)
+        if more is not None:
+            src = torch.cat([src, torch.as_tensor(more[0], dtype=torch.int64, device=device)])
+            dst = torch.cat([dst, torch.as_tensor(more[1], dtype=torch.int64, device=device)])
+        edges[name] = _Pairs(src, dst)
+    unknown = set(extra) - set(counter.graphs)
+    if unknown:
+        raise ValueError(f"no graph named {sorted(unknown)[0]!r}: the counter has {sorted(counter.graphs)}")
+    return adamic_adar_counter(n, edges)
+
+
+class _Pairs:
+    def __init__(self, src: torch.Tensor, dst: torch.Tensor):
+        self.src, self.dst = src, dst

@@ -11,7 +11,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -63,6 +63,17 @@ class _Edges:
         return len(self.src)
 
 
+@dataclass
+class _Added:
+    """Items joined after training (:meth:`ItemModel.add_items`): their ids, pooled content in
+    the model's content space (zeros: none), titles, and their known edges per relation as
+    ``(src, dst)`` node ids of the grown catalog."""
+    ids: List[str]
+    content: torch.Tensor
+    titles: List[Optional[str]]
+    edges: Dict[str, Tuple[torch.Tensor, torch.Tensor]]
+
+
 class ItemModel:
     """A trained model with everything it needs to answer queries, for every relation.
 
@@ -94,6 +105,10 @@ class ItemModel:
         self._relation_models: Dict[str, nn.Module] = {}
         self._embeddings: Dict[str, torch.Tensor] = {}
         self._targets: Dict[str, torch.Tensor] = {}
+        self._base: Dict[str, torch.Tensor] = {}
+        self._terms: Dict[str, Any] = {}
+        self.num_trained = len(self.item_ids)
+        self._added: Optional[_Added] = None
 
     # --- what it is ------------------------------------------------------------------------
     @property
@@ -114,8 +129,13 @@ class ItemModel:
         self.cold_start.to(device)
         for model in self._relation_models.values():
             model.to(device)
-        self._embeddings, self._targets = {}, {}
+        self._forget()
+        self._base = {}
         return self
+
+    def _forget(self) -> None:
+        """Drop what was computed from the catalog (it grew, or moved)."""
+        self._embeddings, self._targets, self._terms, self._index = {}, {}, {}, None
 
     # --- ids -------------------------------------------------------------------------------
     def node_ids(self, items: Items) -> torch.Tensor:
@@ -135,8 +155,8 @@ class ItemModel:
                     node = self._index.get(item)
                     if node is None:
                         raise DataError(f"item {item!r} is not in the catalog ({self.num_items:,} items).",
-                                        fix="pass an external id of the catalog, an int node id, or use "
-                                            "embed_new() for an item the model has not seen.")
+                                        fix="pass an external id of the catalog, an int node id, or add "
+                                            "the item first with add_items().")
                     out.append(node)
                 elif isinstance(item, (int, np.integer)) and not isinstance(item, bool):
                     out.append(int(item))
@@ -161,24 +181,258 @@ class ItemModel:
             self._relation_models[relation] = model.eval()
         return self._relation_models[relation]
 
-    def embed(self, relation: str) -> torch.Tensor:
-        """Every item's embedding for ``relation`` [num_items, dim] (computed once, then kept)."""
-        if relation not in self._embeddings:
+    def _trained_rows(self, relation: str) -> torch.Tensor:
+        """The trained items' rows for ``relation`` [num_trained, dim] (computed once)."""
+        if relation not in self._base:
             model = self.for_relation(relation)
             if not getattr(model, "has_embeddings", True):
                 raise DataError(f"{self.config.architecture} scores pairs and has no item embeddings.",
                                 fix="use score(), or an embedding model (mmsc, lightgcn, ...).")
             with torch.no_grad():
-                self._embeddings[relation] = model.embed(relation)
+                self._base[relation] = model.embed(relation)
+        return self._base[relation]
+
+    def embed(self, relation: str) -> torch.Tensor:
+        """Every item's embedding for ``relation`` [num_items, dim] (computed once, then kept):
+        the trained items' rows, then those of items joined by :meth:`add_items` (placed by
+        their content and moved toward their known edges' partners)."""
+        if relation not in self._embeddings:
+            base = self._trained_rows(relation)
+            if self._added is None:
+                self._embeddings[relation] = base
+            else:
+                queries, candidates = self._added_rows(relation, base)
+                self._embeddings[relation] = torch.cat([base, queries])
+                self._targets[relation] = self.for_relation(relation).targets(relation, torch.cat([base, candidates]))
         return self._embeddings[relation]
 
     def targets(self, relation: str) -> torch.Tensor:
         """The rows queries are scored against for ``relation``: :meth:`embed`'s, or, for a
         model with a signature (``complement_signature``), those rows times it.  A search index
-        for :meth:`topk` is built over these."""
+        for :meth:`topk` is built over these.  (An added item is ranked as a candidate by Eq. 12's
+        placement where the run has a content tower: :meth:`add_items`.)"""
         if relation not in self._targets:  # computed once, like embed: topk asks for it every query
-            self._targets[relation] = self.for_relation(relation).targets(relation, self.embed(relation))
+            emb = self.embed(relation)
+            if relation not in self._targets:
+                self._targets[relation] = self.for_relation(relation).targets(relation, emb)
         return self._targets[relation]
+
+    def pair_term(self, relation: str):
+        """The model's pairwise score term for ``relation`` (MMSC's path evidence) over the whole
+        catalog, counting the known edges of added items, or ``None`` (:meth:`Recommender.pair_term
+        <mmsc_dgl.models.base.Recommender.pair_term>`)."""
+        if relation not in self._terms:
+            model = self.for_relation(relation)
+            if self._added is None:
+                self._terms[relation] = model.pair_term(relation)
+            else:
+                self._terms[relation] = model.pair_term(relation, self._extra_edges(), self.num_items)
+        return self._terms[relation]
+
+    def evidence(self, relation: str):
+        """The path-evidence module answering for ``relation`` (over the grown catalog when items
+        were added), or ``None``: what ``explain`` reads paths and shares from."""
+        own = getattr(self.for_relation(relation), "evidence", None)
+        if own is None or self._added is None:
+            return own
+        return own.with_edges(self._extra_edges(), self.num_items)
+
+    def _extra_edges(self) -> Dict[str, Tuple[torch.Tensor, torch.Tensor]]:
+        assert self._added is not None
+        return {r: (a.to(self.device), b.to(self.device)) for r, (a, b) in self._added.edges.items()}
+
+    # --- new items -------------------------------------------------------------------------
+    def add_items(self, ids: Sequence[str], features: Any = None,
+                  edges: Optional[Mapping[str, Sequence[Tuple[Union[str, int], Union[str, int]]]]] = None,
+                  titles: Optional[Sequence[Optional[str]]] = None) -> torch.Tensor:
+        """Add items the model was not trained on, without retraining; afterwards :meth:`topk`,
+        :meth:`score`, :meth:`embed` and ``explain`` know them (as queries and as candidates),
+        and :meth:`save` keeps them.  Returns their node ids (after the catalog's).
+
+        Each new item is placed by its content as the run places cold items (:attr:`cold_start`:
+        the content tower mixed with Eq. 12, or Eq. 12), and moved toward the partners of its
+        known ``edges`` (:meth:`ColdStart.with_edges <mmsc_dgl.eval.cold_start.ColdStart.with_edges>`);
+        MMSC's path evidence also counts the paths and links those edges make.  What this buys
+        per revealed edge is the warm-up curve of docs/results.md.
+
+        Args:
+            ids: external ids, new to the catalog and to each other.
+            features: in the model's content space: ``[M, D]``, ``[M, T, D]``, ``(tokens, mask)``
+                or :class:`~mmsc_dgl.features.base.ContentFeatures` for frozen features (extract
+                them with the run's extractor); for a model trained on category tokens
+                (``features: categories``), a list of token lists (``"category:NAME"``,
+                ``"brand:NAME"``; tokens outside the run's vocabulary are dropped and counted).
+                ``None``: no content (the items are placed by their edges alone).
+            edges: per relation, ``(a, b)`` pairs, at least one end a new id; the other end an
+                id of the catalog (a string), a node id (an int), or another new id.
+            titles: one per new item, for the CLI's output (optional).
+
+        Example:
+            >>> model = mmsc_dgl.load_model("model.mmsc")                         # doctest: +SKIP
+            >>> model.add_items(["NEW1"], torch.randn(1, 384),
+            ...                 edges={"complement": [("NEW1", "B00005N7P0")]})   # doctest: +SKIP
+            >>> model.topk("NEW1", "complement", k=5).item_ids                    # doctest: +SKIP
+        """
+        model = self.for_relation(RELATIONS[0])
+        if not getattr(model, "has_embeddings", True):
+            raise DataError(f"{self.config.architecture} scores pairs and has no item embeddings to place new "
+                            "items with.", fix="add items to an embedding model (mmsc, lightgcn, ...).")
+        ids = [ids] if isinstance(ids, str) else list(ids)
+        if not ids:
+            raise DataError("add_items() got no ids.", fix="pass a list of new external ids.")
+        bad = next((i for i in ids if not isinstance(i, str) or not i), None)
+        if bad is not None:
+            raise DataError(f"new item ids must be non-empty strings, got {bad!r}.", fix="pass external ids as str.")
+        if len(set(ids)) != len(ids):
+            twice = next(i for i in ids if ids.count(i) > 1)
+            raise DataError(f"new item id {twice!r} is given twice.", fix="pass each new id once.")
+        index = self._ids_index()
+        known = next((i for i in ids if i in index), None)
+        if known is not None:
+            raise DataError(f"item {known!r} is already in the catalog.", fix="add only ids the model does not know; "
+                            "query a known item by its id.")
+        content = self._new_content(features, len(ids))
+        if titles is not None and len(titles) != len(ids):
+            raise DataError(f"add_items() got {len(titles)} titles for {len(ids)} ids.", fix="pass one title per id.")
+        start = self.num_items
+        new_index = {i: start + n for n, i in enumerate(ids)}
+        new_edges = self._new_edges(edges or {}, index, new_index)
+        old = self._added
+        device = torch.device("cpu")
+        if old is None:
+            added = _Added(ids, content.to(device), list(titles) if titles is not None else [None] * len(ids),
+                           {r: e for r, e in new_edges.items()})
+        else:
+            added = _Added(old.ids + ids, torch.cat([old.content, content.to(device)]),
+                           old.titles + (list(titles) if titles is not None else [None] * len(ids)),
+                           {r: (torch.cat([old.edges[r][0], new_edges[r][0]]), torch.cat([old.edges[r][1], new_edges[r][1]]))
+                            for r in RELATIONS})
+        self._added = added
+        self.item_ids = self.item_ids[: self.num_trained] + added.ids
+        if self.titles is not None or titles is not None:
+            own = self.titles[: self.num_trained] if self.titles is not None else [None] * self.num_trained
+            self.titles = own + added.titles
+        self._forget()
+        return torch.arange(start, self.num_items)
+
+    def _ids_index(self) -> Dict[str, int]:
+        if self._index is None:
+            self._index = {i: n for n, i in enumerate(self.item_ids)}
+        return self._index
+
+    def _new_content(self, features: Any, count: int) -> torch.Tensor:
+        """Pooled content [count, D] of new items in the model's content space (zeros without)."""
+        from mmsc_dgl.data.node_features import as_token_features
+        own = self.features
+        width = own.dim if own is not None else 0
+        if features is None:
+            return torch.zeros(count, width)
+        if own is None:
+            raise DataError("this model was trained without content features, so new items' features cannot "
+                            "be read.", fix="pass features=None (the items are placed by their edges).")
+        if getattr(own, "learnable", False):  # category tokens: names in the run's vocabulary
+            if isinstance(features, (str, torch.Tensor, np.ndarray)) or len(features) != count:
+                raise DataError(f"this model reads category tokens: pass one list of token names per new item "
+                                f"({count}).", fix='e.g. [["category:Books", "brand:Acme"]].')
+            vocabulary = {t: k for k, t in enumerate(own.vocabulary)}
+            out = torch.zeros(count, len(vocabulary))
+            dropped = 0
+            for row, tokens in enumerate(features):
+                for t in ([tokens] if isinstance(tokens, str) else tokens or []):
+                    if t in vocabulary:
+                        out[row, vocabulary[t]] = 1.0
+                    else:
+                        dropped += 1
+            if dropped:
+                logger.warning("%d token(s) of the new items are not in the run's vocabulary of %d and were dropped",
+                               dropped, len(vocabulary))
+            return torch.nn.functional.normalize(out, dim=1)
+        if isinstance(features, ContentFeatures):
+            tokens, mask = features.tokens, features.mask
+        else:
+            try:
+                tokens, mask = as_token_features(features)
+            except (TypeError, ValueError) as err:
+                raise DataError(f"new items' features: {err}.", fix="pass [M, D], [M, T, D] or (tokens, mask).") from None
+        if tokens.shape[0] != count:
+            raise DataError(f"new items' features have {tokens.shape[0]} rows for {count} ids.",
+                            fix="give one row per new id, in the same order.")
+        if tokens.shape[-1] != own.dim:
+            raise DataError(f"new items' features have {tokens.shape[-1]} dimensions, the model's {own.dim}.",
+                            fix=f"extract them with the extractor the model was trained with ({own.source}).")
+        try:
+            return ContentFeatures(tokens.float().cpu(), mask.bool().cpu(), source="new").pooled()
+        except ValueError as err:
+            raise DataError(f"new items' features: {err}.", fix="pass finite features.") from None
+
+    def _new_edges(self, edges: Mapping[str, Sequence[Tuple[Any, Any]]], index: Dict[str, int],
+                   new_index: Dict[str, int]) -> Dict[str, Tuple[torch.Tensor, torch.Tensor]]:
+        unknown = [r for r in edges if r not in RELATIONS]
+        if unknown:
+            raise DataError(f"edges: unknown relation {unknown[0]!r}.", fix=f"use {' or '.join(RELATIONS)}.")
+        total = self.num_items + len(new_index)
+
+        def node(item: Any) -> int:
+            if isinstance(item, str):
+                at = new_index.get(item, index.get(item))
+                if at is None:
+                    raise DataError(f"edges: item {item!r} is neither in the catalog nor among the new ids.",
+                                    fix="connect new items to catalog ids or to each other.")
+                return at
+            if isinstance(item, (int, np.integer)) and not isinstance(item, bool) and 0 <= int(item) < self.num_items:
+                return int(item)
+            raise DataError(f"edges: cannot read item {item!r}.", fix="pass external ids (str) or node ids (int).")
+        out = {}
+        for r in RELATIONS:
+            pairs = list(edges.get(r, []))
+            src, dst = [], []
+            for pair in pairs:
+                if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+                    raise DataError(f"edges[{r!r}]: {pair!r} is not a pair.", fix="pass (a, b) pairs.")
+                a, b = node(pair[0]), node(pair[1])
+                if a < self.num_items and b < self.num_items:
+                    raise DataError(f"edges[{r!r}]: {pair!r} joins two items the model already knows.",
+                                    fix="give only edges of new items (retrain to learn from new edges "
+                                        "between known items).")
+                if a == b:
+                    raise DataError(f"edges[{r!r}]: {pair!r} joins an item to itself.", fix="drop the pair.")
+                src.append(a)
+                dst.append(b)
+            out[r] = (torch.tensor(src, dtype=torch.int64), torch.tensor(dst, dtype=torch.int64))
+        assert all(int(t.max()) < total for pair in out.values() for t in pair if t.numel())
+        return out
+
+    @torch.no_grad()
+    def _added_rows(self, relation: str, base: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Query and candidate rows of the added items for ``relation`` [M, dim] each."""
+        added = self._added
+        assert added is not None
+        content = added.content.to(base.device)
+        model = self.for_relation(relation)
+        own = self.features
+        if getattr(model, "content_only", False):  # the content is the embedding
+            queries = candidates = content.to(base.dtype)
+        elif own is None or content.shape[1] == 0:
+            queries = candidates = base.new_zeros(len(added.ids), base.shape[1])
+        else:
+            pooled = own.pooled().to(base.device)
+            blank = (content.abs().sum(1) == 0).unsqueeze(1)  # no content: no placement (a tower would guess)
+            queries = self.cold_start.rows(relation, base, pooled, content).to(base.dtype).masked_fill(blank, 0.0)
+            candidates = (ColdStart(self.cold_start.k).rows(relation, base, pooled, content).to(base.dtype)
+                          .masked_fill(blank, 0.0) if self.cold_start.towers else queries)
+        src, dst = added.edges[relation]
+        if src.numel():
+            n = self.num_trained
+            # an edge counts from both ends: a new item's partner may be old or new
+            items = torch.cat([src, dst]).to(base.device)
+            partners = torch.cat([dst, src]).to(base.device)
+            mine = items >= n
+            items, partners = items[mine], partners[mine]
+            every_q, every_c = torch.cat([base, queries]), torch.cat([base, candidates])
+            targets = model.targets(relation, every_c)
+            queries = ColdStart.with_edges(every_q, targets, items, partners)[n:]
+            candidates = ColdStart.with_edges(every_c, targets, items, partners)[n:]
+        return queries, candidates
 
     # --- queries ---------------------------------------------------------------------------
     @torch.no_grad()
@@ -191,7 +445,11 @@ class ItemModel:
         if src.numel() != dst.numel():
             raise DataError(f"score() got {src.numel()} items against {dst.numel()}.",
                             fix="pass lists of equal length, or one item against many.")
-        return self.for_relation(relation).score(src, dst, relation)
+        if self._added is None:
+            return self.for_relation(relation).score(src, dst, relation)
+        out = (self.embed(relation)[src] * self.targets(relation)[dst]).sum(-1)
+        term = self.pair_term(relation)
+        return out if term is None else out + term(src, dst.unsqueeze(1))[:, 0]
 
     @torch.no_grad()
     def topk(self, items: Items, relation: str, k: int = 10, exclude_self: bool = True,
@@ -217,9 +475,10 @@ class ItemModel:
             values, nodes = scores.topk(k, dim=1)
         elif search is not None:
             values, nodes = topk_searched(self.embed(relation), k, search, queries=queries, exclude_self=exclude_self,
-                                          sparse_term=sparse_pair_term(model, relation), targets=self.targets(relation))
+                                          sparse_term=sparse_pair_term(self.pair_term(relation)),
+                                          targets=self.targets(relation))
         else:
-            term = catalog_pair_term(model, relation, self.num_items)
+            term = catalog_pair_term(self.pair_term(relation), self.num_items)
             values, nodes = topk_all(self.embed(relation), k, block_size=block_size, exclude_self=exclude_self,
                                      queries=queries, pair_term=term, targets=self.targets(relation))
         return TopK(nodes, values, [[self.item_ids[j] for j in row] for row in nodes.tolist()])
@@ -269,7 +528,11 @@ class ItemModel:
         state: Dict[str, Any] = {
             "format": FORMAT, "format_version": FORMAT_VERSION, "config": self.config.model_dump_json(),
             "states": {r: {k: v.detach().cpu() for k, v in self.relation_states[r].items()} for r in RELATIONS},
-            "item_ids": self.item_ids, "titles": self.titles,
+            "item_ids": self.item_ids[: self.num_trained],
+            "titles": None if self.titles is None else self.titles[: self.num_trained],
+            "added": None if self._added is None else {
+                "ids": self._added.ids, "titles": self._added.titles, "content": self._added.content.cpu(),
+                "edges": {r: {"src": a.cpu(), "dst": b.cpu()} for r, (a, b) in self._added.edges.items()}},
             "tables": None if self._tables is None else
             {name: {"indptr": c.indptr.cpu(), "indices": c.indices.cpu(), "num_src": c.num_src}
              for name, c in self._tables.items()},
@@ -301,24 +564,22 @@ def _check_relation(relation: str) -> None:
         raise DataError(f"unknown relation {relation!r}.", fix=f"use one of {', '.join(RELATIONS)}.")
 
 
-def sparse_pair_term(model, relation: str):
-    """The pairwise part of ``model``'s scores in sparse form
+def sparse_pair_term(term):
+    """A model's pair term (:meth:`~mmsc_dgl.models.base.Recommender.pair_term`) in sparse form
     (:data:`~mmsc_dgl.eval.retrieval.SparseTerm`), what a candidate stage re-ranks with, or
-    ``None`` for a model whose score is a dot product alone."""
-    term = model.pair_term(relation)
+    ``None`` for a model whose score is a dot product alone (``term`` is ``None``)."""
     if term is None:
         return None
     sparse = getattr(term, "sparse", None)
     if sparse is None:
-        raise ValueError(f"{type(model).__name__}'s pair term has no sparse form to re-rank candidates with")
+        raise ValueError("this pair term has no sparse form to re-rank candidates with")
     return sparse
 
 
-def catalog_pair_term(model, relation: str, num_items: int, block_rows: int = 1 << 20):
-    """``f(queries [B]) -> [B, N]``: the pairwise part of ``model``'s scores against every item
-    (:meth:`~mmsc_dgl.models.base.Recommender.pair_term`), or ``None`` for a model whose score
-    is a dot product alone."""
-    pairwise = model.pair_term(relation)
+def catalog_pair_term(pairwise, num_items: int, block_rows: int = 1 << 20):
+    """``f(queries [B]) -> [B, N]``: a model's pair term
+    (:meth:`~mmsc_dgl.models.base.Recommender.pair_term`) against every item, or ``None`` for a
+    model whose score is a dot product alone (``pairwise`` is ``None``)."""
     if pairwise is None:
         return None
     whole = getattr(pairwise, "catalog", None)
@@ -387,5 +648,19 @@ def load_saved_model(path: Union[str, os.PathLike], device: Optional[str] = None
         raise DataError(f"the saved weights do not fit the saved config ({state_dict_problem(err)}).", path=path,
                         fix="save the model again.") from None
     model.to(target).eval()
-    return ItemModel(model, state["states"], state["item_ids"], config, features, state.get("titles"),
-                     tables, edges, cold_start=cold_start.to(target))
+    out = ItemModel(model, state["states"], state["item_ids"], config, features, state.get("titles"),
+                    tables, edges, cold_start=cold_start.to(target))
+    added = state.get("added")
+    if added:
+        try:
+            out._added = _Added(list(added["ids"]), added["content"].float(), list(added["titles"]),
+                                {r: (added["edges"][r]["src"], added["edges"][r]["dst"]) for r in RELATIONS})
+            if out._added.content.shape != (len(out._added.ids), features.dim if features is not None else 0):
+                raise ValueError(f"content of {tuple(out._added.content.shape)} for {len(out._added.ids)} items")
+        except (KeyError, TypeError, ValueError, AttributeError) as err:
+            raise DataError(f"the saved model is damaged (its added items: {type(err).__name__}: {err}).", path=path,
+                            fix="save it again from its run, and add the items again.") from None
+        out.item_ids = out.item_ids + out._added.ids
+        if out.titles is not None:
+            out.titles = out.titles + out._added.titles
+    return out

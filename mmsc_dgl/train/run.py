@@ -651,9 +651,10 @@ def _recommend(run_dir: os.PathLike | str, relation: str, k: int, item: Optional
         return rows
     with torch.no_grad():
         if search is not None:
-            scores, top = topk_searched(emb, k, search, sparse_term=sparse_pair_term(model, relation), targets=targets)
+            scores, top = topk_searched(emb, k, search, sparse_term=sparse_pair_term(answers.pair_term(relation)),
+                                         targets=targets)
         else:
-            term = catalog_pair_term(model, relation, len(catalog))
+            term = catalog_pair_term(answers.pair_term(relation), len(catalog))
             block = 2048 if term is None else 256
             _announce_ranking(len(catalog), k, block, term is not None)
             scores, top = topk_all(emb, k, block_size=block, pair_term=term, targets=targets)
