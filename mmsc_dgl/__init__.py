@@ -37,7 +37,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time the names load
     from mmsc_dgl.models.registry import ARCHITECTURES, build_model
     from mmsc_dgl.ops.csr import CSR
     from mmsc_dgl.train.item_model import ItemModel, TopK
-    from mmsc_dgl.train.run import evaluate_run, load_model, load_run, recommend, train
+    from mmsc_dgl.train.run import evaluate_run, load_model, load_run, recommend, recommend_new, train
 
 from mmsc_dgl.schema import NODE_TYPE, RELATIONS, __version__
 
@@ -59,6 +59,7 @@ _LAZY = {
     "load_run": "mmsc_dgl.train.run:load_run",
     "evaluate_run": "mmsc_dgl.train.run:evaluate_run",
     "recommend": "mmsc_dgl.train.run:recommend",
+    "recommend_new": "mmsc_dgl.train.run:recommend_new",
     "MMSC": "mmsc_dgl.models.mmsc:MMSC",
     "augment": "mmsc_dgl.augment.select:augment",
     "extract_features": "mmsc_dgl.features.cache:extract_features",

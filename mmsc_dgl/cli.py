@@ -442,6 +442,11 @@ def evaluate(run_dir: Path, pairs: Optional[Path], dataset: Optional[Path], feat
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--item", help="Item id to recommend for.")
 @click.option("--all", "all_items", is_flag=True, help="Top-k for every item, written to --out.")
+@click.option("--new-items", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Parquet file of items the run was not trained on (item_id and the catalog's content columns): "
+                   "top-k for each, their features extracted as the run's were.")
+@click.option("--new-edges", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="With --new-items: their known edges, a parquet file with src, dst (ids) and relation.")
 @click.option("--relation", type=click.Choice(["substitute", "complement"]), required=True)
 @click.option("-k", "k", type=click.IntRange(min=1), default=10, show_default=True)
 @click.option("--out", type=OUT_FILE, help="Parquet file for --all.")
@@ -457,16 +462,36 @@ def evaluate(run_dir: Path, pairs: Optional[Path], dataset: Optional[Path], feat
               help="Where the run's feature file is now, if it moved (checked by fingerprint).")
 @click.option("--device", callback=_device, help="auto, cpu, cuda ...")
 @_verbosity
-def recommend(run_dir: Path, item: Optional[str], all_items: bool, relation: str, k: int, out: Optional[Path],
+def recommend(run_dir: Path, item: Optional[str], all_items: bool, new_items: Optional[Path],
+              new_edges: Optional[Path], relation: str, k: int, out: Optional[Path],
               overwrite: bool, explain: bool, ann: bool, dataset: Optional[Path], features: Optional[Path],
               device: Optional[str]) -> None:
-    """Top-k substitutes or complements for an item (or every item)."""
-    from mmsc_dgl.train.run import recommend as run_recommend
+    """Top-k substitutes or complements for an item, every item, or new items."""
+    from mmsc_dgl.train.run import recommend as run_recommend, recommend_new
 
-    if bool(item) == all_items:
-        raise click.UsageError("pass exactly one of --item ID or --all")
+    if sum([bool(item), all_items, new_items is not None]) != 1:
+        raise click.UsageError("pass exactly one of --item ID, --all or --new-items FILE")
+    if new_edges is not None and new_items is None:
+        raise click.UsageError("--new-edges goes with --new-items")
     if item and out is not None:
-        raise click.UsageError("--out is for --all; --item prints to the terminal")
+        raise click.UsageError("--out is for --all and --new-items; --item prints to the terminal")
+    if new_items is not None:
+        if ann:
+            raise click.UsageError("--ann is for --item and --all; new items are ranked exactly")
+        rows = recommend_new(run_dir, new_items, relation, k=k, edges=new_edges, device=device, out=out,
+                             overwrite=overwrite, dataset=dataset, explain=explain, features=features)
+        if out is not None:
+            click.echo(f"wrote the top {rows[0]['k']:,} {relation}s of each of {rows[0]['items']:,} new items "
+                       f"({rows[0]['rows']:,} rows) to {out}")
+            return
+        for row in rows:
+            if row["rank"] == 1:
+                click.echo(f"{row['query_id']}:")
+            title = " ".join(str(row["title"]).split()) if row["title"] else ""
+            click.echo(f"{row['rank']:>3}  {row['score']:.4f}  {row['item_id']}  {title}".rstrip())
+            if explain:
+                click.echo("     " + _explanation(row))
+        return
     rows = run_recommend(run_dir, relation, k=k, item=item, device=device, out=out, overwrite=overwrite,
                          dataset=dataset, explain=explain, features=features, ann=ann)
     if item:

@@ -506,3 +506,53 @@ def test_calibration_tries_every_set_of_meta_paths_and_a_model_copies_after_eval
     run.evaluate()  # caches sparse path matrices in the model's path counter
     top = run.item_model().topk(run.item_model().item_ids[:3], "complement", k=5)  # copies the model
     assert top.nodes.shape == (3, 5)
+
+
+def test_recommend_for_new_items_from_their_columns(tiny, tmp_path):
+    """mmsc-dgl recommend --new-items (issue 31.5): features extracted as the run's were (here
+    hashed text, weighted by the run catalog's document frequencies), edges from a file, the
+    answers those of ItemModel.add_items, and bad files one line naming them."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from click.testing import CliRunner
+    from mmsc_dgl.cli import main
+    from mmsc_dgl.config import ModelConfig, TrainConfig
+    from mmsc_dgl.features.new_items import new_item_features
+    from mmsc_dgl.train.run import load_model, train
+    config = TrainConfig(metapaths="s,c", max_neighbors=4, epochs=1, batch_size=256, val_queries=50,
+                         model=ModelConfig(hidden=16, heads=2, semantic_hidden=8, ssl_nodes=16))
+    run_dir = tmp_path / "run"
+    train(tiny.root, run_dir, config, progress=False)
+    catalog = tiny.catalog.table
+    ids = tiny.catalog.ids.to_pylist()
+    rows = catalog.take([3, 4]).set_column(0, "item_id", pa.array(["NEW1", "NEW2"]))
+    pq.write_table(rows, tmp_path / "new.parquet")
+    pq.write_table(pa.table({"src": ["NEW1"], "dst": [ids[10]], "relation": ["complement"]}), tmp_path / "edges.parquet")
+    model = load_model(run_dir)
+    # the same columns give the same features as the catalog's items have
+    again = new_item_features(model.features, catalog, rows)
+    torch.testing.assert_close(again.tokens, model.features.tokens[[3, 4]])
+    shown = CliRunner().invoke(main, ["recommend", str(run_dir), "--new-items", str(tmp_path / "new.parquet"),
+                                      "--new-edges", str(tmp_path / "edges.parquet"), "--relation", "complement",
+                                      "-k", "3", "--explain"])
+    assert shown.exit_code == 0, shown.output
+    assert "NEW1:" in shown.output and "NEW2:" in shown.output and shown.output.count("embedding ") == 6
+    model.add_items(["NEW1", "NEW2"], again, edges={"complement": [("NEW1", ids[10])]})
+    want = model.topk(["NEW1", "NEW2"], "complement", k=3).item_ids
+    printed = [line.split()[2] for line in shown.output.splitlines() if line[:3].strip().isdigit()]
+    assert printed == want[0] + want[1]
+    out = tmp_path / "recs.parquet"
+    written = CliRunner().invoke(main, ["recommend", str(run_dir), "--new-items", str(tmp_path / "new.parquet"),
+                                        "--relation", "complement", "-k", "3", "--out", str(out)])
+    assert written.exit_code == 0, written.output
+    assert pq.read_table(out).column("item_id").to_pylist() == ["NEW1"] * 3 + ["NEW2"] * 3
+    # bad inputs: one line, exit 2, naming the file
+    pq.write_table(pa.table({"src": ["NEW1"], "dst": [ids[10]], "relation": ["bought"]}), tmp_path / "bad-edges.parquet")
+    pq.write_table(catalog.take([5]), tmp_path / "known.parquet")
+    for args, says in [(["--new-items", str(tmp_path / "new.parquet"), "--new-edges", str(tmp_path / "bad-edges.parquet")],
+                        "bad-edges.parquet: row 0: relation 'bought'"),
+                       (["--new-items", str(tmp_path / "known.parquet")], "known.parquet: item"),
+                       (["--new-items", str(tmp_path / "edges.parquet")], "no column 'item_id'"),
+                       (["--item", ids[0], "--new-edges", str(tmp_path / "edges.parquet")], "goes with --new-items")]:
+        res = CliRunner().invoke(main, ["recommend", str(run_dir), "--relation", "complement", *args])
+        assert res.exit_code == 2 and says in res.output and "Traceback" not in res.output, res.output

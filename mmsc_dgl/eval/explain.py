@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from itertools import combinations
 from math import factorial
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 import torch
 
@@ -80,11 +80,14 @@ def middle_items(counter, first: str, second: str, src: torch.Tensor, dst: torch
 
 @torch.no_grad()
 def explain_columns(model, embedding: torch.Tensor, relation: str, src: Union[int, Sequence[int], torch.Tensor],
-                    dst: Sequence[int], ids: Sequence[str], titles: Sequence[Optional[str]]) -> Dict[str, list]:
+                    dst: Sequence[int], ids: Sequence[str], titles: Sequence[Optional[str]],
+                    evidence: Any = "model", targets: Optional[torch.Tensor] = None) -> Dict[str, list]:
     """:func:`explain_pairs` as columns (one list per key, a value per pair), for many pairs at
     once: ``src`` is one item for every ``dst``, or one item per ``dst``.  The work is done on
     whole tensors (the Shapley shares, path counts and intermediate items of every pair
-    together), so ``recommend --all --explain`` costs about what the ranking does."""
+    together), so ``recommend --all --explain`` costs about what the ranking does.  ``evidence``
+    and ``targets`` (every item's candidate rows) replace the model's own where the catalog grew
+    after training (:meth:`ItemModel.evidence <mmsc_dgl.train.item_model.ItemModel.evidence>`)."""
     dst_t = torch.as_tensor(list(dst) if not torch.is_tensor(dst) else dst, dtype=torch.long,
                             device=embedding.device).reshape(-1)
     if isinstance(src, int):
@@ -95,9 +98,10 @@ def explain_columns(model, embedding: torch.Tensor, relation: str, src: Union[in
     if src_t.shape != dst_t.shape:
         raise ValueError(f"{src_t.numel()} query items for {dst_t.numel()} picks")
     # the picks' target rows only (the signature is per dimension): not the whole catalog per block
-    targets = model.targets(relation, embedding[dst_t])
-    columns: Dict[str, list] = {"embedding": (embedding[src_t] * targets).sum(-1).tolist()}
-    evidence = getattr(model, "evidence", None)
+    picked = model.targets(relation, embedding[dst_t]) if targets is None else targets[dst_t]
+    columns: Dict[str, list] = {"embedding": (embedding[src_t] * picked).sum(-1).tolist()}
+    if isinstance(evidence, str):
+        evidence = getattr(model, "evidence", None)
     if evidence is None:
         return columns
     counts = evidence.counts(src_t, dst_t)
@@ -124,11 +128,12 @@ def explain_columns(model, embedding: torch.Tensor, relation: str, src: Union[in
 
 
 def explain_pairs(model, embedding: torch.Tensor, relation: str, src: Union[int, Sequence[int], torch.Tensor],
-                  dst: Sequence[int], ids: Sequence[str], titles: Sequence[Optional[str]]) -> List[Dict]:
+                  dst: Sequence[int], ids: Sequence[str], titles: Sequence[Optional[str]],
+                  evidence: Any = "model", targets: Optional[torch.Tensor] = None) -> List[Dict]:
     """For the picks ``dst`` of item ``src`` (one item, or one per pick): the embedding term, the
     structural term split per meta-path, and per meta-path the number of paths and one
     intermediate item (id and title).  A model without path evidence gets its embedding term only
     (its whole score).  A dict per pick; :func:`explain_columns` gives the same as columns."""
-    columns = explain_columns(model, embedding, relation, src, dst, ids, titles)
+    columns = explain_columns(model, embedding, relation, src, dst, ids, titles, evidence, targets)
     keys = list(columns)
     return [dict(zip(keys, values)) for values in zip(*(columns[k] for k in keys))]

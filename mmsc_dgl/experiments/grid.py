@@ -117,6 +117,7 @@ def _load_row(run_dir: Path, cell: Cell, label: str, wall: Optional[float]) -> d
     last_best = max((int(e) for e in best.values() if e), default=len(seconds))
     return {"dataset": cell.dataset, "variant": cell.variant, "label": label, "seed": cell.seed,
             "noise": cell.noise, "test": metrics["test"], "cold": metrics.get("cold"),
+            "warm_up": metrics.get("warm_up"),
             "epochs_run": metrics.get("epochs_run"), "best_epoch": metrics.get("best_epoch"),
             "epoch_seconds": float(np.mean(seconds)) if seconds else 0.0,
             "seconds_to_best": float(sum(seconds[:last_best])) if seconds else None,  # None: nothing trained

@@ -53,14 +53,7 @@ def categorical_features(items, min_count: int = 2) -> CategoricalFeatures:
     from a catalog table (columns ``category``, a list of names, and ``brand``; either may be
     missing).  Raises ``ValueError`` when no item has a token."""
     n = items.num_rows
-    cats = items.column("category").to_pylist() if "category" in items.column_names else [None] * n
-    brands = items.column("brand").to_pylist() if "brand" in items.column_names else [None] * n
-    per_item = []
-    for cat, brand in zip(cats, brands):
-        tokens = [f"category:{c}" for c in dict.fromkeys(cat or []) if c]
-        if brand:
-            tokens.append(f"brand:{brand}")
-        per_item.append(tokens)
+    per_item = item_tokens(items)
     counts = Counter(t for tokens in per_item for t in tokens)
     vocabulary = sorted(t for t, c in counts.items() if c >= min_count)
     if not vocabulary:
@@ -72,3 +65,20 @@ def categorical_features(items, min_count: int = 2) -> CategoricalFeatures:
     for row, tokens in enumerate(kept):
         ids[row, : len(tokens)] = torch.tensor(tokens, dtype=torch.int64)
     return CategoricalFeatures(ids, ids > 0, vocabulary)
+
+
+def item_tokens(items) -> List[List[str]]:
+    """Each item's token names, ``category:NAME`` per level of its category path and
+    ``brand:NAME`` (columns ``category``, a list of names, and ``brand``; either may be
+    missing): what :func:`categorical_features` counts, and what a new item of a run trained on
+    them is described by (:meth:`ItemModel.add_items <mmsc_dgl.train.item_model.ItemModel.add_items>`)."""
+    n = items.num_rows
+    cats = items.column("category").to_pylist() if "category" in items.column_names else [None] * n
+    brands = items.column("brand").to_pylist() if "brand" in items.column_names else [None] * n
+    per_item = []
+    for cat, brand in zip(cats, brands):
+        tokens = [f"category:{c}" for c in dict.fromkeys(cat or []) if c]
+        if brand:
+            tokens.append(f"brand:{brand}")
+        per_item.append(tokens)
+    return per_item

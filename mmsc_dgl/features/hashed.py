@@ -30,13 +30,25 @@ def hashed_text_features(items: pa.Table, dim: int = 256, bigrams: bool = True) 
     The vectoriser is stateless and sparse, so memory stays O(nonzeros) before the dense
     ``[items, dim]`` result.
     """
-    from sklearn.feature_extraction.text import HashingVectorizer, TfidfTransformer
-    texts = item_texts(items, max_chars=None, separator=" ")
-    counts = HashingVectorizer(n_features=dim, ngram_range=(1, 2 if bigrams else 1), token_pattern=TOKEN_PATTERN,
-                               lowercase=True, alternate_sign=False, norm=None,
-                               dtype=np.float32).transform(texts)
-    weights = TfidfTransformer().fit_transform(counts)
-    matrix = weights.astype(np.float32).toarray()
+    return hashed_text_features_of_new(items, items, dim, bigrams)
+
+
+def hashed_text_features_of_new(catalog: pa.Table, new: pa.Table, dim: int = 256,
+                                bigrams: bool = True) -> ContentFeatures:
+    """:func:`hashed_text_features` of the items of ``new``, weighted by the inverse document
+    frequencies of ``catalog`` (the items a run was trained on): new items land in the space
+    of the catalog's features."""
+    from sklearn.feature_extraction.text import TfidfTransformer
+    fitted = TfidfTransformer().fit(_counts(catalog, dim, bigrams))
+    counts = _counts(new, dim, bigrams)
+    matrix = fitted.transform(counts).astype(np.float32).toarray()
     has = np.asarray(counts.getnnz(axis=1) > 0)
     return ContentFeatures(torch.from_numpy(matrix).unsqueeze(1), torch.from_numpy(has).unsqueeze(1),
                            source=f"hashed-text-{dim}")
+
+
+def _counts(items: pa.Table, dim: int, bigrams: bool):
+    from sklearn.feature_extraction.text import HashingVectorizer
+    texts = item_texts(items, max_chars=None, separator=" ")
+    return HashingVectorizer(n_features=dim, ngram_range=(1, 2 if bigrams else 1), token_pattern=TOKEN_PATTERN,
+                             lowercase=True, alternate_sign=False, norm=None, dtype=np.float32).transform(texts)

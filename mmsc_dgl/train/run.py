@@ -691,6 +691,110 @@ def _announce_ranking(n: int, k: int, block: int, pairwise: bool) -> None:
            human_size(working))
 
 
+def recommend_new(run_dir: os.PathLike | str, items: os.PathLike | str, relation: str, k: int = 10,
+                  edges: Optional[os.PathLike | str] = None, device: Optional[str] = None,
+                  out: Optional[os.PathLike | str] = None, overwrite: bool = False,
+                  dataset: Optional[os.PathLike | str] = None, explain: bool = False,
+                  features: Optional[os.PathLike | str] = None) -> List[Dict]:
+    """Top-``k`` catalog items (and other new items) for items the run was not trained on.
+
+    ``items``: a parquet file with the catalog's columns (``item_id``, and the title, category,
+    brand, description or image columns that the run's features read); their features are
+    extracted with the run's own extractor (:func:`~mmsc_dgl.features.new_items.new_item_features`).
+    ``edges``: a parquet file of their known edges, columns ``src``, ``dst`` (external ids, at
+    least one end new) and ``relation``.  The items join the model as
+    :meth:`ItemModel.add_items` has them (placed by content, moved toward their partners, paths
+    counted through them); nothing on disk changes.  One row per pick, as for ``item``; with
+    ``out``, the picks of every new item are written there as ``--all`` writes them.
+
+    Example:
+        >>> rows = mmsc_dgl.recommend_new("runs/magazine", "new.parquet", "complement", k=5)  # doctest: +SKIP
+        >>> [(r["query_id"], r["rank"], r["item_id"]) for r in rows][:2]                     # doctest: +SKIP
+    """
+    if relation not in RELATIONS:
+        raise DataError(f"unknown relation {relation!r}.", fix=f"use one of {', '.join(RELATIONS)}.")
+    if out is not None:
+        inputs = [run_dir, items] + ([edges] if edges else []) + ([dataset] if dataset else [])
+        check_output_file(out, overwrite=overwrite, inputs=inputs)
+        with writer_lock(out, "this output file"):
+            check_output_file(out, overwrite=overwrite, inputs=inputs)
+            return _recommend_new(run_dir, items, relation, k, edges, device, out, dataset, explain, features)
+    return _recommend_new(run_dir, items, relation, k, edges, device, out, dataset, explain, features)
+
+
+def _read_parquet(path: os.PathLike | str, columns: List[str], what: str, fix: str) -> pa.Table:
+    import pyarrow.parquet as pq
+    try:
+        table = pq.read_table(path)
+    except (OSError, ValueError) as err:  # missing, not parquet, damaged (ArrowInvalid is a ValueError)
+        raise DataError(f"cannot read {what} ({type(err).__name__}).", path=path, fix=fix) from None
+    missing = [c for c in columns if c not in table.column_names]
+    if missing:
+        raise DataError(f"{what} have no column {missing[0]!r} (columns: {', '.join(table.column_names)}).",
+                        path=path, fix=fix)
+    return table
+
+
+def _recommend_new(run_dir, items_path, relation: str, k: int, edges_path, device, out, dataset, explain: bool,
+                   features) -> List[Dict]:
+    from mmsc_dgl.data.catalog import ITEM_ID
+    from mmsc_dgl.features.new_items import new_item_features
+    from mmsc_dgl.eval.explain import explain_pairs
+    run = load_run(run_dir, device, dataset, features)
+    if not run.model.has_embeddings:
+        raise DataError(f"{run.config.architecture} scores pairs and has no item embeddings to place new items with.",
+                        path=run_dir, fix="recommend from an embedding model's run (mmsc, lightgcn, ...).")
+    table = _read_parquet(items_path, [ITEM_ID], "the new items",
+                          f"write a parquet file with an {ITEM_ID!r} column and the catalog's content columns.")
+    ids = [None if i is None else str(i) for i in table.column(ITEM_ID).to_pylist()]
+    if not ids:
+        raise DataError("the new items file has no rows.", path=items_path, fix="add at least one new item.")
+    new_edges: Dict[str, list] = {r: [] for r in RELATIONS}
+    if edges_path is not None:
+        e = _read_parquet(edges_path, ["src", "dst", "relation"], "the new edges",
+                          "write a parquet file with columns src, dst (external ids) and relation.")
+        for line, (a, b, r) in enumerate(zip(e.column("src").to_pylist(), e.column("dst").to_pylist(),
+                                             e.column("relation").to_pylist())):
+            if r not in RELATIONS:
+                raise DataError(f"row {line}: relation {r!r} is not one of {', '.join(RELATIONS)}.", path=edges_path,
+                                fix="map your edge names to substitute or complement first.")
+            new_edges[r].append((str(a), str(b)))
+    answers = run.item_model()
+    content = new_item_features(answers.features, run.dataset.catalog.table, table, path=items_path)
+    titles = [" ".join(str(t).split()) if t else None for t in table.column("title").to_pylist()] \
+        if "title" in table.column_names else None
+    try:
+        answers.add_items(ids, content, edges=new_edges, titles=titles)
+    except DataError as err:
+        where = edges_path if err.reason.startswith("edges") and edges_path is not None else items_path
+        raise DataError(err.reason, path=where, fix=err.fix) from None
+    nodes = answers.node_ids(ids)
+    top = answers.topk(nodes, relation, k)
+    all_titles = answers.titles or [None] * answers.num_items
+    rows: List[Dict] = []
+    for q, (item, picks, scores) in enumerate(zip(ids, top.nodes.tolist(), top.scores.tolist())):
+        mine = [{"query_id": item, "rank": i + 1, "item_id": answers.item_ids[j], "title": all_titles[j],
+                 "score": float(s)} for i, (s, j) in enumerate(zip(scores, picks))]
+        if explain:
+            model = answers.for_relation(relation)
+            for row, extra in zip(mine, explain_pairs(model, answers.embed(relation), relation, int(nodes[q]), picks,
+                                                      answers.item_ids, all_titles, answers.evidence(relation),
+                                                      answers.targets(relation))):
+                row.update(extra)
+        rows += mine
+    if out is None:
+        return rows
+    columns = {"item_id": [r["query_id"] for r in rows], "rank": np.array([r["rank"] for r in rows], dtype=np.int32),
+               "recommended_id": [r["item_id"] for r in rows], "score": [r["score"] for r in rows],
+               "relation": [relation] * len(rows)}
+    for key in (rows[0] if explain and rows else {}):
+        if key not in ("query_id", "rank", "item_id", "title", "score"):
+            columns[key] = [r.get(key) for r in rows]
+    result = pa.table(columns)
+    atomic_write_parquet(out, result)
+    return [{"items": len(ids), "rows": result.num_rows, "k": top.nodes.shape[1], "out": os.fspath(out)}]
+
+
 def _ann_index(embedding: torch.Tensor):
     """The FAISS candidate stage of ``recommend --ann``, or a one-line error without FAISS."""
     from mmsc_dgl.eval.retrieval import faiss_search
