@@ -120,3 +120,21 @@ def test_labelled_validation_pairs_choose_the_f1_threshold(files, tmp_path):
     node = {i: n for n, i in enumerate(ds.catalog.ids.to_pylist())}
     assert labels.tolist() == [1, 0]
     assert scores.tolist() == [node["1"] * 1000 + node["2"], node["20"] * 1000 + node["21"]]
+
+
+def test_given_test_pairs_without_a_training_edge_are_reported_as_cold():
+    """Issue 31.6: given splits have no cold items, so the test queries whose source has no
+    training edge (placed as cold items are) are the cold-start block, counted, instead of none."""
+    from types import SimpleNamespace
+    from mmsc_dgl.eval.evaluator import Evaluator
+    config = SimpleNamespace(ks=[10], cold_neighbors=10)
+    evaluator = Evaluator(SimpleNamespace(negative_sampler=lambda: None), config)
+    bucket = {"HR@10": 0.5, "MRR@10": 0.25, "NDCG@10": 0.3, "queries": 4}
+    test = {"substitute": {"NDCG@10": 0.6, "queries": 40, "by_bucket": {"0": bucket, "1-2": {"queries": 36}}},
+            "complement": {"NDCG@10": 0.5, "queries": 30, "by_bucket": {"3-10": {"queries": 30}}}}
+    cold, method = evaluator._cold_from_test(test, placed=True)
+    assert cold["substitute"] == bucket and cold["complement"]["queries"] == 0
+    assert np.isnan(cold["complement"]["NDCG@10"]) and "every complement test source" in cold["complement"]["reason"]
+    assert "4 of 40 substitute, 0 of 30 complement" in method and method.startswith("mean of 10 nearest")
+    test["substitute"]["by_bucket"].pop("0")
+    assert evaluator._cold_from_test(test, placed=True) is None  # every source has an edge: no block

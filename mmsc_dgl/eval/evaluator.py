@@ -152,6 +152,10 @@ class Evaluator:
             out["test_full_catalog"] = evaluate_embeddings(scorers, splits.test, self.sampler, "test", ks=cfg.ks,
                                                            device=self.device, max_queries=cfg.test_queries,
                                                            seed=cfg.seed, full_catalog=True)
+        if not len(splits.cold_items):
+            given = self._cold_from_test(out["test"], placed is not None)
+            if given:
+                out["cold"], out["cold_start_method"] = given
         if len(splits.cold_items):
             if emb is None or model.content_only:
                 cold_emb = scorers
@@ -177,6 +181,22 @@ class Evaluator:
         if pair_table is not None and pair_table.num_rows:
             out["pairs"] = self.pair_metrics(scorers, pair_table)
         return out
+
+    def _cold_from_test(self, test: dict, placed: bool):
+        """Splits without cold items (given splits): the test queries whose source has no
+        training edge, reported as cold start (``cold``, counted) with the run's placement, or
+        ``None`` when there are none."""
+        parts = {r: test[r].get("by_bucket", {}).get("0") for r in RELATIONS}
+        if not any(parts.values()):
+            return None
+        nan = float("nan")
+        empty = {f"{m}@{k}": nan for k in self.config.ks for m in ("HR", "MRR", "NDCG")}
+        cold = {r: dict(p) if p else {**empty, "queries": 0, "reason": f"every {r} test source has a training edge"}
+                for r, p in parts.items()}
+        counted = ", ".join(f"{cold[r]['queries']:,} of {test[r]['queries']:,} {r}" for r in RELATIONS)
+        placer = self.cold_start or ColdStart(k=self.config.cold_neighbors)
+        how = placer.describe() if placed else "the model's own rows (no content placement)"
+        return cold, f"{how}; cold items: the test queries whose source has no training edge ({counted})"
 
     def warm_up(self, model, queries: Dict[str, torch.Tensor], candidates: Optional[Dict[str, torch.Tensor]] = None,
                 relation_states: Optional[Dict[str, dict]] = None) -> dict:
