@@ -368,6 +368,19 @@ class LightGCNConfig(_Learned):
     embedding_l2: float = Field(default=1e-4, ge=0, description="L2 weight on the layer-0 embeddings")
 
 
+class TwoTowerConfig(_Learned):
+    """A content two-tower model: an item's frozen content through a tower per relation, trained
+    on the warm training edges only; no ids, so a new item is placed as a warm one is."""
+
+    architecture: Literal["two-tower"] = "two-tower"
+    default_lr: ClassVar[float] = 0.001
+    tower_hidden: int = Field(default=256, ge=4, description="hidden width of each tower")
+    dropout: float = Field(default=0.1, ge=0, lt=1, description="dropout inside the towers while training")
+    temperature: float = Field(default=0.1, gt=0, description="softmax temperature over the unit rows' scores")
+    complement_signature: float = Field(default=0.5, ge=0, le=0.5, description=
+        "share of the complement rows' dimensions that score with a minus sign, as MMSC's (0: a dot product)")
+
+
 class ContentConfig(_ModelBase):
     """Content cosine: nothing to learn."""
 
@@ -389,6 +402,7 @@ ARCHITECTURES: Dict[str, tuple] = {
     "lightgcn": (LightGCNConfig, "LightGCN (SIGIR 2020): shared plus per-relation id embeddings, BPR"),
     "decgcn": (DecGCNConfig, "DecGCN-style (CIKM 2020): two relation spaces with cross-relation fusion"),
     "content": (ContentConfig, "cosine of the frozen content features, no training"),
+    "two-tower": (TwoTowerConfig, "content two-tower: frozen content through a trained tower per relation, no ids"),
     "common-neighbors": (HeuristicConfig, "common neighbours on the union of both training graphs"),
     "adamic-adar": (HeuristicConfig, "Adamic-Adar on the union of both training graphs"),
 }
@@ -401,7 +415,7 @@ ARCHITECTURE_NAMES = tuple(MODEL_CONFIGS)
 Architecture = Literal[ARCHITECTURE_NAMES]  # type: ignore[valid-type]
 
 AnyModelConfig = Annotated[Union[MMSCConfig, HANConfig, GATConfig, LightGCNConfig, DecGCNConfig, ContentConfig,
-                                 HeuristicConfig], Field(discriminator="architecture")]
+                                 TwoTowerConfig, HeuristicConfig], Field(discriminator="architecture")]
 """A model config of any architecture, told apart by its ``architecture`` field."""
 
 ModelConfig = MMSCConfig

@@ -21,9 +21,10 @@ from mmsc_dgl.models.content import ContentCosine  # noqa: E402
 from mmsc_dgl.models.decgcn import DecGCN  # noqa: E402
 from mmsc_dgl.models.gat import GATPerRelation  # noqa: E402
 from mmsc_dgl.models.han import HAN  # noqa: E402
+from mmsc_dgl.models.two_tower import ContentTwoTower  # noqa: E402
 
 MODEL_CLASSES = {"mmsc": MMSC, "han": HAN, "gat": GATPerRelation, "lightgcn": LightGCN, "decgcn": DecGCN,
-                 "content": ContentCosine, "common-neighbors": NeighbourhoodHeuristic,
+                 "content": ContentCosine, "two-tower": ContentTwoTower, "common-neighbors": NeighbourhoodHeuristic,
                  "adamic-adar": NeighbourhoodHeuristic}
 SMALL_FIELDS = dict(hidden=16, heads=2, semantic_hidden=8, ssl_nodes=32, layers=2)
 
@@ -254,7 +255,7 @@ def test_training_noise_injection(dataset):
     assert inject_training_noise(dataset, 0.0) is dataset
 
 
-@pytest.mark.parametrize("architecture", ["lightgcn", "adamic-adar", "content"])
+@pytest.mark.parametrize("architecture", ["lightgcn", "adamic-adar", "content", "two-tower"])
 def test_baselines_train_and_evaluate_through_the_harness(dataset, tmp_path, architecture):
     config = TrainConfig(architecture=architecture, epochs=2, batch_size=256, val_queries=100, model=small(architecture))
     result = train(dataset, tmp_path / architecture, config, progress=False)
@@ -292,7 +293,7 @@ def test_cli_trains_a_baseline_and_refuses_to_retrieve_with_a_heuristic(dataset,
     assert res.exit_code != 0 and "gcn" in res.output
 
 
-@pytest.mark.parametrize("architecture", ["mmsc", "han", "gat", "lightgcn", "decgcn"])
+@pytest.mark.parametrize("architecture", ["mmsc", "han", "gat", "lightgcn", "decgcn", "two-tower"])
 def test_every_learned_model_resets_its_parameters(dataset, parts, architecture):
     model = small_model(dataset, parts, architecture)
     first = {k: v.clone() for k, v in model.state_dict().items()}

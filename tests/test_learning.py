@@ -134,3 +134,30 @@ def test_the_content_tower_with_its_loss_broken_does_not(catalog, trained, monke
     cold, report = cold_start.fit_cold_start(parts.model, states, evaluator, k=CONFIG.cold_neighbors, seed=0)
     tower = _cold_ndcg(evaluator, parts.model, states, cold)
     assert tower < 1.05 * eq12, (tower, eq12, report)
+
+
+def _two_tower_cold(catalog, broken: bool = False, monkeypatch=None) -> tuple:
+    import mmsc_dgl.models.two_tower as two_tower
+    if broken:  # rewards every other candidate over the positive (the masked ones stay last)
+        entropy = two_tower.F.cross_entropy
+        monkeypatch.setattr(two_tower.F, "cross_entropy",
+                            lambda logits, target: entropy((-logits).nan_to_num(posinf=-1e4), target))
+    config = CONFIG.with_architecture("two-tower")
+    parts = build_run(catalog, config, progress=False)
+    evaluator = Evaluator(parts.dataset, config, parts.features)
+    before = mean_ndcg(evaluator.evaluate(parts.model)["cold"])
+    Trainer(parts.model, config, progress=False).fit(parts.batches(), evaluator.validate)
+    return before, mean_ndcg(evaluator.evaluate(parts.model)["cold"])
+
+
+def test_the_content_two_tower_learns_to_place_cold_items(catalog, content_baseline, monkeypatch):
+    """The content two-tower baseline (issue 31.2) is trained on warm edges and ranks cold items
+    by the same towers; it beats its untrained self and content cosine on them, and does not
+    when its loss is reversed.  Measured (2026-12-05): cold NDCG@10 0.277 trained, 0.119
+    untrained, content cosine 0.121; reversed 0.016."""
+    content_parts = build_run(catalog, CONFIG.with_architecture("content"), progress=False)
+    content = mean_ndcg(Evaluator(catalog, CONFIG, content_parts.features).evaluate(content_parts.model)["cold"])
+    before, after = _two_tower_cold(catalog)
+    assert after >= before + 0.05 and after >= 1.2 * content, (before, after, content)
+    _, broken = _two_tower_cold(catalog, broken=True, monkeypatch=monkeypatch)
+    assert broken < before + 0.05 or broken < 1.2 * content, (before, broken, content)

@@ -182,3 +182,28 @@ def test_a_stored_config_without_a_newer_field_keeps_how_it_was_trained():
     assert TrainConfig.from_mapping({}).model.complement_signature == 0.5
     lightgcn = json.loads(TrainConfig(architecture="lightgcn").model_dump_json())
     assert TrainConfig.from_stored(lightgcn).model.architecture == "lightgcn"
+
+
+def test_a_diverging_loss_stops_training_with_one_line():
+    """A NaN loss is an error naming the epoch and step, never a model that goes on to be
+    evaluated (a NaN score used to rank every target first: every comparison with NaN is False)."""
+    from mmsc_dgl.config import TrainConfig
+    from mmsc_dgl.errors import DataError
+    from mmsc_dgl.eval.ranking import ranks
+    from mmsc_dgl.train.trainer import Trainer
+
+    class Diverges(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.ones(()))
+            self.calls = 0
+
+        def loss(self, batch):
+            self.calls += 1
+            total = self.w * (float("nan") if self.calls == 3 else 1.0)
+            return {"total": total}
+
+    model = Diverges()
+    with pytest.raises(DataError, match=r"diverged: the loss became nan at epoch 1, step 3.*--lr"):
+        Trainer(model, TrainConfig(epochs=2), progress=False).fit(lambda g: [{}] * 5, lambda m: {})
+    assert ranks(torch.tensor([float("nan")]), torch.zeros(1, 4)).tolist() == [5]

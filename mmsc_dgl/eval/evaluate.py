@@ -10,7 +10,7 @@ from torch.nn import functional as F
 from mmsc_dgl.schema import RELATIONS
 from mmsc_dgl.data.edges import RelationEdges
 from mmsc_dgl.data.negatives import NegativeSampler
-from mmsc_dgl.eval.ranking import ranking_metrics, ranks
+from mmsc_dgl.eval.ranking import ranking_metrics, ranks, worst_if_nan
 from mmsc_dgl.ops.candidates import candidate_dot
 
 
@@ -93,7 +93,8 @@ def rank_full_catalog(scorer: Union[torch.Tensor, PairScores], edges: RelationEd
         excluded[torch.from_numpy(owner).to(device), torch.from_numpy(known).to(device)] = True
         excluded[rows, src] = True
         excluded[rows, dst] = True  # the target does not outrank itself
-        out.append((1 + ((scores >= target.unsqueeze(1)) & ~excluded).sum(1)).cpu())
+        beaten = worst_if_nan(scores, against=True) >= worst_if_nan(target, against=False).unsqueeze(1)
+        out.append((1 + (beaten & ~excluded).sum(1)).cpu())
     return torch.cat(out) if out else torch.zeros(0, dtype=torch.long)
 
 

@@ -66,6 +66,12 @@ class Recommender(abc.ABC):
         sign = self.signature(relation)
         return embedding if sign is None else embedding * sign.to(embedding.device, embedding.dtype)
 
+    def content_rows(self, relation: str, content: torch.Tensor) -> torch.Tensor:
+        """For a ``content_only`` model, the rows of items described by their pooled content
+        ``[M, D]`` alone (new items: :meth:`ItemModel.add_items
+        <mmsc_dgl.train.item_model.ItemModel.add_items>`); the content itself by default."""
+        return content
+
     def pair_term(self, relation: str, extra_edges=None, num_items: Optional[int] = None):
         """The part of ``score`` beyond the dot product of embedding rows, as ``f(src [B],
         candidates [B, K]) -> [B, K]`` (MMSC's path evidence), or ``None`` when there is none.

@@ -34,7 +34,7 @@ def build_model(architecture: str, num_items: int, config: ModelConfig, *,
         raise ValueError(f"unknown architecture {architecture!r}; choose one of {', '.join(ARCHITECTURES)}")
     if architecture in USES_METAPATHS and tables is None:
         raise ValueError(f"{architecture} needs meta-path tables")
-    if architecture not in USES_METAPATHS and architecture != "content" and train_edges is None:
+    if architecture not in USES_METAPATHS and architecture not in ("content", "two-tower") and train_edges is None:
         raise ValueError(f"{architecture} needs the training edges")
     if architecture == "mmsc":
         from mmsc_dgl.models.mmsc import MMSC
@@ -51,6 +51,9 @@ def build_model(architecture: str, num_items: int, config: ModelConfig, *,
     if architecture == "decgcn":
         from mmsc_dgl.models.decgcn import DecGCN
         return DecGCN(num_items, train_edges, config, features)
+    if architecture == "two-tower":
+        from mmsc_dgl.models.two_tower import ContentTwoTower
+        return ContentTwoTower(features, config)
     if architecture == "content":
         from mmsc_dgl.models.content import ContentCosine
         return ContentCosine(features)

@@ -410,8 +410,8 @@ class ItemModel:
         content = added.content.to(base.device)
         model = self.for_relation(relation)
         own = self.features
-        if getattr(model, "content_only", False):  # the content is the embedding
-            queries = candidates = content.to(base.dtype)
+        if getattr(model, "content_only", False):  # the rows are a function of the content
+            queries = candidates = model.content_rows(relation, content.to(base.dtype))
         elif own is None or content.shape[1] == 0:
             queries = candidates = base.new_zeros(len(added.ids), base.shape[1])
         else:

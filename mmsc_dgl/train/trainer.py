@@ -9,6 +9,7 @@ would.  It reads no input files and builds no graph (torch alone: the GPU hosts 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -187,6 +188,10 @@ class Trainer:
                 self.optimizer.step()
                 for k, v in parts.items():
                     sums[k] = sums.get(k, 0.0) + float(v)
+                if not math.isfinite(sums["total"]):  # a diverged model must not go on to be evaluated
+                    raise DataError(f"training diverged: the loss became {float(parts['total'])} at epoch "
+                                    f"{epoch + 1}, step {steps + 1}.",
+                                    fix="lower the learning rate (--lr), or check the features for extreme values.")
                 steps += 1
                 edges += sum(batch[r][0].numel() for r in RELATIONS if r in batch)
                 if hasattr(bar, "set_postfix"):
