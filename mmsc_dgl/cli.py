@@ -14,7 +14,7 @@ import click
 
 from mmsc_dgl.schema import __version__
 from mmsc_dgl.config import ARCHITECTURE_NAMES, SEED_MAX, SYNTHETIC_MAX
-from mmsc_dgl.errors import DataError
+from mmsc_dgl.errors import DataError, command_line
 
 SEED = click.IntRange(0, SEED_MAX)
 """What every --seed takes: the seeds each random generator accepts."""
@@ -112,6 +112,10 @@ class _Group(click.Group):
     where a directory was expected, a full disk)."""
 
     def invoke(self, ctx: click.Context):
+        with command_line():  # messages name flags here, arguments from Python
+            return self._invoke(ctx)
+
+    def _invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
         except click.UsageError as err:  # a bad option: one line, not click's usage block

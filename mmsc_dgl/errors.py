@@ -2,7 +2,36 @@
 from __future__ import annotations
 
 import os
-from typing import Optional
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Iterator, Optional
+
+_FACE: ContextVar[str] = ContextVar("mmsc_dgl_face", default="python")
+
+
+def flag(cli: str, python: str) -> str:
+    """How a message names a setting: its command-line flag (``--overwrite``) while the CLI
+    runs (:func:`command_line`), the argument a Python caller passes (``overwrite=True``)
+    otherwise.
+
+    Example:
+        >>> flag("--overwrite", "overwrite=True")
+        'overwrite=True'
+        >>> with command_line():
+        ...     flag("--overwrite", "overwrite=True")
+        '--overwrite'
+    """
+    return cli if _FACE.get() == "cli" else python
+
+
+@contextmanager
+def command_line() -> Iterator[None]:
+    """Messages raised inside name command-line flags (the CLI wraps every command in it)."""
+    token = _FACE.set("cli")
+    try:
+        yield
+    finally:
+        _FACE.reset(token)
 
 
 class DataError(ValueError):

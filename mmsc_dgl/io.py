@@ -192,7 +192,9 @@ def atomic_directory(path: os.PathLike | str, overwrite: bool = False) -> Iterat
     if path.is_dir() and not any(path.iterdir()):
         path.rmdir()  # an empty directory counts as absent
     if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} already exists. Fix: pass --overwrite or choose another --out.")
+        from mmsc_dgl.errors import flag
+        raise FileExistsError(f"{path} already exists. Fix: pass {flag('--overwrite', 'overwrite=True')} or choose "
+                              f"another {flag('--out', 'out')}.")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f"{path.name}.partial-", dir=path.parent))
     os.chmod(tmp, 0o777 & ~_umask())

@@ -22,7 +22,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
-from mmsc_dgl.errors import DataError
+from mmsc_dgl.errors import DataError, flag
 from mmsc_dgl.io import resolve_path
 
 MARKER = ".mmsc_dgl.json"
@@ -121,7 +121,7 @@ def _describe(entries: Sequence[Path]) -> str:
 
 
 def check_output_dir(path: os.PathLike | str, kind: str, overwrite: bool = False, resume: bool = False,
-                     inputs: Iterable[os.PathLike | str] = (), option: str = "--out") -> Optional[dict]:
+                     inputs: Iterable[os.PathLike | str] = (), option: Optional[str] = None) -> Optional[dict]:
     """Refuse, before any work, an output directory this command must not write.
 
     Returns the marker of an existing ``kind`` directory that may be replaced (``overwrite``) or
@@ -130,6 +130,7 @@ def check_output_dir(path: os.PathLike | str, kind: str, overwrite: bool = False
     Raises:
         DataError: naming the path, what is there, and the fix.
     """
+    option = option or flag("--out", "out")
     given = Path(path)
     target = resolve_path(path)
     noun = _NOUN[kind]
@@ -162,20 +163,21 @@ def check_output_dir(path: os.PathLike | str, kind: str, overwrite: bool = False
         foreign = foreign_entries(target, kind)
         if foreign:
             raise DataError(f"this mmsc_dgl {noun} also holds files mmsc_dgl did not write "
-                            f"({_describe(foreign)}); --overwrite would delete them.", path=given,
+                            f"({_describe(foreign)}); {flag('--overwrite', 'overwrite=True')} would delete them.", path=given,
                             fix=f"move them out first, or choose another {option}.")
     if resume or overwrite:
         return marker
     resumable = kind == "run" and (target / "run.json").exists()  # one killed before run.json has nothing to resume
-    extra = " pass --resume to continue it," if resumable else ""
+    extra = f" pass {flag('--resume', 'resume=True')} to continue it," if resumable else ""
     raise DataError(f"{given} already holds an mmsc_dgl {noun}.", path=None,
-                    fix=f"{extra} pass --overwrite to replace it, or choose another {option}.".strip())
+                    fix=f"{extra} pass {flag('--overwrite', 'overwrite=True')} to replace it, or choose another {option}.".strip())
 
 
 def check_output_file(path: os.PathLike | str, overwrite: bool = False, inputs: Iterable[os.PathLike | str] = (),
-                      option: str = "--out") -> None:
+                      option: Optional[str] = None) -> None:
     """Refuse, before any work, to replace a file without ``overwrite`` (or ever, an input or a
     directory)."""
+    option = option or flag("--out", "out")
     given = Path(path)
     target = resolve_path(path)
     if target.is_dir() or os.fspath(path).endswith(("/", os.sep)):
@@ -191,14 +193,14 @@ def check_output_file(path: os.PathLike | str, overwrite: bool = False, inputs: 
                             fix=f"choose another file for {option}.")
     if target.exists() and not overwrite:
         raise DataError("the file already exists.", path=given,
-                        fix=f"pass --overwrite to replace it, or choose another {option}.")
+                        fix=f"pass {flag('--overwrite', 'overwrite=True')} to replace it, or choose another {option}.")
     _check_creatable(target.parent, given, option)
 
 
-def check_dir_parent(path: os.PathLike | str, option: str = "--out") -> None:
+def check_dir_parent(path: os.PathLike | str, option: Optional[str] = None) -> None:
     """The directory ``path`` (or its nearest existing ancestor) must be a writable directory."""
     target = resolve_path(path)
-    _check_creatable(target if target.exists() else target.parent, Path(path), option)
+    _check_creatable(target if target.exists() else target.parent, Path(path), option or flag("--out", "out"))
 
 
 def _check_creatable(probe: Path, given: Path, option: str) -> None:

@@ -259,3 +259,15 @@ def test_two_experiments_published_to_one_folder_keep_their_own_plots(tmp_path):
     assert "](first-cold_start.png)" in (docs / "first.md").read_text()
     assert "](second-cold_start.png)" in (docs / "second.md").read_text()
     assert not (docs / "cold_start.png").exists()
+
+
+def test_a_grid_whose_every_dataset_is_absent_reports_and_draws_nothing(tmp_path):
+    """A published grid (cold-start.yaml) run where ../shared/data is absent: every dataset is
+    optional and skipped; the report says so and no plot is drawn (matplotlib raised on a figure
+    of zero columns, a traceback)."""
+    config = ExperimentConfig.model_validate(tiny_config(
+        seeds=[0], datasets={"missing": {"inputs": ["no/such/file.json.gz"], "optional": True}}))
+    result = run_experiment(config, tmp_path / "exp", progress=False)
+    assert result.rows == [] and result.skipped == {"missing": "inputs missing (optional dataset)"}
+    assert "skipped" in (tmp_path / "exp" / "results.md").read_text()
+    assert not list((tmp_path / "exp").glob("*.png"))

@@ -1070,3 +1070,33 @@ def test_messages_that_pointed_the_wrong_way(built, monkeypatch):
     lines = next_steps(TrainResult(built / "run", {"test": {}}, [], 1, dataset))
     command = next(line for line in lines if "mmsc-dgl recommend" in line)
     assert command.endswith("# Chef's knife rm -rf ~") and all("rm -rf" not in line for line in lines if line != command)
+
+
+def test_errors_name_what_the_caller_passed(built, tmp_path):
+    """Issue 30.4: an error raised for a Python call names the argument (``overwrite=True``), the
+    same error on the command line names the flag (``--overwrite``)."""
+    from click.testing import CliRunner
+    from mmsc_dgl.cli import main
+    from mmsc_dgl.config import TrainConfig
+    from mmsc_dgl.data.relations import RelationMap
+    from mmsc_dgl.errors import DataError
+    from mmsc_dgl.train.run import recommend, train
+    config = TrainConfig(epochs=1, batch_size=256, metapaths="s,c", features="hashed")
+    with pytest.raises(DataError) as err:
+        train(built / "ds", built / "run", config, progress=False)
+    assert "resume=True" in str(err.value) and "overwrite=True" in str(err.value) and "--" not in str(err.value)
+    with pytest.raises(DataError) as err:
+        train(built / "ds", built / "run", config, progress=False, resume=True, overwrite=True)
+    assert str(err.value).startswith("resume=True and overwrite=True were both given")
+    (tmp_path / "recs.parquet").write_text("x")
+    with pytest.raises(DataError, match="pass overwrite=True to replace it, or choose another out"):
+        recommend(built / "run", "complement", out=tmp_path / "recs.parquet")
+    with pytest.raises(DataError, match=r"e\.g\. relation_map=x=complement"):
+        RelationMap.parse("s=substitute").lookup("x")
+    res = CliRunner().invoke(main, ["train", str(built / "ds"), "--out", str(built / "run"), "--epochs", "1"])
+    assert res.exit_code == 2 and "--resume" in res.output and "--overwrite" in res.output, res.output
+    res = CliRunner().invoke(main, ["recommend", str(built / "run"), "--all", "--relation", "complement",
+                                    "--out", str(tmp_path / "recs.parquet")])
+    assert res.exit_code == 2 and "pass --overwrite to replace it, or choose another --out" in res.output
+    with pytest.raises(DataError, match="overwrite=True"):  # the CLI's face does not stay on after it
+        recommend(built / "run", "complement", out=tmp_path / "recs.parquet")

@@ -14,7 +14,7 @@ from mmsc_dgl.schema import NODE_TYPE, RELATIONS
 from mmsc_dgl.data.catalog import ItemCatalog
 from mmsc_dgl.data.edges import RelationEdges, canonical_edges
 from mmsc_dgl.data.report import SkipReport
-from mmsc_dgl.errors import DataError
+from mmsc_dgl.errors import DataError, flag
 
 if TYPE_CHECKING:
     from mmsc_dgl.data.side import SideEdges
@@ -40,7 +40,7 @@ def edges_from_raw(catalog: ItemCatalog, raw: pa.Table, report: SkipReport,
     unknown = sorted(set(pc.unique(raw.column("relation")).to_pylist()) - set(RELATIONS))
     if unknown:
         raise DataError(f"edges carry relation names {unknown}; the graph has {list(RELATIONS)}.",
-                        fix="map them with --relation-map.")
+                        fix=f"map them with {flag('--relation-map', 'PrepareConfig(relation_map=...)')}.")
     num_nodes = len(catalog)
     out: Dict[str, RelationEdges] = {}
     for relation in RELATIONS:
@@ -86,7 +86,7 @@ def build_graph(num_items: int, edges: Mapping[str, RelationEdges],
     """
     if require_edges and sum(len(e) for e in edges.values()) == 0:
         raise DataError(f"the catalog of {num_items:,} items has no edges at all after cleaning.",
-                        fix="check --relation-map and that edge ids match item ids; "
+                        fix=f"check {flag('--relation-map', 'PrepareConfig(relation_map=...)')} and that edge ids match item ids; "
                             "the skip report says where edges went.")
     data = {}
     for relation in RELATIONS:

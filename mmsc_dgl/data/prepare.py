@@ -17,7 +17,7 @@ from mmsc_dgl.data.graph import edges_from_raw, item_edges_of
 from mmsc_dgl.data.relations import RelationMap
 from mmsc_dgl.data.report import SkipReport
 from mmsc_dgl.data.splits import make_given_splits, make_splits
-from mmsc_dgl.errors import DataError
+from mmsc_dgl.errors import DataError, flag
 from mmsc_dgl.lock import writer_lock
 from mmsc_dgl.ownership import check_dir_parent, check_output_dir
 
@@ -222,10 +222,11 @@ def _prepare(inputs, config: PrepareConfig, items, pairs, synthetic: Optional[Sy
         if len(catalog) == 0:
             ignored = sum(n for reason, n in report.counts.items() if "mapped to ignore" in reason)
             if ignored:
-                raise DataError(f"--relation-map maps every relation to ignore ({ignored:,} edges ignored), "
+                raise DataError(f"{flag('--relation-map', 'PrepareConfig(relation_map=...)')} maps every relation to ignore ({ignored:,} edges ignored), "
                                 "so no item is left.", path=inputs[0],
                                 fix="map at least one relation to substitute or complement, "
-                                    "e.g. --relation-map 1=complement,2=substitute.")
+                                    "e.g. " + flag("--relation-map 1=complement,2=substitute",
+                                                   "relation_map='1=complement,2=substitute'") + ".")
             raise DataError("the catalog is empty.", path=inputs[0], fix="pass inputs that hold items.")
         edges = edges_from_raw(catalog, raw, report, symmetric=config.symmetric)
         if "is_cold_start" in catalog.table.column_names:
@@ -234,7 +235,7 @@ def _prepare(inputs, config: PrepareConfig, items, pairs, synthetic: Optional[Sy
     if sum(len(e) for e in edges.values()) == 0:
         raise DataError(f"the catalog of {len(catalog):,} items has no edges at all after cleaning.",
                         path=inputs[0] if inputs else None,
-                        fix="check --relation-map and that edge ids match item ids; "
+                        fix=f"check {flag('--relation-map', 'PrepareConfig(relation_map=...)')} and that edge ids match item ids; "
                             "the skip report: " + "; ".join(report.format()))
     pair_table = None
     if pairs is not None:

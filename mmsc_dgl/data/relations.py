@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Dict, Iterable, Mapping, Optional
 
 from mmsc_dgl.schema import RELATIONS
-from mmsc_dgl.errors import DataError
+from mmsc_dgl.errors import DataError, flag
 
 IGNORE = "ignore"
 """Map a key to this name to drop its edges on purpose (they are still counted)."""
@@ -65,11 +65,11 @@ class RelationMap:
                 key, sep, name = part.partition("=")
                 if not sep or not key.strip() or not name.strip():
                     raise DataError(f"cannot read {part!r} in relation map {spec!r}.",
-                                    fix="write it as KEY=RELATION, e.g. --relation-map 1=complement,2=substitute")
+                                    fix=f"write it as KEY=RELATION, e.g. {flag('--relation-map ', 'relation_map=')}1=complement,2=substitute")
                 key, name = key.strip(), name.strip()
                 if key in given:
                     raise DataError(f"relation map {spec!r} gives {key!r} twice ({key}={given[key]} and "
-                                    f"{key}={name}).", fix=f"keep one {key}=RELATION in --relation-map.")
+                                    f"{key}={name}).", fix=f"keep one {key}=RELATION in {flag('--relation-map', 'relation_map')}.")
                 given[key] = mapping[key] = name
         return cls(mapping)
 
@@ -91,7 +91,7 @@ class RelationMap:
             raise DataError(
                 f"relation {key!r} is not in the relation map (it maps {known}).",
                 path=path, line=line,
-                fix=self.unknown_fix or f"add it, e.g. --relation-map {key}=complement (or {key}={IGNORE} to drop it).",
+                fix=self.unknown_fix or f"add it, e.g. {flag('--relation-map ', 'relation_map=')}{key}=complement (or {key}={IGNORE} to drop it).",
             ) from None
 
     def keys_for(self, name: str) -> Iterable[str]:

@@ -51,7 +51,7 @@ import torch
 
 from mmsc_dgl.schema import NODE_TYPE, RELATIONS
 from mmsc_dgl.config import TrainConfig
-from mmsc_dgl.errors import DataError
+from mmsc_dgl.errors import DataError, flag
 
 logger = logging.getLogger(__name__)
 
@@ -235,7 +235,7 @@ def train_distributed(part_dir: os.PathLike | str, out: os.PathLike | str, confi
     part_dir = Path(part_dir)
     run_dir = Path(out)
     if resume and overwrite:
-        raise DataError("--resume and --overwrite were both given.", fix="continue the run or replace it, not both.")
+        raise DataError(f"{flag('--resume', 'resume=True')} and {flag('--overwrite', 'overwrite=True')} were both given.", fix="continue the run or replace it, not both.")
     record = load_partition_record(part_dir)
     if config.architecture != "mmsc":
         raise DataError(f"--distributed trains MMSC; {config.architecture} is trained on one machine.",

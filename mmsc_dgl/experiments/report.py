@@ -303,7 +303,9 @@ def plots(config: ExperimentConfig, result, summary: dict) -> List[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     datasets = [d for d in config.datasets if d not in result.skipped]
-    written = []
+    written: List[Path] = []
+    if not datasets:  # every dataset skipped (optional inputs absent): the report says so, no plot
+        return written
     if config.noise:
         noise_sets = [d for d in (config.noise.datasets or datasets) if d in datasets]
         if noise_sets:

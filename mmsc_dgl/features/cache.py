@@ -33,7 +33,7 @@ import pyarrow.parquet as pq
 import torch
 from tqdm.auto import tqdm
 
-from mmsc_dgl.errors import DataError
+from mmsc_dgl.errors import DataError, flag
 from mmsc_dgl.features.base import ContentFeatures, FeatureExtractor, item_sources
 from mmsc_dgl.io import atomic_path, atomic_write_json
 from mmsc_dgl.lock import writer_lock
@@ -206,7 +206,7 @@ def _extract(catalog, out: Path, existing: Optional[dict], backend: str, batch_s
         if not overwrite:
             diff = ", ".join(f"{k}: {existing.get(k)!r} -> {v!r}" for k, v in meta.items() if existing.get(k) != v)
             raise DataError(f"a feature cache made differently is already here ({diff}).", path=out,
-                            fix="pass --overwrite to replace it, or --out another file.")
+                            fix=f"pass {flag('--overwrite', 'overwrite=True')} to replace it, or {flag('--out', 'out=')} another file.")
     parts = out.with_name(out.name + ".parts")
     meta_file = parts / "meta.json"
     if parts.exists():
@@ -217,7 +217,7 @@ def _extract(catalog, out: Path, existing: Optional[dict], backend: str, batch_s
         if previous != {**meta, "chunk_size": chunk_size}:
             if not overwrite:
                 raise DataError("an unfinished extraction with other settings is here.", path=parts,
-                                fix="rerun it with the same settings to resume, or pass --overwrite.")
+                                fix=f"rerun it with the same settings to resume, or pass {flag('--overwrite', 'overwrite=True')}.")
             shutil.rmtree(parts)
     parts.mkdir(parents=True, exist_ok=True)
     atomic_write_json(meta_file, {**meta, "chunk_size": chunk_size})

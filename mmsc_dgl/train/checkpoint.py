@@ -7,7 +7,7 @@ from typing import Any, Dict
 
 import torch
 
-from mmsc_dgl.errors import DataError
+from mmsc_dgl.errors import DataError, flag
 from mmsc_dgl.io import atomic_path
 
 
@@ -37,8 +37,8 @@ def load_checkpoint(path: os.PathLike | str, map_location: str = "cpu") -> Dict[
     except Exception as err:  # torch's own message advises weights_only=False: never pass that on
         raise DataError(f"cannot read the checkpoint ({type(err).__name__}): it is damaged or was not written by "
                         "mmsc_dgl.", path=path,
-                        fix="train the run again from scratch with --overwrite.") from None
+                        fix=f"train the run again from scratch with {flag('--overwrite', 'overwrite=True')}.") from None
     if not isinstance(state, dict):
         raise DataError("the checkpoint does not hold an mmsc_dgl state.", path=path,
-                        fix="train the run again from scratch with --overwrite.")
+                        fix=f"train the run again from scratch with {flag('--overwrite', 'overwrite=True')}.")
     return state

@@ -20,7 +20,7 @@ import torch
 
 from mmsc_dgl.schema import RELATIONS
 from mmsc_dgl.config import SyntheticConfig, TrainConfig
-from mmsc_dgl.errors import DataError
+from mmsc_dgl.errors import DataError, flag
 from mmsc_dgl.fingerprint import file_fingerprint, fingerprint
 from mmsc_dgl.io import atomic_write_json, atomic_write_parquet, atomic_write_text, human_size, resolve_path
 from mmsc_dgl.lock import writer_lock
@@ -66,7 +66,7 @@ def read_run_record(run_dir: Path) -> dict:
             raise ValueError("no dataset entry")
     except (ValueError, UnicodeDecodeError) as err:
         raise DataError(f"run.json is damaged ({err}).", path=path,
-                        fix="train the run again with --overwrite.") from None
+                        fix=f"train the run again with {flag('--overwrite', 'overwrite=True')}.") from None
     return record
 
 
@@ -84,7 +84,7 @@ def _read_config(run_dir: Path) -> TrainConfig:
     except (ValueError, UnicodeDecodeError) as err:  # pydantic's ValidationError is a ValueError
         first = str(err).splitlines()[0]
         raise DataError(f"config.json is damaged ({first}).", path=path,
-                        fix="train the run again with --overwrite.") from None
+                        fix=f"train the run again with {flag('--overwrite', 'overwrite=True')}.") from None
 
 
 FEATURE_KEYWORDS = ("auto", "hashed", "none", "categories")
@@ -138,7 +138,7 @@ def _check_weights(run_dir: Path, record: dict) -> None:
     if found != recorded:
         raise DataError(f"model.pt is not the weights this run wrote (digest {found}, the run recorded "
                         f"{recorded}): its metrics.json would not describe it.", path=run_dir / MODEL,
-                        fix="put the run's own model.pt back, or train the run again with --overwrite.")
+                        fix=f"put the run's own model.pt back, or train the run again with {flag('--overwrite', 'overwrite=True')}.")
 
 
 def run_feature_file(run_dir: Path, record: dict, features: Optional[os.PathLike | str] = None) -> Optional[Path]:
@@ -198,11 +198,11 @@ def run_dataset_dir(run_dir: Path, record: dict, dataset: Optional[os.PathLike |
 def check_resume(run_dir: Path, marker: Optional[dict], config: TrainConfig) -> dict:
     """Refuse a resume that would continue something else: no run, another config."""
     if marker is None:
-        raise DataError("--resume: there is no run here to continue.", path=run_dir,
-                        fix="train without --resume to start one.")
+        raise DataError(f"{flag('--resume', 'resume=True')}: there is no run here to continue.", path=run_dir,
+                        fix=f"train without {flag('--resume', 'resume=True')} to start one.")
     if not (run_dir / RUN_FILE).exists():
-        raise DataError("--resume: this run was stopped before it began training (no run.json), so there is "
-                        "nothing to continue.", path=run_dir, fix="start it again with --overwrite instead of --resume.")
+        raise DataError(f"{flag('--resume', 'resume=True')}: this run was stopped before it began training (no run.json), so there is "
+                        "nothing to continue.", path=run_dir, fix=f"start it again with {flag('--overwrite', 'overwrite=True')} instead of {flag('--resume', 'resume=True')}.")
     record = read_run_record(run_dir)
     wanted = record.get("config_fingerprint")
     if wanted is not None and wanted != fingerprint(config.resume_identity()):
@@ -212,7 +212,7 @@ def check_resume(run_dir: Path, marker: Optional[dict], config: TrainConfig) -> 
             now = config.resume_identity()
             diff = sorted(k for k in now if now[k] != before.get(k))
             changed = "other settings (" + ", ".join(f"{k}: {before.get(k)!r} -> {now[k]!r}" for k in diff) + ")"
-        raise DataError(f"--resume with {changed} than the run was trained with.", path=run_dir,
+        raise DataError(f"{flag('--resume', 'resume=True')} with {changed} than the run was trained with.", path=run_dir,
                         fix="resume with the run's own config (only epochs, patience, device, impl and "
                             "deterministic may change), or train into a new --out.")
     return record
@@ -257,7 +257,7 @@ def train(dataset_dir: Union[os.PathLike, str, "Dataset", None] = None, out: os.
     config = config or TrainConfig()
     run_dir = Path(out)
     if resume and overwrite:
-        raise DataError("--resume and --overwrite were both given.", fix="continue the run or replace it, not both.")
+        raise DataError(f"{flag('--resume', 'resume=True')} and {flag('--overwrite', 'overwrite=True')} were both given.", fix="continue the run or replace it, not both.")
     resolve_device(config.device)
     check_dir_parent(run_dir)
     inputs = _inputs_of(dataset_dir, config)
@@ -269,7 +269,7 @@ def train(dataset_dir: Union[os.PathLike, str, "Dataset", None] = None, out: os.
     elif dataset_dir is not None:
         dataset = load_dataset(dataset_dir)
         if record is not None and record.get("dataset_fingerprint") not in (None, dataset_fingerprint(dataset_dir)):
-            raise DataError(f"--resume with another dataset ({dataset_dir}) than the run was trained on "
+            raise DataError(f"{flag('--resume', 'resume=True')} with another dataset ({dataset_dir}) than the run was trained on "
                             f"({record['dataset']}).", path=run_dir,
                             fix="resume without DATASET_DIR (or with the run's own), or train into a new --out.")
     elif record is not None:
@@ -285,8 +285,8 @@ def train(dataset_dir: Union[os.PathLike, str, "Dataset", None] = None, out: os.
         if problems:
             raise DataError("the dataset cannot be trained and evaluated: " + " ".join(problems),
                             path=dataset.root,
-                            fix="prepare it with more edges per item, a lower --min-degree, or a --relation-map "
-                                "that fills both relations.")
+                            fix=f"prepare it with more edges per item, a lower {flag('--min-degree', 'min_degree')}, or a "
+                                f"{flag('--relation-map', 'relation_map')} that fills both relations.")
         # The inputs a user names are read (and refused) before the run directory is touched.
         features = load_features(config.features, dataset, config.feature_dim)
         if config.train_edges is not None and config.train_noise == 0:
@@ -500,13 +500,13 @@ def load_run(run_dir: os.PathLike | str, device: Optional[str] = None,
             parts.model.load_state_dict(state["states"][r])
     except (RuntimeError, KeyError, TypeError) as err:
         raise DataError(f"model.pt does not fit this run's config ({state_dict_problem(err)}).", path=run_dir / MODEL,
-                        fix="the run directory mixes two runs; train it again with --overwrite.") from None
+                        fix=f"the run directory mixes two runs; train it again with {flag('--overwrite', 'overwrite=True')}.") from None
     parts.model.eval()
     try:
         cold_start = ColdStart.from_state(state.get("cold_start"), k=config.cold_neighbors).to(parts.device)
     except (RuntimeError, KeyError, TypeError, ValueError) as err:
         raise DataError(f"model.pt's cold-start tower is damaged ({type(err).__name__}: {err}).", path=run_dir / MODEL,
-                        fix="train the run again with --overwrite.") from None
+                        fix=f"train the run again with {flag('--overwrite', 'overwrite=True')}.") from None
     return LoadedRun(parts, state["states"], record, cold_start=cold_start)
 
 

@@ -19,7 +19,7 @@ import torch
 
 from mmsc_dgl.schema import RELATIONS
 from mmsc_dgl.determinism import deterministic_algorithms
-from mmsc_dgl.errors import DataError
+from mmsc_dgl.errors import DataError, flag
 from mmsc_dgl.progress import duration, eta, report
 from mmsc_dgl.train.checkpoint import load_checkpoint, save_checkpoint
 
@@ -131,7 +131,7 @@ class Trainer:
         missing = [k for k in ("config", "model", "optimizer", "rng_state", *state) if k not in ckpt]
         if missing:
             raise DataError(f"the checkpoint lacks {', '.join(missing)}.", path=path,
-                            fix="train the run again from scratch with --overwrite.")
+                            fix=f"train the run again from scratch with {flag('--overwrite', 'overwrite=True')}.")
         if self.identity is not None and ckpt["config"] != self.identity:
             raise DataError("the checkpoint was made with another config.", path=path,
                             fix="resume with the same config, or train into a new --out.")
@@ -161,7 +161,7 @@ class Trainer:
             self.resume_checkpoint()
         elif not resume and path is not None and path.exists() and self.writes_checkpoints:
             raise DataError(f"{path.parent} already holds a run.", path=path,
-                            fix="pass --resume to continue it, --overwrite to replace it, or choose another --out.")
+                            fix=f"pass {flag('--resume', 'resume=True')} to continue it, {flag('--overwrite', 'overwrite=True')} to replace it, or choose another {flag('--out', 'out')}.")
         state = self._state if resume else self._fresh_state()
         self._state = None
         self.model.train()
@@ -191,7 +191,7 @@ class Trainer:
                 if not math.isfinite(sums["total"]):  # a diverged model must not go on to be evaluated
                     raise DataError(f"training diverged: the loss became {float(parts['total'])} at epoch "
                                     f"{epoch + 1}, step {steps + 1}.",
-                                    fix="lower the learning rate (--lr), or check the features for extreme values.")
+                                    fix=f"lower the learning rate ({flag('--lr', 'TrainConfig.lr')}), or check the features for extreme values.")
                 steps += 1
                 edges += sum(batch[r][0].numel() for r in RELATIONS if r in batch)
                 if hasattr(bar, "set_postfix"):
