@@ -30,7 +30,7 @@ def test_save_load_round_trip(tmp_path):
 def test_directory_is_written_atomically_and_not_overwritten(tmp_path):
     out = tmp_path / "ds"
     prepare(synthetic=SyntheticConfig(num_items=200), out=out)
-    with pytest.raises(DataError, match="already holds an mmsc_dgl dataset.*--overwrite"):
+    with pytest.raises(DataError, match="already holds an mmsc_dgl dataset.*overwrite=True"):
         prepare(synthetic=SyntheticConfig(num_items=200), out=out)
     prepare(synthetic=SyntheticConfig(num_items=300), out=out, overwrite=True)
     assert load_dataset(out).num_items == 300

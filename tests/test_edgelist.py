@@ -25,7 +25,7 @@ def test_numeric_relations_tabs_spaces_header_comments(tmp_path):
 
 def test_names_and_string_ids(tmp_path):
     path = write_lines(tmp_path / "e.txt", ["substitute B0A B0B", "c B0B B0C", "ignore_me x y"])
-    with pytest.raises(DataError, match=r"e\.txt:3: relation 'ignore_me' is not in the relation map.*Fix: add it, e\.g\. --relation-map ignore_me="):
+    with pytest.raises(DataError, match=r"e\.txt:3: relation 'ignore_me' is not in the relation map.*Fix: add it, e\.g\. relation_map=ignore_me="):
         read_edgelist([path])
     read = read_edgelist([path], RelationMap.parse("substitute=substitute,c=complement,ignore_me=ignore"))
     assert read.id_type == "str"

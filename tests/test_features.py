@@ -85,7 +85,7 @@ def test_cache_refuses_other_settings_and_other_catalogs(small_dataset, tmp_path
     extract_features(small_dataset, extractor=CountingExtractor(), out=out, progress=False)
     other = CountingExtractor()
     other.dim = 8
-    with pytest.raises(DataError, match=r"made differently.*dim: 4 -> 8.*--overwrite"):
+    with pytest.raises(DataError, match=r"made differently.*dim: 4 -> 8.*overwrite=True"):
         extract_features(small_dataset, extractor=other, out=out, progress=False)
     foreign = ItemCatalog.from_ids([f"X{i}" for i in range(90)])
     with pytest.raises(DataError, match="extract features for this dataset"):

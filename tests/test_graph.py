@@ -61,7 +61,7 @@ def test_build_graph_types_and_features():
 
 def test_no_edges_at_all_is_an_error():
     empty = {"substitute": RelationEdges(np.zeros(0), np.zeros(0)), "complement": RelationEdges(np.zeros(0), np.zeros(0))}
-    with pytest.raises(DataError, match="has no edges at all.*Fix: check --relation-map"):
+    with pytest.raises(DataError, match=r"has no edges at all.*Fix: check PrepareConfig\(relation_map="):
         build_graph(4, empty)
     assert build_graph(4, empty, require_edges=False).num_edges() == 0
 

@@ -69,15 +69,15 @@ def test_an_existing_target_is_refused_before_any_work(dataset_dir, tmp_path):
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "notes.txt").write_text("the user's")
-    with pytest.raises(DataError, match="--out"):
+    with pytest.raises(DataError, match="directory for out"):
         partition_dataset(dataset_dir, 2, mine)
     assert (mine / "notes.txt").read_text() == "the user's" and sorted(p.name for p in mine.iterdir()) == ["notes.txt"]
     partition_dataset(dataset_dir, 2, tmp_path / "p", features="none")
-    with pytest.raises(DataError, match="--overwrite"):
+    with pytest.raises(DataError, match="overwrite=True"):
         partition_dataset(dataset_dir, 2, tmp_path / "p", features="none")
     again = partition_dataset(dataset_dir, 3, tmp_path / "p", features="none", overwrite=True)
     assert len(again.parts) == 3 and (tmp_path / "p" / "part2").is_dir()
-    with pytest.raises(DataError, match="--parts"):
+    with pytest.raises(DataError, match="parts=0"):
         partition_dataset(dataset_dir, 0, tmp_path / "q")
 
 

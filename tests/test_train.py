@@ -81,7 +81,7 @@ def test_resume_with_another_config_is_refused(tiny_dataset, tmp_path):
     other = TrainConfig(**{**TINY, "lr": 0.1})
     with pytest.raises(DataError, match="lr: 0.005 -> 0.1"):
         runs.train(tiny_dataset.root, tmp_path / "r", other, progress=False, resume=True)
-    with pytest.raises(DataError, match="already holds an mmsc_dgl run.*--resume"):
+    with pytest.raises(DataError, match="already holds an mmsc_dgl run.*resume=True"):
         runs.train(tiny_dataset.root, tmp_path / "r", TrainConfig(**TINY), progress=False)
     # The trainer itself refuses a checkpoint made under another identity.
     parts = build_run(tiny_dataset, TrainConfig(**TINY), tmp_path / "r", progress=False)
@@ -204,6 +204,6 @@ def test_a_diverging_loss_stops_training_with_one_line():
             return {"total": total}
 
     model = Diverges()
-    with pytest.raises(DataError, match=r"diverged: the loss became nan at epoch 1, step 3.*--lr"):
+    with pytest.raises(DataError, match=r"diverged: the loss became nan at epoch 1, step 3.*TrainConfig.lr"):
         Trainer(model, TrainConfig(epochs=2), progress=False).fit(lambda g: [{}] * 5, lambda m: {})
     assert ranks(torch.tensor([float("nan")]), torch.zeros(1, 4)).tolist() == [5]

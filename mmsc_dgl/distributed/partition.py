@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from mmsc_dgl.schema import NODE_TYPE, RELATIONS
-from mmsc_dgl.errors import DataError
+from mmsc_dgl.errors import DataError, flag
 
 logger = logging.getLogger(__name__)
 
@@ -123,15 +123,17 @@ def partition_dataset(dataset_dir: os.PathLike | str, parts: int, out: os.PathLi
     from mmsc_dgl.ownership import check_output_dir, write_marker
 
     if method not in METHODS:
-        raise DataError(f"unknown partition method {method!r}.", fix=f"use --method {' or '.join(METHODS)}.")
+        raise DataError(f"unknown partition method {method!r}.",
+                        fix=f"use {flag('--method ', 'method=')}{' or '.join(METHODS)}.")
     if parts < 1:
-        raise DataError(f"--parts {parts}: at least one partition.", fix="pass --parts 2 or more.")
+        raise DataError(f"{flag('--parts ', 'parts=')}{parts}: at least one partition.",
+                        fix=f"pass {flag('--parts ', 'parts=')}2 or more.")
     out = Path(out)
     # Everything that can refuse is checked before any work: the target, then the inputs.
     check_output_dir(out, "partition", overwrite=overwrite, inputs=dataset_files(dataset_dir))
     dataset = load_dataset(dataset_dir)
     if parts > dataset.num_items:
-        raise DataError(f"--parts {parts} for {dataset.num_items} items.", fix="use fewer partitions.")
+        raise DataError(f"{flag('--parts ', 'parts=')}{parts} for {dataset.num_items} items.", fix="use fewer partitions.")
     feats = load_features(features, dataset, feature_dim)
     # Stored reversed: DistDGL 2.1 samples a partition's in-edges reliably but not its out-edges
     # (a per-edge-type check fails), so in-edges of i in the stored graph are i's out-edges in the
