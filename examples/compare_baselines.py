@@ -14,7 +14,7 @@ from pathlib import Path
 from mmsc_dgl import RELATIONS
 from mmsc_dgl.config import TrainConfig
 from mmsc_dgl.io import atomic_write_json
-from mmsc_dgl.train.run import train
+from mmsc_dgl.runs.training import train
 
 logger = logging.getLogger("compare_baselines")
 

@@ -19,7 +19,7 @@ from mmsc_dgl.augment.select import augment
 from mmsc_dgl.config import SyntheticConfig, TrainConfig
 from mmsc_dgl.data.prepare import prepare
 from mmsc_dgl.io import atomic_write_json
-from mmsc_dgl.train.run import train
+from mmsc_dgl.runs.training import train
 
 logger = logging.getLogger("e_llm_experiment")
 

@@ -7,6 +7,7 @@ so the encoder, trainer and evaluation run on machines where DGL cannot be insta
 from __future__ import annotations
 
 import importlib
+import types
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # what type checkers and IDEs see; at run time the names load lazily (below)
@@ -36,8 +37,10 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time the names load
     from mmsc_dgl.models.mmsc import MMSC
     from mmsc_dgl.models.registry import ARCHITECTURES, build_model
     from mmsc_dgl.ops.csr import CSR
-    from mmsc_dgl.train.item_model import ItemModel, TopK
-    from mmsc_dgl.train.run import evaluate_run, load_model, load_run, recommend, recommend_new, train
+    from mmsc_dgl.runs.item_model import ItemModel, TopK
+    from mmsc_dgl.runs.load import evaluate_run, load_model, load_run
+    from mmsc_dgl.runs.query import recommend, recommend_new
+    from mmsc_dgl.runs.training import train
 
 from mmsc_dgl.schema import NODE_TYPE, RELATIONS, __version__
 
@@ -55,11 +58,11 @@ _LAZY = {
     "make_splits": "mmsc_dgl.data.splits:make_splits",
     "prepare": "mmsc_dgl.data.prepare:prepare",
     "dataset_from_graph": "mmsc_dgl.data.prepare:dataset_from_graph",
-    "train": "mmsc_dgl.train.run:train",
-    "load_run": "mmsc_dgl.train.run:load_run",
-    "evaluate_run": "mmsc_dgl.train.run:evaluate_run",
-    "recommend": "mmsc_dgl.train.run:recommend",
-    "recommend_new": "mmsc_dgl.train.run:recommend_new",
+    "train": "mmsc_dgl.runs.training:train",
+    "load_run": "mmsc_dgl.runs.load:load_run",
+    "evaluate_run": "mmsc_dgl.runs.load:evaluate_run",
+    "recommend": "mmsc_dgl.runs.query:recommend",
+    "recommend_new": "mmsc_dgl.runs.query:recommend_new",
     "MMSC": "mmsc_dgl.models.mmsc:MMSC",
     "augment": "mmsc_dgl.augment.select:augment",
     "extract_features": "mmsc_dgl.features.cache:extract_features",
@@ -80,9 +83,9 @@ _LAZY = {
     "load_experiment": "mmsc_dgl.experiments.config:load_experiment",
     "run_experiment": "mmsc_dgl.experiments.grid:run_experiment",
     "topk_all": "mmsc_dgl.eval.retrieval:topk_all",
-    "load_model": "mmsc_dgl.train.run:load_model",
-    "ItemModel": "mmsc_dgl.train.item_model:ItemModel",
-    "TopK": "mmsc_dgl.train.item_model:TopK",
+    "load_model": "mmsc_dgl.runs.load:load_model",
+    "ItemModel": "mmsc_dgl.runs.item_model:ItemModel",
+    "TopK": "mmsc_dgl.runs.item_model:TopK",
     "ContentFeatures": "mmsc_dgl.features.base:ContentFeatures",
     "CSR": "mmsc_dgl.ops.csr:CSR",
 }
@@ -103,3 +106,17 @@ if not TYPE_CHECKING:  # hidden from type checkers, so a misspelt name is an err
 
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_LAZY))
+
+
+class _CallableTrainPackage(types.ModuleType):
+    """``mmsc_dgl.train`` names both the harness package and the function
+    :func:`~mmsc_dgl.runs.training.train`: once any of the package's modules is imported, Python
+    binds the package to ``mmsc_dgl.train``, so the package is made callable, and calls it."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        from mmsc_dgl.runs.training import train as run
+        return run(*args, **kwargs)
+
+
+if not TYPE_CHECKING:
+    importlib.import_module("mmsc_dgl.train").__class__ = _CallableTrainPackage  # its __init__ imports nothing

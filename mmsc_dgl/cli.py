@@ -387,7 +387,8 @@ def train(dataset_dir: Optional[Path], out: Path, config_path: Optional[Path], r
     """Train MMSC (or a baseline) on DATASET_DIR (default: the built-in synthetic catalog) and
     evaluate it.  With --distributed, DATASET_DIR is a partition directory and this process is
     one trainer of a DistDGL job (docs/distributed.md)."""
-    from mmsc_dgl.train.run import format_metrics, train as run_train
+    from mmsc_dgl.terminal import format_metrics
+    from mmsc_dgl.runs.training import train as run_train
 
     config = _train_config(config_path, {"architecture": architecture, "train_noise": train_noise, "epochs": epochs, "batch_size": batch_size, "lr": lr, "features": features,
                                          "metapaths": metapaths, "max_neighbors": max_neighbors,
@@ -408,7 +409,7 @@ def train(dataset_dir: Optional[Path], out: Path, config_path: Optional[Path], r
     else:
         result = run_train(dataset_dir, out, config, resume=resume, synthetic_items=synthetic_items,
                            overwrite=overwrite)
-    from mmsc_dgl.train.run import next_steps
+    from mmsc_dgl.terminal import next_steps
     click.echo(f"epochs run: {len(result.history)}; best validation epoch per relation: "
                + ", ".join(f"{r} {e}" for r, e in result.best_epoch.items()))
     click.echo("\n".join(format_metrics(result.metrics)))
@@ -434,7 +435,8 @@ def evaluate(run_dir: Path, pairs: Optional[Path], dataset: Optional[Path], feat
              full_catalog: bool, device: Optional[str], as_json: bool) -> None:
     """Evaluate a trained run: HR/MRR/NDCG@K on test and cold start, and labelled pairs."""
     from mmsc_dgl.io import strict_json
-    from mmsc_dgl.train.run import evaluate_run, format_metrics
+    from mmsc_dgl.runs.load import evaluate_run
+    from mmsc_dgl.terminal import format_metrics
 
     metrics = evaluate_run(run_dir, pairs=pairs, device=device, dataset=dataset, features=features,
                            full_catalog=full_catalog)
@@ -471,7 +473,7 @@ def recommend(run_dir: Path, item: Optional[str], all_items: bool, new_items: Op
               overwrite: bool, explain: bool, ann: bool, dataset: Optional[Path], features: Optional[Path],
               device: Optional[str]) -> None:
     """Top-k substitutes or complements for an item, every item, or new items."""
-    from mmsc_dgl.train.run import recommend as run_recommend, recommend_new
+    from mmsc_dgl.runs.query import recommend as run_recommend, recommend_new
 
     if sum([bool(item), all_items, new_items is not None]) != 1:
         raise click.UsageError("pass exactly one of --item ID, --all or --new-items FILE")

@@ -327,7 +327,7 @@ class MMSCConfig(HANConfig):
     calibrate: bool = Field(default=True, description="after training, choose per relation by validation NDCG@10 "
                                               "a bonus for pairs that are training edges of the other relation "
                                               "(0-2) and a weight on log(1 + their two-hop path counts) (0-1.6), "
-                                              "added to the path-evidence term (mmsc_dgl.train.calibrate); "
+                                              "added to the path-evidence term (mmsc_dgl.models.calibration); "
                                               "training does not depend on it")
     propagate_ids: int = Field(default=0, ge=0, le=8, description="smooth the id embeddings over the union of both "
                                                           "training graphs with this many LightGCN layers "
@@ -555,6 +555,9 @@ class TrainConfig(Config):
                                                  "space, as in the paper) or tower (after training, a content "
                                                  "tower fit to the model's rows, mixed with Eq. 12 at a share "
                                                  "chosen on pseudo-cold items; mmsc_dgl.train.cold_start)")
+    cold_rounds: int = Field(default=80, ge=1, description="with cold_start: tower, the most rounds of 50 batches "
+                                                   "the tower trains (it stops after 5 rounds without a better "
+                                                   "pseudo-cold NDCG@10); acts after training only")
     seed: Seed = 0
     deterministic: bool = Field(default=True, description="torch deterministic algorithms while training and "
                                                   "evaluating: the same seed gives the same metrics")
@@ -579,7 +582,8 @@ class TrainConfig(Config):
             data["model"] = {**{k: v for k, v in cls.STORED_BEFORE.items() if k in fields and k not in model}, **model}
         return cls.model_validate(data)
 
-    RESUMABLE_CHANGES: ClassVar[tuple] = ("epochs", "device", "impl", "patience", "deterministic", "cold_start")
+    RESUMABLE_CHANGES: ClassVar[tuple] = ("epochs", "device", "impl", "patience", "deterministic", "cold_start",
+                                          "cold_rounds")
     """Fields a resumed run may change: they do not change what the run has learned so far."""
     AFTER_TRAINING: ClassVar[tuple] = ("calibrate",)
     """Model fields that act only once training has ended (a resumed run may change them too)."""

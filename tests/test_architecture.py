@@ -21,15 +21,16 @@ FLOORS = [
     {"data"},
     {"metapath", "features"},
     {"eval", "models"},
-    {"augment", "train", "distributed"},
-    {"experiments", "bench"},
-    {"cli", "__main__"},
+    {"augment", "train"},
+    {"runs"},
+    {"distributed", "experiments", "bench"},
+    {"cli", "terminal", "__main__"},
 ]
 """From the bottom: a module may import its own floor and the floors below, never one above."""
 FLOOR = {name: level for level, names in enumerate(FLOORS) for name in names}
 
 BELOW_THE_LINE = ["schema", "errors", "io", "hashing", "fingerprint", "ownership", "lock", "progress", "determinism", "config",
-                  "ops", "nn", "models", "train", "eval", "features", "augment"]
+                  "ops", "nn", "models", "train", "runs", "eval", "features", "augment"]
 """What must run without DGL (rule 1 of ARCHITECTURE.md)."""
 DGL_BACKENDS = {"mmsc_dgl.ops.dgl_kernels"}
 """DGL's implementation of the fused kernel: chosen (``impl="dgl"``) only where DGL is installed."""
@@ -124,6 +125,35 @@ def test_the_checks_fail_on_a_climbing_import_a_root_import_and_a_circle():
               (Path("train/c.py"), ast.parse("import mmsc_dgl.train.a\n"))]
     assert _circles(circle) == [["mmsc_dgl.train.a", "mmsc_dgl.train.b", "mmsc_dgl.train.c", "mmsc_dgl.train.a"]]
     assert _circles(circle[:2]) == []
+
+
+POST_FIT = {"after_training": {"runs/finishing.py"}, "fit_cold_start": {"runs/finishing.py"},
+            "record_weights": {"runs/finishing.py"}, "calibrate": {"models/mmsc.py"}}
+"""The steps after ``fit``, and the only modules that may call each: the sequence is written once
+(:func:`mmsc_dgl.runs.finishing.finish`), and calibration is MMSC's own after-training step."""
+
+
+def _post_fit_calls(modules) -> list:
+    found = []
+    for rel, tree in modules:
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call):
+                name = getattr(node.func, "id", None) or getattr(node.func, "attr", None)
+                if name in POST_FIT and rel.as_posix() not in POST_FIT[name]:
+                    found.append(f"{rel}:{node.lineno} calls {name}")
+    return found
+
+
+def test_the_post_fit_sequence_is_written_once():
+    calls = _post_fit_calls(_modules())
+    assert not calls, "post-fit steps outside runs/finishing.py (call finish() instead):\n" + "\n".join(calls)
+
+
+def test_the_post_fit_check_fails_on_a_second_copy():
+    copy = [(Path("bench/fake.py"), ast.parse("def f(m, s, e):\n    states, _ = m.after_training(s, e)\n"
+                                                "    record_weights(run_dir)\n"))]
+    assert _post_fit_calls(copy) == ["bench/fake.py:2 calls after_training", "bench/fake.py:3 calls record_weights"]
+    assert _post_fit_calls([(Path("runs/finishing.py"), copy[0][1])]) == []
 
 
 def test_no_module_imports_another_modules_private_names():

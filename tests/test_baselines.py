@@ -15,7 +15,7 @@ from mmsc_dgl.metapath.spec import parse_metapaths
 from mmsc_dgl.models import ARCHITECTURES, MMSC, Recommender, build_model
 from mmsc_dgl.models.heuristic import NeighbourhoodHeuristic
 from mmsc_dgl.models.lightgcn import LightGCN
-from mmsc_dgl.train.run import train
+from mmsc_dgl.runs.training import train
 
 from mmsc_dgl.models.content import ContentCosine  # noqa: E402
 from mmsc_dgl.models.decgcn import DecGCN  # noqa: E402

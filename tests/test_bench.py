@@ -163,7 +163,8 @@ def test_bench_lookalikes_counts_picks_that_share_the_item_group(dataset_dir, tm
     assert same_group_share(picks, torch.tensor([0, 0, 1, -1])) == pytest.approx(2 / 6)  # item 3: no query
     assert same_group_share(picks, torch.tensor([0, 0, 0, 0])) == 1.0
     from mmsc_dgl.config import ModelConfig, TrainConfig
-    from mmsc_dgl.train.run import load_run, train
+    from mmsc_dgl.runs.load import load_run
+    from mmsc_dgl.runs.training import train
     config = TrainConfig(metapaths="s,c", max_neighbors=4, epochs=1, batch_size=256, val_queries=50,
                          model=ModelConfig(hidden=16, heads=2, semantic_hidden=8, ssl_nodes=32))
     train(dataset_dir, tmp_path / "run", config, progress=False)

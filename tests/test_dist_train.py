@@ -40,7 +40,8 @@ def _cli(*args, env=None, timeout=300):
 
 @pytest.mark.skipif(not isolation_available(), reason="two servers on one host need unshare with user namespaces")
 def test_two_trainers_on_two_partitions_match_one_machine(root):
-    from mmsc_dgl.train.run import evaluate_run, train
+    from mmsc_dgl.runs.load import evaluate_run
+    from mmsc_dgl.runs.training import train
     partition_dataset(root / "ds", 2, root / "parts2")
     run = root / "dist-run"
     cmd = [sys.executable, "-m", "mmsc_dgl", "train", str(root / "parts2"), "--distributed", "--out", str(run),
@@ -99,7 +100,7 @@ def test_standalone_trains_resumes_and_writes_an_ordinary_run(small):
     history = json.loads((run / "history.json").read_text())
     assert [h["epoch"] for h in history] == [1, 2] and history[0] == first["history"][0]
     assert (run / "metapaths.pt").read_bytes() == tables  # resumed with the tables it began with
-    from mmsc_dgl.train.run import load_run
+    from mmsc_dgl.runs.load import load_run
     loaded = load_run(run)  # the tables are the run's own, not rebuilt on one machine
     assert loaded.tables.info["drawn_by"] == "DistDGL graph servers"
     assert loaded.evaluate()["test"] == json.loads((run / "metrics.json").read_text())["test"]

@@ -9,9 +9,9 @@ pytest.importorskip("dgl")
 
 RUNNABLE = ["mmsc_dgl.config", "mmsc_dgl.data.node_features", "mmsc_dgl.data.prepare", "mmsc_dgl.eval.evaluate",
             "mmsc_dgl.features.base", "mmsc_dgl.metapath.spec", "mmsc_dgl.metapath.build",
-            "mmsc_dgl.train.item_model", "mmsc_dgl.errors", "mmsc_dgl.data.report", "mmsc_dgl.data.catalog",
+            "mmsc_dgl.runs.item_model", "mmsc_dgl.errors", "mmsc_dgl.data.report", "mmsc_dgl.data.catalog",
             "mmsc_dgl.data.relations", "mmsc_dgl.data.graph", "mmsc_dgl.bench.lookalikes"]
-SKIPPED_ONLY = ["mmsc_dgl.train.run", "mmsc_dgl.data.dataset", "mmsc_dgl.experiments.config",
+SKIPPED_ONLY = ["mmsc_dgl.runs.training", "mmsc_dgl.runs.load", "mmsc_dgl.runs.query", "mmsc_dgl.data.dataset", "mmsc_dgl.experiments.config",
                 "mmsc_dgl.data.amazon", "mmsc_dgl.data.edgelist", "mmsc_dgl.data.parquet", "mmsc_dgl.data.splits",
                 "mmsc_dgl.models.mmsc", "mmsc_dgl.augment.select", "mmsc_dgl.features.cache",
                 "mmsc_dgl.metapath.table", "mmsc_dgl.models.registry", "mmsc_dgl.data.noise",

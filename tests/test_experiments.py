@@ -13,7 +13,7 @@ from mmsc_dgl.errors import DataError
 from mmsc_dgl.experiments import ExperimentConfig, load_experiment, run_experiment
 from mmsc_dgl.experiments.report import seconds_to_match, summarise, time_to_best
 
-TINY_TRAIN = {"epochs": 1, "batch_size": 512, "val_queries": 100, "metapaths": "hops:2", "max_neighbors": 4,
+TINY_TRAIN = {"epochs": 1, "batch_size": 512, "val_queries": 100, "metapaths": "hops:2", "max_neighbors": 4, "cold_rounds": 2,
               "model": {"hidden": 16, "heads": 2, "semantic_hidden": 8, "ssl_nodes": 32}}
 
 
@@ -224,6 +224,7 @@ def test_real_config_runs_on_a_reduced_grid(tmp_path):
     assert set(real.datasets) == {"magazine", "gift-cards", "beauty"}
     assert real.train_config("beauty", "mmsc", 0).features == "categories"
     small = {"epochs": 1, "steps_per_epoch": 2, "val_queries": 50, "test_queries": 100, "max_neighbors": 4,
+             "cold_rounds": 2,
              "model": {"hidden": 16, "heads": 2, "semantic_hidden": 8, "ssl_nodes": 32}}
     data = real.model_dump(exclude={"source"})
     data["seeds"], data["train"] = [0], {**data["train"], **small}

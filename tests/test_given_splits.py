@@ -90,7 +90,7 @@ def test_protocol_options_refuse_bad_company(files, tmp_path, args, message):
 
 def test_given_splits_train_and_report_pairs(files, tmp_path):
     from mmsc_dgl.config import ModelConfig, TrainConfig
-    from mmsc_dgl.train.run import train
+    from mmsc_dgl.runs.training import train
     train_file, valid, test, _ = files
     result = CliRunner().invoke(main, ["prepare", str(train_file), "--valid", str(valid), "--test", str(test),
                                        "--out", str(tmp_path / "ds")])

@@ -2,6 +2,7 @@
 TorchScript, and a CSR held by a module (issue 16, "DGL-native layers")."""
 import pytest
 import torch
+from torch.nn import functional as F
 
 dgl = pytest.importorskip("dgl")
 
@@ -264,3 +265,49 @@ def test_in_feats_per_side_matches_gatconv_on_a_bipartite_graph():
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
     with pytest.raises(ValueError, match=r"pass feat=\(feat_src, feat_dst\)"):
         MetaPathAttention((6, 6), 4)(dgl.graph(([0, 1], [1, 0])), torch.randn(2, 6))
+
+
+def test_han_conv_matches_dgls_han_layer_on_metapath_graphs():
+    """Issue 30.5: HANConv on DGL meta-path graphs is the HANLayer of DGL's HAN example: a GATConv
+    per meta-path (ELU, heads concatenated), then semantic attention with weights averaged over
+    the nodes; same weights, same values and gradients."""
+    from dgl.nn import GATConv
+    from mmsc_dgl.nn import HANConv
+    gen = torch.Generator().manual_seed(3)
+    n = 40
+    hg = dgl.heterograph({("item", r, "item"): (torch.randint(0, n, (120,), generator=gen),
+                                                torch.randint(0, n, (120,), generator=gen))
+                          for r in ("substitute", "complement")}, num_nodes_dict={"item": n})
+    paths = [("substitute",), ("complement", "substitute")]
+    graphs = {p: dgl.add_self_loop(dgl.remove_self_loop(dgl.metapath_reachable_graph(hg, list(p)))) for p in paths}
+    torch.manual_seed(0)
+    layer = HANConv(8, 4, metapaths=paths, num_heads=2, semantic_hidden=16, impl="reference")
+    convs = []
+    for key, mine in layer.convs.items():
+        conv = GATConv(8, 4, 2, activation=F.elu, allow_zero_in_degree=False)
+        with torch.no_grad():
+            conv.fc.weight.copy_(mine.fc.weight)
+            conv.attn_l.copy_(mine.attn_l)
+            conv.attn_r.copy_(mine.attn_r)
+            mine.bias.copy_(torch.randn_like(mine.bias))
+            conv.bias.copy_(mine.bias)
+        convs.append(conv)
+    x = torch.randn(n, 8, requires_grad=True)
+    ours, (alpha, beta) = layer(graphs, x, get_attention=True)
+    z = torch.stack([conv(graphs[p], x).flatten(1) for conv, p in zip(convs, paths)], dim=1)  # [N, P, 8]
+    w = layer.semantic.query(torch.tanh(layer.semantic.project(z))).mean(0)                  # [P, 1]
+    theirs = (torch.softmax(w, dim=0).unsqueeze(0) * z).sum(1)
+    torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(torch.autograd.grad(ours.sum(), x)[0], torch.autograd.grad(theirs.sum(), x)[0],
+                               atol=1e-5, rtol=1e-4)
+    assert sorted(alpha) == ["complement-substitute", "substitute"] and beta.shape == (n, 2)
+    torch.testing.assert_close(beta.sum(1), torch.ones(n))
+    # On blocks of the meta-path graphs (a mini-batch of 10 seeds), with features per meta-path
+    # (each block has its own sources): per-node semantic weights give the full graph's rows.
+    layer.semantic.per_item = True
+    seeds = torch.arange(10)
+    blocks = {p: dgl.to_block(dgl.in_subgraph(g, seeds), seeds) for p, g in graphs.items()}
+    batch = layer(blocks, {p: x[b.srcdata[dgl.NID]] for p, b in blocks.items()})
+    torch.testing.assert_close(batch, layer(graphs, x)[:10], atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match=r"missing \['substitute'\]"):
+        layer({("complement", "substitute"): graphs[paths[1]]}, x)

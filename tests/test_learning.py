@@ -67,7 +67,7 @@ def _complement_picks_of_the_same_type(catalog, config) -> tuple:
     import numpy as np
 
     from mmsc_dgl.eval.retrieval import topk_all
-    from mmsc_dgl.train.item_model import catalog_pair_term
+    from mmsc_dgl.runs.item_model import catalog_pair_term
     parts = build_run(catalog, config, progress=False)
     evaluator = Evaluator(parts.dataset, config, parts.features)
     Trainer(parts.model, config, progress=False).fit(parts.batches(), evaluator.validate)

@@ -486,3 +486,28 @@ def test_bad_new_items_are_one_line_errors(trained):
     assert model.num_items == N  # nothing half-added
     with pytest.raises(DataError, match="add_items"):
         model.node_ids(["NOT-YET"])
+
+
+@pytest.mark.parametrize("impl", ["reference", "dgl"])
+def test_the_trained_model_runs_under_bf16_autocast(trained, impl):
+    """Issue 30.2: torch.autocast on the trained model, with either CPU kernel (impl='dgl' raised a
+    DGLError: bf16 features against f32 attention); rows and scores follow the float32 model."""
+    root, _, _ = trained
+    model = mmsc_dgl.load_model(root / "run", device="cpu")
+    nodes = torch.arange(30)
+    for relation in ("substitute", "complement"):
+        net = model.for_relation(relation)
+        for module in net.modules():
+            if hasattr(module, "impl"):
+                module.impl = impl
+        with torch.no_grad():
+            exact = net(nodes, relation)
+            exact_scores = net.score(nodes[:10], nodes[10:20], relation)
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                rows = net(nodes, relation)
+                scores = net.score(nodes[:10], nodes[10:20], relation)
+        assert rows.shape == exact.shape and torch.isfinite(rows.float()).all()
+        scale = exact.abs().max()
+        torch.testing.assert_close(rows.float(), exact, atol=0.05 * float(scale), rtol=0.05)
+        torch.testing.assert_close(scores.float(), exact_scores, atol=0.05 * float(exact_scores.abs().max()),
+                                   rtol=0.05)

@@ -133,6 +133,26 @@ def test_triton_matches_reference_on_cuda_float32():
     torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("impl", ["reference"] + IMPLS)
+def test_every_kernel_takes_mixed_and_half_precision(impl):
+    """Issue 30.2: under torch.autocast a layer hands the kernel bf16 features and f32 logits; each
+    kernel runs in float32 and returns ``out`` in the features' dtype, the attention in the logits'."""
+    _skip_unavailable(impl)
+    device = _device_for(impl)
+    csr = _graph("random").to(device)
+    logits, feat = _inputs(csr, 2, 4, torch.float32, device=device)
+    logits, feat = logits.detach(), feat.detach()
+    want, want_alpha = edge_softmax_aggregate(csr, logits, feat, impl="reference", return_attention=True)
+    for dtype in (torch.bfloat16, torch.float16):
+        out, alpha = edge_softmax_aggregate(csr, logits, feat.to(dtype), impl=impl, return_attention=True)
+        assert out.dtype == dtype and alpha.dtype == torch.float32
+        torch.testing.assert_close(out.float(), want, atol=0.03, rtol=0.03)
+        torch.testing.assert_close(alpha, want_alpha, atol=1e-5, rtol=1e-5)
+        both = edge_softmax_aggregate(csr, logits.to(dtype), feat.to(dtype), impl=impl)
+        assert both.dtype == dtype
+        torch.testing.assert_close(both.float(), want, atol=0.05, rtol=0.05)
+
+
 def test_validation_errors():
     csr = _graph("random")
     logits, feat = _inputs(csr, 2, 3, torch.float32)
@@ -166,7 +186,7 @@ def test_a_process_start_loads_neither_dynamo_nor_scikit_learn():
     import sys
     for needed in ("pydantic", "pyarrow", "click"):  # the CLI's stack; GPU hosts carry only torch
         pytest.importorskip(needed)
-    code = ("import sys, mmsc_dgl.train.run, mmsc_dgl.cli;"
+    code = ("import sys, mmsc_dgl.runs.training, mmsc_dgl.runs.query, mmsc_dgl.cli;"
             "bad = [m for m in ('torch._dynamo', 'sklearn', 'scipy.stats') if m in sys.modules]; assert not bad, bad")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr

@@ -326,7 +326,9 @@ def test_mmsc_with_full_first_hop_trains(tiny):
 def test_recommend_is_exact_and_explained(tiny, tmp_path, monkeypatch):
     import pyarrow.parquet as pq
     from mmsc_dgl.config import ModelConfig, TrainConfig
-    from mmsc_dgl.train.run import load_run, recommend, train
+    from mmsc_dgl.runs.load import load_run
+    from mmsc_dgl.runs.query import recommend
+    from mmsc_dgl.runs.training import train
     config = TrainConfig(metapaths="s,c,s-c", max_neighbors=4, epochs=2, batch_size=256, val_queries=100,
                          model=ModelConfig(hidden=16, heads=2, semantic_hidden=8, ssl_nodes=32))
     run_dir = tmp_path / "run"
@@ -366,7 +368,7 @@ def test_recommend_is_exact_and_explained(tiny, tmp_path, monkeypatch):
     assert shown.exit_code == 0, shown.output
     assert shown.output.count("embedding ") == 3 and "structure base" in shown.output
     out = tmp_path / "recs.parquet"
-    monkeypatch.setattr("mmsc_dgl.train.run.EXPLAIN_BLOCK", 7)  # blocks that cut through an item's picks
+    monkeypatch.setattr("mmsc_dgl.runs.query.EXPLAIN_BLOCK", 7)  # blocks that cut through an item's picks
     recommend(run_dir, "substitute", k=3, out=out, explain=True)
     table = pq.read_table(out)
     assert table.num_rows == 3 * len(ids) and "structure[substitute-complement]" in table.column_names
@@ -425,8 +427,9 @@ def test_calibration_is_chosen_on_validation_and_kept_with_the_weights(tiny, tmp
     import json
     from mmsc_dgl.config import ModelConfig, TrainConfig
     from mmsc_dgl.eval.evaluate import evaluate_embeddings
-    from mmsc_dgl.train.calibrate import LINK_GRID, PATH_GRID, SUBSET_Z
-    from mmsc_dgl.train.run import load_run, train
+    from mmsc_dgl.models.calibration import LINK_GRID, PATH_GRID, SUBSET_Z
+    from mmsc_dgl.runs.load import load_run
+    from mmsc_dgl.runs.training import train
     config = TrainConfig(metapaths="s,c,s-c", max_neighbors=4, epochs=2, batch_size=256, val_queries=100,
                          model=ModelConfig(hidden=16, heads=2, semantic_hidden=8, ssl_nodes=32))
     run_dir = tmp_path / "run"
@@ -475,7 +478,7 @@ def test_calibration_is_chosen_on_validation_and_kept_with_the_weights(tiny, tmp
 
 
 def test_a_subset_of_the_paths_must_beat_all_of_them_by_a_margin_in_standard_errors():
-    from mmsc_dgl.train.calibrate import _choose
+    from mmsc_dgl.models.calibration import _choose
     every, gen = (0, 1, 2, 3), torch.Generator().manual_seed(0)
     base = torch.rand(400, generator=gen, dtype=torch.float64)
     noise = torch.rand(400, generator=gen, dtype=torch.float64) * 0.6
@@ -495,8 +498,9 @@ def test_a_subset_of_the_paths_must_beat_all_of_them_by_a_margin_in_standard_err
 
 def test_calibration_tries_every_set_of_meta_paths_and_a_model_copies_after_evaluating(tiny, tmp_path):
     from mmsc_dgl.config import ModelConfig, TrainConfig
-    from mmsc_dgl.train.calibrate import path_subsets
-    from mmsc_dgl.train.run import load_run, train
+    from mmsc_dgl.models.calibration import path_subsets
+    from mmsc_dgl.runs.load import load_run
+    from mmsc_dgl.runs.training import train
     assert len(path_subsets(4)) == 15 and path_subsets(4)[0] == (0, 1, 2, 3) and len(set(path_subsets(4))) == 15
     assert len(path_subsets(9)) == 10 and all(len(s) >= 8 for s in path_subsets(9))  # a wider schema: leave-one-out
     config = TrainConfig(metapaths="s,c", max_neighbors=4, epochs=1, batch_size=256, val_queries=50,
@@ -518,7 +522,8 @@ def test_recommend_for_new_items_from_their_columns(tiny, tmp_path):
     from mmsc_dgl.cli import main
     from mmsc_dgl.config import ModelConfig, TrainConfig
     from mmsc_dgl.features.new_items import new_item_features
-    from mmsc_dgl.train.run import load_model, train
+    from mmsc_dgl.runs.load import load_model
+    from mmsc_dgl.runs.training import train
     config = TrainConfig(metapaths="s,c", max_neighbors=4, epochs=1, batch_size=256, val_queries=50,
                          model=ModelConfig(hidden=16, heads=2, semantic_hidden=8, ssl_nodes=16))
     run_dir = tmp_path / "run"

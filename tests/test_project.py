@@ -86,3 +86,17 @@ def test_the_installed_stack_satisfies_setup_cfg():
         if not req.specifier.contains(installed, prereleases=True):
             wrong.append(f"{req}: {installed} installed")
     assert not wrong, wrong
+
+
+def test_no_source_file_is_git_ignored():
+    """A pattern in .gitignore once matched mmsc_dgl/runs/ (meant for the top-level runs/ that
+    training writes): the package would have reached a fresh clone without that floor."""
+    import pytest
+    if not (REPO / ".git").exists():
+        pytest.skip("not a git checkout")
+    files = [str(p.relative_to(REPO)) for top in ("mmsc_dgl", "tests", "examples", "benchmarks", "docs")
+             for p in (REPO / top).rglob("*") if p.is_file() and "__pycache__" not in p.parts]
+    out = subprocess.run(["git", "check-ignore", "--no-index", "--stdin"], input="\n".join(files), cwd=REPO,
+                         capture_output=True, text=True)
+    ignored = [line for line in out.stdout.splitlines() if line.strip()]
+    assert not ignored, "git ignores these source files: " + ", ".join(ignored[:10])

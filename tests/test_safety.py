@@ -37,7 +37,7 @@ def built(tmp_path_factory):
     """A tiny dataset, a second one, and a finished run on the first."""
     from mmsc_dgl.config import SyntheticConfig, TrainConfig
     from mmsc_dgl.data.prepare import prepare
-    from mmsc_dgl.train.run import train
+    from mmsc_dgl.runs.training import train
     root = tmp_path_factory.mktemp("built")
     prepare(synthetic=SyntheticConfig(num_items=300, seed=0), out=root / "ds", progress=False)
     prepare(synthetic=SyntheticConfig(num_items=300, seed=1), out=root / "other", progress=False)
@@ -445,7 +445,7 @@ def c_prepare_overwrite_own_dataset(tmp, built):
 
 def _repoint(run: Path, dataset: Path) -> None:
     """Point a copied run at the copied dataset (as `evaluate --dataset` would)."""
-    from mmsc_dgl.train.run import read_run_record
+    from mmsc_dgl.runs.record import read_run_record
     rec = read_run_record(run)
     rec["dataset"], rec["dataset_relative"] = str(dataset.resolve()), os.path.relpath(dataset, run)
     (run / "run.json").write_text(json.dumps(rec))
@@ -890,7 +890,7 @@ def test_lock_names_its_holder_and_stale_locks_are_taken_over(tmp_path, caplog):
 def test_resume_on_another_dataset_changes_nothing(built, tmp_path):
     from mmsc_dgl.config import TrainConfig
     from mmsc_dgl.errors import DataError
-    from mmsc_dgl.train.run import train
+    from mmsc_dgl.runs.training import train
     _copy(built, tmp_path, "ds", "other", "run")
     _repoint(tmp_path / "run", tmp_path / "ds")
     before = snapshot(tmp_path)
@@ -1051,7 +1051,8 @@ def test_messages_that_pointed_the_wrong_way(built, monkeypatch):
     from mmsc_dgl.data.catalog import ItemCatalog
     from mmsc_dgl.data.dataset import load_dataset
     from mmsc_dgl.errors import DataError
-    from mmsc_dgl.train.run import TrainResult, next_steps
+    from mmsc_dgl.train.trainer import TrainResult
+    from mmsc_dgl.terminal import next_steps
     dataset = load_dataset(built / "ds")
     summary = dataset.summary()
     for r in summary["relations"].values():
@@ -1080,7 +1081,8 @@ def test_errors_name_what_the_caller_passed(built, tmp_path):
     from mmsc_dgl.config import TrainConfig
     from mmsc_dgl.data.relations import RelationMap
     from mmsc_dgl.errors import DataError
-    from mmsc_dgl.train.run import recommend, train
+    from mmsc_dgl.runs.query import recommend
+    from mmsc_dgl.runs.training import train
     config = TrainConfig(epochs=1, batch_size=256, metapaths="s,c", features="hashed")
     with pytest.raises(DataError) as err:
         train(built / "ds", built / "run", config, progress=False)

@@ -15,7 +15,7 @@ from mmsc_dgl.errors import DataError
 from mmsc_dgl.features import hashed_text_features
 from mmsc_dgl.metapath import build_metapath_tables
 from mmsc_dgl.models import MMSC, Recommender
-from mmsc_dgl.train import run as runs
+from mmsc_dgl import runs
 from mmsc_dgl.eval.evaluator import Evaluator
 from mmsc_dgl.train.build import build_run
 from mmsc_dgl.train.trainer import Trainer
@@ -207,3 +207,38 @@ def test_a_diverging_loss_stops_training_with_one_line():
     with pytest.raises(DataError, match=r"diverged: the loss became nan at epoch 1, step 3.*TrainConfig.lr"):
         Trainer(model, TrainConfig(epochs=2), progress=False).fit(lambda g: [{}] * 5, lambda m: {})
     assert ranks(torch.tensor([float("nan")]), torch.zeros(1, 4)).tolist() == [5]
+
+
+def test_the_run_asks_the_model_for_its_after_training_step(tiny_dataset, tmp_path, monkeypatch):
+    """What happens after fit is the model's own step (Recommender.after_training): the run saves
+    and tests the states it returns and writes its report, and reads no part of the model."""
+    from mmsc_dgl.models.lightgcn import LightGCN
+    from mmsc_dgl.train.checkpoint import load_checkpoint
+    seen = {}
+
+    def after_training(self, relation_states, evaluator):
+        seen["relations"] = sorted(relation_states)
+        states = {r: {k: (v * 0 if r == "substitute" and v.is_floating_point() else v) for k, v in s.items()}
+                  for r, s in relation_states.items()}
+        return states, {"zeroed": {"relation": "substitute"}}
+
+    monkeypatch.setattr(LightGCN, "after_training", after_training)
+    config = TrainConfig(**{**{k: v for k, v in TINY.items() if k != "model"}, "architecture": "lightgcn",
+                            "cold_start": "eq12"})
+    result = runs.train(tiny_dataset.root, tmp_path / "run", config, progress=False)
+    assert seen["relations"] == ["complement", "substitute"]
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["zeroed"] == {"relation": "substitute"}
+    saved = load_checkpoint(tmp_path / "run" / "model.pt")["states"]
+    assert float(saved["substitute"]["shared.weight"].abs().sum()) == 0.0
+    assert float(saved["complement"]["shared.weight"].abs().sum()) > 0.0
+    # The zeroed relation scores every pair 0, and ties rank the target last: the test metrics
+    # are those of the returned states, not of the trained ones.
+    assert result.metrics["test"]["substitute"]["NDCG@10"] == 0.0 < result.metrics["test"]["complement"]["NDCG@10"]
+
+
+def test_a_model_without_the_hook_is_finished_as_it_is(tiny_dataset):
+    """finish() takes any module with a loss (the trainer does): no after_training, no change."""
+    from mmsc_dgl.runs.finishing import after_training
+    states = {"substitute": {"w": torch.ones(2)}, "complement": {"w": torch.zeros(2)}}
+    assert after_training(torch.nn.Linear(2, 2), states, None) == (states, {})
+    assert Recommender.after_training(None, states, None) == (states, {})

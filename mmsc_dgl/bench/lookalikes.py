@@ -53,7 +53,7 @@ def group_codes(values: Sequence) -> torch.Tensor:
 
 def measure(run_dir: Path, column: str, k: int, device: Optional[str] = None) -> List[dict]:
     """One row per relation: the share of each item's top-``k`` picks sharing its ``column``."""
-    from mmsc_dgl.train.run import load_run
+    from mmsc_dgl.runs.load import load_run
     run = load_run(run_dir, device=device)
     table = run.dataset.catalog.table
     if column not in table.column_names:

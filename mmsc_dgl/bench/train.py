@@ -56,7 +56,7 @@ def worker(spec: dict) -> dict:
     from mmsc_dgl.eval.evaluator import Evaluator
     from mmsc_dgl.train.build import build_run
     from mmsc_dgl.train.trainer import Trainer
-    from mmsc_dgl.train.calibrate import calibrate
+    from mmsc_dgl.runs.finishing import finish
 
     torch.set_num_threads(spec.get("threads") or torch.get_num_threads())
     dataset = load_dataset(spec["dataset"])
@@ -100,8 +100,7 @@ def worker(spec: dict) -> dict:
               "after_load_rss_mib": base_rss}
     evaluator = Evaluator(parts.dataset, config, parts.features, parts.device)
     fit = Trainer(parts.model, config, progress=False).fit(parts.batches(), evaluator.validate)
-    states, _ = calibrate(parts.model, fit.relation_states, evaluator, getattr(config.model, "calibrate", False))
-    metrics = evaluator.evaluate(parts.model, states)
+    _, metrics = finish(parts.model, fit, evaluator, config, tower=False)
     history = fit.history
     train_seconds = [h["train_seconds"] for h in history]
     per_epoch = sum(train_seconds) / len(train_seconds)

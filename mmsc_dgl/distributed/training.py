@@ -289,7 +289,7 @@ def train_distributed(part_dir: os.PathLike | str, out: os.PathLike | str, confi
     if writer:
         try:
             from mmsc_dgl.ownership import check_dir_parent, check_output_dir
-            from mmsc_dgl.train.run import check_resume
+            from mmsc_dgl.runs.record import check_resume
             check_dir_parent(run_dir)
             marker = check_output_dir(run_dir, "run", overwrite=overwrite, resume=resume,
                                       inputs=[part_dir, dataset_dir])
@@ -337,15 +337,14 @@ def _train(graph, dataset, dataset_dir, part_dir, record, config, paths, mine, m
 
     from mmsc_dgl.eval.evaluator import Evaluator
     from mmsc_dgl.features.load import load_features
-    from mmsc_dgl.io import atomic_write_json, atomic_write_text, resolve_path
+    from mmsc_dgl.io import atomic_write_text, resolve_path
     from mmsc_dgl.lock import writer_lock
     from mmsc_dgl.ownership import clear_directory, read_marker, write_marker
     from mmsc_dgl.train.batches import EdgeBatches
     from mmsc_dgl.train.build import TABLES, build_run, load_train_edges
-    from mmsc_dgl.train.checkpoint import save_checkpoint
-    from mmsc_dgl.train.run import CHECKPOINT, METRICS, MODEL, feature_file_of, record_weights, write_run_record
     from mmsc_dgl.train.trainer import Trainer, TrainResult
-    from mmsc_dgl.train.calibrate import calibrate
+    from mmsc_dgl.runs.finishing import finish
+    from mmsc_dgl.runs.record import CHECKPOINT, feature_file_of, write_run_record
 
     writer = rank == 0
     features = load_features(config.features, dataset, config.feature_dim)
@@ -403,23 +402,14 @@ def _train(graph, dataset, dataset_dir, part_dir, record, config, paths, mine, m
         fit = trainer.fit(batches, evaluator.validate, resume=resume, stop_after=stop_after)
         if not fit.finished:
             return TrainResult(run_dir, {}, fit.history, fit.best_epoch, dataset)
-        states, calibration = calibrate(model, fit.relation_states, evaluator,
-                                        getattr(config.model, "calibrate", False))
-        metrics = evaluator.evaluate(model, states)
-        if calibration:
-            metrics["calibration"] = calibration
-        metrics["best_epoch"] = fit.best_epoch
-        metrics["epochs_run"] = fit.epochs_run
-        here = float(sum(p.detach().double().sum() for p in model.parameters()))
-        checksum = broadcast_object(here)
-        if here != checksum:
-            raise RuntimeError(f"rank {rank}: weights differ from rank 0's ({here} vs {checksum})")
-        if writer:
-            save_checkpoint(run_dir / MODEL, {"states": states, "config": config.model_dump_json(),
-                                              "best_epoch": fit.best_epoch})
-            record_weights(run_dir)
-            atomic_write_json(run_dir / METRICS, metrics)
-            atomic_write_json(run_dir / "history.json", fit.history)
+
+        def agree() -> None:
+            here = float(sum(p.detach().double().sum() for p in model.parameters()))
+            checksum = broadcast_object(here)
+            if here != checksum:
+                raise RuntimeError(f"rank {rank}: weights differ from rank 0's ({here} vs {checksum})")
+
+        _, metrics = finish(model, fit, evaluator, config, run_dir, writer=writer, tower=False, agree=agree)
         dist.barrier()
     return TrainResult(run_dir, metrics, fit.history, fit.best_epoch, dataset)
 

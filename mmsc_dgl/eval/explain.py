@@ -12,7 +12,7 @@ whether the pair is a training edge of the other relation: ``linked[...]``) by e
 values against "no path and no edge at all" (:math:`g(0)`, the same for every pair, reported as
 ``structure_base``): with six features that is 64 evaluations of a small MLP per pair, and the
 shares add up to :math:`g(c) - g(0)` exactly.  :math:`g` is the whole term, the calibration's
-link bonus and path weight included (:mod:`mmsc_dgl.train.calibrate`).  Each meta-path also gets its raw path count and
+link bonus and path weight included (:mod:`mmsc_dgl.models.calibration`).  Each meta-path also gets its raw path count and
 one concrete intermediate item (the most specific one: the middle item of lowest degree).
 """
 from __future__ import annotations
@@ -87,7 +87,7 @@ def explain_columns(model, embedding: torch.Tensor, relation: str, src: Union[in
     whole tensors (the Shapley shares, path counts and intermediate items of every pair
     together), so ``recommend --all --explain`` costs about what the ranking does.  ``evidence``
     and ``targets`` (every item's candidate rows) replace the model's own where the catalog grew
-    after training (:meth:`ItemModel.evidence <mmsc_dgl.train.item_model.ItemModel.evidence>`)."""
+    after training (:meth:`ItemModel.evidence <mmsc_dgl.runs.item_model.ItemModel.evidence>`)."""
     dst_t = torch.as_tensor(list(dst) if not torch.is_tensor(dst) else dst, dtype=torch.long,
                             device=embedding.device).reshape(-1)
     if isinstance(src, int):

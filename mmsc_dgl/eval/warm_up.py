@@ -9,7 +9,7 @@ with more than ``max(ks)`` held-out edges, and their edges after the first ``max
 is the cold-start placement on that subset.
 
 What a model does with the revealed edges is the same as :meth:`ItemModel.add_items
-<mmsc_dgl.train.item_model.ItemModel.add_items>` does with a new item's edges: its rows move to
+<mmsc_dgl.runs.item_model.ItemModel.add_items>` does with a new item's edges: its rows move to
 its partners' (:meth:`ColdStart.with_edges <mmsc_dgl.eval.cold_start.ColdStart.with_edges>`), and
 a model with a pair term (MMSC's path evidence) counts paths and links through them.
 """

@@ -149,7 +149,7 @@ def _expected_fingerprint(config: ExperimentConfig, cell: Cell, out: Path) -> st
 def run_cell(config: ExperimentConfig, cell: Cell, dataset_dir: Path, out: Path, progress: bool = False):
     """Train and evaluate one cell unless its run directory already holds the same finished run.
     Returns ``(row, computed)``."""
-    from mmsc_dgl.train.run import train
+    from mmsc_dgl.runs.training import train
     run_dir = inside(out, out / "cells" / cell.key, f"cell {cell.key}")
     train_config = config.train_config(cell.dataset, cell.variant, cell.seed, cell.noise)
     if config.models[cell.variant].e_llm is not None:

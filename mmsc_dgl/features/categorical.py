@@ -71,7 +71,7 @@ def item_tokens(items) -> List[List[str]]:
     """Each item's token names, ``category:NAME`` per level of its category path and
     ``brand:NAME`` (columns ``category``, a list of names, and ``brand``; either may be
     missing): what :func:`categorical_features` counts, and what a new item of a run trained on
-    them is described by (:meth:`ItemModel.add_items <mmsc_dgl.train.item_model.ItemModel.add_items>`)."""
+    them is described by (:meth:`ItemModel.add_items <mmsc_dgl.runs.item_model.ItemModel.add_items>`)."""
     n = items.num_rows
     cats = items.column("category").to_pylist() if "category" in items.column_names else [None] * n
     brands = items.column("brand").to_pylist() if "brand" in items.column_names else [None] * n

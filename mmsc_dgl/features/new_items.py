@@ -2,7 +2,7 @@
 same extractor (text model, open_clip, BLIP-2), hashed text weighted by the run catalog's
 document frequencies, or category tokens named in the run's vocabulary.  What
 ``mmsc-dgl recommend --new-items`` hands to :meth:`ItemModel.add_items
-<mmsc_dgl.train.item_model.ItemModel.add_items>`."""
+<mmsc_dgl.runs.item_model.ItemModel.add_items>`."""
 from __future__ import annotations
 
 import logging

@@ -69,7 +69,7 @@ class Recommender(abc.ABC):
     def content_rows(self, relation: str, content: torch.Tensor) -> torch.Tensor:
         """For a ``content_only`` model, the rows of items described by their pooled content
         ``[M, D]`` alone (new items: :meth:`ItemModel.add_items
-        <mmsc_dgl.train.item_model.ItemModel.add_items>`); the content itself by default."""
+        <mmsc_dgl.runs.item_model.ItemModel.add_items>`); the content itself by default."""
         return content
 
     def pair_term(self, relation: str, extra_edges=None, num_items: Optional[int] = None):
@@ -79,6 +79,22 @@ class Recommender(abc.ABC):
         model never trained on that the term may count (per relation, ``(src, dst)`` node ids,
         over ``num_items`` items: new items' first edges); a term without a graph ignores them."""
         return None
+
+    def after_training(self, relation_states: Dict[str, dict], evaluator) -> Tuple[Dict[str, dict], dict]:
+        """What a model does once training has ended, before its weights are saved and tested.
+
+        Args:
+            relation_states: per relation, the weights of its selected epoch (not modified).
+            evaluator: the run's :class:`~mmsc_dgl.eval.evaluator.Evaluator` (its validation
+                split, negatives and seed: anything chosen here is chosen on validation).
+
+        Returns:
+            ``(states, report)``: the weights to save and test (copies where changed) and what
+            was chosen, which the run writes to ``metrics.json`` under each key of ``report``.
+            By default nothing happens: ``(relation_states, {})``.  MMSC chooses its
+            path-evidence weights here (:mod:`mmsc_dgl.models.calibration`).
+        """
+        return relation_states, {}
 
     def ranking_scorer(self, relation: str, embedding: torch.Tensor, candidates: Optional[torch.Tensor] = None,
                        extra_edges=None):

@@ -24,6 +24,7 @@ from mmsc_dgl.config import ModelConfig
 from mmsc_dgl.models.base import GraphStateModule, Recommender
 from mmsc_dgl.models.inputs import adjacency
 from mmsc_dgl.ops.paths import normalised
+from mmsc_dgl.ops.sparse import sparse_mm
 
 
 def _normalised(src, dst, num_items: int) -> torch.Tensor:
@@ -64,7 +65,7 @@ class LightGCN(GraphStateModule, Recommender):
         e = self.shared.weight + self.relation[relation].weight
         total = e
         for _ in range(self.config.layers):
-            e = self._adj[relation] @ e
+            e = sparse_mm(self._adj[relation], e)
             total = total + e
         return total / (self.config.layers + 1)
 

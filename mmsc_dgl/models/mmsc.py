@@ -1,7 +1,7 @@
 """MMSC: multi-modal relational item representations for substitutes and complements."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Dict, List, Mapping, Optional, Union
+from typing import TYPE_CHECKING, Dict, List, Mapping, Optional, Tuple, Union
 
 import torch
 from torch import nn
@@ -14,6 +14,7 @@ from mmsc_dgl.models.losses import info_nce, sampled_softmax_loss, triplet_loss
 from mmsc_dgl.nn import MetaPathAttention, NeuralGate, NormalisedConv, PathEvidence, SemanticAttention
 from mmsc_dgl.ops import CSR
 from mmsc_dgl.ops.paths import adamic_adar_counter, normalised_adjacency
+from mmsc_dgl.ops.sparse import sparse_mm
 
 if TYPE_CHECKING:  # torch-only imports at run time: MMSC trains on GPU hosts without pydantic/pyarrow
     from mmsc_dgl.config import ModelConfig
@@ -177,7 +178,7 @@ class MMSC(GraphStateModule, Recommender):
         table = self.input.item_embedding.weight
         total, layer = table, table
         for _ in range(self.config.propagate_ids):
-            layer = torch.sparse.mm(self._smooth["union"], layer)
+            layer = sparse_mm(self._smooth["union"], layer)
             total = total + layer
         smooth = total / (self.config.propagate_ids + 1)
         return self.input.of(nodes) - self.input.item_embedding(nodes) + smooth[nodes]
@@ -268,7 +269,7 @@ class MMSC(GraphStateModule, Recommender):
         layer = self.graph_shared.weight + self.graph_relation[relation].weight
         total = layer
         for _ in range(self.config.graph_branch):
-            layer = torch.sparse.mm(self._relation_adj[relation], layer)
+            layer = sparse_mm(self._relation_adj[relation], layer)
             total = total + layer
         return total / (self.config.graph_branch + 1)
 
@@ -310,6 +311,15 @@ class MMSC(GraphStateModule, Recommender):
         if extra_edges is None and num_items is None:
             return self.evidence.frozen(relation)
         return self.evidence.with_edges(extra_edges or {}, num_items).frozen(relation)
+
+    @torch.no_grad()
+    def after_training(self, relation_states: Dict[str, dict], evaluator) -> Tuple[Dict[str, dict], dict]:
+        """Each relation's path-evidence weights (link bonus, path weight, which meta-paths
+        count) chosen on validation (:func:`~mmsc_dgl.models.calibration.calibrate`), unless
+        ``calibrate: false``; the report is ``{"calibration": ...}`` (empty without path evidence)."""
+        from mmsc_dgl.models.calibration import calibrate
+        states, report = calibrate(self, relation_states, evaluator, getattr(self.config, "calibrate", False))
+        return states, ({"calibration": report} if report else {})
 
     @torch.no_grad()
     def embed(self, relation: str, batch_size: int = 16384) -> torch.Tensor:

@@ -55,7 +55,7 @@ class PathEvidence(nn.Module):
             linked = keep.clone()
             linked[: len(self.metapaths)] = 0
             self.register_buffer(f"_linked_{r}", linked, persistent=False)  # the other relations' links
-            # Set after training (mmsc_dgl.train.calibrate) and saved with the weights: a bonus
+            # Set after training (mmsc_dgl.models.calibration) and saved with the weights: a bonus
             # for a pair that is an edge of another relation, a weight on log(1 + its paths), and
             # which meta-paths those paths are (1 each: all of them until calibrated).
             self.register_buffer(f"link_bonus_{r}", torch.zeros(()))

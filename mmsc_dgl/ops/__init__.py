@@ -127,4 +127,15 @@ def edge_softmax_aggregate(csr: CSR, logits: torch.Tensor, feat: torch.Tensor, i
         module = _kernel_module("triton")
     else:
         raise ValueError(f"unknown impl {impl!r}; choose one of auto, {', '.join(IMPLEMENTATIONS)}")
-    return module.edge_softmax_aggregate(csr, logits, feat, return_attention=return_attention)
+    wide = (torch.float32, torch.float64)
+    if logits.dtype == feat.dtype and feat.dtype in wide:
+        return module.edge_softmax_aggregate(csr, logits, feat, return_attention=return_attention)
+    # Mixed or half precision (torch.autocast gives a bf16 projection and f32 logits): every
+    # kernel runs in float32 (float64 if either is), as autocast runs softmax; ``out`` comes back
+    # in ``feat``'s dtype and the attention in ``logits``'s.
+    common = torch.float64 if torch.float64 in (logits.dtype, feat.dtype) else torch.float32
+    result = module.edge_softmax_aggregate(csr, logits.to(common), feat.to(common), return_attention=return_attention)
+    if return_attention:
+        out, attention = result
+        return out.to(feat.dtype), attention.to(logits.dtype)
+    return result.to(feat.dtype)

@@ -27,6 +27,7 @@ from typing import Dict, Iterable, Mapping, Optional, Tuple
 import torch
 
 from mmsc_dgl.ops.csr import CSR
+from mmsc_dgl.ops.sparse import sparse_mm
 
 
 def undirected(src: torch.Tensor, dst: torch.Tensor, num_items: int) -> CSR:
@@ -170,7 +171,7 @@ class PathCounter:
         if hop is None:
             hop = self.first_hop(first, src)
         # (X A_y)^T = A_y X^T, since A_y is symmetric: a sparse-dense product.
-        return torch.sparse.mm(self._sparse_matrix(second), hop.t().contiguous()).t()
+        return sparse_mm(self._sparse_matrix(second), hop.t().contiguous()).t()
 
 
 def _expand(graph: CSR, nodes: torch.Tensor, tags: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:

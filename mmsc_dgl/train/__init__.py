@@ -1,17 +1,9 @@
-"""Losses, graph-dropout views, checkpoints and the trainer.  No DGL here.
+"""The training harness: mini-batches, checkpoints, the trainer, assembling a run's parts and
+the cold-start tower fit after training.  No DGL here.  Run directories (train into one, load
+it, query it) are the floor above, :mod:`mmsc_dgl.runs`.
 
-``mmsc_dgl.train`` is both this package and the function :func:`mmsc_dgl.train.run.train`: once
-a submodule is imported, Python binds the package to the name ``train`` on ``mmsc_dgl``, which
-would hide the function; so the package itself is callable and calls it.
+``mmsc_dgl.train`` is both this package and the function :func:`mmsc_dgl.train
+<mmsc_dgl.runs.training.train>`: once a submodule is imported, Python binds the package to the
+name ``train`` on ``mmsc_dgl``, which would hide the function; so the package root makes this
+package callable, calling the function.
 """
-import sys
-import types
-
-
-class _CallablePackage(types.ModuleType):
-    def __call__(self, *args, **kwargs):
-        from mmsc_dgl.train.run import train
-        return train(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallablePackage

@@ -46,7 +46,7 @@ class FitResult:
 
 @dataclass
 class TrainResult:
-    """What :func:`mmsc_dgl.train.run.train` returns."""
+    """What :func:`mmsc_dgl.train <mmsc_dgl.runs.training.train>` returns."""
 
     run_dir: Path
     metrics: dict
