@@ -409,7 +409,7 @@ ARCHITECTURES: Dict[str, tuple] = {
 """The single list of architectures: each name, the config of its model, and what it is
 (:mod:`mmsc_dgl.models.registry` builds a model for each)."""
 
-MODEL_CONFIGS: Dict[str, type] = {name: spec[0] for name, spec in ARCHITECTURES.items()}
+MODEL_CONFIGS: Dict[str, Type[_ModelBase]] = {name: spec[0] for name, spec in ARCHITECTURES.items()}
 
 ARCHITECTURE_NAMES = tuple(MODEL_CONFIGS)
 Architecture = Literal[ARCHITECTURE_NAMES]  # type: ignore[valid-type]

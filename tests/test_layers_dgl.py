@@ -2,7 +2,6 @@
 TorchScript, and a CSR held by a module (issue 16, "DGL-native layers")."""
 import pytest
 import torch
-from torch.nn import functional as F
 
 dgl = pytest.importorskip("dgl")
 
@@ -271,7 +270,6 @@ def test_han_conv_matches_dgls_han_layer_on_metapath_graphs():
     """Issue 30.5: HANConv on DGL meta-path graphs is the HANLayer of DGL's HAN example: a GATConv
     per meta-path (ELU, heads concatenated), then semantic attention with weights averaged over
     the nodes; same weights, same values and gradients."""
-    from dgl.nn import GATConv
     from mmsc_dgl.nn import HANConv
     gen = torch.Generator().manual_seed(3)
     n = 40
@@ -282,16 +280,7 @@ def test_han_conv_matches_dgls_han_layer_on_metapath_graphs():
     graphs = {p: dgl.add_self_loop(dgl.remove_self_loop(dgl.metapath_reachable_graph(hg, list(p)))) for p in paths}
     torch.manual_seed(0)
     layer = HANConv(8, 4, metapaths=paths, num_heads=2, semantic_hidden=16, impl="reference")
-    convs = []
-    for key, mine in layer.convs.items():
-        conv = GATConv(8, 4, 2, activation=F.elu, allow_zero_in_degree=False)
-        with torch.no_grad():
-            conv.fc.weight.copy_(mine.fc.weight)
-            conv.attn_l.copy_(mine.attn_l)
-            conv.attn_r.copy_(mine.attn_r)
-            mine.bias.copy_(torch.randn_like(mine.bias))
-            conv.bias.copy_(mine.bias)
-        convs.append(conv)
+    convs = [_gatconv_like(mine) for mine in layer.convs.values()]  # ELU, as HANConv's default
     x = torch.randn(n, 8, requires_grad=True)
     ours, (alpha, beta) = layer(graphs, x, get_attention=True)
     z = torch.stack([conv(graphs[p], x).flatten(1) for conv, p in zip(convs, paths)], dim=1)  # [N, P, 8]

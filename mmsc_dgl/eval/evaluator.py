@@ -2,7 +2,7 @@
 a trained model.  It is handed the dataset and the model; it reads no files."""
 from __future__ import annotations
 
-from typing import Callable, Dict, Optional
+from typing import Any, Callable, Dict, Optional
 
 import numpy as np
 import torch
@@ -145,7 +145,7 @@ class Evaluator:
         splits = self.dataset.splits
         placed, placed_candidates = self._place_edgeless(model, emb)
         scorers = self.scorers(model, placed if placed is not None else emb, relation_states, placed_candidates)
-        out = {"test": evaluate_embeddings(scorers, splits.test, self.sampler, "test", ks=cfg.ks, device=self.device,
+        out: Dict[str, Any] = {"test": evaluate_embeddings(scorers, splits.test, self.sampler, "test", ks=cfg.ks, device=self.device,
                                            max_queries=cfg.test_queries, seed=cfg.seed,
                                            buckets=degree_buckets(self.training_degree()))}
         if full_catalog:
@@ -216,7 +216,7 @@ class Evaluator:
         src = table.column("src").to_numpy()
         dst = table.column("dst").to_numpy()
         label = table.column("label").to_numpy()
-        result = {}
+        result: Dict[str, Dict[str, Any]] = {}
 
         def pair_scores(score, a: np.ndarray, b: np.ndarray) -> np.ndarray:
             a_t = torch.from_numpy(np.asarray(a, dtype=np.int64)).to(self.device)

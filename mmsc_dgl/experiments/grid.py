@@ -88,12 +88,15 @@ def _prepare_dataset(config: ExperimentConfig, name: str, out: Path, progress: b
 
 
 def _e_llm_path(config: ExperimentConfig, variant: str, dataset_dir: Path) -> Path:
-    return dataset_dir / f"e_llm-{fingerprint(config.models[variant].e_llm.model_dump())}.parquet"
+    spec = config.models[variant].e_llm
+    assert spec is not None  # called for E_LLM variants only
+    return dataset_dir / f"e_llm-{fingerprint(spec.model_dump())}.parquet"
 
 
 def _e_llm_edges(config: ExperimentConfig, variant: str, dataset_dir: Path, seed: int, progress: bool) -> str:
     from mmsc_dgl.augment.select import augment
     spec = config.models[variant].e_llm
+    assert spec is not None  # called for E_LLM variants only
     out = _e_llm_path(config, variant, dataset_dir)
     if not out.exists():
         augment(dataset_dir, judge=spec.judge, model=spec.model, threshold=spec.threshold,
@@ -191,7 +194,7 @@ def best_baseline(config: ExperimentConfig, rows: Sequence[dict], dataset: str) 
                 if r["dataset"] == dataset and r["variant"] == variant and r["noise"] == 0]
         if vals:
             scores[variant] = float(np.mean(vals))
-    return max(scores, key=scores.get) if scores else None
+    return max(scores, key=lambda v: scores[v]) if scores else None
 
 
 def main_cells(config: ExperimentConfig, datasets: Sequence[str], seeds: Sequence[int]) -> List[Cell]:

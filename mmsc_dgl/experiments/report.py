@@ -121,7 +121,7 @@ def time_to_best(config: ExperimentConfig, summary: dict, dataset: str,
         return None
     best = max(trained, key=lambda b: np.mean([trained[b]["test"][rel]["NDCG@10"][0] for rel in RELATIONS]))
     mine, theirs = ref["seconds_to_best"][0], trained[best]["seconds_to_best"][0]
-    curves = defaultdict(dict)
+    curves: Dict[str, dict] = defaultdict(dict)
     for r in rows:
         if r["dataset"] == dataset and r["noise"] == 0.0 and r["variant"] in (config.reference, best):
             curves[r["seed"]][r["variant"]] = r.get("validation")
@@ -281,7 +281,8 @@ def markdown(config: ExperimentConfig, result, summary: dict, plot_prefix: str =
 
 
 def _noise_variants(config: ExperimentConfig, result, dataset: str) -> List[str]:
-    out = []
+    out: List[str] = []
+    assert config.noise is not None  # a noise experiment is configured
     for name in config.noise.models:
         v = result.best_baseline.get(dataset) if name == BEST_BASELINE else name
         if v is not None and v not in out:

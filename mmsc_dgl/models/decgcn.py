@@ -20,17 +20,20 @@ the training graphs here fit in memory.
 """
 from __future__ import annotations
 
-from typing import Dict, Mapping, Optional
+from typing import TYPE_CHECKING, Dict, Mapping, Optional
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from mmsc_dgl.schema import RELATIONS
-from mmsc_dgl.config import ModelConfig
+from mmsc_dgl.config import DecGCNConfig
 from mmsc_dgl.features.base import ContentFeatures
 from mmsc_dgl.models.base import FullGraphRecommender, GraphStateModule, reset_children
 from mmsc_dgl.models.inputs import ItemInput, adjacency, score_head
+
+if TYPE_CHECKING:
+    from mmsc_dgl.data.edges import RelationEdges
 
 OTHER = {"substitute": "complement", "complement": "substitute"}
 
@@ -57,7 +60,7 @@ class DecGCN(GraphStateModule, FullGraphRecommender):
 
     _graph_state = ("_csr",)
 
-    def __init__(self, num_items: int, train_edges: Mapping[str, object], config: ModelConfig,
+    def __init__(self, num_items: int, train_edges: Mapping[str, "RelationEdges"], config: DecGCNConfig,
                  features: Optional[ContentFeatures] = None):
         super().__init__()
         self.num_items = num_items

@@ -15,18 +15,21 @@ default, cosine as an option) and MMSC's triplet loss, so the comparison isolate
 """
 from __future__ import annotations
 
-from typing import Dict, Mapping, Optional
+from typing import TYPE_CHECKING, Dict, Mapping, Optional
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from mmsc_dgl.schema import RELATIONS
-from mmsc_dgl.config import ModelConfig
+from mmsc_dgl.config import GATConfig
 from mmsc_dgl.features.base import ContentFeatures
 from mmsc_dgl.models.base import FullGraphRecommender, GraphStateModule, reset_children
 from mmsc_dgl.models.inputs import ItemInput, adjacency, score_head
 from mmsc_dgl.nn import MetaPathAttention
+
+if TYPE_CHECKING:
+    from mmsc_dgl.data.edges import RelationEdges
 
 
 class GATPerRelation(GraphStateModule, FullGraphRecommender):
@@ -46,7 +49,7 @@ class GATPerRelation(GraphStateModule, FullGraphRecommender):
 
     _graph_state = ("_csr",)
 
-    def __init__(self, num_items: int, train_edges: Mapping[str, object], config: ModelConfig,
+    def __init__(self, num_items: int, train_edges: Mapping[str, "RelationEdges"], config: GATConfig,
                  features: Optional[ContentFeatures] = None, impl: str = "auto"):
         super().__init__()
         if config.hidden % config.heads:

@@ -14,7 +14,7 @@ own link features (``MMSCConfig.evidence_links``): the same evidence, without le
 """
 from __future__ import annotations
 
-from typing import Dict, Mapping, Optional
+from typing import TYPE_CHECKING, Dict, Mapping, Optional
 
 import numpy as np
 import scipy.sparse as sp
@@ -23,6 +23,9 @@ from torch import nn
 
 from mmsc_dgl.models.base import NothingToLearn, Recommender
 from mmsc_dgl.ops.paths import PathCounter, undirected
+
+if TYPE_CHECKING:
+    from mmsc_dgl.data.edges import RelationEdges
 
 METHODS = ("common_neighbors", "adamic_adar")
 
@@ -44,7 +47,7 @@ class NeighbourhoodHeuristic(nn.Module, Recommender):
     trainable = False
     has_embeddings = False
 
-    def __init__(self, num_items: int, train_edges: Mapping[str, object], method: str = "adamic_adar",
+    def __init__(self, num_items: int, train_edges: Mapping[str, "RelationEdges"], method: str = "adamic_adar",
                  links: bool = False):
         super().__init__()
         if method not in METHODS:

@@ -13,18 +13,21 @@ training edges, plus L2 on the layer-0 embeddings of the batch (both as in the p
 """
 from __future__ import annotations
 
-from typing import Dict, Mapping
+from typing import TYPE_CHECKING, Dict, Mapping
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from mmsc_dgl.schema import RELATIONS
-from mmsc_dgl.config import ModelConfig
+from mmsc_dgl.config import LightGCNConfig
 from mmsc_dgl.models.base import GraphStateModule, Recommender
 from mmsc_dgl.models.inputs import adjacency
 from mmsc_dgl.ops.paths import normalised
 from mmsc_dgl.ops.sparse import sparse_mm
+
+if TYPE_CHECKING:
+    from mmsc_dgl.data.edges import RelationEdges
 
 
 def _normalised(src, dst, num_items: int) -> torch.Tensor:
@@ -46,7 +49,7 @@ class LightGCN(GraphStateModule, Recommender):
 
     _graph_state = ("_adj",)
 
-    def __init__(self, num_items: int, train_edges: Mapping[str, object], config: ModelConfig):
+    def __init__(self, num_items: int, train_edges: Mapping[str, "RelationEdges"], config: LightGCNConfig):
         super().__init__()
         self.num_items = num_items
         self.config = config

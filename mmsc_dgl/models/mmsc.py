@@ -17,6 +17,7 @@ from mmsc_dgl.ops.paths import adamic_adar_counter, normalised_adjacency
 from mmsc_dgl.ops.sparse import sparse_mm
 
 if TYPE_CHECKING:  # torch-only imports at run time: MMSC trains on GPU hosts without pydantic/pyarrow
+    from mmsc_dgl.data.edges import RelationEdges
     from mmsc_dgl.config import ModelConfig
     from mmsc_dgl.features.base import ContentFeatures
     from mmsc_dgl.metapath.table import MetaPathTables
@@ -81,14 +82,14 @@ class MMSC(GraphStateModule, Recommender):
 
     def __init__(self, num_items: int, tables: Union["MetaPathTables", Mapping[str, CSR]],
                  config: Optional["ModelConfig"] = None, features: Optional["ContentFeatures"] = None,
-                 impl: str = "auto", graph_edges: Optional[Mapping[str, object]] = None):
+                 impl: str = "auto", graph_edges: Optional[Mapping[str, "RelationEdges"]] = None):
         super().__init__()
         if config is None:
             from mmsc_dgl.config import ModelConfig
             config = ModelConfig()
         if config.hidden % config.heads:
             raise ValueError(f"hidden={config.hidden} must be a multiple of heads={config.heads}")
-        csrs = {name: (table.csr() if hasattr(table, "csr") else table) for name, table in tables.items()}
+        csrs: Dict[str, CSR] = {name: (table if isinstance(table, CSR) else table.csr()) for name, table in tables.items()}
         covered = {c.num_rows for c in csrs.values()} | {c.num_src for c in csrs.values()}
         if covered - {num_items}:
             raise ValueError(f"the meta-path tables cover {sorted(covered)} items, the model {num_items}; "
@@ -125,8 +126,9 @@ class MMSC(GraphStateModule, Recommender):
             one = len(needs_graph) == 1
             raise ValueError(f"{', '.join(needs_graph)} need{'s' if one else ''} the training graph's edges: pass "
                              f"graph_edges, or turn {'it' if one else 'them'} off in the config")
-        counter = adamic_adar_counter(num_items, graph_edges) if needs_graph else None
+        counter = adamic_adar_counter(num_items, graph_edges) if needs_graph and graph_edges is not None else None
         if config.path_evidence:
+            assert counter is not None  # needs_graph
             self.evidence = PathEvidence(counter, RELATIONS, config.evidence_hidden, links=config.evidence_links)
         else:
             self.register_module("evidence", None)
@@ -134,9 +136,11 @@ class MMSC(GraphStateModule, Recommender):
         if config.propagate_ids:
             if self.input.item_embedding is None:
                 raise ValueError("propagate_ids smooths the id embeddings; it needs id_embeddings=True")
+            assert counter is not None
             self._smooth = {"union": normalised_adjacency(counter.graphs.values(), num_items)}
         self._relation_adj: Dict[str, torch.Tensor] = {}
         if config.graph_branch:
+            assert counter is not None
             self._relation_adj = {r: normalised_adjacency([counter.graphs[r]], num_items) for r in RELATIONS}
             self.graph_shared = nn.Embedding(num_items, hidden)
             self.graph_relation = nn.ModuleDict({r: nn.Embedding(num_items, hidden) for r in RELATIONS})
@@ -146,6 +150,7 @@ class MMSC(GraphStateModule, Recommender):
             self.register_module("graph_relation", None)
         self._full: Dict[str, CSR] = {}
         if config.full_first_hop:
+            assert counter is not None
             self._full = dict(counter.graphs)
             self.first_hop = nn.ModuleDict({r: NormalisedConv(hidden, hidden) for r in RELATIONS})
         else:
@@ -331,14 +336,14 @@ class MMSC(GraphStateModule, Recommender):
     @torch.no_grad()
     def embed_all(self, batch_size: int = 16384) -> Dict[str, torch.Tensor]:
         """Both relations' embeddings in one pass."""
-        parts = {r: [] for r in RELATIONS}
+        parts: Dict[str, List[torch.Tensor]] = {r: [] for r in RELATIONS}
         for nodes in torch.arange(self.num_items, device=self.device).split(batch_size):
             z = self.encode(nodes)
             for r in RELATIONS:
                 parts[r].append(self.head(z[r], r, nodes))
         return {r: torch.cat(v) for r, v in parts.items()}
 
-    def views(self, generator: torch.Generator) -> Dict[str, CSR]:
+    def views(self, generator: Optional[torch.Generator] = None) -> Dict[str, CSR]:
         return {k: v.drop_edges(self.config.edge_drop, generator) for k, v in self._csr.items()}
 
     def loss(self, batch: dict) -> Dict[str, torch.Tensor]:

@@ -1,15 +1,15 @@
 """Models by name, so configs and the experiment grid can say ``architecture: lightgcn``."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Dict, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Dict, Mapping, Optional
 
 import torch
 
 from mmsc_dgl.config import ARCHITECTURES as _ARCHITECTURES
-from mmsc_dgl.config import ModelConfig
 from mmsc_dgl.features.base import ContentFeatures
 
 if TYPE_CHECKING:
+    from mmsc_dgl.data.edges import RelationEdges
     from mmsc_dgl.metapath.table import MetaPathTables
 
 ARCHITECTURES: Dict[str, str] = {name: spec[1] for name, spec in _ARCHITECTURES.items()}
@@ -18,11 +18,12 @@ ARCHITECTURES: Dict[str, str] = {name: spec[1] for name, spec in _ARCHITECTURES.
 USES_METAPATHS = frozenset({"mmsc", "han"})
 
 
-def build_model(architecture: str, num_items: int, config: ModelConfig, *,
-                tables: Optional["MetaPathTables"] = None, train_edges: Optional[Mapping[str, object]] = None,
+def build_model(architecture: str, num_items: int, config: Any, *,
+                tables: Optional["MetaPathTables"] = None, train_edges: Optional[Mapping[str, "RelationEdges"]] = None,
                 features: Optional[ContentFeatures] = None, impl: str = "auto") -> torch.nn.Module:
     """An untrained model of ``architecture`` (a key of :data:`ARCHITECTURES`).
 
+    ``config`` is the model config of that architecture (:data:`mmsc_dgl.config.MODEL_CONFIGS`);
     ``tables`` (meta-path tables) is needed by ``mmsc`` and ``han``; ``train_edges`` (per relation,
     ``src``/``dst`` arrays) by the graph baselines; ``features`` by ``content``.
 
@@ -36,21 +37,24 @@ def build_model(architecture: str, num_items: int, config: ModelConfig, *,
         raise ValueError(f"{architecture} needs meta-path tables")
     if architecture not in USES_METAPATHS and architecture not in ("content", "two-tower") and train_edges is None:
         raise ValueError(f"{architecture} needs the training edges")
+    edges: Mapping[str, "RelationEdges"] = train_edges or {}  # refused above where a model needs them
     if architecture == "mmsc":
+        assert tables is not None
         from mmsc_dgl.models.mmsc import MMSC
         return MMSC(num_items, tables, config, features, impl=impl, graph_edges=train_edges)
     if architecture == "han":
+        assert tables is not None
         from mmsc_dgl.models.han import HAN
         return HAN(num_items, tables, config, features, impl=impl)
     if architecture == "gat":
         from mmsc_dgl.models.gat import GATPerRelation
-        return GATPerRelation(num_items, train_edges, config, features, impl=impl)
+        return GATPerRelation(num_items, edges, config, features, impl=impl)
     if architecture == "lightgcn":
         from mmsc_dgl.models.lightgcn import LightGCN
-        return LightGCN(num_items, train_edges, config)
+        return LightGCN(num_items, edges, config)
     if architecture == "decgcn":
         from mmsc_dgl.models.decgcn import DecGCN
-        return DecGCN(num_items, train_edges, config, features)
+        return DecGCN(num_items, edges, config, features)
     if architecture == "two-tower":
         from mmsc_dgl.models.two_tower import ContentTwoTower
         return ContentTwoTower(features, config)
@@ -58,5 +62,5 @@ def build_model(architecture: str, num_items: int, config: ModelConfig, *,
         from mmsc_dgl.models.content import ContentCosine
         return ContentCosine(features)
     from mmsc_dgl.models.heuristic import NeighbourhoodHeuristic
-    return NeighbourhoodHeuristic(num_items, train_edges, architecture.replace("-", "_"),
+    return NeighbourhoodHeuristic(num_items, edges, architecture.replace("-", "_"),
                                   links=getattr(config, "links", False))

@@ -1,7 +1,7 @@
 """One HAN layer in one module: node-level attention per meta-path, then semantic attention."""
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Hashable, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Hashable, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
@@ -140,10 +140,3 @@ class HANConv(nn.Module):
 
     def extra_repr(self) -> str:
         return f"{self.in_feats}, {self.out_feats}, heads={self.num_heads}, metapaths={list(self.convs)}"
-
-    def metapath_weights(self, graphs: Mapping[Hashable, Any], feat) -> Dict[str, float]:
-        """The semantic weight of each meta-path averaged over the destination nodes: which
-        meta-paths the layer relies on (HAN's :math:`\\beta_\\Phi`)."""
-        with torch.no_grad():
-            _, (_, beta) = self.forward(graphs, feat, get_attention=True)
-        return {key: float(beta[:, i].mean()) for i, key in enumerate(self.convs)}

@@ -22,12 +22,20 @@ leaks nothing about that pair.
 from __future__ import annotations
 
 import warnings
-from typing import Dict, Iterable, Mapping, Optional, Tuple
+from typing import Any, Dict, Iterable, Mapping, Optional, Protocol, Tuple
 
 import torch
 
 from mmsc_dgl.ops.csr import CSR
 from mmsc_dgl.ops.sparse import sparse_mm
+
+
+class EdgeArrays(Protocol):
+    """One relation's edges as ``src`` and ``dst`` node-id arrays (a
+    :class:`~mmsc_dgl.data.edges.RelationEdges`; this floor does not import it)."""
+
+    src: Any
+    dst: Any
 
 
 def undirected(src: torch.Tensor, dst: torch.Tensor, num_items: int) -> CSR:
@@ -183,7 +191,7 @@ def _expand(graph: CSR, nodes: torch.Tensor, tags: torch.Tensor) -> Tuple[torch.
     return torch.repeat_interleave(tags, counts), graph.indices[torch.repeat_interleave(lo, counts) + within]
 
 
-def adamic_adar_counter(num_items: int, edges: Mapping[str, object]) -> PathCounter:
+def adamic_adar_counter(num_items: int, edges: Mapping[str, EdgeArrays]) -> PathCounter:
     """Two-hop path counts over each relation's undirected graph (``edges``: per name, objects
     with ``src``/``dst`` node ids), every middle item weighted by Adamic-Adar's
     :math:`1 / \\log \\deg` in the union of the graphs."""

@@ -61,20 +61,20 @@ def finish(model: nn.Module, fit: FitResult, evaluator, config: TrainConfig, run
                                                            seed=config.seed, rounds=config.cold_rounds)
     if agree is not None:
         agree()
-    writes = writer and run_dir is not None
-    if writes:
+    target = run_dir if writer else None
+    if target is not None:
         cold = evaluator.cold_start
-        save_checkpoint(run_dir / MODEL, {"states": states, "config": config.model_dump_json(),
+        save_checkpoint(target / MODEL, {"states": states, "config": config.model_dump_json(),
                                           "best_epoch": fit.best_epoch,
                                           "cold_start": cold.state() if cold is not None and cold.towers else None})
-        record_weights(run_dir)
+        record_weights(target)
     metrics = evaluator.evaluate(model, states)
     metrics.update(report)
     if cold_report:
         metrics["cold_start"] = cold_report
     metrics["best_epoch"] = fit.best_epoch
     metrics["epochs_run"] = fit.epochs_run
-    if writes:
-        atomic_write_json(run_dir / METRICS, metrics)
-        atomic_write_json(run_dir / HISTORY, fit.history)
+    if target is not None:
+        atomic_write_json(target / METRICS, metrics)
+        atomic_write_json(target / HISTORY, fit.history)
     return states, metrics

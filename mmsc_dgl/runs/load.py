@@ -57,7 +57,7 @@ class LoadedRun:
         return self.item_model().for_relation(relation)
 
     def item_model(self) -> ItemModel:
-        """This run as a self-contained :class:`~mmsc_dgl.train.item_model.ItemModel`: the query
+        """This run as a self-contained :class:`~mmsc_dgl.runs.item_model.ItemModel`: the query
         API (``topk``, ``score``, ``embed_new``) and ``save``."""
         if self._item_model is None:
             catalog = self.dataset.catalog

@@ -91,16 +91,17 @@ def _recommend(run_dir: os.PathLike | str, relation: str, k: int, item: Optional
         return rows
     with torch.no_grad():
         if search is not None:
-            scores, top = topk_searched(emb, k, search, sparse_term=sparse_pair_term(answers.pair_term(relation)),
+            scores, picked = topk_searched(emb, k, search, sparse_term=sparse_pair_term(answers.pair_term(relation)),
                                          targets=targets)
         else:
             term = catalog_pair_term(answers.pair_term(relation), len(catalog))
             block = 2048 if term is None else 256
             _announce_ranking(len(catalog), k, block, term is not None)
-            scores, top = topk_all(emb, k, block_size=block, pair_term=term, targets=targets)
-    width = top.shape[1]
+            scores, picked = topk_all(emb, k, block_size=block, pair_term=term, targets=targets)
+    assert out is not None  # recommend() refuses every item without an output file
+    width = picked.shape[1]
     src = torch.arange(len(ids)).repeat_interleave(width).numpy()
-    dst = top.flatten().numpy()
+    dst = picked.flatten().numpy()
     id_array = pa.array(ids)
     columns = {"item_id": id_array.take(pa.array(src)),
                "rank": np.tile(np.arange(1, width + 1), len(ids)).astype(np.int32),
@@ -108,11 +109,11 @@ def _recommend(run_dir: os.PathLike | str, relation: str, k: int, item: Optional
                "relation": pa.array([relation] * len(src))}
     if explain:  # every pick at once, a block of pairs at a time (the order of the rows above)
         extras: Dict[str, list] = {}
-        pairs_src, pairs_dst = torch.from_numpy(src), top.flatten()
+        pairs_src, pairs_dst = torch.from_numpy(src), picked.flatten()
         for at in range(0, len(src), EXPLAIN_BLOCK):
-            block = explain_columns(model, emb, relation, pairs_src[at: at + EXPLAIN_BLOCK],
+            chunk = explain_columns(model, emb, relation, pairs_src[at: at + EXPLAIN_BLOCK],
                                     pairs_dst[at: at + EXPLAIN_BLOCK], ids, titles)
-            for key, values in block.items():
+            for key, values in chunk.items():
                 extras.setdefault(key, []).extend(values)
         columns.update(extras)
     table = pa.table(columns)

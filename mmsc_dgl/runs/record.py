@@ -131,12 +131,13 @@ def run_feature_file(run_dir: Path, record: dict, features: Optional[os.PathLike
                                                                           "feature file is now.")
     else:
         candidates = [run_dir / info["relative"], Path(info["path"])]
-        path = next((p.resolve() for p in candidates if p.is_file()), None)
-        if path is None:
+        found = next((p.resolve() for p in candidates if p.is_file()), None)
+        if found is None:
             raise DataError(f"the feature file this run was trained on is no longer at {info['path']} "
                             "(moved or deleted).", path=run_dir,
                             fix="pass --features FILE (features= from Python) pointing to where it is now "
                                 "(checked by fingerprint).")
+        path = found
     if file_fingerprint(path) != info["fingerprint"]:
         raise DataError(f"the feature file at {path} is not the one this run was trained on.", path=run_dir,
                         fix="pass --features FILE with the features it was trained on.")
@@ -155,11 +156,12 @@ def run_dataset_dir(run_dir: Path, record: dict, dataset: Optional[os.PathLike |
     else:
         candidates = [run_dir / record["dataset_relative"]] if record.get("dataset_relative") else []
         candidates.append(Path(record["dataset"]))
-        path = next((p.resolve() for p in candidates if (p / "dataset.json").exists()), None)
-        if path is None:
+        found = next((p.resolve() for p in candidates if (p / "dataset.json").exists()), None)
+        if found is None:
             raise DataError(f"the dataset this run was trained on is no longer at {record['dataset']} "
                             "(moved or deleted).", path=run_dir,
                             fix="pass --dataset DIR pointing to where it is now (checked by fingerprint).")
+        path = found
     wanted = record.get("dataset_fingerprint")
     if wanted is not None and dataset_fingerprint(path) != wanted:
         raise DataError(f"the dataset at {path} is not the one this run was trained on "

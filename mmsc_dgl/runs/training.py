@@ -10,7 +10,7 @@ import logging
 import os
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING, List, Optional, Union
+from typing import TYPE_CHECKING, Any, List, Optional, Union
 
 from mmsc_dgl.config import SyntheticConfig, TrainConfig
 from mmsc_dgl.errors import DataError, flag
@@ -35,7 +35,7 @@ DEFAULT_SYNTHETIC_ITEMS = 10_000
 
 def _inputs_of(dataset_dir, config: TrainConfig) -> list:
     from mmsc_dgl.data.dataset import Dataset
-    inputs = [config.train_edges]
+    inputs: List[Any] = [config.train_edges]
     if isinstance(config.features, str) and config.features not in FEATURE_KEYWORDS:
         inputs.append(config.features)
     if dataset_dir is not None and not isinstance(dataset_dir, Dataset):
@@ -94,7 +94,8 @@ def train(dataset_dir: Union[os.PathLike, str, "Dataset", None] = None, out: os.
     # a bad spec is refused here, not after the run directory is made (names: the dataset's relation map)
     parse_metapaths(config.metapaths, dataset.relation_map if dataset is not None else None,
                     getattr(dataset, "side", None))
-    features, train_edges = "config", None
+    features: Any = "config"
+    train_edges = None
     if dataset is not None:
         problems = dataset.warnings()
         if problems:
@@ -131,6 +132,7 @@ def train(dataset_dir: Union[os.PathLike, str, "Dataset", None] = None, out: os.
                 write_feature_file(run_dir / FEATURE_FILE, dataset.catalog.ids.to_pylist(), features.tokens,
                                    features.mask)
                 config = config.model_copy(update={"features": FEATURE_FILE})
+            assert dataset.root is not None  # loaded from, prepared into or saved to a directory
             if record is None:
                 write_run_record(run_dir, resolve_path(dataset.root), config, feature_file_of(config))
             parts = build_run(dataset, config, run_dir, features=features, train_edges=train_edges,

@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Optional, Union
+from typing import TYPE_CHECKING, Dict, Optional, Union
 
 import pyarrow.compute as pc
 import torch
@@ -23,6 +23,9 @@ from mmsc_dgl.io import read_parquet_table
 from mmsc_dgl.metapath.table import MetaPathTables
 from mmsc_dgl.models.registry import USES_METAPATHS, build_model
 from mmsc_dgl.train.batches import EdgeBatches
+
+if TYPE_CHECKING:
+    from mmsc_dgl.data.dataset import Dataset
 
 logger = logging.getLogger(__name__)
 
@@ -139,7 +142,7 @@ def run_tables(dataset, config: TrainConfig, run_dir: Optional[Path], device: to
 class RunParts:
     """Everything a run trains and evaluates with."""
 
-    dataset: object
+    dataset: "Dataset"
     config: TrainConfig
     device: torch.device
     features: Optional[ContentFeatures]

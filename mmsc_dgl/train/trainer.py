@@ -13,7 +13,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, Iterable, List, Optional, Union
+from typing import TYPE_CHECKING, Callable, Dict, Iterable, List, Optional, Union
 
 import torch
 
@@ -22,6 +22,9 @@ from mmsc_dgl.determinism import deterministic_algorithms
 from mmsc_dgl.errors import DataError, flag
 from mmsc_dgl.progress import duration, eta, report
 from mmsc_dgl.train.checkpoint import load_checkpoint, save_checkpoint
+
+if TYPE_CHECKING:
+    from mmsc_dgl.data.dataset import Dataset
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +55,7 @@ class TrainResult:
     metrics: dict
     history: List[dict] = field(default_factory=list)
     best_epoch: Dict[str, int] = field(default_factory=dict)
-    dataset: object = None
+    dataset: Optional["Dataset"] = None
     """The dataset the run was trained on."""
 
 
@@ -162,16 +165,17 @@ class Trainer:
         elif not resume and path is not None and path.exists() and self.writes_checkpoints:
             raise DataError(f"{path.parent} already holds a run.", path=path,
                             fix=f"pass {flag('--resume', 'resume=True')} to continue it, {flag('--overwrite', 'overwrite=True')} to replace it, or choose another {flag('--out', 'out')}.")
-        state = self._state if resume else self._fresh_state()
+        state: dict = self._state if resume and self._state is not None else self._fresh_state()
         self._state = None
         self.model.train()
         device = self.device
         ran = 0
         fit_started = time.perf_counter()
-        if self.optimizer is None:  # nothing to learn (content cosine, heuristics): evaluate as is
+        optimizer = self.optimizer
+        if optimizer is None:  # nothing to learn (content cosine, heuristics): evaluate as is
             logger.info("%r has nothing to train; evaluating it as it is", self.model)
             state["epoch"] = cfg.epochs
-        while state["epoch"] < cfg.epochs and state["bad_epochs"] < cfg.patience:
+        while optimizer is not None and state["epoch"] < cfg.epochs and state["bad_epochs"] < cfg.patience:
             epoch = state["epoch"]
             generator = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
             _sync(device)
@@ -181,11 +185,11 @@ class Trainer:
             bar = self._bar(batches, generator, f"epoch {epoch + 1}/{cfg.epochs}")
             for batch in bar:
                 parts = self.model.loss(batch)
-                self.optimizer.zero_grad(set_to_none=True)
+                optimizer.zero_grad(set_to_none=True)
                 parts["total"].backward()
                 if self.sync is not None:
                     self.sync.gradients(self.model)
-                self.optimizer.step()
+                optimizer.step()
                 for k, v in parts.items():
                     sums[k] = sums.get(k, 0.0) + float(v)
                 if not math.isfinite(sums["total"]):  # a diverged model must not go on to be evaluated
@@ -218,7 +222,7 @@ class Trainer:
             state["epoch"] = epoch + 1
             if self.checkpoint is not None and self.writes_checkpoints:
                 save_checkpoint(self.checkpoint, {**state, "model": self.model.state_dict(),
-                                                  "optimizer": self.optimizer.state_dict(),
+                                                  "optimizer": optimizer.state_dict(),
                                                   "rng_state": torch.get_rng_state(), "config": self.identity})
             # Printed once the epoch's checkpoint is on disk: a line seen is an epoch kept.
             report("epoch %d/%d: loss %.4f | val NDCG@10 substitute %.4f, complement %.4f | %s | ETA %s (at most)",
