@@ -16,6 +16,7 @@ import importlib.util
 import logging
 import sys
 import time
+from typing import Any, Dict
 
 import torch
 from torch.nn import functional as F
@@ -89,7 +90,8 @@ def main(argv=None) -> None:
     rows = []
     for n in args.sizes:
         total, extrapolated = 0.0, None
-        faiss_rows, bf16 = [], {"seconds": 0.0, "recall": []}
+        faiss_rows: list = []
+        bf16: Dict[str, Any] = {"seconds": 0.0, "recall": []}
         sample = args.exact_sample if n > args.exact_sample else 0
         for i, relation in enumerate(RELATIONS):
             emb = clustered_embeddings(n, args.dim, seed=args.seed + i)

@@ -20,7 +20,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Mapping, Optional, Tuple
+from typing import Any, Dict, Mapping, Optional, Tuple
 
 import numpy as np
 import pyarrow as pa
@@ -186,7 +186,8 @@ def make_splits(edges: Mapping[str, RelationEdges], num_items: int, config: Opti
             pair_block[name] = np.unique(_pair_codes(part.column("src").to_numpy(),
                                                      part.column("dst").to_numpy(), num_items))
 
-    train, val, test, cold, stats = {}, {}, {}, {}, {}
+    train, val, test, cold = {}, {}, {}, {}
+    stats: Dict[str, Any] = {}
     for r_index, name in enumerate(RELATIONS):
         rel = edges.get(name) or RelationEdges(np.zeros(0), np.zeros(0))
         rng = np.random.default_rng([config.seed, 1, r_index])

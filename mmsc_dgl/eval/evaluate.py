@@ -1,7 +1,7 @@
 """Ranking evaluation of item embeddings against the split's seeded negatives, and cold start."""
 from __future__ import annotations
 
-from typing import Callable, Dict, Iterable, Mapping, Optional, Union
+from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Union
 
 import numpy as np
 import torch
@@ -128,7 +128,7 @@ def evaluate_embeddings(embeddings: Mapping[str, Union[torch.Tensor, PairScores]
     of training degrees) adds ``by_bucket``: the metrics of the queries whose source item
     carries each label."""
     ks = list(ks)
-    result = {}
+    result: Dict[str, Dict[str, Any]] = {}
     for relation in RELATIONS:
         edges = split_edges[relation]
         query = query_subset(len(edges), max_queries, seed)

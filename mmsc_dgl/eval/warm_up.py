@@ -16,7 +16,7 @@ a model with a pair term (MMSC's path evidence) counts paths and links through t
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -103,7 +103,7 @@ def warm_up_curve(model, plan: WarmUpPlan, splits, sampler, queries: Mapping[str
     for an embedding model whose cold items are placed by ``queries`` (query rows) and
     ``candidates`` (candidate rows; default: the same), each ``k``'s revealed edges moving the
     rows (:meth:`ColdStart.with_edges`) and joining the training graphs of the pair term."""
-    out: Dict[str, dict] = {"ks": list(plan.ks), "items": int(len(plan.items))}
+    out: Dict[str, Any] = {"ks": list(plan.ks), "items": int(len(plan.items))}
     for r in RELATIONS:
         out[r] = {}
         if relation_states:

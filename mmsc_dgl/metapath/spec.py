@@ -130,7 +130,7 @@ class MetaPath:
 
 def default_metapaths(max_hops: int = MAX_HOPS) -> List[MetaPath]:
     """Every meta-path of 1 to ``max_hops`` hops over s and c (2 + 4 + 8 = 14 for 3 hops)."""
-    out = []
+    out: List[MetaPath] = []
     for hops in range(1, max_hops + 1):
         out.extend(MetaPath(combo) for combo in itertools.product(RELATIONS, repeat=hops))
     return out

@@ -46,6 +46,11 @@ class CSR(nn.Module):
 
     indptr: torch.Tensor
     indices: torch.Tensor
+    edge_ids: Optional[torch.Tensor]
+    _rows: Optional[torch.Tensor]
+    _t_indptr: Optional[torch.Tensor]
+    _t_rows: Optional[torch.Tensor]
+    _t_order: Optional[torch.Tensor]
 
     def __init__(self, indptr: torch.Tensor, indices: torch.Tensor, num_src: Optional[int] = None,
                  edge_ids: Optional[torch.Tensor] = None, validate: bool = True):
