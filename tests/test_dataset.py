@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from mmsc_dgl.config import PrepareConfig, SplitConfig, SyntheticConfig
-from mmsc_dgl.data.dataset import Dataset, load_dataset
+from mmsc_dgl.data.dataset import load_dataset
 from mmsc_dgl.data.prepare import detect_format, prepare
 from mmsc_dgl.errors import DataError
 from conftest import write_lines

@@ -4,7 +4,6 @@ import importlib.util
 import numpy as np
 import pyarrow as pa
 import pytest
-import torch
 
 from mmsc_dgl.config import SyntheticConfig
 from mmsc_dgl.data.catalog import ItemCatalog

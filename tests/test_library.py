@@ -488,6 +488,22 @@ def test_bad_new_items_are_one_line_errors(trained):
         model.node_ids(["NOT-YET"])
 
 
+def test_the_trained_model_compiles_whole(trained):
+    """Issue 30.2: a saved model's rows and scores trace with fullgraph=True (they stopped at
+    select_rows' Tensor.item, then at torch.unique) and match eager; tests/test_compile.py
+    checks each traced path against the eager one."""
+    root, _, _ = trained
+    model = mmsc_dgl.load_model(root / "run", device="cpu")
+    nodes, src, dst = torch.arange(30), torch.tensor([1, 4, 9]), torch.tensor([2, 2, 17])
+    for relation in ("substitute", "complement"):
+        net = model.for_relation(relation)
+        forward = torch.compile(net, fullgraph=True, backend="aot_eager")
+        score = torch.compile(net.score, fullgraph=True, backend="aot_eager")
+        with torch.no_grad():
+            torch.testing.assert_close(forward(nodes, relation), net(nodes, relation))
+            torch.testing.assert_close(score(src, dst, relation), net.score(src, dst, relation))
+
+
 @pytest.mark.parametrize("impl", ["reference", "dgl"])
 def test_the_trained_model_runs_under_bf16_autocast(trained, impl):
     """Issue 30.2: torch.autocast on the trained model, with either CPU kernel (impl='dgl' raised a

@@ -24,13 +24,13 @@ from mmsc_dgl.config import LightGCNConfig
 from mmsc_dgl.models.base import GraphStateModule, Recommender
 from mmsc_dgl.models.inputs import adjacency
 from mmsc_dgl.ops.paths import normalised
-from mmsc_dgl.ops.sparse import sparse_mm
+from mmsc_dgl.ops.sparse import SparseMatrix, sparse_mm
 
 if TYPE_CHECKING:
     from mmsc_dgl.data.edges import RelationEdges
 
 
-def _normalised(src, dst, num_items: int) -> torch.Tensor:
+def _normalised(src, dst, num_items: int) -> SparseMatrix:
     return normalised(adjacency(src, dst, num_items))
 
 

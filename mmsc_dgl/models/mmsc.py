@@ -1,7 +1,7 @@
 """MMSC: multi-modal relational item representations for substitutes and complements."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Dict, List, Mapping, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Tuple, Union
 
 import torch
 from torch import nn
@@ -13,8 +13,9 @@ from mmsc_dgl.models.inputs import ItemInput
 from mmsc_dgl.models.losses import info_nce, sampled_softmax_loss, triplet_loss
 from mmsc_dgl.nn import MetaPathAttention, NeuralGate, NormalisedConv, PathEvidence, SemanticAttention
 from mmsc_dgl.ops import CSR
+from mmsc_dgl.ops.csr import DroppedEdges, is_compiling
 from mmsc_dgl.ops.paths import adamic_adar_counter, normalised_adjacency
-from mmsc_dgl.ops.sparse import sparse_mm
+from mmsc_dgl.ops.sparse import SparseMatrix, sparse_mm
 
 if TYPE_CHECKING:  # torch-only imports at run time: MMSC trains on GPU hosts without pydantic/pyarrow
     from mmsc_dgl.data.edges import RelationEdges
@@ -96,6 +97,8 @@ class MMSC(GraphStateModule, Recommender):
                              "rebuild them for this dataset")
         self.num_items = num_items
         self.config = config
+        # read once: exports written before it have none, and a traced forward cannot ask
+        self._signature_share = float(getattr(config, "complement_signature", 0.0))
         self.metapaths: List[str] = list(csrs)
         self._csr: Dict[str, CSR] = csrs
         hidden = config.hidden
@@ -132,13 +135,13 @@ class MMSC(GraphStateModule, Recommender):
             self.evidence = PathEvidence(counter, RELATIONS, config.evidence_hidden, links=config.evidence_links)
         else:
             self.register_module("evidence", None)
-        self._smooth: Dict[str, torch.Tensor] = {}
+        self._smooth: Dict[str, SparseMatrix] = {}
         if config.propagate_ids:
             if self.input.item_embedding is None:
                 raise ValueError("propagate_ids smooths the id embeddings; it needs id_embeddings=True")
             assert counter is not None
             self._smooth = {"union": normalised_adjacency(counter.graphs.values(), num_items)}
-        self._relation_adj: Dict[str, torch.Tensor] = {}
+        self._relation_adj: Dict[str, SparseMatrix] = {}
         if config.graph_branch:
             assert counter is not None
             self._relation_adj = {r: normalised_adjacency([counter.graphs[r]], num_items) for r in RELATIONS}
@@ -155,6 +158,10 @@ class MMSC(GraphStateModule, Recommender):
             self.first_hop = nn.ModuleDict({r: NormalisedConv(hidden, hidden) for r in RELATIONS})
         else:
             self.register_module("first_hop", None)
+        # Widths of the padded neighbour lists that a compiled forward reads (host syncs here,
+        # Python constants in a trace).
+        self._widths = {name: csr.max_degree() for name, csr in self._csr.items()}
+        self._full_widths = {r: csr.max_degree() for r, csr in self._full.items()}
         self._register_load_state_dict_pre_hook(_legacy_input_keys)
 
     def reset_parameters(self) -> None:
@@ -189,9 +196,32 @@ class MMSC(GraphStateModule, Recommender):
         return self.input.of(nodes) - self.input.item_embedding(nodes) + smooth[nodes]
 
     def encode(self, nodes: torch.Tensor, views: Optional[Dict[str, CSR]] = None,
-               get_attention: bool = False):
+               get_attention: bool = False, padded: Optional[bool] = None):
         """Per relation, :math:`z^r` of ``nodes`` [B, hidden] (before the scoring projection).
-        ``views`` replaces the tables (edge-dropped views during training)."""
+        ``views`` replaces the tables (edge-dropped views during training).  ``padded``: read
+        each item's neighbours as padded lists (:meth:`CSR.padded <mmsc_dgl.ops.CSR.padded>`)
+        instead of the batch's sub-adjacency, so every shape is static: the default while
+        ``torch.compile`` traces, and the same values (``tests/test_compile.py``)."""
+        if padded is None:
+            padded = is_compiling()
+        q, outs, masks = (self._paths_padded if padded else self._paths)(nodes, views)
+        stacked = torch.stack(outs, 1)
+        mask = torch.stack(masks, 1)
+        any_path = mask.any(1)
+        h, weights = {}, {}
+        for r in RELATIONS:
+            p, weights[r] = self.semantic[r](stacked, mask, get_attention=True)
+            h[r] = self._fuse(r, q, p, any_path)
+        if self.task_gate is None:
+            z = h
+        else:
+            other = {"substitute": "complement", "complement": "substitute"}
+            z = {r: self.task_gate[r](h[r], h[other[r]]) for r in RELATIONS}
+        return (z, weights) if get_attention else z
+
+    def _paths(self, nodes: torch.Tensor, views: Optional[Dict[str, CSR]]):
+        """``(q [B, hidden], outputs, masks)``: each meta-path layer's output for ``nodes`` and
+        which of them it reached, over the batch's rows of the tables."""
         tables = views if views is not None else self._csr
         rows = {name: tables[name].select_rows(nodes) for name in self.metapaths}
         full = {r: self._full[r].select_rows(nodes) for r in self._full}
@@ -219,19 +249,30 @@ class MMSC(GraphStateModule, Recommender):
             outs.append(self.first_hop[r](CSR(csr.indptr, local_idx, num_src=own.numel(), validate=False),
                                           q_needed[own], deg_dst=degrees[nodes], deg_src=degrees[needed[own]]))
             masks.append(csr.nonempty)
-        stacked = torch.stack(outs, 1)
-        mask = torch.stack(masks, 1)
-        any_path = mask.any(1)
-        h, weights = {}, {}
-        for r in RELATIONS:
-            p, weights[r] = self.semantic[r](stacked, mask, get_attention=True)
-            h[r] = self._fuse(r, q, p, any_path)
-        if self.task_gate is None:
-            z = h
-        else:
-            other = {"substitute": "complement", "complement": "substitute"}
-            z = {r: self.task_gate[r](h[r], h[other[r]]) for r in RELATIONS}
-        return (z, weights) if get_attention else z
+        return q, outs, masks
+
+    def _paths_padded(self, nodes: torch.Tensor, views: Optional[Dict[str, CSR]]):
+        """:meth:`_paths` over padded neighbour lists: static shapes, no ``torch.unique``; the
+        content of a neighbour that several rows share is computed once per row."""
+        tables = views if views is not None else self._csr
+        lists = [tables[name].padded(nodes, self._widths[name]) for name in self.metapaths]
+        lists += [self._full[r].padded(nodes, self._full_widths[r]) for r in self._full]
+        q_all = self.content_of(torch.cat([nodes] + [nbr.reshape(-1) for nbr, _ in lists]))
+        q = q_all[: nodes.numel()]
+        offset = nodes.numel()
+        outs, masks = [], []
+        for layer, (nbr, mask) in zip(self.path_layers, lists):
+            q_nbr = q_all[offset: offset + nbr.numel()].view(*nbr.shape, -1)
+            offset += nbr.numel()
+            outs.append(layer.forward_padded(q_nbr, q, mask).flatten(1))
+            masks.append(mask.any(1))
+        for r, (nbr, mask) in zip(self._full, lists[len(self.metapaths):]):
+            q_nbr = q_all[offset: offset + nbr.numel()].view(*nbr.shape, -1)
+            offset += nbr.numel()
+            degrees = self._full[r].degrees
+            outs.append(self.first_hop[r].forward_padded(q_nbr, mask, degrees[nodes], degrees[nbr]))
+            masks.append(mask.any(1))
+        return q, outs, masks
 
     def _fuse(self, relation: str, q: torch.Tensor, p: torch.Tensor, any_path: torch.Tensor) -> torch.Tensor:
         """Content q and behaviour p -> h: the semantic gate, or an ablation of it."""
@@ -259,7 +300,7 @@ class MMSC(GraphStateModule, Recommender):
     def signature(self, relation: str) -> Optional[torch.Tensor]:
         """With ``complement_signature`` > 0, the complement score counts the last share of the
         projection's dimensions negatively (the graph branch's dimensions keep +1)."""
-        share = getattr(self.config, "complement_signature", 0.0)  # exports written before it: none
+        share = self._signature_share
         if relation != "complement" or share <= 0:
             return None
         hidden = self.config.hidden
@@ -299,7 +340,7 @@ class MMSC(GraphStateModule, Recommender):
         dst = torch.as_tensor(dst, dtype=torch.int64, device=self.device)
         shape = src.shape
         src, dst = src.reshape(-1), dst.reshape(-1)
-        nodes, inverse = torch.unique(torch.cat([src, dst]), return_inverse=True)
+        nodes, inverse = _distinct(torch.cat([src, dst]))
         z = self.head(self.encode(nodes)[relation], relation, nodes)
         out = (z[inverse[: len(src)]] * self.targets(relation, z)[inverse[len(src):]]).sum(-1)
         if self.evidence is not None:
@@ -343,7 +384,11 @@ class MMSC(GraphStateModule, Recommender):
                 parts[r].append(self.head(z[r], r, nodes))
         return {r: torch.cat(v) for r, v in parts.items()}
 
-    def views(self, generator: Optional[torch.Generator] = None) -> Dict[str, CSR]:
+    def views(self, generator: Optional[torch.Generator] = None) -> Dict[str, Any]:
+        """The tables with ``edge_drop`` of their edges dropped (one graph-dropout view); while
+        ``torch.compile`` traces, as masks on the padded lists (:class:`~mmsc_dgl.ops.csr.DroppedEdges`)."""
+        if is_compiling():
+            return {k: DroppedEdges(v, self.config.edge_drop, generator) for k, v in self._csr.items()}
         return {k: v.drop_edges(self.config.edge_drop, generator) for k, v in self._csr.items()}
 
     def loss(self, batch: dict) -> Dict[str, torch.Tensor]:
@@ -354,7 +399,7 @@ class MMSC(GraphStateModule, Recommender):
         cfg = self.config
         generator = batch.get("generator")
         ids = [t.reshape(-1) for r in RELATIONS if r in batch for t in batch[r]]
-        nodes, inverse = torch.unique(torch.cat(ids), return_inverse=True)
+        nodes, inverse = _distinct(torch.cat(ids))
         use_ssl = cfg.ssl_weight > 0
         z1 = self.encode(nodes)  # the supervised term sees the tables as they are at inference
         parts = {"ranking": torch.zeros((), device=nodes.device)}
@@ -384,7 +429,8 @@ class MMSC(GraphStateModule, Recommender):
             pick = torch.randperm(nodes.numel(), generator=generator)[: cfg.ssl_nodes].to(nodes.device)
             view1 = self.encode(nodes[pick], self.views(generator))
             view2 = self.encode(nodes[pick], self.views(generator))
-            parts["infonce"] = sum(info_nce(view1[r], view2[r], cfg.ssl_temperature) for r in RELATIONS) / len(RELATIONS)
+            parts["infonce"] = torch.stack([info_nce(view1[r], view2[r], cfg.ssl_temperature)
+                                            for r in RELATIONS]).mean()
             total = total + cfg.ssl_weight * parts["infonce"]
         parts["total"] = total
         return parts
@@ -393,6 +439,15 @@ class MMSC(GraphStateModule, Recommender):
         content = self.input.kind()
         return (f"MMSC(items={self.num_items:,}, hidden={self.config.hidden}, heads={self.config.heads}, "
                 f"metapaths={len(self.metapaths)}, content={content})")
+
+
+def _distinct(ids: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``(nodes, inverse)`` with ``nodes[inverse] == ids``: the distinct ids (each encoded
+    once), or, while ``torch.compile`` traces, ``ids`` themselves (``torch.unique``'s size
+    depends on the data; a repeated id is encoded again, to the same rows)."""
+    if is_compiling():
+        return ids, torch.arange(ids.numel(), device=ids.device)
+    return torch.unique(ids, return_inverse=True)
 
 
 def _legacy_input_keys(state_dict, prefix, *args) -> None:

@@ -83,6 +83,19 @@ class NormalisedConv(nn.Module):
             out = self.activation(out)
         return out * csr.nonempty.unsqueeze(1).to(out.dtype)
 
+    def forward_padded(self, feat_nbr: torch.Tensor, mask: torch.Tensor, deg_dst: torch.Tensor,
+                       deg_src: torch.Tensor) -> torch.Tensor:
+        """The same layer over padded neighbour lists (:meth:`CSR.padded <mmsc_dgl.ops.CSR.padded>`):
+        ``feat_nbr`` [B, K, in] the features of each destination's K neighbour slots, ``mask``
+        [B, K] True for a real neighbour, ``deg_dst`` [B] and ``deg_src`` [B, K] the degrees to
+        normalise by.  Returns [B, out_feats], equal to :meth:`forward` on those rows; every
+        shape static, so ``torch.compile`` traces it whole."""
+        weight = (deg_dst.unsqueeze(1) * deg_src).clamp(min=1).to(feat_nbr.dtype).rsqrt() * mask.to(feat_nbr.dtype)
+        out = self.linear((feat_nbr * weight.unsqueeze(-1)).sum(1))
+        if self.activation is not None:
+            out = self.activation(out)
+        return out * mask.any(1, keepdim=True).to(out.dtype)
+
     def __prepare_scriptable__(self):
         raise RuntimeError(f"{type(self).__name__} is not TorchScript-able (it takes DGL graphs at run time); "
                            "use torch.compile or torch.export instead")

@@ -9,7 +9,6 @@ from torch.nn import functional as F
 
 from mmsc_dgl.ops import CSR, edge_softmax_aggregate
 from mmsc_dgl.ops.csr import edge_weight_in_csr_order, graph_inputs
-from mmsc_dgl.ops import reference
 
 __all__ = ["MetaPathAttention"]
 
@@ -143,22 +142,62 @@ class MetaPathAttention(nn.Module):
         el = (z_src * self.attn_l).sum(-1)
         er = (z_dst * self.attn_r).sum(-1)
         logits = F.leaky_relu(el[csr.indices] + er[csr.row_ids()], self.negative_slope)
-        weight = edge_weight_in_csr_order(csr, edge_weight)
-        if weight is None:
-            result = edge_softmax_aggregate(csr, logits, z_src, impl=self.impl, return_attention=get_attention)
-            out, attention = result if get_attention else (result, None)
-        else:  # the fused kernels have no per-edge weight: the reference multiplies it in
-            out, attention = reference.edge_softmax_aggregate(csr, logits, z_src, return_attention=True,
-                                                              edge_weight=weight)
-        if self.res_fc is not None or self.bias is not None or self.activation is not None:
-            if self.res_fc is not None:
-                out = out + self.res_fc(h_dst).view(-1, self.num_heads, self.out_feats)
-            if self.bias is not None:
-                out = out + self.bias.view(1, self.num_heads, self.out_feats)
-            if self.activation is not None:
-                out = self.activation(out)
-            out = torch.where(csr.nonempty.view(-1, 1, 1), out, torch.zeros_like(out))
+        # with edge weights the dispatcher runs the reference (the fused kernels have none)
+        result = edge_softmax_aggregate(csr, logits, z_src, impl=self.impl, return_attention=get_attention,
+                                        edge_weight=edge_weight_in_csr_order(csr, edge_weight))
+        out, attention = result if get_attention else (result, None)
+        out = self._finish(out, h_dst, csr.nonempty)
         return (out, attention) if get_attention else out
+
+    def forward_padded(self, feat_nbr: torch.Tensor, feat_dst: torch.Tensor, mask: torch.Tensor,
+                       get_attention: bool = False):
+        """The same layer over padded neighbour lists (:meth:`CSR.padded
+        <mmsc_dgl.ops.CSR.padded>`), as GraphSAGE- and PinSage-style mini-batches hold them.
+
+        Args:
+            feat_nbr: [B, K, in_feats] the features of each destination's K neighbour slots.
+            feat_dst: [B, in_feats] the destinations' own features.
+            mask: [B, K] bool, True for a real neighbour (padding is never attended to).
+            get_attention: also return the attention [B, K, num_heads] (zero on padding).
+
+        Returns:
+            [B, num_heads, out_feats], equal to :meth:`forward` on the adjacency of those rows
+            (``tests/test_nn.py``).  Every shape is known before the data is read, so
+            ``torch.compile`` traces it whole; it costs ``B x K`` slots, not the edges.
+        """
+        batch, slots = mask.shape
+        h_src = self.feat_drop(feat_nbr)
+        h_dst = self.feat_drop(feat_dst)
+        fc_src = self.fc if self.fc is not None else self.fc_src
+        fc_dst = self.fc if self.fc is not None else self.fc_dst
+        z_src = fc_src(h_src).view(batch, slots, self.num_heads, self.out_feats)
+        z_dst = fc_dst(h_dst).view(batch, self.num_heads, self.out_feats)
+        el = (z_src * self.attn_l).sum(-1)                        # [B, K, H]
+        er = (z_dst * self.attn_r).sum(-1)                        # [B, H]
+        logits = F.leaky_relu(el + er.unsqueeze(1), self.negative_slope)
+        # Softmax and sum in float32 (float64 if either is), as the dispatcher runs every edge
+        # kernel under autocast; the output in the features' dtype, the attention in the logits'.
+        common = torch.float64 if torch.float64 in (logits.dtype, z_src.dtype) else torch.float32
+        nonempty = mask.any(1)
+        keep = mask.unsqueeze(-1)
+        scores = logits.to(common).masked_fill(~keep, float("-inf")).masked_fill(~nonempty.view(-1, 1, 1), 0.0)
+        alpha = torch.softmax(scores, dim=1) * keep
+        out = (alpha.unsqueeze(-1) * z_src.to(common)).sum(1).to(z_src.dtype)
+        out = self._finish(out, h_dst, nonempty)
+        return (out, alpha.to(logits.dtype)) if get_attention else out
+
+    def _finish(self, out: torch.Tensor, h_dst: torch.Tensor, nonempty: torch.Tensor) -> torch.Tensor:
+        """Residual, bias and activation of the aggregated ``out`` [N, H, D]; exactly zero for
+        a destination without neighbours."""
+        if self.res_fc is None and self.bias is None and self.activation is None:
+            return out
+        if self.res_fc is not None:
+            out = out + self.res_fc(h_dst).view(-1, self.num_heads, self.out_feats)
+        if self.bias is not None:
+            out = out + self.bias.view(1, self.num_heads, self.out_feats)
+        if self.activation is not None:
+            out = self.activation(out)
+        return torch.where(nonempty.view(-1, 1, 1), out, torch.zeros_like(out))
 
     def __prepare_scriptable__(self):
         raise RuntimeError(f"{type(self).__name__} is not TorchScript-able (it takes DGL graphs and dispatches "

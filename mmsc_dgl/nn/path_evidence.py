@@ -122,7 +122,8 @@ class PathEvidence(nn.Module):
         features [P, num_features])``, ``row`` an index into ``src``.  Every other item's
         features are all zero.  Costs the paths, not ``len(src) x N``."""
         self._move(src.device)
-        parts = [self.counter.reached(x, y, src) for x, y in self.metapaths]
+        parts: List[Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]] = [
+            self.counter.reached(x, y, src) for x, y in self.metapaths]
         parts += [(*self.counter.neighbours(x, src), None) for x in self.links]
         n = self.counter.num_items
         keys, inverse = torch.unique(torch.cat([r * n + c for r, c, _ in parts]), return_inverse=True)
@@ -192,7 +193,8 @@ class PathEvidence(nn.Module):
         loads each relation's selected epoch in turn scores each relation with its own."""
         mlp = copy.deepcopy(self.mlp[relation]).eval()
         keep = getattr(self, f"_keep_{relation}").clone()
-        bonus = tuple(part.clone() for part in self._calibration(relation))
+        links, weight, paths = self._calibration(relation)
+        bonus = (links.clone(), weight.clone(), paths.clone())
 
         @torch.no_grad()
         def scores(src: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
@@ -214,7 +216,8 @@ class PathEvidence(nn.Module):
             out = base.expand(src.numel(), self.counter.num_items).clone()
             out[row, col] = term
             return out
-        scores.sparse, scores.catalog = sparse, catalog
+        setattr(scores, "sparse", sparse)
+        setattr(scores, "catalog", catalog)
         return scores
 
     def extra_repr(self) -> str:

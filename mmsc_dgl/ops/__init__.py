@@ -13,6 +13,8 @@ import importlib
 import os
 import sys
 
+from typing import Optional
+
 import torch
 
 from mmsc_dgl.ops.csr import CSR, is_compiling, as_csr
@@ -75,7 +77,7 @@ def _kernel_module(impl: str):
 
 
 def edge_softmax_aggregate(csr: CSR, logits: torch.Tensor, feat: torch.Tensor, impl: str = "auto",
-                           return_attention: bool = False):
+                           return_attention: bool = False, edge_weight: Optional[torch.Tensor] = None):
     r"""Fused edge softmax and weighted aggregation over the rows of ``csr``.
 
     .. math::
@@ -90,6 +92,9 @@ def edge_softmax_aggregate(csr: CSR, logits: torch.Tensor, feat: torch.Tensor, i
         impl: ``"auto"`` (Triton on CUDA, else the reference), ``"reference"``, ``"dgl"``
             or ``"triton"``.
         return_attention: also return ``alpha`` [E, H].
+        edge_weight: [E] weights multiplied into the normalised attention (``GATConv``'s
+            ``edge_weight``), in CSR edge order.  The fused kernels have none: with weights the
+            reference runs, whatever ``impl`` says.
 
     Returns:
         ``out`` [num_rows, H, D]; rows without edges are exactly zero (see ``csr.nonempty``).
@@ -108,8 +113,12 @@ def edge_softmax_aggregate(csr: CSR, logits: torch.Tensor, feat: torch.Tensor, i
     if not (csr.device == logits.device == feat.device):
         raise ValueError(f"csr ({csr.device}), logits ({logits.device}) and feat ({feat.device}) "
                          "must be on one device; move them with .to(device)")
+    if edge_weight is not None and edge_weight.shape != (csr.num_edges,):
+        raise ValueError(f"edge_weight must be [num_edges={csr.num_edges}], got {tuple(edge_weight.shape)}")
     if impl == "auto":
         impl = default_impl(feat.device)
+    if edge_weight is not None:
+        impl = "reference"
     if impl == "dgl" and is_compiling():
         # DGL's kernels take DGL graphs, C objects dynamo cannot trace; the reference computes the
         # same (tested to 1e-5) and traces.
@@ -127,14 +136,16 @@ def edge_softmax_aggregate(csr: CSR, logits: torch.Tensor, feat: torch.Tensor, i
         module = _kernel_module("triton")
     else:
         raise ValueError(f"unknown impl {impl!r}; choose one of auto, {', '.join(IMPLEMENTATIONS)}")
+    extra = {} if edge_weight is None else {"edge_weight": edge_weight}
     wide = (torch.float32, torch.float64)
     if logits.dtype == feat.dtype and feat.dtype in wide:
-        return module.edge_softmax_aggregate(csr, logits, feat, return_attention=return_attention)
+        return module.edge_softmax_aggregate(csr, logits, feat, return_attention=return_attention, **extra)
     # Mixed or half precision (torch.autocast gives a bf16 projection and f32 logits): every
     # kernel runs in float32 (float64 if either is), as autocast runs softmax; ``out`` comes back
     # in ``feat``'s dtype and the attention in ``logits``'s.
     common = torch.float64 if torch.float64 in (logits.dtype, feat.dtype) else torch.float32
-    result = module.edge_softmax_aggregate(csr, logits.to(common), feat.to(common), return_attention=return_attention)
+    result = module.edge_softmax_aggregate(csr, logits.to(common), feat.to(common), return_attention=return_attention,
+                                           **extra)
     if return_attention:
         out, attention = result
         return out.to(feat.dtype), attention.to(logits.dtype)

@@ -66,6 +66,7 @@ class CSR(nn.Module):
         for name in ("_t_indptr", "_t_rows", "_t_order"):
             self.register_buffer(name, None, persistent=False)
         self.num_src = int(num_src) if num_src is not None else self.num_rows
+        self._max_degree: Optional[int] = None
 
     @classmethod
     def from_dgl(cls, graph: Any, etype: Any = None) -> "CSR":
@@ -170,7 +171,9 @@ class CSR(nn.Module):
         if device is None:
             return self
         ids = None if self.edge_ids is None else self.edge_ids.to(device)
-        return CSR(self.indptr.to(device), self.indices.to(device), self.num_src, edge_ids=ids, validate=False)
+        out = CSR(self.indptr.to(device), self.indices.to(device), self.num_src, edge_ids=ids, validate=False)
+        out._max_degree = self._max_degree
+        return out
 
     def forward(self, *args, **kwargs):
         raise TypeError("a CSR is an adjacency, not a layer: pass it to one (layer(csr, feat))")
@@ -185,6 +188,36 @@ class CSR(nn.Module):
         offsets = torch.arange(int(indptr[-1]), device=self.device) - torch.repeat_interleave(indptr[:-1], degree)
         return CSR(indptr, self.indices[torch.repeat_interleave(starts, degree) + offsets], self.num_src,
                    validate=False)
+
+    def max_degree(self) -> int:
+        """The largest row degree (0 without rows), computed once: a host sync in eager code, a
+        constant in a trace.  Code that ``torch.compile`` traces needs it asked for before (MMSC
+        asks at construction); otherwise the trace breaks there."""
+        if self._max_degree is None:
+            self._max_degree = int(self.degrees.max()) if self.num_rows else 0
+        return self._max_degree
+
+    def padded(self, rows: torch.Tensor, width: Optional[int] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+        """The neighbours of ``rows`` as padded lists ``(neighbours [B, width], mask [B, width])``,
+        in row order; a padding slot holds id 0 and ``False``.  ``width`` defaults to
+        :meth:`max_degree` (a smaller one keeps each row's first ``width`` neighbours).  Unlike
+        :meth:`select_rows`, every shape is known before the data is read: ``torch.compile``
+        traces it whole (``fullgraph=True``), at the price of ``B x width`` slots.
+
+        Example:
+            >>> nbr, mask = CSR(torch.tensor([0, 2, 2, 3]), torch.tensor([1, 2, 0])).padded(torch.tensor([2, 0]))
+            >>> nbr.tolist(), mask.tolist()
+            ([[0, 0], [1, 2]], [[True, False], [True, True]])
+        """
+        width = self.max_degree() if width is None else int(width)
+        rows = rows.to(self.device, torch.int64).reshape(-1)
+        starts = self.indptr[rows]
+        slots = torch.arange(width, device=self.device)
+        mask = slots < (self.indptr[rows + 1] - starts).unsqueeze(1)
+        if self.num_edges == 0:
+            return torch.zeros(mask.shape, dtype=torch.int64, device=self.device), mask
+        at = (starts.unsqueeze(1) + slots).clamp(max=self.num_edges - 1)
+        return self.indices[at].masked_fill(~mask, 0), mask
 
     def drop_edges(self, p: float, generator: Optional[torch.Generator] = None) -> "CSR":
         """A copy without each edge with probability ``p`` (graph-level dropout for views)."""
@@ -223,7 +256,23 @@ class CSR(nn.Module):
             if is_compiling():
                 return t_indptr, rows[order], order
             self._t_indptr, self._t_rows, self._t_order = t_indptr, rows[order], order
+        assert self._t_indptr is not None and self._t_rows is not None
         return self._t_indptr, self._t_rows, self._t_order
+
+
+class DroppedEdges:
+    """``csr`` with each edge dropped with probability ``p``, read through :meth:`padded` only:
+    graph-level dropout as :meth:`CSR.drop_edges` draws it, for code that ``torch.compile``
+    traces (no new adjacency is built, and every shape is static).  Each padded slot is kept
+    independently, so the rows it is asked for are dropped as the whole table would be."""
+
+    def __init__(self, csr: CSR, p: float, generator: Optional[torch.Generator] = None):
+        self.csr, self.p, self.generator = csr, float(p), generator
+
+    def padded(self, rows: torch.Tensor, width: Optional[int] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+        neighbours, mask = self.csr.padded(rows, width)
+        keep = torch.rand(mask.shape, generator=self.generator).to(mask.device) >= self.p
+        return neighbours, mask & keep
 
 
 def as_csr(graph: Any, etype: Any = None) -> CSR:

@@ -26,8 +26,8 @@ from typing import Any, Dict, Iterable, Mapping, Optional, Protocol, Tuple
 
 import torch
 
-from mmsc_dgl.ops.csr import CSR
-from mmsc_dgl.ops.sparse import sparse_mm
+from mmsc_dgl.ops.csr import CSR, is_compiling
+from mmsc_dgl.ops.sparse import SparseMatrix, sparse_mm
 
 
 class EdgeArrays(Protocol):
@@ -74,6 +74,8 @@ class PathCounter:
         # Edge keys row * N + col, sorted because CSR rows and their indices are sorted.
         self._keys = {name: g.row_ids() * self.num_items + g.indices for name, g in self.graphs.items()}
         self._sparse: Dict[str, torch.Tensor] = {}
+        for g in self.graphs.values():  # the width of padded walks in a compiled trace (pairs)
+            g.max_degree()
 
     def unweighted(self) -> "PathCounter":
         """The same graphs counting every middle item once (common neighbours); shares the
@@ -126,6 +128,12 @@ class PathCounter:
         shape = src.shape
         src = src.reshape(-1).to(torch.int64)
         dst = dst.reshape(-1).to(torch.int64)
+        if is_compiling():
+            # Static shapes for torch.compile: walk every pair from src over padded neighbour
+            # lists as wide as the largest degree of `first` (the same sum, in another order).
+            hop, real = self.graphs[first].padded(src)
+            hit = self._has_edge(second, hop, dst.unsqueeze(1).expand_as(hop)) & real
+            return (self.weight[hop] * hit).sum(1).view(shape)
         out = torch.zeros(src.numel(), device=src.device)
         # Walk from the end with fewer neighbours; the graphs are undirected, so the path
         # i -x- k -y- j is also j -y- k -x- i.
@@ -201,17 +209,14 @@ def adamic_adar_counter(num_items: int, edges: Mapping[str, EdgeArrays]) -> Path
     return PathCounter(graphs, 1.0 / torch.log(union.degrees.clamp(min=2).to(torch.float32)))
 
 
-def normalised(csr: CSR) -> torch.Tensor:
-    """:math:`D^{-1/2} A D^{-1/2}` of a square adjacency (row degrees), as a sparse CSR tensor:
-    LightGCN's propagation matrix."""
+def normalised(csr: CSR) -> SparseMatrix:
+    """:math:`D^{-1/2} A D^{-1/2}` of a square adjacency (row degrees): LightGCN's propagation
+    matrix (multiply it with :func:`~mmsc_dgl.ops.sparse.sparse_mm`)."""
     norm = csr.degrees.clamp(min=1).to(torch.float32).rsqrt()
-    values = norm[csr.row_ids()] * norm[csr.indices]
-    with warnings.catch_warnings():  # "sparse CSR support is in beta": SpMM is all we use
-        warnings.simplefilter("ignore", UserWarning)
-        return torch.sparse_csr_tensor(csr.indptr, csr.indices, values, (csr.num_rows, csr.num_rows))
+    return SparseMatrix(csr, norm[csr.row_ids()] * norm[csr.indices])
 
 
-def normalised_adjacency(graphs: Iterable[CSR], num_items: int) -> torch.Tensor:
+def normalised_adjacency(graphs: Iterable[CSR], num_items: int) -> SparseMatrix:
     """:func:`normalised` of the union of undirected ``graphs``."""
     graphs = list(graphs)
     return normalised(undirected(torch.cat([g.row_ids() for g in graphs]), torch.cat([g.indices for g in graphs]),
