@@ -653,7 +653,7 @@ def experiment(config_path: Path, out: Optional[Path], seeds: Optional[str], see
     seed_list = None
     if seeds:
         try:
-            seed_list = [SEED.convert(x.strip(), None, None) for x in seeds.split(",") if x.strip()]
+            seed_list = [SEED(x.strip()) for x in seeds.split(",") if x.strip()]
         except click.BadParameter as err:
             raise click.BadParameter(f"{seeds!r}: {err.message}; give comma-separated seeds", param_hint="--seeds")
     elif seed is not None:

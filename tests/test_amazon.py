@@ -89,11 +89,11 @@ def test_bad_inputs_name_file_line_and_fix(tmp_path):
         read_amazon([empty])
 
     wrong = write_lines(tmp_path / "wrong.json", [json.dumps({"user": 1, "rating": 5})])
-    with pytest.raises(DataError, match=r"wrong\.json:1: .*not those of Amazon metadata.*Fix: .*--format edgelist"):
+    with pytest.raises(DataError, match=r"wrong\.json:1: .*not those of Amazon metadata.*Fix: .*PrepareConfig\(format=...\) edgelist"):
         read_amazon([wrong])
 
     forced = write_lines(tmp_path / "forced.json", [record_2018("A")])
-    with pytest.raises(DataError, match=r"--schema 2014 was given.*Fix: pass --schema 2018"):
+    with pytest.raises(DataError, match=r"schema= 2014 was given.*Fix: pass schema= 2018"):
         read_amazon([forced], schema="2014")
 
     junk = write_lines(tmp_path / "junk.json", ["{not json", "[1, 2]"])

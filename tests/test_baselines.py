@@ -208,11 +208,13 @@ def test_mmsc_ablations_change_the_architecture(dataset, parts):
     no_evidence = MMSC(dataset.num_items, tables, SMALL.model_copy(update={"path_evidence": False}), features, **edges)
     han = build_model("han", dataset.num_items, small("han"), tables=tables, features=features)
     keys = lambda m: {k.split(".")[0] for k in m.state_dict()}
-    assert {"semantic_gate", "task_gate"} <= keys(full) and "semantic_concat" not in keys(full)
-    assert "semantic_concat" in keys(concat) and "semantic_gate" not in keys(concat)
-    assert "task_gate" not in keys(no_task)
+    # each part exists only when configured: an absent one has no module and no state_dict keys
+    assert {"fusion", "task_gate"} <= keys(full) and type(full.fusion).__name__ == "GateFusion"
+    assert "fusion.substitute.proj_a.weight" in full.state_dict()
+    assert type(concat.fusion).__name__ == "ConcatFusion" and "fusion.substitute.weight" in concat.state_dict()
+    assert "task_gate" not in keys(no_task) and no_task.task_gate is None
     assert "evidence" in keys(full) and "evidence" not in keys(no_evidence) and "evidence" not in keys(han)
-    assert not {"semantic_gate", "semantic_concat", "task_gate"} & keys(han)
+    assert not {"fusion", "task_gate"} & keys(han) and type(han.fusion).__name__ == "BehaviourFusion"
     assert han.config.ssl_weight == 0 and repr(han).startswith("HAN(")
     # HAN: an item with no meta-path neighbour keeps its content representation
     han.eval()
@@ -325,3 +327,24 @@ def test_graph_state_follows_the_parameters_not_a_cpu_probe():
     assert model._tables["s"].device.type == "meta"
     model.half()
     assert model._tables["s"].device.type == "meta" and model.weight.dtype == torch.float16
+
+
+def test_mmsc_as_in_the_paper_is_one_preset():
+    """Issue 30.9: "MMSC as in the paper" is ``model: {preset: paper}`` (it was spelt out in
+    each experiment file, and two of them kept path evidence and the graph branch on); a field
+    given beside it wins, and the recorded config reads back to the same settings."""
+    from mmsc_dgl.config import PAPER_PRESET, TrainConfig
+    paper = TrainConfig(model={"preset": "paper"})
+    assert paper.cold_start == "eq12"
+    assert {k: getattr(paper.model, k) for k in PAPER_PRESET} == PAPER_PRESET
+    assert TrainConfig(model={"preset": "paper", "hidden": 32, "ssl_weight": 0.0}, cold_start="tower").model_dump()[
+        "model"]["ssl_weight"] == 0.0
+    assert TrainConfig.from_mapping(paper.model_dump()) == paper
+    default = TrainConfig()
+    assert default.model.preset is None and default.model.ssl_weight == 0 and default.cold_start == "tower"
+    for path in ("fast.yaml", "full.yaml", "real.yaml"):
+        from mmsc_dgl.experiments.config import load_experiment
+        from conftest import REPO
+        grid = load_experiment(REPO / "examples" / "experiments" / path)
+        cell = grid.train_config(next(iter(grid.datasets)), "mmsc-paper", 0)
+        assert {k: getattr(cell.model, k) for k in PAPER_PRESET} == PAPER_PRESET and cell.cold_start == "eq12", path

@@ -223,3 +223,31 @@ def test_the_infonce_step_breaks_only_where_it_draws_from_the_batchs_generator()
     explained = torch._dynamo.explain(model.loss)(_batch(7, generator=True))
     assert explained.graph_break_count > 0
     assert all("Generator" in b.reason for b in explained.break_reasons), [b.reason for b in explained.break_reasons]
+
+
+def test_weights_saved_before_the_parts_load_into_the_parts():
+    """Issue 30.9: the fusion and the graph branch became parts of their own (``fusion.*``,
+    ``graph_branch.*``); weights saved under the earlier names (``semantic_gate.*``,
+    ``semantic_concat.*``, ``graph_shared.*``, ``graph_relation.*``, ``content.*``,
+    ``item_embedding.*``) load into them and give the same rows."""
+    old_names = {"fusion.": None, "graph_branch.shared.": "graph_shared.", "graph_branch.relation.": "graph_relation.",
+                 "input.content.": "content.", "input.item_embedding.": "item_embedding."}
+    for config, fusion_name in (({}, "semantic_gate."), ({"semantic_fusion": "concat"}, "semantic_concat.")):
+        trained = _model(seed=1, **config).eval()
+        saved = {}
+        for key, value in trained.state_dict().items():
+            for new, old in old_names.items():
+                if key.startswith(new):
+                    key = (old or fusion_name) + key[len(new):]
+                    break
+            saved[key] = value
+        assert any(k.startswith(fusion_name) for k in saved) and any(k.startswith("graph_shared.") for k in saved)
+        fresh = _model(seed=1, **config).eval()  # the same graphs; other weights until loaded
+        with torch.no_grad():
+            for p in fresh.parameters():
+                p.normal_()
+        fresh.load_state_dict(saved)  # strict: every key lands somewhere
+        nodes = torch.arange(N)
+        with torch.no_grad():
+            for r in RELATIONS:
+                torch.testing.assert_close(fresh(nodes, r), trained(nodes, r))

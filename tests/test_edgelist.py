@@ -35,7 +35,7 @@ def test_names_and_string_ids(tmp_path):
 
 def test_bad_lines(tmp_path):
     numeric = write_lines(tmp_path / "n.txt", ["1 1 2", "1 3 abc"])
-    with pytest.raises(DataError, match=r"n\.txt:2: id 'abc' is not an integer.*Fix: pass --id-type str"):
+    with pytest.raises(DataError, match=r"n\.txt:2: id 'abc' is not an integer.*Fix: pass PrepareConfig\(id_type='str'\)"):
         read_edgelist([numeric], RelationMap.edgelist("1=complement"))
     read = read_edgelist([numeric], RelationMap.edgelist("1=complement"), id_type="str")
     assert len(read.edges) == 2

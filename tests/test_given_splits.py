@@ -11,6 +11,7 @@ from click.testing import CliRunner
 from mmsc_dgl.cli import main
 from mmsc_dgl.config import PrepareConfig
 from mmsc_dgl.data.prepare import prepare
+from mmsc_dgl.errors import DataError
 
 
 def write(path, lines):
@@ -86,6 +87,21 @@ def test_protocol_options_refuse_bad_company(files, tmp_path, args, message):
     assert result.exit_code == 2, result.output
     assert message in result.output and "Traceback" not in result.output
     assert not (tmp_path / "ds").exists()
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(valid="V"), "test= is missing"),
+    (dict(config=PrepareConfig(holdout="none")), "holdout= none holds nothing out"),
+    (dict(valid="V", test="T", config=PrepareConfig(holdout="per-item")), "but valid= and test= were given"),
+    (dict(config=PrepareConfig(drop_overlap=True)), "drop_overlap=True is for given splits"),
+])
+def test_a_python_caller_is_told_the_arguments_it_passed(files, kwargs, message):
+    """Issue 30.4: the same refusals from Python name prepare()'s arguments, not the CLI's flags."""
+    train_file, valid, test, _ = files
+    kwargs = {k: valid if v == "V" else test if v == "T" else v for k, v in kwargs.items()}
+    with pytest.raises(DataError, match=message) as caught:
+        prepare([train_file], progress=False, **kwargs)
+    assert "--" not in str(caught.value)
 
 
 def test_given_splits_train_and_report_pairs(files, tmp_path):

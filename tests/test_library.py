@@ -372,7 +372,7 @@ def test_a_feature_file_is_found_after_the_run_moves_and_can_be_re_pointed(tmp_p
     assert mmsc_dgl.load_model(moved / "run").topk([3], "complement", k=3).item_ids == want
     # the feature file alone moved: a one-line error naming the fix, then re-pointed
     (moved / "feats.pt").rename(tmp_path / "feats-now.pt")
-    with pytest.raises(DataError, match="--features"):
+    with pytest.raises(DataError, match="features=PATH"):
         mmsc_dgl.load_model(moved / "run")
     assert mmsc_dgl.load_model(moved / "run", features=tmp_path / "feats-now.pt").topk(
         [3], "complement", k=3).item_ids == want

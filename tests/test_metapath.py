@@ -156,9 +156,9 @@ def test_size_estimate_within_factor_two_on_random_graphs(seed, path):
 
 def test_exact_refuses_over_budget_naming_max_neighbors():
     g = _random_graph(hub=True)
-    with pytest.raises(DataError, match=r"s-c-s would hold up to .* pairs.*--max-neighbors"):
+    with pytest.raises(DataError, match=r"s-c-s would hold up to .* pairs.*max_neighbors=K"):
         build_metapath_tables(g, "s-c-s", strategy="exact", memory_budget=1000, progress=False)
-    with pytest.raises(DataError, match="needs --max-neighbors"):
+    with pytest.raises(DataError, match="needs max_neighbors=K"):
         build_metapath_tables(g, "s", strategy="walk", max_neighbors=0, progress=False)
 
 

@@ -150,15 +150,17 @@ def test_neural_gate_mixes_and_falls_back():
 def test_layer_doctests():
     import doctest
 
+    import mmsc_dgl.nn.fusion
     import mmsc_dgl.nn.gate
     import mmsc_dgl.nn.metapath_attention
     import mmsc_dgl.nn.multimodal_attention
     import mmsc_dgl.nn.semantic_attention
     import mmsc_dgl.ops
     import mmsc_dgl.ops.csr
+    import mmsc_dgl.ops.sparse
     from importlib.util import find_spec
-    modules = [mmsc_dgl.nn.gate, mmsc_dgl.nn.metapath_attention, mmsc_dgl.nn.multimodal_attention,
-               mmsc_dgl.nn.semantic_attention, mmsc_dgl.ops]
+    modules = [mmsc_dgl.nn.gate, mmsc_dgl.nn.fusion, mmsc_dgl.nn.metapath_attention, mmsc_dgl.nn.multimodal_attention,
+               mmsc_dgl.nn.semantic_attention, mmsc_dgl.ops, mmsc_dgl.ops.sparse]
     if find_spec("dgl") is not None:  # CSR.from_dgl's example builds a DGL graph (GPU hosts have no DGL)
         modules.append(mmsc_dgl.ops.csr)
     for module in modules:

@@ -414,7 +414,7 @@ def test_graph_branch_is_lightgcn_over_each_relation(tiny):
         a[dst[keep], src[keep]] = 1
         d = a.sum(1).clamp(min=1).rsqrt()
         a_hat = d[:, None] * a * d[None, :]
-        e0 = model.graph_shared.weight + model.graph_relation[r].weight
+        e0 = model.graph_branch.shared.weight + model.graph_branch.relation[r].weight
         want = (e0 + a_hat @ e0 + a_hat @ (a_hat @ e0)) / 3
         torch.testing.assert_close(model.graph_representation(r), want, rtol=1e-4, atol=1e-5)
         nodes = torch.tensor([0, 3, 9])

@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from mmsc_dgl.schema import RELATIONS
 from mmsc_dgl.augment.judge import EdgeJudge
-from mmsc_dgl.errors import DataError
+from mmsc_dgl.errors import DataError, flag
 from mmsc_dgl.io import atomic_path, atomic_write_json, atomic_write_parquet
 from mmsc_dgl.lock import writer_lock
 from mmsc_dgl.ownership import check_output_file
@@ -36,7 +36,7 @@ def make_judge(name: str, dataset, model: Optional[str] = None, device: str = "c
         from mmsc_dgl.features.load import load_features
         feats = load_features(features, dataset, dim=256)
         if feats is None:
-            raise DataError("the similarity judge needs content features.", fix="pass --features auto or hashed.")
+            raise DataError("the similarity judge needs content features.", fix=f"pass {flag('--features', 'features=')} auto or hashed.")
         return SimilarityJudge(feats, dataset.catalog.table, dataset.splits.train, seed=seed)
     if name == "seq2seq":
         from mmsc_dgl.augment.seq2seq import Seq2SeqJudge
@@ -92,10 +92,10 @@ def score_training_edges(dataset, judge: EdgeJudge, chunk_size: int = 65_536, pr
             continue
         edges = train[r]
         lo, hi = c * chunk_size, min(len(edges), (c + 1) * chunk_size)
-        scores = np.asarray(judge.score(edges.src[lo:hi], edges.dst[lo:hi], r), dtype=np.float32)
+        chunk = np.asarray(judge.score(edges.src[lo:hi], edges.dst[lo:hi], r), dtype=np.float32)
         with atomic_path(path) as tmp:
             with open(tmp, "wb") as handle:
-                np.save(handle, scores)
+                np.save(handle, chunk)
         bar.update(hi - lo)
         computed += hi - lo
         chunks += 1
@@ -130,7 +130,7 @@ def augment(dataset_dir: os.PathLike | str, judge: str | EdgeJudge = "similarity
     """
     from mmsc_dgl.data.dataset import load_dataset
     if threshold is not None and not 0.0 <= threshold <= 1.0:
-        raise DataError(f"--threshold {threshold} is not a probability.", fix="pass a value in [0, 1].")
+        raise DataError(f"{flag('--threshold', 'threshold=')} {threshold} is not a probability.", fix="pass a value in [0, 1].")
     dataset = load_dataset(dataset_dir)
     out = Path(out) if out else Path(dataset_dir) / "e_llm.parquet"
     from mmsc_dgl.data.dataset import dataset_files

@@ -42,6 +42,7 @@ def export_tensors(dataset_dir: os.PathLike | str, out: os.PathLike | str, confi
     # export trains exactly what `mmsc-dgl train` would.
     parts = build_run(load_dataset(dataset_dir), config, progress=progress)
     dataset, tables, features = parts.dataset, parts.tables, parts.features
+    assert tables is not None  # an MMSC run has meta-path tables
     sampler = dataset.negative_sampler()
     val = {}
     for r in RELATIONS:
@@ -63,7 +64,7 @@ def export_tensors(dataset_dir: os.PathLike | str, out: os.PathLike | str, confi
     with atomic_path(out) as tmp:
         torch.save(payload, tmp)
     size = Path(out).stat().st_size / 2**20
-    summary = {"out": str(out), "items": dataset.num_items, "metapaths": len(payload["metapaths"]),
+    summary = {"out": str(out), "items": dataset.num_items, "metapaths": len(tables),
                "pairs": int(sum(t.num_pairs for t in tables.values())), "mib": round(size, 1)}
     logger.info("exported %s", summary)
     return summary

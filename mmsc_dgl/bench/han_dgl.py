@@ -15,14 +15,14 @@ library.
 """
 from __future__ import annotations
 
-from typing import Dict, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from mmsc_dgl.schema import RELATIONS
-from mmsc_dgl.config import ModelConfig
+from mmsc_dgl.config import HANConfig
 from mmsc_dgl.errors import DataError
 from mmsc_dgl.features.base import ContentFeatures
 from mmsc_dgl.models.base import FullGraphRecommender, GraphStateModule
@@ -70,14 +70,14 @@ class DGLHAN(GraphStateModule, FullGraphRecommender):
 
     _graph_state = ("_graphs",)
 
-    def __init__(self, num_items: int, graphs: Dict[str, object], config: ModelConfig,
+    def __init__(self, num_items: int, graphs: Dict[str, object], config: HANConfig,
                  features: Optional[ContentFeatures] = None):
         super().__init__()
         from dgl.nn import GATConv
         self.num_items = num_items
         self.config = config
         self.metapaths = list(graphs)
-        self._graphs = dict(graphs)
+        self._graphs: Dict[str, Any] = dict(graphs)
         hidden = config.hidden
         self.input = ItemInput(num_items, hidden, features, config.id_embeddings)
         self.gat = nn.ModuleList([GATConv(hidden, hidden // config.heads, config.heads, feat_drop=config.feat_drop,

@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import torch
 
@@ -43,7 +43,8 @@ def same_group_share(picks: torch.Tensor, groups: torch.Tensor) -> float:
 def group_codes(values: Sequence) -> torch.Tensor:
     """One integer per distinct value (a list: its last element, e.g. a category's leaf), ``-1``
     for a missing one."""
-    codes, out = {}, []
+    codes: Dict[object, int] = {}
+    out: List[int] = []
     for value in values:
         if isinstance(value, (list, tuple)):
             value = value[-1] if value else None

@@ -82,6 +82,8 @@ def worker(spec: dict) -> dict:
         except DataError as err:
             return {**row, "status": "refused", "reason": str(err), "peak_rss_mib": peak_rss_mib()}
         torch.manual_seed(config.seed)
+        from mmsc_dgl.config import HANConfig
+        assert isinstance(config.model, HANConfig)  # architecture "han" above
         model = DGLHAN(dataset.num_items, graphs, config.model, load_features(config.features, dataset,
                                                                               config.feature_dim))
         row["neighbour_pairs"] = model.num_pairs

@@ -24,7 +24,7 @@ from mmsc_dgl.data.lines import iter_lines
 from mmsc_dgl.data.relations import IGNORE, RelationMap
 from mmsc_dgl.data.report import SkipReport
 from mmsc_dgl.data.text import clean_text, clean_title, first_nonempty
-from mmsc_dgl.errors import DataError
+from mmsc_dgl.errors import DataError, flag
 
 logger = logging.getLogger(__name__)
 
@@ -131,7 +131,7 @@ def read_amazon(paths: Sequence[os.PathLike | str], relation_map: Optional[Relat
 
     for path in paths:
         forced = None if schema == "auto" else schema
-        file_schema = None
+        file_schema: Optional[str] = None
         records_here = 0
         for line_no, text in iter_lines(path, progress=progress):
             if not text.strip():
@@ -148,13 +148,14 @@ def read_amazon(paths: Sequence[os.PathLike | str], relation_map: Optional[Relat
                     raise DataError(
                         f"the first record has keys {sorted(record)[:8]}, not those of Amazon "
                         "metadata (asin plus related/also_buy/also_view).", path=path, line=line_no,
-                        fix="for other data use --format edgelist or --format parquet; "
-                            "or pass --schema 2014/2018 if this really is Amazon metadata.")
+                        fix=f"for other data use {flag('--format', 'PrepareConfig(format=...)')} edgelist or parquet; "
+                            f"or pass {flag('--schema', 'PrepareConfig(schema=...)')} 2014/2018 if this really is Amazon metadata.")
                 if forced and detected and detected != forced:
-                    raise DataError(f"--schema {forced} was given, but the first record has the "
+                    raise DataError(f"{flag('--schema', 'schema=')} {forced} was given, but the first record has the "
                                     f"{detected} schema's keys.", path=path, line=line_no,
-                                    fix=f"pass --schema {detected} or --schema auto.")
+                                    fix=f"pass {flag('--schema', 'schema=')} {detected} or auto.")
                 file_schema = forced or detected
+                assert file_schema is not None  # refused above when neither is known
                 schemas[os.fspath(path)] = file_schema
             asin = record.get("asin")
             if not isinstance(asin, str) or not asin.strip():

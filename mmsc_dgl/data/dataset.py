@@ -22,7 +22,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -34,7 +34,7 @@ from mmsc_dgl.data.node_features import FEATURE_FILE, write_feature_file
 from mmsc_dgl.data.report import SkipReport
 from mmsc_dgl.data.side import SIDE_FILE, SideEdges
 from mmsc_dgl.data.splits import Splits
-from mmsc_dgl.errors import DataError
+from mmsc_dgl.errors import DataError, flag
 from mmsc_dgl.data.negatives import NegativeSampler
 from mmsc_dgl.io import atomic_directory, atomic_write_json, atomic_write_parquet, atomic_write_with
 from mmsc_dgl.ownership import check_output_dir, write_marker
@@ -155,17 +155,17 @@ class Dataset:
             if not empty:
                 continue
             if len(self.edges[relation]) == 0:
-                why = "it has no edges at all (check --relation-map and the inputs)"
+                why = f"it has no edges at all (check {flag('--relation-map', 'relation_map')} and the inputs)"
             else:
                 why = (f"no item has {min_degree} or more {relation} edges, so none holds out a validation "
-                       f"and a test edge (the split keeps an item's last edge for training; --min-degree)")
+                       f"and a test edge (the split keeps an item's last edge for training; {flag('--min-degree', 'split.min_degree')})")
                 if "train" in empty:
                     why = "every edge of it was held out (too few edges for a split)"
             out.append(f"{relation}: no {', no '.join(empty)} edges: {why}.")
         return out
 
     def summary(self) -> dict:
-        out = {"items": self.num_items, "relations": {}}
+        out: Dict[str, Any] = {"items": self.num_items, "relations": {}}
         for relation in RELATIONS:
             rel = self.edges[relation]
             degree = rel.degrees(self.num_items)

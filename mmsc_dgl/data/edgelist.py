@@ -18,7 +18,7 @@ from mmsc_dgl.data.edges import EdgeCollector, concat_edges
 from mmsc_dgl.data.lines import iter_lines
 from mmsc_dgl.data.relations import IGNORE, RelationMap
 from mmsc_dgl.data.report import SkipReport
-from mmsc_dgl.errors import DataError
+from mmsc_dgl.errors import DataError, flag
 
 logger = logging.getLogger(__name__)
 
@@ -114,12 +114,12 @@ def read_edgelist(paths: Sequence[os.PathLike | str], relation_map: Optional[Rel
                         raise DataError(f"id {token!r} is not an integer, but this edge list has integer ids"
                                         + (" (decided from its first line)." if id_type == "auto" else "."),
                                         path=path, line=line_no,
-                                        fix="pass --id-type str if the ids are names, or repair the line.")
+                                        fix="pass " + flag('--id-type str', "PrepareConfig(id_type='str')") + " if the ids are names, or repair the line.")
                 src, dst = str(int(src)), str(int(dst))
                 for token in (src, dst):
                     if not -2**63 <= int(token) < 2**63:
                         raise DataError(f"id {token} does not fit a 64-bit integer.", path=path, line=line_no,
-                                        fix="pass --id-type str to read the ids as names.")
+                                        fix="pass " + flag('--id-type str', "PrepareConfig(id_type='str')") + " to read the ids as names.")
             data_lines += 1
             if name == IGNORE:
                 report.skip(f"edges with relation {rel_token!r} (mapped to ignore)")

@@ -98,10 +98,10 @@ def build_graph(num_items: int, edges: Mapping[str, RelationEdges],
         counts.update({t: n for t, n in side.num_nodes.items() if t != NODE_TYPE})
     graph = dgl.heterograph(data, num_nodes_dict=counts, idtype=torch.int64)
     for relation in RELATIONS:
-        rel = edges.get(relation)
-        if rel is None:
+        given = edges.get(relation)
+        if given is None:
             continue
-        for key, values in rel.data.items():
+        for key, values in given.data.items():
             graph.edges[canonical_etype(relation)].data[key] = _tensor(values)
     return graph
 

@@ -5,7 +5,7 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -20,6 +20,9 @@ from mmsc_dgl.data.splits import make_given_splits, make_splits
 from mmsc_dgl.errors import DataError, flag
 from mmsc_dgl.lock import writer_lock
 from mmsc_dgl.ownership import check_dir_parent, check_output_dir
+
+if TYPE_CHECKING:
+    from mmsc_dgl.data.edgelist import IdType
 
 logger = logging.getLogger(__name__)
 
@@ -39,11 +42,11 @@ def detect_format(paths: Sequence[os.PathLike | str]) -> str:
             kinds.add("edgelist")
     if len(kinds) > 1:
         raise DataError(f"the inputs mix formats ({', '.join(sorted(kinds))}).",
-                        fix="prepare one format at a time, or pass --format explicitly.")
+                        fix=f"prepare one format at a time, or pass {flag('--format', 'PrepareConfig(format=...)')} explicitly.")
     return kinds.pop()
 
 
-def _read_held_out(path: os.PathLike | str, relation_map: RelationMap, id_type: str) -> pa.Table:
+def _read_held_out(path: os.PathLike | str, relation_map: RelationMap, id_type: IdType) -> pa.Table:
     """``relation src dst [label]`` rows with their line (edge list) or row number (parquet)."""
     if Path(path).name.lower().endswith((".parquet", ".pq")):
         from mmsc_dgl.io import read_parquet_table
@@ -62,7 +65,7 @@ def _read_held_out(path: os.PathLike | str, relation_map: RelationMap, id_type: 
 
 
 def pairs_as_nodes(path: os.PathLike | str, catalog: ItemCatalog, relation_map: RelationMap,
-                    id_type: str, report: SkipReport, what: str = "labelled pairs",
+                    id_type: IdType, report: SkipReport, what: str = "labelled pairs",
                     need_both_labels: bool = True) -> pa.Table:
     """A pair file (edge list or parquet; ``relation src dst [label]``, label 1 when absent) as
     node ids.  Pairs with an item outside the catalog, and self-loops, are counted skips."""
@@ -141,22 +144,25 @@ def _check_holdout(config: PrepareConfig, synthetic, valid, test) -> None:
     """The split protocol's options must agree before anything is read."""
     given = valid is not None or test is not None
     if given and (valid is None or test is None):
-        raise DataError(f"--{'valid' if valid is None else 'test'} is missing: given splits need both files.",
-                        fix="pass --valid VALID and --test TEST (or neither, for the per-item hold-out).")
+        missing = 'valid' if valid is None else 'test'
+        raise DataError(f"{flag('--' + missing, missing + '=')} is missing: given splits need both files.",
+                        fix=f"pass {flag('--valid VALID and --test TEST', 'valid= and test=')} (or neither, for the per-item hold-out).")
     if given and synthetic is not None:
-        raise DataError("--valid/--test were given with --synthetic.", fix="given splits are for files you read.")
+        raise DataError(f"{flag('--valid/--test', 'valid=/test=')} were given with {flag('--synthetic', 'synthetic=')}.", fix="given splits are for files you read.")
     holdout = config.holdout or ("none" if given else "per-item")
     if holdout == "per-item" and given:
-        raise DataError("--holdout per-item carves its own validation and test edges, but --valid and --test "
-                        "were given.", fix="drop --holdout (given splits hold nothing out) or the two files.")
+        raise DataError(f"{flag('--holdout', 'holdout=')} per-item carves its own validation and test edges, but "
+                        f"{flag('--valid and --test', 'valid= and test=')} were given.",
+                        fix=f"drop {flag('--holdout', 'holdout=')} (given splits hold nothing out) or the two files.")
     if holdout == "none" and not given:
-        raise DataError("--holdout none holds nothing out, so there is nothing to validate or test on.",
-                        fix="pass --valid VALID --test TEST, or use --holdout per-item.")
+        raise DataError(f"{flag('--holdout', 'holdout=')} none holds nothing out, so there is nothing to validate or test on.",
+                        fix=f"pass {flag('--valid VALID --test TEST', 'valid= and test=')}, or use {flag('--holdout', 'holdout=')} per-item.")
     if config.drop_overlap and not given:
-        raise DataError("--drop-overlap is for given splits.", fix="pass --valid and --test, or drop the flag.")
+        raise DataError(f"{flag('--drop-overlap', 'drop_overlap=True')} is for given splits.",
+                        fix=f"pass {flag('--valid and --test', 'valid= and test=')}, or drop it.")
     if given and config.split.cold_fraction:
-        raise DataError("--cold-fraction with given splits: they have no cold-start split.",
-                        fix="drop --cold-fraction, or use the per-item hold-out.")
+        raise DataError(f"{flag('--cold-fraction', 'split.cold_fraction')} with given splits: they have no cold-start split.",
+                        fix=f"drop {flag('--cold-fraction', 'split.cold_fraction')}, or use the per-item hold-out.")
 
 
 def _prepare(inputs, config: PrepareConfig, items, pairs, synthetic: Optional[SyntheticConfig],
@@ -168,7 +174,7 @@ def _prepare(inputs, config: PrepareConfig, items, pairs, synthetic: Optional[Sy
     if synthetic is not None:
         from mmsc_dgl.data.synthetic import generate_synthetic
         if inputs:
-            raise DataError("both input files and --synthetic were given.", fix="pass one or the other.")
+            raise DataError(f"both input files and {flag('--synthetic', 'synthetic=')} were given.", fix="pass one or the other.")
         data = generate_synthetic(synthetic)
         catalog, edges = data.catalog, data.edges
         report.merge(data.report)
@@ -178,17 +184,17 @@ def _prepare(inputs, config: PrepareConfig, items, pairs, synthetic: Optional[Sy
     else:
         if not inputs:
             raise DataError("no input files were given.",
-                            fix="pass files to read, or --synthetic N for the built-in catalog.")
+                            fix=f"pass files to read, or {flag('--synthetic N', 'synthetic=SyntheticConfig(...)')} for the built-in catalog.")
         fmt = config.format or detect_format(inputs)
         info["source"] = {"format": fmt, "files": [os.fspath(p) for p in inputs]}
         if fmt == "amazon":
             from mmsc_dgl.data.amazon import read_amazon
             relation_map = RelationMap.amazon(config.relation_map)
-            read = read_amazon(inputs, relation_map, schema=config.schema_, strict=config.strict,
-                               progress=progress)
-            catalog, raw = read.catalog, read.edges
-            report.merge(read.report)
-            info["source"]["schemas"] = read.schemas
+            amazon = read_amazon(inputs, relation_map, schema=config.schema_, strict=config.strict,
+                                 progress=progress)
+            catalog, raw = amazon.catalog, amazon.edges
+            report.merge(amazon.report)
+            info["source"]["schemas"] = amazon.schemas
         elif fmt == "edgelist":
             from mmsc_dgl.data.edgelist import read_edgelist
             relation_map = RelationMap.edgelist(config.relation_map)
@@ -204,17 +210,16 @@ def _prepare(inputs, config: PrepareConfig, items, pairs, synthetic: Optional[Sy
         elif fmt == "parquet":
             from mmsc_dgl.data.parquet import read_item_table, read_parquet_inputs
             relation_map = RelationMap.edgelist(config.relation_map)
-            read = read_parquet_inputs(inputs, relation_map)
-            report.merge(read.report)
-            raw = read.edges
-            catalog = read.catalog
+            tables = read_parquet_inputs(inputs, relation_map)
+            report.merge(tables.report)
+            raw = tables.edges
+            found = tables.catalog
             if items is not None:
-                if catalog is not None:
-                    raise DataError("an item table was given twice (an input and --items).", path=items,
+                if found is not None:
+                    raise DataError(f"an item table was given twice (an input and {flag('--items', 'items=')}).", path=items,
                                     fix="pass it once.")
-                catalog = read_item_table(items)
-            if catalog is None:
-                catalog = ItemCatalog.from_edges(raw)
+                found = read_item_table(items)
+            catalog = found if found is not None else ItemCatalog.from_edges(raw)
         else:
             raise DataError(f"unknown format {fmt!r}.", fix="use amazon, edgelist or parquet.")
         if items is not None:

@@ -277,7 +277,8 @@ def make_given_splits(train_edges: Mapping[str, RelationEdges], num_items: int, 
     if pairs is None and test.num_rows and len(set(test.column("label").to_pylist())) == 2:
         pairs = test
     empty = RelationEdges(np.zeros(0, np.int64), np.zeros(0, np.int64))
-    train, held_val, held_test, cold, stats, every = {}, {}, {}, {}, {}, {}
+    train, held_val, held_test, cold, every = {}, {}, {}, {}, {}
+    stats: Dict[str, Any] = {}
     for name in RELATIONS:
         rel = train_edges.get(name) or empty
         held_val[name], held_test[name] = _positives(val, name, num_items), _positives(test, name, num_items)

@@ -265,6 +265,7 @@ def launch(part_dir: os.PathLike | str, trainers: int, command: Sequence[str], s
         ip_file.write_text("".join(f"127.0.0.1 {port}\n" for port in ports[:parts]))
         master, port, world, first_rank = "127.0.0.1", ports[-1], trainers, 0
     else:
+        assert ip_config is not None  # a multi-machine job names its machines
         ip_file = Path(ip_config).resolve()
         master, port, world, first_rank = machines[0][0], master_port, parts * trainers, machine * trainers
     base = {**os.environ, "DGL_DIST_MODE": "distributed", "DGL_IP_CONFIG": str(ip_file),
@@ -321,7 +322,7 @@ def launch(part_dir: os.PathLike | str, trainers: int, command: Sequence[str], s
         while True:
             probe()
             codes = {r: p.poll() for r, p in trainer_procs.items()}
-            failed = {r: c for r, c in codes.items() if c not in (None, 0)}
+            failed = {r: int(c) for r, c in codes.items() if c is not None and c != 0}
             dead_servers = [i for i, p in enumerate(server_procs) if p.poll() not in (None, 0)]
             if failed:
                 rank, code = min(failed.items())
@@ -330,7 +331,7 @@ def launch(part_dir: os.PathLike | str, trainers: int, command: Sequence[str], s
                 break
             if dead_servers and any(c is None for c in codes.values()):
                 i = dead_servers[0]
-                code = server_procs[i].returncode or 1
+                code = int(server_procs[i].returncode or 1)
                 message = (f"graph server {here[i]} died; the job was ended "
                            f"(its log: {logs / f'server-{here[i]}.log'}).")
                 break

@@ -177,7 +177,7 @@ def partition_dataset(dataset_dir: os.PathLike | str, parts: int, out: os.PathLi
             "parts": sizes, "edge_cut": cut, "seconds": round(seconds, 3)}
         atomic_write_json(tmp / PARTITION_FILE, record)
         write_marker(tmp, "partition")
-    info = PartitionInfo(out, method, sizes, cut, record["num_edges"], dataset.num_items, seconds, record)
+    info = PartitionInfo(out, method, sizes, cut, int(graph.num_edges()), dataset.num_items, seconds, record)
     for line in info.format():
         logger.info("%s", line)
     return info

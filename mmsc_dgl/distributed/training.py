@@ -185,8 +185,9 @@ def gathered_tables(graph, mine: torch.Tensor, orig: torch.Tensor, paths, config
         rows, cols, share = sample_metapath_neighbors(graph, mine, path, k, config.num_walks, sample=sample,
                                                       tie_seed=config.seed)
         local = (orig[mine[rows]], orig[cols], share)  # in the dataset's node ids
-        everyone: List[Optional[tuple]] = [None] * dist.get_world_size()
-        dist.all_gather_object(everyone, local)
+        gathered: List[Optional[tuple]] = [None] * dist.get_world_size()
+        dist.all_gather_object(gathered, local)
+        everyone = [e for e in gathered if e is not None]  # every rank sends its part
         src = torch.cat([e[0] for e in everyone])
         dst = torch.cat([e[1] for e in everyone])
         weight = torch.cat([e[2] for e in everyone])

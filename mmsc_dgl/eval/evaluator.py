@@ -263,5 +263,5 @@ def _pair_scorer(model, relation: str):
     def scores(src: torch.Tensor, cand: torch.Tensor) -> torch.Tensor:
         return model.score(src.unsqueeze(1).expand_as(cand), cand, relation)
     if hasattr(model, "catalog_scores"):
-        scores.catalog = lambda src: model.catalog_scores(src, relation)
+        setattr(scores, "catalog", lambda src: model.catalog_scores(src, relation))
     return scores

@@ -80,7 +80,7 @@ def middle_items(counter, first: str, second: str, src: torch.Tensor, dst: torch
 
 @torch.no_grad()
 def explain_columns(model, embedding: torch.Tensor, relation: str, src: Union[int, Sequence[int], torch.Tensor],
-                    dst: Sequence[int], ids: Sequence[str], titles: Sequence[Optional[str]],
+                    dst: Union[Sequence[int], torch.Tensor], ids: Sequence[str], titles: Sequence[Optional[str]],
                     evidence: Any = "model", targets: Optional[torch.Tensor] = None) -> Dict[str, list]:
     """:func:`explain_pairs` as columns (one list per key, a value per pair), for many pairs at
     once: ``src`` is one item for every ``dst``, or one item per ``dst``.  The work is done on

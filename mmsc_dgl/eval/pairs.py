@@ -27,7 +27,7 @@ def pair_metrics(labels: np.ndarray, scores: np.ndarray, threshold: Optional[flo
     if len(np.unique(labels)) < 2:
         raise ValueError("pair metrics need both positive and negative labels")
     picked_here = threshold is None
-    if picked_here:
+    if threshold is None:
         threshold = best_f1_threshold(labels, scores)
     return {"ROC-AUC": float(roc_auc_score(labels, scores)),
             "PR-AUC": float(average_precision_score(labels, scores)),

@@ -6,6 +6,7 @@ the best baseline is computed as the paper reports it: per relation and metric,
 """
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from collections import defaultdict
@@ -25,7 +26,7 @@ METRICS = ("HR@10", "NDCG@10")
 DEGREE_NAMES = tuple(name for name, *_ in DEGREE_BUCKETS)
 
 
-def mean_std(values: Sequence[float]) -> Tuple[float, float, int]:
+def mean_std(values: Sequence[Optional[float]]) -> Tuple[float, float, int]:
     v = np.asarray([x for x in values if x is not None], dtype=np.float64)
     if v.size == 0:
         return float("nan"), float("nan"), 0
@@ -48,8 +49,8 @@ def summarise(rows: Sequence[dict]) -> Dict[Tuple[str, str, float], dict]:
             entry["test_by_degree"] = {rel: {b: mean_std([r["test"][rel]["by_bucket"].get(b, {}).get("NDCG@10")
                                                           for r in group]) for b in DEGREE_NAMES}
                                        for rel in RELATIONS}
-        curves = [r.get("warm_up") for r in group]
-        if all(c and RELATIONS[0] in c for c in curves):
+        curves: List[dict] = [r.get("warm_up") or {} for r in group]
+        if all(RELATIONS[0] in c for c in curves):
             ks = [k for k in map(str, curves[0]["ks"]) if all(k in c[rel] for c in curves for rel in RELATIONS)]
             entry["warm_up"] = {rel: {k: mean_std([c[rel][k]["NDCG@10"] for c in curves]) for k in ks}
                                 for rel in RELATIONS}
@@ -77,7 +78,8 @@ def improvements(config: ExperimentConfig, summary: dict, dataset: str) -> Dict[
         return out
     for rel in RELATIONS:
         for m in METRICS:
-            best, best_name = None, None
+            best: Optional[float] = None
+            best_name = ""
             for b in config.baselines:
                 entry = summary.get((dataset, b, 0.0))
                 if entry and "test" in entry and (best is None or entry["test"][rel][m][0] > best):
@@ -399,14 +401,18 @@ def write_report(config: ExperimentConfig, result, publish=None) -> dict:
     atomic_write_text(result.out / "results.md", markdown(config, result, summary))
     written = plots(config, result, summary)
     if publish is not None:
-        import shutil
         publish = Path(publish)
         publish.mkdir(parents=True, exist_ok=True)
         # Plots carry the experiment's name: two experiments published to one folder keep their own.
         prefix = f"{config.name}-"
         atomic_write_text(publish / f"{config.name}.md", markdown(config, result, summary, plot_prefix=prefix))
         for path in written:
-            atomic_write_with(publish / f"{prefix}{path.name}", lambda tmp, src=path: shutil.copyfile(src, tmp))
+            atomic_write_with(publish / f"{prefix}{path.name}", functools.partial(_copy_to, path))
         atomic_write_json(publish / f"{config.name}.json", {k: v for k, v in payload.items() if k != "rows"})
     logger.info("report: %s, %s and %d plots", result.out / "results.md", result.out / "results.json", len(written))
     return payload
+
+
+def _copy_to(source: Path, target: Path) -> None:
+    import shutil
+    shutil.copyfile(source, target)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Optional
 
 from mmsc_dgl.config import TrainConfig, merge
-from mmsc_dgl.errors import DataError
+from mmsc_dgl.errors import DataError, flag
 from mmsc_dgl.io import atomic_write_json, atomic_write_text
 from mmsc_dgl.lock import writer_lock
 from mmsc_dgl.ownership import check_dir_parent, check_output_dir, read_marker, write_marker
@@ -89,7 +89,7 @@ def tune(dataset_dir: os.PathLike | str, out: os.PathLike | str, trials: int, ba
     problems = dataset.warnings()
     if problems:
         raise DataError("the dataset cannot be tuned on: " + " ".join(problems), path=dataset_dir,
-                        fix="prepare it with more edges per item or a lower --min-degree.")
+                        fix=f"prepare it with more edges per item or a lower {flag('--min-degree', 'split.min_degree')}.")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     with writer_lock(out, "this study"):
         out.mkdir(parents=True, exist_ok=True)
@@ -135,7 +135,7 @@ def _check_identity(study, identity: Dict[str, str], out: Path) -> None:
         return
     if recorded.get("dataset_fingerprint") != identity["dataset_fingerprint"]:
         raise DataError(f"this study was made on another dataset ({recorded.get('dataset')}); continuing it "
-                        f"would mix trials of both.", path=out, fix="choose a new --out for this dataset.")
+                        f"would mix trials of both.", path=out, fix=f"choose a new {flag('--out', 'out')} for this dataset.")
     changed = [name for name in ("settings", "seed") if recorded.get(name) != identity[name]]
     if changed:
         raise DataError(f"this study was made with another {' and '.join(changed)} (--config / --seed); "
@@ -190,11 +190,11 @@ def _objective(trial, dataset, base: TrainConfig, seed: int, space: Callable) ->
 
 def _write_best(study, base: TrainConfig, space: Callable, out: Path) -> dict:
     import optuna
-    import yaml
+    import yaml  # type: ignore[import-untyped]
     finished = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     if not finished:
         raise DataError("no trial of the study finished (all were pruned or failed).", path=out / STUDY,
-                        fix="run more --trials.")
+                        fix=f"run more {flag('--trials', 'trials')}.")
     best = study.best_trial
     config = trial_config(base, space(optuna.trial.FixedTrial(best.params)), base.seed)
     data = {k: v for k, v in config.model_dump(mode="json").items() if k != "seed"}

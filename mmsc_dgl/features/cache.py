@@ -105,7 +105,7 @@ def load_feature_cache(path: os.PathLike | str, catalog=None) -> ContentFeatures
     t, d = int(meta["tokens"]), int(meta["dim"])
     if table.column("tokens").type.list_size != t * d or table.column("mask").type.list_size != t:
         raise DataError(f"the cache says {t} tokens of {d} dims but its columns disagree.", path=path,
-                        fix="extract the features again (--overwrite).")
+                        fix=f"extract the features again ({flag('--overwrite', 'overwrite=True')}).")
     if catalog is not None:
         ids = catalog.ids.to_pylist()
         cached = table.column("item_id").to_pylist()
@@ -129,7 +129,7 @@ def load_feature_cache(path: os.PathLike | str, catalog=None) -> ContentFeatures
         return ContentFeatures(torch.from_numpy(tokens.copy()), torch.from_numpy(mask.copy()),
                                source=f"{meta['backend']}:{meta['model']}")
     except ValueError as err:
-        raise DataError(str(err), path=path, fix="extract the features again (--overwrite).") from err
+        raise DataError(str(err), path=path, fix=f"extract the features again ({flag('--overwrite', 'overwrite=True')}).") from err
 
 
 def make_extractor(backend: str, device: str = "cpu", batch_size: int = 64, model: Optional[str] = None,

@@ -36,6 +36,7 @@ class ImageLoader:
             return None
         try:
             local = self._local(ref) if not ref.startswith(("http://", "https://")) or self.image_root else None
+            image: Image.Image
             if local is not None:
                 image = Image.open(local)
             elif ref.startswith(("http://", "https://")):

@@ -8,7 +8,7 @@ from typing import Any, Optional
 
 import torch
 
-from mmsc_dgl.errors import DataError
+from mmsc_dgl.errors import DataError, flag
 from mmsc_dgl.features.base import ContentFeatures
 from mmsc_dgl.features.hashed import hashed_text_features
 
@@ -26,7 +26,7 @@ def load_features(spec: Any, dataset, dim: int, base: Optional[Path] = None) -> 
         if not bool(has.any()):
             raise DataError(f"no item has content in these features: the mask is False for all "
                             f"{features.num_items:,} items.", path=where,
-                            fix="re-extract the features, or train with --features none (id embeddings).")
+                            fix="re-extract the features, or train with " + flag('--features none', "features='none'") + " (id embeddings).")
         missing = int((~has).sum())
         if missing:
             logger.warning("%s of %s items have no content in the features (%s): they rely on their id "
@@ -62,8 +62,8 @@ def _load(spec: Any, dataset, dim: int, base: Optional[Path] = None) -> Optional
         try:
             return categorical_features(dataset.catalog.table)
         except ValueError as err:
-            raise DataError(f"--features categories: {err}.", path=dataset.root,
-                            fix="use --features hashed, none, or a feature file.") from None
+            raise DataError(f"{flag('--features', 'features=')} categories: {err}.", path=dataset.root,
+                            fix=f"use {flag('--features', 'features=')} hashed, none, or a feature file.") from None
     if spec == "hashed":
         from mmsc_dgl.data.catalog import item_texts
         if not any(item_texts(dataset.catalog.table)):
@@ -79,7 +79,7 @@ def _load(spec: Any, dataset, dim: int, base: Optional[Path] = None) -> Optional
     if path.suffix == ".parquet":
         return load_feature_cache(path, dataset.catalog)
     if not path.exists():
-        raise DataError("no feature file here.", path=path, fix="pass --features hashed, none, or a feature file.")
+        raise DataError("no feature file here.", path=path, fix=f"pass {flag('--features', 'features=')} hashed, none, or a feature file.")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception:  # a pickle of anything else, a text file, a damaged file

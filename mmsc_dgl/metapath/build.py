@@ -31,9 +31,9 @@ import torch
 from tqdm.auto import tqdm
 
 from mmsc_dgl.schema import NODE_TYPE, RELATIONS
-from mmsc_dgl.errors import DataError
+from mmsc_dgl.errors import DataError, flag
 from mmsc_dgl.hashing import splitmix64
-from mmsc_dgl.metapath.spec import MetaPath, parse_metapaths
+from mmsc_dgl.metapath.spec import Hop, MetaPath, parse_metapaths
 from mmsc_dgl.metapath.table import MetaPathTable, MetaPathTables
 from mmsc_dgl.progress import duration, eta, report
 
@@ -85,7 +85,7 @@ def estimate_pairs(graph_or_mats, metapath: Union[str, MetaPath]) -> int:
     return int(count_paths(mats, path).sum())
 
 
-def _product(mats: Dict[str, sp.csr_matrix], metapath: MetaPath, rows: Optional[slice] = None) -> sp.csr_matrix:
+def _product(mats: Dict[Hop, sp.csr_matrix], metapath: MetaPath, rows: Optional[slice] = None) -> sp.csr_matrix:
     first = mats[metapath.relations[0]]
     result = first[rows] if rows is not None else first
     for rel in metapath.relations[1:]:
@@ -101,7 +101,7 @@ def _table_from_csr(mat: sp.csr_matrix, metapath: MetaPath, strategy: str, k: Op
                                      torch.from_numpy(mat.data.astype(np.float32)), strategy, k)
 
 
-def exact_table(mats: Dict[str, sp.csr_matrix], metapath: MetaPath,
+def exact_table(mats: Dict[Hop, sp.csr_matrix], metapath: MetaPath,
                 memory_budget: int = DEFAULT_MEMORY_BUDGET) -> MetaPathTable:
     """The full product with path counts; refuses when the estimate is over ``memory_budget``."""
     paths = int(count_paths(mats, metapath).sum())
@@ -110,7 +110,8 @@ def exact_table(mats: Dict[str, sp.csr_matrix], metapath: MetaPath,
         raise DataError(
             f"the exact meta-path {metapath.name} would hold up to {paths:,} pairs "
             f"(about {need / 2**30:.1f} GiB), over the memory budget of {memory_budget / 2**30:.1f} GiB.",
-            fix="bound it with --max-neighbors K (strategy walk or topk), or raise --memory-budget.")
+            fix=f"bound it with {flag('--max-neighbors K', 'max_neighbors=K')} (strategy walk or topk), or raise "
+                f"{flag('--memory-budget', 'memory_budget')}.")
     return _table_from_csr(_product(mats, metapath), metapath, "exact", None)
 
 
@@ -152,7 +153,7 @@ def table_from_coo(rows: np.ndarray, cols: np.ndarray, weight: np.ndarray, num_i
                                      torch.from_numpy(weight.astype(np.float32, copy=False)), strategy, k)
 
 
-def topk_table(mats: Dict[str, sp.csr_matrix], metapath: MetaPath, k: int, seed: int = 0,
+def topk_table(mats: Dict[Hop, sp.csr_matrix], metapath: MetaPath, k: int, seed: int = 0,
                block_paths: int = BLOCK_PATHS, progress: bool = False) -> MetaPathTable:
     """Top-``k`` neighbours by path count, computed block by block of rows."""
     n = mats[metapath.relations[0]].shape[0]
@@ -219,7 +220,7 @@ def _stream_seed(seed: int, metapath: MetaPath) -> int:
     return int(code[0].view(np.int64))
 
 
-def random_walk_ends(adjacency: Dict[str, Tuple[torch.Tensor, torch.Tensor]], starts: torch.Tensor,
+def random_walk_ends(adjacency: Dict[Hop, Tuple[torch.Tensor, torch.Tensor]], starts: torch.Tensor,
                      walk_ids: torch.Tensor, metapath: MetaPath, key: int) -> torch.Tensor:
     """End points of one meta-path-guided walk from each of ``starts`` (-1 where a walk reaches
     an item with no edge of the next relation).  Each hop picks an out-neighbour uniformly.
@@ -270,7 +271,7 @@ def walk_table(graph: dgl.DGLGraph, metapath: MetaPath, k: int, num_walks: Optio
                            n, metapath, "walk", k)
 
 
-def build_metapath_tables(graph: dgl.DGLGraph, metapaths: Union[str, Iterable] = None,
+def build_metapath_tables(graph: dgl.DGLGraph, metapaths: Union[str, Iterable, None] = None,
                           strategy: str = "walk", max_neighbors: Optional[int] = 32,
                           num_walks: Optional[int] = None, memory_budget: int = DEFAULT_MEMORY_BUDGET,
                           seed: int = 0, progress: bool = True, device: str = "cpu", *,
@@ -310,7 +311,8 @@ def build_metapath_tables(graph: dgl.DGLGraph, metapaths: Union[str, Iterable] =
     if strategy not in STRATEGIES:
         raise DataError(f"unknown meta-path strategy {strategy!r}.", fix=f"use one of {', '.join(STRATEGIES)}.")
     if strategy != "exact" and (max_neighbors is None or max_neighbors < 1):
-        raise DataError(f"strategy {strategy!r} needs --max-neighbors K >= 1.", fix="pass --max-neighbors 32.")
+        raise DataError(f"strategy {strategy!r} needs {flag('--max-neighbors K', 'max_neighbors=K')} >= 1.",
+                        fix=f"pass {flag('--max-neighbors 32', 'max_neighbors=32')}.")
     names: Dict[str, str] = {}
     side = None
     if ntype is not None or relations is not None:
@@ -324,10 +326,13 @@ def build_metapath_tables(graph: dgl.DGLGraph, metapaths: Union[str, Iterable] =
     started = last = time.perf_counter()
     for done, path in enumerate(paths):
         if strategy == "exact":
+            assert mats is not None
             table = exact_table(mats, path, memory_budget)
         elif strategy == "topk":
+            assert mats is not None and max_neighbors is not None  # checked above
             table = topk_table(mats, path, max_neighbors, seed=seed, progress=progress)
         else:
+            assert max_neighbors is not None
             table = walk_table(graph, path, max_neighbors, num_walks=num_walks, seed=seed, progress=progress,
                                device=device)
         logger.info("%s", table)
@@ -371,7 +376,7 @@ def dataset_metapath_tables(dataset_dir, metapaths=None, graph: str = "train", o
 
     dataset = load_dataset(dataset_dir)
     if graph not in ("train", "full"):
-        raise DataError(f"unknown graph {graph!r}.", fix="use --graph train or --graph full.")
+        raise DataError(f"unknown graph {graph!r}.", fix=f"use {flag('--graph', 'graph=')} train or full.")
     # names: the dataset's own edge-type names and side edge types (item -> user -> item)
     paths = parse_metapaths(metapaths, dataset.relation_map, dataset.side)
     with_side = any(p.side_hops for p in paths)

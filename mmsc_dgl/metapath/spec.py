@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 from mmsc_dgl.schema import NODE_TYPE, RELATIONS
-from mmsc_dgl.errors import DataError
+from mmsc_dgl.errors import DataError, flag
 
 ABBREVIATIONS = {"s": "substitute", "c": "complement"}
 MAX_HOPS = 3
@@ -39,7 +39,7 @@ class MetaPath:
 
     def __post_init__(self) -> None:
         if not self.relations:
-            raise DataError("a meta-path needs at least one relation.", fix="e.g. --metapaths s,c,s-c")
+            raise DataError("a meta-path needs at least one relation.", fix=f"e.g. {flag('--metapaths ', 'metapaths=')}s,c,s-c")
         at = NODE_TYPE
         for rel in self.relations:
             if isinstance(rel, tuple):
@@ -155,7 +155,7 @@ def parse_metapaths(spec: Union[str, Iterable[Any], None],
         except ValueError:
             hops = 0
         if not 1 <= hops <= MAX_HOPS:
-            raise DataError(f"{spec!r}: hops must be 1 to {MAX_HOPS}.", fix="e.g. --metapaths hops:2")
+            raise DataError(f"{spec!r}: hops must be 1 to {MAX_HOPS}.", fix=f"e.g. {flag('--metapaths ', 'metapaths=')}hops:2")
         return default_metapaths(hops)
     items = spec.split(",") if isinstance(spec, str) else list(spec)
     out: List[MetaPath] = []
@@ -166,5 +166,5 @@ def parse_metapaths(spec: Union[str, Iterable[Any], None],
         if path not in out:
             out.append(path)
     if not out:
-        raise DataError(f"no meta-path in {spec!r}.", fix="e.g. --metapaths s,c,s-c")
+        raise DataError(f"no meta-path in {spec!r}.", fix=f"e.g. {flag('--metapaths ', 'metapaths=')}s,c,s-c")
     return out

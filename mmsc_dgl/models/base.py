@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import abc
 import itertools
-from typing import Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import torch
 from torch import nn
@@ -127,7 +127,7 @@ class Recommender(abc.ABC):
                 return dots + whole(src)
             every = torch.arange(embedding.shape[0], device=src.device).expand(len(src), -1)
             return dots + term(src, every)
-        scores.catalog = catalog
+        setattr(scores, "catalog", catalog)
         return scores
 
 
@@ -135,6 +135,8 @@ class FullGraphRecommender(Recommender):
     """For models that encode the whole catalog at every step (GAT, DecGCN, DGL's HAN recipe):
     define ``encode_all() -> {relation: [num_items, dim]}`` (the rows whose dot products are the
     scores) and ``config.margin``; the loss is MMSC's triplet loss over the batch's edges."""
+
+    config: Any  # the model's settings; the loss reads ``margin``
 
     def encode_all(self) -> Dict[str, torch.Tensor]:
         raise NotImplementedError

@@ -4,7 +4,7 @@ The baseline every learned model must beat on cold items, and the floor for warm
 """
 from __future__ import annotations
 
-from typing import Dict
+from typing import Dict, Optional
 
 import torch
 from torch import nn
@@ -24,7 +24,7 @@ class ContentCosine(nn.Module, Recommender):
     trainable = False
     content_only = True
 
-    def __init__(self, features: ContentFeatures):
+    def __init__(self, features: Optional[ContentFeatures]):
         super().__init__()
         if features is None:
             raise ValueError("the content baseline needs content features; set features to 'hashed', "

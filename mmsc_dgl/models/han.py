@@ -18,11 +18,12 @@ item with no neighbour under any meta-path keeps its input representation instea
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Mapping, Optional, Union
 
 from mmsc_dgl.config import ModelConfig
 from mmsc_dgl.features.base import ContentFeatures
 from mmsc_dgl.metapath.table import MetaPathTables
+from mmsc_dgl.ops import CSR
 from mmsc_dgl.models.mmsc import MMSC
 
 
@@ -34,7 +35,7 @@ class HAN(MMSC):
             switches above override ``config``.
     """
 
-    def __init__(self, num_items: int, tables: MetaPathTables, config: Optional[ModelConfig] = None,
+    def __init__(self, num_items: int, tables: Union[MetaPathTables, Mapping[str, CSR]], config: Optional[ModelConfig] = None,
                  features: Optional[ContentFeatures] = None, impl: str = "auto"):
         # HAN's settings, with MMSC's three extra parts switched off.
         base = config.model_dump() if config is not None else {}

@@ -103,6 +103,7 @@ class NeighbourhoodHeuristic(nn.Module, Recommender):
     def _links_term(self, src: torch.Tensor, dst: torch.Tensor, relation: str) -> torch.Tensor:
         """The bonus of pairs that are training edges of another relation (float64, CPU)."""
         out = torch.zeros(src.shape, dtype=torch.float64)
+        assert self._links is not None  # built with links=True
         for other in self._links.graphs:
             if other != relation:
                 out = out + self._link_bonus * self._links.linked(other, src, dst).double()
@@ -112,7 +113,7 @@ class NeighbourhoodHeuristic(nn.Module, Recommender):
         raise NotImplementedError(f"{self.method} scores pairs; it has no item embeddings (use score)")
 
     def embed_all(self) -> Dict[str, torch.Tensor]:
-        return self.embed("substitute")
+        return {"substitute": self.embed("substitute")}
 
     def __repr__(self) -> str:
         links = ", links" if self._links is not None else ""

@@ -24,7 +24,7 @@ from mmsc_dgl.config import LightGCNConfig
 from mmsc_dgl.models.base import GraphStateModule, Recommender
 from mmsc_dgl.models.inputs import adjacency
 from mmsc_dgl.ops.paths import normalised
-from mmsc_dgl.ops.sparse import SparseMatrix, sparse_mm
+from mmsc_dgl.ops.sparse import SparseMatrix, propagate
 
 if TYPE_CHECKING:
     from mmsc_dgl.data.edges import RelationEdges
@@ -65,12 +65,7 @@ class LightGCN(GraphStateModule, Recommender):
 
 
     def propagate(self, relation: str) -> torch.Tensor:
-        e = self.shared.weight + self.relation[relation].weight
-        total = e
-        for _ in range(self.config.layers):
-            e = sparse_mm(self._adj[relation], e)
-            total = total + e
-        return total / (self.config.layers + 1)
+        return propagate(self._adj[relation], self.shared.weight + self.relation[relation].weight, self.config.layers)
 
     def loss(self, batch: dict) -> Dict[str, torch.Tensor]:
         bpr = torch.zeros((), device=self.shared.weight.device)

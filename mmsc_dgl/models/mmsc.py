@@ -9,13 +9,13 @@ from torch.nn import functional as F
 
 from mmsc_dgl.schema import RELATIONS
 from mmsc_dgl.models.base import GraphStateModule, Recommender, reset_children
+from mmsc_dgl.models.graph_branch import GraphBranch, IdSmoothing
 from mmsc_dgl.models.inputs import ItemInput
 from mmsc_dgl.models.losses import info_nce, sampled_softmax_loss, triplet_loss
-from mmsc_dgl.nn import MetaPathAttention, NeuralGate, NormalisedConv, PathEvidence, SemanticAttention
+from mmsc_dgl.nn import FUSIONS, MetaPathAttention, NormalisedConv, PathEvidence, SemanticAttention, TaskGate
 from mmsc_dgl.ops import CSR
 from mmsc_dgl.ops.csr import DroppedEdges, is_compiling
 from mmsc_dgl.ops.paths import adamic_adar_counter, normalised_adjacency
-from mmsc_dgl.ops.sparse import SparseMatrix, sparse_mm
 
 if TYPE_CHECKING:  # torch-only imports at run time: MMSC trains on GPU hosts without pydantic/pyarrow
     from mmsc_dgl.data.edges import RelationEdges
@@ -68,6 +68,14 @@ class MMSC(GraphStateModule, Recommender):
         features: frozen content tokens; ``None`` uses learnable id embeddings.
         impl: kernel of the meta-path layers.
 
+    Parts (attributes, each present only when configured, ``None`` otherwise): ``fusion`` (the
+    class ``semantic_fusion`` names in :data:`~mmsc_dgl.nn.FUSIONS`), ``task_gate``
+    (:class:`~mmsc_dgl.nn.TaskGate`), ``evidence`` (:class:`~mmsc_dgl.nn.PathEvidence`),
+    ``graph_branch`` (:class:`~mmsc_dgl.models.graph_branch.GraphBranch`), ``smooth_ids``
+    (:class:`~mmsc_dgl.models.graph_branch.IdSmoothing`), ``first_hop`` (the
+    :class:`~mmsc_dgl.nn.NormalisedConv` of each relation).  ``ModelConfig(preset="paper")`` is
+    MMSC as in the paper.
+
     Note:
         An item with no neighbour under any meta-path keeps its content representation: the
         semantic gate's mask falls back to :math:`q_i`, never to a bias-only embedding.
@@ -79,7 +87,7 @@ class MMSC(GraphStateModule, Recommender):
 
     """
 
-    _graph_state = ("_csr", "_full", "_smooth", "_relation_adj")
+    _graph_state = ("_csr", "_full")
 
     def __init__(self, num_items: int, tables: Union["MetaPathTables", Mapping[str, CSR]],
                  config: Optional["ModelConfig"] = None, features: Optional["ContentFeatures"] = None,
@@ -109,19 +117,9 @@ class MMSC(GraphStateModule, Recommender):
         # Item-specific path weights: an item's embedding must not depend on its mini-batch.
         self.semantic = nn.ModuleDict({r: SemanticAttention(hidden, config.semantic_hidden, per_item=True)
                                        for r in RELATIONS})
-        # Ablations keep state_dict keys stable: a part that is switched off is registered as None.
-        if config.semantic_fusion == "gate":
-            self.semantic_gate = nn.ModuleDict({r: NeuralGate(hidden) for r in RELATIONS})
-        else:
-            self.register_module("semantic_gate", None)
-        if config.semantic_fusion == "concat":
-            self.semantic_concat = nn.ModuleDict({r: nn.Linear(2 * hidden, hidden) for r in RELATIONS})
-        else:
-            self.register_module("semantic_concat", None)
-        if config.task_gate:
-            self.task_gate = nn.ModuleDict({r: NeuralGate(hidden) for r in RELATIONS})
-        else:
-            self.register_module("task_gate", None)
+        # The parts below exist only when configured (an absent part has no state_dict keys).
+        self.fusion = FUSIONS[config.semantic_fusion](hidden, RELATIONS)
+        self.task_gate = TaskGate(hidden, RELATIONS) if config.task_gate else None
         self.project = nn.ModuleDict({r: nn.Linear(hidden, hidden) for r in RELATIONS})
         needs_graph = [name for name in ("path_evidence", "full_first_hop", "propagate_ids", "graph_branch")
                        if getattr(config, name)]
@@ -129,50 +127,28 @@ class MMSC(GraphStateModule, Recommender):
             one = len(needs_graph) == 1
             raise ValueError(f"{', '.join(needs_graph)} need{'s' if one else ''} the training graph's edges: pass "
                              f"graph_edges, or turn {'it' if one else 'them'} off in the config")
-        counter = adamic_adar_counter(num_items, graph_edges) if needs_graph and graph_edges is not None else None
-        if config.path_evidence:
-            assert counter is not None  # needs_graph
-            self.evidence = PathEvidence(counter, RELATIONS, config.evidence_hidden, links=config.evidence_links)
-        else:
-            self.register_module("evidence", None)
-        self._smooth: Dict[str, SparseMatrix] = {}
-        if config.propagate_ids:
-            if self.input.item_embedding is None:
-                raise ValueError("propagate_ids smooths the id embeddings; it needs id_embeddings=True")
-            assert counter is not None
-            self._smooth = {"union": normalised_adjacency(counter.graphs.values(), num_items)}
-        self._relation_adj: Dict[str, SparseMatrix] = {}
-        if config.graph_branch:
-            assert counter is not None
-            self._relation_adj = {r: normalised_adjacency([counter.graphs[r]], num_items) for r in RELATIONS}
-            self.graph_shared = nn.Embedding(num_items, hidden)
-            self.graph_relation = nn.ModuleDict({r: nn.Embedding(num_items, hidden) for r in RELATIONS})
-            self._init_graph_branch()
-        else:
-            self.register_module("graph_shared", None)
-            self.register_module("graph_relation", None)
-        self._full: Dict[str, CSR] = {}
-        if config.full_first_hop:
-            assert counter is not None
-            self._full = dict(counter.graphs)
-            self.first_hop = nn.ModuleDict({r: NormalisedConv(hidden, hidden) for r in RELATIONS})
-        else:
-            self.register_module("first_hop", None)
+        if config.propagate_ids and self.input.item_embedding is None:
+            raise ValueError("propagate_ids smooths the id embeddings; it needs id_embeddings=True")
+        graphs = adamic_adar_counter(num_items, graph_edges) if needs_graph and graph_edges is not None else None
+        self.evidence = (PathEvidence(graphs, RELATIONS, config.evidence_hidden, links=config.evidence_links)
+                         if graphs is not None and config.path_evidence else None)
+        self.smooth_ids = (IdSmoothing(config.propagate_ids, normalised_adjacency(graphs.graphs.values(), num_items))
+                           if graphs is not None and config.propagate_ids else None)
+        self.graph_branch = (GraphBranch(num_items, hidden, config.graph_branch,
+                                         {r: normalised_adjacency([graphs.graphs[r]], num_items) for r in RELATIONS})
+                             if graphs is not None and config.graph_branch else None)
+        self._full: Dict[str, CSR] = dict(graphs.graphs) if graphs is not None and config.full_first_hop else {}
+        self.first_hop = (nn.ModuleDict({r: NormalisedConv(hidden, hidden) for r in RELATIONS})
+                          if self._full else None)
         # Widths of the padded neighbour lists that a compiled forward reads (host syncs here,
         # Python constants in a trace).
         self._widths = {name: csr.max_degree() for name, csr in self._csr.items()}
         self._full_widths = {r: csr.max_degree() for r, csr in self._full.items()}
-        self._register_load_state_dict_pre_hook(_legacy_input_keys)
+        self._register_load_state_dict_pre_hook(_legacy_keys)
 
     def reset_parameters(self) -> None:
         """Re-initialise every learnable part."""
         reset_children(self)
-        self._init_graph_branch()
-
-    def _init_graph_branch(self) -> None:
-        if self.graph_shared is not None:  # small, as LightGCN's (nn.Embedding's own is N(0, 1))
-            for emb in [self.graph_shared, *self.graph_relation.values()]:
-                nn.init.normal_(emb.weight, std=0.1)
 
     @property
     def device(self) -> torch.device:
@@ -185,14 +161,9 @@ class MMSC(GraphStateModule, Recommender):
     def content_of(self, nodes: torch.Tensor) -> torch.Tensor:
         """:math:`q` of ``nodes`` only: a step touches a small part of a large catalog (with
         ``propagate_ids``, the id part is the LightGCN-smoothed table, computed for all items)."""
-        if not self._smooth:
+        if self.smooth_ids is None:
             return self.input.of(nodes)
-        table = self.input.item_embedding.weight
-        total, layer = table, table
-        for _ in range(self.config.propagate_ids):
-            layer = sparse_mm(self._smooth["union"], layer)
-            total = total + layer
-        smooth = total / (self.config.propagate_ids + 1)
+        smooth = self.smooth_ids(self.input.item_embedding.weight)
         return self.input.of(nodes) - self.input.item_embedding(nodes) + smooth[nodes]
 
     def encode(self, nodes: torch.Tensor, views: Optional[Dict[str, CSR]] = None,
@@ -211,12 +182,8 @@ class MMSC(GraphStateModule, Recommender):
         h, weights = {}, {}
         for r in RELATIONS:
             p, weights[r] = self.semantic[r](stacked, mask, get_attention=True)
-            h[r] = self._fuse(r, q, p, any_path)
-        if self.task_gate is None:
-            z = h
-        else:
-            other = {"substitute": "complement", "complement": "substitute"}
-            z = {r: self.task_gate[r](h[r], h[other[r]]) for r in RELATIONS}
+            h[r] = self.fusion(r, q, p, any_path)
+        z = h if self.task_gate is None else self.task_gate(h)
         return (z, weights) if get_attention else z
 
     def _paths(self, nodes: torch.Tensor, views: Optional[Dict[str, CSR]]):
@@ -243,6 +210,7 @@ class MMSC(GraphStateModule, Recommender):
             outs.append(layer(local, (q_needed[own], q)).flatten(1))
             masks.append(csr.nonempty)
         for r, csr in full.items():
+            assert self.first_hop is not None  # with full_first_hop
             own, local_idx = torch.unique(inverse[offset: offset + csr.num_edges], return_inverse=True)
             offset += csr.num_edges
             degrees = self._full[r].degrees
@@ -267,6 +235,7 @@ class MMSC(GraphStateModule, Recommender):
             outs.append(layer.forward_padded(q_nbr, q, mask).flatten(1))
             masks.append(mask.any(1))
         for r, (nbr, mask) in zip(self._full, lists[len(self.metapaths):]):
+            assert self.first_hop is not None  # with full_first_hop
             q_nbr = q_all[offset: offset + nbr.numel()].view(*nbr.shape, -1)
             offset += nbr.numel()
             degrees = self._full[r].degrees
@@ -274,24 +243,13 @@ class MMSC(GraphStateModule, Recommender):
             masks.append(mask.any(1))
         return q, outs, masks
 
-    def _fuse(self, relation: str, q: torch.Tensor, p: torch.Tensor, any_path: torch.Tensor) -> torch.Tensor:
-        """Content q and behaviour p -> h: the semantic gate, or an ablation of it."""
-        fusion = self.config.semantic_fusion
-        if fusion == "gate":
-            return self.semantic_gate[relation](q, p, mask_b=any_path)
-        if fusion == "concat":
-            # p is exactly zero for an item with no meta-path neighbour (MetaPathAttention's contract).
-            return self.semantic_concat[relation](torch.cat([q, p], dim=-1))
-        # "none" (HAN): behaviour only; an item with no neighbour falls back to its content.
-        return torch.where(any_path.unsqueeze(-1), p, q)
-
     def head(self, z: torch.Tensor, relation: str, nodes: Optional[torch.Tensor] = None) -> torch.Tensor:
         """The rows whose dot products are the scores: the projection of :math:`z^r` (and, with
         ``graph_branch``, the LightGCN representation of ``nodes``, concatenated)."""
         out = self.project[relation](z)
         # Cosine (the paper) cannot express popularity; a dot product can, through the norm.
         out = F.normalize(out, dim=-1) if self.config.score == "cosine" else out
-        if self.graph_shared is not None:
+        if self.graph_branch is not None:
             if nodes is None:
                 raise ValueError("with graph_branch, head() needs the node ids of z")
             out = torch.cat([out, self.graph_representation(relation)[nodes]], dim=-1)
@@ -304,7 +262,7 @@ class MMSC(GraphStateModule, Recommender):
         if relation != "complement" or share <= 0:
             return None
         hidden = self.config.hidden
-        width = hidden + (hidden if self.graph_shared is not None else 0)
+        width = hidden + (hidden if self.graph_branch is not None else 0)
         sign = torch.ones(width, device=self.device)
         sign[hidden - max(1, round(share * hidden)): hidden] = -1.0
         return sign
@@ -312,12 +270,9 @@ class MMSC(GraphStateModule, Recommender):
     def graph_representation(self, relation: str) -> torch.Tensor:
         """LightGCN over ``relation``'s graph: the mean of the layers of the propagated shared plus
         per-relation id embeddings, for every item [num_items, hidden]."""
-        layer = self.graph_shared.weight + self.graph_relation[relation].weight
-        total = layer
-        for _ in range(self.config.graph_branch):
-            layer = sparse_mm(self._relation_adj[relation], layer)
-            total = total + layer
-        return total / (self.config.graph_branch + 1)
+        if self.graph_branch is None:
+            raise ValueError("this model has no graph branch (graph_branch: 0)")
+        return self.graph_branch(relation)
 
     def forward(self, nodes: torch.Tensor, relation: Optional[str] = None):
         """The scoring rows of ``nodes``: ``{relation: [B, dim]}``, or one relation's [B, dim].
@@ -450,10 +405,17 @@ def _distinct(ids: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     return torch.unique(ids, return_inverse=True)
 
 
-def _legacy_input_keys(state_dict, prefix, *args) -> None:
-    """Weights saved before MMSC composed :class:`ItemInput` (``content.*``, ``item_embedding.*``)
-    load under their new names (``input.content.*``, ``input.item_embedding.*``)."""
+_RENAMED = (("content.", "input.content."), ("item_embedding.", "input.item_embedding."),
+            ("semantic_gate.", "fusion."), ("semantic_concat.", "fusion."),
+            ("graph_shared.", "graph_branch.shared."), ("graph_relation.", "graph_branch.relation."))
+"""Keys of weights saved by earlier versions -> today's: before MMSC composed :class:`ItemInput`,
+and before the fusion and the graph branch were parts of their own."""
+
+
+def _legacy_keys(state_dict, prefix, *args) -> None:
+    """Weights saved by earlier versions (:data:`_RENAMED`) load under today's names."""
     for key in list(state_dict):
-        for part in ("content.", "item_embedding."):
-            if key.startswith(prefix + part):
-                state_dict[prefix + "input." + key[len(prefix):]] = state_dict.pop(key)
+        for old, new in _RENAMED:
+            if key.startswith(prefix + old):
+                state_dict[prefix + new + key[len(prefix + old):]] = state_dict.pop(key)
+                break

@@ -1,7 +1,7 @@
 """Models by name, so configs and the experiment grid can say ``architecture: lightgcn``."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Dict, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Dict, Mapping, Optional, Union
 
 import torch
 
@@ -11,6 +11,7 @@ from mmsc_dgl.features.base import ContentFeatures
 if TYPE_CHECKING:
     from mmsc_dgl.data.edges import RelationEdges
     from mmsc_dgl.metapath.table import MetaPathTables
+    from mmsc_dgl.ops import CSR
 
 ARCHITECTURES: Dict[str, str] = {name: spec[1] for name, spec in _ARCHITECTURES.items()}
 """Every architecture name and what it is (from :data:`mmsc_dgl.config.ARCHITECTURES`, the one list)."""
@@ -19,7 +20,8 @@ USES_METAPATHS = frozenset({"mmsc", "han"})
 
 
 def build_model(architecture: str, num_items: int, config: Any, *,
-                tables: Optional["MetaPathTables"] = None, train_edges: Optional[Mapping[str, "RelationEdges"]] = None,
+                tables: Optional[Union["MetaPathTables", Mapping[str, "CSR"]]] = None,
+                train_edges: Optional[Mapping[str, "RelationEdges"]] = None,
                 features: Optional[ContentFeatures] = None, impl: str = "auto") -> torch.nn.Module:
     """An untrained model of ``architecture`` (a key of :data:`ARCHITECTURES`).
 

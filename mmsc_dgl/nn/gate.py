@@ -1,12 +1,12 @@
 """Sigmoid gating of two representations."""
 from __future__ import annotations
 
-from typing import Optional
+from typing import Dict, Optional, Sequence
 
 import torch
 from torch import nn
 
-__all__ = ["NeuralGate"]
+__all__ = ["NeuralGate", "TaskGate"]
 
 
 class NeuralGate(nn.Module):
@@ -57,3 +57,26 @@ class NeuralGate(nn.Module):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.in_feats})"
+
+
+class TaskGate(nn.ModuleDict):
+    r"""MMSC's task-level gate over two relations :math:`r, ar r`:
+    :math:`z^r = \mathrm{Gate}^{task}_r(h^r, h^{ar r})`, a :class:`NeuralGate` each (what one
+    relation's representation takes from the other's).
+
+    Example:
+        >>> gate = TaskGate(8, ["substitute", "complement"])
+        >>> h = {"substitute": torch.randn(3, 8), "complement": torch.randn(3, 8)}
+        >>> sorted(gate(h)), tuple(gate(h)["complement"].shape)
+        (['complement', 'substitute'], (3, 8))
+    """
+
+    def __init__(self, in_feats: int, relations: Sequence[str]):
+        if len(relations) != 2:
+            raise ValueError(f"the task gate mixes two relations, got {list(relations)}")
+        super().__init__({r: NeuralGate(in_feats) for r in relations})
+        self.relations = tuple(relations)
+
+    def forward(self, h: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        a, b = self.relations
+        return {a: self[a](h[a], h[b]), b: self[b](h[b], h[a])}

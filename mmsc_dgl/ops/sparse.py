@@ -8,7 +8,7 @@ import torch
 
 from mmsc_dgl.ops.csr import CSR, is_compiling
 
-__all__ = ["SparseMatrix", "sparse_mm"]
+__all__ = ["SparseMatrix", "sparse_mm", "propagate"]
 
 
 class SparseMatrix:
@@ -94,3 +94,19 @@ def sparse_mm(adjacency: Union[SparseMatrix, torch.Tensor], dense: torch.Tensor)
             out = torch.zeros((csr.num_rows,) + tuple(dense.shape[1:]), dtype=dtype, device=dense.device)
             return out.index_add(0, csr.row_ids(), messages)
         return torch.sparse.mm(adjacency.to(dtype), dense.to(dtype))
+
+
+def propagate(adjacency: Union[SparseMatrix, torch.Tensor], x: torch.Tensor, layers: int) -> torch.Tensor:
+    r"""LightGCN's propagation: the mean of :math:`x, Ax, \dots, A^K x` (``layers`` = K), each
+    product by :func:`sparse_mm`.
+
+    Example:
+        >>> adj = SparseMatrix(CSR(torch.tensor([0, 1, 2]), torch.tensor([1, 0])), torch.ones(2))
+        >>> propagate(adj, torch.tensor([[1.0], [3.0]]), 1).flatten().tolist()
+        [2.0, 2.0]
+    """
+    layer, total = x, x
+    for _ in range(layers):
+        layer = sparse_mm(adjacency, layer)
+        total = total + layer
+    return total / (layers + 1)

@@ -3,14 +3,14 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, cast
 
 import numpy as np
 import pyarrow as pa
 import torch
 
 from mmsc_dgl.schema import RELATIONS
-from mmsc_dgl.errors import DataError
+from mmsc_dgl.errors import DataError, flag
 from mmsc_dgl.io import atomic_write_parquet, human_size
 from mmsc_dgl.lock import writer_lock
 from mmsc_dgl.ownership import check_output_file
@@ -51,7 +51,8 @@ def recommend(run_dir: os.PathLike | str, relation: str, k: int = 10, item: Opti
         raise DataError(f"unknown relation {relation!r}.", fix=f"use one of {', '.join(RELATIONS)}.")
     if item is None:
         if out is None:
-            raise DataError("--all needs --out FILE.parquet.", fix="pass --out recs.parquet.")
+            raise DataError(f"{flag('--all', 'item=None (every item)')} needs {flag('--out FILE.parquet', 'out=PATH.parquet')}.",
+                            fix="pass " + flag('--out recs.parquet', "out='recs.parquet'") + ".")
         inputs = [run_dir] + ([dataset] if dataset else []) + ([features] if features else [])
         check_output_file(out, overwrite=overwrite, inputs=inputs)
         with writer_lock(out, "this output file"):  # one writer; checked again now that it is ours
@@ -204,12 +205,13 @@ def _recommend_new(run_dir, items_path, relation: str, k: int, edges_path, devic
     content = new_item_features(answers.features, run.dataset.catalog.table, table, path=items_path)
     titles = [" ".join(str(t).split()) if t else None for t in table.column("title").to_pylist()] \
         if "title" in table.column_names else None
+    given = cast(List[str], ids)  # a missing id is refused, with its row, by add_items
     try:
-        answers.add_items(ids, content, edges=new_edges, titles=titles)
+        answers.add_items(given, content, edges=new_edges, titles=titles)
     except DataError as err:
         where = edges_path if err.reason.startswith("edges") and edges_path is not None else items_path
         raise DataError(err.reason, path=where, fix=err.fix) from None
-    nodes = answers.node_ids(ids)
+    nodes = answers.node_ids(given)
     top = answers.topk(nodes, relation, k)
     all_titles = answers.titles or [None] * answers.num_items
     rows: List[Dict] = []
@@ -242,5 +244,5 @@ def _ann_index(embedding: torch.Tensor):
     try:
         return faiss_search(embedding)
     except ImportError:
-        raise DataError("--ann needs FAISS, which is not installed.",
-                        fix="pip install 'mmsc_dgl[faiss]', or drop --ann (the exact ranking).") from None
+        raise DataError(f"{flag('--ann', 'ann=True')} needs FAISS, which is not installed.",
+                        fix=f"pip install 'mmsc_dgl[faiss]', or drop {flag('--ann', 'ann=True')} (the exact ranking).") from None

@@ -122,12 +122,12 @@ def run_feature_file(run_dir: Path, record: dict, features: Optional[os.PathLike
     if info is None:
         if features is not None:
             raise DataError("this run was not trained on a feature file; there is nothing to re-point.",
-                            path=run_dir, fix="drop --features.")
+                            path=run_dir, fix=f"drop {flag('--features', 'features=')}.")
         return None
     if features is not None:
         path = resolve_path(features)
         if not path.is_file():
-            raise DataError("no feature file here.", path=features, fix="pass --features FILE where the run's "
+            raise DataError("no feature file here.", path=features, fix=f"pass {flag('--features FILE', 'features=PATH')} where the run's "
                                                                           "feature file is now.")
     else:
         candidates = [run_dir / info["relative"], Path(info["path"])]
@@ -135,12 +135,12 @@ def run_feature_file(run_dir: Path, record: dict, features: Optional[os.PathLike
         if found is None:
             raise DataError(f"the feature file this run was trained on is no longer at {info['path']} "
                             "(moved or deleted).", path=run_dir,
-                            fix="pass --features FILE (features= from Python) pointing to where it is now "
+                            fix=f"pass {flag('--features FILE', 'features=PATH')} pointing to where it is now "
                                 "(checked by fingerprint).")
         path = found
     if file_fingerprint(path) != info["fingerprint"]:
         raise DataError(f"the feature file at {path} is not the one this run was trained on.", path=run_dir,
-                        fix="pass --features FILE with the features it was trained on.")
+                        fix=f"pass {flag('--features FILE', 'features=PATH')} with the features it was trained on.")
     return path
 
 
@@ -152,7 +152,7 @@ def run_dataset_dir(run_dir: Path, record: dict, dataset: Optional[os.PathLike |
     if dataset is not None:
         path = resolve_path(dataset)
         if not (path / "dataset.json").exists():
-            raise DataError("not a dataset directory.", path=dataset, fix="pass --dataset DIR written by mmsc-dgl prepare.")
+            raise DataError("not a dataset directory.", path=dataset, fix=f"pass {flag('--dataset DIR', 'dataset=DIR')} written by mmsc-dgl prepare.")
     else:
         candidates = [run_dir / record["dataset_relative"]] if record.get("dataset_relative") else []
         candidates.append(Path(record["dataset"]))
@@ -160,13 +160,13 @@ def run_dataset_dir(run_dir: Path, record: dict, dataset: Optional[os.PathLike |
         if found is None:
             raise DataError(f"the dataset this run was trained on is no longer at {record['dataset']} "
                             "(moved or deleted).", path=run_dir,
-                            fix="pass --dataset DIR pointing to where it is now (checked by fingerprint).")
+                            fix=f"pass {flag('--dataset DIR', 'dataset=DIR')} pointing to where it is now (checked by fingerprint).")
         path = found
     wanted = record.get("dataset_fingerprint")
     if wanted is not None and dataset_fingerprint(path) != wanted:
         raise DataError(f"the dataset at {path} is not the one this run was trained on "
                         f"(fingerprint {dataset_fingerprint(path)}, the run's {wanted}).", path=run_dir,
-                        fix="pass --dataset DIR with the dataset it was trained on.")
+                        fix=f"pass {flag('--dataset DIR', 'dataset=DIR')} with the dataset it was trained on.")
     return path
 
 
@@ -189,5 +189,5 @@ def check_resume(run_dir: Path, marker: Optional[dict], config: TrainConfig) -> 
             changed = "other settings (" + ", ".join(f"{k}: {before.get(k)!r} -> {now[k]!r}" for k in diff) + ")"
         raise DataError(f"{flag('--resume', 'resume=True')} with {changed} than the run was trained with.", path=run_dir,
                         fix="resume with the run's own config (only epochs, patience, device, impl and "
-                            "deterministic may change), or train into a new --out.")
+                            f"deterministic may change), or train into a new {flag('--out', 'out')}.")
     return record

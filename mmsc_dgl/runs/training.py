@@ -86,7 +86,7 @@ def train(dataset_dir: Union[os.PathLike, str, "Dataset", None] = None, out: os.
         if record is not None and record.get("dataset_fingerprint") not in (None, dataset_fingerprint(dataset_dir)):
             raise DataError(f"{flag('--resume', 'resume=True')} with another dataset ({dataset_dir}) than the run was trained on "
                             f"({record['dataset']}).", path=run_dir,
-                            fix="resume without DATASET_DIR (or with the run's own), or train into a new --out.")
+                            fix=f"resume without {flag('DATASET_DIR', 'a dataset')} (or with the run's own), or train into a new {flag('--out', 'out')}.")
     elif record is not None:
         dataset = load_dataset(run_dataset_dir(run_dir, record))
     _check_ks(config.ks, dataset.splits.num_negatives + 1 if dataset is not None else 1001)
@@ -157,7 +157,7 @@ def _check_ks(ks: List[int], candidates: int) -> None:
         raise DataError(f"ks {too_big}: each query ranks its item among {candidates:,} candidates, so @k "
                         f"must be below {candidates:,} to mean anything.",
                         fix=f"use ks between 1 and {candidates - 1:,} (e.g. [10]), or prepare the dataset "
-                            f"with more --num-negatives.")
+                            f"with more {flag('--num-negatives', 'split.num_negatives')}.")
 
 
 def _fit(parts: RunParts, run_dir: Path, resume: bool, stop_after: Optional[int], progress: bool) -> TrainResult:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from typing import Dict, Iterator, Optional, Tuple
+from typing import Any, Dict, Iterator, Optional, Tuple
 
 import torch
 
@@ -28,7 +28,7 @@ def edge_batches(edges: Dict[str, Tuple[torch.Tensor, torch.Tensor]], num_items:
     perms = {r: torch.randperm(sizes[r], generator=generator) for r in RELATIONS}
     per_step = {r: math.ceil(sizes[r] / full) for r in RELATIONS}
     for step in range(steps):
-        batch = {"generator": generator}
+        batch: Dict[str, Any] = {"generator": generator}
         for r in RELATIONS:
             idx = perms[r][step * per_step[r]: (step + 1) * per_step[r]]
             if idx.numel() == 0:

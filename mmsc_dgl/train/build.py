@@ -16,7 +16,7 @@ import torch
 from mmsc_dgl.schema import RELATIONS
 from mmsc_dgl.config import TrainConfig
 from mmsc_dgl.data.edges import RelationEdges
-from mmsc_dgl.errors import DataError
+from mmsc_dgl.errors import DataError, flag
 from mmsc_dgl.features.base import ContentFeatures
 from mmsc_dgl.features.load import load_features
 from mmsc_dgl.io import read_parquet_table
@@ -37,12 +37,13 @@ def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        device = torch.device(device)
+        chosen = torch.device(device)
     except RuntimeError:
-        raise DataError(f"--device {device!r} is not a device.", fix="use auto, cpu, cuda or cuda:N.") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise DataError(f"--device {device} was asked for, but no CUDA device is visible.", fix="use --device cpu.")
-    return device
+        raise DataError(f"{flag('--device', 'device=')} {device!r} is not a device.", fix="use auto, cpu, cuda or cuda:N.") from None
+    if chosen.type == "cuda" and not torch.cuda.is_available():
+        raise DataError(f"{flag('--device', 'device=')} {device} was asked for, but no CUDA device is visible.",
+                        fix="use " + flag('--device cpu', "device='cpu'") + ".")
+    return chosen
 
 
 def resolve_impl(impl: str, device: torch.device, import_dgl: bool = True) -> str:

@@ -137,7 +137,7 @@ class Trainer:
                             fix=f"train the run again from scratch with {flag('--overwrite', 'overwrite=True')}.")
         if self.identity is not None and ckpt["config"] != self.identity:
             raise DataError("the checkpoint was made with another config.", path=path,
-                            fix="resume with the same config, or train into a new --out.")
+                            fix=f"resume with the same config, or train into a new {flag('--out', 'out')}.")
         self.model.load_state_dict(ckpt["model"])
         if self.optimizer is not None:
             self.optimizer.load_state_dict(ckpt["optimizer"])
