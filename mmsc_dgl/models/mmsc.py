@@ -129,15 +129,15 @@ class MMSC(GraphStateModule, Recommender):
                              f"graph_edges, or turn {'it' if one else 'them'} off in the config")
         if config.propagate_ids and self.input.item_embedding is None:
             raise ValueError("propagate_ids smooths the id embeddings; it needs id_embeddings=True")
-        graphs = adamic_adar_counter(num_items, graph_edges) if needs_graph and graph_edges is not None else None
-        self.evidence = (PathEvidence(graphs, RELATIONS, config.evidence_hidden, links=config.evidence_links)
-                         if graphs is not None and config.path_evidence else None)
-        self.smooth_ids = (IdSmoothing(config.propagate_ids, normalised_adjacency(graphs.graphs.values(), num_items))
-                           if graphs is not None and config.propagate_ids else None)
+        counter = adamic_adar_counter(num_items, graph_edges) if needs_graph and graph_edges is not None else None
+        self.evidence = (PathEvidence(counter, RELATIONS, config.evidence_hidden, links=config.evidence_links)
+                         if counter is not None and config.path_evidence else None)
+        self.smooth_ids = (IdSmoothing(config.propagate_ids, normalised_adjacency(counter.graphs.values(), num_items))
+                           if counter is not None and config.propagate_ids else None)
         self.graph_branch = (GraphBranch(num_items, hidden, config.graph_branch,
-                                         {r: normalised_adjacency([graphs.graphs[r]], num_items) for r in RELATIONS})
-                             if graphs is not None and config.graph_branch else None)
-        self._full: Dict[str, CSR] = dict(graphs.graphs) if graphs is not None and config.full_first_hop else {}
+                                         {r: normalised_adjacency([counter.graphs[r]], num_items) for r in RELATIONS})
+                             if counter is not None and config.graph_branch else None)
+        self._full: Dict[str, CSR] = dict(counter.graphs) if counter is not None and config.full_first_hop else {}
         self.first_hop = (nn.ModuleDict({r: NormalisedConv(hidden, hidden) for r in RELATIONS})
                           if self._full else None)
         # Widths of the padded neighbour lists that a compiled forward reads (host syncs here,

@@ -60,8 +60,8 @@ class NeuralGate(nn.Module):
 
 
 class TaskGate(nn.ModuleDict):
-    r"""MMSC's task-level gate over two relations :math:`r, ar r`:
-    :math:`z^r = \mathrm{Gate}^{task}_r(h^r, h^{ar r})`, a :class:`NeuralGate` each (what one
+    r"""MMSC's task-level gate over two relations :math:`r, \bar r`:
+    :math:`z^r = \mathrm{Gate}^{task}_r(h^r, h^{\bar r})`, a :class:`NeuralGate` each (what one
     relation's representation takes from the other's).
 
     Example:
