@@ -180,3 +180,15 @@ def test_bench_lookalikes_counts_picks_that_share_the_item_group(dataset_dir, tm
     assert {r["relation"] for r in rows} == {"substitute", "complement"}
     with pytest.raises(DataError, match="no column 'nope'"):
         main([str(tmp_path / "run"), "--column", "nope"])
+
+
+def test_export_refuses_learnt_category_features_in_one_line(dataset_dir, tmp_path):
+    """The export writes frozen tokens; category features (``features: categories``) have ids
+    whose embeddings are learnt, and crashed it with an AttributeError (found by mypy)."""
+    from mmsc_dgl.bench.export import export_tensors
+    from mmsc_dgl.config import TrainConfig
+    from mmsc_dgl.errors import DataError
+    config = TrainConfig(features="categories", metapaths="s,c", max_neighbors=4, val_queries=20)
+    with pytest.raises(DataError, match="category tokens whose embeddings are learnt"):
+        export_tensors(dataset_dir, tmp_path / "x.pt", config=config, progress=False)
+    assert not (tmp_path / "x.pt").exists()

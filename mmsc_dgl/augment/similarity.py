@@ -24,7 +24,7 @@ from sklearn.linear_model import LogisticRegression
 from mmsc_dgl.schema import RELATIONS
 from mmsc_dgl.augment.judge import EdgeJudge
 from mmsc_dgl.data.edges import RelationEdges
-from mmsc_dgl.features.base import ContentFeatures
+from mmsc_dgl.features.base import ItemFeatures
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ class SimilarityJudge(EdgeJudge):
 
     name = "similarity"
 
-    def __init__(self, features: ContentFeatures, items: pa.Table, train_edges: Dict[str, RelationEdges],
+    def __init__(self, features: ItemFeatures, items: pa.Table, train_edges: Dict[str, RelationEdges],
                  seed: int = 0, negatives_per_edge: int = 1, max_calibration_edges: int = 200_000):
         self.pooled = features.pooled().numpy()
         self.top, self.leaf, self.has_category = _category_codes(items)

@@ -43,6 +43,11 @@ def export_tensors(dataset_dir: os.PathLike | str, out: os.PathLike | str, confi
     parts = build_run(load_dataset(dataset_dir), config, progress=progress)
     dataset, tables, features = parts.dataset, parts.tables, parts.features
     assert tables is not None  # an MMSC run has meta-path tables
+    from mmsc_dgl.features.base import ContentFeatures
+    if features is not None and not isinstance(features, ContentFeatures):
+        raise DataError(f"export-tensors writes frozen feature tokens; {features.source} features are category "
+                        "tokens whose embeddings are learnt, which the export does not carry yet.",
+                        fix="export with features hashed, text, a feature file, or none.")
     sampler = dataset.negative_sampler()
     val = {}
     for r in RELATIONS:

@@ -17,6 +17,7 @@ import logging
 import sys
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any, cast
 
 import torch
 
@@ -66,7 +67,9 @@ def train_once(data: dict, impl: str, device: torch.device, epochs: int, steps_p
         features = SimpleNamespace(tokens=tokens, mask=mask, num_items=tokens.shape[0], dim=tokens.shape[2])
     torch.manual_seed(seed)
     graph = {r: SimpleNamespace(src=data["train"][r]["src"], dst=data["train"][r]["dst"]) for r in RELATIONS}
-    model = MMSC(n, tables, config, features, impl=impl, graph_edges=graph).to(device)
+    # The exported settings and tokens, read by attribute: this host has neither pydantic (for a
+    # ModelConfig) nor pyarrow (for ContentFeatures), so they travel as namespaces.
+    model = MMSC(n, tables, cast(Any, config), cast(Any, features), impl=impl, graph_edges=graph).to(device)
     tc = data["train_config"]
     edges = {r: (data["train"][r]["src"], data["train"][r]["dst"]) for r in RELATIONS}
     batches = EdgeBatches(edges, n, tc["batch_size"], config.negatives, steps_per_epoch, device)

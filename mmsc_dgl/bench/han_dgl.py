@@ -24,7 +24,7 @@ from torch.nn import functional as F
 from mmsc_dgl.schema import RELATIONS
 from mmsc_dgl.config import HANConfig
 from mmsc_dgl.errors import DataError
-from mmsc_dgl.features.base import ContentFeatures
+from mmsc_dgl.features.base import ItemFeatures
 from mmsc_dgl.models.base import FullGraphRecommender, GraphStateModule
 from mmsc_dgl.models.inputs import ItemInput, score_head
 from mmsc_dgl.nn import SemanticAttention
@@ -71,7 +71,7 @@ class DGLHAN(GraphStateModule, FullGraphRecommender):
     _graph_state = ("_graphs",)
 
     def __init__(self, num_items: int, graphs: Dict[str, object], config: HANConfig,
-                 features: Optional[ContentFeatures] = None):
+                 features: Optional[ItemFeatures] = None):
         super().__init__()
         from dgl.nn import GATConv
         self.num_items = num_items

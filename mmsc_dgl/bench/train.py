@@ -42,6 +42,15 @@ def _dataset_dir(root: Path, items: int, degree: float, seed: int) -> Path:
     return target
 
 
+def _features_mib(features) -> float:
+    """Memory of the content features: frozen tokens, or the ids of learnt category tokens."""
+    if features is None:
+        return 0.0
+    from mmsc_dgl.features.base import ContentFeatures
+    held = features.tokens if isinstance(features, ContentFeatures) else features.ids
+    return _tensor_mib(held, features.mask)
+
+
 def _tensor_mib(*tensors) -> float:
     return round(sum(t.numel() * t.element_size() for t in tensors if t is not None) / 2**20, 1)
 
@@ -62,12 +71,13 @@ def worker(spec: dict) -> dict:
     dataset = load_dataset(spec["dataset"])
     base_rss = round(status_bytes("VmRSS") / 2**20, 1)
     model_name = spec["model"]
-    config = TrainConfig(architecture="han" if model_name == "dgl-han" else model_name, epochs=spec["epochs"],
-                         patience=spec["epochs"], metapaths=spec["metapaths"], max_neighbors=spec["max_neighbors"],
-                         features=spec["features"], batch_size=spec["batch_size"], lr=spec["lr"],
-                         steps_per_epoch=spec.get("steps_per_epoch"), val_queries=spec["val_queries"],
-                         test_queries=spec["test_queries"], seed=spec["seed"], device=spec["device"],
-                         model={"hidden": spec["hidden"], "heads": spec["heads"]})
+    config = TrainConfig.model_validate(dict(
+        architecture="han" if model_name == "dgl-han" else model_name, epochs=spec["epochs"],
+        patience=spec["epochs"], metapaths=spec["metapaths"], max_neighbors=spec["max_neighbors"],
+        features=spec["features"], batch_size=spec["batch_size"], lr=spec["lr"],
+        steps_per_epoch=spec.get("steps_per_epoch"), val_queries=spec["val_queries"],
+        test_queries=spec["test_queries"], seed=spec["seed"], device=spec["device"],
+        model={"hidden": spec["hidden"], "heads": spec["heads"]}))
     row = {"model": model_name, "items": dataset.num_items,
            "train_edges": int(sum(len(e) for e in dataset.splits.train.values()))}
     started = time.perf_counter()
@@ -96,8 +106,7 @@ def worker(spec: dict) -> dict:
               "neighbour_tables_mib": round(sum(t.indptr.numel() * 8 + t.indices.numel() * 8
                                                 for t in parts.tables.values()) / 2**20, 1)
               if parts.tables is not None else None,
-              "features_mib": _tensor_mib(parts.features.tokens, parts.features.mask)
-              if parts.features is not None else 0.0,
+              "features_mib": _features_mib(parts.features),
               "parameters_mib": _tensor_mib(*parts.model.parameters()),
               "after_load_rss_mib": base_rss}
     evaluator = Evaluator(parts.dataset, config, parts.features, parts.device)

@@ -5,12 +5,14 @@ import abc
 import hashlib
 import os
 from dataclasses import dataclass
-from typing import List, Tuple
+from typing import TYPE_CHECKING, List, Tuple, Union
 
 import numpy as np
 import pyarrow as pa
 import torch
 
+if TYPE_CHECKING:
+    from mmsc_dgl.features.categorical import CategoricalFeatures
 
 
 @dataclass
@@ -48,6 +50,11 @@ class ContentFeatures:
         m = self.mask.unsqueeze(-1).to(self.tokens.dtype)
         mean = (self.tokens * m).sum(1) / m.sum(1).clamp(min=1)
         return torch.nn.functional.normalize(mean, dim=1)
+
+
+ItemFeatures = Union[ContentFeatures, "CategoricalFeatures"]
+"""What a model's content can be: frozen tokens (:class:`ContentFeatures`), or category and brand
+tokens whose embeddings are learnt (:class:`~mmsc_dgl.features.categorical.CategoricalFeatures`)."""
 
 
 def item_sources(items: pa.Table) -> List[str]:

@@ -9,13 +9,13 @@ from typing import Any, Optional
 import torch
 
 from mmsc_dgl.errors import DataError, flag
-from mmsc_dgl.features.base import ContentFeatures
+from mmsc_dgl.features.base import ContentFeatures, ItemFeatures
 from mmsc_dgl.features.hashed import hashed_text_features
 
 logger = logging.getLogger(__name__)
 
 
-def load_features(spec: Any, dataset, dim: int, base: Optional[Path] = None) -> Optional[ContentFeatures]:
+def load_features(spec: Any, dataset, dim: int, base: Optional[Path] = None) -> Optional[ItemFeatures]:
     """Content features for ``dataset`` from ``spec`` (:func:`_load`), refused when no item has
     any (an all-False mask would train on nothing while looking multi-modal); the items without
     content are counted in a warning."""
@@ -34,7 +34,7 @@ def load_features(spec: Any, dataset, dim: int, base: Optional[Path] = None) -> 
     return features
 
 
-def _load(spec: Any, dataset, dim: int, base: Optional[Path] = None) -> Optional[ContentFeatures]:
+def _load(spec: Any, dataset, dim: int, base: Optional[Path] = None) -> Optional[ItemFeatures]:
     """``auto`` (the features that came with the dataset's graph, else its ``features.parquet``
     cache, else ``hashed``), ``hashed`` (id embeddings when no item has text), ``categories``
     (learnable category and brand tokens), ``none``, a feature cache (``.parquet``), a torch

@@ -9,7 +9,7 @@ from typing import Dict, Optional
 import torch
 from torch import nn
 
-from mmsc_dgl.features.base import ContentFeatures
+from mmsc_dgl.features.base import ItemFeatures
 from mmsc_dgl.models.base import NothingToLearn, Recommender
 
 
@@ -24,7 +24,7 @@ class ContentCosine(nn.Module, Recommender):
     trainable = False
     content_only = True
 
-    def __init__(self, features: Optional[ContentFeatures]):
+    def __init__(self, features: Optional[ItemFeatures]):
         super().__init__()
         if features is None:
             raise ValueError("the content baseline needs content features; set features to 'hashed', "

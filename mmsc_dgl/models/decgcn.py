@@ -28,7 +28,7 @@ from torch.nn import functional as F
 
 from mmsc_dgl.schema import RELATIONS
 from mmsc_dgl.config import DecGCNConfig
-from mmsc_dgl.features.base import ContentFeatures
+from mmsc_dgl.features.base import ItemFeatures
 from mmsc_dgl.models.base import FullGraphRecommender, GraphStateModule, reset_children
 from mmsc_dgl.models.inputs import ItemInput, adjacency, score_head
 
@@ -61,7 +61,7 @@ class DecGCN(GraphStateModule, FullGraphRecommender):
     _graph_state = ("_csr",)
 
     def __init__(self, num_items: int, train_edges: Mapping[str, "RelationEdges"], config: DecGCNConfig,
-                 features: Optional[ContentFeatures] = None):
+                 features: Optional[ItemFeatures] = None):
         super().__init__()
         self.num_items = num_items
         self.config = config

@@ -23,7 +23,7 @@ from torch.nn import functional as F
 
 from mmsc_dgl.schema import RELATIONS
 from mmsc_dgl.config import GATConfig
-from mmsc_dgl.features.base import ContentFeatures
+from mmsc_dgl.features.base import ItemFeatures
 from mmsc_dgl.models.base import FullGraphRecommender, GraphStateModule, reset_children
 from mmsc_dgl.models.inputs import ItemInput, adjacency, score_head
 from mmsc_dgl.nn import MetaPathAttention
@@ -50,7 +50,7 @@ class GATPerRelation(GraphStateModule, FullGraphRecommender):
     _graph_state = ("_csr",)
 
     def __init__(self, num_items: int, train_edges: Mapping[str, "RelationEdges"], config: GATConfig,
-                 features: Optional[ContentFeatures] = None, impl: str = "auto"):
+                 features: Optional[ItemFeatures] = None, impl: str = "auto"):
         super().__init__()
         if config.hidden % config.heads:
             raise ValueError(f"hidden={config.hidden} must be a multiple of heads={config.heads}")

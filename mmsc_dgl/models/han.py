@@ -21,7 +21,7 @@ from __future__ import annotations
 from typing import Mapping, Optional, Union
 
 from mmsc_dgl.config import ModelConfig
-from mmsc_dgl.features.base import ContentFeatures
+from mmsc_dgl.features.base import ItemFeatures
 from mmsc_dgl.metapath.table import MetaPathTables
 from mmsc_dgl.ops import CSR
 from mmsc_dgl.models.mmsc import MMSC
@@ -36,7 +36,7 @@ class HAN(MMSC):
     """
 
     def __init__(self, num_items: int, tables: Union[MetaPathTables, Mapping[str, CSR]], config: Optional[ModelConfig] = None,
-                 features: Optional[ContentFeatures] = None, impl: str = "auto"):
+                 features: Optional[ItemFeatures] = None, impl: str = "auto"):
         # HAN's settings, with MMSC's three extra parts switched off.
         base = config.model_dump() if config is not None else {}
         config = ModelConfig.from_mapping({**base, "architecture": "mmsc", "semantic_fusion": "none",

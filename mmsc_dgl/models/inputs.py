@@ -4,7 +4,7 @@ Baselines use the same input as MMSC, so a comparison measures what is built on 
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Optional, cast
 
 import torch
 from torch import nn
@@ -12,7 +12,8 @@ from torch import nn
 from mmsc_dgl.nn import MultiModalAttention
 
 if TYPE_CHECKING:  # torch alone at run time: the GPU hosts have no pyarrow
-    from mmsc_dgl.features.base import ContentFeatures
+    from mmsc_dgl.features.base import ContentFeatures, ItemFeatures
+    from mmsc_dgl.features.categorical import CategoricalFeatures
 
 
 class ItemInput(nn.Module):
@@ -27,7 +28,7 @@ class ItemInput(nn.Module):
         id_embeddings: with ``features``, add a learnable id embedding (as MMSC's default).
     """
 
-    def __init__(self, num_items: int, out_feats: int, features: Optional["ContentFeatures"] = None,
+    def __init__(self, num_items: int, out_feats: int, features: Optional["ItemFeatures"] = None,
                  id_embeddings: bool = False):
         super().__init__()
         self.num_items = num_items
@@ -37,13 +38,14 @@ class ItemInput(nn.Module):
                 raise ValueError(f"features cover {features.num_items} items, the dataset {num_items}")
             if getattr(features, "learnable", False):
                 # category / brand tokens: a learnable embedding per token, pooled as frozen tokens are
-                self.register_buffer("token_ids", features.ids, persistent=False)
+                categorical = cast("CategoricalFeatures", features)  # the kind that says learnable
+                self.register_buffer("token_ids", categorical.ids, persistent=False)
                 self.register_buffer("tokens", None, persistent=False)
-                self.token_embedding = nn.Embedding(len(features.vocabulary) + 1, out_feats, padding_idx=0)
+                self.token_embedding = nn.Embedding(len(categorical.vocabulary) + 1, out_feats, padding_idx=0)
                 in_feats = out_feats
             else:
                 self.register_buffer("token_ids", None, persistent=False)
-                self.register_buffer("tokens", features.tokens.float(), persistent=False)
+                self.register_buffer("tokens", cast("ContentFeatures", features).tokens.float(), persistent=False)
                 self.register_module("token_embedding", None)
                 in_feats = features.dim
             self.register_buffer("token_mask", features.mask, persistent=False)
@@ -64,9 +66,10 @@ class ItemInput(nn.Module):
         if features is None:
             signature = [num_items, 0, 0, 0]
         elif getattr(features, "learnable", False):
-            signature = [num_items, features.ids.shape[1], len(features.vocabulary), 2]
+            categorical = cast("CategoricalFeatures", features)
+            signature = [num_items, categorical.ids.shape[1], len(categorical.vocabulary), 2]
         else:
-            signature = [num_items, features.tokens.shape[1], features.dim, 1]
+            signature = [num_items, cast("ContentFeatures", features).tokens.shape[1], features.dim, 1]
         self.register_buffer("content_signature", torch.tensor(signature, dtype=torch.int64))
         self._register_load_state_dict_pre_hook(self._check_signature)
         self.reset_parameters()

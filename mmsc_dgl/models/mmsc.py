@@ -15,12 +15,11 @@ from mmsc_dgl.models.losses import info_nce, sampled_softmax_loss, triplet_loss
 from mmsc_dgl.nn import FUSIONS, MetaPathAttention, NormalisedConv, PathEvidence, SemanticAttention, TaskGate
 from mmsc_dgl.ops import CSR
 from mmsc_dgl.ops.csr import DroppedEdges, is_compiling
-from mmsc_dgl.ops.paths import adamic_adar_counter, normalised_adjacency
+from mmsc_dgl.ops.paths import EdgeArrays, adamic_adar_counter, normalised_adjacency
 
 if TYPE_CHECKING:  # torch-only imports at run time: MMSC trains on GPU hosts without pydantic/pyarrow
-    from mmsc_dgl.data.edges import RelationEdges
     from mmsc_dgl.config import ModelConfig
-    from mmsc_dgl.features.base import ContentFeatures
+    from mmsc_dgl.features.base import ItemFeatures
     from mmsc_dgl.metapath.table import MetaPathTables
 
 __all__ = ["MMSC"]
@@ -90,8 +89,8 @@ class MMSC(GraphStateModule, Recommender):
     _graph_state = ("_csr", "_full")
 
     def __init__(self, num_items: int, tables: Union["MetaPathTables", Mapping[str, CSR]],
-                 config: Optional["ModelConfig"] = None, features: Optional["ContentFeatures"] = None,
-                 impl: str = "auto", graph_edges: Optional[Mapping[str, "RelationEdges"]] = None):
+                 config: Optional["ModelConfig"] = None, features: Optional["ItemFeatures"] = None,
+                 impl: str = "auto", graph_edges: Optional[Mapping[str, "EdgeArrays"]] = None):
         super().__init__()
         if config is None:
             from mmsc_dgl.config import ModelConfig

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any, Dict, Mapping, Optional, Union
 import torch
 
 from mmsc_dgl.config import ARCHITECTURES as _ARCHITECTURES
-from mmsc_dgl.features.base import ContentFeatures
+from mmsc_dgl.features.base import ItemFeatures
 
 if TYPE_CHECKING:
     from mmsc_dgl.data.edges import RelationEdges
@@ -22,7 +22,7 @@ USES_METAPATHS = frozenset({"mmsc", "han"})
 def build_model(architecture: str, num_items: int, config: Any, *,
                 tables: Optional[Union["MetaPathTables", Mapping[str, "CSR"]]] = None,
                 train_edges: Optional[Mapping[str, "RelationEdges"]] = None,
-                features: Optional[ContentFeatures] = None, impl: str = "auto") -> torch.nn.Module:
+                features: Optional[ItemFeatures] = None, impl: str = "auto") -> torch.nn.Module:
     """An untrained model of ``architecture`` (a key of :data:`ARCHITECTURES`).
 
     ``config`` is the model config of that architecture (:data:`mmsc_dgl.config.MODEL_CONFIGS`);

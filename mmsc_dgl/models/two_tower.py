@@ -17,7 +17,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from mmsc_dgl.schema import RELATIONS
-from mmsc_dgl.features.base import ContentFeatures
+from mmsc_dgl.features.base import ItemFeatures
 from mmsc_dgl.models.base import Recommender
 from mmsc_dgl.nn.content_tower import ContentTower
 
@@ -34,7 +34,7 @@ class ContentTwoTower(nn.Module, Recommender):
 
     content_only = True
 
-    def __init__(self, features: Optional[ContentFeatures], config):
+    def __init__(self, features: Optional[ItemFeatures], config):
         super().__init__()
         if features is None:
             raise ValueError("the two-tower baseline needs content features; set features to 'hashed', 'auto', "

@@ -11,7 +11,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union, cast
 
 import numpy as np
 import torch
@@ -23,6 +23,9 @@ from mmsc_dgl.errors import DataError
 from mmsc_dgl.eval.cold_start import ColdStart
 from mmsc_dgl.features.base import ContentFeatures
 from mmsc_dgl.ops import CSR
+
+if TYPE_CHECKING:
+    from mmsc_dgl.data.edges import RelationEdges
 
 logger = logging.getLogger(__name__)
 
@@ -635,7 +638,9 @@ def load_saved_model(path: Union[str, os.PathLike], device: Optional[str] = None
         features = _features_from_state(state["features"])
         cold_start = ColdStart.from_state(state.get("cold_start"), k=config.cold_neighbors)
         num_items = len(state["item_ids"])
-        model = build_model(config.architecture, num_items, config.model, tables=tables, train_edges=edges,
+        # _Edges holds the src and dst arrays, all that a model reads of its training edges
+        model = build_model(config.architecture, num_items, config.model, tables=tables,
+                            train_edges=cast("Optional[Mapping[str, RelationEdges]]", edges),
                             features=features, impl=resolve_impl(config.impl, target, import_dgl=False))
     except (ValueError, KeyError, TypeError, IndexError, AttributeError, RuntimeError) as err:  # DataError is a ValueError
         reason = err.reason if isinstance(err, DataError) else f"{type(err).__name__}: {err}"

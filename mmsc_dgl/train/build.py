@@ -17,7 +17,7 @@ from mmsc_dgl.schema import RELATIONS
 from mmsc_dgl.config import TrainConfig
 from mmsc_dgl.data.edges import RelationEdges
 from mmsc_dgl.errors import DataError, flag
-from mmsc_dgl.features.base import ContentFeatures
+from mmsc_dgl.features.base import ItemFeatures
 from mmsc_dgl.features.load import load_features
 from mmsc_dgl.io import read_parquet_table
 from mmsc_dgl.metapath.table import MetaPathTables
@@ -146,7 +146,7 @@ class RunParts:
     dataset: "Dataset"
     config: TrainConfig
     device: torch.device
-    features: Optional[ContentFeatures]
+    features: Optional[ItemFeatures]
     train_edges: Dict[str, RelationEdges]
     tables: Optional[MetaPathTables]
     model: torch.nn.Module
@@ -162,7 +162,7 @@ class RunParts:
 
 def build_run(dataset, config: TrainConfig, run_dir: Optional[Union[str, Path]] = None,
               tables: Optional[MetaPathTables] = None, model=None,
-              features: Union[ContentFeatures, None, str] = "config",
+              features: Union[ItemFeatures, None, str] = "config",
               train_edges: Optional[Dict[str, RelationEdges]] = None, progress: bool = True) -> RunParts:
     """Assemble a run (reads files, builds tables; trains nothing).
 
@@ -186,9 +186,9 @@ def build_run(dataset, config: TrainConfig, run_dir: Optional[Union[str, Path]] 
         dataset = inject_training_noise(dataset, config.train_noise, config.seed)
     device = resolve_device(config.device)
     # Inputs that can be wrong are read before anything is built or written.
-    if isinstance(features, str):
-        features = load_features(config.features, dataset, config.feature_dim,
-                                 base=Path(run_dir) if run_dir is not None else None)
+    content = (load_features(config.features, dataset, config.feature_dim,
+                             base=Path(run_dir) if run_dir is not None else None)
+               if isinstance(features, str) else features)
     if train_edges is None:
         train_edges = load_train_edges(dataset, config.train_edges)
     if model is None and config.architecture in USES_METAPATHS:
@@ -197,8 +197,8 @@ def build_run(dataset, config: TrainConfig, run_dir: Optional[Union[str, Path]] 
     if model is None:
         try:
             model = build_model(config.architecture, dataset.num_items, config.model, tables=tables,
-                                train_edges=train_edges, features=features, impl=resolve_impl(config.impl, device))
+                                train_edges=train_edges, features=content, impl=resolve_impl(config.impl, device))
         except ValueError as err:
             raise DataError(f"cannot build {config.architecture}: {err}",
                             fix="change the model settings or the features named above.") from err
-    return RunParts(dataset, config, device, features, train_edges, tables, model.to(device))
+    return RunParts(dataset, config, device, content, train_edges, tables, model.to(device))
