@@ -139,10 +139,10 @@ class MMSC(GraphStateModule, Recommender):
         self._full: Dict[str, CSR] = dict(counter.graphs) if counter is not None and config.full_first_hop else {}
         self.first_hop = (nn.ModuleDict({r: NormalisedConv(hidden, hidden) for r in RELATIONS})
                           if self._full else None)
-        # Widths of the padded neighbour lists that a compiled forward reads (host syncs here,
-        # Python constants in a trace).
-        self._widths = {name: csr.max_degree() for name, csr in self._csr.items()}
-        self._full_widths = {r: csr.max_degree() for r, csr in self._full.items()}
+        # The widths of the padded neighbour lists that a compiled forward reads: each table
+        # caches its largest degree (a host sync here, a Python constant in a trace).
+        for csr in [*self._csr.values(), *self._full.values()]:
+            csr.max_degree()
         self._register_load_state_dict_pre_hook(_legacy_keys)
 
     def reset_parameters(self) -> None:
@@ -222,8 +222,8 @@ class MMSC(GraphStateModule, Recommender):
         """:meth:`_paths` over padded neighbour lists: static shapes, no ``torch.unique``; the
         content of a neighbour that several rows share is computed once per row."""
         tables = views if views is not None else self._csr
-        lists = [tables[name].padded(nodes, self._widths[name]) for name in self.metapaths]
-        lists += [self._full[r].padded(nodes, self._full_widths[r]) for r in self._full]
+        lists = [tables[name].padded(nodes) for name in self.metapaths]
+        lists += [self._full[r].padded(nodes) for r in self._full]
         q_all = self.content_of(torch.cat([nodes] + [nbr.reshape(-1) for nbr, _ in lists]))
         q = q_all[: nodes.numel()]
         offset = nodes.numel()

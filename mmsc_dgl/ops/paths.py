@@ -21,7 +21,6 @@ leaks nothing about that pair.
 """
 from __future__ import annotations
 
-import warnings
 from typing import Any, Dict, Iterable, Mapping, Optional, Protocol, Tuple
 
 import torch
@@ -73,7 +72,7 @@ class PathCounter:
                        else weight.to(device=device, dtype=torch.float32))
         # Edge keys row * N + col, sorted because CSR rows and their indices are sorted.
         self._keys = {name: g.row_ids() * self.num_items + g.indices for name, g in self.graphs.items()}
-        self._sparse: Dict[str, torch.Tensor] = {}
+        self._sparse: Dict[str, SparseMatrix] = {}
         for g in self.graphs.values():  # the width of padded walks in a compiled trace (pairs)
             g.max_degree()
 
@@ -163,14 +162,10 @@ class PathCounter:
         src = src.reshape(-1).to(torch.int64)
         return _expand(self.graphs[name], src, torch.arange(src.numel(), device=src.device))
 
-    def _sparse_matrix(self, name: str) -> torch.Tensor:
+    def _sparse_matrix(self, name: str) -> SparseMatrix:
         if name not in self._sparse:
             g = self.graphs[name]
-            values = torch.ones(g.num_edges, device=g.device)
-            with warnings.catch_warnings():  # "sparse CSR support is in beta": SpMM is all we use
-                warnings.simplefilter("ignore", UserWarning)
-                self._sparse[name] = torch.sparse_csr_tensor(g.indptr, g.indices, values,
-                                                             (self.num_items, self.num_items))
+            self._sparse[name] = SparseMatrix(g, torch.ones(g.num_edges, device=g.device))
         return self._sparse[name]
 
     def first_hop(self, name: str, src: torch.Tensor) -> torch.Tensor:
