@@ -460,8 +460,11 @@ def test_calibration_is_chosen_on_validation_and_kept_with_the_weights(tiny, tmp
         # no setting on the grid does better on validation than the one chosen
         for link, path, mask in ((2.0, 0.0, [1, 1, 1, 1]), (0.0, 1.6, [1, 1, 1, 1]), (0.5, 0.4, [1, 1, 1, 1]),
                                  (0.0, 0.8, [0, 1, 1, 0]), (0.0, 0.8, [1, 0, 0, 1])):
+            # the mask over the behaviour paths (content paths, where the run has them, are the MLP's)
+            full = torch.zeros(len(names))
+            full[[i for i, on in zip(run.model.evidence.behaviour_paths, mask) if on]] = 1
             other = validation({**state, keys[0]: torch.tensor(link), keys[1]: torch.tensor(path),
-                                keys[2]: torch.tensor(mask, dtype=torch.float32)}, r)
+                                keys[2]: full}, r)
             # a subset of the paths may win validation by chance only: then its margin is reported
             by_chance = mask != [1, 1, 1, 1] and chosen["subset_z"] is not None and chosen["subset_z"] <= SUBSET_Z
             assert other <= best + 1e-9 or by_chance

@@ -10,36 +10,47 @@ For a model with path evidence (MMSC's default) the score of a pair is
 The structural term is split over its features (the four meta-paths' counts and, by default,
 whether the pair is a training edge of the other relation: ``linked[...]``) by exact Shapley
 values against "no path and no edge at all" (:math:`g(0)`, the same for every pair, reported as
-``structure_base``): with six features that is 64 evaluations of a small MLP per pair, and the
-shares add up to :math:`g(c) - g(0)` exactly.  :math:`g` is the whole term, the calibration's
+``structure_base``): :math:`2^L` evaluations of a small MLP per pair for the :math:`L` features
+that are non-zero in some pair of the batch (with MMSC's content paths there are twelve
+features: nine meta-paths over the substitute, complement and ``similar`` graphs, and three
+links), and the shares add up to :math:`g(c) - g(0)` exactly.  :math:`g` is the whole term, the calibration's
 link bonus and path weight included (:mod:`mmsc_dgl.models.calibration`).  Each meta-path also gets its raw path count and
 one concrete intermediate item (the most specific one: the middle item of lowest degree).
 """
 from __future__ import annotations
 
-from itertools import combinations
 from math import factorial
 from typing import Any, Dict, List, Optional, Sequence, Union
 
 import torch
 
 
-def shapley_shares(g, counts: torch.Tensor) -> torch.Tensor:
+def shapley_shares(g, counts: torch.Tensor, block: int = 1 << 22) -> torch.Tensor:
     """Exact Shapley values [P, M] of ``g`` (a function of counts [..., M]) at ``counts`` [P, M]
-    against the all-zero baseline."""
-    m = counts.shape[-1]
+    against the all-zero baseline.
+
+    A feature that is zero in every pair is a null player (adding it to a coalition changes no
+    input), so it gets 0 and the others are the Shapley values of the game without it: with
+    ``L`` live features ``g`` is evaluated once on each of the ``2^L`` coalitions of each pair,
+    in blocks of at most ``block`` numbers."""
+    p, m = counts.shape
     out = torch.zeros_like(counts)
-    players = range(m)
-    for i in players:
-        others = [p for p in players if p != i]
-        for size in range(m):
-            weight = factorial(size) * factorial(m - size - 1) / factorial(m)
-            for subset in combinations(others, size):
-                mask = torch.zeros(m, dtype=counts.dtype, device=counts.device)
-                mask[list(subset)] = 1
-                without = g(counts * mask)
-                mask[i] = 1
-                out[:, i] += weight * (g(counts * mask) - without)
+    live = torch.nonzero((counts != 0).any(0)).flatten().tolist()
+    k = len(live)
+    if k == 0 or p == 0:
+        return out
+    codes = torch.arange(1 << k, device=counts.device)
+    bits = ((codes.unsqueeze(1) >> torch.arange(k, device=counts.device)) & 1).to(counts.dtype)
+    masks = torch.zeros(1 << k, m, dtype=counts.dtype, device=counts.device)
+    masks[:, live] = bits
+    rows = max(1, block // ((1 << k) * m))
+    values = torch.cat([g(part.unsqueeze(1) * masks) for part in counts.split(rows)])  # [P, 2^k]
+    size = bits.sum(1).long()
+    weight = torch.tensor([factorial(s) * factorial(k - s - 1) / factorial(k) if s < k else 0.0
+                           for s in range(k + 1)], dtype=values.dtype, device=counts.device)
+    for j, i in enumerate(live):
+        without = codes[((codes >> j) & 1) == 0]
+        out[:, i] = ((values[:, without | (1 << j)] - values[:, without]) * weight[size[without]]).sum(1).to(out.dtype)
     return out
 
 

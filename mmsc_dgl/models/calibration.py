@@ -95,8 +95,10 @@ def calibrate(model, relation_states: Dict[str, dict], evaluator, enabled: bool 
     if not evidence.links:
         link_grid = (0.0,)
     names = evidence.path_names
-    every = tuple(range(len(names)))
-    subsets = [tuple(sub) for sub in (path_subsets(len(names)) if subsets is None else subsets)]
+    behaviour = getattr(evidence, "behaviour_paths", list(range(len(names))))  # content paths are the MLP's
+    every = tuple(behaviour)
+    subsets = [tuple(sub) for sub in ([tuple(behaviour[i] for i in sub) for sub in path_subsets(len(behaviour))]
+                                      if subsets is None else subsets)]
     settings = [(link, path, sub) for link, path in product(link_grid, path_grid)
                 for sub in (subsets if path else [every])]  # no path weight: the paths do not matter
     states, report = {}, {}

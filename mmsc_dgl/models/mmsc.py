@@ -1,7 +1,8 @@
 """MMSC: multi-modal relational item representations for substitutes and complements."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Tuple, Union
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Tuple, Union, cast
 
 import torch
 from torch import nn
@@ -13,9 +14,11 @@ from mmsc_dgl.models.graph_branch import GraphBranch, IdSmoothing
 from mmsc_dgl.models.inputs import ItemInput
 from mmsc_dgl.models.losses import info_nce, sampled_softmax_loss, triplet_loss
 from mmsc_dgl.nn import FUSIONS, MetaPathAttention, NormalisedConv, PathEvidence, SemanticAttention, TaskGate
+from mmsc_dgl.nn.path_evidence import SIMILAR
 from mmsc_dgl.ops import CSR
 from mmsc_dgl.ops.csr import DroppedEdges, is_compiling
-from mmsc_dgl.ops.paths import EdgeArrays, adamic_adar_counter, normalised_adjacency
+from mmsc_dgl.ops.neighbours import content_neighbours
+from mmsc_dgl.ops.paths import EdgeArrays, PathCounter, adamic_adar_counter, normalised_adjacency
 
 if TYPE_CHECKING:  # torch-only imports at run time: MMSC trains on GPU hosts without pydantic/pyarrow
     from mmsc_dgl.config import ModelConfig
@@ -129,8 +132,12 @@ class MMSC(GraphStateModule, Recommender):
         if config.propagate_ids and self.input.item_embedding is None:
             raise ValueError("propagate_ids smooths the id embeddings; it needs id_embeddings=True")
         counter = adamic_adar_counter(num_items, graph_edges) if needs_graph and graph_edges is not None else None
-        self.evidence = (PathEvidence(counter, RELATIONS, config.evidence_hidden, links=config.evidence_links)
+        self.evidence = (PathEvidence(self._evidence_counter(counter, graph_edges or {}, features), RELATIONS,
+                                      config.evidence_hidden, links=config.evidence_links)
                          if counter is not None and config.path_evidence else None)
+        # read once (a traced step cannot ask the config): 0 without a content-neighbour graph
+        self._evidence_dropout = (float(getattr(config, "evidence_dropout", 0.0))
+                                  if self.evidence is not None and SIMILAR in self.evidence.counter.graphs else 0.0)
         self.smooth_ids = (IdSmoothing(config.propagate_ids, normalised_adjacency(counter.graphs.values(), num_items))
                            if counter is not None and config.propagate_ids else None)
         self.graph_branch = (GraphBranch(num_items, hidden, config.graph_branch,
@@ -144,6 +151,28 @@ class MMSC(GraphStateModule, Recommender):
         for csr in [*self._csr.values(), *self._full.values()]:
             csr.max_degree()
         self._register_load_state_dict_pre_hook(_legacy_keys)
+
+    def _evidence_counter(self, counter: PathCounter, graph_edges: Mapping[str, "EdgeArrays"],
+                          features: Optional["ItemFeatures"]) -> PathCounter:
+        """The path evidence's graphs: the relations', and with ``content_paths`` a ``similar``
+        graph joining each item with content to its nearest items in content space among those
+        with a training edge (a cold item's only way to a path).  The Adamic-Adar weights stay
+        those of the relations' graphs."""
+        k = int(getattr(self.config, "content_paths", 0))
+        if not k or features is None:
+            return counter
+        if hasattr(features, "pooled"):
+            content = features.pooled().float()
+        else:  # frozen tokens as a namespace (the GPU trainer's export): ContentFeatures.pooled's rule
+            tokens, mask = cast(Any, features).tokens, features.mask
+            m = mask.unsqueeze(-1).to(tokens.dtype)
+            content = F.normalize((tokens * m).sum(1) / m.sum(1).clamp(min=1), dim=1).float()
+        has_edge = torch.zeros(self.num_items, dtype=torch.bool)
+        for graph in counter.graphs.values():
+            has_edge |= graph.degrees.cpu() > 0
+        src, dst = content_neighbours(content.cpu(), k, candidates=has_edge)
+        edges = {**{r: graph_edges[r] for r in counter.graphs}, SIMILAR: SimpleNamespace(src=src, dst=dst)}
+        return adamic_adar_counter(self.num_items, edges, weigh_by=tuple(counter.graphs))
 
     def reset_parameters(self) -> None:
         """Re-initialise every learnable part."""
@@ -338,6 +367,13 @@ class MMSC(GraphStateModule, Recommender):
                 parts[r].append(self.head(z[r], r, nodes))
         return {r: torch.cat(v) for r, v in parts.items()}
 
+    def _edgeless_sources(self, count: int, generator: Optional[torch.Generator], device) -> Optional[torch.Tensor]:
+        """``evidence_dropout``: which of ``count`` training pairs' sources look edgeless to the
+        path evidence (None: none, outside training, or without a content-neighbour graph)."""
+        if not self.training or not self._evidence_dropout:
+            return None
+        return (torch.rand(count, generator=generator) < self._evidence_dropout).to(device)
+
     def views(self, generator: Optional[torch.Generator] = None) -> Dict[str, Any]:
         """The tables with ``edge_drop`` of their edges dropped (one graph-dropout view); while
         ``torch.compile`` traces, as masks on the padded lists (:class:`~mmsc_dgl.ops.csr.DroppedEdges`)."""
@@ -372,8 +408,10 @@ class MMSC(GraphStateModule, Recommender):
             s_pos = (e[i_src] * t[i_pos]).sum(-1)
             s_neg = (e[i_src].unsqueeze(1) * t[i_neg]).sum(-1)
             if self.evidence is not None:
-                s_pos = s_pos + self.evidence.pair_scores(src, pos, r)
-                s_neg = s_neg + self.evidence.pair_scores(src.unsqueeze(1).expand_as(neg), neg, r)
+                edgeless = self._edgeless_sources(b, generator, src.device)
+                s_pos = s_pos + self.evidence.pair_scores(src, pos, r, edgeless)
+                s_neg = s_neg + self.evidence.pair_scores(src.unsqueeze(1).expand_as(neg), neg, r,
+                                                          None if edgeless is None else edgeless.unsqueeze(1).expand_as(neg))
             if cfg.loss == "softmax":
                 parts["ranking"] = parts["ranking"] + sampled_softmax_loss(s_pos, s_neg)
             else:

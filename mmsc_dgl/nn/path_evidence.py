@@ -14,6 +14,10 @@ from torch import nn
 
 from mmsc_dgl.ops.paths import PathCounter, with_edges
 
+SIMILAR = "similar"
+"""The name of the content-neighbour graph (MMSC's ``content_paths``): not a relation, so never
+a link bonus of the calibration and never dropped by ``evidence_dropout``."""
+
 ROW_BLOCK = 1 << 22
 """Most dense path counts (rows x items) held at once while ranking."""
 
@@ -54,6 +58,7 @@ class PathEvidence(nn.Module):
             self.register_buffer(f"_keep_{r}", keep, persistent=False)
             linked = keep.clone()
             linked[: len(self.metapaths)] = 0
+            linked[len(self.metapaths):] *= torch.tensor([float(x != SIMILAR) for x in self.links])
             self.register_buffer(f"_linked_{r}", linked, persistent=False)  # the other relations' links
             # Set after training (mmsc_dgl.models.calibration) and saved with the weights: a bonus
             # for a pair that is an edge of another relation, a weight on log(1 + its paths), and
@@ -61,6 +66,11 @@ class PathEvidence(nn.Module):
             self.register_buffer(f"link_bonus_{r}", torch.zeros(()))
             self.register_buffer(f"path_bonus_{r}", torch.zeros(()))
             self.register_buffer(f"path_mask_{r}", torch.ones(len(self.metapaths)))
+        # What a pair whose source has no edge of any relation can still have: the paths that
+        # leave it through its content neighbours, and those links.
+        self.register_buffer("_edgeless", torch.tensor([float(x == SIMILAR) for x, _ in self.metapaths]
+                                                       + [float(x == SIMILAR) for x in self.links]),
+                             persistent=False)
         self._register_load_state_dict_pre_hook(self._pad_legacy)
 
     def _pad_legacy(self, state_dict, prefix, *args) -> None:
@@ -163,8 +173,20 @@ class PathEvidence(nn.Module):
         return torch.cat([(counts * getattr(self, f"_linked_{relation}")).sum(-1, keepdim=True),
                           counts[..., : len(self.metapaths)]], -1)
 
-    def pair_scores(self, src: torch.Tensor, dst: torch.Tensor, relation: str) -> torch.Tensor:
-        return self(self.counts(src, dst), relation)
+    def pair_scores(self, src: torch.Tensor, dst: torch.Tensor, relation: str,
+                    edgeless: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """The term of ``relation`` for pairs ``(src, dst)``; where ``edgeless`` (bool, the
+        pairs' shape) is set, only what a source without edges would have counts (training's
+        ``evidence_dropout``)."""
+        counts = self.counts(src, dst)
+        if edgeless is not None:
+            counts = torch.where(edgeless.unsqueeze(-1), counts * self._edgeless, counts)
+        return self(counts, relation)
+
+    @property
+    def behaviour_paths(self) -> List[int]:
+        """Indices of the meta-paths over behaviour graphs only (what the calibration weighs)."""
+        return [i for i, (x, y) in enumerate(self.metapaths) if SIMILAR not in (x, y)]
 
     def candidate_scores(self, src: torch.Tensor, candidates: torch.Tensor, relation: str) -> torch.Tensor:
         return self(self.query_counts(src, candidates), relation)

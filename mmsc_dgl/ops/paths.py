@@ -61,12 +61,15 @@ class PathCounter:
         [1.0]
     """
 
-    def __init__(self, graphs: Dict[str, CSR], weight: Optional[torch.Tensor] = None):
+    def __init__(self, graphs: Dict[str, CSR], weight: Optional[torch.Tensor] = None,
+                 weigh_by: Optional[Tuple[str, ...]] = None):
         sizes = {g.num_rows for g in graphs.values()}
         if len(sizes) != 1:
             raise ValueError(f"the graphs cover different item counts: {sorted(sizes)}")
         self.num_items = sizes.pop()
         self.graphs = dict(graphs)
+        # The graphs whose union's degrees gave ``weight`` (None: all of them); with_edges keeps the rule.
+        self.weigh_by = None if weigh_by is None else tuple(weigh_by)
         device = next(iter(graphs.values())).device
         self.weight = (torch.ones(self.num_items, device=device) if weight is None
                        else weight.to(device=device, dtype=torch.float32))
@@ -82,6 +85,7 @@ class PathCounter:
         out = object.__new__(PathCounter)
         out.num_items, out.graphs, out._keys, out._sparse = self.num_items, self.graphs, self._keys, self._sparse
         out.weight = torch.ones_like(self.weight)
+        out.weigh_by = self.weigh_by
         return out
 
     def __deepcopy__(self, memo) -> "PathCounter":
@@ -90,7 +94,7 @@ class PathCounter:
         return self
 
     def to(self, device) -> "PathCounter":
-        return PathCounter({k: g.to(device) for k, g in self.graphs.items()}, self.weight.to(device))
+        return PathCounter({k: g.to(device) for k, g in self.graphs.items()}, self.weight.to(device), self.weigh_by)
 
     @property
     def device(self) -> torch.device:
@@ -194,14 +198,19 @@ def _expand(graph: CSR, nodes: torch.Tensor, tags: torch.Tensor) -> Tuple[torch.
     return torch.repeat_interleave(tags, counts), graph.indices[torch.repeat_interleave(lo, counts) + within]
 
 
-def adamic_adar_counter(num_items: int, edges: Mapping[str, EdgeArrays]) -> PathCounter:
+def adamic_adar_counter(num_items: int, edges: Mapping[str, EdgeArrays],
+                        weigh_by: Optional[Iterable[str]] = None) -> PathCounter:
     """Two-hop path counts over each relation's undirected graph (``edges``: per name, objects
     with ``src``/``dst`` node ids), every middle item weighted by Adamic-Adar's
-    :math:`1 / \\log \\deg` in the union of the graphs."""
+    :math:`1 / \\log \\deg` in the union of the graphs named in ``weigh_by`` (default: all of
+    them; MMSC leaves its content-neighbour graph out, so that it changes no behaviour path's
+    weight)."""
     graphs = {name: undirected(torch.as_tensor(e.src), torch.as_tensor(e.dst), num_items) for name, e in edges.items()}
-    union = undirected(torch.cat([g.row_ids() for g in graphs.values()]),
-                       torch.cat([g.indices for g in graphs.values()]), num_items)
-    return PathCounter(graphs, 1.0 / torch.log(union.degrees.clamp(min=2).to(torch.float32)))
+    names = tuple(graphs) if weigh_by is None else tuple(weigh_by)
+    union = undirected(torch.cat([graphs[g].row_ids() for g in names]),
+                       torch.cat([graphs[g].indices for g in names]), num_items)
+    return PathCounter(graphs, 1.0 / torch.log(union.degrees.clamp(min=2).to(torch.float32)),
+                       None if weigh_by is None else names)
 
 
 def normalised(csr: CSR) -> SparseMatrix:
@@ -240,7 +249,7 @@ def with_edges(counter: PathCounter, extra: Mapping[str, Tuple[torch.Tensor, tor
     unknown = set(extra) - set(counter.graphs)
     if unknown:
         raise ValueError(f"no graph named {sorted(unknown)[0]!r}: the counter has {sorted(counter.graphs)}")
-    return adamic_adar_counter(n, edges)
+    return adamic_adar_counter(n, edges, counter.weigh_by)
 
 
 class _Pairs:

@@ -22,7 +22,9 @@ from mmsc_dgl.config import TrainConfig
 from mmsc_dgl.errors import DataError
 from mmsc_dgl.eval.cold_start import ColdStart
 from mmsc_dgl.features.base import ContentFeatures
+from mmsc_dgl.nn.path_evidence import SIMILAR
 from mmsc_dgl.ops import CSR
+from mmsc_dgl.ops.neighbours import content_neighbours
 
 if TYPE_CHECKING:
     from mmsc_dgl.data.edges import RelationEdges
@@ -112,6 +114,7 @@ class ItemModel:
         self._terms: Dict[str, Any] = {}
         self.num_trained = len(self.item_ids)
         self._added: Optional[_Added] = None
+        self._similar: Optional[Tuple[torch.Tensor, torch.Tensor]] = None
 
     # --- what it is ------------------------------------------------------------------------
     @property
@@ -139,6 +142,7 @@ class ItemModel:
     def _forget(self) -> None:
         """Drop what was computed from the catalog (it grew, or moved)."""
         self._embeddings, self._targets, self._terms, self._index = {}, {}, {}, None
+        self._similar = None
 
     # --- ids -------------------------------------------------------------------------------
     def node_ids(self, items: Items) -> torch.Tensor:
@@ -241,8 +245,26 @@ class ItemModel:
         return own.with_edges(self._extra_edges(), self.num_items)
 
     def _extra_edges(self) -> Dict[str, Tuple[torch.Tensor, torch.Tensor]]:
+        """The added items' known edges per relation and, where the path evidence counts paths
+        through content neighbours (MMSC's ``content_paths``), each added item's nearest trained
+        items with a training edge in content space, found as training found the catalog's."""
         assert self._added is not None
-        return {r: (a.to(self.device), b.to(self.device)) for r, (a, b) in self._added.edges.items()}
+        out = {r: (a.to(self.device), b.to(self.device)) for r, (a, b) in self._added.edges.items()}
+        evidence = getattr(self.for_relation(RELATIONS[0]), "evidence", None)
+        k = int(getattr(self.config.model, "content_paths", 0))
+        if evidence is not None and k and SIMILAR in evidence.counter.graphs and self.features is not None:
+            if self._similar is None:
+                trained = self.features.pooled().float().cpu()
+                content = torch.cat([trained, self._added.content.float().cpu()])
+                has_edge = torch.zeros(len(content), dtype=torch.bool)
+                for name in evidence.counter.graphs:
+                    if name != SIMILAR:
+                        has_edge[: self.num_trained] |= evidence.counter.degrees(name).cpu() > 0
+                new = torch.zeros(len(content), dtype=torch.bool)
+                new[self.num_trained:] = True
+                self._similar = content_neighbours(content, k, candidates=has_edge, sources=new)
+            out[SIMILAR] = (self._similar[0].to(self.device), self._similar[1].to(self.device))
+        return out
 
     # --- new items -------------------------------------------------------------------------
     def add_items(self, ids: Sequence[str], features: Any = None,

@@ -1,0 +1,131 @@
+"""MMSC's content paths (issue 31): a ``similar`` graph joins every item to its nearest items in
+content space, so the path evidence can score an item without edges by the partners of the
+items it resembles; training can make some sources look edgeless (``evidence_dropout``), and the
+calibration leaves those paths to the learned term."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mmsc_dgl.schema import RELATIONS
+from mmsc_dgl.nn.path_evidence import SIMILAR, PathEvidence
+from mmsc_dgl.ops.neighbours import content_neighbours
+from mmsc_dgl.ops.paths import PathCounter, adamic_adar_counter, undirected, with_edges
+
+
+def test_content_neighbours_are_the_nearest_by_cosine_among_the_candidates():
+    g = torch.Generator().manual_seed(0)
+    content = torch.randn(60, 5, generator=g)
+    content[7] = 0  # no content: never a source, never a neighbour
+    candidates = torch.rand(60, generator=g) > 0.3
+    sources = torch.rand(60, generator=g) > 0.5
+    src, dst = content_neighbours(content, 4, candidates=candidates, sources=sources)
+    unit = F.normalize(content, dim=1)
+    for i in range(60):
+        got = dst[src == i].tolist()
+        if not sources[i] or i == 7:
+            assert got == []
+            continue
+        pool = [j for j in range(60) if candidates[j] and j != i and j != 7]
+        want = sorted(pool, key=lambda j: -float(unit[i] @ unit[j]))[:4]
+        assert sorted(got) == sorted(want), i
+    # blocks of any size give the same edges
+    import mmsc_dgl.ops.neighbours as neighbours
+    old = neighbours.SIMILARITIES_PER_BLOCK
+    try:
+        neighbours.SIMILARITIES_PER_BLOCK = 50
+        again = content_neighbours(content, 4, candidates=candidates, sources=sources)
+    finally:
+        neighbours.SIMILARITIES_PER_BLOCK = old
+    assert torch.equal(again[0], src) and torch.equal(again[1], dst)
+    empty = content_neighbours(torch.zeros(5, 3), 2)
+    assert empty[0].numel() == 0 and empty[1].numel() == 0
+
+
+def _counter(n=50, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    edges = {}
+    for name in RELATIONS:
+        edges[name] = type("E", (), {"src": torch.randint(0, 40, (120,), generator=g),
+                                     "dst": torch.randint(0, 40, (120,), generator=g)})
+    # items 40..49 have no behaviour edge: only content neighbours among the first 40
+    content = torch.randn(n, 6, generator=g)
+    has_edge = torch.zeros(n, dtype=torch.bool)
+    has_edge[:40] = True
+    src, dst = content_neighbours(content, 3, candidates=has_edge)
+    edges[SIMILAR] = type("E", (), {"src": src, "dst": dst})
+    return adamic_adar_counter(n, edges, weigh_by=RELATIONS), edges
+
+
+def test_content_paths_keep_the_behaviour_weights_and_an_edgeless_source_keeps_only_them():
+    counter, edges = _counter()
+    plain = adamic_adar_counter(50, {r: edges[r] for r in RELATIONS})
+    torch.testing.assert_close(counter.weight, plain.weight)  # the similar graph changes no path weight
+    torch.manual_seed(0)
+    evidence = PathEvidence(counter, RELATIONS, hidden=8)
+    names = evidence.names
+    assert f"{SIMILAR}-substitute" in names and names[-1] == SIMILAR
+    assert [names[i] for i in evidence.behaviour_paths] == [f"{x}-{y}" for x in RELATIONS for y in RELATIONS]
+    src = torch.tensor([0, 3, 41, 45, 12])
+    dst = torch.tensor([5, 9, 2, 17, 30])
+    counts = evidence.counts(src, dst)
+    assert (counts[2:4, :len(evidence.metapaths)][:, evidence.behaviour_paths] == 0).all()  # no edges, no such path
+    edgeless = torch.tensor([True, False, False, True, True])
+    for r in RELATIONS:
+        masked = counts.clone()
+        masked[edgeless] *= evidence._edgeless
+        torch.testing.assert_close(evidence.pair_scores(src, dst, r, edgeless), evidence(masked, r))
+        torch.testing.assert_close(evidence.pair_scores(src, dst, r), evidence(counts, r))
+        # what stays for an edgeless source: the paths that start with a content neighbour, and that link
+        kept = [n for n, keep in zip(names, evidence._edgeless.tolist()) if keep]
+        assert kept == [f"{SIMILAR}-{y}" for y in (*RELATIONS, SIMILAR)] + [SIMILAR]
+        # the calibration's link bonus is for edges of the other relation, never for look-alikes
+        linked = getattr(evidence, f"_linked_{r}")
+        assert [n for n, on in zip(names, linked.tolist()) if on] == [x for x in RELATIONS if x != r]
+    # a new item's content neighbours join like its first edges, the weights still the relations'
+    grown = with_edges(counter, {SIMILAR: (torch.tensor([50, 50]), torch.tensor([1, 2]))}, 51)
+    assert grown.weigh_by == tuple(RELATIONS) and grown.linked(SIMILAR, torch.tensor([50]), torch.tensor([1])).item() == 1
+    torch.testing.assert_close(grown.weight[:50], counter.weight)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    from mmsc_dgl.config import ModelConfig, SyntheticConfig, TrainConfig
+    from mmsc_dgl.data.prepare import prepare
+    from mmsc_dgl.runs.training import train
+    root = tmp_path_factory.mktemp("cp")
+    dataset = prepare(synthetic=SyntheticConfig(num_items=300, seed=4), out=root / "ds", progress=False)
+    config = TrainConfig(metapaths="s,c", max_neighbors=4, epochs=1, batch_size=256, val_queries=50,
+                         features="hashed", cold_start="eq12",
+                         model=ModelConfig(hidden=16, heads=2, semantic_hidden=8, ssl_nodes=16, content_paths=3,
+                                           evidence_dropout=0.5))
+    train(dataset.root, root / "run", config, progress=False)
+    return dataset, root / "run"
+
+
+def test_a_cold_item_and_a_new_item_reach_the_partners_of_their_look_alikes(run):
+    from mmsc_dgl.runs.load import load_model, load_run
+    dataset, run_dir = run
+    loaded = load_run(run_dir)
+    evidence = loaded.model.evidence
+    counter = evidence.counter
+    assert SIMILAR in counter.graphs
+    cold = torch.as_tensor(dataset.splits.cold_items[:5], dtype=torch.int64)
+    degree = sum(counter.degrees(r) for r in RELATIONS)
+    assert (degree[cold] == 0).all() and (counter.degrees(SIMILAR)[cold] >= 3).all()
+    row, col, features = evidence.reached(cold)
+    assert row.unique().numel() == cold.numel()  # every cold item reaches something through its look-alikes
+    assert (features[:, [i for i in range(len(evidence.metapaths)) if i not in evidence.behaviour_paths]] > 0).any()
+    # a new item with a catalog item's content reaches what that item's look-alikes reach
+    model = load_model(run_dir)
+    twin = int(torch.nonzero(degree > 0)[0])
+    new = model.add_items(["NEW"], model.features.pooled()[twin: twin + 1])
+    grown = model.evidence("complement")
+    assert grown.counter.degrees(SIMILAR)[new].item() == 3
+    r_new, _, f_new = grown.reached(new)
+    assert r_new.numel() > 0 and (f_new > 0).any()
+    top = model.topk("NEW", "complement", k=5)
+    assert len(top.item_ids[0]) == 5
+    # a run saved before content paths existed loads with none (its config lacks the field)
+    from mmsc_dgl.config import TrainConfig
+    stored = TrainConfig.from_stored({"model": {"hidden": 16}})
+    assert stored.model.content_paths == 0 and TrainConfig().model.content_paths > 0
