@@ -7,8 +7,8 @@ For a model with path evidence (MMSC's default) the score of a pair is
     s(i, j) = \\underbrace{\\langle z_i, z_j \\rangle}_{\\text{embedding}}
             + \\underbrace{g(c_{ss}, c_{sc}, c_{cs}, c_{cc}, a_s, a_c)}_{\\text{structure}}
 
-The structural term is split over its features (the four meta-paths' counts and, by default,
-whether the pair is a training edge of the other relation: ``linked[...]``) by exact Shapley
+The structural term is split over its features (the meta-paths' counts and, by default,
+whether the pair is a training edge of another graph: ``linked[...]``) by exact Shapley
 values against "no path and no edge at all" (:math:`g(0)`, the same for every pair, reported as
 ``structure_base``): :math:`2^L` evaluations of a small MLP per pair for the :math:`L` features
 that are non-zero in some pair of the batch (with MMSC's content paths there are twelve
@@ -44,13 +44,15 @@ def shapley_shares(g, counts: torch.Tensor, block: int = 1 << 22) -> torch.Tenso
     masks = torch.zeros(1 << k, m, dtype=counts.dtype, device=counts.device)
     masks[:, live] = bits
     rows = max(1, block // ((1 << k) * m))
-    values = torch.cat([g(part.unsqueeze(1) * masks) for part in counts.split(rows)])  # [P, 2^k]
     size = bits.sum(1).long()
     weight = torch.tensor([factorial(s) * factorial(k - s - 1) / factorial(k) if s < k else 0.0
-                           for s in range(k + 1)], dtype=values.dtype, device=counts.device)
-    for j, i in enumerate(live):
-        without = codes[((codes >> j) & 1) == 0]
-        out[:, i] = ((values[:, without | (1 << j)] - values[:, without]) * weight[size[without]]).sum(1).to(out.dtype)
+                           for s in range(k + 1)], device=counts.device)
+    halves = [(codes[((codes >> j) & 1) == 0], j) for j in range(k)]
+    for start in range(0, p, rows):  # pairs in blocks: [rows, 2^k] values at a time
+        values = g(counts[start: start + rows].unsqueeze(1) * masks)
+        for (without, j), i in zip(halves, live):
+            out[start: start + rows, i] = ((values[:, without | (1 << j)] - values[:, without])
+                                           * weight[size[without]].to(values.dtype)).sum(1).to(out.dtype)
     return out
 
 
