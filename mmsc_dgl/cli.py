@@ -698,7 +698,8 @@ def bench(ctx: click.Context, name: Optional[str], args: Tuple[str, ...]) -> Non
 @click.option("--metapaths", help="Comma-separated meta-paths, or hops:N (default: all up to 3 hops).")
 @click.option("--max-neighbors", type=click.IntRange(min=1))
 @click.option("--features", help="hashed (default), none, or a feature file.")
-@click.option("--val-queries", type=click.IntRange(min=1), default=2000, show_default=True)
+@click.option("--val-queries", type=click.IntRange(min=1),
+              help="Validation queries per relation (default: the config's val_queries, 2000).")
 @click.option("--seed", type=SEED, help="Seed of the walks and the validation subset (default 0).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing --out file.")
 @_verbosity
@@ -709,8 +710,8 @@ def export_tensors(dataset_dir: Path, out: Path, config_path: Optional[Path], me
     from mmsc_dgl.bench.export import export_tensors as run_export
 
     config = _train_config(config_path, {"metapaths": metapaths, "max_neighbors": max_neighbors,
-                                         "features": features, "seed": seed})
-    summary = run_export(dataset_dir, out, config, val_queries=val_queries, overwrite=overwrite)
+                                         "features": features, "seed": seed, "val_queries": val_queries})
+    summary = run_export(dataset_dir, out, config, overwrite=overwrite)
     click.echo(f"{summary['items']:,} items, {summary['metapaths']} meta-paths, {summary['pairs']:,} neighbour pairs "
                f"-> {summary['out']} ({summary['mib']} MiB)")
 

@@ -3,6 +3,11 @@
 The GPU hosts have torch and Triton but no DGL (and no pyarrow or pydantic), so the CPU side
 builds the meta-path tables, the content features and the validation negatives, and writes them
 with ``torch.save``; :mod:`mmsc_dgl.bench.gpu_train` loads the file with ``weights_only=True``.
+
+The file carries the whole model config and every training setting the trainer reads, so
+``gpu_train`` trains the model ``mmsc-dgl train`` trains with the same config (path evidence,
+links, content paths and the graph branch are built from the exported training edges and
+features, as the CLI builds them) and validates it on the same queries and negatives.
 """
 from __future__ import annotations
 
@@ -20,14 +25,21 @@ from mmsc_dgl.io import atomic_path
 
 logger = logging.getLogger(__name__)
 
-FORMAT = "mmsc_dgl-tensors/1"
+FORMAT = "mmsc_dgl-tensors/2"
+"""Version 2 (2026-12-06) added the trainer's settings (epochs, patience, steps, determinism) and
+takes the validation queries from the config, as training does."""
+
+TRAINER_SETTINGS = ("lr", "weight_decay", "batch_size", "seed", "epochs", "patience", "steps_per_epoch",
+                    "deterministic", "val_queries", "ks", "cold_neighbors")
+"""The TrainConfig fields the GPU trainer reads (as a namespace: the host has no pydantic)."""
 
 
 def export_tensors(dataset_dir: os.PathLike | str, out: os.PathLike | str, config: Optional[TrainConfig] = None,
-                   val_queries: int = 2000, progress: bool = True, overwrite: bool = False) -> dict:
-    """Write ``out`` (a ``.pt`` file) for ``dataset_dir`` under ``config`` (tables, features and
-    model settings); returns a summary (sizes in MiB).  An existing ``out`` is replaced only
-    with ``overwrite``."""
+                   progress: bool = True, overwrite: bool = False) -> dict:
+    """Write ``out`` (a ``.pt`` file) for ``dataset_dir`` under ``config`` (tables, features,
+    model and trainer settings, and ``config.val_queries`` validation queries per relation with
+    their negatives, the subset training validates on); returns a summary (sizes in MiB).  An
+    existing ``out`` is replaced only with ``overwrite``."""
     from mmsc_dgl.data.dataset import load_dataset
     from mmsc_dgl.eval.evaluate import query_subset
     from mmsc_dgl.errors import DataError
@@ -52,7 +64,7 @@ def export_tensors(dataset_dir: os.PathLike | str, out: os.PathLike | str, confi
     val = {}
     for r in RELATIONS:
         edges = dataset.splits.val[r]
-        q = query_subset(len(edges), val_queries, config.seed)
+        q = query_subset(len(edges), config.val_queries, config.seed)
         val[r] = {"src": torch.from_numpy(edges.src[q]), "dst": torch.from_numpy(edges.dst[q]),
                   "negatives": torch.from_numpy(np.ascontiguousarray(sampler.sample(r, "val", q, edges.src[q])))}
     payload = {
@@ -63,8 +75,7 @@ def export_tensors(dataset_dir: os.PathLike | str, out: os.PathLike | str, confi
                       "dst": torch.from_numpy(parts.train_edges[r].dst)} for r in RELATIONS},
         "val": val,
         "model": config.model.model_dump(),
-        "train_config": {"lr": config.lr, "batch_size": config.batch_size, "seed": config.seed,
-                         "weight_decay": config.weight_decay},
+        "train_config": {name: getattr(config, name) for name in TRAINER_SETTINGS},
     }
     with atomic_path(out) as tmp:
         torch.save(payload, tmp)

@@ -1,17 +1,19 @@
 """Ranking evaluation of item embeddings against the split's seeded negatives, and cold start."""
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, Mapping, Optional, Union
 
 import numpy as np
 import torch
 from torch.nn import functional as F
 
 from mmsc_dgl.schema import RELATIONS
-from mmsc_dgl.data.edges import RelationEdges
 from mmsc_dgl.data.negatives import NegativeSampler
 from mmsc_dgl.eval.ranking import ranking_metrics, ranks, worst_if_nan
 from mmsc_dgl.ops.candidates import candidate_dot
+
+if TYPE_CHECKING:  # annotations only: the GPU trainer validates without pyarrow
+    from mmsc_dgl.data.edges import RelationEdges
 
 
 def query_subset(count: int, limit: Optional[int], seed: int) -> np.ndarray:

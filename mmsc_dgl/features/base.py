@@ -8,10 +8,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, List, Tuple, Union
 
 import numpy as np
-import pyarrow as pa
 import torch
 
 if TYPE_CHECKING:
+    import pyarrow as pa  # annotations only: the GPU hosts' trainer builds ContentFeatures without pyarrow
+
     from mmsc_dgl.features.categorical import CategoricalFeatures
 
 

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from types import SimpleNamespace
-from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Tuple, Union, cast
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Tuple, Union
 
 import torch
 from torch import nn
@@ -14,10 +14,9 @@ from mmsc_dgl.models.graph_branch import GraphBranch, IdSmoothing
 from mmsc_dgl.models.inputs import ItemInput
 from mmsc_dgl.models.losses import info_nce, sampled_softmax_loss, triplet_loss
 from mmsc_dgl.nn import FUSIONS, MetaPathAttention, NormalisedConv, PathEvidence, SemanticAttention, TaskGate
-from mmsc_dgl.nn.path_evidence import SIMILAR
+from mmsc_dgl.nn.path_evidence import SIMILAR, look_alike_edges
 from mmsc_dgl.ops import CSR
 from mmsc_dgl.ops.csr import DroppedEdges, is_compiling
-from mmsc_dgl.ops.neighbours import content_neighbours
 from mmsc_dgl.ops.paths import EdgeArrays, PathCounter, adamic_adar_counter, normalised_adjacency
 
 if TYPE_CHECKING:  # torch-only imports at run time: MMSC trains on GPU hosts without pydantic/pyarrow
@@ -161,16 +160,7 @@ class MMSC(GraphStateModule, Recommender):
         k = int(getattr(self.config, "content_paths", 0))
         if not k or features is None:
             return counter
-        if hasattr(features, "pooled"):
-            content = features.pooled().float()
-        else:  # frozen tokens as a namespace (the GPU trainer's export): ContentFeatures.pooled's rule
-            tokens, mask = cast(Any, features).tokens, features.mask
-            m = mask.unsqueeze(-1).to(tokens.dtype)
-            content = F.normalize((tokens * m).sum(1) / m.sum(1).clamp(min=1), dim=1).float()
-        has_edge = torch.zeros(self.num_items, dtype=torch.bool)
-        for graph in counter.graphs.values():
-            has_edge |= graph.degrees.cpu() > 0
-        src, dst = content_neighbours(content.cpu(), k, candidates=has_edge)
+        src, dst = look_alike_edges(counter, features.pooled(), k)
         edges = {**{r: graph_edges[r] for r in counter.graphs}, SIMILAR: SimpleNamespace(src=src, dst=dst)}
         return adamic_adar_counter(self.num_items, edges, weigh_by=tuple(counter.graphs))
 

@@ -12,11 +12,31 @@ from typing import List, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
+from mmsc_dgl.ops.neighbours import content_neighbours
 from mmsc_dgl.ops.paths import PathCounter, with_edges
 
 SIMILAR = "similar"
 """The name of the content-neighbour graph (MMSC's ``content_paths``): not a relation, so never
 a link bonus of the calibration and never dropped by ``evidence_dropout``."""
+
+
+
+def look_alike_edges(counter: PathCounter, content: torch.Tensor, k: int,
+                     sources: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The :data:`SIMILAR` graph's edges: each source item's ``k`` nearest items in content space
+    (cosine of ``content`` [N, D], pooled features) among the items with an edge in one of
+    ``counter``'s relation graphs (a look-alike without edges leads no path anywhere).  The rule
+    of training (MMSC's ``content_paths``) and of items added afterwards
+    (:meth:`ItemModel.add_items <mmsc_dgl.runs.item_model.ItemModel.add_items>`): ``content`` may
+    hold more rows than the counter has items (the added ones, never candidates).
+    ``sources``: a bool mask of the items to link (default: all with content)."""
+    has_edge = torch.zeros(content.shape[0], dtype=torch.bool)
+    for name in counter.graphs:
+        if name != SIMILAR:
+            degrees = counter.degrees(name).cpu()
+            has_edge[: degrees.numel()] |= degrees > 0
+    return content_neighbours(content.float().cpu(), k, candidates=has_edge, sources=sources)
+
 
 ROW_BLOCK = 1 << 22
 """Most dense path counts (rows x items) held at once while ranking."""

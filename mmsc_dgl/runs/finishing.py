@@ -10,16 +10,17 @@ digest in ``run.json``), the test metrics, then ``metrics.json`` and ``history.j
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Dict, Optional, Tuple
+from typing import TYPE_CHECKING, Callable, Dict, Optional, Tuple
 
 from torch import nn
 
-from mmsc_dgl.config import TrainConfig
 from mmsc_dgl.io import atomic_write_json
 from mmsc_dgl.train.checkpoint import save_checkpoint
 from mmsc_dgl.train.cold_start import fit_cold_start
 from mmsc_dgl.train.trainer import FitResult
-from mmsc_dgl.runs.record import HISTORY, METRICS, MODEL, record_weights
+
+if TYPE_CHECKING:  # the GPU trainer finishes its fit on a host without pydantic (runs.record needs it)
+    from mmsc_dgl.config import TrainConfig
 
 
 def after_training(model: nn.Module, relation_states: Dict[str, dict], evaluator) -> Tuple[Dict[str, dict], dict]:
@@ -31,9 +32,9 @@ def after_training(model: nn.Module, relation_states: Dict[str, dict], evaluator
     return hook(relation_states, evaluator)
 
 
-def finish(model: nn.Module, fit: FitResult, evaluator, config: TrainConfig, run_dir: Optional[Path] = None,
+def finish(model: nn.Module, fit: FitResult, evaluator, config: "TrainConfig", run_dir: Optional[Path] = None,
            writer: bool = True, tower: bool = True,
-           agree: Optional[Callable[[], None]] = None) -> Tuple[Dict[str, dict], dict]:
+           agree: Optional[Callable[[], None]] = None, test: bool = True) -> Tuple[Dict[str, dict], dict]:
     """Turn a finished fit into a run's weights and metrics.
 
     Args:
@@ -50,6 +51,9 @@ def finish(model: nn.Module, fit: FitResult, evaluator, config: TrainConfig, run
             trainer and the benchmark place cold items with Eq. 12).
         agree: called before anything is written (the distributed job checks that every rank
             holds rank 0's weights).
+        test: compute the test metrics; ``False`` where the evaluator knows the validation
+            split only (the GPU trainer, :mod:`mmsc_dgl.bench.gpu_train`): the metrics are then
+            the after-training report and the epochs.
 
     Returns:
         ``(states, metrics)``: each relation's weights as saved, and the metrics as written.
@@ -63,12 +67,13 @@ def finish(model: nn.Module, fit: FitResult, evaluator, config: TrainConfig, run
         agree()
     target = run_dir if writer else None
     if target is not None:
+        from mmsc_dgl.runs.record import HISTORY, METRICS, MODEL, record_weights
         cold = evaluator.cold_start
         save_checkpoint(target / MODEL, {"states": states, "config": config.model_dump_json(),
                                           "best_epoch": fit.best_epoch,
                                           "cold_start": cold.state() if cold is not None and cold.towers else None})
         record_weights(target)
-    metrics = evaluator.evaluate(model, states)
+    metrics = evaluator.evaluate(model, states) if test else {}
     metrics.update(report)
     if cold_report:
         metrics["cold_start"] = cold_report

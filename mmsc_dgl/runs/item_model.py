@@ -22,9 +22,8 @@ from mmsc_dgl.config import TrainConfig
 from mmsc_dgl.errors import DataError
 from mmsc_dgl.eval.cold_start import ColdStart
 from mmsc_dgl.features.base import ContentFeatures
-from mmsc_dgl.nn.path_evidence import SIMILAR
+from mmsc_dgl.nn.path_evidence import SIMILAR, look_alike_edges
 from mmsc_dgl.ops import CSR
-from mmsc_dgl.ops.neighbours import content_neighbours
 
 if TYPE_CHECKING:
     from mmsc_dgl.data.edges import RelationEdges
@@ -254,15 +253,10 @@ class ItemModel:
         k = int(getattr(self.config.model, "content_paths", 0))
         if evidence is not None and k and SIMILAR in evidence.counter.graphs and self.features is not None:
             if self._similar is None:
-                trained = self.features.pooled().float().cpu()
-                content = torch.cat([trained, self._added.content.float().cpu()])
-                has_edge = torch.zeros(len(content), dtype=torch.bool)
-                for name in evidence.counter.graphs:
-                    if name != SIMILAR:
-                        has_edge[: self.num_trained] |= evidence.counter.degrees(name).cpu() > 0
+                content = torch.cat([self.features.pooled().float().cpu(), self._added.content.float().cpu()])
                 new = torch.zeros(len(content), dtype=torch.bool)
                 new[self.num_trained:] = True
-                self._similar = content_neighbours(content, k, candidates=has_edge, sources=new)
+                self._similar = look_alike_edges(evidence.counter, content, k, sources=new)
             out[SIMILAR] = (self._similar[0].to(self.device), self._similar[1].to(self.device))
         return out
 
