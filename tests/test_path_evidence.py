@@ -38,6 +38,42 @@ def test_pair_and_row_counts_match_dense_products():
     torch.testing.assert_close(counter.unweighted().pairs("s", "c", src, dst), (dense["s"] @ dense["c"])[src, dst])
 
 
+def test_the_pair_table_holds_every_pair_feature_the_walks_give():
+    """Issue 32: the evidence features of every pair are built once (PairTable) and looked up
+    per step; they equal the per-pair walks and the dense products, for pairs with and without
+    paths, and the evidence term gives the same values and gradients either way."""
+    from mmsc_dgl.ops.paths import pair_table
+    graphs, dense, w = random_graphs()
+    counter = PathCounter(graphs, w)
+    metapaths, links = [(x, y) for x in "sc" for y in "sc"], ["s", "c"]
+    table = pair_table(counter, metapaths, links)
+    g = torch.Generator().manual_seed(3)
+    src, dst = torch.randint(0, 120, (40, 9), generator=g), torch.randint(0, 120, (40, 9), generator=g)
+    got = table.lookup(src, dst)
+    assert got.shape == (40, 9, 6)
+    for f, (x, y) in enumerate(metapaths):
+        torch.testing.assert_close(got[..., f], ((dense[x] * w) @ dense[y])[src, dst])
+    for f, x in enumerate(links, start=4):
+        torch.testing.assert_close(got[..., f], dense[x][src, dst])
+    assert (got == 0).all(-1).any() and (got != 0).any(-1).any()  # both kinds of pair were asked
+    # over its budget there is no table, and the evidence walks the pairs instead
+    assert pair_table(counter, metapaths, links, budget=10_000) is None
+    with_table = PathEvidence(counter, RELATIONS, hidden=8)
+    assert with_table._table is not None
+    walked = PathEvidence(counter, RELATIONS, hidden=8)
+    walked.load_state_dict(with_table.state_dict())
+    walked._table = None
+    for r in RELATIONS:
+        a, b = with_table.pair_scores(src, dst, r), walked.pair_scores(src, dst, r)
+        torch.testing.assert_close(a, b)
+        ga = torch.autograd.grad(a.sum(), list(with_table.mlp[r].parameters()))
+        gb = torch.autograd.grad(b.sum(), list(walked.mlp[r].parameters()))
+        for x, y in zip(ga, gb):
+            torch.testing.assert_close(x, y)
+    # new items' edges change the counts: that evidence walks its pairs
+    assert with_table.with_edges({"s": (torch.tensor([0]), torch.tensor([1]))}, 121)._table is None
+
+
 def test_sparse_reach_holds_every_nonzero_count_once():
     graphs, dense, w = random_graphs(seed=2)
     counter = PathCounter(graphs, w)

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from mmsc_dgl.ops.neighbours import content_neighbours
-from mmsc_dgl.ops.paths import PathCounter, with_edges
+from mmsc_dgl.ops.paths import PairTable, PathCounter, pair_table, with_edges
 
 SIMILAR = "similar"
 """The name of the content-neighbour graph (MMSC's ``content_paths``): not a relation, so never
@@ -91,6 +91,9 @@ class PathEvidence(nn.Module):
         self.register_buffer("_edgeless", torch.tensor([float(x == SIMILAR) for x, _ in self.metapaths]
                                                        + [float(x == SIMILAR) for x in self.links]),
                              persistent=False)
+        # Every pair's features, once: a step looks its pairs up instead of walking their paths
+        # (None where the table would not fit PAIR_TABLE_BYTES; then they are walked).
+        self._table: Optional[PairTable] = pair_table(counter, self.metapaths, self.links)
         self._register_load_state_dict_pre_hook(self._pad_legacy)
 
     def _pad_legacy(self, state_dict, prefix, *args) -> None:
@@ -115,6 +118,7 @@ class PathEvidence(nn.Module):
     def _move(self, device) -> None:
         if self.counter.device != torch.device(device):
             self.counter = self.counter.to(device)
+            self._table = None if self._table is None else self._table.to(device)
 
     @property
     def names(self) -> List[str]:
@@ -127,6 +131,8 @@ class PathEvidence(nn.Module):
         """Raw features [*shape, num_features] of pairs of any (equal) shape: the weighted path
         counts, then the 0/1 links (:attr:`names`)."""
         self._move(src.device)
+        if self._table is not None:
+            return self._table.lookup(src, dst)
         return torch.stack([self.counter.pairs(x, y, src, dst) for x, y in self.metapaths]
                            + [self.counter.linked(x, src, dst) for x in self.links], -1)
 
@@ -225,6 +231,7 @@ class PathEvidence(nn.Module):
         out = copy.copy(self)  # a shallow copy: the same parameters and buffers
         out.__dict__ = dict(self.__dict__)
         out.counter = with_edges(self.counter, extra, num_items)
+        out._table = None  # the extra edges change the counts; a few new items' pairs are walked
         return out
 
     def frozen(self, relation: str):

@@ -255,3 +255,72 @@ def with_edges(counter: PathCounter, extra: Mapping[str, Tuple[torch.Tensor, tor
 class _Pairs:
     def __init__(self, src: torch.Tensor, dst: torch.Tensor):
         self.src, self.dst = src, dst
+
+
+PAIR_TABLE_BYTES = 1 << 30
+"""Most memory :func:`pair_table` may take while it builds (estimated from the walks before any
+is made); above it the features are computed per pair, as before."""
+
+
+class PairTable:
+    """Every item pair with a non-zero feature, precomputed: sorted keys ``i * N + j`` [P] and
+    their feature rows [P, F]; any other pair's row is zeros.  Built once
+    (:func:`pair_table`), so a training step looks its pairs up (one binary search each)
+    instead of walking their two-hop paths again; static shapes, so ``torch.compile`` traces it.
+
+    Example:
+        >>> t = PairTable(torch.tensor([1, 5]), torch.tensor([[1.0], [2.0]]), num_items=3)
+        >>> t.lookup(torch.tensor([0, 1, 2]), torch.tensor([1, 2, 0])).flatten().tolist()
+        [1.0, 2.0, 0.0]
+    """
+
+    def __init__(self, keys: torch.Tensor, values: torch.Tensor, num_items: int):
+        self.keys, self.values, self.num_items = keys, values, num_items
+
+    def __deepcopy__(self, memo) -> "PairTable":
+        return self  # read-only, shared by copies of the model that holds it (as the counter is)
+
+    def to(self, device) -> "PairTable":
+        return PairTable(self.keys.to(device), self.values.to(device), self.num_items)
+
+    @property
+    def nbytes(self) -> int:
+        return self.keys.numel() * self.keys.element_size() + self.values.numel() * self.values.element_size()
+
+    def lookup(self, src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
+        """Feature rows [*shape, F] of pairs ``(src, dst)`` of any equal shape."""
+        query = src.to(torch.int64) * self.num_items + dst.to(torch.int64)
+        if self.keys.numel() == 0:
+            return self.values.new_zeros(*query.shape, self.values.shape[1])
+        at = torch.searchsorted(self.keys, query.reshape(-1)).clamp(max=self.keys.numel() - 1)
+        hit = (self.keys[at] == query.reshape(-1)).unsqueeze(1)
+        return torch.where(hit, self.values[at], 0.0).view(*query.shape, self.values.shape[1])
+
+
+def pair_table(counter: PathCounter, metapaths: Iterable[Tuple[str, str]], links: Iterable[str],
+               budget: int = PAIR_TABLE_BYTES) -> Optional[PairTable]:
+    """The :class:`PairTable` of ``counter``: per pair, :meth:`PathCounter.pairs` of each of
+    ``metapaths``, then :meth:`PathCounter.linked` of each of ``links`` (the columns in that
+    order); ``None`` when building it would take more than ``budget`` bytes (the walks, bounded
+    by :math:`\\sum_k \\deg_x(k) \\deg_y(k)` per meta-path, and their keys)."""
+    metapaths, links = list(metapaths), list(links)
+    width = len(metapaths) + len(links)
+    walks = sum(int((counter.degrees(x).to(torch.float64) * counter.degrees(y).to(torch.float64)).sum())
+                for x, y in metapaths) + sum(counter.graphs[x].num_edges for x in links)
+    if walks * (8 * 4 + 4 * width) > budget:
+        return None
+    everyone = torch.arange(counter.num_items, device=counter.device)
+    keys, columns, values = [], [], []
+    for f, (x, y) in enumerate(metapaths):
+        row, col, count = counter.reached(x, y, everyone)
+        keys.append(row * counter.num_items + col)
+        columns.append(torch.full_like(row, f))
+        values.append(count)
+    for f, x in enumerate(links, start=len(metapaths)):
+        keys.append(counter._keys[x])
+        columns.append(torch.full_like(counter._keys[x], f))
+        values.append(torch.ones(counter._keys[x].numel(), device=counter.device))
+    unique, inverse = torch.unique(torch.cat(keys), return_inverse=True)
+    table = torch.zeros(unique.numel(), width, device=counter.device)
+    table[inverse, torch.cat(columns)] = torch.cat(values)
+    return PairTable(unique, table, counter.num_items)
