@@ -175,15 +175,15 @@ def _evidence_ranks_cold_items(catalog, monkeypatch=None, shuffle: bool = False)
     """Cold NDCG@10 (mean of both relations) of MMSC's path-evidence term alone (every embedding
     row zero), before and after training with content paths; ``shuffle`` gives every item
     random look-alikes instead of its nearest ones in content space."""
-    import mmsc_dgl.models.mmsc as mmsc
+    import mmsc_dgl.nn.path_evidence as path_evidence
     from mmsc_dgl.eval.evaluate import evaluate_embeddings
     if shuffle:
-        nearest = mmsc.content_neighbours
+        nearest = path_evidence.content_neighbours
 
         def random_neighbours(content, k, candidates=None, sources=None):
             src, dst = nearest(content, k, candidates=candidates, sources=sources)
             return src, dst[torch.randperm(dst.numel(), generator=torch.Generator().manual_seed(0))]
-        monkeypatch.setattr(mmsc, "content_neighbours", random_neighbours)
+        monkeypatch.setattr(path_evidence, "content_neighbours", random_neighbours)
     torch.manual_seed(0)
     parts = build_run(catalog, CONFIG, progress=False)
     evaluator = Evaluator(parts.dataset, CONFIG, parts.features)

@@ -141,12 +141,14 @@ def faiss_search(embedding: torch.Tensor, nlist: Optional[int] = None, nprobe: i
     x = embedding.detach().float().cpu().contiguous().numpy()
     n, dim = x.shape
     nlist = nlist or max(1, min(int(4 * math.sqrt(n)), n // 39))
+    index: "faiss.Index"
     if n < flat_below:
         index = faiss.IndexFlatIP(dim)
     else:
-        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
-        index.train(x[:: max(1, n // (50 * nlist))])
-        index.nprobe = nprobe
+        ivf = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        ivf.train(x[:: max(1, n // (50 * nlist))])
+        ivf.nprobe = nprobe
+        index = ivf
     index.add(x)
 
     def search(vectors: torch.Tensor, k: int) -> torch.Tensor:

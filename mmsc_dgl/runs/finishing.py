@@ -10,7 +10,7 @@ digest in ``run.json``), the test metrics, then ``metrics.json`` and ``history.j
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Dict, Optional, Tuple
+from typing import TYPE_CHECKING, Callable, Dict, Optional, Tuple, Union
 
 from torch import nn
 
@@ -20,6 +20,8 @@ from mmsc_dgl.train.cold_start import fit_cold_start
 from mmsc_dgl.train.trainer import FitResult
 
 if TYPE_CHECKING:  # the GPU trainer finishes its fit on a host without pydantic (runs.record needs it)
+    from types import SimpleNamespace
+
     from mmsc_dgl.config import TrainConfig
 
 
@@ -32,7 +34,7 @@ def after_training(model: nn.Module, relation_states: Dict[str, dict], evaluator
     return hook(relation_states, evaluator)
 
 
-def finish(model: nn.Module, fit: FitResult, evaluator, config: "TrainConfig", run_dir: Optional[Path] = None,
+def finish(model: nn.Module, fit: FitResult, evaluator, config: Union["TrainConfig", "SimpleNamespace"], run_dir: Optional[Path] = None,
            writer: bool = True, tower: bool = True,
            agree: Optional[Callable[[], None]] = None, test: bool = True) -> Tuple[Dict[str, dict], dict]:
     """Turn a finished fit into a run's weights and metrics.
@@ -42,7 +44,8 @@ def finish(model: nn.Module, fit: FitResult, evaluator, config: "TrainConfig", r
         fit: what :meth:`Trainer.fit <mmsc_dgl.train.trainer.Trainer.fit>` returned (finished).
         evaluator: the run's :class:`~mmsc_dgl.eval.evaluator.Evaluator`; a cold-start tower
             fitted here becomes its ``cold_start``.
-        config: the run's config (``cold_start``, ``cold_neighbors``, ``cold_rounds``, ``seed``).
+        config: the run's config (``cold_start``, ``cold_neighbors``, ``cold_rounds``, ``seed``),
+            or a namespace with the same fields where pydantic is not installed (the GPU host).
         run_dir: where ``model.pt``, ``metrics.json`` and ``history.json`` go; ``None`` writes
             nothing (the benchmark).
         writer: whether this process writes (rank 0 of a distributed job); every process
