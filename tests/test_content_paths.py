@@ -41,6 +41,32 @@ def test_content_neighbours_are_the_nearest_by_cosine_among_the_candidates():
     assert empty[0].numel() == 0 and empty[1].numel() == 0
 
 
+def test_above_the_exact_limit_an_ivf_index_finds_the_nearest(monkeypatch):
+    """Over ``EXACT_SEARCH_UP_TO`` similarities the look-alikes come from a FAISS IVF index:
+    with every list probed it is the exact search; with the default probes it keeps most of
+    each source's nearest (clustered data, as content is), never the source itself."""
+    pytest.importorskip("faiss")
+    import mmsc_dgl.ops.neighbours as neighbours
+    g = torch.Generator().manual_seed(0)
+    centres = torch.randn(40, 16, generator=g)
+    content = centres[torch.randint(0, 40, (4000,), generator=g)] + 0.3 * torch.randn(4000, 16, generator=g)
+    content[7] = 0
+    candidates = torch.rand(4000, generator=g) > 0.3
+    exact = content_neighbours(content, 5, candidates=candidates)
+    monkeypatch.setattr(neighbours, "EXACT_SEARCH_UP_TO", 0)
+    monkeypatch.setattr(neighbours, "IVF_NPROBE", 10**6)  # every list: exact
+    src, dst = content_neighbours(content, 5, candidates=candidates)
+    pairs = lambda s, d: set(zip(s.tolist(), d.tolist()))  # noqa: E731
+    assert pairs(src, dst) == pairs(*exact)
+    monkeypatch.setattr(neighbours, "IVF_NPROBE", 4)
+    src, dst = content_neighbours(content, 5, candidates=candidates)
+    assert not (src == dst).any() and not (dst == 7).any() and not (src == 7).any()
+    assert bool(candidates[dst].all())
+    recall = len(pairs(src, dst) & pairs(*exact)) / exact[0].numel()
+    assert recall > 0.8, recall
+
+
+
 def _counter(n=50, seed=0):
     g = torch.Generator().manual_seed(seed)
     edges = {}

@@ -1,9 +1,12 @@
 """Nearest items in content space, as an edge list: the graph through which an item without
 edges reaches the behaviour graphs (MMSC's ``content_paths``, :class:`~mmsc_dgl.nn.PathEvidence`).
-Plain torch, blocked so that memory stays bounded whatever the catalog size."""
+Exact in plain torch, blocked so that memory stays bounded whatever the catalog size; above
+:data:`EXACT_SEARCH_UP_TO` similarities an inverted-file index (FAISS ``IndexIVFFlat``) where
+``faiss-cpu`` is installed."""
 from __future__ import annotations
 
 import logging
+import math
 import time
 from typing import Optional, Tuple
 
@@ -14,6 +17,15 @@ logger = logging.getLogger(__name__)
 
 SIMILARITIES_PER_BLOCK = 1 << 26
 """Most similarities (sources x candidates, float32: 256 MiB) held at once."""
+
+EXACT_SEARCH_UP_TO = 10**11
+"""Most similarities (sources x candidates) searched exactly: about 316,000 items with every item
+a source and a candidate, 10 minutes on 2 cores at 64 dimensions.  Above it the search is
+approximate (an IVF index, :data:`IVF_NPROBE` lists probed) where ``faiss`` imports, and exact
+with a warning where it does not (a million items: hours)."""
+
+IVF_NPROBE = 16
+"""Inverted lists an approximate search visits per source (of about ``4 sqrt(C)``)."""
 
 
 @torch.no_grad()
@@ -30,7 +42,10 @@ def content_neighbours(content: torch.Tensor, k: int, candidates: Optional[torch
         sources: bool mask [N] of the items that get neighbours (default: all with content).
 
     Cost: ``N x C x D`` multiply-adds for ``C`` candidates (exact search), in blocks of
-    :data:`SIMILARITIES_PER_BLOCK` similarities.
+    :data:`SIMILARITIES_PER_BLOCK` similarities.  Above :data:`EXACT_SEARCH_UP_TO` similarities
+    the neighbours come from a FAISS IVF index (``pip install mmsc_dgl[faiss]``): about
+    ``N x (4 sqrt(C) + 16 x C / (4 sqrt(C))) x D``, a minute at a million items, and most but not
+    all of each source's ``k`` nearest (the recall is measured in docs/benchmarks.md).
 
     Example:
         >>> x = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0]])
@@ -48,6 +63,15 @@ def content_neighbours(content: torch.Tensor, k: int, candidates: Optional[torch
     if take <= 0 or starts.numel() == 0:
         return empty, empty.clone()
     unit = F.normalize(content.float(), dim=1)
+    if starts.numel() * pool.numel() > EXACT_SEARCH_UP_TO:
+        try:
+            import faiss  # noqa: F401  (optional: mmsc_dgl[faiss])
+        except ImportError:
+            logger.warning("content neighbours: exact search over %s x %s items (hours at a million); "
+                           "pip install mmsc_dgl[faiss] for the approximate one", f"{starts.numel():,}",
+                           f"{pool.numel():,}")
+        else:
+            return _ivf_neighbours(unit.cpu(), pool.cpu(), starts.cpu(), take)
     pool_t = unit[pool].t().contiguous()
     rows = max(1, SIMILARITIES_PER_BLOCK // max(int(pool.numel()), 1))
     out_src, out_dst = [], []
@@ -62,4 +86,41 @@ def content_neighbours(content: torch.Tensor, k: int, candidates: Optional[torch
         top = sim.topk(take, dim=1).indices
         out_src.append(block.repeat_interleave(take))
         out_dst.append(pool[top].flatten())
+    return torch.cat(out_src), torch.cat(out_dst)
+
+
+def _ivf_neighbours(unit: torch.Tensor, pool: torch.Tensor, starts: torch.Tensor,
+                    take: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """:func:`content_neighbours` through a FAISS ``IndexIVFFlat`` over the candidates' unit rows
+    (inner product = cosine): ``4 sqrt(C)`` lists trained on 50 rows each (FAISS's k-means, its
+    fixed seed), :data:`IVF_NPROBE` probed.  A source's own row and unfilled slots are dropped, so
+    a source may get fewer than ``take`` neighbours where its lists hold fewer."""
+    import faiss
+    began = time.monotonic()
+    x = unit[pool].contiguous().numpy()
+    n, dim = x.shape
+    nlist = max(1, min(int(4 * math.sqrt(n)), n // 39))
+    quantizer = faiss.IndexFlatIP(dim)
+    index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
+    index.train(x[:: max(1, n // (50 * nlist))])
+    index.add(x)
+    index.nprobe = min(IVF_NPROBE, nlist)
+    out_src, out_dst = [], []
+    last = time.monotonic()
+    rows = 1 << 16
+    for done, block in enumerate(starts.split(rows)):
+        if time.monotonic() - last > 10:
+            last = time.monotonic()
+            logger.info("content neighbours (IVF, %d lists): %s of %s items | %.0f s", nlist,
+                        f"{done * rows:,}", f"{starts.numel():,}", last - began)
+        _, found = index.search(unit[block].contiguous().numpy(), take + 1)
+        pos = torch.from_numpy(found)
+        ids = torch.where(pos >= 0, pool[pos.clamp(min=0)], torch.full_like(pos, -1))
+        ok = (pos >= 0) & (ids != block.unsqueeze(1))
+        order = torch.argsort((~ok).to(torch.int8), dim=1, stable=True)[:, :take]
+        ids, ok = ids.gather(1, order), ok.gather(1, order)
+        out_src.append(block.unsqueeze(1).expand_as(ids)[ok])
+        out_dst.append(ids[ok])
+    logger.info("content neighbours (IVF, %d lists, %d probed): %s items in %.0f s", nlist, index.nprobe,
+                f"{starts.numel():,}", time.monotonic() - began)
     return torch.cat(out_src), torch.cat(out_dst)
