@@ -114,6 +114,29 @@ def test_bench_train_compares_mmsc_with_dgl_han(dataset_dir, tmp_path):
     assert refused["status"] == "refused" and "pairs" in refused["reason"], refused
 
 
+
+def test_bench_train_refuses_a_catalog_over_its_memory_floor_before_making_it(tmp_path, capsys):
+    """Issue 32.2: a size whose floor (edges, tables, item-sized weights with Adam and the best
+    copies) is over the memory available is a one-line refusal with the estimate, before any
+    catalog is made, never an out-of-memory kill; the floor counts what it says it counts."""
+    from mmsc_dgl.bench import train as bench_train
+    from mmsc_dgl.bench.estimate import available_bytes, training_floor_bytes
+    floor = training_floor_bytes(1000, 10, hidden=64, metapaths=14, max_neighbors=8)
+    assert floor["edges"] == 1000 * 10 * 2 * 16 and floor["metapath_tables"] == 1000 * 14 * 8 * 8
+    assert floor["weights"] == 1000 * 64 * 4 * 4 * 5
+    assert training_floor_bytes(1000, 10, hidden=64, metapaths=14, max_neighbors=8,
+                                graph_branch=False)["weights"] == 1000 * 64 * 4 * 5
+    assert available_bytes() is not None
+    out = tmp_path / "train.json"
+    bench_train.main(["--sizes", str(10**12), "--models", "mmsc", "--data-dir", str(tmp_path / "data"),
+                      "--json", str(out)])
+    (row,) = json.loads(out.read_text())["results"]
+    assert row["status"] == "refused" and "GiB available" in row["reason"], row
+    assert "\n" not in row["reason"] and row["floor_gib"] > 1000
+    assert not (tmp_path / "data").exists()
+    assert "1,000,000,000,000 mmsc refused" in capsys.readouterr().out
+
+
 BLOCKER = textwrap.dedent("""
     import runpy, sys
     # As on the GPU hosts: these packages are absent (a None entry makes import and find_spec fail).

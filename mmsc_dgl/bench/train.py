@@ -10,6 +10,10 @@ quality loss.  ``dgl-han`` refuses sizes whose reachable graphs would not fit th
     python benchmarks/bench_train.py                                 # 10k items, mmsc / han / dgl-han
     python benchmarks/bench_train.py --sizes 10000 100000 --json benchmarks/results/train_cpu.json
     mmsc-dgl bench train --sizes 1000000 --models mmsc --steps-per-epoch 50   # the 1M scale run
+
+A size whose memory floor (:func:`~mmsc_dgl.bench.estimate.training_floor_bytes`: edges,
+meta-path tables, item-sized weights with Adam's moments and the best copies) is over the memory
+available is refused before its catalog is made, with the estimate in the row's ``reason``.
 """
 from __future__ import annotations
 
@@ -21,6 +25,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Dict, List, Tuple
 
 logger = logging.getLogger("bench_train")
 
@@ -127,6 +132,25 @@ def worker(spec: dict) -> dict:
     return row
 
 
+def _refusals(items: int, args) -> Tuple[List[dict], Dict[str, float]]:
+    """A ``refused`` row for each model whose memory floor (:mod:`mmsc_dgl.bench.estimate`) is
+    over the memory available now, before the catalog is even made; the floor is logged either
+    way, so the report can set it beside the measured peak."""
+    from mmsc_dgl.bench.estimate import available_bytes, refusal, training_floor_bytes
+    rows, floors = [], {}
+    for model in args.models:
+        floor = training_floor_bytes(items, args.degree, hidden=args.hidden,
+                                     metapaths=len(_metapath_names(args.metapaths)),
+                                     max_neighbors=args.max_neighbors, graph_branch=model == "mmsc")
+        why = refusal(items, floor, available_bytes())
+        floors[model] = round(floor["total"] / 2**30, 2)
+        logger.info("%s items, %s: memory floor %.1f GiB", f"{items:,}", model, floors[model])
+        if why:
+            rows.append({"model": model, "items": items, "status": "refused", "reason": why,
+                         "floor_gib": floors[model]})
+    return rows, floors
+
+
 def _metapath_names(spec: str):
     from mmsc_dgl.metapath.spec import parse_metapaths
     return [p.name for p in parse_metapaths(spec)]
@@ -155,7 +179,8 @@ def run_case(spec: dict, timeout: float) -> dict:
 COLUMNS = [("items", "items", ","), ("model", "model", ""), ("status", "status", ""),
            ("pairs", "neighbour_pairs", ","), ("prep s", "preprocess_seconds", ".1f"),
            ("s/epoch", "epoch_seconds", ".2f"), ("edges/s", "edges_per_second", ",.0f"),
-           ("peak MiB", "peak_rss_mib", ",.0f"), ("NDCG s", "ndcg10_substitute", ".4f"),
+           ("peak MiB", "peak_rss_mib", ",.0f"),
+           ("floor GiB", "floor_gib", ".1f"), ("NDCG s", "ndcg10_substitute", ".4f"),
            ("NDCG c", "ndcg10_complement", ".4f"), ("vs dgl-han", "speedup_vs_dgl_han", ".1f")]
 
 
@@ -198,15 +223,20 @@ def main(argv=None) -> None:
     from mmsc_dgl.bench.machine import format_table, write_json
     rows = []
     for items in args.sizes:
+        refused, floors = _refusals(items, args)
+        rows.extend(refused)
+        models = [m for m in args.models if m not in {r["model"] for r in refused}]
+        if not models:
+            continue
         data = _dataset_dir(args.data_dir, items, args.degree, args.seed)
-        for model in args.models:
+        for model in models:
             spec = {"model": model, "items": items, "dataset": str(data), "epochs": args.epochs,
                     "steps_per_epoch": args.steps_per_epoch, "metapaths": args.metapaths,
                     "max_neighbors": args.max_neighbors, "batch_size": args.batch_size, "lr": args.lr,
                     "hidden": args.hidden, "heads": args.heads, "features": args.features,
                     "val_queries": args.val_queries, "test_queries": args.test_queries,
                     "memory_budget_gib": args.memory_budget_gib, "device": args.device, "seed": args.seed}
-            row = run_case(spec, args.timeout)
+            row = {**run_case(spec, args.timeout), "floor_gib": floors[model]}
             logger.info("%s", json.dumps(row))
             rows.append(row)
         dgl_row = next((r for r in rows if r["items"] == items and r["model"] == "dgl-han"
