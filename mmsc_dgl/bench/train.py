@@ -166,8 +166,10 @@ def run_case(spec: dict, timeout: float) -> dict:
         base = {"model": spec["model"], "items": spec["items"]}
         try:
             proc = subprocess.run(cmd, timeout=timeout, capture_output=True, text=True)
-        except subprocess.TimeoutExpired:
-            return {**base, "status": "timeout", "reason": f"over {timeout:.0f} s"}
+        except subprocess.TimeoutExpired as err:  # where it was: the worker's last log line
+            said = err.stderr.decode(errors="replace") if isinstance(err.stderr, bytes) else (err.stderr or "")
+            last = said.strip().splitlines()[-1:] or ["no log line"]
+            return {**base, "status": "timeout", "reason": f"over {timeout:.0f} s; last: {last[0]}"}
         if proc.returncode != 0 or not out_path.exists():
             tail = (proc.stderr or "").strip().splitlines()[-3:]
             killed = proc.returncode in (-9, 137)
