@@ -2,12 +2,12 @@
 N x N."""
 from __future__ import annotations
 
-import math
 import time
 from typing import Callable, Optional, Tuple
 
 import torch
 
+from mmsc_dgl.ops.neighbours import ivf_index
 from mmsc_dgl.progress import duration, eta, report
 
 PROGRESS_EVERY = 10.0
@@ -133,23 +133,17 @@ def exact_search(embedding: torch.Tensor, block_size: int = 2048) -> Search:
 def faiss_search(embedding: torch.Tensor, nlist: Optional[int] = None, nprobe: int = 16,
                  flat_below: int = 50_000) -> Search:
     """:data:`Search` by a FAISS inverted-file index (``IndexIVFFlat``, inner product) over
-    ``embedding``: ``nlist`` clusters (default ``4 sqrt(N)``, at most ``N / 39``, FAISS's least
-    training points per cluster), ``nprobe`` of them searched per query.  Below
+    ``embedding`` (:func:`~mmsc_dgl.ops.neighbours.ivf_index`: ``nlist`` clusters, default
+    ``4 sqrt(N)``), ``nprobe`` of them searched per query.  Below
     ``flat_below`` items the index is a flat (exact) one.  Needs ``faiss-cpu``
     (``pip install mmsc_dgl[faiss]``); raises ``ImportError`` without it."""
-    import faiss
-    x = embedding.detach().float().cpu().contiguous().numpy()
-    n, dim = x.shape
-    nlist = nlist or max(1, min(int(4 * math.sqrt(n)), n // 39))
-    index: "faiss.Index"
+    n = embedding.shape[0]
     if n < flat_below:
-        index = faiss.IndexFlatIP(dim)
+        import faiss
+        index = faiss.IndexFlatIP(embedding.shape[1])
+        index.add(embedding.detach().float().cpu().contiguous().numpy())
     else:
-        ivf = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
-        ivf.train(x[:: max(1, n // (50 * nlist))])
-        ivf.nprobe = nprobe
-        index = ivf
-    index.add(x)
+        index = ivf_index(embedding, nlist=nlist, nprobe=nprobe)
 
     def search(vectors: torch.Tensor, k: int) -> torch.Tensor:
         _, found = index.search(vectors.detach().float().cpu().contiguous().numpy(), min(k, n))

@@ -5,6 +5,7 @@ Exact in plain torch, blocked so that memory stays bounded whatever the catalog 
 ``faiss-cpu`` is installed."""
 from __future__ import annotations
 
+import importlib.util
 import logging
 import math
 import time
@@ -64,9 +65,7 @@ def content_neighbours(content: torch.Tensor, k: int, candidates: Optional[torch
         return empty, empty.clone()
     unit = F.normalize(content.float(), dim=1)
     if starts.numel() * pool.numel() > EXACT_SEARCH_UP_TO:
-        try:
-            import faiss  # noqa: F401  (optional: mmsc_dgl[faiss])
-        except ImportError:
+        if importlib.util.find_spec("faiss") is None:  # optional: mmsc_dgl[faiss]
             logger.warning("content neighbours: exact search over %s x %s items (hours at a million); "
                            "pip install mmsc_dgl[faiss] for the approximate one", f"{starts.numel():,}",
                            f"{pool.numel():,}")
@@ -89,22 +88,30 @@ def content_neighbours(content: torch.Tensor, k: int, candidates: Optional[torch
     return torch.cat(out_src), torch.cat(out_dst)
 
 
-def _ivf_neighbours(unit: torch.Tensor, pool: torch.Tensor, starts: torch.Tensor,
-                    take: int) -> Tuple[torch.Tensor, torch.Tensor]:
-    """:func:`content_neighbours` through a FAISS ``IndexIVFFlat`` over the candidates' unit rows
-    (inner product = cosine): ``4 sqrt(C)`` lists trained on 50 rows each (FAISS's k-means, its
-    fixed seed), :data:`IVF_NPROBE` probed.  A source's own row and unfilled slots are dropped, so
-    a source may get fewer than ``take`` neighbours where its lists hold fewer."""
+def ivf_index(rows: torch.Tensor, nlist: Optional[int] = None, nprobe: int = IVF_NPROBE):
+    """A FAISS ``IndexIVFFlat`` (inner product) holding ``rows`` [N, D]: ``nlist`` lists (default
+    ``4 sqrt(N)``, at most ``N / 39``, FAISS's least training points per list) trained on about
+    50 rows each (FAISS's k-means, its fixed seed), ``nprobe`` searched per query.  Needs
+    ``faiss-cpu`` (``pip install mmsc_dgl[faiss]``); raises ``ImportError`` without it."""
     import faiss
-    began = time.monotonic()
-    x = unit[pool].contiguous().numpy()
+    x = rows.detach().float().cpu().contiguous().numpy()
     n, dim = x.shape
-    nlist = max(1, min(int(4 * math.sqrt(n)), n // 39))
-    quantizer = faiss.IndexFlatIP(dim)
-    index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
+    nlist = nlist or max(1, min(int(4 * math.sqrt(n)), n // 39))
+    index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
     index.train(x[:: max(1, n // (50 * nlist))])
     index.add(x)
-    index.nprobe = min(IVF_NPROBE, nlist)
+    index.nprobe = min(nprobe, nlist)
+    return index
+
+
+def _ivf_neighbours(unit: torch.Tensor, pool: torch.Tensor, starts: torch.Tensor,
+                    take: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """:func:`content_neighbours` through an :func:`ivf_index` over the candidates' unit rows
+    (inner product = cosine), :data:`IVF_NPROBE` lists probed.  A source's own row and unfilled slots are dropped, so
+    a source may get fewer than ``take`` neighbours where its lists hold fewer."""
+    began = time.monotonic()
+    index = ivf_index(unit[pool], nprobe=IVF_NPROBE)
+    nlist = index.nlist
     out_src, out_dst = [], []
     last = time.monotonic()
     rows = 1 << 16
