@@ -588,12 +588,13 @@ class TrainConfig(Config):
                                                   description="cut-offs of HR/MRR/NDCG@k, each at least 1 and at "
                                                               "most the candidates of a query (checked at the dataset)")
     cold_neighbors: int = Field(default=10, ge=1, description="k nearest items in content space for cold start")
-    cold_start: Literal["eq12", "tower"] = Field(default="tower", description="how items without edges are placed: "
-                                                 "eq12 (the mean of the cold_neighbors nearest items in content "
-                                                 "space, as in the paper) or tower (after training, a content "
-                                                 "tower fit to the model's rows, mixed with Eq. 12 at a share "
-                                                 "chosen on pseudo-cold items; mmsc_dgl.train.cold_start)")
-    cold_rounds: int = Field(default=80, ge=1, description="with cold_start: tower, the most rounds of 50 batches "
+    cold_start: Literal["eq12", "tower", "aldi"] = Field(
+        default="tower", description="how items without edges are placed: eq12 (the mean of the cold_neighbors "
+                                     "nearest items in content space, as in the paper), tower (after training, a "
+                                     "content tower fit to the model's rows, mixed with Eq. 12 at a share chosen "
+                                     "on pseudo-cold items; mmsc_dgl.train.cold_start) or aldi (the tower also "
+                                     "distilled from the model's scores, as ALDI, SIGIR 2023)")
+    cold_rounds: int = Field(default=80, ge=1, description="with cold_start: tower or aldi, the most rounds of 50 batches "
                                                    "the tower trains (it stops after 5 rounds without a better "
                                                    "pseudo-cold NDCG@10); acts after training only")
     seed: Seed = 0

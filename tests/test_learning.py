@@ -143,6 +143,25 @@ def test_the_content_tower_with_its_loss_broken_does_not(catalog, trained, monke
     assert tower < 1.05 * eq12, (tower, eq12, report)
 
 
+def test_aldi_alignment_alone_teaches_the_tower(trained, monkeypatch):
+    """``cold_start: aldi`` adds ALDI's alignment with the trained model's scores to the tower's
+    loss.  With the tower's own softmax reversed, the alignment alone still teaches it to rank
+    pseudo-cold items' partners; without the alignment the same tower learns nothing.
+    Measured (2026-12-06, 10 rounds of 20 batches): pseudo-cold NDCG@10 of the tower
+    0.283 / 0.347 (substitute / complement) with the alignment, 0.0 / 0.0 without; Eq. 12 0.440 / 0.373."""
+    import mmsc_dgl.train.cold_start as cold_start
+    parts, evaluator, states = trained
+    entropy = cold_start.F.cross_entropy
+    monkeypatch.setattr(cold_start.F, "cross_entropy", lambda logits, target: entropy(-logits, target))
+    towers = {}
+    for distill in (True, False):
+        _, report = cold_start.fit_cold_start(parts.model, states, evaluator, k=CONFIG.cold_neighbors, seed=0,
+                                              rounds=10, steps_per_round=20, distill=distill)
+        towers[distill] = [report[r]["pseudo_cold_NDCG@10"]["tower"] for r in ("substitute", "complement")]
+        assert all(report[r]["distilled"] is distill for r in report)
+    assert min(towers[True]) >= 0.2 and max(towers[False]) <= 0.1, towers
+
+
 def _two_tower_cold(catalog, broken: bool = False, monkeypatch=None) -> tuple:
     import mmsc_dgl.models.two_tower as two_tower
     if broken:  # rewards every other candidate over the positive (the masked ones stay last)

@@ -203,8 +203,9 @@ def markdown(config: ExperimentConfig, result, summary: dict, plot_prefix: str =
     if config.cold_start:
         lines += ["## Cold start", "", "Items held out with all their edges.  Behaviour models place them by "
                   "their `cold_start` setting: `eq12`, MMSC's Eq. 12 (the mean embedding of the 10 nearest warm "
-                  "items in content space), or `tower` (the default: a content tower fit to the model's rows "
-                  "after training, mixed with Eq. 12; docs/training.md); the content baseline ranks by its own "
+                  "items in content space), `tower` (the default: a content tower fit to the model's rows "
+                  "after training, mixed with Eq. 12; docs/training.md) or `aldi` (the tower also distilled "
+                  "from the model's scores); the content baseline ranks by its own "
                   "features.", ""]
         rows = []
         for d in datasets:

@@ -50,7 +50,7 @@ def finish(model: nn.Module, fit: FitResult, evaluator, config: Union["TrainConf
             nothing (the benchmark).
         writer: whether this process writes (rank 0 of a distributed job); every process
             computes the same states and takes part in the evaluation.
-        tower: fit the cold-start tower when ``config.cold_start == "tower"`` (the distributed
+        tower: fit the cold-start tower when ``config.cold_start`` is ``"tower"`` or ``"aldi"`` (the distributed
             trainer and the benchmark place cold items with Eq. 12).
         agree: called before anything is written (the distributed job checks that every rank
             holds rank 0's weights).
@@ -63,9 +63,10 @@ def finish(model: nn.Module, fit: FitResult, evaluator, config: Union["TrainConf
     """
     states, report = after_training(model, fit.relation_states, evaluator)
     cold_report: dict = {}
-    if tower and config.cold_start == "tower":
+    if tower and config.cold_start in ("tower", "aldi"):
         evaluator.cold_start, cold_report = fit_cold_start(model, states, evaluator, k=config.cold_neighbors,
-                                                           seed=config.seed, rounds=config.cold_rounds)
+                                                           seed=config.seed, rounds=config.cold_rounds,
+                                                           distill=config.cold_start == "aldi")
     if agree is not None:
         agree()
     target = run_dir if writer else None

@@ -18,6 +18,16 @@ item's training edges, where content should land in the behaviour model's space:
 4. The tower's share against Eq. 12 (:data:`TOWER_SHARES`) is chosen on the same edges, Eq. 12
    borrowing only from the other warm items (ties: the smaller share).
 
+With ``distill=True`` (``cold_start: aldi``) the tower is also taught the trained model's own
+scores, as ALDI does (Huang et al., "Aligning Distillation For Cold-start Item Recommendation",
+SIGIR 2023): the model is the teacher, its row of the edge's source ``a`` scores the same
+positive and negatives as the tower's row of ``a``'s content (the student), and three terms are
+added to the sampled softmax (:func:`alignment`): the scores themselves (rating distribution,
+absolute error), the order of the positive over each negative (ranking, a binary cross-entropy
+of the student's score gaps against the teacher's as probabilities), and how far an item stands
+from the batch's other items (identification: its own product against the mean product with
+the others).  ALDI's teacher-aware weighting of items by popularity is not implemented.
+
 Why validation edges and not the pseudo-cold items' training edges: the model pulled the
 neighbours' rows towards a pseudo-cold item's own row while training on those edges, and MMSC's
 rows carry the item's content, so ranking them from content is easier than for an item that
@@ -58,10 +68,44 @@ def _ndcg(pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
     return torch.where(rank <= 10, 1.0 / torch.log2(rank + 1), torch.zeros_like(rank))
 
 
+def alignment(student_pos: torch.Tensor, student_neg: torch.Tensor, teacher_pos: torch.Tensor,
+              teacher_neg: torch.Tensor, student_rows: torch.Tensor, teacher_rows: torch.Tensor) -> Dict[str, torch.Tensor]:
+    """ALDI's three alignment terms between a student and a teacher scoring the same pairs.
+
+    Args:
+        student_pos, teacher_pos: each query's score of its positive ``[B]``.
+        student_neg, teacher_neg: its scores of the negatives ``[B, M]``.
+        student_rows, teacher_rows: the queries' rows ``[B, D]`` (the identification term).
+
+    Returns:
+        ``{"rating", "ranking", "identification"}``, each a scalar that is 0 only where the
+        student agrees with the teacher (the rating term) or where it is as sure as the teacher
+        is (the other two reach their minimum, the teacher's entropy, there).
+
+    Example:
+        >>> rows = torch.eye(3)
+        >>> parts = alignment(torch.ones(3), torch.zeros(3, 2), torch.ones(3), torch.zeros(3, 2), rows, rows)
+        >>> float(parts["rating"])
+        0.0
+    """
+    rating = (student_pos - teacher_pos).abs().mean() + (student_neg - teacher_neg).abs().mean()
+    gaps = student_pos.unsqueeze(1) - student_neg
+    ranking = F.binary_cross_entropy_with_logits(gaps, torch.sigmoid(teacher_pos.unsqueeze(1) - teacher_neg).detach())
+
+    def apart(rows: torch.Tensor) -> torch.Tensor:
+        products = rows @ rows.T
+        own = products.diagonal()
+        others = (products.sum(1) - own) / max(1, rows.shape[0] - 1)
+        return own - others
+
+    identification = F.binary_cross_entropy_with_logits(apart(student_rows), torch.sigmoid(apart(teacher_rows)).detach())
+    return {"rating": rating, "ranking": ranking, "identification": identification}
+
+
 def fit_cold_start(model, relation_states: Dict[str, dict], evaluator, *, k: int = 10, seed: int = 0,
                    hidden: int = 256, rounds: int = 80, patience: int = 5, batch_size: int = 1024,
                    steps_per_round: int = 50, lr: float = 3e-4, weight_decay: float = 1e-4,
-                   queries: int = 1000) -> Tuple[ColdStart, Dict[str, dict]]:
+                   queries: int = 1000, distill: bool = False) -> Tuple[ColdStart, Dict[str, dict]]:
     """Train a :class:`~mmsc_dgl.nn.ContentTower` per relation and choose its share against
     Eq. 12 on pseudo-cold items (the module text has the recipe).
 
@@ -77,6 +121,8 @@ def fit_cold_start(model, relation_states: Dict[str, dict], evaluator, *, k: int
             ``batch_size`` edges (drawn with replacement, so a small catalog trains as long as
             a large one), stopping after ``patience`` rounds without a better pseudo-cold NDCG.
         queries: pseudo-cold edges per relation that the stopping and the share are chosen on.
+        distill: add ALDI's alignment with the trained model's scores (:func:`alignment`) to
+            the tower's loss (``cold_start: aldi``).
 
     Returns:
         ``(cold_start, report)``: Eq. 12 alone (and an empty report) for a model without
@@ -90,11 +136,11 @@ def fit_cold_start(model, relation_states: Dict[str, dict], evaluator, *, k: int
     with deterministic_algorithms(evaluator.config.deterministic):
         return _fit(model, relation_states, evaluator, features, k=k, seed=seed, hidden=hidden, rounds=rounds,
                     patience=patience, batch_size=batch_size, steps_per_round=steps_per_round, lr=lr,
-                    weight_decay=weight_decay, queries=queries)
+                    weight_decay=weight_decay, queries=queries, distill=distill)
 
 
 def _fit(model, relation_states, evaluator, features, *, k, seed, hidden, rounds, patience, batch_size,
-         steps_per_round, lr, weight_decay, queries):
+         steps_per_round, lr, weight_decay, queries, distill):
     device = evaluator.device
     embeddings = evaluator.embeddings(model, relation_states)
     content = features.pooled().to(device=device, dtype=torch.float32)
@@ -158,6 +204,11 @@ def _fit(model, relation_states, evaluator, features, *, k, seed, hidden, rounds
                 q = tower(content[a])
                 logits = torch.cat([(q * targets[b]).sum(-1, keepdim=True), q @ targets[neg].T], dim=1)
                 loss = F.cross_entropy(logits, torch.zeros(len(a), dtype=torch.long, device=device))
+                if distill:
+                    teacher = emb[a].detach()
+                    known = torch.cat([(teacher * targets[b]).sum(-1, keepdim=True), teacher @ targets[neg].T], dim=1)
+                    loss = loss + sum(alignment(logits[:, 0], logits[:, 1:], known[:, 0], known[:, 1:],
+                                                q, teacher).values())
                 optimiser.zero_grad()
                 loss.backward()
                 optimiser.step()
@@ -179,7 +230,7 @@ def _fit(model, relation_states, evaluator, features, *, k, seed, hidden, rounds
             tried = {s: float(score(F.normalize(s * own + (1 - s) * borrowed, dim=1)).mean()) for s in TOWER_SHARES}
         share = max(TOWER_SHARES, key=lambda s: (tried[s], -s))
         towers[r], mix[r] = tower.cpu(), share
-        report[r] = {"tower_share": share, "rounds": best_epoch, "pseudo_cold_items": int(pseudo.sum()),
+        report[r] = {"tower_share": share, "rounds": best_epoch, "pseudo_cold_items": int(pseudo.sum()), "distilled": distill,
                      "pseudo_cold_NDCG@10": {"eq12": tried[0.0], "tower": tried[1.0], "chosen": tried[share]}}
         logger.info("cold start of %s: content tower share %g (pseudo-cold NDCG@10: Eq. 12 %.4f, tower %.4f, "
                     "chosen %.4f; best round %d)", r, share, tried[0.0], tried[1.0], tried[share], best_epoch)
