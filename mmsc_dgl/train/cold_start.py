@@ -78,9 +78,9 @@ def alignment(student_pos: torch.Tensor, student_neg: torch.Tensor, teacher_pos:
         student_rows, teacher_rows: the queries' rows ``[B, D]`` (the identification term).
 
     Returns:
-        ``{"rating", "ranking", "identification"}``, each a scalar that is 0 only where the
-        student agrees with the teacher (the rating term) or where it is as sure as the teacher
-        is (the other two reach their minimum, the teacher's entropy, there).
+        ``{"rating", "ranking", "identification"}``, scalars.  ``rating`` is 0 exactly where
+        the scores agree; the other two are binary cross-entropies, smallest (the teacher's own
+        entropy) where the student's gaps equal the teacher's.
 
     Example:
         >>> rows = torch.eye(3)
