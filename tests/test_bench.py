@@ -114,7 +114,6 @@ def test_bench_train_compares_mmsc_with_dgl_han(dataset_dir, tmp_path):
     assert refused["status"] == "refused" and "pairs" in refused["reason"], refused
 
 
-
 def test_bench_train_refuses_a_catalog_over_its_memory_floor_before_making_it(tmp_path, capsys):
     """Issue 32.2: a size whose floor (edges, tables, item-sized weights with Adam and the best
     copies) is over the memory available is a one-line refusal with the estimate, before any

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 from typing import Dict, Optional
 
-RELATIONS = 2
-"""Relations a run trains (substitute, complement)."""
+from mmsc_dgl.schema import RELATIONS as _RELATIONS
+
+RELATIONS = len(_RELATIONS)
+"""Relations a run trains (:data:`mmsc_dgl.schema.RELATIONS`)."""
 
 
 def training_floor_bytes(items: int, degree: float, *, hidden: int, metapaths: int, max_neighbors: int,

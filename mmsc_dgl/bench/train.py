@@ -138,11 +138,12 @@ def _refusals(items: int, args) -> Tuple[List[dict], Dict[str, float]]:
     way, so the report can set it beside the measured peak."""
     from mmsc_dgl.bench.estimate import available_bytes, refusal, training_floor_bytes
     rows, floors = [], {}
+    available = available_bytes()
     for model in args.models:
         floor = training_floor_bytes(items, args.degree, hidden=args.hidden,
                                      metapaths=len(_metapath_names(args.metapaths)),
                                      max_neighbors=args.max_neighbors, graph_branch=model == "mmsc")
-        why = refusal(items, floor, available_bytes())
+        why = refusal(items, floor, available)
         floors[model] = round(floor["total"] / 2**30, 2)
         logger.info("%s items, %s: memory floor %.1f GiB", f"{items:,}", model, floors[model])
         if why:

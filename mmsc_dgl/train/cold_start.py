@@ -202,11 +202,12 @@ def _fit(model, relation_states, evaluator, features, *, k, seed, hidden, rounds
                 a, b = t_src[batch], t_dst[batch]
                 neg = negatives_pool[torch.randint(len(negatives_pool), (NEGATIVES,), generator=gen)].to(device)
                 q = tower(content[a])
-                logits = torch.cat([(q * targets[b]).sum(-1, keepdim=True), q @ targets[neg].T], dim=1)
+                partners, others = targets[b], targets[neg]
+                logits = torch.cat([(q * partners).sum(-1, keepdim=True), q @ others.T], dim=1)
                 loss = F.cross_entropy(logits, torch.zeros(len(a), dtype=torch.long, device=device))
                 if distill:
                     teacher = emb[a].detach()
-                    known = torch.cat([(teacher * targets[b]).sum(-1, keepdim=True), teacher @ targets[neg].T], dim=1)
+                    known = torch.cat([(teacher * partners).sum(-1, keepdim=True), teacher @ others.T], dim=1)
                     loss = loss + sum(alignment(logits[:, 0], logits[:, 1:], known[:, 0], known[:, 1:],
                                                 q, teacher).values())
                 optimiser.zero_grad()
