@@ -373,6 +373,11 @@ class MMSCConfig(HANConfig):
                                                          "embedding: a shared and a per-relation id embedding "
                                                          "propagated over that relation's full graph with this "
                                                          "many layers (degree-normalised), concatenated (0: off)")
+    graph_branch_cap: int = Field(default=0, ge=0, description="0: the graph branch propagates over each "
+                                                       "relation's whole graph in every step (exact); above 0: "
+                                                       "it reads a table precomputed once, each item's this many "
+                                                       "largest propagation weights, so a step costs batch x cap "
+                                                       "rows whatever the catalog (docs/training.md)")
     full_first_hop: bool = Field(default=False, description="also aggregate every first-hop neighbour of each relation "
                                                    "with degree normalisation (LightGCN's propagation), beside "
                                                    "the capped meta-path tables (default False: on Gift Cards it did not help)")

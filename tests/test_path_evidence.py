@@ -459,6 +459,31 @@ def test_graph_branch_is_lightgcn_over_each_relation(tiny):
         torch.testing.assert_close(emb[nodes, 16:], want[nodes].detach(), rtol=1e-4, atol=1e-5)
 
 
+def test_graph_branch_cap_reads_the_precomputed_table(tiny):
+    """``graph_branch_cap`` at least every row's size gives the exact graph branch; the table
+    moves with the model and is not in its state_dict."""
+    from mmsc_dgl.config import ModelConfig
+    from mmsc_dgl.metapath import build_metapath_tables
+    from mmsc_dgl.models import MMSC
+    from mmsc_dgl.schema import RELATIONS
+    tables = build_metapath_tables(tiny.train_graph(), "s,c", max_neighbors=4, progress=False)
+    config = dict(hidden=16, heads=2, ssl_nodes=16, graph_branch=2)
+    torch.manual_seed(0)
+    exact = MMSC(300, tables, ModelConfig(**config), None, graph_edges=tiny.splits.train)
+    capped = MMSC(300, tables, ModelConfig(**config, graph_branch_cap=300), None, graph_edges=tiny.splits.train)
+    capped.load_state_dict(exact.state_dict())
+    exact.eval(), capped.eval()
+    assert set(capped.state_dict()) == set(exact.state_dict())
+    assert "cap=300" in repr(capped.graph_branch)
+    nodes = torch.tensor([0, 7, 7, 299])
+    for r in RELATIONS:
+        torch.testing.assert_close(capped.graph_representation(r), exact.graph_representation(r), rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(capped(nodes, r), exact(nodes, r), rtol=1e-4, atol=1e-5)
+    cut = MMSC(300, tables, ModelConfig(**config, graph_branch_cap=4), None, graph_edges=tiny.splits.train)
+    assert cut.graph_branch._columns["substitute"].shape == (300, 4)
+    assert cut.graph_branch(RELATIONS[0], nodes).shape == (4, 16)
+
+
 def test_calibration_is_chosen_on_validation_and_kept_with_the_weights(tiny, tmp_path):
     import json
     from mmsc_dgl.config import ModelConfig, TrainConfig

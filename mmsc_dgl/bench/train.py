@@ -82,7 +82,9 @@ def worker(spec: dict) -> dict:
         features=spec["features"], batch_size=spec["batch_size"], lr=spec["lr"],
         steps_per_epoch=spec.get("steps_per_epoch"), val_queries=spec["val_queries"],
         test_queries=spec["test_queries"], seed=spec["seed"], device=spec["device"],
-        model={"hidden": spec["hidden"], "heads": spec["heads"]}))
+        model={"hidden": spec["hidden"], "heads": spec["heads"],
+               **({"graph_branch_cap": spec["graph_branch_cap"]} if model_name == "mmsc" and spec.get("graph_branch_cap")
+                  else {})}))
     row = {"model": model_name, "items": dataset.num_items,
            "train_edges": int(sum(len(e) for e in dataset.splits.train.values()))}
     started = time.perf_counter()
@@ -203,6 +205,9 @@ def main(argv=None) -> None:
     parser.add_argument("--hidden", type=int, default=64)
     parser.add_argument("--heads", type=int, default=4)
     parser.add_argument("--features", default="hashed")
+    parser.add_argument("--graph-branch-cap", type=int, default=0,
+                        help="mmsc: the graph branch reads a precomputed table of each item's CAP largest "
+                             "propagation weights instead of propagating over the whole graph every step (0: exact)")
     parser.add_argument("--val-queries", type=int, default=1000)
     parser.add_argument("--test-queries", type=int, default=5000)
     parser.add_argument("--memory-budget-gib", type=float, default=12.0,
@@ -237,6 +242,7 @@ def main(argv=None) -> None:
                     "steps_per_epoch": args.steps_per_epoch, "metapaths": args.metapaths,
                     "max_neighbors": args.max_neighbors, "batch_size": args.batch_size, "lr": args.lr,
                     "hidden": args.hidden, "heads": args.heads, "features": args.features,
+                    "graph_branch_cap": args.graph_branch_cap,
                     "val_queries": args.val_queries, "test_queries": args.test_queries,
                     "memory_budget_gib": args.memory_budget_gib, "device": args.device, "seed": args.seed}
             row = {**run_case(spec, args.timeout), "floor_gib": floors[model]}

@@ -2,12 +2,13 @@
 the scoring rows (docs/real-data.md: what a co-purchase graph rewards)."""
 from __future__ import annotations
 
-from typing import Dict, Mapping
+from typing import Dict, Mapping, Optional
 
 import torch
 from torch import nn
 
 from mmsc_dgl.models.base import GraphStateModule
+from mmsc_dgl.ops.capped import capped_propagation, gather_rows
 from mmsc_dgl.ops.sparse import SparseMatrix, propagate
 
 __all__ = ["GraphBranch", "IdSmoothing"]
@@ -23,16 +24,29 @@ class GraphBranch(GraphStateModule):
         layers: propagation layers :math:`K`.
         adjacency: per relation, :math:`\hat A_r` (:func:`~mmsc_dgl.ops.paths.normalised_adjacency`);
             graph state, never in the ``state_dict``.
+        cap: 0 (default): every call propagates over the whole graph, exact.  Above 0: the
+            propagation is precomputed once as each item's ``cap`` largest entries of
+            :math:`\frac{1}{K+1}\sum_k \hat A_r^k` (:func:`~mmsc_dgl.ops.capped.capped_propagation`),
+            and a batch reads only its own rows: ``batch x cap`` work instead of ``K`` products
+            with the whole graph.  Exact where no item reaches more than ``cap`` items in ``K`` hops.
     """
 
-    _graph_state = ("_adjacency",)
+    _graph_state = ("_adjacency", "_columns", "_values")
 
-    def __init__(self, num_items: int, hidden: int, layers: int, adjacency: Mapping[str, SparseMatrix]):
+    def __init__(self, num_items: int, hidden: int, layers: int, adjacency: Mapping[str, SparseMatrix],
+                 cap: int = 0):
         super().__init__()
         self.layers = int(layers)
+        self.cap = int(cap)
         self._adjacency: Dict[str, SparseMatrix] = dict(adjacency)
+        self._columns: Dict[str, torch.Tensor] = {}
+        self._values: Dict[str, torch.Tensor] = {}
+        if self.cap:
+            for r, adj in self._adjacency.items():
+                self._columns[r], self._values[r] = capped_propagation(adj, self.layers, self.cap)
+            self._adjacency = {}  # the capped table replaces it
         self.shared = nn.Embedding(num_items, hidden)
-        self.relation = nn.ModuleDict({r: nn.Embedding(num_items, hidden) for r in self._adjacency})
+        self.relation = nn.ModuleDict({r: nn.Embedding(num_items, hidden) for r in (self._columns or self._adjacency)})
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -40,12 +54,21 @@ class GraphBranch(GraphStateModule):
         for emb in [self.shared, *self.relation.values()]:
             nn.init.normal_(emb.weight, std=0.1)
 
-    def forward(self, relation: str) -> torch.Tensor:
-        """:math:`L^r` for every item [num_items, hidden]."""
-        return propagate(self._adjacency[relation], self.shared.weight + self.relation[relation].weight, self.layers)
+    def forward(self, relation: str, nodes: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """:math:`L^r` of ``nodes`` [len(nodes), hidden], or of every item [num_items, hidden]."""
+        if not self.cap:
+            out = propagate(self._adjacency[relation], self.shared.weight + self.relation[relation].weight, self.layers)
+            return out if nodes is None else out[nodes]
+        if nodes is None:
+            nodes = torch.arange(self.shared.num_embeddings, device=self.shared.weight.device)
+        # the two tables' rows gathered apart: no item-sized sum in a step
+        columns, values = self._columns[relation], self._values[relation]
+        return (gather_rows(columns, values, self.shared.weight, nodes)
+                + gather_rows(columns, values, self.relation[relation].weight, nodes))
 
     def extra_repr(self) -> str:
-        return f"items={self.shared.num_embeddings:,}, hidden={self.shared.embedding_dim}, layers={self.layers}"
+        cap = f", cap={self.cap}" if self.cap else ""
+        return f"items={self.shared.num_embeddings:,}, hidden={self.shared.embedding_dim}, layers={self.layers}{cap}"
 
 
 class IdSmoothing(GraphStateModule):

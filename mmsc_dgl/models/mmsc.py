@@ -140,7 +140,8 @@ class MMSC(GraphStateModule, Recommender):
         self.smooth_ids = (IdSmoothing(config.propagate_ids, normalised_adjacency(counter.graphs.values(), num_items))
                            if counter is not None and config.propagate_ids else None)
         self.graph_branch = (GraphBranch(num_items, hidden, config.graph_branch,
-                                         {r: normalised_adjacency([counter.graphs[r]], num_items) for r in RELATIONS})
+                                         {r: normalised_adjacency([counter.graphs[r]], num_items) for r in RELATIONS},
+                                         cap=int(getattr(config, "graph_branch_cap", 0)))
                              if counter is not None and config.graph_branch else None)
         self._full: Dict[str, CSR] = dict(counter.graphs) if counter is not None and config.full_first_hop else {}
         self.first_hop = (nn.ModuleDict({r: NormalisedConv(hidden, hidden) for r in RELATIONS})
@@ -270,7 +271,7 @@ class MMSC(GraphStateModule, Recommender):
         if self.graph_branch is not None:
             if nodes is None:
                 raise ValueError("with graph_branch, head() needs the node ids of z")
-            out = torch.cat([out, self.graph_representation(relation)[nodes]], dim=-1)
+            out = torch.cat([out, self.graph_branch(relation, nodes)], dim=-1)
         return out
 
     def signature(self, relation: str) -> Optional[torch.Tensor]:
