@@ -262,17 +262,28 @@ class MMSC(GraphStateModule, Recommender):
             masks.append(mask.any(1))
         return q, outs, masks
 
-    def head(self, z: torch.Tensor, relation: str, nodes: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def head(self, z: torch.Tensor, relation: str, nodes: Optional[torch.Tensor] = None,
+             graph_rows: Optional[torch.Tensor] = None) -> torch.Tensor:
         """The rows whose dot products are the scores: the projection of :math:`z^r` (and, with
-        ``graph_branch``, the LightGCN representation of ``nodes``, concatenated)."""
+        ``graph_branch``, the LightGCN representation of ``nodes``, concatenated; ``graph_rows``:
+        those rows, where the caller has them already)."""
         out = self.project[relation](z)
         # Cosine (the paper) cannot express popularity; a dot product can, through the norm.
         out = F.normalize(out, dim=-1) if self.config.score == "cosine" else out
         if self.graph_branch is not None:
-            if nodes is None:
-                raise ValueError("with graph_branch, head() needs the node ids of z")
-            out = torch.cat([out, self.graph_branch(relation, nodes)], dim=-1)
+            if graph_rows is None:
+                if nodes is None:
+                    raise ValueError("with graph_branch, head() needs the node ids of z")
+                graph_rows = self.graph_branch(relation, nodes)
+            out = torch.cat([out, graph_rows], dim=-1)
         return out
+
+    def _whole_graph(self, relation: str) -> Optional[torch.Tensor]:
+        """For a pass over the catalog: the graph branch's every row, where it propagates over
+        the whole graph (once, instead of once per chunk); ``None`` otherwise."""
+        if self.graph_branch is None or self.graph_branch.cap:
+            return None
+        return self.graph_branch(relation)
 
     def signature(self, relation: str) -> Optional[torch.Tensor]:
         """With ``complement_signature`` > 0, the complement score counts the last share of the
@@ -345,17 +356,21 @@ class MMSC(GraphStateModule, Recommender):
     def embed(self, relation: str, batch_size: int = 16384) -> torch.Tensor:
         """Every item's scoring row for ``relation`` [num_items, dim] (call it on the weights
         selected for that relation: :meth:`ItemModel.for_relation`)."""
-        return torch.cat([self.head(self.encode(nodes)[relation], relation, nodes)
+        whole = self._whole_graph(relation)
+        return torch.cat([self.head(self.encode(nodes)[relation], relation, nodes,
+                                    None if whole is None else whole[nodes])
                           for nodes in torch.arange(self.num_items, device=self.device).split(batch_size)])
 
     @torch.no_grad()
     def embed_all(self, batch_size: int = 16384) -> Dict[str, torch.Tensor]:
         """Both relations' embeddings in one pass."""
         parts: Dict[str, List[torch.Tensor]] = {r: [] for r in RELATIONS}
+        whole = {r: self._whole_graph(r) for r in RELATIONS}
         for nodes in torch.arange(self.num_items, device=self.device).split(batch_size):
             z = self.encode(nodes)
             for r in RELATIONS:
-                parts[r].append(self.head(z[r], r, nodes))
+                rows = whole[r]
+                parts[r].append(self.head(z[r], r, nodes, None if rows is None else rows[nodes]))
         return {r: torch.cat(v) for r, v in parts.items()}
 
     def _edgeless_sources(self, count: int, generator: Optional[torch.Generator], device) -> Optional[torch.Tensor]:
