@@ -22,14 +22,15 @@ __all__ = ["capped_propagation", "gather_rows"]
 
 
 def capped_propagation(adjacency: SparseMatrix, layers: int, cap: int,
-                       budget: int = 1 << 24) -> Tuple[torch.Tensor, torch.Tensor]:
+                       budget: int = 1 << 23) -> Tuple[torch.Tensor, torch.Tensor]:
     r"""The rows of :math:`\frac{1}{K+1}\sum_{k=0}^{K} \hat A^k` (``layers`` = K), each row's
     ``cap`` largest entries, as padded lists: ``(columns [n, cap] int64, values [n, cap] float32)``.
 
-    Row ``i`` of hop ``k`` is row ``i`` of hop ``k - 1`` times :math:`\hat A`, cut to its ``cap``
-    largest entries; the mean of the hops is cut again.  Ties keep the smaller column.  A padded
-    slot holds the row's own id with value 0 (it adds nothing, and no gradient).  Rows are built
-    in chunks of about ``budget`` intermediate entries.
+    Hop ``k`` is :math:`\hat A` times hop ``k - 1``, each of its rows cut to its ``cap`` largest
+    entries (row ``i`` sums its neighbours' cut rows: ``nnz(A) x cap`` entries a hop, however
+    the degrees are spread); the mean of the hops is cut again.  Ties keep the smaller column.
+    A padded slot holds the row's own id with value 0 (it adds nothing, and no gradient).  Rows
+    are built in chunks of about ``budget`` intermediate entries.
 
     Example:
         >>> from mmsc_dgl.ops.csr import CSR
@@ -44,36 +45,62 @@ def capped_propagation(adjacency: SparseMatrix, layers: int, cap: int,
     if n != m:
         raise ValueError(f"the adjacency must be square, got {n} x {m}")
     csr = adjacency.csr
-    indptr, indices = csr.indptr, csr.indices
+    device = csr.indptr.device
     values = adjacency.values.to(torch.float32)
-    degrees = indptr[1:] - indptr[:-1]
-    mean_degree = max(1.0, float(csr.num_edges) / max(1, n))
-    step = max(1, int(budget // (cap * mean_degree * max(1, layers))))
-    cols = torch.empty((n, cap), dtype=torch.int64, device=indptr.device)
-    vals = torch.zeros((n, cap), dtype=torch.float32, device=indptr.device)
+    own = torch.arange(n, device=device).unsqueeze(1)
+    hops = [(own, torch.ones((n, 1), dtype=torch.float32, device=device))]
+    for _ in range(layers):
+        prev_cols, prev_vals = hops[-1]
+        width = prev_cols.shape[1]
+        hop = _padded(n, cap, device)
+        for start, end in _chunks(csr.indptr * width, budget):
+            edges = slice(int(csr.indptr[start]), int(csr.indptr[end]))
+            rows = torch.repeat_interleave(torch.arange(end - start, device=device), csr.indptr[start + 1: end + 1]
+                                           - csr.indptr[start: end])
+            nbr = csr.indices[edges]
+            r = rows.repeat_interleave(width)
+            c = prev_cols[nbr].flatten()
+            v = (values[edges].unsqueeze(1) * prev_vals[nbr]).flatten()
+            nonzero = v != 0
+            _fill(hop, start, *_top(*_coalesce(r[nonzero], c[nonzero], v[nonzero], n), cap, end - start,
+                                     with_rank=True))
+        hops.append(hop)
+    out = _padded(n, cap, device)
+    step = max(1, budget // sum(h[0].shape[1] for h in hops))
     for start in range(0, n, step):
-        rows = torch.arange(start, min(n, start + step), device=indptr.device)
-        b = rows.numel()
-        local = torch.arange(b, device=indptr.device)
-        hop = (local, rows, torch.ones(b, dtype=torch.float32, device=indptr.device))
-        hops = [hop]
-        for _ in range(layers):
-            hop = _top(*_coalesce(*_times(*hop, indptr, indices, values, degrees), n), cap, b)
-            hops.append(hop)
-        r, c, v = _coalesce(*(torch.cat(parts) for parts in zip(*hops)), n)
-        r, c, v, rank = _top(r, c, v / (layers + 1), cap, b, with_rank=True)
-        cols[start: start + b] = rows.unsqueeze(1)
-        cols[start + r, rank] = c
-        vals[start + r, rank] = v
-    return cols, vals
+        end = min(n, start + step)
+        r, c, v = [], [], []
+        for cols_k, vals_k in hops:
+            keep = vals_k[start:end] != 0
+            r.append(keep.nonzero()[:, 0])
+            c.append(cols_k[start:end][keep])
+            v.append(vals_k[start:end][keep])
+        r2, c2, v2 = _coalesce(torch.cat(r), torch.cat(c), torch.cat(v) / (layers + 1), n)
+        _fill(out, start, *_top(r2, c2, v2, cap, end - start, with_rank=True))
+    return out
 
 
-def _times(r, c, v, indptr, indices, values, degrees):
-    """The entries ``(row, column, value)`` times the adjacency, before summing duplicates."""
-    counts = degrees[c]
-    first = torch.repeat_interleave(indptr[c] - (torch.cumsum(counts, 0) - counts), counts)
-    idx = first + torch.arange(first.numel(), device=first.device)
-    return torch.repeat_interleave(r, counts), indices[idx], torch.repeat_interleave(v, counts) * values[idx]
+def _padded(n: int, cap: int, device) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Empty padded rows: every slot the row's own id, value 0."""
+    return (torch.arange(n, device=device).unsqueeze(1).repeat(1, cap),
+            torch.zeros((n, cap), dtype=torch.float32, device=device))
+
+
+def _fill(table, start, r, c, v, slot) -> None:
+    table[0][start + r, slot] = c
+    table[1][start + r, slot] = v
+
+
+def _chunks(cost_before: torch.Tensor, budget: int):
+    """``(start, end)`` row ranges whose cost (``cost_before``: the running total before each
+    row, and the total last) is about ``budget`` each; a row costlier than that alone."""
+    n = cost_before.numel() - 1
+    start = 0
+    while start < n:
+        end = int(torch.searchsorted(cost_before, cost_before[start] + budget, right=True)) - 1
+        end = min(n, max(end, start + 1))
+        yield start, end
+        start = end
 
 
 def _coalesce(r, c, v, n):
