@@ -62,21 +62,21 @@ def capped_propagation(adjacency: SparseMatrix, layers: int, cap: int,
             c = prev_cols[nbr].flatten()
             v = (values[edges].unsqueeze(1) * prev_vals[nbr]).flatten()
             nonzero = v != 0
-            _fill(hop, start, *_top(*_coalesce(r[nonzero], c[nonzero], v[nonzero], n), cap, end - start,
-                                     with_rank=True))
+            r, c, v = _coalesce(r[nonzero], c[nonzero], v[nonzero], n)
+            _fill(hop, start, *_top(r, c, v, cap, end - start))
         hops.append(hop)
     out = _padded(n, cap, device)
     step = max(1, budget // sum(h[0].shape[1] for h in hops))
     for start in range(0, n, step):
         end = min(n, start + step)
-        r, c, v = [], [], []
+        rs, cs, vs = [], [], []
         for cols_k, vals_k in hops:
             keep = vals_k[start:end] != 0
-            r.append(keep.nonzero()[:, 0])
-            c.append(cols_k[start:end][keep])
-            v.append(vals_k[start:end][keep])
-        r2, c2, v2 = _coalesce(torch.cat(r), torch.cat(c), torch.cat(v) / (layers + 1), n)
-        _fill(out, start, *_top(r2, c2, v2, cap, end - start, with_rank=True))
+            rs.append(keep.nonzero()[:, 0])
+            cs.append(cols_k[start:end][keep])
+            vs.append(vals_k[start:end][keep])
+        r, c, v = _coalesce(torch.cat(rs), torch.cat(cs), torch.cat(vs) / (layers + 1), n)
+        _fill(out, start, *_top(r, c, v, cap, end - start))
     return out
 
 
@@ -86,7 +86,8 @@ def _padded(n: int, cap: int, device) -> Tuple[torch.Tensor, torch.Tensor]:
             torch.zeros((n, cap), dtype=torch.float32, device=device))
 
 
-def _fill(table, start, r, c, v, slot) -> None:
+def _fill(table: Tuple[torch.Tensor, torch.Tensor], start: int, r: torch.Tensor, c: torch.Tensor,
+          v: torch.Tensor, slot: torch.Tensor) -> None:
     table[0][start + r, slot] = c
     table[1][start + r, slot] = v
 
@@ -103,16 +104,17 @@ def _chunks(cost_before: torch.Tensor, budget: int):
         start = end
 
 
-def _coalesce(r, c, v, n):
+def _coalesce(r: torch.Tensor, c: torch.Tensor, v: torch.Tensor, n: int) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Duplicate ``(row, column)`` entries summed; sorted by row, then column."""
     key, inverse = torch.unique(r * n + c, return_inverse=True)
     summed = torch.zeros(key.numel(), dtype=v.dtype, device=v.device).index_add_(0, inverse, v)
     return key // n, key % n, summed
 
 
-def _top(r, c, v, cap, rows, with_rank=False):
+def _top(r: torch.Tensor, c: torch.Tensor, v: torch.Tensor, cap: int,
+         rows: int) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Each row's ``cap`` largest entries (input sorted by row, then column; ties keep the
-    smaller column); with ``with_rank`` also each kept entry's slot in its row (column order).
+    smaller column) and each kept entry's slot in its row (column order).
 
     A row with more than ``cap`` entries is laid out dense with its peers of about the same
     length (widths by powers of two) and cut at its ``cap``-th largest value by ``topk``: no
@@ -139,8 +141,7 @@ def _top(r, c, v, cap, rows, with_rank=False):
             chosen.append(idx[take])
             slots.append((torch.cumsum(take, 1) - 1)[take])
     pick = torch.cat(chosen)
-    out = (r[pick], c[pick], v[pick])
-    return (*out, torch.cat(slots)) if with_rank else out
+    return r[pick], c[pick], v[pick], torch.cat(slots)
 
 
 def gather_rows(columns: torch.Tensor, values: torch.Tensor, table: torch.Tensor,
