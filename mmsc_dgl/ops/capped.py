@@ -3,9 +3,9 @@ r"""LightGCN's propagation as a precomputed, capped table (PPRGo's trade, KDD 20
 that an item's propagated embedding is a weighted sum of at most ``cap`` rows of a table.
 
 A step then costs ``batch x cap`` rows, whatever the catalog, instead of ``K`` products with the
-whole graph (about 14 s of every step at a million items, docs/benchmarks.md).  Where no row of
+whole graph (about 9 s of every step at a million items, docs/benchmarks.md).  Where no row of
 :math:`P` has more than ``cap`` entries the table is exact.  Where rows are cut, each hop's
-rows are cut to ``cap`` before the next hop, so memory and time stay ``rows x cap x degree``.
+rows are cut to ``cap`` before the next hop, so a hop costs ``nnz(A) x cap`` entries.
 
 Torch only (no DGL, no scipy): the table is built wherever the model is built, GPU hosts included.
 """
@@ -133,7 +133,7 @@ def _top(r: torch.Tensor, c: torch.Tensor, v: torch.Tensor, cap: int,
             at = torch.arange(width, device=r.device)
             idx = start[these].unsqueeze(1) + at
             valid = at < counts[these].unsqueeze(1)
-            dense = torch.where(valid, v[idx.clamp(max=r.numel() - 1)], torch.tensor(float("-inf"), dtype=v.dtype))
+            dense = torch.where(valid, v[idx.clamp(max=r.numel() - 1)], float("-inf"))
             kth = dense.topk(cap, dim=1).values[:, -1:]
             greater = dense > kth
             equal = dense == kth
