@@ -67,6 +67,39 @@ def test_above_the_exact_limit_an_ivf_index_finds_the_nearest(monkeypatch):
 
 
 
+def test_eq12_above_the_exact_limit_averages_the_ivf_nearest(monkeypatch):
+    """Eq. 12's placement (``nearest_content_mean``) over ``EXACT_SEARCH_UP_TO`` similarities
+    reads an IVF index: with every list probed it gives the exact rows; with few lists probed a
+    slot the lists cannot fill is left out of the mean (never the zero row of a -1), and a new
+    item without content still gets zeros."""
+    pytest.importorskip("faiss")
+    import mmsc_dgl.ops.neighbours as neighbours
+    from mmsc_dgl.eval.evaluate import nearest_content_mean
+    g = torch.Generator().manual_seed(1)
+    centres = torch.randn(30, 12, generator=g)
+    content = centres[torch.randint(0, 30, (3000,), generator=g)] + 0.3 * torch.randn(3000, 12, generator=g)
+    embeddings = torch.randn(3000, 8, generator=g) + 5.0  # far from 0: a zero row in a mean would show
+    new = centres[torch.randint(0, 30, (200,), generator=g)] + 0.3 * torch.randn(200, 12, generator=g)
+    new[3] = 0
+    candidates = torch.rand(3000, generator=g) > 0.2
+    exact = nearest_content_mean(embeddings, content, new, k=7, candidates=candidates)
+    monkeypatch.setattr(neighbours, "EXACT_SEARCH_UP_TO", 0)
+    monkeypatch.setattr(neighbours, "IVF_NPROBE", 10**6)  # every list: exact
+    assert torch.allclose(nearest_content_mean(embeddings, content, new, k=7, candidates=candidates), exact, atol=1e-5)
+    monkeypatch.setattr(neighbours, "IVF_NPROBE", 1)
+    approx = nearest_content_mean(embeddings, content, new, k=7, candidates=candidates)
+    assert bool((approx[3] == 0).all()) and bool((exact[3] == 0).all())
+    real = torch.ones(200, dtype=torch.bool)
+    real[3] = False
+    close = torch.isclose(approx, exact, atol=1e-5).all(1)[real].float().mean()
+    assert close > 0.5, close
+    # 60 nearest from one list of about 40 rows: slots unfilled, the mean over the found rows
+    unit = torch.nn.functional.normalize(content[candidates], dim=1)
+    assert bool((neighbours.ivf_nearest(unit, new, 60) == -1).any())
+    wide = nearest_content_mean(embeddings, content, new, k=60, candidates=candidates)
+    assert bool((wide[real].mean(1) > 4.5).all()), wide[real].mean(1).min()  # about 5: no empty slot averaged in
+
+
 def _counter(n=50, seed=0):
     g = torch.Generator().manual_seed(seed)
     edges = {}

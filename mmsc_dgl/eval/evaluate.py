@@ -11,6 +11,7 @@ from mmsc_dgl.schema import RELATIONS
 from mmsc_dgl.data.negatives import NegativeSampler
 from mmsc_dgl.eval.ranking import ranking_metrics, ranks, worst_if_nan
 from mmsc_dgl.ops.candidates import candidate_dot
+from mmsc_dgl.ops.neighbours import approximate, ivf_nearest
 
 if TYPE_CHECKING:  # annotations only: the GPU trainer validates without pyarrow
     from mmsc_dgl.data.edges import RelationEdges
@@ -159,7 +160,10 @@ def nearest_content_mean(embeddings: torch.Tensor, content: torch.Tensor, new_co
     content space (cosine), on the scale of ``embeddings`` (no normalisation): items outside
     the catalog (``ItemModel.embed_new``), and cold items (:class:`~mmsc_dgl.eval.cold_start.ColdStart`).
     Only ``candidates`` (a bool mask; default: the items with content, i.e. a non-zero row) are
-    borrowed from; a new item without content gets zeros.
+    borrowed from; a new item without content gets zeros.  Above
+    :data:`~mmsc_dgl.ops.neighbours.EXACT_SEARCH_UP_TO` similarities (a million candidates and a
+    hundred thousand new items) the nearest come from a FAISS IVF index where ``faiss`` imports
+    (:func:`~mmsc_dgl.ops.neighbours.ivf_nearest`).
 
     Example:
         >>> emb = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
@@ -173,13 +177,23 @@ def nearest_content_mean(embeddings: torch.Tensor, content: torch.Tensor, new_co
     if not candidates.any() or new_content.shape[0] == 0:
         return out
     warm = torch.nonzero(candidates).flatten()
-    c_warm_t = F.normalize(content[warm], dim=1).t().contiguous()
     new = F.normalize(new_content, dim=1)
+    take = min(k, warm.numel())
+    if approximate(new.shape[0], warm.numel(), "Eq. 12's nearest items"):
+        # A million candidates: an IVF index (most, not all, of each item's nearest; a slot
+        # the probed lists cannot fill is left out of the mean).
+        found = ivf_nearest(F.normalize(content[warm], dim=1), new, take, "Eq. 12's nearest items").to(out.device)
+        ok = (found >= 0).to(embeddings.dtype)
+        rows = embeddings[warm[found.clamp(min=0)]] * ok.unsqueeze(-1)
+        out = rows.sum(1) / ok.sum(1, keepdim=True).clamp(min=1)
+        real = new_content.abs().sum(1) > 0
+        return out * real.unsqueeze(1).to(out.dtype)
+    c_warm_t = F.normalize(content[warm], dim=1).t().contiguous()
     # At most ~2^28 similarities (1 GiB) per block, whatever the catalog size.
     rows = max(1, min(batch_size, (1 << 28) // max(warm.numel(), 1)))
     for start in range(0, new.shape[0], rows):
         sim = new[start: start + rows] @ c_warm_t
-        nearest = warm[grouped_topk(sim, min(k, warm.numel()), 64)[1]]
+        nearest = warm[grouped_topk(sim, take, 64)[1]]
         out[start: start + rows] = embeddings[nearest].mean(1)
     real = new_content.abs().sum(1) > 0
     return out * real.unsqueeze(1).to(out.dtype)

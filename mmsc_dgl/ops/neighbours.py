@@ -23,7 +23,22 @@ EXACT_SEARCH_UP_TO = 10**11
 """Most similarities (sources x candidates) searched exactly: about 316,000 items with every item
 a source and a candidate, 6.4e12 multiply-adds at 64 dimensions.  Above it the search is
 approximate (an IVF index, :data:`IVF_NPROBE` lists probed) where ``faiss`` imports, and exact
-with a warning where it does not (a million items: hours)."""
+with a warning where it does not (a million items: hours).  The real datasets (at most 12,101
+items) are searched exactly, far below it."""
+
+
+def approximate(queries: int, candidates: int, what: str) -> bool:
+    """Whether a search of ``queries`` x ``candidates`` similarities goes through an IVF index:
+    above :data:`EXACT_SEARCH_UP_TO`, where ``faiss`` imports (a warning naming ``what`` where it
+    does not)."""
+    if queries * candidates <= EXACT_SEARCH_UP_TO:
+        return False
+    if importlib.util.find_spec("faiss") is None:  # optional: mmsc_dgl[faiss]
+        logger.warning("%s: exact search over %s x %s items (hours at a million); "
+                       "pip install mmsc_dgl[faiss] for the approximate one", what, f"{queries:,}",
+                       f"{candidates:,}")
+        return False
+    return True
 
 IVF_NPROBE = 16
 """Inverted lists an approximate search visits per source (of about ``4 sqrt(C)``)."""
@@ -65,13 +80,8 @@ def content_neighbours(content: torch.Tensor, k: int, candidates: Optional[torch
     if take <= 0 or starts.numel() == 0:
         return empty, empty.clone()
     unit = F.normalize(content.float(), dim=1)
-    if starts.numel() * pool.numel() > EXACT_SEARCH_UP_TO:
-        if importlib.util.find_spec("faiss") is None:  # optional: mmsc_dgl[faiss]
-            logger.warning("content neighbours: exact search over %s x %s items (hours at a million); "
-                           "pip install mmsc_dgl[faiss] for the approximate one", f"{starts.numel():,}",
-                           f"{pool.numel():,}")
-        else:
-            return _ivf_neighbours(unit.cpu(), pool.cpu(), starts.cpu(), take)
+    if approximate(int(starts.numel()), int(pool.numel()), "content neighbours"):
+        return _ivf_neighbours(unit.cpu(), pool.cpu(), starts.cpu(), take)
     pool_t = unit[pool].t().contiguous()
     rows = max(1, SIMILARITIES_PER_BLOCK // max(int(pool.numel()), 1))
     out_src, out_dst = [], []
@@ -103,6 +113,28 @@ def ivf_index(rows: torch.Tensor, nlist: Optional[int] = None, nprobe: int = IVF
     index.add(x)
     index.nprobe = min(nprobe, nlist)
     return index
+
+
+def ivf_nearest(rows: torch.Tensor, queries: torch.Tensor, k: int, what: str = "nearest rows") -> torch.Tensor:
+    """The positions in ``rows`` [C, D] of each query's [Q, D] ``k`` largest inner products,
+    through an :func:`ivf_index` (:data:`IVF_NPROBE` lists probed): [Q, k], best first, ``-1``
+    in a slot that the probed lists could not fill.  Queries go in blocks, with a progress line
+    every 10 s naming ``what``."""
+    began = last = time.monotonic()
+    index = ivf_index(rows, nprobe=IVF_NPROBE)
+    queries = queries.detach().float().cpu()
+    out = []
+    block = 1 << 16
+    for start in range(0, queries.shape[0], block):
+        if time.monotonic() - last > 10:
+            last = time.monotonic()
+            logger.info("%s (IVF, %d lists): %s of %s queries | %.0f s", what, index.nlist, f"{start:,}",
+                        f"{queries.shape[0]:,}", last - began)
+        _, found = index.search(queries[start: start + block].contiguous().numpy(), k)
+        out.append(torch.from_numpy(found).to(torch.int64))
+    logger.info("%s (IVF, %d lists, %d probed): %s queries in %.0f s", what, index.nlist, index.nprobe,
+                f"{queries.shape[0]:,}", time.monotonic() - began)
+    return torch.cat(out) if out else torch.zeros(0, k, dtype=torch.int64)
 
 
 def _ivf_neighbours(unit: torch.Tensor, pool: torch.Tensor, starts: torch.Tensor,
