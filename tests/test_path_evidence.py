@@ -222,6 +222,30 @@ def test_evidence_candidate_route_matches_pair_route():
     torch.testing.assert_close(links, torch.stack([dense[x][src.unsqueeze(1), cand] for x in "sc"], -1))
 
 
+def test_query_counts_take_the_cheaper_route_and_both_routes_agree():
+    """Dense rows over a small catalog, each pair's walks over a large sparse one (a million
+    items made validation and calibration walk dense rows of a million slots per query); the
+    route never changes the counts."""
+    graphs, _, w = random_graphs(seed=4)
+    small = PathEvidence(PathCounter(graphs, w), RELATIONS, hidden=8)
+    assert small.dense_rows_cheaper(1001) and not small.dense_rows_cheaper(63)
+    g = torch.Generator().manual_seed(5)
+    n = 200_000
+    sparse = {name: undirected(torch.randint(0, n, (150_000,), generator=g),
+                               torch.randint(0, n, (150_000,), generator=g), n) for name in ("s", "c")}
+    large = PathEvidence(PathCounter(sparse, torch.rand(n, generator=g) + 0.1), RELATIONS, hidden=8)
+    assert not large.dense_rows_cheaper(1001)
+    src = torch.randint(0, n, (6,), generator=g)
+    # candidates that share paths with their query: its two-hop ends, then random items
+    near = [large.counter.reached("s", "c", src[i: i + 1])[1][:40] for i in range(6)]
+    cand = torch.randint(0, n, (6, 1001), generator=g)
+    for i, ends in enumerate(near):
+        cand[i, : ends.numel()] = ends
+    walked = large.query_counts(src, cand)
+    assert float(walked[..., :4].sum()) > 0
+    torch.testing.assert_close(walked, large.candidate_counts(src, cand))
+
+
 def test_links_never_show_a_relation_its_own_edges_and_old_weights_load_unchanged():
     graphs, _, w = random_graphs(seed=5)
     graphs = {"substitute": graphs["s"], "complement": graphs["c"]}

@@ -4,13 +4,13 @@ chosen on pseudo-cold items (:func:`mmsc_dgl.train.cold_start.fit_cold_start`)."
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mmsc_dgl.eval.evaluate import nearest_content_mean
+from mmsc_dgl.eval.evaluate import nearest_content, nearest_content_mean
 from mmsc_dgl.nn.content_tower import ContentTower
 
 
@@ -48,11 +48,12 @@ class ColdStart:
 
     @torch.no_grad()
     def rows(self, relation: str, embeddings: torch.Tensor, content: torch.Tensor, new_content: torch.Tensor,
-             candidates: Optional[torch.Tensor] = None) -> torch.Tensor:
+             candidates: Optional[torch.Tensor] = None, nearest: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Unit rows for items with ``new_content`` [M, D], from the ``candidates`` (bool mask,
-        default: every item with content) of ``embeddings`` [N, dim] and ``content`` [N, D]."""
+        default: every item with content) of ``embeddings`` [N, dim] and ``content`` [N, D]
+        (``nearest``: their :func:`~mmsc_dgl.eval.evaluate.nearest_content`, searched already)."""
         eq12 = F.normalize(nearest_content_mean(embeddings, content, new_content, self.k,
-                                                candidates=candidates), dim=1)
+                                                candidates=candidates, nearest=nearest), dim=1)
         share = float(self.mix.get(relation, 0.0)) if relation in self.towers else 0.0
         if share <= 0:
             return eq12
@@ -63,21 +64,37 @@ class ColdStart:
         tower.train(was_training)
         return F.normalize(share * own + (1 - share) * eq12, dim=1)
 
-    @torch.no_grad()
-    def fill(self, relation: str, embeddings: torch.Tensor, content: torch.Tensor,
-             cold_items: np.ndarray) -> torch.Tensor:
-        """``embeddings`` with the rows of ``cold_items`` replaced (unit rows, as Eq. 12 has
-        always been placed here); cold items without content (an all-zero row) keep theirs, and
-        only warm items with content are borrowed from."""
-        out = embeddings.clone()
+    def _split(self, content: torch.Tensor, cold_items: np.ndarray, device) -> Tuple[torch.Tensor, torch.Tensor]:
+        """``(cold, warm)``: the cold items with content (ids), and the items borrowed from (a
+        bool mask: warm, with content)."""
         has_content = content.abs().sum(1) > 0
-        every_cold = torch.tensor(np.array(cold_items), dtype=torch.long, device=embeddings.device)
+        every_cold = torch.tensor(np.array(cold_items), dtype=torch.long, device=device)
         cold = every_cold[has_content[every_cold]] if every_cold.numel() else every_cold
         warm = has_content.clone()
         warm[every_cold] = False
+        return cold, warm
+
+    @torch.no_grad()
+    def nearest(self, content: torch.Tensor, cold_items: np.ndarray) -> torch.Tensor:
+        """The :func:`~mmsc_dgl.eval.evaluate.nearest_content` that :meth:`fill` borrows from
+        for ``cold_items``: one search for every relation (and for every placer with this
+        ``k``), handed to :meth:`fill` as ``nearest``."""
+        cold, warm = self._split(content, cold_items, content.device)
+        return nearest_content(content, content[cold], self.k, candidates=warm)
+
+    @torch.no_grad()
+    def fill(self, relation: str, embeddings: torch.Tensor, content: torch.Tensor,
+             cold_items: np.ndarray, nearest: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """``embeddings`` with the rows of ``cold_items`` replaced (unit rows, as Eq. 12 has
+        always been placed here); cold items without content (an all-zero row) keep theirs, and
+        only warm items with content are borrowed from (``nearest``: :meth:`nearest` of the same
+        items, searched already)."""
+        out = embeddings.clone()
+        cold, warm = self._split(content, cold_items, embeddings.device)
         if cold.numel() == 0 or not warm.any():
             return out
-        out[cold] = self.rows(relation, embeddings, content, content[cold], candidates=warm).to(out.dtype)
+        out[cold] = self.rows(relation, embeddings, content, content[cold], candidates=warm,
+                              nearest=nearest).to(out.dtype)
         return out
 
     @staticmethod

@@ -153,41 +153,67 @@ def evaluate_embeddings(embeddings: Mapping[str, Union[torch.Tensor, PairScores]
 
 
 @torch.no_grad()
+def nearest_content(content: torch.Tensor, new_content: torch.Tensor, k: int = 10, batch_size: int = 4096,
+                    candidates: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """The ``k`` catalog items nearest in content space (cosine) to each row of ``new_content``
+    [M, D], among ``candidates`` (a bool mask; default: the items with content): item ids
+    [M, min(k, candidates)], nearest first, ``-1`` in a slot an approximate search could not
+    fill.  Exact, in blocks of at most 2^28 similarities; above
+    :data:`~mmsc_dgl.ops.neighbours.EXACT_SEARCH_UP_TO` similarities (a million candidates and
+    ten thousand new items) through a FAISS IVF index where ``faiss`` imports
+    (:func:`~mmsc_dgl.ops.neighbours.ivf_nearest`).  One search serves every relation: what
+    :func:`nearest_content_mean` averages."""
+    from mmsc_dgl.eval.retrieval import grouped_topk
+    if candidates is None:
+        candidates = content.abs().sum(1) > 0
+    warm = torch.nonzero(candidates).flatten()
+    take = min(k, warm.numel())
+    if take == 0 or new_content.shape[0] == 0:
+        return torch.zeros(new_content.shape[0], take, dtype=torch.int64, device=content.device)
+    new = F.normalize(new_content, dim=1)
+    if approximate(new.shape[0], warm.numel(), "Eq. 12's nearest items"):
+        found = ivf_nearest(F.normalize(content[warm], dim=1), new, take, "Eq. 12's nearest items").to(warm.device)
+        return torch.where(found >= 0, warm[found.clamp(min=0)], found)
+    c_warm_t = F.normalize(content[warm], dim=1).t().contiguous()
+    rows = max(1, min(batch_size, (1 << 28) // max(warm.numel(), 1)))
+    return torch.cat([warm[grouped_topk(new[start: start + rows] @ c_warm_t, take, 64)[1]]
+                      for start in range(0, new.shape[0], rows)])
+
+
+@torch.no_grad()
 def nearest_content_mean(embeddings: torch.Tensor, content: torch.Tensor, new_content: torch.Tensor,
                          k: int = 10, batch_size: int = 4096,
-                         candidates: Optional[torch.Tensor] = None) -> torch.Tensor:
+                         candidates: Optional[torch.Tensor] = None,
+                         nearest: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Each row of ``new_content`` gets the mean embedding of its ``k`` catalog items nearest in
     content space (cosine), on the scale of ``embeddings`` (no normalisation): items outside
     the catalog (``ItemModel.embed_new``), and cold items (:class:`~mmsc_dgl.eval.cold_start.ColdStart`).
     Only ``candidates`` (a bool mask; default: the items with content, i.e. a non-zero row) are
-    borrowed from; a new item without content gets zeros.  Above
-    :data:`~mmsc_dgl.ops.neighbours.EXACT_SEARCH_UP_TO` similarities (a million candidates and a
-    hundred thousand new items) the nearest come from a FAISS IVF index where ``faiss`` imports
-    (:func:`~mmsc_dgl.ops.neighbours.ivf_nearest`).
+    borrowed from; a new item without content gets zeros.  ``nearest``: the items'
+    :func:`nearest_content`, where the caller has searched already (another relation's rows);
+    a slot an approximate search left unfilled is left out of the mean.
 
     Example:
         >>> emb = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
         >>> nearest_content_mean(emb, torch.eye(2), torch.tensor([[0.1, 1.0]]), k=1).tolist()
         [[0.0, 2.0]]
     """
-    from mmsc_dgl.eval.retrieval import grouped_topk
-    if candidates is None:
-        candidates = content.abs().sum(1) > 0
+    if nearest is None:
+        nearest = nearest_content(content, new_content, k, batch_size, candidates)
     out = torch.zeros(new_content.shape[0], embeddings.shape[1], dtype=embeddings.dtype, device=embeddings.device)
-    if not candidates.any() or new_content.shape[0] == 0:
+    if nearest.shape[0] == 0 or nearest.shape[1] == 0:
         return out
-    warm = torch.nonzero(candidates).flatten()
-    new = F.normalize(new_content, dim=1)
-    take = min(k, warm.numel())
-    if approximate(new.shape[0], warm.numel(), "Eq. 12's nearest items"):
-        # A million candidates: an IVF index (most, not all, of each item's nearest; a slot
-        # the probed lists cannot fill is left out of the mean).
-        found = ivf_nearest(F.normalize(content[warm], dim=1), new, take, "Eq. 12's nearest items").to(out.device)
-        ok = (found >= 0).to(embeddings.dtype)
-        rows = embeddings[warm[found.clamp(min=0)]] * ok.unsqueeze(-1)
-        out = rows.sum(1) / ok.sum(1, keepdim=True).clamp(min=1)
-        real = new_content.abs().sum(1) > 0
-        return out * real.unsqueeze(1).to(out.dtype)
+    nearest = nearest.to(embeddings.device)
+    for start in range(0, nearest.shape[0], batch_size):
+        ids = nearest[start: start + batch_size]
+        if bool((ids >= 0).all()):
+            out[start: start + batch_size] = embeddings[ids].mean(1)
+        else:
+            ok = (ids >= 0).to(embeddings.dtype)
+            out[start: start + batch_size] = ((embeddings[ids.clamp(min=0)] * ok.unsqueeze(-1)).sum(1)
+                                              / ok.sum(1, keepdim=True).clamp(min=1))
+    real = new_content.abs().sum(1) > 0
+    return out * real.unsqueeze(1).to(out.dtype)
     c_warm_t = F.normalize(content[warm], dim=1).t().contiguous()
     # At most ~2^28 similarities (1 GiB) per block, whatever the catalog size.
     rows = max(1, min(batch_size, (1 << 28) // max(warm.numel(), 1)))

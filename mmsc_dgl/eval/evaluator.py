@@ -96,11 +96,12 @@ class Evaluator:
         content = self.features.pooled().to(emb["substitute"].device)
         placer = self.cold_start or ColdStart(k=self.config.cold_neighbors)
         edgeless = self.edgeless_items()
-        queries = {r: placer.fill(r, emb[r], content, edgeless) for r in RELATIONS}
+        nearest = placer.nearest(content, edgeless)  # one search for both relations and placers
+        queries = {r: placer.fill(r, emb[r], content, edgeless, nearest) for r in RELATIONS}
         if not placer.towers:
             return queries, None
         eq12 = ColdStart(k=placer.k)
-        return queries, {r: eq12.fill(r, emb[r], content, edgeless) for r in RELATIONS}
+        return queries, {r: eq12.fill(r, emb[r], content, edgeless, nearest) for r in RELATIONS}
 
     def training_degree(self) -> np.ndarray:
         """Each item's training neighbours, summed over the relations (an edge stored in both
