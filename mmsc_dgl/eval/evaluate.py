@@ -214,12 +214,3 @@ def nearest_content_mean(embeddings: torch.Tensor, content: torch.Tensor, new_co
                                               / ok.sum(1, keepdim=True).clamp(min=1))
     real = new_content.abs().sum(1) > 0
     return out * real.unsqueeze(1).to(out.dtype)
-    c_warm_t = F.normalize(content[warm], dim=1).t().contiguous()
-    # At most ~2^28 similarities (1 GiB) per block, whatever the catalog size.
-    rows = max(1, min(batch_size, (1 << 28) // max(warm.numel(), 1)))
-    for start in range(0, new.shape[0], rows):
-        sim = new[start: start + rows] @ c_warm_t
-        nearest = warm[grouped_topk(sim, take, 64)[1]]
-        out[start: start + rows] = embeddings[nearest].mean(1)
-    real = new_content.abs().sum(1) > 0
-    return out * real.unsqueeze(1).to(out.dtype)
