@@ -118,53 +118,41 @@ def ivf_index(rows: torch.Tensor, nlist: Optional[int] = None, nprobe: int = IVF
     return index
 
 
-def ivf_nearest(rows: torch.Tensor, queries: torch.Tensor, k: int, what: str = "nearest rows") -> torch.Tensor:
+def ivf_nearest(rows: torch.Tensor, queries: torch.Tensor, k: int, what: str = "nearest rows",
+                query_ids: Optional[torch.Tensor] = None) -> torch.Tensor:
     """The positions in ``rows`` [C, D] of each query's [Q, D] ``k`` largest inner products,
     through an :func:`ivf_index` (:data:`IVF_NPROBE` lists probed): [Q, k], best first, ``-1``
-    in a slot that the probed lists could not fill.  Queries go in blocks, with a progress line
-    every 10 s naming ``what``."""
+    in a slot that the probed lists could not fill.  ``query_ids``: search the rows
+    ``queries[query_ids]`` instead, gathered a block at a time.  Queries go in blocks, with a
+    progress line every 10 s naming ``what``."""
     began = last = time.monotonic()
     index = ivf_index(rows, nprobe=IVF_NPROBE)
     queries = queries.detach().float().cpu()
+    count = queries.shape[0] if query_ids is None else int(query_ids.numel())
     out = []
     block = 1 << 16
-    for start in range(0, queries.shape[0], block):
+    for start in range(0, count, block):
         if time.monotonic() - last > 10:
             last = time.monotonic()
             logger.info("%s (IVF, %d lists): %s of %s queries | %.0f s", what, index.nlist, f"{start:,}",
-                        f"{queries.shape[0]:,}", last - began)
-        _, found = index.search(queries[start: start + block].contiguous().numpy(), k)
+                        f"{count:,}", last - began)
+        part = (queries[start: start + block] if query_ids is None
+                else queries[query_ids[start: start + block].cpu()])
+        _, found = index.search(part.contiguous().numpy(), k)
         out.append(torch.from_numpy(found).to(torch.int64))
     logger.info("%s (IVF, %d lists, %d probed): %s queries in %.0f s", what, index.nlist, index.nprobe,
-                f"{queries.shape[0]:,}", time.monotonic() - began)
+                f"{count:,}", time.monotonic() - began)
     return torch.cat(out) if out else torch.zeros(0, k, dtype=torch.int64)
 
 
 def _ivf_neighbours(unit: torch.Tensor, pool: torch.Tensor, starts: torch.Tensor,
                     take: int) -> Tuple[torch.Tensor, torch.Tensor]:
-    """:func:`content_neighbours` through an :func:`ivf_index` over the candidates' unit rows
-    (inner product = cosine), :data:`IVF_NPROBE` lists probed.  A source's own row and unfilled
-    slots are dropped, so a source may get fewer than ``take`` neighbours where its lists hold
-    fewer."""
-    began = time.monotonic()
-    index = ivf_index(unit[pool], nprobe=IVF_NPROBE)
-    nlist = index.nlist
-    out_src, out_dst = [], []
-    last = time.monotonic()
-    rows = 1 << 16
-    for done, block in enumerate(starts.split(rows)):
-        if time.monotonic() - last > 10:
-            last = time.monotonic()
-            logger.info("content neighbours (IVF, %d lists): %s of %s items | %.0f s", nlist,
-                        f"{done * rows:,}", f"{starts.numel():,}", last - began)
-        _, found = index.search(unit[block].contiguous().numpy(), take + 1)
-        pos = torch.from_numpy(found)
-        ids = torch.where(pos >= 0, pool[pos.clamp(min=0)], torch.full_like(pos, -1))
-        ok = (pos >= 0) & (ids != block.unsqueeze(1))
-        order = torch.argsort((~ok).to(torch.int8), dim=1, stable=True)[:, :take]
-        ids, ok = ids.gather(1, order), ok.gather(1, order)
-        out_src.append(block.unsqueeze(1).expand_as(ids)[ok])
-        out_dst.append(ids[ok])
-    logger.info("content neighbours (IVF, %d lists, %d probed): %s items in %.0f s", nlist, index.nprobe,
-                f"{starts.numel():,}", time.monotonic() - began)
-    return torch.cat(out_src), torch.cat(out_dst)
+    """:func:`content_neighbours` through :func:`ivf_nearest` over the candidates' unit rows
+    (inner product = cosine).  A source's own row and unfilled slots are dropped, so a source
+    may get fewer than ``take`` neighbours where its lists hold fewer."""
+    pos = ivf_nearest(unit[pool], unit, take + 1, "content neighbours", query_ids=starts)
+    ids = torch.where(pos >= 0, pool[pos.clamp(min=0)], torch.full_like(pos, -1))
+    ok = (pos >= 0) & (ids != starts.unsqueeze(1))
+    order = torch.argsort((~ok).to(torch.int8), dim=1, stable=True)[:, :take]
+    ids, ok = ids.gather(1, order), ok.gather(1, order)
+    return starts.unsqueeze(1).expand_as(ids)[ok], ids[ok]
