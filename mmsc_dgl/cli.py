@@ -380,10 +380,13 @@ def _train_config(config_path: Optional[Path], flags: dict):
                                                   "starts them).")
 @click.option("--ip-config", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="DistDGL's ip_config file, with --distributed (default: $DGL_IP_CONFIG, set by mmsc-dgl launch).")
+@click.option("--shard-embeddings", is_flag=True,
+              help="With --distributed: the item-sized tables live on the graph servers, each trainer reading and "
+                   "updating the rows its batches touch (DistEmbedding, sparse Adam; docs/distributed.md).")
 @_verbosity
 def train(dataset_dir: Optional[Path], out: Path, config_path: Optional[Path], resume: bool, overwrite: bool,
           architecture, epochs, batch_size, lr, features, metapaths, train_noise, max_neighbors, ssl_weight, train_edges,
-          synthetic_items, seed, device, distributed, ip_config) -> None:
+          synthetic_items, seed, device, distributed, ip_config, shard_embeddings) -> None:
     """Train MMSC (or a baseline) on DATASET_DIR (default: the built-in synthetic catalog) and
     evaluate it.  With --distributed, DATASET_DIR is a partition directory and this process is
     one trainer of a DistDGL job (docs/distributed.md)."""
@@ -396,12 +399,17 @@ def train(dataset_dir: Optional[Path], out: Path, config_path: Optional[Path], r
                                          "model": {"ssl_weight": ssl_weight}})
     if ip_config is not None and not distributed:
         raise DataError("--ip-config is for --distributed training.", fix="add --distributed, or drop --ip-config.")
+    if shard_embeddings and not distributed:
+        raise DataError("--shard-embeddings shards the tables over a DistDGL job's graph servers.",
+                        fix="add --distributed (a partition directory, started by mmsc-dgl launch), or drop "
+                            "--shard-embeddings.")
     if distributed:
         if dataset_dir is None:
             raise DataError("--distributed needs the partition directory.",
                             fix="mmsc-dgl train PART_DIR --distributed --out RUN (run by mmsc-dgl launch).")
         from mmsc_dgl.distributed.training import train_distributed
-        result = train_distributed(dataset_dir, out, config, ip_config=ip_config, resume=resume, overwrite=overwrite)
+        result = train_distributed(dataset_dir, out, config, ip_config=ip_config, resume=resume, overwrite=overwrite,
+                                   shard_embeddings=shard_embeddings)
         import torch.distributed as dist
         if dist.get_rank() != 0:
             click.echo(f"rank {dist.get_rank()}: done; rank 0 wrote {out}")

@@ -67,6 +67,36 @@ def test_two_trainers_on_two_partitions_match_one_machine(root):
         assert abs(dist_ndcg - one_ndcg) <= TOLERANCE, (r, dist_ndcg, one_ndcg)
 
 
+@pytest.mark.skipif(not isolation_available(), reason="two servers on one host need unshare with user namespaces")
+def test_sharded_tables_on_two_partitions_match_one_machine(root):
+    """``--shard-embeddings`` on loopback (2 servers, 2 trainers): the id and graph-branch rows
+    live on the servers and DGL's sparse Adam exchanges their gradients; test NDCG@10 within the
+    same tolerance of a single machine training the same model (graph branch capped: a sharded
+    table is read by the rows a batch touches)."""
+    from mmsc_dgl.runs.training import train
+    if not (root / "parts2").exists():
+        partition_dataset(root / "ds", 2, root / "parts2")
+    config_file = root / "capped.yaml"
+    config_file.write_text("cold_start: eq12\nmodel:\n  graph_branch_cap: 16\n")  # trainers fit no tower
+    run = root / "dist-sharded"
+    cmd = [sys.executable, "-m", "mmsc_dgl", "train", str(root / "parts2"), "--distributed", "--shard-embeddings",
+           "--out", str(run), "--epochs", str(EPOCHS), "--metapaths", METAPATHS, "--config", str(config_file)]
+    result = launch(root / "parts2", 2, cmd, timeout=600, log_dir=root / "logs-sharded")
+    logs = {r: (root / "logs-sharded" / f"trainer-{r}.log").read_text() for r in range(2)}
+    assert result.returncode == 0, result.message + logs[0][-3000:] + logs[1][-3000:]
+    assert json.loads((run / "run.json").read_text())["distributed"]["shard_embeddings"] is True
+    assert sorted(p.name for p in (run / "shards").iterdir())[-2:] == [f"epoch-{EPOCHS:04d}-rank-0.pt",
+                                                                       f"epoch-{EPOCHS:04d}-rank-1.pt"]
+    metrics = json.loads((run / "metrics.json").read_text())
+    single = train(root / "ds", root / "single-capped", TrainConfig.load(config_file, {"epochs": EPOCHS,
+                                                                                         "metapaths": METAPATHS}),
+                   progress=False).metrics
+    for r in ("substitute", "complement"):
+        dist_ndcg, one_ndcg = metrics["test"][r]["NDCG@10"], single["test"][r]["NDCG@10"]
+        assert dist_ndcg > 0.1
+        assert abs(dist_ndcg - one_ndcg) <= TOLERANCE, (r, dist_ndcg, one_ndcg)
+
+
 @pytest.fixture(scope="module")
 def small(tmp_path_factory):
     root = tmp_path_factory.mktemp("dist-small")
@@ -106,19 +136,64 @@ def test_standalone_trains_resumes_and_writes_an_ordinary_run(small):
     assert loaded.evaluate()["test"] == json.loads((run / "metrics.json").read_text())["test"]
 
 
-@pytest.mark.parametrize("part, extra, words", [
-    ("parts2", {}, "one partition is read"),
-    ("parts1", {"architecture": "lightgcn"}, "trains MMSC"),
-    ("parts1", {"features": "none"}, "servers hold the features"),
-    ("ds", {}, "not a partition directory"),
+def test_sharded_tables_learn_checkpoint_their_shards_and_end_in_an_ordinary_run(small):
+    """``--shard-embeddings`` in standalone mode: the item tables live in DistEmbeddings, DGL's
+    sparse Adam updates the rows the batches touch; interrupted after one epoch, the checkpoint
+    holds no table rows and the trainer's shard file holds them; resumed with no epoch left, the
+    run's saved states are exactly the shard's best rows, back in the dataset's item order."""
+    run = small / "sharded"
+    script = textwrap.dedent(f"""
+        import sys
+        from mmsc_dgl.config import TrainConfig
+        from mmsc_dgl.distributed.training import train_distributed
+        epochs, stop = int(sys.argv[1]), (int(sys.argv[2]) or None)
+        config = TrainConfig(epochs=epochs, features="hashed", metapaths="s,c", max_neighbors=4,
+                             model={{"graph_branch_cap": 8}})
+        result = train_distributed({str(small / 'parts1')!r}, {str(run)!r}, config, stop_after=stop,
+                                   resume=stop is None, shard_embeddings=True)
+    """)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("DGL_DIST_MODE", None)
+    done = subprocess.run([sys.executable, "-c", script, "2", "1"], capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    checkpoint = torch.load(run / "checkpoint.pt", weights_only=True)
+    tables = ["input.item_embedding", "graph_branch.shared", "graph_branch.relation.substitute",
+              "graph_branch.relation.complement"]
+    assert checkpoint["epoch"] == 1 and not any(f"{t}.weight" in checkpoint["model"] for t in tables)
+    shard = torch.load(run / "shards" / "epoch-0001-rank-0.pt", weights_only=True)
+    assert shard["epoch"] == 1 and sorted(shard["tables"]) == sorted(tables)
+    for t in tables:  # the sparse optimiser stepped (nearly) every row of the 300 items in the epoch
+        steps = shard["tables"][t]["moments"][0]
+        assert (steps > 0).float().mean() > 0.9, t
+    done = subprocess.run([sys.executable, "-c", script, "1", "0"], capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    orig = torch.load(small / "parts1" / "mapping.pt", weights_only=True)["orig_nids"]["item"]
+    saved = torch.load(run / "model.pt", weights_only=True)["states"]
+    for r in ("substitute", "complement"):
+        for t in tables:
+            rows = torch.empty_like(saved[r][f"{t}.weight"])
+            rows[orig[shard["ids"]]] = shard["tables"][t]["best"][r]
+            assert torch.equal(saved[r][f"{t}.weight"], rows), (r, t)
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert min(metrics["test"][r]["NDCG@10"] for r in ("substitute", "complement")) > 0.25  # untrained: about 0.04
+    assert json.loads((run / "run.json").read_text())["distributed"]["shard_embeddings"] is True
+
+
+@pytest.mark.parametrize("part, extra, shard, words", [
+    ("parts2", {}, False, "one partition is read"),
+    ("parts1", {"architecture": "lightgcn"}, False, "trains MMSC"),
+    ("parts1", {"features": "none"}, False, "servers hold the features"),
+    ("ds", {}, False, "not a partition directory"),
+    ("parts1", {}, True, "graph branch without a cap"),
+    ("parts1", {"model": {"graph_branch_cap": 8, "propagate_ids": 2}}, True, "propagate_ids"),
 ])
-def test_refusals_come_before_any_work(small, tmp_path, monkeypatch, part, extra, words):
+def test_refusals_come_before_any_work(small, tmp_path, monkeypatch, part, extra, shard, words):
     from mmsc_dgl import DataError
     from mmsc_dgl.distributed.training import train_distributed
     monkeypatch.setenv("DGL_DIST_MODE", "standalone")
     config = TrainConfig(**{"features": "hashed", **extra})
     with pytest.raises(DataError, match=words):
-        train_distributed(small / part, tmp_path / "run", config)
+        train_distributed(small / part, tmp_path / "run", config, shard_embeddings=shard)
     assert not (tmp_path / "run").exists()
 
 
@@ -126,4 +201,7 @@ def test_cli_refusals_are_one_line(small, tmp_path):
     done = _cli("train", small / "ds", "--out", tmp_path / "d", "--ip-config", small / "ds" / "dataset.json",
                 env={"DGL_DIST_MODE": "standalone"}, timeout=120)
     assert done.returncode == 2 and "--ip-config is for --distributed" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and not (tmp_path / "d").exists()
+    done = _cli("train", small / "ds", "--out", tmp_path / "d", "--shard-embeddings", timeout=120)
+    assert done.returncode == 2 and "--shard-embeddings shards the tables" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1 and not (tmp_path / "d").exists()

@@ -201,7 +201,7 @@ def gathered_tables(graph, mine: torch.Tensor, orig: torch.Tensor, paths, config
 
 def train_distributed(part_dir: os.PathLike | str, out: os.PathLike | str, config: Optional[TrainConfig] = None,
                       ip_config: Optional[os.PathLike | str] = None, resume: bool = False, overwrite: bool = False,
-                      progress: bool = False, stop_after: Optional[int] = None):
+                      progress: bool = False, stop_after: Optional[int] = None, shard_embeddings: bool = False):
     """Train MMSC data-parallel on the DistDGL cluster serving ``part_dir``; run on every trainer
     process (``mmsc-dgl launch PART_DIR -- mmsc-dgl train PART_DIR --distributed --out RUN``).
 
@@ -215,6 +215,8 @@ def train_distributed(part_dir: os.PathLike | str, out: os.PathLike | str, confi
         resume: continue the run in ``out``.
         overwrite: replace the mmsc_dgl run in ``out``.
         stop_after: end after this many epochs of this call (to test interrupted runs).
+        shard_embeddings: keep the item-sized tables on the graph servers, each trainer reading
+            and updating the rows its batches touch (:mod:`mmsc_dgl.distributed.sharded`).
 
     Returns:
         a :class:`~mmsc_dgl.train.trainer.TrainResult` on every process (metrics included; only
@@ -258,6 +260,9 @@ def train_distributed(part_dir: os.PathLike | str, out: os.PathLike | str, confi
     if not ip_config and not standalone:
         raise DataError("--distributed needs DistDGL's ip_config.",
                         fix="pass --ip-config FILE, or start the trainers with mmsc-dgl launch (which sets it).")
+    if shard_embeddings:
+        from mmsc_dgl.distributed.sharded import check_shardable
+        check_shardable(config)
     dataset_dir = partition_dataset_dir(part_dir, record)
     paths = parse_metapaths(config.metapaths)
     if any(p.side_hops for p in paths):
@@ -296,6 +301,7 @@ def train_distributed(part_dir: os.PathLike | str, out: os.PathLike | str, confi
                                       inputs=[part_dir, dataset_dir])
             if resume:
                 check_resume(run_dir, marker, config)
+                _check_sharding(run_dir, shard_embeddings)
         except DataError as err:
             verdict = (err.reason, err.path, err.fix)
     verdict = broadcast_object(verdict)
@@ -309,7 +315,16 @@ def train_distributed(part_dir: os.PathLike | str, out: os.PathLike | str, confi
     dataset = load_dataset(dataset_dir)
     logger.info("rank %d/%d: %s of %s items", rank, world, f"{mine.numel():,}", f"{dataset.num_items:,}")
     return _train(graph, dataset, dataset_dir, part_dir, record, config, paths, mine, mine_new, orig, run_dir,
-                  rank, world, resume, overwrite, progress, stop_after)
+                  rank, world, resume, overwrite, progress, stop_after, shard_embeddings)
+
+
+def _check_sharding(run_dir: Path, shard_embeddings: bool) -> None:
+    """A resumed run keeps the way its tables were held (its shards, or its checkpoint's rows)."""
+    record = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").exists() else {}
+    was = bool(record.get("distributed", {}).get("shard_embeddings", False))
+    if was != shard_embeddings:
+        raise DataError(f"this run was trained {'with' if was else 'without'} --shard-embeddings.", path=run_dir,
+                        fix=f"resume it {'with' if was else 'without'} --shard-embeddings.")
 
 
 def _tables(graph, mine_new, orig, paths, config, num_items: int, run_dir: Path, resume: bool, writer: bool):
@@ -331,7 +346,7 @@ def _tables(graph, mine_new, orig, paths, config, num_items: int, run_dir: Path,
 
 
 def _train(graph, dataset, dataset_dir, part_dir, record, config, paths, mine, mine_new, orig, run_dir, rank, world,
-           resume, overwrite, progress, stop_after):
+           resume, overwrite, progress, stop_after, shard_embeddings=False):
     import contextlib
 
     import torch.distributed as dist
@@ -354,6 +369,10 @@ def _train(graph, dataset, dataset_dir, part_dir, record, config, paths, mine, m
     parts = build_run(dataset, config, None, tables=tables, features=features, train_edges=train_edges,
                       progress=False)
     model = parts.model
+    sharded = None
+    if shard_embeddings:  # before the broadcast: the tables' rows are the servers' from here
+        from mmsc_dgl.distributed.sharded import ShardedTables
+        sharded = ShardedTables(model, graph, orig, mine_new, config.lr, run_dir, rank, world)
     with torch.no_grad():  # the same seed built the same weights; process 0's are taken all the same
         for p in model.parameters():
             dist.broadcast(p.data, src=0)
@@ -390,12 +409,13 @@ def _train(graph, dataset, dataset_dir, part_dir, record, config, paths, mine, m
                                  extra={"distributed": {"partition": str(resolve_path(part_dir)),
                                                         "partition_relative": os.path.relpath(
                                                             resolve_path(part_dir), run_dir.resolve()),
-                                                        "parts": int(record["num_parts"]), "trainers": world}})
+                                                        "parts": int(record["num_parts"]), "trainers": world,
+                                                        "shard_embeddings": bool(shard_embeddings)}})
                 tables.save(run_dir / TABLES)
         dist.barrier()  # the run directory exists before any process looks for a checkpoint in it
         trainer = Trainer(model, config, checkpoint=run_dir / CHECKPOINT, progress=progress and writer,
                           identity=json.dumps(config.resume_identity(), sort_keys=True),
-                          sync=GradientSync(world), writes_checkpoints=writer)
+                          sync=GradientSync(world), writes_checkpoints=writer, sharded=sharded)
         if resume:
             trainer.resume_checkpoint()  # refuses a damaged or foreign checkpoint before config.json changes
         if writer:
@@ -403,6 +423,13 @@ def _train(graph, dataset, dataset_dir, part_dir, record, config, paths, mine, m
         fit = trainer.fit(batches, evaluator.validate, resume=resume, stop_after=stop_after)
         if not fit.finished:
             return TrainResult(run_dir, {}, fit.history, fit.best_epoch, dataset)
+        import resource
+        from mmsc_dgl.progress import report
+        report("rank %d: training done, peak resident memory %.0f MiB (tables %s)", rank,
+               resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+               "on the graph servers" if sharded is not None else "in this trainer")
+        if sharded is not None:  # each relation's best rows pulled back: a single machine's model from here
+            fit.relation_states = sharded.unshard(fit.relation_states)
 
         def agree() -> None:
             here = float(sum(p.detach().double().sum() for p in model.parameters()))

@@ -60,15 +60,27 @@ class GraphBranch(GraphStateModule):
             out = propagate(self._adjacency[relation], self.shared.weight + self.relation[relation].weight, self.layers)
             return out if nodes is None else out[nodes]
         if nodes is None:
-            nodes = torch.arange(self.shared.num_embeddings, device=self.shared.weight.device)
+            nodes = torch.arange(self.shared.num_embeddings, device=self._columns[relation].device)
         # the two tables' rows gathered apart: no item-sized sum in a step
         columns, values = self._columns[relation], self._values[relation]
-        return (gather_rows(columns, values, self.shared.weight, nodes)
-                + gather_rows(columns, values, self.relation[relation].weight, nodes))
+        return (_capped_rows(self.shared, columns, values, nodes)
+                + _capped_rows(self.relation[relation], columns, values, nodes))
 
     def extra_repr(self) -> str:
         cap = f", cap={self.cap}" if self.cap else ""
         return f"items={self.shared.num_embeddings:,}, hidden={self.shared.embedding_dim}, layers={self.layers}{cap}"
+
+
+def _capped_rows(table: nn.Module, columns: torch.Tensor, values: torch.Tensor, nodes: torch.Tensor) -> torch.Tensor:
+    """:func:`~mmsc_dgl.ops.capped.gather_rows` of ``table``: from its weight where it holds one
+    (``nn.Embedding``), otherwise from the rows it returns for the distinct columns that ``nodes``
+    read (a table whose rows live elsewhere, e.g. sharded over DistDGL's servers: only those rows
+    are fetched, and only they get a gradient).  The same sums, in the same order."""
+    if isinstance(table, nn.Embedding):
+        return gather_rows(columns, values, table.weight, nodes)
+    needed, inverse = torch.unique(columns[nodes], return_inverse=True)
+    every = torch.arange(nodes.numel(), device=nodes.device)
+    return gather_rows(inverse.view(nodes.numel(), -1), values[nodes], table(needed), every)
 
 
 class IdSmoothing(GraphStateModule):
@@ -92,4 +104,3 @@ class IdSmoothing(GraphStateModule):
 
     def extra_repr(self) -> str:
         return f"layers={self.layers}"
-

@@ -82,10 +82,17 @@ class Trainer:
             metrics, so all stop and select alike); ``None`` on one process.
         writes_checkpoints: False on every data-parallel process but the one that writes the run
             (they still read the checkpoint to resume).
+        sharded: tables whose rows live outside the model's ``state_dict`` and are updated by
+            their own (sparse) optimiser (:mod:`mmsc_dgl.distributed.sharded`), or ``None``: an
+            object with ``step()`` (after every dense optimiser step), ``keep_best(relation)``
+            (the relation's best epoch so far is this one: keep the rows as they are now),
+            ``save(epoch)`` (before the epoch's checkpoint is written; every process) and
+            ``restore(epoch)`` (after a checkpoint of that epoch was loaded to resume).
     """
 
     def __init__(self, model: torch.nn.Module, config, checkpoint: Optional[Union[str, Path]] = None,
-                 identity: Optional[str] = None, progress: bool = True, sync=None, writes_checkpoints: bool = True):
+                 identity: Optional[str] = None, progress: bool = True, sync=None, writes_checkpoints: bool = True,
+                 sharded=None):
         self.model = model
         self.config = config
         self.checkpoint = Path(checkpoint) if checkpoint is not None else None
@@ -93,6 +100,7 @@ class Trainer:
         self.progress = progress
         self.sync = sync
         self.writes_checkpoints = writes_checkpoints
+        self.sharded = sharded
         self._state: Optional[dict] = None
         params = list(model.parameters())
         self.optimizer = (torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
@@ -142,6 +150,8 @@ class Trainer:
         if self.optimizer is not None:
             self.optimizer.load_state_dict(ckpt["optimizer"])
         torch.set_rng_state(ckpt["rng_state"])
+        if self.sharded is not None:
+            self.sharded.restore(int(ckpt["epoch"]))
         logger.info("resumed %s at epoch %d", path.parent, ckpt["epoch"])
         return {k: ckpt[k] for k in state}
 
@@ -190,6 +200,8 @@ class Trainer:
                 if self.sync is not None:
                     self.sync.gradients(self.model)
                 optimizer.step()
+                if self.sharded is not None:
+                    self.sharded.step()
                 for k, v in parts.items():
                     sums[k] = sums.get(k, 0.0) + float(v)
                 if not math.isfinite(sums["total"]):  # a diverged model must not go on to be evaluated
@@ -218,8 +230,12 @@ class Trainer:
                     state["best"][r] = val[r]["NDCG@10"]
                     state["best_epoch"][r] = epoch + 1
                     state["best_state"][r] = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
+                    if self.sharded is not None:
+                        self.sharded.keep_best(r)
             state["bad_epochs"] = 0 if improved else state["bad_epochs"] + 1
             state["epoch"] = epoch + 1
+            if self.checkpoint is not None and self.sharded is not None:
+                self.sharded.save(epoch + 1)  # every process its shards, before the checkpoint names the epoch
             if self.checkpoint is not None and self.writes_checkpoints:
                 save_checkpoint(self.checkpoint, {**state, "model": self.model.state_dict(),
                                                   "optimizer": optimizer.state_dict(),
