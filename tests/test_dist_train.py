@@ -136,7 +136,8 @@ def test_standalone_trains_resumes_and_writes_an_ordinary_run(small):
     assert loaded.evaluate()["test"] == json.loads((run / "metrics.json").read_text())["test"]
 
 
-def test_sharded_tables_learn_checkpoint_their_shards_and_end_in_an_ordinary_run(small):
+def test_sharded_tables_learn_checkpoint_their_shards_and_end_in_an_ordinary_run(small, monkeypatch):
+    from mmsc_dgl.distributed.training import train_distributed
     """``--shard-embeddings`` in standalone mode: the item tables live in DistEmbeddings, DGL's
     sparse Adam updates the rows the batches touch; interrupted after one epoch, the checkpoint
     holds no table rows and the trainer's shard file holds them; resumed with no epoch left, the
@@ -177,6 +178,13 @@ def test_sharded_tables_learn_checkpoint_their_shards_and_end_in_an_ordinary_run
     metrics = json.loads((run / "metrics.json").read_text())
     assert min(metrics["test"][r]["NDCG@10"] for r in ("substitute", "complement")) > 0.25  # untrained: about 0.04
     assert json.loads((run / "run.json").read_text())["distributed"]["shard_embeddings"] is True
+    # resumed the other way, the rows would be neither in the shards nor in the checkpoint
+    monkeypatch.setenv("DGL_DIST_MODE", "standalone")
+    from mmsc_dgl import DataError
+    with pytest.raises(DataError, match="trained with --shard-embeddings"):
+        train_distributed(small / "parts1", run, TrainConfig(epochs=1, features="hashed", metapaths="s,c",
+                                                             max_neighbors=4, model={"graph_branch_cap": 8}),
+                          resume=True)
 
 
 @pytest.mark.parametrize("part, extra, shard, words", [

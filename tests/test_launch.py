@@ -2,6 +2,7 @@
 /dev/shm), 2 trainers in a gloo process group; a trainer that dies and a job past its timeout
 end every process, with the exit code and no /dev/shm leftovers (issue 15)."""
 import os
+from pathlib import Path
 import subprocess
 import sys
 
@@ -161,6 +162,22 @@ def test_bench_dist_counts_bytes_only_across_partitions(tmp_path):
     assert two["server_peak_mib"] > 0 and two["trainer_peak_mib"] > 0
 
 
+def test_bench_dist_train_shows_the_id_tables_leave_the_trainers(tmp_path):
+    """``bench dist --train``: MMSC's trainer on 2 partitions, id tables whole and sharded; each
+    trainer counts what it holds, and sharded it holds at least three fewer copies (weights and
+    Adam's moments) of the four item tables (input ids, graph branch shared and per relation)."""
+    from mmsc_dgl.bench.dist import main
+    items, hidden = 400, 64
+    main(["--train", "--items", str(items), "--parts", "2", "--steps", "2", "--batch", "64",
+          "--work", str(tmp_path / "work"), "--json", str(tmp_path / "train.json")])
+    import json
+    whole, sharded = json.loads((tmp_path / "train.json").read_text())["results"]
+    assert (whole["sharded"], sharded["sharded"]) == (False, True)
+    table_mib = items * hidden * 4 / 2**20
+    assert whole["trainer_state_mib"] - sharded["trainer_state_mib"] >= 4 * 3 * table_mib
+    assert sharded["server_peak_mib"] > 0 and sharded["trainer_peak_training_mib"] > 0
+
+
 def test_one_command_per_host_with_an_ip_config(parts, tmp_path):
     """The cluster recipe, simulated on loopback: one launcher per machine of the ip_config
     (each with its --machine), together one job of 2 servers and 2 trainers (global ranks)."""
@@ -229,3 +246,48 @@ def test_several_servers_of_several_partitions_on_one_host_are_refused(parts):
     from mmsc_dgl.errors import DataError
     with pytest.raises(DataError, match="backup servers of partition 0"):
         launch(parts / "parts", 2, _worker(parts), servers=2, timeout=60)
+
+
+def _planted(part_dir):
+    """A /dev/shm entry named as another job serving the same graph on this host would name one."""
+    from mmsc_dgl.distributed.partition import load_partition_record
+    return Path("/dev/shm") / f"{load_partition_record(part_dir)['graph_name']}-planted-by-test"
+
+
+def test_a_second_job_of_the_same_graph_on_this_host_is_out_of_reach(parts, tmp_path):
+    """Two jobs of one partition directory on one host: DistDGL names its /dev/shm buffers after
+    the graph, so a trainer used to map whichever job's graph was there (seen: a test's trainers
+    crashed in DGL's sampler while a benchmark served a 100k-item graph).  The job's trainers see
+    only their own servers' /dev/shm, and the other job's entries stay untouched."""
+    planted = _planted(parts / "parts")
+    seen = tmp_path / "seen.txt"
+    lister = [sys.executable, "-c",
+              "import os, sys, time\n"
+              "end = time.time() + 60\n"
+              "while time.time() < end and not any(n.startswith(sys.argv[2]) for n in os.listdir('/dev/shm')):\n"
+              "    time.sleep(0.2)\n"
+              "open(sys.argv[1], 'w').write('\\n'.join(sorted(os.listdir('/dev/shm'))))\n",
+              str(seen), planted.name.split("-planted")[0]]
+    planted.write_bytes(b"another job")
+    try:
+        result = launch(parts / "parts", 1, lister, timeout=120, log_dir=tmp_path / "logs")
+        assert result.returncode == 0, result.message
+        names = seen.read_text().split("\n")
+        assert planted.name not in names
+        assert any(n.startswith(planted.name.split("-planted")[0]) for n in names)  # its own servers' graph
+        assert planted.read_bytes() == b"another job"
+    finally:
+        planted.unlink(missing_ok=True)
+
+
+def test_without_namespaces_a_second_job_of_the_same_graph_is_refused(parts, tmp_path):
+    from mmsc_dgl.errors import DataError
+    partition_dataset(parts / "ds", 1, tmp_path / "one")
+    planted = _planted(tmp_path / "one")
+    planted.write_bytes(b"another job")
+    try:
+        with pytest.raises(DataError, match="another DistDGL job") as error:
+            launch(tmp_path / "one", 1, ["true"], isolate=False, timeout=60, log_dir=tmp_path / "logs")
+        assert f"remove /dev/shm/{planted.name.split('-planted')[0]}*" in str(error.value) and planted.exists()
+    finally:
+        planted.unlink(missing_ok=True)

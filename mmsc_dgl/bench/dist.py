@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import statistics
 import sys
 import tempfile
@@ -87,6 +88,45 @@ def run_case(part_dir: Path, parts: int, args) -> dict:
             "job_seconds": result.seconds, "steps_timed": len(steps)}
 
 
+TRAIN_CONFIG = ("cold_start: eq12\nepochs: 1\nsteps_per_epoch: {steps}\nbatch_size: {batch}\nval_queries: 200\n"
+                "test_queries: 200\nmetapaths: s,c,s-c\nfeatures: hashed\nfeature_dim: {dim}\n"
+                "model:\n  graph_branch_cap: 16\n")
+"""``--train``: MMSC's own trainer for one short epoch (the graph branch capped, so that
+``--shard-embeddings`` may run it)."""
+STATE_LINE = re.compile(r"training done, peak resident memory (\d+) MiB; model state here ([\d.]+) MiB.*"
+                        r"buffers ([\d.]+) MiB")
+
+
+def run_train_case(part_dir: Path, parts: int, shard: bool, args) -> dict:
+    """``mmsc-dgl train --distributed`` on ``parts`` partitions, with the id tables sharded or
+    not: each trainer's model state (its own count of the tensors it holds) and peak memory
+    through training, and each server's peak memory over the whole job."""
+    from mmsc_dgl.distributed.launch import launch
+    from mmsc_dgl.errors import DataError
+    out = Path(tempfile.mkdtemp(prefix="bench-dist-train-"))
+    config = out / "config.yaml"
+    config.write_text(TRAIN_CONFIG.format(steps=args.steps, batch=args.batch, dim=args.feature_dim))
+    command = [sys.executable, "-m", "mmsc_dgl", "train", str(part_dir), "--distributed", "--out", str(out / "run"),
+               "--config", str(config), "--seed", str(args.seed)] + (["--shard-embeddings"] if shard else [])
+    result = launch(part_dir, parts, command, servers=1, timeout=args.timeout, log_dir=out / "logs")
+    if result.returncode:
+        raise DataError(f"the {parts}-partition training job failed: {result.message}",
+                        fix="read the trainer's log named there.")
+    trainers = []
+    for rank in range(parts):
+        found = STATE_LINE.search((out / "logs" / f"trainer-{rank}.log").read_text())
+        if found is None:
+            raise DataError(f"trainer {rank} did not report its memory.", path=out / "logs" / f"trainer-{rank}.log",
+                            fix="read the log: the job ended before training did.")
+        trainers.append([float(v) for v in found.groups()])
+    servers = [v for k, v in result.peak_rss_mib.items() if k.startswith("server")]
+    return {"parts": parts, "sharded": shard, "items": args.items,
+            "trainer_state_mib": max(t[1] for t in trainers), "trainer_buffers_mib": max(t[2] for t in trainers),
+            "trainer_peak_training_mib": max(t[0] for t in trainers),
+            "trainer_peak_job_mib": max(v for k, v in result.peak_rss_mib.items() if k.startswith("trainer")),
+            "server_peak_mib": max(servers), "job_seconds": result.seconds}
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="bench dist", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -102,6 +142,9 @@ def main(argv=None) -> None:
                         help="where the catalog and its partitions are kept (reused when they match)")
     parser.add_argument("--timeout", type=float, default=900)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--train", action="store_true",
+                        help="instead of the data access: MMSC's trainer for --steps steps, with its id tables "
+                             "whole on every trainer and sharded (--shard-embeddings), and the memory of each")
     from mmsc_dgl.bench.machine import add_json_option, check_json_target, format_table, setup_logging, write_json
     add_json_option(parser)
     args = parser.parse_args(argv)
@@ -110,6 +153,24 @@ def main(argv=None) -> None:
     args.work.mkdir(parents=True, exist_ok=True)
     dataset = _dataset(args.work, args.items, args.seed)
     rows = []
+    if args.train:
+        for parts in args.parts:
+            part_dir = _partitions(dataset, parts, args.work, args.feature_dim)
+            for shard in (False, True):
+                row = run_train_case(part_dir, parts, shard, args)
+                logger.info("%d partition(s), %s: trainer model state %.1f MiB, peak %.0f MiB; server peak %.0f MiB",
+                            parts, "sharded" if shard else "whole tables", row["trainer_state_mib"],
+                            row["trainer_peak_training_mib"], row["server_peak_mib"])
+                rows.append(row)
+        columns = [("parts", "parts", "d"), ("sharded", "sharded", ""), ("state MiB", "trainer_state_mib", ",.1f"),
+                   ("buffers MiB", "trainer_buffers_mib", ",.1f"),
+                   ("trainer peak (training)", "trainer_peak_training_mib", ",.0f"),
+                   ("trainer peak (job)", "trainer_peak_job_mib", ",.0f"), ("server peak", "server_peak_mib", ",.0f"),
+                   ("job s", "job_seconds", ",.0f")]
+        print(format_table(columns, rows))
+        if args.json:
+            write_json(args.json, "dist_train", rows)
+        return
     for parts in args.parts:
         part_dir = _partitions(dataset, parts, args.work, args.feature_dim)
         row = run_case(part_dir, parts, args)

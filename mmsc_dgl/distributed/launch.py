@@ -7,10 +7,14 @@ that note handled:
 
 * **Shared memory.** Two servers on one host name their ``/dev/shm`` buffers (graph structure,
   partition book, features) after the graph and feature only, so the second would silently
-  serve the first one's features.  Every server after the first runs in its own user and mount
-  namespace with a private ``/dev/shm`` (``unshare --user --map-root-user --mount``).  Trainers
-  find their machine's partition through server 0's names: ip_config lists one line per
-  partition, all on 127.0.0.1, so every trainer counts as machine 0.
+  serve the first one's features, and a second job's trainers would map the first job's graph.
+  Each partition's servers run in their own user and mount namespace with a private
+  ``/dev/shm`` (``unshare --user --map-root-user --mount``; a partition's backup servers join
+  its main server's), and the trainers join the namespace of this host's first partition: they
+  find their machine's partition through its names (on loopback ip_config lists one line per
+  partition, all on 127.0.0.1, so every trainer counts as machine 0).  Without user namespaces
+  only one partition is served here, in the host's ``/dev/shm``, and a job is refused while
+  another's entries of the same graph are there.
 * **Hangs.** A server waits forever for a trainer that died.  The launcher polls its children:
   a trainer that exits with an error, or the hard ``timeout``, ends the whole job; every child
   is ended by its process group (each starts a new session: never by name), and the
@@ -200,9 +204,9 @@ def launch(part_dir: os.PathLike | str, trainers: int, command: Sequence[str], s
         servers: servers per partition (more than one shares a partition's requests).
         timeout: seconds before the whole job is ended (exit code 124).
         log_dir: where each child's output goes (default: a new temporary directory).
-        isolate: private ``/dev/shm`` for every server after the first on this host (default:
-            when ``unshare`` works here; without it, more than one server here is refused, since
-            the servers would read each other's memory).
+        isolate: private ``/dev/shm`` namespaces for the whole job (default: when ``unshare``
+            works here; without it, more than one partition here is refused, since the servers
+            would read each other's memory, and so is a second job of the same graph).
         ip_config: DistDGL's ip_config, one ``IP PORT`` line per machine (= per partition);
             ``None``: every partition on this machine (loopback).
         machine: this host's line of ``ip_config`` (0-based).
@@ -228,9 +232,8 @@ def launch(part_dir: os.PathLike | str, trainers: int, command: Sequence[str], s
                             path=ip_config, fix="pass this host's 0-based line number.")
     elif machine:
         raise DataError("--machine is for a cluster, with --ip-config.", fix="add --ip-config FILE, or drop --machine.")
-    # The servers this host runs (global ids), and whether each needs a private /dev/shm: every one
-    # after this host's first, and on loopback (all machines 127.x: a cluster simulated on one host)
-    # every one but the job's first.
+    # The servers this host runs (global ids), and the partition whose /dev/shm the trainers map:
+    # this host's, or on loopback (all machines 127.x: a cluster simulated on one host) the first.
     loopback = machines is not None and all(ip.startswith("127.") for ip, _ in machines)
     if machines is None:
         here = list(range(parts * servers))
@@ -246,14 +249,28 @@ def launch(part_dir: os.PathLike | str, trainers: int, command: Sequence[str], s
                         fix="use --servers 1 with several partitions here, several servers with 1 partition, or "
                             "one host per partition (--ip-config) for both.")
     # Partitions are isolated from each other, not the servers of one partition: a partition's
-    # backup servers map its main server's /dev/shm, so they join its namespace (nsenter).
+    # backup servers map its main server's /dev/shm, so they join its namespace (nsenter).  Where
+    # namespaces work, the whole job runs in private ones (the trainers join this host's first
+    # partition's, whose names they read): a second job on this host, with the same graph name,
+    # cannot serve this one's trainers its graph (measured: its trainers crashed in DGL's sampler).
     host_part = 0 if machines is None or loopback else machine
-    private = [i for i in here if i // servers != host_part]
     isolate = isolation_available() if isolate is None else isolate
-    if private and not isolate:
+    if not isolate and any(i // servers != host_part for i in here):
         raise DataError("the partitions served on this machine need a private /dev/shm each (unshare with user "
                         "namespaces), which is not available here.",
                         fix="partition into 1 part (any --servers), or run on a host with user namespaces.")
+    # One launcher per "machine" of a loopback ip_config (a cluster simulated on one host): every
+    # launcher's trainers map partition 0's /dev/shm, so that one stays the host's.
+    simulated = machines is not None and loopback
+    private = [i for i in here if not (simulated and i // servers == host_part)] if isolate else []
+    if any(i // servers == host_part and i not in private for i in here) and SHM.is_dir():
+        taken = sorted(n for n in os.listdir(SHM) if n.startswith(record["graph_name"]))
+        if taken:
+            raise DataError(f"another DistDGL job seems to serve the graph {record['graph_name']!r} on this host "
+                            f"({SHM / taken[0]} exists), and without a private /dev/shm its trainers and this "
+                            f"job's would read each other's graph.",
+                            fix=f"wait for that job to end; if none runs, remove {SHM}/{record['graph_name']}* "
+                                "left by a killed one.")
     if log_dir is not None and Path(log_dir).is_dir() and any(Path(log_dir).iterdir()):
         raise DataError("the log directory is not empty; the job's logs would replace files there.",
                         path=log_dir, fix="choose a new or empty --logs directory.")
@@ -301,14 +318,18 @@ def launch(part_dir: os.PathLike | str, trainers: int, command: Sequence[str], s
                                                            "DGL_SERVER_ID": str(server_id)},
                                                  stdout=out, stderr=subprocess.STDOUT, start_new_session=True))
             namespace.setdefault(part, server_procs[-1].pid)
+        join: List[str] = []  # the trainers map this host's first partition's /dev/shm
+        if host_part * servers in private:
+            join = ["nsenter", "-t", str(_namespace_ready(namespace[host_part])), "-U", "-m",
+                    "--preserve-credentials"]
         for local in range(trainers):
             rank = first_rank + local
             out = open(logs / f"trainer-{rank}.log", "wb")
             handles.append(out)
             env = {**base, "DGL_ROLE": "client", "RANK": str(rank), "WORLD_SIZE": str(world),
                    "LOCAL_RANK": str(local), "MASTER_ADDR": master, "MASTER_PORT": str(port)}
-            trainer_procs[rank] = subprocess.Popen(list(command), env=env, stdout=out, stderr=subprocess.STDOUT,
-                                                   start_new_session=True)
+            trainer_procs[rank] = subprocess.Popen(join + list(command), env=env, stdout=out,
+                                                   stderr=subprocess.STDOUT, start_new_session=True)
         logger.info("launched %d server(s) for %d partition(s) and %d trainer(s); logs in %s",
                     len(server_procs), parts, trainers, logs)
         code, message = 0, ""

@@ -6,8 +6,8 @@ branch's shared and per-relation rows), its gradient and Adam's two moments: fiv
 ``N x hidden`` floats per table, whatever the number of machines.  With it:
 
 - each such table is a :class:`dgl.distributed.DistEmbedding`, partitioned as the items are (the
-  server that owns an item holds its row), initialised by the servers as the single-machine
-  table is (normal, std 0.1);
+  server that owns an item holds its row), starting from the rows the model was built with (the
+  same seed's rows as on one machine; each trainer writes its share);
 - a step reads only the rows its batch touches (:class:`ShardedEmbedding`, in the model in the
   place of the ``nn.Embedding``), and DGL's distributed :class:`SparseAdam
   <dgl.distributed.optim.SparseAdam>` exchanges their gradients between the trainers and updates
@@ -48,18 +48,9 @@ SHARDS = "shards"
 CHUNK = 1 << 16
 """Rows read or written on the servers at once."""
 
-INIT_STD = 0.1
-"""The std of a fresh row: the single-machine tables' (``reset_parameters`` of the inputs and the
-graph branch)."""
-
-
-def _normal(shape, dtype, std: float = INIT_STD):
-    """DistEmbedding's ``init_func`` (run by the server that holds each partition's rows)."""
-    return torch.randn(shape, dtype=dtype) * std
-
 
 def _zeros(shape, dtype):
-    """The ``init_func`` of the best copies and of the optimiser's moments."""
+    """The servers' ``init_func`` of every tensor (the rows are then written by the trainers)."""
     return torch.zeros(shape, dtype=dtype)
 
 
@@ -112,7 +103,7 @@ class ShardedEmbedding(nn.Module):
         self.name = name
         self.num_embeddings, self.embedding_dim = int(num_embeddings), int(embedding_dim)
         self.new_ids = new_ids  # a plain attribute: stays on the CPU, never in a state_dict
-        self.table = DistEmbedding(num_embeddings, embedding_dim, name=name, init_func=_normal,
+        self.table = DistEmbedding(num_embeddings, embedding_dim, name=name, init_func=_zeros,
                                    part_policy=part_policy)
 
     def forward(self, nodes: torch.Tensor) -> torch.Tensor:
@@ -181,12 +172,14 @@ class ShardedTables:
             dense = getattr(parent, attr)
             name = "mmsc_" + prefix.replace(".", "_")
             shape = (dense.num_embeddings, dense.embedding_dim)
-            made = [(name, shape, _normal), (f"{name}_step", shape[:1], _zeros),  # SparseAdam's names for
+            made = [(name, shape, _zeros), (f"{name}_step", shape[:1], _zeros),  # SparseAdam's names for
                     (f"{name}_mem", shape, _zeros), (f"{name}_power", shape, _zeros)]  # its moments
             made += [(f"{name}_best_{r}", shape, _zeros) for r in RELATIONS]
             for tensor_name, tensor_shape, init in made:
                 _serve_on_every_partition(graph, policy, tensor_name, tensor_shape, init, rank)
             table = ShardedEmbedding(name, dense.num_embeddings, dense.embedding_dim, new_ids, policy)
+            with torch.no_grad():  # start where one machine starts: the same seed's rows, each trainer its share
+                _write(table.table.weight, self.mine, dense.weight.detach()[orig[self.mine].long()])
             setattr(parent, attr, table)  # the dense rows are freed with the module
             self.slots[prefix] = (parent, attr)
             self.tables[prefix] = table
@@ -195,6 +188,7 @@ class ShardedTables:
         if not self.tables:
             raise DataError("--shard-embeddings found no item-sized table in this model.",
                             fix="drop --shard-embeddings (the model keeps no id embeddings).")
+        _barrier()  # every share written before any trainer reads a row
         self.kept = {r: False for r in RELATIONS}
         self.optimizer = SparseAdam([t.table for t in self.tables.values()], lr=lr)
         logger.info("rank %d: %d item tables sharded over the graph servers (%s)", rank, len(self.tables),

@@ -45,7 +45,7 @@ import math
 import os
 import tempfile
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import torch
 
@@ -318,6 +318,26 @@ def train_distributed(part_dir: os.PathLike | str, out: os.PathLike | str, confi
                   rank, world, resume, overwrite, progress, stop_after, shard_embeddings)
 
 
+def _model_state_mib(model, optimizer, states: Dict[str, dict]) -> Tuple[float, float]:
+    """The MiB this trainer holds for its model: weights, gradients, the dense optimiser's state and
+    each relation's best copy (each tensor once), and the model's buffers (its precomputed tables)."""
+    seen: set = set()
+
+    def size(tensors) -> int:
+        total = 0
+        for t in tensors:
+            if isinstance(t, torch.Tensor) and t.numel() and t.data_ptr() not in seen:
+                seen.add(t.data_ptr())
+                total += t.numel() * t.element_size()
+        return total
+    params = list(model.parameters())
+    state = size(params) + size(p.grad for p in params)
+    if optimizer is not None:
+        state += size(v for s in optimizer.state.values() for v in s.values())
+    state += size(v for s in states.values() for v in s.values())
+    return state / 2**20, size(model.buffers()) / 2**20
+
+
 def _check_sharding(run_dir: Path, shard_embeddings: bool) -> None:
     """A resumed run keeps the way its tables were held (its shards, or its checkpoint's rows)."""
     record = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").exists() else {}
@@ -425,9 +445,11 @@ def _train(graph, dataset, dataset_dir, part_dir, record, config, paths, mine, m
             return TrainResult(run_dir, {}, fit.history, fit.best_epoch, dataset)
         import resource
         from mmsc_dgl.progress import report
-        report("rank %d: training done, peak resident memory %.0f MiB (tables %s)", rank,
-               resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-               "on the graph servers" if sharded is not None else "in this trainer")
+        state, buffers = _model_state_mib(model, trainer.optimizer, fit.relation_states)
+        report("rank %d: training done, peak resident memory %.0f MiB; model state here %.1f MiB (weights, "
+               "gradients, Adam, best copies; id tables %s), buffers %.1f MiB", rank,
+               resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, state,
+               "on the graph servers" if sharded is not None else "in this trainer", buffers)
         if sharded is not None:  # each relation's best rows pulled back: a single machine's model from here
             fit.relation_states = sharded.unshard(fit.relation_states)
 
