@@ -32,7 +32,7 @@ OWNED = {
                 "metapaths.pt", "features.parquet", "features.parquet.parts", "e_llm*.parquet", "judge_scores",
                 "experiment.json", "features.pt", "side_edges.parquet"),
     "run": ("run.json", "config.json", "metapaths.pt", "checkpoint.pt", "model.pt", "history.json", "metrics.json",
-            "evaluation.json", "dataset", "cell.json", "features.pt"),
+            "evaluation.json", "dataset", "cell.json", "features.pt", "shards"),  # shards: --shard-embeddings
     "experiment": ("cells", "datasets", "results.md", "results.json", "*.png"),
     "tune": ("study.db", "study.db-journal", "best.yaml", "trials.json"),
     "partition": ("partition.json", "mapping.pt", "mmsc.json", "part*"),

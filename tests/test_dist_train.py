@@ -178,6 +178,8 @@ def test_sharded_tables_learn_checkpoint_their_shards_and_end_in_an_ordinary_run
     metrics = json.loads((run / "metrics.json").read_text())
     assert min(metrics["test"][r]["NDCG@10"] for r in ("substitute", "complement")) > 0.25  # untrained: about 0.04
     assert json.loads((run / "run.json").read_text())["distributed"]["shard_embeddings"] is True
+    from mmsc_dgl.ownership import foreign_entries
+    assert foreign_entries(run, "run") == []  # --overwrite may replace it (shards/ is the run's own)
     # resumed the other way, the rows would be neither in the shards nor in the checkpoint
     monkeypatch.setenv("DGL_DIST_MODE", "standalone")
     from mmsc_dgl import DataError
