@@ -585,8 +585,8 @@ class TrainConfig(Config):
     steps_per_epoch: Optional[int] = Field(default=None, ge=1, description="batches per epoch, each a random sample of "
                                                                    "the training edges (None: one full pass); "
                                                                    "for catalogs where a pass takes hours")
-    test_queries: Optional[int] = Field(default=None, ge=1, description="test/cold queries per relation (a fixed seeded "
-                                                                "subset; None: all)")
+    test_queries: Optional[int] = Field(default=None, ge=1, description="test/cold queries per relation, and cold items "
+                                                                "of the warm-up curve (a fixed seeded subset; None: all)")
     val_queries: Optional[int] = Field(default=2000, ge=1, description="validation queries per relation per epoch "
                                                                 "(a fixed seeded subset; None: all)")
     ks: List[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [10], min_length=1,

@@ -204,6 +204,13 @@ def test_the_warm_up_plan_reveals_nested_edges_and_ranks_the_same_targets():
     assert all((per_item[k] == k).all() for k in plan.ks)  # k edges of every item asked about
     ranked = {(r, int(splits.cold[r].src[i]), int(splits.cold[r].dst[i])) for r in RELATIONS for i in plan.targets[r]}
     assert not ranked & shown[5] and len(ranked) + len(shown[5]) == sum(len(splits.cold[r].src) for r in RELATIONS)
+    # capped (the run's test_queries): a seeded subset of the items, each with all its targets
+    capped = warm_up_plan(splits, seed=3, max_items=2)
+    assert len(capped.items) == 2 and set(capped.items.tolist()) <= set(plan.items.tolist())
+    assert np.array_equal(capped.items, warm_up_plan(splits, seed=3, max_items=2).items)
+    for r in RELATIONS:
+        kept = np.isin(splits.cold[r].src[plan.targets[r]], capped.items)
+        assert np.array_equal(capped.targets[r], plan.targets[r][kept])
     # an item with too few held-out edges is not asked about
     splits.cold["substitute"] = RelationEdges(splits.cold["substitute"].src[4:], splits.cold["substitute"].dst[4:])
     assert len(warm_up_plan(splits, seed=3).items) == len(splits.cold_items) - 1

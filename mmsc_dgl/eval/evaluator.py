@@ -203,7 +203,7 @@ class Evaluator:
                 relation_states: Optional[Dict[str, dict]] = None) -> dict:
         """The warm-up curve (:mod:`mmsc_dgl.eval.warm_up`): NDCG@K of cold items once 0, 1, 2
         and 5 of their held-out edges are known, on the items with more than 5."""
-        plan = warm_up_plan(self.dataset.splits, self.config.seed)
+        plan = warm_up_plan(self.dataset.splits, self.config.seed, max_items=self.config.test_queries)
         if not len(plan.items):
             return {"ks": list(plan.ks), "items": 0,
                     "reason": f"no cold item has more than {max(plan.ks)} held-out edges"}

@@ -61,9 +61,10 @@ class WarmUpPlan:
         return out
 
 
-def warm_up_plan(splits, seed: int, ks: Sequence[int] = WARM_UP_KS) -> WarmUpPlan:
+def warm_up_plan(splits, seed: int, ks: Sequence[int] = WARM_UP_KS, max_items: Optional[int] = None) -> WarmUpPlan:
     """The reveals and targets of :mod:`this module <mmsc_dgl.eval.warm_up>` for ``splits``
-    (seeded: the same seed gives the same plan).
+    (seeded: the same seed gives the same plan); with ``max_items``, a seeded subset of that many
+    items (the run's ``test_queries``: the curve ranks every plan item's targets at every ``k``).
 
     Example:
         >>> from types import SimpleNamespace as S
@@ -90,8 +91,13 @@ def warm_up_plan(splits, seed: int, ks: Sequence[int] = WARM_UP_KS) -> WarmUpPla
     count = np.bincount(src, minlength=int(src.max()) + 1 if len(src) else 0)
     asked = count[src] > top
     src, relation, row, position = src[asked], relation[asked], row[asked], position[asked]
+    items = np.unique(src)
+    if max_items is not None and len(items) > max_items:
+        items = np.sort(np.random.default_rng([seed, 29]).choice(items, size=max_items, replace=False))
+        chosen = np.isin(src, items)
+        src, relation, row, position = src[chosen], relation[chosen], row[chosen], position[chosen]
     targets = {r: np.sort(row[(relation == c) & (position >= top)]) for c, r in enumerate(RELATIONS)}
-    return WarmUpPlan(ks, np.unique(src), relation, row, position, targets)
+    return WarmUpPlan(ks, items, relation, row, position, targets)
 
 
 @torch.no_grad()
