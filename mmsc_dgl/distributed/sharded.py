@@ -54,7 +54,7 @@ def _zeros(shape, dtype):
     return torch.zeros(shape, dtype=dtype)
 
 
-def _serve_on_every_partition(graph, policy, name: str, shape: Tuple[int, ...], init_func, rank: int) -> None:
+def _serve_on_every_partition(graph, policy, name: str, shape: Tuple[int, ...], rank: int) -> None:
     """Have every partition's servers make their part of the tensor ``name`` before a
     ``DistTensor`` of that name is made.  DGL asks only the servers of the creating trainer's own
     machine (each machine of a cluster has trainers, so together they reach every partition); on
@@ -76,7 +76,7 @@ def _serve_on_every_partition(graph, policy, name: str, shape: Tuple[int, ...], 
                 continue  # the DistTensor asks these itself
             rows = int(book.partid2nids(part, NODE_TYPE).numel())
             request = InitDataRequest(data_name, (rows, *shape[1:]), F.reverse_data_type_dict[torch.float32],
-                                      policy.policy_str, init_func)
+                                      policy.policy_str, _zeros)
             for n in range(group):
                 rpc.send_request(part * group + n, request)
             for _ in range(group):
@@ -172,11 +172,11 @@ class ShardedTables:
             dense = getattr(parent, attr)
             name = "mmsc_" + prefix.replace(".", "_")
             shape = (dense.num_embeddings, dense.embedding_dim)
-            made = [(name, shape, _zeros), (f"{name}_step", shape[:1], _zeros),  # SparseAdam's names for
-                    (f"{name}_mem", shape, _zeros), (f"{name}_power", shape, _zeros)]  # its moments
-            made += [(f"{name}_best_{r}", shape, _zeros) for r in RELATIONS]
-            for tensor_name, tensor_shape, init in made:
-                _serve_on_every_partition(graph, policy, tensor_name, tensor_shape, init, rank)
+            made = [(name, shape), (f"{name}_step", shape[:1]),  # SparseAdam's names for its moments
+                    (f"{name}_mem", shape), (f"{name}_power", shape)]
+            made += [(f"{name}_best_{r}", shape) for r in RELATIONS]
+            for tensor_name, tensor_shape in made:
+                _serve_on_every_partition(graph, policy, tensor_name, tensor_shape, rank)
             table = ShardedEmbedding(name, dense.num_embeddings, dense.embedding_dim, new_ids, policy)
             with torch.no_grad():  # start where one machine starts: the same seed's rows, each trainer its share
                 _write(table.table.weight, self.mine, dense.weight.detach()[orig[self.mine].long()])
