@@ -190,9 +190,10 @@ def test_sharded_tables_learn_checkpoint_their_shards_and_end_in_an_ordinary_run
     run's saved states are exactly the shard's best rows, back in the dataset's item order."""
     run = small / "sharded"
     script = textwrap.dedent(f"""
-        import sys
+        import logging, sys
         from mmsc_dgl.config import TrainConfig
         from mmsc_dgl.distributed.training import train_distributed
+        logging.basicConfig(level=logging.INFO)
         epochs, stop = int(sys.argv[1]), (int(sys.argv[2]) or None)
         config = TrainConfig(epochs=epochs, features="hashed", metapaths="s,c", max_neighbors=4,
                              model={{"graph_branch_cap": 8}})
@@ -212,6 +213,7 @@ def test_sharded_tables_learn_checkpoint_their_shards_and_end_in_an_ordinary_run
     for t in tables:  # the sparse optimiser stepped (nearly) every row of the 300 items in the epoch
         steps = shard["tables"][t]["moments"][0]
         assert (steps > 0).float().mean() > 0.9, t
+    assert "capped table (2 relations) sharded over the graph servers" in done.stderr
     done = subprocess.run([sys.executable, "-c", script, "1", "0"], capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     orig = torch.load(small / "parts1" / "mapping.pt", weights_only=True)["orig_nids"]["item"]
@@ -223,6 +225,12 @@ def test_sharded_tables_learn_checkpoint_their_shards_and_end_in_an_ordinary_run
             assert torch.equal(saved[r][f"{t}.weight"], rows), (r, t)
     metrics = json.loads((run / "metrics.json").read_text())
     assert min(metrics["test"][r]["NDCG@10"] for r in ("substitute", "complement")) > 0.25  # untrained: about 0.04
+    # evaluated on the graph branch's table pulled back from the servers; on one machine the run
+    # rebuilds it from the graph: the same table, so the same metrics
+    from mmsc_dgl.runs.load import load_run
+    again = load_run(run).evaluate()
+    for r in ("substitute", "complement"):
+        assert again["test"][r]["NDCG@10"] == pytest.approx(metrics["test"][r]["NDCG@10"], abs=1e-6)
     assert json.loads((run / "run.json").read_text())["distributed"]["shard_embeddings"] is True
     from mmsc_dgl.ownership import foreign_entries
     assert foreign_entries(run, "run") == []  # --overwrite may replace it (shards/ is the run's own)

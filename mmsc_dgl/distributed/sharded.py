@@ -21,6 +21,9 @@ branch's shared and per-relation rows), its gradient and Adam's two moments: fiv
 - after training the rows are pulled into ordinary tables (:meth:`ShardedTables.unshard`): the
   calibration, the evaluation and the run process 0 writes are those of a single machine.
 
+The graph branch's capped table (``graph_branch_cap``: each item's columns and weights of the
+propagation) is moved onto the servers too (:class:`ShardedRows`): a step pulls its items' rows.
+
 What this does not shard yet: the evaluation after training (it holds whole tables, as it holds
 whole embeddings of the catalog), the meta-path tables and the path counter (issue 33, items 2-3).
 Two differences from a single machine, both DGL's optimiser's: rows a step does not touch keep
@@ -54,7 +57,8 @@ def _zeros(shape, dtype):
     return torch.zeros(shape, dtype=dtype)
 
 
-def _serve_on_every_partition(graph, policy, name: str, shape: Tuple[int, ...], rank: int) -> None:
+def _serve_on_every_partition(graph, policy, name: str, shape: Tuple[int, ...], rank: int,
+                              dtype: torch.dtype = torch.float32) -> None:
     """Have every partition's servers make their part of the tensor ``name`` before a
     ``DistTensor`` of that name is made.  DGL asks only the servers of the creating trainer's own
     machine (each machine of a cluster has trainers, so together they reach every partition); on
@@ -75,7 +79,7 @@ def _serve_on_every_partition(graph, policy, name: str, shape: Tuple[int, ...], 
             if part == policy.part_id:
                 continue  # the DistTensor asks these itself
             rows = int(book.partid2nids(part, NODE_TYPE).numel())
-            request = InitDataRequest(data_name, (rows, *shape[1:]), F.reverse_data_type_dict[torch.float32],
+            request = InitDataRequest(data_name, (rows, *shape[1:]), F.reverse_data_type_dict[dtype],
                                       policy.policy_str, _zeros)
             for n in range(group):
                 rpc.send_request(part * group + n, request)
@@ -111,6 +115,38 @@ class ShardedEmbedding(nn.Module):
 
     def extra_repr(self) -> str:
         return f"{self.num_embeddings:,}, {self.embedding_dim}, name={self.name!r}, sharded over DistDGL's servers"
+
+
+class ShardedRows:
+    """In a model's graph state, in the place of an item-indexed tensor ``[num_items, ...]`` that
+    a step reads by rows only (the graph branch's capped table, :attr:`GraphBranch._columns
+    <mmsc_dgl.models.graph_branch.GraphBranch>`): ``self[nodes]`` pulls the rows of ``nodes``
+    (the dataset's item ids) from a :class:`dgl.distributed.DistTensor` partitioned as the items
+    are.  Nothing to learn; written once, by each trainer for its share.
+
+    Args:
+        tensor: the DistTensor (DistDGL's ids).
+        new_ids: [num_items] DistDGL's id of each dataset item.
+    """
+
+    def __init__(self, tensor, new_ids: torch.Tensor, shape: Tuple[int, ...], dtype: torch.dtype):
+        self.tensor, self.new_ids = tensor, new_ids
+        self.shape, self.dtype = tuple(shape), dtype
+        self.device = torch.device("cpu")
+
+    def __getitem__(self, nodes: torch.Tensor) -> torch.Tensor:
+        return self.tensor[self.new_ids[nodes.cpu()]].to(nodes.device)
+
+    def to(self, device) -> "ShardedRows":
+        """Rows are pulled to where they are asked for (``__getitem__``); nothing moves."""
+        return self
+
+    def whole(self) -> torch.Tensor:
+        """Every row, in the dataset's item order (pulled in chunks)."""
+        out = torch.empty(self.shape, dtype=self.dtype)
+        for items in torch.arange(self.shape[0]).split(CHUNK):
+            out[items] = self.tensor[self.new_ids[items]]
+        return out
 
 
 def _table_slots(model: nn.Module) -> List[Tuple[str, nn.Module, str]]:
@@ -185,6 +221,7 @@ class ShardedTables:
             self.tables[prefix] = table
             self.best[prefix] = {r: DistTensor(shape, torch.float32, f"{name}_best_{r}", init_func=_zeros,
                                                part_policy=policy) for r in RELATIONS}
+        self.rows = self._shard_capped_table(graph, policy, orig, new_ids)
         if not self.tables:
             raise DataError("--shard-embeddings found no item-sized table in this model.",
                             fix="drop --shard-embeddings (the model keeps no id embeddings).")
@@ -193,6 +230,31 @@ class ShardedTables:
         self.optimizer = SparseAdam([t.table for t in self.tables.values()], lr=lr)
         logger.info("rank %d: %d item tables sharded over the graph servers (%s)", rank, len(self.tables),
                     ", ".join(self.tables))
+
+    def _shard_capped_table(self, graph, policy, orig: torch.Tensor, new_ids: torch.Tensor) -> Dict[Tuple[str, str], ShardedRows]:
+        """The graph branch's capped table (each item's ``cap`` propagation columns and weights,
+        per relation) moved onto the servers as :class:`ShardedRows`: a step pulls the rows of
+        its items, as it pulls their embeddings.  Each trainer writes its share of the table the
+        model was built with (the same on every trainer)."""
+        from dgl.distributed import DistTensor
+        branch = getattr(self.model, "graph_branch", None)
+        out: Dict[Tuple[str, str], ShardedRows] = {}
+        if branch is None or not branch.cap:
+            return out
+        for kind in ("_columns", "_values"):
+            tables = getattr(branch, kind)
+            for r in list(tables):
+                dense = tables[r]
+                name = f"mmsc_graph_branch{kind}_{r}"
+                _serve_on_every_partition(graph, policy, name, tuple(dense.shape), self.rank, dense.dtype)
+                tensor = DistTensor(tuple(dense.shape), dense.dtype, name, init_func=_zeros, part_policy=policy)
+                _write(tensor, self.mine, dense[orig[self.mine].long()])
+                rows = ShardedRows(tensor, new_ids, tuple(dense.shape), dense.dtype)
+                tables[r] = rows  # the whole table is freed with the last reference
+                out[(kind, r)] = rows
+        logger.info("rank %d: the graph branch's capped table (%d relations) sharded over the graph servers",
+                    self.rank, len(branch._columns))
+        return out
 
     # -- the Trainer's hooks ---------------------------------------------------------------
     def step(self) -> None:
@@ -262,6 +324,9 @@ class ShardedTables:
         now), and each relation's state given its best rows (as they are now, for a relation that
         never improved): from here the model is a single machine's."""
         out = {r: dict(s) for r, s in states.items()}
+        branch = getattr(self.model, "graph_branch", None)
+        for (kind, r), rows in self.rows.items():
+            getattr(branch, kind)[r] = rows.whole()
         for prefix, table in self.tables.items():
             parent, attr = self.slots[prefix]
             dense = nn.Embedding(table.num_embeddings, table.embedding_dim)
@@ -303,4 +368,4 @@ def shard_files(run_dir: os.PathLike | str) -> List[Path]:
     return sorted((Path(run_dir) / SHARDS).glob("epoch-*-rank-*.pt"))
 
 
-__all__ = ["ShardedEmbedding", "ShardedTables", "check_shardable", "shard_files"]
+__all__ = ["ShardedEmbedding", "ShardedRows", "ShardedTables", "check_shardable", "shard_files"]

@@ -320,7 +320,8 @@ def train_distributed(part_dir: os.PathLike | str, out: os.PathLike | str, confi
 
 def _model_state_mib(model, optimizer, states: Dict[str, dict]) -> Tuple[float, float]:
     """The MiB this trainer holds for its model: weights, gradients, the dense optimiser's state and
-    each relation's best copy (each tensor once), and the model's buffers (its precomputed tables)."""
+    each relation's best copy (each tensor once), and the model's precomputed tables held here: its
+    buffers and the graph branch's capped table (none of it once sharded onto the servers)."""
     seen: set = set()
 
     def size(tensors) -> int:
@@ -335,7 +336,9 @@ def _model_state_mib(model, optimizer, states: Dict[str, dict]) -> Tuple[float, 
     if optimizer is not None:
         state += size(v for s in optimizer.state.values() for v in s.values())
     state += size(v for s in states.values() for v in s.values())
-    return state / 2**20, size(model.buffers()) / 2**20
+    branch = getattr(model, "graph_branch", None)
+    capped = [] if branch is None else [t for kind in ("_columns", "_values") for t in getattr(branch, kind, {}).values()]
+    return state / 2**20, (size(model.buffers()) + size(capped)) / 2**20
 
 
 def _check_sharding(run_dir: Path, shard_embeddings: bool) -> None:
