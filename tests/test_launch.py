@@ -2,9 +2,9 @@
 /dev/shm), 2 trainers in a gloo process group; a trainer that dies and a job past its timeout
 end every process, with the exit code and no /dev/shm leftovers (issue 15)."""
 import os
-from pathlib import Path
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -225,15 +225,18 @@ def test_a_bad_ip_config_is_one_line(parts, tmp_path):
         launch(parts / "parts", 1, ["true"], machine=1)
 
 
-def test_several_servers_of_one_partition_share_its_memory(parts, tmp_path):
+def test_several_servers_of_one_partition_share_its_memory(parts, tmp_path, monkeypatch):
     """``--servers 2``: a partition's backup server maps its main server's /dev/shm (the second
     server used to run in a private /dev/shm of its own and died: issue 34.16).  With one
-    partition both servers answer the trainers' feature pulls."""
+    partition both servers answer the trainers' feature pulls.  Every path is relative, as a
+    user types them: the backup server and the trainers join a namespace (nsenter), which by
+    itself would move them to its root directory."""
     partition_dataset(parts / "ds", 1, tmp_path / "one", features="hashed", feature_dim=16)
     logs = tmp_path / "logs"
-    worker = [sys.executable, "-m", "mmsc_dgl.distributed.worker", str(tmp_path / "one"), "--out",
-              str(tmp_path / "out"), "--items", "5", "--walks", str(WALKS)]
-    result = launch(tmp_path / "one", 2, worker, servers=2, timeout=240, log_dir=logs)
+    monkeypatch.chdir(tmp_path)
+    worker = [sys.executable, "-m", "mmsc_dgl.distributed.worker", "one", "--out", "out", "--items", "5",
+              "--walks", str(WALKS)]
+    result = launch(Path("one"), 2, worker, servers=2, timeout=240, log_dir=Path("logs"))
     assert result.returncode == 0, result.message + (logs / "trainer-0.log").read_text()[-3000:]
     assert sorted(p.name for p in logs.glob("server-*.log")) == ["server-0.log", "server-1.log"]
     feats = load_features("hashed", load_dataset(parts / "ds"), 16)

@@ -308,7 +308,7 @@ def launch(part_dir: os.PathLike | str, trainers: int, command: Sequence[str], s
             part = server_id // servers
             if server_id in private and part in namespace:
                 cmd = ["nsenter", "-t", str(_namespace_ready(namespace[part])), "-U", "-m",
-                       "--preserve-credentials", *cmd]
+                       "--preserve-credentials", f"--wd={os.getcwd()}", *cmd]
             elif server_id in private:
                 inner = " ".join(cmd)
                 cmd = PRIVATE_SHM[:-1] + [f"{PRIVATE_SHM[-1]} && exec {inner}"]
@@ -320,8 +320,9 @@ def launch(part_dir: os.PathLike | str, trainers: int, command: Sequence[str], s
             namespace.setdefault(part, server_procs[-1].pid)
         join: List[str] = []  # the trainers map this host's first partition's /dev/shm
         if host_part * servers in private:
+            # entering a mount namespace moves a process to its root: --wd keeps relative paths working
             join = ["nsenter", "-t", str(_namespace_ready(namespace[host_part])), "-U", "-m",
-                    "--preserve-credentials"]
+                    "--preserve-credentials", f"--wd={os.getcwd()}"]
         for local in range(trainers):
             rank = first_rank + local
             out = open(logs / f"trainer-{rank}.log", "wb")
