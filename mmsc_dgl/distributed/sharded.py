@@ -325,8 +325,8 @@ class ShardedTables:
         never improved): from here the model is a single machine's."""
         out = {r: dict(s) for r, s in states.items()}
         branch = getattr(self.model, "graph_branch", None)
-        for (kind, r), rows in self.rows.items():
-            getattr(branch, kind)[r] = rows.whole()
+        for (kind, r), pulled in self.rows.items():
+            getattr(branch, kind)[r] = pulled.whole()
         for prefix, table in self.tables.items():
             parent, attr = self.slots[prefix]
             dense = nn.Embedding(table.num_embeddings, table.embedding_dim)
