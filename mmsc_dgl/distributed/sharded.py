@@ -142,11 +142,8 @@ class ShardedRows:
         return self
 
     def whole(self) -> torch.Tensor:
-        """Every row, in the dataset's item order (pulled in chunks)."""
-        out = torch.empty(self.shape, dtype=self.dtype)
-        for items in torch.arange(self.shape[0]).split(CHUNK):
-            out[items] = self.tensor[self.new_ids[items]]
-        return out
+        """Every row, in the dataset's item order."""
+        return _pull_all(self.tensor, self.new_ids, self.shape, self.dtype)
 
 
 def _table_slots(model: nn.Module) -> List[Tuple[str, nn.Module, str]]:
@@ -341,11 +338,16 @@ class ShardedTables:
     @staticmethod
     def _whole(dist_tensor, table: ShardedEmbedding) -> torch.Tensor:
         """A table's every row, in the dataset's item order."""
-        rows = torch.empty(table.num_embeddings, table.embedding_dim)
-        every = torch.arange(table.num_embeddings)
-        for items in every.split(CHUNK):
-            rows[items] = dist_tensor[table.new_ids[items]]
-        return rows
+        return _pull_all(dist_tensor, table.new_ids, (table.num_embeddings, table.embedding_dim), torch.float32)
+
+
+def _pull_all(dist_tensor, new_ids: torch.Tensor, shape: Tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+    """Every row of an item-indexed ``dist_tensor`` (DistDGL's ids), in the dataset's item order,
+    pulled :data:`CHUNK` rows at a time."""
+    out = torch.empty(shape, dtype=dtype)
+    for items in torch.arange(shape[0]).split(CHUNK):
+        out[items] = dist_tensor[new_ids[items]]
+    return out
 
 
 def _read(dist_tensor, ids: torch.Tensor) -> torch.Tensor:
