@@ -88,6 +88,14 @@ def _serve_on_every_partition(graph, policy, name: str, shape: Tuple[int, ...], 
     _barrier()
 
 
+def _dist_tensor(graph, policy, name: str, shape: Tuple[int, ...], rank: int, dtype: torch.dtype = torch.float32):
+    """A ``DistTensor`` of zeros named ``name``, partitioned as the items are, whose part every
+    partition's servers hold (:func:`_serve_on_every_partition` first)."""
+    from dgl.distributed import DistTensor
+    _serve_on_every_partition(graph, policy, name, shape, rank, dtype)
+    return DistTensor(shape, dtype, name, init_func=_zeros, part_policy=policy)
+
+
 class ShardedEmbedding(nn.Module):
     """In a model, in the place of an ``nn.Embedding(num_items, dim)``: ``self(nodes)`` returns
     the rows of ``nodes`` (the dataset's item ids) from a :class:`dgl.distributed.DistEmbedding`,
@@ -129,9 +137,8 @@ class ShardedRows:
         new_ids: [num_items] DistDGL's id of each dataset item.
     """
 
-    def __init__(self, tensor, new_ids: torch.Tensor, shape: Tuple[int, ...], dtype: torch.dtype):
+    def __init__(self, tensor, new_ids: torch.Tensor):
         self.tensor, self.new_ids = tensor, new_ids
-        self.shape, self.dtype = tuple(shape), dtype
         self.device = torch.device("cpu")
 
     def __getitem__(self, nodes: torch.Tensor) -> torch.Tensor:
@@ -143,7 +150,7 @@ class ShardedRows:
 
     def whole(self) -> torch.Tensor:
         """Every row, in the dataset's item order."""
-        return _pull_all(self.tensor, self.new_ids, self.shape, self.dtype)
+        return _pull_all(self.tensor, self.new_ids, tuple(self.tensor.shape), self.tensor.dtype)
 
 
 def _table_slots(model: nn.Module) -> List[Tuple[str, nn.Module, str]]:
@@ -188,7 +195,6 @@ class ShardedTables:
 
     def __init__(self, model: nn.Module, graph, orig: torch.Tensor, mine: torch.Tensor, lr: float,
                  run_dir: Path, rank: int, world: int):
-        from dgl.distributed import DistTensor
         from dgl.distributed.optim import SparseAdam
 
         from mmsc_dgl.schema import NODE_TYPE
@@ -207,7 +213,6 @@ class ShardedTables:
             shape = (dense.num_embeddings, dense.embedding_dim)
             made = [(name, shape), (f"{name}_step", shape[:1]),  # SparseAdam's names for its moments
                     (f"{name}_mem", shape), (f"{name}_power", shape)]
-            made += [(f"{name}_best_{r}", shape) for r in RELATIONS]
             for tensor_name, tensor_shape in made:
                 _serve_on_every_partition(graph, policy, tensor_name, tensor_shape, rank)
             table = ShardedEmbedding(name, dense.num_embeddings, dense.embedding_dim, new_ids, policy)
@@ -216,8 +221,7 @@ class ShardedTables:
             setattr(parent, attr, table)  # the dense rows are freed with the module
             self.slots[prefix] = (parent, attr)
             self.tables[prefix] = table
-            self.best[prefix] = {r: DistTensor(shape, torch.float32, f"{name}_best_{r}", init_func=_zeros,
-                                               part_policy=policy) for r in RELATIONS}
+            self.best[prefix] = {r: _dist_tensor(graph, policy, f"{name}_best_{r}", shape, rank) for r in RELATIONS}
         self.rows = self._shard_capped_table(graph, policy, orig, new_ids)
         if not self.tables:
             raise DataError("--shard-embeddings found no item-sized table in this model.",
@@ -233,7 +237,6 @@ class ShardedTables:
         per relation) moved onto the servers as :class:`ShardedRows`: a step pulls the rows of
         its items, as it pulls their embeddings.  Each trainer writes its share of the table the
         model was built with (the same on every trainer)."""
-        from dgl.distributed import DistTensor
         branch = getattr(self.model, "graph_branch", None)
         out: Dict[Tuple[str, str], ShardedRows] = {}
         if branch is None or not branch.cap:
@@ -243,10 +246,9 @@ class ShardedTables:
             for r in list(tables):
                 dense = tables[r]
                 name = f"mmsc_graph_branch{kind}_{r}"
-                _serve_on_every_partition(graph, policy, name, tuple(dense.shape), self.rank, dense.dtype)
-                tensor = DistTensor(tuple(dense.shape), dense.dtype, name, init_func=_zeros, part_policy=policy)
+                tensor = _dist_tensor(graph, policy, name, tuple(dense.shape), self.rank, dense.dtype)
                 _write(tensor, self.mine, dense[orig[self.mine].long()])
-                rows = ShardedRows(tensor, new_ids, tuple(dense.shape), dense.dtype)
+                rows = ShardedRows(tensor, new_ids)
                 tables[r] = rows  # the whole table is freed with the last reference
                 out[(kind, r)] = rows
         logger.info("rank %d: the graph branch's capped table (%d relations) sharded over the graph servers",
