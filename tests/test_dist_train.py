@@ -131,8 +131,11 @@ def test_sharded_tables_on_two_partitions_match_one_machine(root):
     assert result.returncode == 0, result.message + logs[0][-3000:] + logs[1][-3000:]
     assert f"epoch 1/{EPOCHS}:" not in logs[0] and f"epoch {EPOCHS}/{EPOCHS}:" in logs[0]  # it went on, not over
     assert json.loads((run / "run.json").read_text())["distributed"]["shard_embeddings"] is True
-    assert sorted(p.name for p in (run / "shards").iterdir())[-2:] == [f"epoch-{EPOCHS:04d}-rank-0.pt",
-                                                                       f"epoch-{EPOCHS:04d}-rank-1.pt"]
+    assert sorted(p.name for p in (run / "shards").glob("epoch-*"))[-2:] == [f"epoch-{EPOCHS:04d}-rank-0.pt",
+                                                                             f"epoch-{EPOCHS:04d}-rank-1.pt"]
+    for r in range(2):  # the meta-path tables were sharded too, and the resumed job read its rows back
+        assert "sharded over the graph servers" in logs[r] and "read back from its shard" in logs[r]
+    _tables_are_the_shards(run, root / "parts2", 2)
     metrics = json.loads((run / "metrics.json").read_text())
     single = train(root / "ds", root / "single-capped", TrainConfig.load(config_file, {"epochs": EPOCHS,
                                                                                          "metapaths": METAPATHS}),
@@ -141,6 +144,29 @@ def test_sharded_tables_on_two_partitions_match_one_machine(root):
         dist_ndcg, one_ndcg = metrics["test"][r]["NDCG@10"], single["test"][r]["NDCG@10"]
         assert dist_ndcg > 0.1
         assert abs(dist_ndcg - one_ndcg) <= TOLERANCE, (r, dist_ndcg, one_ndcg)
+
+
+def _tables_are_the_shards(run, part_dir, world: int) -> None:
+    """The run's ``metapaths.pt`` (pulled back from the servers by process 0) holds, for every
+    item, the row its trainer walked and kept in ``shards/metapaths-rank-R.pt``."""
+    from mmsc_dgl.metapath.table import MetaPathTables
+    orig = torch.load(part_dir / "mapping.pt", weights_only=True)["orig_nids"]["item"]
+    tables = MetaPathTables.load(run / "metapaths.pt")
+    assert tables.info["drawn_by"] == "DistDGL graph servers"
+    seen = 0
+    for rank in range(world):
+        shard = torch.load(run / "shards" / f"metapaths-rank-{rank}.pt", weights_only=True)
+        assert sorted(shard["tables"]) == sorted(tables)
+        for name, rows in shard["tables"].items():
+            table = tables[name]
+            for new_id, nbr, share in zip(shard["ids"].tolist(), rows["neighbours"], rows["share"]):
+                item = int(orig[new_id])
+                lo, hi = int(table.indptr[item]), int(table.indptr[item + 1])
+                assert table.indices[lo:hi].tolist() == nbr[nbr >= 0].tolist()
+                assert torch.equal(table.weight[lo:hi], share[: hi - lo])
+        seen += shard["ids"].numel()
+        assert sum(int((rows["neighbours"] >= 0).sum()) for rows in shard["tables"].values()) > 0
+    assert seen == orig.numel()
 
 
 @pytest.fixture(scope="module")
@@ -214,8 +240,11 @@ def test_sharded_tables_learn_checkpoint_their_shards_and_end_in_an_ordinary_run
         steps = shard["tables"][t]["moments"][0]
         assert (steps > 0).float().mean() > 0.9, t
     assert "capped table (2 relations) sharded over the graph servers" in done.stderr
+    assert "walked by the graph servers" in done.stderr and not (run / "metapaths.pt").exists()
     done = subprocess.run([sys.executable, "-c", script, "1", "0"], capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
+    assert "read back from its shard" in done.stderr and "walked by the graph servers" not in done.stderr
+    _tables_are_the_shards(run, small / "parts1", 1)
     orig = torch.load(small / "parts1" / "mapping.pt", weights_only=True)["orig_nids"]["item"]
     saved = torch.load(run / "model.pt", weights_only=True)["states"]
     for r in ("substitute", "complement"):

@@ -321,7 +321,8 @@ def train_distributed(part_dir: os.PathLike | str, out: os.PathLike | str, confi
 def _model_state_mib(model, optimizer, states: Dict[str, dict]) -> Tuple[float, float]:
     """The MiB this trainer holds for its model: weights, gradients, the dense optimiser's state and
     each relation's best copy (each tensor once), and the model's precomputed tables held here: its
-    buffers and the graph branch's capped table (none of it once sharded onto the servers)."""
+    buffers, the graph branch's capped table and the meta-path tables (the last two on the servers
+    once sharded), and the first-hop graphs of ``full_first_hop``."""
     seen: set = set()
 
     def size(tensors) -> int:
@@ -338,7 +339,9 @@ def _model_state_mib(model, optimizer, states: Dict[str, dict]) -> Tuple[float, 
     state += size(v for s in states.values() for v in s.values())
     branch = getattr(model, "graph_branch", None)
     capped = [] if branch is None else [t for kind in ("_columns", "_values") for t in getattr(branch, kind, {}).values()]
-    return state / 2**20, (size(model.buffers()) + size(capped)) / 2**20
+    tables = [t for name in ("_csr", "_full") for csr in getattr(model, name, {}).values()
+              if isinstance(csr, torch.nn.Module) for t in csr.buffers()]
+    return state / 2**20, (size(model.buffers()) + size(capped) + size(tables)) / 2**20
 
 
 def _check_sharding(run_dir: Path, shard_embeddings: bool) -> None:
@@ -348,6 +351,13 @@ def _check_sharding(run_dir: Path, shard_embeddings: bool) -> None:
     if was != shard_embeddings:
         raise DataError(f"this run was trained {'with' if was else 'without'} --shard-embeddings.", path=run_dir,
                         fix=f"resume it {'with' if was else 'without'} --shard-embeddings.")
+
+
+def _table_info(config, paths) -> dict:
+    """What the run's meta-path tables record of how they were made."""
+    return {"strategy": "walk", "max_neighbors": config.max_neighbors, "num_walks": config.num_walks,
+            "seed": config.seed, "metapaths": [p.name for p in paths], "train_noise": config.train_noise,
+            "drawn_by": "DistDGL graph servers"}
 
 
 def _tables(graph, mine_new, orig, paths, config, num_items: int, run_dir: Path, resume: bool, writer: bool):
@@ -362,9 +372,7 @@ def _tables(graph, mine_new, orig, paths, config, num_items: int, run_dir: Path,
         tables = broadcast_object(saved)
     if tables is None:
         tables = gathered_tables(graph, mine_new, orig, paths, config, num_items)
-    tables.info.update({"strategy": "walk", "max_neighbors": config.max_neighbors, "num_walks": config.num_walks,
-                        "seed": config.seed, "metapaths": [p.name for p in paths], "train_noise": config.train_noise,
-                        "drawn_by": "DistDGL graph servers"})
+    tables.info.update(_table_info(config, paths))
     return tables
 
 
@@ -387,7 +395,14 @@ def _train(graph, dataset, dataset_dir, part_dir, record, config, paths, mine, m
 
     writer = rank == 0
     features = load_features(config.features, dataset, config.feature_dim)
-    tables = _tables(graph, mine_new, orig, paths, config, dataset.num_items, run_dir, resume, writer)
+    sharded_paths = None
+    if shard_embeddings:  # each trainer writes its items' rows on the servers; a step pulls its batch's
+        from mmsc_dgl.distributed.sharded_metapaths import shard_metapath_tables
+        sharded_paths = shard_metapath_tables(graph, orig, mine_new, paths, config, run_dir, rank, world, resume,
+                                              _table_info(config, paths))
+        tables = sharded_paths.tables
+    else:
+        tables = _tables(graph, mine_new, orig, paths, config, dataset.num_items, run_dir, resume, writer)
     train_edges = load_train_edges(dataset, None)
     parts = build_run(dataset, config, None, tables=tables, features=features, train_edges=train_edges,
                       progress=False)
@@ -434,8 +449,11 @@ def _train(graph, dataset, dataset_dir, part_dir, record, config, paths, mine, m
                                                             resolve_path(part_dir), run_dir.resolve()),
                                                         "parts": int(record["num_parts"]), "trainers": world,
                                                         "shard_embeddings": bool(shard_embeddings)}})
-                tables.save(run_dir / TABLES)
+                if sharded_paths is None:
+                    tables.save(run_dir / TABLES)
         dist.barrier()  # the run directory exists before any process looks for a checkpoint in it
+        if sharded_paths is not None:
+            sharded_paths.save_shard(run_dir)  # this trainer's rows, for a resumed job
         trainer = Trainer(model, config, checkpoint=run_dir / CHECKPOINT, progress=progress and writer,
                           identity=json.dumps(config.resume_identity(), sort_keys=True),
                           sync=GradientSync(world), writes_checkpoints=writer, sharded=sharded)
@@ -455,6 +473,8 @@ def _train(graph, dataset, dataset_dir, part_dir, record, config, paths, mine, m
                "on the graph servers" if sharded is not None else "in this trainer", buffers)
         if sharded is not None:  # each relation's best rows pulled back: a single machine's model from here
             fit.relation_states = sharded.unshard(fit.relation_states)
+        if sharded_paths is not None and writer:  # the run's tables, for evaluate and recommend on one machine
+            sharded_paths.whole().save(run_dir / TABLES)
 
         def agree() -> None:
             here = float(sum(p.detach().double().sum() for p in model.parameters()))

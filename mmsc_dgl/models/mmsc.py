@@ -99,7 +99,10 @@ class MMSC(GraphStateModule, Recommender):
             config = ModelConfig()
         if config.hidden % config.heads:
             raise ValueError(f"hidden={config.hidden} must be a multiple of heads={config.heads}")
-        csrs: Dict[str, CSR] = {name: (table if isinstance(table, CSR) else table.csr()) for name, table in tables.items()}
+        # A CSR, a MetaPathTable (its CSR), or rows read on demand like a CSR (select_rows,
+        # padded, drop_edges, max_degree: the sharded tables of mmsc_dgl.distributed).
+        csrs: Dict[str, CSR] = {name: (table if isinstance(table, CSR) or hasattr(table, "select_rows")
+                                       else table.csr()) for name, table in tables.items()}
         covered = {c.num_rows for c in csrs.values()} | {c.num_src for c in csrs.values()}
         if covered - {num_items}:
             raise ValueError(f"the meta-path tables cover {sorted(covered)} items, the model {num_items}; "
