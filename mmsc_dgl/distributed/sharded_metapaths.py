@@ -226,6 +226,7 @@ def shard_metapath_tables(graph, orig: torch.Tensor, mine: torch.Tensor, paths, 
     tables: Dict[str, ShardedNeighbours] = {}
     shares: Dict[str, object] = {}
     own: Dict[str, dict] = {}
+    pairs = 0
     for i, path in enumerate(paths):
         if saved is not None:
             neighbours, share = saved["tables"][path.name]["neighbours"], saved["tables"][path.name]["share"]
@@ -241,10 +242,14 @@ def shard_metapath_tables(graph, orig: torch.Tensor, mine: torch.Tensor, paths, 
         _write(dist_share, mine, share)
         tables[path.name] = ShardedNeighbours(dist_neighbours, new_ids, k)
         shares[path.name] = dist_share
-        logger.info("meta-path %s: %s neighbour pairs over this trainer's %s items (%s), sharded over the graph "
-                    "servers", path.name, f"{int((neighbours >= 0).sum()):,}", f"{mine.numel():,}",
-                    "read back from its shard" if saved is not None else "walked by the graph servers")
+        pairs += int((neighbours >= 0).sum())
+        logger.info("meta-path %s: %s neighbour pairs over this trainer's items", path.name,
+                    f"{int((neighbours >= 0).sum()):,}")
     _barrier()  # every trainer's rows written before any reads one
+    from mmsc_dgl.progress import report
+    report("rank %d: %d meta-path tables sharded over the graph servers (%s pairs over its %s items, %s)", rank,
+           len(paths), f"{pairs:,}", f"{mine.numel():,}",
+           "read back from its shard" if saved is not None else "walked by the graph servers")
     return ShardedMetaPaths(tables, shares, list(paths), mine, rank, world, own or None, info)
 
 
