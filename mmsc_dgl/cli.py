@@ -381,8 +381,9 @@ def _train_config(config_path: Optional[Path], flags: dict):
 @click.option("--ip-config", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="DistDGL's ip_config file, with --distributed (default: $DGL_IP_CONFIG, set by mmsc-dgl launch).")
 @click.option("--shard-embeddings", is_flag=True,
-              help="With --distributed: the item-sized tables live on the graph servers, each trainer reading and "
-                   "updating the rows its batches touch (DistEmbedding, sparse Adam; docs/distributed.md).")
+              help="With --distributed: the item-sized tables (id embeddings, the graph branch's, the meta-path "
+                   "tables) live on the graph servers, each trainer reading the rows its batches touch and "
+                   "updating the learnt ones (DistEmbedding, sparse Adam; docs/distributed.md).")
 @_verbosity
 def train(dataset_dir: Optional[Path], out: Path, config_path: Optional[Path], resume: bool, overwrite: bool,
           architecture, epochs, batch_size, lr, features, metapaths, train_noise, max_neighbors, ssl_weight, train_edges,

@@ -176,6 +176,15 @@ def test_bench_dist_train_shows_the_id_tables_leave_the_trainers(tmp_path):
     table_mib = items * hidden * 4 / 2**20
     assert whole["trainer_state_mib"] - sharded["trainer_state_mib"] >= 4 * 3 * table_mib
     assert sharded["server_peak_mib"] > 0 and sharded["trainer_peak_training_mib"] > 0
+    # the capped table (2 relations x 16 columns, 12 B an entry) left too, and with it the
+    # meta-path tables (tests/test_dist_train.py checks those by their rows)
+    assert whole["trainer_buffers_mib"] - sharded["trainer_buffers_mib"] >= 2 * items * 16 * 12 / 2**20 - 0.01
+    # where each trainer's memory went, phase by phase; the high-water mark never falls
+    steps = ["started", "joined", "dataset", "features", "metapaths", "model", "sharded", "trained"]
+    assert list(sharded["trainer_phases_mib"]) == steps
+    assert list(whole["trainer_phases_mib"]) == [s for s in steps if s != "sharded"]
+    peaks = [peak for _, peak in sharded["trainer_phases_mib"].values()]
+    assert peaks == sorted(peaks) and peaks[-1] <= sharded["trainer_peak_job_mib"] + 1
 
 
 def test_one_command_per_host_with_an_ip_config(parts, tmp_path):

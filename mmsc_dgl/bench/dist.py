@@ -97,6 +97,18 @@ STATE_LINE = re.compile(r"training done, peak resident memory (\d+) MiB; model s
                         r"buffers ([\d.]+) MiB")
 
 
+PHASE_LINE = re.compile(r"resident memory after each phase, now/peak MiB: (.*)")
+PHASE = re.compile(r"(\w+) (\d+)/(\d+)")
+
+
+def phases_of(log: str) -> dict:
+    """``{phase: [now, peak]}`` MiB from a trainer's phase line (empty without one)."""
+    found = PHASE_LINE.search(log)
+    if found is None:
+        return {}
+    return {name: [float(now), float(peak)] for name, now, peak in PHASE.findall(found.group(1))}
+
+
 def run_train_case(part_dir: Path, parts: int, shard: bool, args) -> dict:
     """``mmsc-dgl train --distributed`` on ``parts`` partitions, with the id tables sharded or
     not: each trainer's model state (its own count of the tensors it holds) and peak memory
@@ -112,19 +124,24 @@ def run_train_case(part_dir: Path, parts: int, shard: bool, args) -> dict:
     if result.returncode:
         raise DataError(f"the {parts}-partition training job failed: {result.message}",
                         fix="read the trainer's log named there.")
-    trainers = []
+    trainers, phases = [], {}
     for rank in range(parts):
-        found = STATE_LINE.search((out / "logs" / f"trainer-{rank}.log").read_text())
+        log = (out / "logs" / f"trainer-{rank}.log").read_text()
+        found = STATE_LINE.search(log)
         if found is None:
             raise DataError(f"trainer {rank} did not report its memory.", path=out / "logs" / f"trainer-{rank}.log",
                             fix="read the log: the job ended before training did.")
         trainers.append([float(v) for v in found.groups()])
+        for name, (now, peak) in phases_of(log).items():  # the largest trainer's figure per phase
+            have = phases.get(name, [0.0, 0.0])
+            phases[name] = [max(have[0], now), max(have[1], peak)]
     servers = [v for k, v in result.peak_rss_mib.items() if k.startswith("server")]
     return {"parts": parts, "sharded": shard, "items": args.items,
             "trainer_state_mib": max(t[1] for t in trainers), "trainer_buffers_mib": max(t[2] for t in trainers),
             "trainer_peak_training_mib": max(t[0] for t in trainers),
             "trainer_peak_job_mib": max(v for k, v in result.peak_rss_mib.items() if k.startswith("trainer")),
-            "server_peak_mib": max(servers), "job_seconds": result.seconds}
+            "server_peak_mib": max(servers), "job_seconds": result.seconds,
+            "trainer_phases_mib": phases}
 
 
 def main(argv=None) -> None:

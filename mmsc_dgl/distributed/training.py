@@ -10,7 +10,9 @@ Every trainer process:
 3. draws the meta-path neighbours of its items from the partitioned graph
    (:func:`~mmsc_dgl.distributed.sampling.sample_metapath_neighbors`: the single-machine ``walk``
    table's law, walked by the servers) and gathers every process's rows, so that all hold the same
-   tables (process 0 keeps them in the run as ``metapaths.pt``; a resumed run reuses them);
+   tables (process 0 keeps them in the run as ``metapaths.pt``; a resumed run reuses them); with
+   ``shard_embeddings`` it writes its rows on the servers instead, and a step reads those of its
+   batch (:mod:`~mmsc_dgl.distributed.sharded_metapaths`);
 4. builds the *same* model (:func:`~mmsc_dgl.train.build.build_run`, same seed: same initial
    weights, checked by a broadcast from process 0) and hands it to the *same*
    :class:`~mmsc_dgl.train.trainer.Trainer`, over the training edges whose source item it owns,
@@ -32,8 +34,8 @@ test this code.
 
 What this does not distribute yet (docs/distributed.md, "What is whole on every trainer"):
 every process reads the dataset (validation and test edges, negatives) and its content features,
-and holds the gathered tables and the whole training graph (MMSC's LightGCN branch and path
-evidence use it).  At 100k items that is a copy of a few hundred MiB per trainer; at 100M items
+and holds the whole training graph (MMSC's path evidence uses it, and the graph branch's table is
+built from it), and, without ``shard_embeddings``, the gathered tables.  At 100k items that is a copy of a few hundred MiB per trainer; at 100M items
 those must become per-batch.  Walks drawn by the servers are not seeded by the trainers, so a
 distributed run is reproducible in distribution only.
 """
@@ -64,6 +66,34 @@ def share_of_items(num_items: int, rank: int, world: int) -> torch.Tensor:
     splits by the machine a trainer finds itself on, and on one host every trainer is on machine
     0 (measured: both trainers of a 2-partition loopback job got the same 1,000 of 2,000 items)."""
     return torch.tensor_split(torch.arange(num_items, dtype=torch.int64), world)[rank]
+
+
+class MemoryPhases:
+    """This trainer's resident memory after each phase of the job (``/proc/self/status``: the
+    resident size now, and its high-water mark so far), for one log line at the end: where a
+    trainer's memory goes, measured (``bench dist --train`` reads it).  Empty where ``/proc``
+    is not there."""
+
+    def __init__(self):
+        self.marks: List[Tuple[str, float, float]] = []
+
+    def mark(self, phase: str) -> None:
+        now = peak = None
+        try:
+            with open("/proc/self/status") as handle:
+                for line in handle:
+                    if line.startswith("VmRSS:"):
+                        now = int(line.split()[1]) / 1024
+                    elif line.startswith("VmHWM:"):
+                        peak = int(line.split()[1]) / 1024
+        except OSError:
+            return
+        if now is not None and peak is not None:
+            self.marks.append((phase, now, peak))
+
+    def line(self) -> str:
+        """``phase now/peak, ...`` in MiB."""
+        return ", ".join(f"{phase} {now:.0f}/{peak:.0f}" for phase, now, peak in self.marks)
 
 
 class GradientSync:
@@ -237,6 +267,8 @@ def train_distributed(part_dir: os.PathLike | str, out: os.PathLike | str, confi
     config = config or TrainConfig()
     part_dir = Path(part_dir)
     run_dir = Path(out)
+    phases = MemoryPhases()
+    phases.mark("started")
     if resume and overwrite:
         raise DataError(f"{flag('--resume', 'resume=True')} and {flag('--overwrite', 'overwrite=True')} were both given.", fix="continue the run or replace it, not both.")
     record = load_partition_record(part_dir)
@@ -312,10 +344,12 @@ def train_distributed(part_dir: os.PathLike | str, out: os.PathLike | str, confi
     orig = torch.load(part_dir / MAPPING_FILE, weights_only=True)["orig_nids"][NODE_TYPE]
     mine_new = share_of_items(graph.num_nodes(NODE_TYPE), rank, world)
     mine = orig[mine_new]  # this process's items, in the dataset's ids
+    phases.mark("joined")
     dataset = load_dataset(dataset_dir)
+    phases.mark("dataset")
     logger.info("rank %d/%d: %s of %s items", rank, world, f"{mine.numel():,}", f"{dataset.num_items:,}")
     return _train(graph, dataset, dataset_dir, part_dir, record, config, paths, mine, mine_new, orig, run_dir,
-                  rank, world, resume, overwrite, progress, stop_after, shard_embeddings)
+                  rank, world, resume, overwrite, progress, stop_after, shard_embeddings, phases)
 
 
 def _model_state_mib(model, optimizer, states: Dict[str, dict]) -> Tuple[float, float]:
@@ -377,7 +411,7 @@ def _tables(graph, mine_new, orig, paths, config, num_items: int, run_dir: Path,
 
 
 def _train(graph, dataset, dataset_dir, part_dir, record, config, paths, mine, mine_new, orig, run_dir, rank, world,
-           resume, overwrite, progress, stop_after, shard_embeddings=False):
+           resume, overwrite, progress, stop_after, shard_embeddings=False, phases=None):
     import contextlib
 
     import torch.distributed as dist
@@ -394,7 +428,9 @@ def _train(graph, dataset, dataset_dir, part_dir, record, config, paths, mine, m
     from mmsc_dgl.runs.record import CHECKPOINT, feature_file_of, write_run_record
 
     writer = rank == 0
+    phases = phases or MemoryPhases()
     features = load_features(config.features, dataset, config.feature_dim)
+    phases.mark("features")
     sharded_paths = None
     if shard_embeddings:  # each trainer writes its items' rows on the servers; a step pulls its batch's
         from mmsc_dgl.distributed.sharded_metapaths import shard_metapath_tables
@@ -403,14 +439,17 @@ def _train(graph, dataset, dataset_dir, part_dir, record, config, paths, mine, m
         tables = sharded_paths.tables
     else:
         tables = _tables(graph, mine_new, orig, paths, config, dataset.num_items, run_dir, resume, writer)
+    phases.mark("metapaths")
     train_edges = load_train_edges(dataset, None)
     parts = build_run(dataset, config, None, tables=tables, features=features, train_edges=train_edges,
                       progress=False)
     model = parts.model
+    phases.mark("model")
     sharded = None
     if shard_embeddings:  # before the broadcast: the tables' rows are the servers' from here
         from mmsc_dgl.distributed.sharded import ShardedTables
         sharded = ShardedTables(model, graph, orig, mine_new, config.lr, run_dir, rank, world)
+        phases.mark("sharded")
     with torch.no_grad():  # the same seed built the same weights; process 0's are taken all the same
         for p in model.parameters():
             dist.broadcast(p.data, src=0)
@@ -467,10 +506,13 @@ def _train(graph, dataset, dataset_dir, part_dir, record, config, paths, mine, m
         import resource
         from mmsc_dgl.progress import report
         state, buffers = _model_state_mib(model, trainer.optimizer, fit.relation_states)
+        phases.mark("trained")
         report("rank %d: training done, peak resident memory %.0f MiB; model state here %.1f MiB (weights, "
-               "gradients, Adam, best copies; id tables %s), buffers %.1f MiB", rank,
+               "gradients, Adam, best copies; id tables %s), buffers %.2f MiB", rank,
                resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, state,
                "on the graph servers" if sharded is not None else "in this trainer", buffers)
+        if phases.marks:
+            report("rank %d: resident memory after each phase, now/peak MiB: %s", rank, phases.line())
         if sharded is not None:  # each relation's best rows pulled back: a single machine's model from here
             fit.relation_states = sharded.unshard(fit.relation_states)
         if sharded_paths is not None and writer:  # the run's tables, for evaluate and recommend on one machine
