@@ -162,3 +162,21 @@ def test_distgraph_in_standalone_mode_draws_the_same_law(tmp_path):
     theirs = _single_machine_ends(graph, items, "s-c", seed=5)
     for row in range(len(items)):
         assert _same_law(_counts(ends[row], n), _counts(theirs[row].numpy(), n)) > 1e-4
+
+
+def test_walking_in_chunks_gives_the_rows_of_one_pass():
+    """Each item's row depends on its own walks only: with a sampler that has one choice per
+    step (every item one out-edge per relation), walking 7 items at a time gives exactly the rows,
+    neighbours and shares of walking all at once, rows numbered over all the items."""
+    n = 50
+    perm = {rel: torch.randperm(n, generator=torch.Generator().manual_seed(i))
+            for i, rel in enumerate(("substitute", "complement"))}
+    g = dgl.heterograph({("item", rel, "item"): (torch.arange(n), perm[rel]) for rel in perm})
+    items = torch.tensor([3, 9, 0, 41, 17, 22, 5, 8, 13, 44, 30, 29, 2, 48, 11, 7, 6])
+    for path in ("s", "s-c", "c-s-c"):
+        metapath = MetaPath.parse(path)
+        whole = sample_metapath_neighbors(g, items, metapath, 4, 16, chunk=10_000)
+        chunked = sample_metapath_neighbors(g, items, metapath, 4, 16, chunk=7)
+        for a, b in zip(whole, chunked):
+            assert torch.equal(a, b), path
+        assert torch.equal(whole[0], torch.arange(items.numel()))  # one end point per item, share 1

@@ -97,16 +97,16 @@ STATE_LINE = re.compile(r"training done, peak resident memory (\d+) MiB; model s
                         r"buffers ([\d.]+) MiB")
 
 
-PHASE_LINE = re.compile(r"resident memory after each phase, now/peak MiB: (.*)")
-PHASE = re.compile(r"(\w+) (\d+)/(\d+)")
+PHASE_LINE = re.compile(r"resident memory after each phase, now/peak/shared MiB: (.*)")
+PHASE = re.compile(r"(\w+) (\d+)/(\d+)/(\d+)")
 
 
 def phases_of(log: str) -> dict:
-    """``{phase: [now, peak]}`` MiB from a trainer's phase line (empty without one)."""
+    """``{phase: [now, peak, shared]}`` MiB from a trainer's phase line (empty without one)."""
     found = PHASE_LINE.search(log)
     if found is None:
         return {}
-    return {name: [float(now), float(peak)] for name, now, peak in PHASE.findall(found.group(1))}
+    return {name: [float(v) for v in values] for name, *values in PHASE.findall(found.group(1))}
 
 
 def run_train_case(part_dir: Path, parts: int, shard: bool, args) -> dict:
@@ -132,9 +132,8 @@ def run_train_case(part_dir: Path, parts: int, shard: bool, args) -> dict:
             raise DataError(f"trainer {rank} did not report its memory.", path=out / "logs" / f"trainer-{rank}.log",
                             fix="read the log: the job ended before training did.")
         trainers.append([float(v) for v in found.groups()])
-        for name, (now, peak) in phases_of(log).items():  # the largest trainer's figure per phase
-            have = phases.get(name, [0.0, 0.0])
-            phases[name] = [max(have[0], now), max(have[1], peak)]
+        for name, values in phases_of(log).items():  # the largest trainer's figure per phase
+            phases[name] = [max(a, b) for a, b in zip(phases.get(name, [0.0] * len(values)), values)]
     servers = [v for k, v in result.peak_rss_mib.items() if k.startswith("server")]
     return {"parts": parts, "sharded": shard, "items": args.items,
             "trainer_state_mib": max(t[1] for t in trainers), "trainer_buffers_mib": max(t[2] for t in trainers),

@@ -93,9 +93,15 @@ def metapath_walk_ends(sample: Callable, starts: torch.Tensor, metapath: MetaPat
     return cur
 
 
+WALK_CHUNK = 4096
+"""Items whose walks are taken together by :func:`sample_metapath_neighbors`: a trainer walking
+its whole share at once held the walks of every item in flight (measured at 20,000 items, 16
+walks, 3 meta-paths: +330 MiB resident for the walks, against +25-84 MiB at 5,000 items)."""
+
+
 def sample_metapath_neighbors(graph, items: torch.Tensor, metapath: MetaPath, k: int,
                               num_walks: Optional[int] = None, sample: Optional[Callable] = None,
-                              tie_seed: int = 0) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                              tie_seed: int = 0, chunk: int = WALK_CHUNK) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The ``k`` most visited end points of ``num_walks`` walks from each of ``items``: ``(row,
     neighbour, share of walks)``, rows indexing ``items``; the single-machine ``walk`` table's
     rows for those items, drawn afresh (the same distribution, other draws).
@@ -108,13 +114,19 @@ def sample_metapath_neighbors(graph, items: torch.Tensor, metapath: MetaPath, k:
         num_walks: walks per item (default ``2 k``, at least 16, as the single-machine tables).
         sample: the sampling call (default: :func:`default_sampler` of ``graph``).
         tie_seed: breaks ties in visit counts.
+        chunk: items walked together (each row depends on its own walks only, so the rows are
+            those of one pass over all items; the memory in flight is bounded by the chunk).
     """
     walks = num_walks or max(2 * k, 16)
     sample = sample or default_sampler(graph)
-    starts = items.to(torch.int64).repeat_interleave(walks)
-    ends = metapath_walk_ends(sample, starts, metapath)
-    rows, cols, visits = top_visited(ends.view(items.numel(), walks), k, tie_seed)
-    return rows, cols, visits.to(torch.float32) / walks
+    items = items.to(torch.int64)
+    parts = []
+    for start in range(0, max(items.numel(), 1), max(int(chunk), 1)):
+        some = items[start: start + chunk]
+        ends = metapath_walk_ends(sample, some.repeat_interleave(walks), metapath)
+        rows, cols, visits = top_visited(ends.view(some.numel(), walks), k, tie_seed)
+        parts.append((rows + start, cols, visits.to(torch.float32) / walks))
+    return tuple(torch.cat([p[i] for p in parts]) for i in range(3))  # type: ignore[return-value]
 
 
-__all__ = ["default_sampler", "metapath_walk_ends", "sample_metapath_neighbors"]
+__all__ = ["WALK_CHUNK", "default_sampler", "metapath_walk_ends", "sample_metapath_neighbors"]

@@ -75,25 +75,26 @@ class MemoryPhases:
     is not there."""
 
     def __init__(self):
-        self.marks: List[Tuple[str, float, float]] = []
+        self.marks: List[Tuple[str, float, float, float]] = []
 
     def mark(self, phase: str) -> None:
-        now = peak = None
+        fields = {}
         try:
             with open("/proc/self/status") as handle:
                 for line in handle:
-                    if line.startswith("VmRSS:"):
-                        now = int(line.split()[1]) / 1024
-                    elif line.startswith("VmHWM:"):
-                        peak = int(line.split()[1]) / 1024
+                    name, _, value = line.partition(":")
+                    if name in ("VmRSS", "VmHWM", "RssShmem"):
+                        fields[name] = int(value.split()[0]) / 1024
         except OSError:
             return
-        if now is not None and peak is not None:
-            self.marks.append((phase, now, peak))
+        if "VmRSS" in fields and "VmHWM" in fields:
+            self.marks.append((phase, fields["VmRSS"], fields["VmHWM"], fields.get("RssShmem", 0.0)))
 
     def line(self) -> str:
-        """``phase now/peak, ...`` in MiB."""
-        return ", ".join(f"{phase} {now:.0f}/{peak:.0f}" for phase, now, peak in self.marks)
+        """``phase now/peak/shared, ...`` in MiB (shared: pages of shared memory this process has
+        touched, such as a local partition's graph that the servers publish in ``/dev/shm``;
+        counted in the resident size, not this process's own)."""
+        return ", ".join(f"{phase} {now:.0f}/{peak:.0f}/{shared:.0f}" for phase, now, peak, shared in self.marks)
 
 
 class GradientSync:
@@ -512,7 +513,7 @@ def _train(graph, dataset, dataset_dir, part_dir, record, config, paths, mine, m
                resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, state,
                "on the graph servers" if sharded is not None else "in this trainer", buffers)
         if phases.marks:
-            report("rank %d: resident memory after each phase, now/peak MiB: %s", rank, phases.line())
+            report("rank %d: resident memory after each phase, now/peak/shared MiB: %s", rank, phases.line())
         if sharded is not None:  # each relation's best rows pulled back: a single machine's model from here
             fit.relation_states = sharded.unshard(fit.relation_states)
         if sharded_paths is not None and writer:  # the run's tables, for evaluate and recommend on one machine
