@@ -97,6 +97,7 @@ STATE_LINE = re.compile(r"training done, peak resident memory (\d+) MiB; model s
                         r"buffers ([\d.]+) MiB")
 
 
+EVIDENCE_LINE = re.compile(r"path evidence here ([\d.]+) MiB")
 PHASE_LINE = re.compile(r"resident memory after each phase, now/peak/shared MiB: (.*)")
 PHASE = re.compile(r"(\w+) (\d+)/(\d+)/(\d+)")
 
@@ -132,6 +133,8 @@ def run_train_case(part_dir: Path, parts: int, shard: bool, args) -> dict:
             raise DataError(f"trainer {rank} did not report its memory.", path=out / "logs" / f"trainer-{rank}.log",
                             fix="read the log: the job ended before training did.")
         trainers.append([float(v) for v in found.groups()])
+        evidence = EVIDENCE_LINE.search(log)
+        trainers[-1].append(float(evidence.group(1)) if evidence else 0.0)
         for name, values in phases_of(log).items():  # the largest trainer's figure per phase
             phases[name] = [max(a, b) for a, b in zip(phases.get(name, [0.0] * len(values)), values)]
     servers = [v for k, v in result.peak_rss_mib.items() if k.startswith("server")]
@@ -140,7 +143,7 @@ def run_train_case(part_dir: Path, parts: int, shard: bool, args) -> dict:
             "trainer_peak_training_mib": max(t[0] for t in trainers),
             "trainer_peak_job_mib": max(v for k, v in result.peak_rss_mib.items() if k.startswith("trainer")),
             "server_peak_mib": max(servers), "job_seconds": result.seconds,
-            "trainer_phases_mib": phases}
+            "trainer_evidence_mib": max(t[3] for t in trainers), "trainer_phases_mib": phases}
 
 
 def main(argv=None) -> None:
@@ -179,7 +182,7 @@ def main(argv=None) -> None:
                             row["trainer_peak_training_mib"], row["server_peak_mib"])
                 rows.append(row)
         columns = [("parts", "parts", "d"), ("sharded", "sharded", ""), ("state MiB", "trainer_state_mib", ",.1f"),
-                   ("buffers MiB", "trainer_buffers_mib", ",.1f"),
+                   ("buffers MiB", "trainer_buffers_mib", ",.1f"), ("evidence MiB", "trainer_evidence_mib", ",.1f"),
                    ("trainer peak (training)", "trainer_peak_training_mib", ",.0f"),
                    ("trainer peak (job)", "trainer_peak_job_mib", ",.0f"), ("server peak", "server_peak_mib", ",.0f"),
                    ("job s", "job_seconds", ",.0f")]

@@ -379,6 +379,27 @@ def _model_state_mib(model, optimizer, states: Dict[str, dict]) -> Tuple[float, 
     return state / 2**20, (size(model.buffers()) + size(capped) + size(tables)) / 2**20
 
 
+def _evidence_mib(model) -> float:
+    """The MiB of the path evidence's state this trainer holds: each training graph's adjacency
+    (and its cached row ids), the sorted edge keys, the Adamic-Adar weights and the pair table."""
+    evidence = getattr(model, "evidence", None)
+    if evidence is None:
+        return 0.0
+    seen: set = set()
+    total = 0
+    counter = evidence.counter
+    tensors = [t for g in counter.graphs.values() for t in g.buffers()] + list(counter._keys.values())
+    tensors.append(counter.weight)
+    table = getattr(evidence, "_table", None)
+    if table is not None:
+        tensors += [table.keys, table.values]
+    for t in tensors:
+        if isinstance(t, torch.Tensor) and t.numel() and t.data_ptr() not in seen:
+            seen.add(t.data_ptr())
+            total += t.numel() * t.element_size()
+    return total / 2**20
+
+
 def _check_sharding(run_dir: Path, shard_embeddings: bool) -> None:
     """A resumed run keeps the way its tables were held (its shards, or its checkpoint's rows)."""
     record = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").exists() else {}
@@ -507,11 +528,14 @@ def _train(graph, dataset, dataset_dir, part_dir, record, config, paths, mine, m
         import resource
         from mmsc_dgl.progress import report
         state, buffers = _model_state_mib(model, trainer.optimizer, fit.relation_states)
+        evidence = _evidence_mib(model)
         phases.mark("trained")
         report("rank %d: training done, peak resident memory %.0f MiB; model state here %.1f MiB (weights, "
                "gradients, Adam, best copies; id tables %s), buffers %.2f MiB", rank,
                resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, state,
                "on the graph servers" if sharded is not None else "in this trainer", buffers)
+        report("rank %d: path evidence here %.2f MiB (the training graphs, their edge keys and the pair table: "
+               "whole on every trainer)", rank, evidence)
         if phases.marks:
             report("rank %d: resident memory after each phase, now/peak/shared MiB: %s", rank, phases.line())
         if sharded is not None:  # each relation's best rows pulled back: a single machine's model from here
