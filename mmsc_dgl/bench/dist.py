@@ -23,6 +23,7 @@ import statistics
 import sys
 import tempfile
 from pathlib import Path
+from typing import Dict, List
 
 import torch
 
@@ -125,7 +126,8 @@ def run_train_case(part_dir: Path, parts: int, shard: bool, args) -> dict:
     if result.returncode:
         raise DataError(f"the {parts}-partition training job failed: {result.message}",
                         fix="read the trainer's log named there.")
-    trainers, phases = [], {}
+    trainers: List[List[float]] = []
+    phases: Dict[str, List[float]] = {}
     for rank in range(parts):
         log = (out / "logs" / f"trainer-{rank}.log").read_text()
         found = STATE_LINE.search(log)

@@ -86,10 +86,10 @@ def _serve_on_every_partition(graph, policy, name: str, shape: Tuple[int, ...], 
                 rpc.send_request(part * group + n, request)
             for _ in range(group):
                 assert rpc.recv_response().msg == INIT_MSG
-    _barrier()
+    barrier()
 
 
-def _dist_tensor(graph, policy, name: str, shape: Tuple[int, ...], rank: int, dtype: torch.dtype = torch.float32):
+def dist_tensor(graph, policy, name: str, shape: Tuple[int, ...], rank: int, dtype: torch.dtype = torch.float32):
     """A ``DistTensor`` of zeros named ``name``, partitioned as the items are, whose part every
     partition's servers hold (:func:`_serve_on_every_partition` first)."""
     from dgl.distributed import DistTensor
@@ -151,7 +151,7 @@ class ShardedRows:
 
     def whole(self) -> torch.Tensor:
         """Every row, in the dataset's item order."""
-        return _pull_all(self.tensor, self.new_ids, tuple(self.tensor.shape), self.tensor.dtype)
+        return pull_all(self.tensor, self.new_ids, tuple(self.tensor.shape), self.tensor.dtype)
 
 
 def _table_slots(model: nn.Module) -> List[Tuple[str, nn.Module, str]]:
@@ -218,16 +218,16 @@ class ShardedTables:
                 _serve_on_every_partition(graph, policy, tensor_name, tensor_shape, rank)
             table = ShardedEmbedding(name, dense.num_embeddings, dense.embedding_dim, new_ids, policy)
             with torch.no_grad():  # start where one machine starts: the same seed's rows, each trainer its share
-                _write(table.table.weight, self.mine, dense.weight.detach()[orig[self.mine].long()])
+                write_rows(table.table.weight, self.mine, dense.weight.detach()[orig[self.mine].long()])
             setattr(parent, attr, table)  # the dense rows are freed with the module
             self.slots[prefix] = (parent, attr)
             self.tables[prefix] = table
-            self.best[prefix] = {r: _dist_tensor(graph, policy, f"{name}_best_{r}", shape, rank) for r in RELATIONS}
+            self.best[prefix] = {r: dist_tensor(graph, policy, f"{name}_best_{r}", shape, rank) for r in RELATIONS}
         self.rows = self._shard_capped_table(graph, policy, orig, new_ids)
         if not self.tables:
             raise DataError("--shard-embeddings found no item-sized table in this model.",
                             fix="drop --shard-embeddings (the model keeps no id embeddings).")
-        _barrier()  # every share written before any trainer reads a row
+        barrier()  # every share written before any trainer reads a row
         self.kept = {r: False for r in RELATIONS}
         self.optimizer = SparseAdam([t.table for t in self.tables.values()], lr=lr)
         logger.info("rank %d: %d item tables sharded over the graph servers (%s)", rank, len(self.tables),
@@ -247,8 +247,8 @@ class ShardedTables:
             for r in list(tables):
                 dense = tables[r]
                 name = f"mmsc_graph_branch{kind}_{r}"
-                tensor = _dist_tensor(graph, policy, name, tuple(dense.shape), self.rank, dense.dtype)
-                _write(tensor, self.mine, dense[orig[self.mine].long()])
+                tensor = dist_tensor(graph, policy, name, tuple(dense.shape), self.rank, dense.dtype)
+                write_rows(tensor, self.mine, dense[orig[self.mine].long()])
                 rows = ShardedRows(tensor, new_ids)
                 tables[r] = rows  # the whole table is freed with the last reference
                 out[(kind, r)] = rows
@@ -269,7 +269,7 @@ class ShardedTables:
             for ids in self.mine.split(CHUNK):
                 self.best[prefix][relation][ids] = table.table.weight[ids]
         self.kept[relation] = True
-        _barrier()
+        barrier()
 
     def _moments(self, table: ShardedEmbedding):
         return self.optimizer._state[table.table.name]  # (step, first moment, second moment), DGL's
@@ -283,15 +283,15 @@ class ShardedTables:
         for prefix, table in self.tables.items():
             step, first, second = self._moments(table)
             state["tables"][prefix] = {
-                "rows": _read(table.table.weight, self.mine),
-                "best": {r: _read(self.best[prefix][r], self.mine) for r in RELATIONS if self.kept[r]},
-                "moments": [_read(step, self.mine), _read(first, self.mine), _read(second, self.mine)]}
+                "rows": read_rows(table.table.weight, self.mine),
+                "best": {r: read_rows(self.best[prefix][r], self.mine) for r in RELATIONS if self.kept[r]},
+                "moments": [read_rows(step, self.mine), read_rows(first, self.mine), read_rows(second, self.mine)]}
         self.dir.mkdir(parents=True, exist_ok=True)
         save_checkpoint(self._file(epoch), state)
         for old in self.dir.glob(f"epoch-*-rank-{self.rank}.pt"):
             if old.name not in {self._file(epoch).name, self._file(epoch - 1).name}:
                 old.unlink(missing_ok=True)
-        _barrier()
+        barrier()
 
     def restore(self, epoch: int) -> None:
         """Put back the shard saved after ``epoch`` (every trainer its own, then all wait)."""
@@ -307,13 +307,13 @@ class ShardedTables:
                             path=path, fix=f"resume with the same number of trainers ({state['world']}).")
         for prefix, table in self.tables.items():
             saved = state["tables"][prefix]
-            _write(table.table.weight, self.mine, saved["rows"])
+            write_rows(table.table.weight, self.mine, saved["rows"])
             for r, rows in saved["best"].items():
-                _write(self.best[prefix][r], self.mine, rows)
-            for dist_tensor, rows in zip(self._moments(table), saved["moments"]):
-                _write(dist_tensor, self.mine, rows)
+                write_rows(self.best[prefix][r], self.mine, rows)
+            for moment, rows in zip(self._moments(table), saved["moments"]):
+                write_rows(moment, self.mine, rows)
         self.kept = {r: bool(state["kept"].get(r, False)) for r in RELATIONS}
-        _barrier()
+        barrier()
 
     def _file(self, epoch: int) -> Path:
         return self.dir / f"epoch-{epoch:04d}-rank-{self.rank}.pt"
@@ -339,30 +339,33 @@ class ShardedTables:
         return out
 
     @staticmethod
-    def _whole(dist_tensor, table: ShardedEmbedding) -> torch.Tensor:
+    def _whole(tensor, table: ShardedEmbedding) -> torch.Tensor:
         """A table's every row, in the dataset's item order."""
-        return _pull_all(dist_tensor, table.new_ids, (table.num_embeddings, table.embedding_dim), torch.float32)
+        return pull_all(tensor, table.new_ids, (table.num_embeddings, table.embedding_dim), torch.float32)
 
 
-def _pull_all(dist_tensor, new_ids: torch.Tensor, shape: Tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
-    """Every row of an item-indexed ``dist_tensor`` (DistDGL's ids), in the dataset's item order,
-    pulled :data:`CHUNK` rows at a time."""
+def pull_all(tensor, new_ids: torch.Tensor, shape: Tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+    """Every row of an item-indexed ``DistTensor`` (DistDGL's ids), in the dataset's item order
+    (``new_ids``: DistDGL's id of each dataset item), pulled :data:`CHUNK` rows at a time."""
     out = torch.empty(shape, dtype=dtype)
     for items in torch.arange(shape[0]).split(CHUNK):
-        out[items] = dist_tensor[new_ids[items]]
+        out[items] = tensor[new_ids[items]]
     return out
 
 
-def _read(dist_tensor, ids: torch.Tensor) -> torch.Tensor:
-    return torch.cat([dist_tensor[chunk] for chunk in ids.split(CHUNK)]) if ids.numel() else dist_tensor[ids]
+def read_rows(tensor, ids: torch.Tensor) -> torch.Tensor:
+    """The rows ``ids`` (DistDGL's ids) of a ``DistTensor``, read :data:`CHUNK` at a time."""
+    return torch.cat([tensor[chunk] for chunk in ids.split(CHUNK)]) if ids.numel() else tensor[ids]
 
 
-def _write(dist_tensor, ids: torch.Tensor, rows: torch.Tensor) -> None:
+def write_rows(tensor, ids: torch.Tensor, rows: torch.Tensor) -> None:
+    """Write ``rows`` into the rows ``ids`` (DistDGL's ids) of a ``DistTensor``, :data:`CHUNK` at a time."""
     for chunk, values in zip(ids.split(CHUNK), rows.split(CHUNK)):
-        dist_tensor[chunk] = values
+        tensor[chunk] = values
 
 
-def _barrier() -> None:
+def barrier() -> None:
+    """Wait for every trainer of the ``torch.distributed`` group (nothing in a group of one)."""
     import torch.distributed as dist
     if dist.is_initialized() and dist.get_world_size() > 1:
         dist.barrier()
@@ -373,4 +376,5 @@ def shard_files(run_dir: os.PathLike | str) -> List[Path]:
     return sorted((Path(run_dir) / SHARDS).glob("epoch-*-rank-*.pt"))
 
 
-__all__ = ["ShardedEmbedding", "ShardedRows", "ShardedTables", "check_shardable", "shard_files"]
+__all__ = ["ShardedEmbedding", "ShardedRows", "ShardedTables", "barrier", "check_shardable", "dist_tensor", "pull_all",
+           "read_rows", "shard_files", "write_rows"]

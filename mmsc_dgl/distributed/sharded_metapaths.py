@@ -171,15 +171,15 @@ class ShardedMetaPaths:
     def whole(self):
         """Every table, pulled back whole: the :class:`~mmsc_dgl.metapath.table.MetaPathTables`
         one machine would hold (the same pairs and shares as the gathered tables)."""
-        from mmsc_dgl.distributed.sharded import _pull_all
+        from mmsc_dgl.distributed.sharded import pull_all
         from mmsc_dgl.metapath.build import table_from_coo
         from mmsc_dgl.metapath.table import MetaPathTables
         out = []
         for path in self.paths:
             table = self.tables[path.name]
             shape = (table.num_rows, table.width)
-            neighbours = _pull_all(table.neighbours, table.new_ids, shape, torch.int64)
-            shares = _pull_all(self.shares[path.name], table.new_ids, shape, torch.float32)
+            neighbours = pull_all(table.neighbours, table.new_ids, shape, torch.int64)
+            shares = pull_all(self.shares[path.name], table.new_ids, shape, torch.float32)
             mask = neighbours >= 0
             rows = torch.arange(shape[0]).unsqueeze(1).expand(shape)[mask]
             out.append(table_from_coo(rows.numpy(), neighbours[mask].numpy(), shares[mask].numpy(), shape[0], path,
@@ -203,7 +203,7 @@ def shard_metapath_tables(graph, orig: torch.Tensor, mine: torch.Tensor, paths, 
         info: what the tables record of how they were made (``metapaths.pt``'s ``info``).
     """
     from mmsc_dgl.distributed.sampling import default_sampler, sample_metapath_neighbors
-    from mmsc_dgl.distributed.sharded import SHARDS, _barrier, _dist_tensor, _write
+    from mmsc_dgl.distributed.sharded import SHARDS, barrier, dist_tensor, write_rows
     from mmsc_dgl.schema import NODE_TYPE
     policy = graph.get_node_partition_policy(NODE_TYPE)
     num_items, k = int(orig.numel()), int(config.max_neighbors)
@@ -235,17 +235,17 @@ def shard_metapath_tables(graph, orig: torch.Tensor, mine: torch.Tensor, paths, 
                                                           tie_seed=config.seed)
             neighbours, share = padded_rows(rows, orig[cols], share, mine.numel(), k)
             own[path.name] = {"neighbours": neighbours, "share": share}
-        dist_neighbours = _dist_tensor(graph, policy, f"mmsc_metapath_{i}_neighbours", (num_items, k), rank,
+        dist_neighbours = dist_tensor(graph, policy, f"mmsc_metapath_{i}_neighbours", (num_items, k), rank,
                                        torch.int64)
-        dist_share = _dist_tensor(graph, policy, f"mmsc_metapath_{i}_share", (num_items, k), rank, torch.float32)
-        _write(dist_neighbours, mine, neighbours)
-        _write(dist_share, mine, share)
+        dist_share = dist_tensor(graph, policy, f"mmsc_metapath_{i}_share", (num_items, k), rank, torch.float32)
+        write_rows(dist_neighbours, mine, neighbours)
+        write_rows(dist_share, mine, share)
         tables[path.name] = ShardedNeighbours(dist_neighbours, new_ids, k)
         shares[path.name] = dist_share
         pairs += int((neighbours >= 0).sum())
         logger.info("meta-path %s: %s neighbour pairs over this trainer's items", path.name,
                     f"{int((neighbours >= 0).sum()):,}")
-    _barrier()  # every trainer's rows written before any reads one
+    barrier()  # every trainer's rows written before any reads one
     from mmsc_dgl.progress import report
     report("rank %d: %d meta-path tables sharded over the graph servers (%s pairs over its %s items, %s)", rank,
            len(paths), f"{pairs:,}", f"{mine.numel():,}",

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from types import SimpleNamespace
-from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Tuple, Union, cast
 
 import torch
 from torch import nn
@@ -101,7 +101,7 @@ class MMSC(GraphStateModule, Recommender):
             raise ValueError(f"hidden={config.hidden} must be a multiple of heads={config.heads}")
         # A CSR, a MetaPathTable (its CSR), or rows read on demand like a CSR (select_rows,
         # padded, drop_edges, max_degree: the sharded tables of mmsc_dgl.distributed).
-        csrs: Dict[str, CSR] = {name: (table if isinstance(table, CSR) or hasattr(table, "select_rows")
+        csrs: Dict[str, CSR] = {name: (cast(CSR, table) if isinstance(table, CSR) or hasattr(table, "select_rows")
                                        else table.csr()) for name, table in tables.items()}
         covered = {c.num_rows for c in csrs.values()} | {c.num_src for c in csrs.values()}
         if covered - {num_items}:
