@@ -68,15 +68,24 @@ class LaunchResult:
     ``/proc`` while the job ran."""
 
 
-def _peak_rss_mib(pid: int) -> float:
+def proc_memory_mib(pid="self", names=("VmHWM",)) -> Dict[str, float]:
+    """The memory fields ``names`` of ``/proc/PID/status`` (kB there), in MiB; those the file
+    lacks, or all where it cannot be read (the process is gone, or there is no ``/proc``), are
+    left out."""
+    found: Dict[str, float] = {}
     try:
         with open(f"/proc/{pid}/status") as handle:
             for line in handle:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
+                name, _, value = line.partition(":")
+                if name in names:
+                    found[name] = int(value.split()[0]) / 1024
     except OSError:
         pass
-    return 0.0
+    return found
+
+
+def _peak_rss_mib(pid: int) -> float:
+    return proc_memory_mib(pid).get("VmHWM", 0.0)
 
 
 def free_ports(count: int) -> List[int]:

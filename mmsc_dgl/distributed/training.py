@@ -35,7 +35,8 @@ test this code.
 What this does not distribute yet (docs/distributed.md, "What is whole on every trainer"):
 every process reads the dataset (validation and test edges, negatives) and its content features,
 and holds the whole training graph (MMSC's path evidence uses it, and the graph branch's table is
-built from it), and, without ``shard_embeddings``, the gathered tables.  At 100k items that is a copy of a few hundred MiB per trainer; at 100M items
+built from it), and, without ``shard_embeddings``, the gathered tables.  At 100k items that is
+about 1.1 GB per trainer beyond its 0.5 GB of imports (measured phase by phase); at 100M items
 those must become per-batch.  Walks drawn by the servers are not seeded by the trainers, so a
 distributed run is reproducible in distribution only.
 """
@@ -78,15 +79,8 @@ class MemoryPhases:
         self.marks: List[Tuple[str, float, float, float]] = []
 
     def mark(self, phase: str) -> None:
-        fields = {}
-        try:
-            with open("/proc/self/status") as handle:
-                for line in handle:
-                    name, _, value = line.partition(":")
-                    if name in ("VmRSS", "VmHWM", "RssShmem"):
-                        fields[name] = int(value.split()[0]) / 1024
-        except OSError:
-            return
+        from mmsc_dgl.distributed.launch import proc_memory_mib
+        fields = proc_memory_mib("self", ("VmRSS", "VmHWM", "RssShmem"))
         if "VmRSS" in fields and "VmHWM" in fields:
             self.marks.append((phase, fields["VmRSS"], fields["VmHWM"], fields.get("RssShmem", 0.0)))
 
@@ -361,12 +355,7 @@ def _model_state_mib(model, optimizer, states: Dict[str, dict]) -> Tuple[float, 
     seen: set = set()
 
     def size(tensors) -> int:
-        total = 0
-        for t in tensors:
-            if isinstance(t, torch.Tensor) and t.numel() and t.data_ptr() not in seen:
-                seen.add(t.data_ptr())
-                total += t.numel() * t.element_size()
-        return total
+        return _tensor_bytes(tensors, seen)
     params = list(model.parameters())
     state = size(params) + size(p.grad for p in params)
     if optimizer is not None:
@@ -385,19 +374,23 @@ def _evidence_mib(model) -> float:
     evidence = getattr(model, "evidence", None)
     if evidence is None:
         return 0.0
-    seen: set = set()
-    total = 0
     counter = evidence.counter
-    tensors = [t for g in counter.graphs.values() for t in g.buffers()] + list(counter._keys.values())
-    tensors.append(counter.weight)
+    tensors = [t for g in counter.graphs.values() for t in g.buffers()] + [*counter._keys.values(), counter.weight]
     table = getattr(evidence, "_table", None)
     if table is not None:
         tensors += [table.keys, table.values]
+    return _tensor_bytes(tensors, set()) / 2**20
+
+
+def _tensor_bytes(tensors, seen: set) -> int:
+    """The bytes of ``tensors``, each storage once (``seen``: the data pointers counted already,
+    shared between calls that must not count a tensor twice)."""
+    total = 0
     for t in tensors:
         if isinstance(t, torch.Tensor) and t.numel() and t.data_ptr() not in seen:
             seen.add(t.data_ptr())
             total += t.numel() * t.element_size()
-    return total / 2**20
+    return total
 
 
 def _check_sharding(run_dir: Path, shard_embeddings: bool) -> None:
