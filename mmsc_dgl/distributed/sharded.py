@@ -180,6 +180,22 @@ def check_shardable(config) -> None:
                         "id table in each step.", fix="set model.propagate_ids: 0.")
 
 
+def dataset_to_dist_ids(orig: torch.Tensor) -> torch.Tensor:
+    """[num_items] DistDGL's id of each dataset item: the inverse of ``orig`` (``mapping.pt``'s
+    dataset id of each DistDGL id)."""
+    new_ids = torch.empty_like(orig)
+    new_ids[orig] = torch.arange(orig.numel(), dtype=orig.dtype)
+    return new_ids
+
+
+def check_shard_owner(state: dict, path: Path, rank: int, world: int, mine: torch.Tensor) -> None:
+    """Refuse a shard file (``state``, read from ``path``) that trainer ``rank`` of ``world`` did
+    not write for its items ``mine``: a job resumed with another number of trainers."""
+    if int(state["world"]) != world or not torch.equal(state["ids"], mine):
+        raise DataError(f"this shard was written by trainer {rank} of {state['world']}, for other items.",
+                        path=path, fix=f"resume with the same number of trainers ({state['world']}).")
+
+
 class ShardedTables:
     """The model's item-sized tables moved onto DistDGL's servers, and what the
     :class:`~mmsc_dgl.train.trainer.Trainer` asks of them (its ``sharded`` argument).
@@ -203,8 +219,7 @@ class ShardedTables:
         self.mine = mine.to(torch.int64)
         self.dir = Path(run_dir) / SHARDS
         policy = graph.get_node_partition_policy(NODE_TYPE)
-        new_ids = torch.empty_like(orig)
-        new_ids[orig] = torch.arange(orig.numel(), dtype=orig.dtype)
+        new_ids = dataset_to_dist_ids(orig)
         self.slots: Dict[str, Tuple[nn.Module, str]] = {}
         self.tables: Dict[str, ShardedEmbedding] = {}
         self.best: Dict[str, dict] = {}
@@ -233,7 +248,8 @@ class ShardedTables:
         logger.info("rank %d: %d item tables sharded over the graph servers (%s)", rank, len(self.tables),
                     ", ".join(self.tables))
 
-    def _shard_capped_table(self, graph, policy, orig: torch.Tensor, new_ids: torch.Tensor) -> Dict[Tuple[str, str], ShardedRows]:
+    def _shard_capped_table(self, graph, policy, orig: torch.Tensor,
+                            new_ids: torch.Tensor) -> Dict[Tuple[str, str], ShardedRows]:
         """The graph branch's capped table (each item's ``cap`` propagation columns and weights,
         per relation) moved onto the servers as :class:`ShardedRows`: a step pulls the rows of
         its items, as it pulls their embeddings.  Each trainer writes its share of the table the
@@ -302,9 +318,7 @@ class ShardedTables:
                                            "reads, or train again with --overwrite.")
         from mmsc_dgl.train.checkpoint import load_checkpoint
         state = load_checkpoint(path)
-        if int(state["world"]) != self.world or not torch.equal(state["ids"], self.mine):
-            raise DataError(f"this shard was written by trainer {self.rank} of {state['world']}, for other items.",
-                            path=path, fix=f"resume with the same number of trainers ({state['world']}).")
+        check_shard_owner(state, path, self.rank, self.world, self.mine)
         for prefix, table in self.tables.items():
             saved = state["tables"][prefix]
             write_rows(table.table.weight, self.mine, saved["rows"])
@@ -376,5 +390,5 @@ def shard_files(run_dir: os.PathLike | str) -> List[Path]:
     return sorted((Path(run_dir) / SHARDS).glob("epoch-*-rank-*.pt"))
 
 
-__all__ = ["ShardedEmbedding", "ShardedRows", "ShardedTables", "barrier", "check_shardable", "dist_tensor", "pull_all",
-           "read_rows", "shard_files", "write_rows"]
+__all__ = ["ShardedEmbedding", "ShardedRows", "ShardedTables", "barrier", "check_shard_owner", "check_shardable",
+           "dataset_to_dist_ids", "dist_tensor", "pull_all", "read_rows", "shard_files", "write_rows"]

@@ -27,12 +27,12 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple, cast
 
 import torch
 
 from mmsc_dgl.errors import DataError
-from mmsc_dgl.ops.csr import CSR
+from mmsc_dgl.ops.csr import CSR, DroppedEdges
 
 logger = logging.getLogger(__name__)
 
@@ -120,24 +120,19 @@ class ShardedNeighbours:
         return f"ShardedNeighbours(rows={self.num_rows:,}, width={self.width}, on DistDGL's servers)"
 
 
-class DroppedRows:
+class DroppedRows(DroppedEdges):
     """:class:`ShardedNeighbours` with each edge of the rows pulled through it dropped with
     probability ``p`` (the graph-dropout view that :meth:`CSR.drop_edges
-    <mmsc_dgl.ops.csr.CSR.drop_edges>` makes of a whole table, drawn for the pulled rows only)."""
+    <mmsc_dgl.ops.csr.CSR.drop_edges>` makes of a whole table, drawn for the pulled rows only):
+    :class:`~mmsc_dgl.ops.csr.DroppedEdges`' padded lists and draw, read as a sub-adjacency too."""
 
     def __init__(self, table: ShardedNeighbours, p: float, generator: Optional[torch.Generator] = None):
-        self.table, self.p, self.generator = table, float(p), generator
-
-    def _keep(self, shape) -> torch.Tensor:
-        return torch.rand(shape, generator=self.generator) >= self.p
+        super().__init__(cast(CSR, table), p, generator)  # it reads rows through padded() only
+        self.table = table
 
     def select_rows(self, nodes: torch.Tensor) -> CSR:
         pulled = self.table.rows(nodes)
-        return _csr_of(pulled, self.table.num_src, self._keep(pulled.shape).to(pulled.device))
-
-    def padded(self, nodes: torch.Tensor, width: Optional[int] = None) -> Tuple[torch.Tensor, torch.Tensor]:
-        neighbours, mask = self.table.padded(nodes, width)
-        return neighbours, mask & self._keep(mask.shape).to(mask.device)
+        return _csr_of(pulled, self.table.num_src, self.keep(pulled.shape, pulled.device))
 
 
 class ShardedMetaPaths:
@@ -203,21 +198,19 @@ def shard_metapath_tables(graph, orig: torch.Tensor, mine: torch.Tensor, paths, 
         info: what the tables record of how they were made (``metapaths.pt``'s ``info``).
     """
     from mmsc_dgl.distributed.sampling import default_sampler, sample_metapath_neighbors
-    from mmsc_dgl.distributed.sharded import SHARDS, barrier, dist_tensor, write_rows
+    from mmsc_dgl.distributed.sharded import (SHARDS, barrier, check_shard_owner, dataset_to_dist_ids, dist_tensor,
+                                              write_rows)
     from mmsc_dgl.schema import NODE_TYPE
     policy = graph.get_node_partition_policy(NODE_TYPE)
     num_items, k = int(orig.numel()), int(config.max_neighbors)
-    new_ids = torch.empty_like(orig)
-    new_ids[orig] = torch.arange(num_items, dtype=orig.dtype)
+    new_ids = dataset_to_dist_ids(orig)
     mine = mine.to(torch.int64)
     saved = None
     path_file = Path(run_dir) / SHARDS / FILE.format(rank=rank)
     if resume and path_file.exists():
         from mmsc_dgl.train.checkpoint import load_checkpoint
         saved = load_checkpoint(path_file)
-        if int(saved["world"]) != world or not torch.equal(saved["ids"], mine):
-            raise DataError(f"these meta-path rows were written by trainer {rank} of {saved['world']}, for other "
-                            f"items.", path=path_file, fix=f"resume with the same number of trainers ({saved['world']}).")
+        check_shard_owner(saved, path_file, rank, world, mine)
         missing = [p.name for p in paths if p.name not in saved["tables"]]
         if missing:
             raise DataError(f"this trainer's meta-path rows lack {', '.join(missing)}.", path=path_file,
@@ -242,9 +235,9 @@ def shard_metapath_tables(graph, orig: torch.Tensor, mine: torch.Tensor, paths, 
         write_rows(dist_share, mine, share)
         tables[path.name] = ShardedNeighbours(dist_neighbours, new_ids, k)
         shares[path.name] = dist_share
-        pairs += int((neighbours >= 0).sum())
-        logger.info("meta-path %s: %s neighbour pairs over this trainer's items", path.name,
-                    f"{int((neighbours >= 0).sum()):,}")
+        present = int((neighbours >= 0).sum())
+        pairs += present
+        logger.info("meta-path %s: %s neighbour pairs over this trainer's items", path.name, f"{present:,}")
     barrier()  # every trainer's rows written before any reads one
     from mmsc_dgl.progress import report
     report("rank %d: %d meta-path tables sharded over the graph servers (%s pairs over its %s items, %s)", rank,

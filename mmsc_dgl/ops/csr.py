@@ -269,10 +269,13 @@ class DroppedEdges:
     def __init__(self, csr: CSR, p: float, generator: Optional[torch.Generator] = None):
         self.csr, self.p, self.generator = csr, float(p), generator
 
+    def keep(self, shape, device) -> torch.Tensor:
+        """Which of ``shape`` slots (or edges) stay: one draw each, kept with probability ``1 - p``."""
+        return torch.rand(shape, generator=self.generator).to(device) >= self.p
+
     def padded(self, rows: torch.Tensor, width: Optional[int] = None) -> Tuple[torch.Tensor, torch.Tensor]:
         neighbours, mask = self.csr.padded(rows, width)
-        keep = torch.rand(mask.shape, generator=self.generator).to(mask.device) >= self.p
-        return neighbours, mask & keep
+        return neighbours, mask & self.keep(mask.shape, mask.device)
 
 
 def as_csr(graph: Any, etype: Any = None) -> CSR:
