@@ -135,6 +135,7 @@ def test_sharded_tables_on_two_partitions_match_one_machine(root):
                                                                              f"epoch-{EPOCHS:04d}-rank-1.pt"]
     for r in range(2):  # the meta-path tables were sharded too, and the resumed job read its rows back
         assert "sharded over the graph servers" in logs[r] and "read back from its shard" in logs[r]
+        assert "path evidence sharded over the graph servers" in logs[r]
     _tables_are_the_shards(run, root / "parts2", 2)
     metrics = json.loads((run / "metrics.json").read_text())
     single = train(root / "ds", root / "single-capped", TrainConfig.load(config_file, {"epochs": EPOCHS,
@@ -240,10 +241,13 @@ def test_sharded_tables_learn_checkpoint_their_shards_and_end_in_an_ordinary_run
         steps = shard["tables"][t]["moments"][0]
         assert (steps > 0).float().mean() > 0.9, t
     assert "capped table (2 relations) sharded over the graph servers" in done.stderr
+    # the path evidence's graphs too: a step fetched its pairs' neighbour lists, none held whole
+    assert "path evidence sharded over the graph servers" in done.stderr
     assert "walked by the graph servers" in done.stderr and not (run / "metapaths.pt").exists()
     done = subprocess.run([sys.executable, "-c", script, "1", "0"], capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "read back from its shard" in done.stderr and "walked by the graph servers" not in done.stderr
+    assert "path evidence here 0.00 MiB (none whole" in done.stderr
     _tables_are_the_shards(run, small / "parts1", 1)
     orig = torch.load(small / "parts1" / "mapping.pt", weights_only=True)["orig_nids"]["item"]
     saved = torch.load(run / "model.pt", weights_only=True)["states"]

@@ -17,6 +17,7 @@ the bytes, messages and memory are what the estimate in docs/distributed.md scal
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import re
 import statistics
@@ -140,7 +141,10 @@ def run_train_case(part_dir: Path, parts: int, shard: bool, args) -> dict:
         for name, values in phases_of(log).items():  # the largest trainer's figure per phase
             phases[name] = [max(a, b) for a, b in zip(phases.get(name, [0.0] * len(values)), values)]
     servers = [v for k, v in result.peak_rss_mib.items() if k.startswith("server")]
+    epoch = json.loads((out / "run" / "history.json").read_text())[-1]  # process 0's one epoch
     return {"parts": parts, "sharded": shard, "items": args.items,
+            "step_seconds": round(epoch["train_seconds"] / max(epoch["steps"], 1), 3),
+            "validation_seconds": round(epoch["seconds"] - epoch["train_seconds"], 2),
             "trainer_state_mib": max(t[1] for t in trainers), "trainer_buffers_mib": max(t[2] for t in trainers),
             "trainer_peak_training_mib": max(t[0] for t in trainers),
             "trainer_peak_job_mib": max(v for k, v in result.peak_rss_mib.items() if k.startswith("trainer")),
@@ -187,6 +191,7 @@ def main(argv=None) -> None:
                    ("buffers MiB", "trainer_buffers_mib", ",.1f"), ("evidence MiB", "trainer_evidence_mib", ",.1f"),
                    ("trainer peak (training)", "trainer_peak_training_mib", ",.0f"),
                    ("trainer peak (job)", "trainer_peak_job_mib", ",.0f"), ("server peak", "server_peak_mib", ",.0f"),
+                   ("s/step", "step_seconds", ",.2f"), ("validation s", "validation_seconds", ",.1f"),
                    ("job s", "job_seconds", ",.0f")]
         print(format_table(columns, rows))
         if args.json:

@@ -24,9 +24,10 @@ branch's shared and per-relation rows), its gradient and Adam's two moments: fiv
 The graph branch's capped table (``graph_branch_cap``: each item's columns and weights of the
 propagation) is moved onto the servers too (:class:`ShardedRows`): a step pulls its items' rows.
 
-The meta-path tables are sharded by :mod:`mmsc_dgl.distributed.sharded_metapaths`.  What this
-does not shard yet: the evaluation after training (it holds whole tables, as it holds whole
-embeddings of the catalog) and the path counter's graph (issue 33, item 3).
+The meta-path tables are sharded by :mod:`mmsc_dgl.distributed.sharded_metapaths`, the path
+evidence's graphs by :mod:`mmsc_dgl.distributed.sharded_evidence`.  What this does not shard yet:
+the evaluation after training (it holds whole tables, as it holds whole embeddings of the
+catalog).
 Two differences from a single machine, both DGL's optimiser's: rows a step does not touch keep
 their moments (lazy Adam; torch's dense Adam moves every row), and a row's gradients from several
 lookups in one step are averaged, not summed.  The equivalence on loopback is in docs/distributed.md.

@@ -34,8 +34,9 @@ test this code.
 
 What this does not distribute yet (docs/distributed.md, "What is whole on every trainer"):
 every process reads the dataset (validation and test edges, negatives) and its content features,
-and holds the whole training graph (MMSC's path evidence uses it, and the graph branch's table is
-built from it), and, without ``shard_embeddings``, the gathered tables.  At 100k items that is
+and builds the model from the whole training graph (the path evidence's graphs and the graph
+branch's table; with ``shard_embeddings`` both then move onto the servers, and a step fetches what
+its batch needs), and, without ``shard_embeddings``, holds the gathered tables.  At 100k items that is
 about 1.1 GB per trainer beyond its 0.5 GB of imports (measured phase by phase); at 100M items
 those must become per-batch.  Walks drawn by the servers are not seeded by the trainers, so a
 distributed run is reproducible in distribution only.
@@ -375,6 +376,8 @@ def _evidence_mib(model) -> float:
     if evidence is None:
         return 0.0
     counter = evidence.counter
+    if not hasattr(counter, "graphs"):  # a FetchedPathCounter: its rows are on the graph servers
+        return 0.0
     tensors = [t for g in counter.graphs.values() for t in g.buffers()] + [*counter._keys.values(), counter.weight]
     table = getattr(evidence, "_table", None)
     if table is not None:
@@ -460,10 +463,12 @@ def _train(graph, dataset, dataset_dir, part_dir, record, config, paths, mine, m
                       progress=False)
     model = parts.model
     phases.mark("model")
-    sharded = None
+    sharded = sharded_evidence = None
     if shard_embeddings:  # before the broadcast: the tables' rows are the servers' from here
         from mmsc_dgl.distributed.sharded import ShardedTables
         sharded = ShardedTables(model, graph, orig, mine_new, config.lr, run_dir, rank, world)
+        from mmsc_dgl.distributed.sharded_evidence import shard_path_evidence
+        sharded_evidence = shard_path_evidence(model, graph, orig, mine_new, rank)
         phases.mark("sharded")
     with torch.no_grad():  # the same seed built the same weights; process 0's are taken all the same
         for p in model.parameters():
@@ -527,12 +532,15 @@ def _train(graph, dataset, dataset_dir, part_dir, record, config, paths, mine, m
                "gradients, Adam, best copies; id tables %s), buffers %.2f MiB", rank,
                resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, state,
                "on the graph servers" if sharded is not None else "in this trainer", buffers)
-        report("rank %d: path evidence here %.2f MiB (the training graphs, their edge keys and the pair table: "
-               "whole on every trainer)", rank, evidence)
+        report("rank %d: path evidence here %.2f MiB (%s)", rank, evidence,
+               "the training graphs, their edge keys and the pair table: whole on every trainer"
+               if sharded_evidence is None else "none whole: each step fetches its pairs' neighbour lists")
         if phases.marks:
             report("rank %d: resident memory after each phase, now/peak/shared MiB: %s", rank, phases.line())
         if sharded is not None:  # each relation's best rows pulled back: a single machine's model from here
             fit.relation_states = sharded.unshard(fit.relation_states)
+        if sharded_evidence is not None:  # the whole counter back, for the calibration and evaluation
+            sharded_evidence.unshard()
         if sharded_paths is not None and writer:  # the run's tables, for evaluate and recommend on one machine
             sharded_paths.whole().save(run_dir / TABLES)
 

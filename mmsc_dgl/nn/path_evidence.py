@@ -8,7 +8,7 @@ from __future__ import annotations
 import copy
 import math
 from itertools import product
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Optional, Protocol, Sequence, Tuple, TypeGuard
 
 import torch
 from torch import nn
@@ -134,8 +134,11 @@ class PathEvidence(nn.Module):
         self._move(src.device)
         if self._table is not None:
             return self._table.lookup(src, dst)
-        return torch.stack([self.counter.pairs(x, y, src, dst) for x, y in self.metapaths]
-                           + [self.counter.linked(x, src, dst) for x in self.links], -1)
+        counter = self.counter
+        if _fetches(counter):  # graphs on DistDGL's servers: count over the pairs' neighbourhood
+            counter, _, (src, dst) = counter.around(src, dst)
+        return torch.stack([counter.pairs(x, y, src, dst) for x, y in self.metapaths]
+                           + [counter.linked(x, src, dst) for x in self.links], -1)
 
     @torch.no_grad()
     def candidate_counts(self, src: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
@@ -159,10 +162,13 @@ class PathEvidence(nn.Module):
         features [P, num_features])``, ``row`` an index into ``src``.  Every other item's
         features are all zero.  Costs the paths, not ``len(src) x N``."""
         self._move(src.device)
+        counter, nodes = self.counter, None
+        if _fetches(counter):  # graphs on DistDGL's servers: the paths stay within two hops of src
+            counter, nodes, (src,) = counter.around(src, hops=2)
         parts: List[Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]] = [
-            self.counter.reached(x, y, src) for x, y in self.metapaths]
-        parts += [(*self.counter.neighbours(x, src), None) for x in self.links]
-        n = self.counter.num_items
+            counter.reached(x, y, src) for x, y in self.metapaths]
+        parts += [(*counter.neighbours(x, src), None) for x in self.links]
+        n = counter.num_items
         keys, inverse = torch.unique(torch.cat([r * n + c for r, c, _ in parts]), return_inverse=True)
         features = torch.zeros(keys.numel(), len(self.names), device=src.device)
         start = 0
@@ -170,7 +176,8 @@ class PathEvidence(nn.Module):
             at = inverse[start: start + r.numel()]
             features[at, f] = 1.0 if value is None else value
             start += r.numel()
-        return keys // n, keys % n, features
+        col = keys % n
+        return keys // n, col if nodes is None else nodes[col], features
 
     def forward(self, counts: torch.Tensor, relation: str) -> torch.Tensor:
         """The score term of ``relation`` for pairs with these ``counts`` [..., M] -> [...]."""
@@ -235,7 +242,7 @@ class PathEvidence(nn.Module):
         candidates, the dense rows win on the real datasets (about 9x on Gift Cards, 1.5x on
         Beauty's 12,101 items and 40 edges an item) and the walks win about 40x on a million items
         with ten edges each (where validation and calibration spent their time in dense rows)."""
-        if candidates < 64:
+        if candidates < 64 or _fetches(self.counter):  # no dense rows over a catalog on the servers
             return False
         n = max(self.counter.num_items, 1)
         edges = max(sum(g.num_edges for g in self.counter.graphs.values()) / max(len(self.counter.graphs), 1), 1.0)
@@ -289,6 +296,22 @@ class PathEvidence(nn.Module):
 
     def extra_repr(self) -> str:
         return f"features={self.names}"
+
+
+class Neighbourhoods(Protocol):
+    """A counter whose graphs' rows are pulled per call
+    (:class:`~mmsc_dgl.distributed.sharded_evidence.FetchedPathCounter`, which this floor does
+    not import): ``around(*items, hops)`` gives a :class:`PathCounter` over the items'
+    neighbourhood, its items' ids, and ``items`` in those ids."""
+
+    def around(self, *items: torch.Tensor, hops: int = 1) -> Tuple[PathCounter, torch.Tensor, List[torch.Tensor]]:
+        ...
+
+
+def _fetches(counter) -> TypeGuard[Neighbourhoods]:
+    """Whether ``counter`` counts over the neighbourhood of a call's items (:class:`Neighbourhoods`)
+    instead of whole graphs."""
+    return hasattr(counter, "around")
 
 
 def _term(mlp: nn.Module, keep: torch.Tensor, counts: torch.Tensor,
