@@ -129,7 +129,11 @@ def test_mmsc_with_evidence_on_the_servers_is_mmsc_and_unshards_to_its_counter(m
     torch.manual_seed(1)  # the same dropout draws in both
     loss_one = one.loss(batch)["total"]
     torch.manual_seed(1)
+    fetches = []
+    counter = other.evidence.counter
+    monkeypatch.setattr(counter, "around", lambda *a, **k: fetches.append(1) or FetchedPathCounter.around(counter, *a, **k))
     loss_other = other.loss(batch)["total"]
+    assert len(fetches) == 1  # one neighbourhood for the step's pairs of both relations
     assert torch.allclose(loss_one, loss_other, atol=1e-6)
     loss_one.backward()
     loss_other.backward()
@@ -149,3 +153,15 @@ def test_mmsc_with_evidence_on_the_servers_is_mmsc_and_unshards_to_its_counter(m
 def test_padded_neighbours_are_each_rows_sorted_list():
     g = CSR.from_edges(torch.tensor([0, 0, 2]), torch.tensor([2, 1, 0]), 3)
     assert padded_neighbours(g, torch.tensor([2, 1, 0]), 3).tolist() == [[0, -1, -1], [-1, -1, -1], [1, 2, -1]]
+
+
+def test_pair_counts_of_several_sets_are_each_sets_counts():
+    whole, fetched = _evidence(4)
+    g = torch.Generator().manual_seed(5)
+    sets = [(torch.randint(0, N, (6,), generator=g), torch.randint(0, N, (6,), generator=g)),
+            (torch.randint(0, N, (6, 3), generator=g), torch.randint(0, N, (6, 3), generator=g))]
+    for evidence in (whole, fetched):
+        together = evidence.pair_counts(sets)
+        for got, (src, dst) in zip(together, sets):
+            assert got.shape == (*src.shape, len(evidence.names))
+            assert torch.equal(got, evidence.counts(src, dst))

@@ -402,6 +402,11 @@ class MMSC(GraphStateModule, Recommender):
         use_ssl = cfg.ssl_weight > 0
         z1 = self.encode(nodes)  # the supervised term sees the tables as they are at inference
         parts = {"ranking": torch.zeros((), device=nodes.device)}
+        # every pair's path evidence in one call (one neighbourhood fetched where the graphs are
+        # on DistDGL's servers): per relation its positives' counts, then its negatives'
+        counts = iter(self.evidence.pair_counts([p for r in RELATIONS if r in batch for p in (
+            (batch[r][0], batch[r][1]), (batch[r][0].unsqueeze(1).expand_as(batch[r][2]), batch[r][2]))])
+            if self.evidence is not None else [])
         offset = 0
         for r in RELATIONS:
             if r not in batch:
@@ -418,9 +423,10 @@ class MMSC(GraphStateModule, Recommender):
             s_neg = (e[i_src].unsqueeze(1) * t[i_neg]).sum(-1)
             if self.evidence is not None:
                 edgeless = self._edgeless_sources(b, generator, src.device)
-                s_pos = s_pos + self.evidence.pair_scores(src, pos, r, edgeless)
+                s_pos = s_pos + self.evidence.pair_scores(src, pos, r, edgeless, counts=next(counts))
                 s_neg = s_neg + self.evidence.pair_scores(src.unsqueeze(1).expand_as(neg), neg, r,
-                                                          None if edgeless is None else edgeless.unsqueeze(1).expand_as(neg))
+                                                          None if edgeless is None else edgeless.unsqueeze(1).expand_as(neg),
+                                                          counts=next(counts))
             if cfg.loss == "softmax":
                 parts["ranking"] = parts["ranking"] + sampled_softmax_loss(s_pos, s_neg)
             else:

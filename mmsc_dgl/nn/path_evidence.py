@@ -207,12 +207,24 @@ class PathEvidence(nn.Module):
         return torch.cat([(counts * getattr(self, f"_linked_{relation}")).sum(-1, keepdim=True),
                           counts[..., : len(self.metapaths)]], -1)
 
+    def pair_counts(self, pairs: Sequence[Tuple[torch.Tensor, torch.Tensor]]) -> List[torch.Tensor]:
+        """:meth:`counts` of several sets of pairs ``(src, dst)`` in one call (each set its own
+        shape): a training step's positives and negatives of both relations, so that a counter
+        on DistDGL's servers fetches one neighbourhood per step.  The same counts as one call
+        per set."""
+        src = torch.cat([s.reshape(-1) for s, _ in pairs])
+        dst = torch.cat([d.reshape(-1) for _, d in pairs])
+        flat = self.counts(src, dst)
+        return [c.view(*s.shape, c.shape[-1]) for c, (s, _) in zip(flat.split([s.numel() for s, _ in pairs]), pairs)]
+
     def pair_scores(self, src: torch.Tensor, dst: torch.Tensor, relation: str,
-                    edgeless: Optional[torch.Tensor] = None) -> torch.Tensor:
+                    edgeless: Optional[torch.Tensor] = None, counts: Optional[torch.Tensor] = None) -> torch.Tensor:
         """The term of ``relation`` for pairs ``(src, dst)``; where ``edgeless`` (bool, the
         pairs' shape) is set, only what a source without edges would have counts (training's
-        ``evidence_dropout``)."""
-        counts = self.counts(src, dst)
+        ``evidence_dropout``).  ``counts``: the pairs' :meth:`counts`, where the caller has them
+        (:meth:`pair_counts`)."""
+        if counts is None:
+            counts = self.counts(src, dst)
         if edgeless is not None:
             counts = torch.where(edgeless.unsqueeze(-1), counts * self._edgeless, counts)
         return self(counts, relation)
