@@ -6,8 +6,12 @@ make it, so every count is checked against the whole graphs without servers (the
 is in tests/test_dist_train.py)."""
 import copy
 import types
+from unittest import mock
 
+import pytest
 import torch
+
+dgl = pytest.importorskip("dgl")
 
 from mmsc_dgl.config import ModelConfig
 from mmsc_dgl.distributed import sharded as sharded_module
@@ -38,28 +42,61 @@ def _id_map(seed: int):
     return orig, new_ids
 
 
-def _fetched(counter, seed: int = 0) -> FetchedPathCounter:
-    """The whole counter's graphs as padded rows stored under DistDGL-like ids."""
+def _stored(edges, new_ids):
+    """The graph a partition's servers hold (each relation reversed), under DistDGL-like ids, as
+    one local DGLGraph: what :class:`GraphRows` samples without servers."""
+    train = dgl.heterograph({("item", r, "item"): (new_ids[e.src], new_ids[e.dst]) for r, e in edges.items()},
+                            num_nodes_dict={"item": N}, idtype=torch.int64)
+    graph = dgl.reverse(train)
+    graph.get_node_partition_policy = lambda ntype: None
+    return graph
+
+
+class _Servers:
+    """``dist_tensor`` made plain tensors (every entry -7 until written)."""
+
+    def __init__(self):
+        self.made = {}
+
+    def __call__(self, graph, policy, name, shape, rank, dtype=torch.float32):
+        self.made[name] = torch.full(shape, -7, dtype=dtype)
+        return self.made[name]
+
+
+def _shard(model_or_evidence, edges, seed: int = 0):
+    """``shard_path_evidence`` without servers: the relations from a local graph of the servers'
+    layout, the other rows in plain tensors; returns its result and the tensors it made."""
+    servers = _Servers()
     orig, new_ids = _id_map(seed)
-    rows = {}
-    for name, g in counter.graphs.items():
-        rows[name] = padded_neighbours(g, orig, int(g.max_degree()))  # row d holds dataset item orig[d]
-    return FetchedPathCounter(rows, counter.weight[orig].clone(), new_ids, counter.weigh_by)
+    with mock.patch.object(sharded_module, "dist_tensor", servers):
+        out = shard_path_evidence(model_or_evidence, _stored(edges, new_ids), orig, torch.arange(N), rank=0)
+    assert all((t != -7).all() for t in servers.made.values())  # every row written
+    return out, servers.made
 
 
-def _evidence(seed: int):
+def _evidence(seed: int, symmetric: bool = False):
     edges = _edges(seed)
+    if symmetric:
+        edges = {r: types.SimpleNamespace(src=torch.cat([e.src, e.dst]), dst=torch.cat([e.dst, e.src]))
+                 for r, e in edges.items()}
     similar = _edges(seed + 50, count=60)["substitute"]
     counter = adamic_adar_counter(N, {**edges, SIMILAR: similar}, weigh_by=RELATIONS)
     whole = PathEvidence(counter, RELATIONS)
     fetched = copy.copy(whole)
     fetched.__dict__ = dict(whole.__dict__)
-    fetched.counter, fetched._table = _fetched(counter, seed), None
+    _, made = _shard(types.SimpleNamespace(evidence=fetched), edges, seed)
+    assert isinstance(fetched.counter, FetchedPathCounter) and fetched._table is None
+    # the relations' out-edges from the servers' graph; their other in-edges (none where each
+    # edge is there both ways) and the look-alikes as padded rows
+    assert sorted(made) == (["mmsc_evidence_2_rows", "mmsc_evidence_weight"] if symmetric else
+                            ["mmsc_evidence_0_in_rows", "mmsc_evidence_1_in_rows", "mmsc_evidence_2_rows",
+                             "mmsc_evidence_weight"])
     return whole, fetched
 
 
-def test_counts_from_fetched_rows_are_the_whole_graphs_counts():
-    whole, fetched = _evidence(0)
+@pytest.mark.parametrize("symmetric", [False, True])
+def test_counts_from_fetched_rows_are_the_whole_graphs_counts(symmetric):
+    whole, fetched = _evidence(0, symmetric)
     g = torch.Generator().manual_seed(1)
     src, dst = torch.randint(0, N, (300,), generator=g), torch.randint(0, N, (300,), generator=g)
     src[:20] = 0  # the hub
@@ -105,25 +142,15 @@ def _model(seed: int = 0) -> MMSC:
 
 
 def test_mmsc_with_evidence_on_the_servers_is_mmsc_and_unshards_to_its_counter(monkeypatch):
-    """``shard_path_evidence`` (its DistTensors plain tensors here) gives the model a fetched
-    counter with the same loss and gradients; ``unshard`` puts back the same graphs, weights and
-    pair table."""
+    """``shard_path_evidence`` gives the model a fetched counter with the same loss and
+    gradients; ``unshard`` puts back the same graphs, weights and pair table."""
     one = _model(0)
     other = copy.deepcopy(one)
     other.evidence = copy.copy(one.evidence)
     other.evidence.__dict__ = dict(one.evidence.__dict__)  # the same weights, its own counter slot
-    made = {}
-
-    def fake_tensor(graph, policy, name, shape, rank, dtype=torch.float32):
-        made[name] = torch.full(shape, -7, dtype=dtype)  # every row must be written
-        return made[name]
-    monkeypatch.setattr(sharded_module, "dist_tensor", fake_tensor)
-    orig, _ = _id_map(3)
-    graph = types.SimpleNamespace(get_node_partition_policy=lambda ntype: None)
     whole_counter = one.evidence.counter
-    sharded = shard_path_evidence(other, graph, orig, torch.arange(N), rank=0)
+    sharded, _ = _shard(other, _edges(0), seed=3)  # the edges the model was built with (_model)
     assert isinstance(other.evidence.counter, FetchedPathCounter) and other.evidence._table is None
-    assert all((t != -7).all() for t in made.values())
     batch = {r: (torch.tensor([0, 2, 3, 70]), torch.tensor([4, 5, 6, 1]),
                  torch.tensor([[7, 8], [9, 10], [11, 12], [0, 13]])) for r in RELATIONS}
     torch.manual_seed(1)  # the same dropout draws in both
@@ -165,3 +192,15 @@ def test_pair_counts_of_several_sets_are_each_sets_counts():
         for got, (src, dst) in zip(together, sets):
             assert got.shape == (*src.shape, len(evidence.names))
             assert torch.equal(got, evidence.counts(src, dst))
+
+
+def test_a_graph_the_servers_do_not_hold_is_written_as_padded_rows():
+    """Training edges changed after partitioning (``train_noise``): the servers' graph gives
+    edges the counter lacks, so each relation's rows are written out whole; the counts hold."""
+    model = _model(0)
+    whole = copy.copy(model.evidence)
+    whole.__dict__ = dict(model.evidence.__dict__)
+    _, made = _shard(model, _edges(9), seed=3)  # other edges than the model's
+    assert sorted(made) == ["mmsc_evidence_0_rows", "mmsc_evidence_1_rows", "mmsc_evidence_weight"]
+    src, dst = torch.randint(0, N, (200,)), torch.randint(0, N, (200,))
+    assert torch.allclose(model.evidence.counts(src, dst), whole.counts(src, dst), atol=1e-5)

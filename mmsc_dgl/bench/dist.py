@@ -45,10 +45,14 @@ def _dataset(work: Path, items: int, seed: int) -> Path:
 def _partitions(dataset: Path, parts: int, work: Path, feature_dim: int) -> Path:
     from mmsc_dgl.data.dataset import dataset_fingerprint
     from mmsc_dgl.distributed.partition import load_partition_record, partition_dataset
+    from mmsc_dgl.errors import DataError
     out = work / f"{dataset.name}-{parts}parts"
     if (out / "partition.json").exists():
-        record = load_partition_record(out)
-        if record["dataset_fingerprint"] == dataset_fingerprint(dataset) and record["num_parts"] == parts:
+        try:
+            record = load_partition_record(out)
+        except DataError:  # another format: partitioned again below
+            record = {}
+        if record.get("dataset_fingerprint") == dataset_fingerprint(dataset) and record.get("num_parts") == parts:
             return out
     partition_dataset(dataset, parts, out, features="hashed", feature_dim=feature_dim, overwrite=out.exists())
     return out

@@ -14,10 +14,15 @@ reads only the edges at ``i`` and at ``j`` and the weights of their neighbours, 
 (whether ``(i, j)`` is an edge of another relation) only the edges at ``i``.  So with
 ``--shard-embeddings``:
 
-- each evidence graph becomes a ``DistTensor`` of padded rows ``[N, max degree]`` (the dataset's
-  item ids of each item's undirected neighbours, sorted, ``-1`` past the row's end) and the
-  weights one ``[N]`` ``DistTensor``, partitioned as the items are; each trainer writes its own
-  items' rows (:func:`shard_path_evidence`);
+- each relation's graph is read from the graph the servers hold already: an item's in-edges
+  there are its out-edges in the dataset, fetched by DistDGL's neighbour sampling with a fan-out
+  of all (:class:`GraphRows`); a relation stored symmetrically (each edge both ways, as the
+  synthetic catalog stores both) needs nothing more.  Its in-edges that are not also
+  out-edges, which the servers cannot give (DistDGL 2.1 samples in-edges only), become a
+  ``DistTensor`` of padded rows ``[N, their largest count]`` (:class:`PaddedRows`), as does the
+  content look-alikes' graph (``content_paths``), which the partition does not hold at all, and
+  the Adamic-Adar weights one ``[N]`` ``DistTensor``; each trainer writes its own items' rows
+  (:func:`shard_path_evidence`);
 - in the model, the evidence's counter is a :class:`FetchedPathCounter`: for the pairs of a call it
   pulls the rows of their items (and, for :meth:`~mmsc_dgl.nn.path_evidence.PathEvidence.reached`,
   of their neighbours too), builds an ordinary :class:`~mmsc_dgl.ops.paths.PathCounter` over that
@@ -30,8 +35,14 @@ reads only the edges at ``i`` and at ``j`` and the weights of their neighbours, 
   machine's.
 
 Nothing in it is learnt or drawn: the rows are rebuilt the same at every start, so a resumed job
-needs no shard file of them.  The padded rows cost ``N x max degree x 4`` bytes on the servers,
-more than the graph's edges where degrees are skewed; the log says how full they are.
+needs no shard file of them.  Padded rows cost ``N x max degree x 4`` bytes on the servers; for
+the relations' graphs, whose degrees are skewed (a synthetic catalog of 100k items has items of
+2,700 neighbours, and padding took 2 GB for 2.3 million edges), they would cost far more than
+the edges, which is why those are read from the graph itself.  (Storing the in-edges in the
+partition as another edge type was tried: DGL 2.1's METIS crashed the process on the repeated
+edges, and its partitioner refuses an edge type without edges in some partition.)  The
+look-alike graph's degrees are bounded by ``content_paths`` out and its hubs' in-degree; the log
+says how full its rows are.
 """
 from __future__ import annotations
 
@@ -40,21 +51,80 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 
-from mmsc_dgl.distributed.sharded_metapaths import padded_csr
 from mmsc_dgl.ops.csr import CSR
 from mmsc_dgl.ops.paths import PathCounter, pair_table, undirected
 
 logger = logging.getLogger(__name__)
 
 
-class FetchedPathCounter:
-    """In :class:`~mmsc_dgl.nn.path_evidence.PathEvidence`, in the place of a whole
-    :class:`~mmsc_dgl.ops.paths.PathCounter`: graphs whose rows are pulled per call.
+class PaddedRows:
+    """A graph's undirected neighbours as padded rows of a ``DistTensor`` [num_items, width]
+    (DistDGL's ids; each row the dataset's ids of the item's neighbours, sorted, ``-1`` past its
+    end), or of anything indexed the same way."""
+
+    def __init__(self, tensor, new_ids: torch.Tensor):
+        self.tensor, self.new_ids = tensor, new_ids
+
+    def edges_at(self, items: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """``(item, neighbour)`` for every edge at ``items`` (the dataset's ids)."""
+        if items.numel() == 0:
+            return items, items
+        padded = self.tensor[self.new_ids[items]].to(torch.int64)
+        present = padded >= 0
+        return items.unsqueeze(1).expand_as(padded)[present], padded[present]
+
+
+class GraphRows:
+    """A relation's out-neighbours in the dataset, read from the graph the servers hold (stored
+    reversed: an item's in-edges there are its out-edges,
+    :data:`~mmsc_dgl.distributed.sampling.EDGE_DIR`) by neighbour sampling with a fan-out of
+    all; from a ``DistGraph``, or from a local ``DGLGraph`` of the same layout (how it is tested
+    without servers).  With ``extra`` (:class:`PaddedRows`), the edges it adds too: the
+    relation's in-edges that are not out-edges, for the undirected graph.
 
     Args:
-        rows: per graph name, a ``DistTensor`` (or anything indexed by DistDGL's ids) of padded
-            rows [num_items, width]: each item's neighbours in the dataset's ids, sorted, ``-1``
-            past the row's end.
+        graph: the ``DistGraph`` (or ``DGLGraph``).
+        relation: the relation.
+        new_ids: [num_items] DistDGL's id of each dataset item; ``orig`` the inverse.
+    """
+
+    def __init__(self, graph, relation: str, new_ids: torch.Tensor, orig: torch.Tensor,
+                 extra: Optional[PaddedRows] = None):
+        self.graph, self.new_ids, self.orig, self.extra = graph, new_ids, orig, extra
+        self.etype = next(e for e in graph.canonical_etypes if e[1] == relation)
+        self.fanout = {e: (-1 if e == self.etype else 0) for e in graph.canonical_etypes}
+
+    def with_extra(self, extra: Optional[PaddedRows]) -> "GraphRows":
+        return GraphRows(self.graph, self.etype[1], self.new_ids, self.orig, extra)
+
+    def edges_at(self, items: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """``(item, neighbour)`` for every edge at ``items`` (the dataset's ids)."""
+        import dgl
+        from mmsc_dgl.distributed.sampling import EDGE_DIR
+        if items.numel() == 0:
+            return items, items
+        nodes = self.new_ids[items]
+        if isinstance(self.graph, dgl.distributed.DistGraph):
+            sub = dgl.distributed.sample_etype_neighbors(self.graph, {self.etype[0]: nodes}, self.fanout,
+                                                         edge_dir=EDGE_DIR, etype_sorted=False)
+        else:
+            sub = dgl.sampling.sample_neighbors(self.graph, {self.etype[0]: nodes}, self.fanout, edge_dir=EDGE_DIR)
+        src, dst = sub.edges(etype=self.etype)
+        item, neighbour = self.orig[dst.to(torch.int64)], self.orig[src.to(torch.int64)]
+        if self.extra is None:
+            return item, neighbour
+        more = self.extra.edges_at(items)
+        return torch.cat([item, more[0]]), torch.cat([neighbour, more[1]])
+
+
+class FetchedPathCounter:
+    """In :class:`~mmsc_dgl.nn.path_evidence.PathEvidence`, in the place of a whole
+    :class:`~mmsc_dgl.ops.paths.PathCounter`: graphs whose edges at given items are fetched per
+    call.
+
+    Args:
+        rows: per graph name, its :class:`GraphRows` or :class:`PaddedRows` (anything with
+            ``edges_at(items) -> (item, neighbour)``, the dataset's ids).
         weight: the Adamic-Adar weight of each item [num_items] (DistDGL's ids).
         new_ids: [num_items] DistDGL's id of each dataset item.
         weigh_by: the graphs whose union gave ``weight`` (the whole counter's).
@@ -83,12 +153,6 @@ class FetchedPathCounter:
     def __deepcopy__(self, memo) -> "FetchedPathCounter":
         return self  # read-only, shared by copies of the model (as the whole counter is)
 
-    def _pull(self, name: str, items: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        """``(row item, neighbour)`` for every edge of graph ``name`` at ``items`` (dataset ids)."""
-        padded = self.rows[name][self.new_ids[items]].to(torch.int64)
-        present = padded >= 0
-        return items.unsqueeze(1).expand_as(padded)[present], padded[present]
-
     def around(self, *items: torch.Tensor, hops: int = 1) -> Tuple[PathCounter, torch.Tensor, List[torch.Tensor]]:
         """A :class:`~mmsc_dgl.ops.paths.PathCounter` over the neighbourhood of ``items`` (tensors
         of the dataset's ids, any shapes): every edge of every graph within ``hops - 1`` hops of
@@ -103,7 +167,7 @@ class FetchedPathCounter:
         for hop in range(max(int(hops), 1)):
             reached = []
             for name in self.rows:
-                src, dst = self._pull(name, frontier)
+                src, dst = self.rows[name].edges_at(frontier)
                 edges[name].append((src, dst))
                 reached.append(dst)
             if hop + 1 < hops:
@@ -134,26 +198,25 @@ class ShardedPathEvidence:
     :func:`shard_path_evidence`.
 
     Attributes:
-        rows: per graph name, the ``DistTensor`` of padded rows; ``widths`` their widths.
+        rows: per graph name, its :class:`GraphRows` or :class:`PaddedRows`.
         weight: the ``DistTensor`` of the Adamic-Adar weights.
     """
 
-    def __init__(self, evidence, rows: Dict[str, Any], widths: Dict[str, int], weight, new_ids: torch.Tensor,
+    def __init__(self, evidence, rows: Dict[str, Any], weight, new_ids: torch.Tensor,
                  weigh_by: Optional[Tuple[str, ...]], had_table: bool):
-        self.evidence, self.rows, self.widths, self.weight = evidence, rows, widths, weight
+        self.evidence, self.rows, self.weight = evidence, rows, weight
         self.new_ids, self.weigh_by, self.had_table = new_ids, weigh_by, had_table
 
     def whole_counter(self) -> PathCounter:
-        """Every row pulled back: the whole :class:`~mmsc_dgl.ops.paths.PathCounter` the model
-        was built with (the same graphs and weights)."""
-        from mmsc_dgl.distributed.sharded import pull_all
+        """Every item's edges fetched back: the whole :class:`~mmsc_dgl.ops.paths.PathCounter`
+        the model was built with (the same graphs and weights)."""
+        from mmsc_dgl.distributed.sharded import CHUNK, pull_all
         n = int(self.new_ids.numel())
         graphs = {}
-        for name, tensor in self.rows.items():
-            padded = pull_all(tensor, self.new_ids, (n, self.widths[name]), torch.int32).to(torch.int64)
-            graphs[name] = padded_csr(padded, n)
-        weight = pull_all(self.weight, self.new_ids, (n,), torch.float32)
-        return PathCounter(graphs, weight, self.weigh_by)
+        for name, rows in self.rows.items():
+            pulled = [rows.edges_at(items) for items in torch.arange(n).split(CHUNK)]
+            graphs[name] = undirected(torch.cat([a for a, _ in pulled]), torch.cat([b for _, b in pulled]), n)
+        return PathCounter(graphs, pull_all(self.weight, self.new_ids, (n,), torch.float32), self.weigh_by)
 
     def unshard(self) -> None:
         """The whole counter (and its pair table, where it had one) back in the model: from here
@@ -171,12 +234,40 @@ def padded_neighbours(graph: CSR, items: torch.Tensor, width: int) -> torch.Tens
     return neighbours.masked_fill(~present, -1).to(torch.int32)
 
 
+def _missing(rows: GraphRows, graph: CSR, items: torch.Tensor) -> Optional[Tuple[torch.Tensor, torch.Tensor]]:
+    """The edges of ``graph`` at ``items`` (the dataset's ids) that ``rows`` do not give, as
+    ``(item, neighbour)``; ``None`` where ``rows`` give an edge ``graph`` lacks (another graph)."""
+    n = graph.num_rows
+    src, dst = rows.edges_at(items)
+    loop = src == dst  # the counter's graphs have none
+    fetched_keys = torch.unique(src[~loop] * n + dst[~loop])  # as fetched: not made undirected
+    want = graph.select_rows(items)
+    want_keys = items[want.row_ids()] * n + want.indices
+    if not torch.isin(fetched_keys, want_keys).all():
+        return None
+    lacking = want_keys[~torch.isin(want_keys, fetched_keys)]
+    return lacking // n, lacking % n
+
+
+def _most(value: int) -> int:
+    """The largest ``value`` over the trainers of the ``torch.distributed`` group."""
+    import torch.distributed as dist
+    if not (dist.is_initialized() and dist.get_world_size() > 1):
+        return int(value)
+    out = torch.tensor([int(value)])
+    dist.all_reduce(out, op=dist.ReduceOp.MAX)
+    return int(out)
+
+
 def shard_path_evidence(model, graph, orig: torch.Tensor, mine: torch.Tensor,
                         rank: int) -> Optional[ShardedPathEvidence]:
-    """Move ``model.evidence``'s graphs onto the servers: each trainer writes the rows of its own
-    items (``mine``, DistDGL's ids), and the model's counter becomes a :class:`FetchedPathCounter`
-    (its whole counter and pair table are freed with their last reference).  ``None`` for a model
-    without path evidence.
+    """Move ``model.evidence``'s graphs onto the servers and make its counter a
+    :class:`FetchedPathCounter` (its whole counter and pair table are freed with their last
+    reference).  A relation's graph is read from the servers' own graph (:class:`GraphRows`)
+    where that gives this trainer's items the counter's neighbours (it does unless the training
+    edges were changed after partitioning: ``train_noise``, ``train_edges``); any other graph (the
+    look-alikes') is written as padded rows (:class:`PaddedRows`), each trainer its own items'.
+    ``None`` for a model without path evidence.
 
     Args:
         model: the MMSC model built on this trainer (its evidence is changed in place).
@@ -186,7 +277,7 @@ def shard_path_evidence(model, graph, orig: torch.Tensor, mine: torch.Tensor,
         rank: this trainer (names the tensors' creator).
     """
     from mmsc_dgl.distributed.sharded import CHUNK, barrier, dataset_to_dist_ids, dist_tensor, write_rows
-    from mmsc_dgl.schema import NODE_TYPE
+    from mmsc_dgl.schema import NODE_TYPE, RELATIONS
     evidence = getattr(model, "evidence", None)
     if evidence is None:
         return None
@@ -197,28 +288,51 @@ def shard_path_evidence(model, graph, orig: torch.Tensor, mine: torch.Tensor,
     mine = mine.to(torch.int64)
     own = orig[mine].to(torch.int64)  # the dataset's ids of this trainer's items
     rows: Dict[str, Any] = {}
-    widths: Dict[str, int] = {}
-    slots = edges = 0
+    said = []
     for i, (name, g) in enumerate(counter.graphs.items()):
-        width = max(int(g.max_degree()), 1)
+        served, lacking = None, None
+        if name in RELATIONS:  # the servers' graph gives the out-edges; what else is missing?
+            served = GraphRows(graph, name, new_ids, orig)
+            found = [_missing(served, g, items) for items in own.split(CHUNK)]
+            if _most(any(f is None for f in found)):  # another graph than the servers' (on some trainer)
+                served = None
+            else:
+                lacking = (torch.cat([f[0] for f in found if f is not None] or [torch.zeros(0, dtype=torch.int64)]),
+                           torch.cat([f[1] for f in found if f is not None] or [torch.zeros(0, dtype=torch.int64)]))
+        if served is not None and lacking is not None:
+            extra = CSR.from_edges(*lacking, n) if lacking[0].numel() else None
+            width = _most(int(extra.max_degree()) if extra is not None else 0)
+            if not width:
+                rows[name] = served
+                said.append(f"{name} from the servers' graph")
+                continue
+            tensor = dist_tensor(graph, policy, f"mmsc_evidence_{i}_in_rows", (n, width), rank, torch.int32)
+            for ids, items in zip(mine.split(CHUNK), own.split(CHUNK)):
+                write_rows(tensor, ids, padded_neighbours(extra, items, width) if extra is not None
+                           else torch.full((ids.numel(), width), -1, dtype=torch.int32))
+            rows[name] = served.with_extra(PaddedRows(tensor, new_ids))
+            said.append(f"{name} from the servers' graph, and its in-edges that are not out-edges as padded rows "
+                        f"of width {width} ({n * width * 4 / 2**20:.1f} MiB)")
+            continue
+        width = _most(int(g.max_degree()))
+        width = max(width, 1)
         tensor = dist_tensor(graph, policy, f"mmsc_evidence_{i}_rows", (n, width), rank, torch.int32)
         for ids, items in zip(mine.split(CHUNK), own.split(CHUNK)):
             write_rows(tensor, ids, padded_neighbours(g, items, width))
-        rows[name], widths[name] = tensor, width
-        slots += n * width
-        edges += g.num_edges
+        rows[name] = PaddedRows(tensor, new_ids)
+        said.append(f"{name} as padded rows of width {width} ({g.num_edges / max(n * width, 1):.0%} full, "
+                    f"{n * width * 4 / 2**20:.1f} MiB)")
     weight = dist_tensor(graph, policy, "mmsc_evidence_weight", (n,), rank, torch.float32)
     write_rows(weight, mine, counter.weight[own].cpu())
-    sharded = ShardedPathEvidence(evidence, rows, widths, weight, new_ids, counter.weigh_by,
-                                  evidence._table is not None)
+    sharded = ShardedPathEvidence(evidence, rows, weight, new_ids, counter.weigh_by, evidence._table is not None)
     evidence.counter = FetchedPathCounter(rows, weight, new_ids, counter.weigh_by)
     evidence._table = None
     barrier()  # every trainer's rows written before any reads one
     from mmsc_dgl.progress import report
-    report("rank %d: path evidence sharded over the graph servers (%d graphs, widths %s: %s of %s slots used, "
-           "%.1f MiB on the servers); a step fetches its pairs' neighbour lists", rank, len(rows),
-           ",".join(str(w) for w in widths.values()), f"{edges:,}", f"{slots:,}", (slots * 4 + n * 4) / 2**20)
+    report("rank %d: path evidence sharded over the graph servers (%s); a step fetches its pairs' neighbour lists",
+           rank, "; ".join(said))
     return sharded
 
 
-__all__ = ["FetchedPathCounter", "ShardedPathEvidence", "padded_neighbours", "shard_path_evidence"]
+__all__ = ["FetchedPathCounter", "GraphRows", "PaddedRows", "ShardedPathEvidence", "padded_neighbours",
+           "shard_path_evidence"]
