@@ -64,3 +64,15 @@ def record_2014(asin, also_viewed=(), also_bought=(), bought_together=(), title=
     return repr({"asin": asin, "title": title, "description": "Old text.",
                  "categories": [["Electronics", "Phones"]], "imUrl": "http://x/y.jpg",
                  "related": related})
+
+
+def assert_same_training_signal(one, other, loss_one, loss_other) -> None:
+    """Two models with the same weights gave the same loss, and backward gives each parameter
+    the same gradient (the sharded stand-ins for a whole table or graph are tested by it)."""
+    import torch
+    assert torch.allclose(loss_one, loss_other, atol=1e-6)
+    loss_one.backward()
+    loss_other.backward()
+    for (name, p), q in zip(one.named_parameters(), other.parameters()):
+        if p.grad is not None:
+            assert torch.allclose(p.grad, q.grad, atol=1e-5), name

@@ -13,6 +13,7 @@ import torch
 
 dgl = pytest.importorskip("dgl")
 
+from conftest import assert_same_training_signal
 from mmsc_dgl.config import ModelConfig
 from mmsc_dgl.distributed import sharded as sharded_module
 from mmsc_dgl.distributed.sharded_evidence import FetchedPathCounter, padded_neighbours, shard_path_evidence
@@ -161,12 +162,7 @@ def test_mmsc_with_evidence_on_the_servers_is_mmsc_and_unshards_to_its_counter(m
     monkeypatch.setattr(counter, "around", lambda *a, **k: fetches.append(1) or FetchedPathCounter.around(counter, *a, **k))
     loss_other = other.loss(batch)["total"]
     assert len(fetches) == 1  # one neighbourhood for the step's pairs of both relations
-    assert torch.allclose(loss_one, loss_other, atol=1e-6)
-    loss_one.backward()
-    loss_other.backward()
-    for (name, p), q in zip(one.named_parameters(), other.parameters()):
-        if p.grad is not None:
-            assert torch.allclose(p.grad, q.grad, atol=1e-5), name
+    assert_same_training_signal(one, other, loss_one, loss_other)
     assert sum(float(p.grad.abs().sum()) for p in other.evidence.parameters() if p.grad is not None) > 0
     sharded.unshard()
     back = other.evidence.counter
