@@ -234,19 +234,25 @@ def padded_neighbours(graph: CSR, items: torch.Tensor, width: int) -> torch.Tens
     return neighbours.masked_fill(~present, -1).to(torch.int32)
 
 
-def _missing(rows: GraphRows, graph: CSR, items: torch.Tensor) -> Optional[Tuple[torch.Tensor, torch.Tensor]]:
-    """The edges of ``graph`` at ``items`` (the dataset's ids) that ``rows`` do not give, as
-    ``(item, neighbour)``; ``None`` where ``rows`` give an edge ``graph`` lacks (another graph)."""
+def _lacking(rows: GraphRows, graph: CSR, own: torch.Tensor) -> Optional[CSR]:
+    """The edges of ``graph`` at this trainer's items ``own`` (the dataset's ids) that ``rows``
+    do not give, as an adjacency over every item (rows of ``own`` only); ``None`` where ``rows``
+    give an edge ``graph`` lacks, on this trainer or any other (the servers hold another graph)."""
+    from mmsc_dgl.distributed.sharded import CHUNK
     n = graph.num_rows
-    src, dst = rows.edges_at(items)
-    loop = src == dst  # the counter's graphs have none
-    fetched_keys = torch.unique(src[~loop] * n + dst[~loop])  # as fetched: not made undirected
-    want = graph.select_rows(items)
-    want_keys = items[want.row_ids()] * n + want.indices
-    if not torch.isin(fetched_keys, want_keys).all():
+    lacking, foreign = [], False
+    for items in own.split(CHUNK):
+        src, dst = rows.edges_at(items)
+        loop = src == dst  # the counter's graphs have none
+        fetched = torch.unique(src[~loop] * n + dst[~loop])  # as fetched: not made undirected
+        want = graph.select_rows(items)
+        keys = items[want.row_ids()] * n + want.indices
+        foreign |= not bool(torch.isin(fetched, keys).all())
+        lacking.append(keys[~torch.isin(keys, fetched)])
+    if _most(foreign):
         return None
-    lacking = want_keys[~torch.isin(want_keys, fetched_keys)]
-    return lacking // n, lacking % n
+    keys = torch.cat(lacking) if lacking else torch.zeros(0, dtype=torch.int64)
+    return CSR.from_edges(keys // n, keys % n, n)
 
 
 def _most(value: int) -> int:
@@ -290,32 +296,21 @@ def shard_path_evidence(model, graph, orig: torch.Tensor, mine: torch.Tensor,
     rows: Dict[str, Any] = {}
     said = []
     for i, (name, g) in enumerate(counter.graphs.items()):
-        served, lacking = None, None
-        if name in RELATIONS:  # the servers' graph gives the out-edges; what else is missing?
-            served = GraphRows(graph, name, new_ids, orig)
-            found = [_missing(served, g, items) for items in own.split(CHUNK)]
-            if _most(any(f is None for f in found)):  # another graph than the servers' (on some trainer)
-                served = None
-            else:
-                lacking = (torch.cat([f[0] for f in found if f is not None] or [torch.zeros(0, dtype=torch.int64)]),
-                           torch.cat([f[1] for f in found if f is not None] or [torch.zeros(0, dtype=torch.int64)]))
-        if served is not None and lacking is not None:
-            extra = CSR.from_edges(*lacking, n) if lacking[0].numel() else None
-            width = _most(int(extra.max_degree()) if extra is not None else 0)
-            if not width:
-                rows[name] = served
-                said.append(f"{name} from the servers' graph")
-                continue
-            tensor = dist_tensor(graph, policy, f"mmsc_evidence_{i}_in_rows", (n, width), rank, torch.int32)
-            for ids, items in zip(mine.split(CHUNK), own.split(CHUNK)):
-                write_rows(tensor, ids, padded_neighbours(extra, items, width) if extra is not None
-                           else torch.full((ids.numel(), width), -1, dtype=torch.int32))
-            rows[name] = served.with_extra(PaddedRows(tensor, new_ids))
-            said.append(f"{name} from the servers' graph, and its in-edges that are not out-edges as padded rows "
-                        f"of width {width} ({n * width * 4 / 2**20:.1f} MiB)")
+        served = GraphRows(graph, name, new_ids, orig) if name in RELATIONS else None
+        lacking = _lacking(served, g, own) if served is not None else None
+        if served is not None and lacking is not None:  # the out-edges from the servers; the rest as rows
+            width = _most(int(lacking.max_degree()))
+            if width:
+                tensor = dist_tensor(graph, policy, f"mmsc_evidence_{i}_in_rows", (n, width), rank, torch.int32)
+                for ids, items in zip(mine.split(CHUNK), own.split(CHUNK)):
+                    write_rows(tensor, ids, padded_neighbours(lacking, items, width))
+                served = served.with_extra(PaddedRows(tensor, new_ids))
+            rows[name] = served
+            said.append(f"{name} from the servers' graph" + (
+                f", and its in-edges that are not out-edges as padded rows of width {width} "
+                f"({n * width * 4 / 2**20:.1f} MiB)" if width else ""))
             continue
-        width = _most(int(g.max_degree()))
-        width = max(width, 1)
+        width = max(int(g.max_degree()), 1)  # the whole graph is on every trainer: the same width
         tensor = dist_tensor(graph, policy, f"mmsc_evidence_{i}_rows", (n, width), rank, torch.int32)
         for ids, items in zip(mine.split(CHUNK), own.split(CHUNK)):
             write_rows(tensor, ids, padded_neighbours(g, items, width))

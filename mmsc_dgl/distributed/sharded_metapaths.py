@@ -60,9 +60,8 @@ def padded_rows(rows: torch.Tensor, cols: torch.Tensor, share: torch.Tensor, num
     return neighbours, shares
 
 
-def padded_csr(neighbours: torch.Tensor, num_src: int, keep: Optional[torch.Tensor] = None) -> CSR:
-    """The adjacency of padded rows (``-1`` past each row's end; each row's order kept; ``keep``:
-    which of the present edges stay)."""
+def _csr_of(neighbours: torch.Tensor, num_src: int, keep: Optional[torch.Tensor] = None) -> CSR:
+    """The adjacency of padded rows (``keep``: which of the present edges stay)."""
     mask = neighbours >= 0
     if keep is not None:
         mask &= keep
@@ -98,7 +97,7 @@ class ShardedNeighbours:
     def select_rows(self, nodes: torch.Tensor) -> CSR:
         """The sub-adjacency of ``nodes``: :meth:`CSR.select_rows <mmsc_dgl.ops.csr.CSR.select_rows>`
         of the whole table, from the rows pulled for them."""
-        return padded_csr(self.rows(nodes), self.num_src)
+        return _csr_of(self.rows(nodes), self.num_src)
 
     def max_degree(self) -> int:
         return self.width
@@ -133,7 +132,7 @@ class DroppedRows(DroppedEdges):
 
     def select_rows(self, nodes: torch.Tensor) -> CSR:
         pulled = self.table.rows(nodes)
-        return padded_csr(pulled, self.table.num_src, self.keep(pulled.shape, pulled.device))
+        return _csr_of(pulled, self.table.num_src, self.keep(pulled.shape, pulled.device))
 
 
 class ShardedMetaPaths:
@@ -247,4 +246,4 @@ def shard_metapath_tables(graph, orig: torch.Tensor, mine: torch.Tensor, paths, 
     return ShardedMetaPaths(tables, shares, list(paths), mine, rank, world, own or None, info)
 
 
-__all__ = ["DroppedRows", "ShardedMetaPaths", "ShardedNeighbours", "padded_csr", "padded_rows", "shard_metapath_tables"]
+__all__ = ["DroppedRows", "ShardedMetaPaths", "ShardedNeighbours", "padded_rows", "shard_metapath_tables"]
