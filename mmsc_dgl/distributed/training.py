@@ -375,8 +375,9 @@ def _evidence_mib(model) -> float:
     evidence = getattr(model, "evidence", None)
     if evidence is None:
         return 0.0
+    from mmsc_dgl.distributed.sharded_evidence import FetchedPathCounter
     counter = evidence.counter
-    if not hasattr(counter, "graphs"):  # a FetchedPathCounter: its rows are on the graph servers
+    if isinstance(counter, FetchedPathCounter):  # its graphs are on the servers, fetched per call
         return 0.0
     tensors = [t for g in counter.graphs.values() for t in g.buffers()] + [*counter._keys.values(), counter.weight]
     table = getattr(evidence, "_table", None)
