@@ -295,26 +295,28 @@ def shard_path_evidence(model, graph, orig: torch.Tensor, mine: torch.Tensor,
     own = orig[mine].to(torch.int64)  # the dataset's ids of this trainer's items
     rows: Dict[str, Any] = {}
     said = []
+
+    def write_padded(tensor_name: str, adjacency: CSR, width: int) -> PaddedRows:
+        """A ``DistTensor`` [N, width] on the servers, this trainer's items' rows of ``adjacency`` written."""
+        tensor = dist_tensor(graph, policy, tensor_name, (n, width), rank, torch.int32)
+        for ids, items in zip(mine.split(CHUNK), own.split(CHUNK)):
+            write_rows(tensor, ids, padded_neighbours(adjacency, items, width))
+        return PaddedRows(tensor, new_ids)
+
     for i, (name, g) in enumerate(counter.graphs.items()):
         served = GraphRows(graph, name, new_ids, orig) if name in RELATIONS else None
         lacking = _lacking(served, g, own) if served is not None else None
         if served is not None and lacking is not None:  # the out-edges from the servers; the rest as rows
             width = _most(int(lacking.max_degree()))
             if width:
-                tensor = dist_tensor(graph, policy, f"mmsc_evidence_{i}_in_rows", (n, width), rank, torch.int32)
-                for ids, items in zip(mine.split(CHUNK), own.split(CHUNK)):
-                    write_rows(tensor, ids, padded_neighbours(lacking, items, width))
-                served = served.with_extra(PaddedRows(tensor, new_ids))
+                served = served.with_extra(write_padded(f"mmsc_evidence_{i}_in_rows", lacking, width))
             rows[name] = served
             said.append(f"{name} from the servers' graph" + (
                 f", and its in-edges that are not out-edges as padded rows of width {width} "
                 f"({n * width * 4 / 2**20:.1f} MiB)" if width else ""))
             continue
         width = max(int(g.max_degree()), 1)  # the whole graph is on every trainer: the same width
-        tensor = dist_tensor(graph, policy, f"mmsc_evidence_{i}_rows", (n, width), rank, torch.int32)
-        for ids, items in zip(mine.split(CHUNK), own.split(CHUNK)):
-            write_rows(tensor, ids, padded_neighbours(g, items, width))
-        rows[name] = PaddedRows(tensor, new_ids)
+        rows[name] = write_padded(f"mmsc_evidence_{i}_rows", g, width)
         said.append(f"{name} as padded rows of width {width} ({g.num_edges / max(n * width, 1):.0%} full, "
                     f"{n * width * 4 / 2**20:.1f} MiB)")
     weight = dist_tensor(graph, policy, "mmsc_evidence_weight", (n,), rank, torch.float32)
