@@ -319,9 +319,15 @@ def partition(dataset_dir: Path, parts: int, out: Path, method: str, features: s
               help="With --ip-config: this host's line of it (0-based).")
 @click.option("--master-port", type=click.IntRange(min=1, max=65535), default=29500, show_default=True,
               help="With --ip-config: the torch.distributed rendezvous port on the first machine.")
+@click.option("--threads", type=click.IntRange(min=1),
+              help="OpenMP / torch threads per trainer.  Default: $OMP_NUM_THREADS where set, otherwise this "
+                   "machine's cores shared by its trainers.")
+@click.option("--server-threads", type=click.IntRange(min=1), default=1, show_default=True,
+              help="OpenMP threads per graph server.")
 @_verbosity
 def launch(part_dir: Path, command: Tuple[str, ...], trainers: int, servers: int, timeout: float,
-           logs: Optional[Path], ip_config: Optional[Path], machine: int, master_port: int) -> None:
+           logs: Optional[Path], ip_config: Optional[Path], machine: int, master_port: int,
+           threads: Optional[int], server_threads: int) -> None:
     """Run DistDGL graph servers for PART_DIR and COMMAND as trainers on this machine (every
     partition here, or with --ip-config this machine's share of a cluster).
 
@@ -333,7 +339,8 @@ def launch(part_dir: Path, command: Tuple[str, ...], trainers: int, servers: int
 
     try:
         result = run_launch(part_dir, trainers, list(command), servers=servers, timeout=timeout, log_dir=logs,
-                            ip_config=ip_config, machine=machine, master_port=master_port)
+                            ip_config=ip_config, machine=machine, master_port=master_port, threads=threads,
+                            server_threads=server_threads)
     except Terminated as err:
         click.echo(f"error: {err}.", err=True)
         sys.exit(128 + 15)

@@ -16,7 +16,7 @@ stats = pytest.importorskip("scipy.stats")
 from mmsc_dgl.config import SyntheticConfig  # noqa: E402
 from mmsc_dgl.data.dataset import load_dataset  # noqa: E402
 from mmsc_dgl.data.prepare import prepare  # noqa: E402
-from mmsc_dgl.distributed.launch import isolation_available, launch  # noqa: E402
+from mmsc_dgl.distributed.launch import isolation_available, launch, trainer_threads  # noqa: E402
 from mmsc_dgl.distributed.partition import partition_dataset  # noqa: E402
 from mmsc_dgl.features.load import load_features  # noqa: E402
 from mmsc_dgl.metapath.build import random_walk_ends  # noqa: E402
@@ -142,6 +142,53 @@ def test_a_used_log_directory_is_refused(parts, tmp_path):
     with pytest.raises(DataError, match="--logs"):
         launch(parts / "parts", 1, [sys.executable, "-c", "pass"], log_dir=tmp_path)
     assert (tmp_path / "mine.log").read_text() == "the user's"
+
+
+def test_trainer_threads_share_the_cores_unless_asked(monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "5")
+    assert trainer_threads(4) == 5  # the user's setting stands
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
+    assert [trainer_threads(t) for t in (1, 2, 4, 8, 32)] == [16, 8, 4, 2, 1]  # the cores, shared
+
+
+THREAD_PROBE = """
+import os, torch
+mine = ("DGL_IP_CONFIG=" + os.environ["DGL_IP_CONFIG"]).encode()
+def env(pid):
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            return f.read().split(b"\\0")
+    except OSError:
+        return []
+servers = [env(p) for p in os.listdir("/proc") if p.isdigit()]
+servers = [e for e in servers if b"DGL_ROLE=server" in e and mine in e]
+got = sorted(v.decode() for e in servers for v in e if v.startswith(b"OMP_NUM_THREADS="))
+print("threads", os.environ["OMP_NUM_THREADS"], torch.get_num_threads(), got)
+"""
+
+
+def test_every_trainer_and_server_runs_with_its_threads(parts, tmp_path, monkeypatch):
+    """Each trainer gets its OMP_NUM_THREADS (torch's intra-op threads follow it), each server
+    its own: without them every process of a loopback job starts a thread per core."""
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    probe = [sys.executable, "-c", THREAD_PROBE]
+
+    def seen(log_dir, rank):
+        words = (log_dir / f"trainer-{rank}.log").read_text().split(" ", 3)
+        assert words[0] == "threads", words
+        return int(words[1]), int(words[2]), words[3]  # asked, torch's intra-op threads, the servers'
+
+    result = launch(parts / "parts", 2, probe, log_dir=tmp_path / "asked", threads=1, server_threads=2)
+    assert result.returncode == 0, result.message
+    for rank in range(2):
+        asked, used, servers = seen(tmp_path / "asked", rank)
+        assert (asked, used) == (1, 1)
+        assert "OMP_NUM_THREADS=2" in servers and "OMP_NUM_THREADS=1" not in servers, servers  # those it can see
+    launch(parts / "parts", 2, probe, log_dir=tmp_path / "default")
+    asked, used, servers = seen(tmp_path / "default", 0)
+    assert asked == trainer_threads(2) and 1 <= used <= asked  # torch caps it at the cores it has
+    assert "OMP_NUM_THREADS=1" in servers and "OMP_NUM_THREADS=2" not in servers, servers
 
 
 def test_cli_propagates_the_exit_code_in_one_line(parts):

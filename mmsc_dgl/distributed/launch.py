@@ -193,10 +193,28 @@ def read_ip_config(path: os.PathLike | str) -> List[tuple]:
     return machines
 
 
+def trainer_threads(trainers: int) -> int:
+    """OpenMP / torch threads per trainer when none are asked for: ``$OMP_NUM_THREADS`` where
+    it is set, otherwise this host's cores shared by its ``trainers``, at least one (the graph
+    servers run one thread each, ``server_threads``).
+
+    DGL's ``launch.py`` gives trainers half the cores, leaving the rest to its sampler
+    processes; this launcher starts none (``DGL_NUM_SAMPLER=0``), and on this 2-core host one
+    trainer ran its steps 14-39% slower on one thread than on two.  Without a setting every
+    process of a job starts a thread per core: on loopback (4 servers and 4 trainers on 2 cores)
+    that made a step with sharded tables, each pull waiting on a server, 10.7x slower
+    (docs/distributed.md, section 3)."""
+    given = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if given.isdigit() and int(given) > 0:
+        return int(given)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(cores // trainers, 1)
+
+
 def launch(part_dir: os.PathLike | str, trainers: int, command: Sequence[str], servers: int = 1,
            timeout: float = 600.0, log_dir: Optional[os.PathLike | str] = None,
            isolate: Optional[bool] = None, ip_config: Optional[os.PathLike | str] = None, machine: int = 0,
-           master_port: int = 29500) -> LaunchResult:
+           master_port: int = 29500, threads: Optional[int] = None, server_threads: int = 1) -> LaunchResult:
     """Run ``servers`` graph servers per partition of ``part_dir`` and ``trainers`` copies of
     ``command`` (each with the DistDGL client environment and ``RANK`` / ``WORLD_SIZE`` /
     ``MASTER_ADDR`` / ``MASTER_PORT`` for ``torch.distributed``), on this machine.
@@ -220,12 +238,19 @@ def launch(part_dir: os.PathLike | str, trainers: int, command: Sequence[str], s
             ``None``: every partition on this machine (loopback).
         machine: this host's line of ``ip_config`` (0-based).
         master_port: the ``torch.distributed`` rendezvous port on the first machine.
+        threads: OpenMP / torch threads per trainer (``OMP_NUM_THREADS``; default
+            :func:`trainer_threads`: ``$OMP_NUM_THREADS`` where set, otherwise this host's cores
+            shared by its trainers).
+        server_threads: OpenMP threads per graph server (DGL's ``launch.py`` default, 1).
     """
     from mmsc_dgl.distributed.partition import load_partition_record
     part_dir = Path(part_dir).resolve()
     record = load_partition_record(part_dir)
     if trainers < 1 or servers < 1:
         raise DataError("--trainers and --servers must be at least 1.", fix="e.g. --trainers 2 --servers 1.")
+    if (threads is not None and threads < 1) or server_threads < 1:
+        raise DataError("--threads and --server-threads must be at least 1.", fix="e.g. --threads 4 --server-threads 1.")
+    threads = trainer_threads(trainers) if threads is None else threads
     if not command:
         raise DataError("no trainer command.", fix="put it after --: mmsc-dgl launch PART_DIR -- python train.py")
     parts = int(record["num_parts"])
@@ -324,7 +349,8 @@ def launch(part_dir: os.PathLike | str, trainers: int, command: Sequence[str], s
             out = open(logs / f"server-{server_id}.log", "wb")
             handles.append(out)
             server_procs.append(subprocess.Popen(cmd, env={**base, "DGL_ROLE": "server",
-                                                           "DGL_SERVER_ID": str(server_id)},
+                                                           "DGL_SERVER_ID": str(server_id),
+                                                           "OMP_NUM_THREADS": str(server_threads)},
                                                  stdout=out, stderr=subprocess.STDOUT, start_new_session=True))
             namespace.setdefault(part, server_procs[-1].pid)
         join: List[str] = []  # the trainers map this host's first partition's /dev/shm
@@ -337,11 +363,12 @@ def launch(part_dir: os.PathLike | str, trainers: int, command: Sequence[str], s
             out = open(logs / f"trainer-{rank}.log", "wb")
             handles.append(out)
             env = {**base, "DGL_ROLE": "client", "RANK": str(rank), "WORLD_SIZE": str(world),
-                   "LOCAL_RANK": str(local), "MASTER_ADDR": master, "MASTER_PORT": str(port)}
+                   "LOCAL_RANK": str(local), "MASTER_ADDR": master, "MASTER_PORT": str(port),
+                   "OMP_NUM_THREADS": str(threads)}
             trainer_procs[rank] = subprocess.Popen(join + list(command), env=env, stdout=out,
                                                    stderr=subprocess.STDOUT, start_new_session=True)
-        logger.info("launched %d server(s) for %d partition(s) and %d trainer(s); logs in %s",
-                    len(server_procs), parts, trainers, logs)
+        logger.info("launched %d server(s) for %d partition(s) and %d trainer(s) (%d thread(s) each, %d per "
+                    "server); logs in %s", len(server_procs), parts, trainers, threads, server_threads, logs)
         code, message = 0, ""
         children = {**{f"server-{here[i]}": p for i, p in enumerate(server_procs)},
                     **{f"trainer-{r}": p for r, p in trainer_procs.items()}}
