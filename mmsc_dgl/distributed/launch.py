@@ -200,8 +200,8 @@ def trainer_threads(trainers: int) -> int:
 
     DGL's ``launch.py`` gives trainers half the cores, leaving the rest to its sampler
     processes; this launcher starts none (``DGL_NUM_SAMPLER=0``), and on a 2-core host one
-    trainer took 0.40 / 0.66 s a step on one thread against 0.31 / 0.40 s on two.  Without a setting every
-    process of a job starts a thread per core: on loopback (4 servers and 4 trainers on 2 cores)
+    trainer took 0.40 / 0.66 s a step on one thread against 0.31 / 0.40 s on two.  Without a
+    setting every process of a job starts a thread per core: on loopback (4 servers and 4 trainers on 2 cores)
     that made a step with sharded tables, each pull waiting on a server, 11x slower
     (docs/distributed.md, section 3)."""
     given = os.environ.get("OMP_NUM_THREADS", "").strip()
@@ -249,7 +249,8 @@ def launch(part_dir: os.PathLike | str, trainers: int, command: Sequence[str], s
     if trainers < 1 or servers < 1:
         raise DataError("--trainers and --servers must be at least 1.", fix="e.g. --trainers 2 --servers 1.")
     if (threads is not None and threads < 1) or server_threads < 1:
-        raise DataError("--threads and --server-threads must be at least 1.", fix="e.g. --threads 4 --server-threads 1.")
+        raise DataError("--threads and --server-threads must be at least 1.",
+                        fix="e.g. --threads 4 --server-threads 1.")
     threads = trainer_threads(trainers) if threads is None else threads
     if not command:
         raise DataError("no trainer command.", fix="put it after --: mmsc-dgl launch PART_DIR -- python train.py")
