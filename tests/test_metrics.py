@@ -229,3 +229,58 @@ def test_revealed_edges_find_the_rest_of_a_new_items_partners(monkeypatch):
     monkeypatch.setattr(ColdStart, "with_edges", staticmethod(lambda rows, targets, items, partners, prior=2.0: rows))
     flat = warm_up_curve(_Rows(emb), plan, splits, sampler, rows)
     assert all(flat[r][str(k)]["NDCG@10"] == flat[r]["0"]["NDCG@10"] for r in RELATIONS for k in plan.ks)
+
+
+def test_processes_sharing_the_queries_report_every_querys_metrics():
+    """Data-parallel evaluation (``ShareQueries``): each of three processes ranks a third of the
+    queries and gathers the others' ranks; each ends with the metrics of one process ranking all
+    of them, to the bit, sampled and against the whole catalog, per bucket too."""
+    import threading
+
+    from mmsc_dgl.eval.evaluate import degree_buckets
+    from mmsc_dgl.distributed.training import ShareQueries
+    n, world = 60, 3
+    sampler, edges, _ = _sampler_and_edges(n)
+    rng = np.random.default_rng(2)
+    emb = torch.from_numpy(rng.normal(size=(n, 8))).float()
+    split = {r: edges for r in RELATIONS}
+    buckets = degree_buckets(rng.integers(0, 15, size=n))
+    query = np.arange(len(edges))
+    parts = [ShareQueries(rank, world).part(query) for rank in range(world)]
+    assert sorted(np.concatenate(parts).tolist()) == query.tolist() and max(map(len, parts)) < len(query)
+
+    slots: list = [None] * world
+    meet = threading.Barrier(world)
+    ranked = [0] * world
+
+    def gather_for(rank):
+        def gather(value):
+            slots[rank] = value
+            meet.wait()
+            out = list(slots)
+            meet.wait()
+            return out
+        return gather
+
+    for full in (False, True):
+        want = evaluate_embeddings({r: emb for r in split}, split, sampler, "test", ks=[1, 10], buckets=buckets,
+                                   max_queries=50, full_catalog=full)
+        got: list = [None] * world
+
+        def run(rank):
+            share = ShareQueries(rank, world, gather=gather_for(rank))
+            part = share.part
+
+            def counted(q):
+                ranked[rank] += len(part(q))
+                return part(q)
+            share.part = counted
+            got[rank] = evaluate_embeddings({r: emb for r in split}, split, sampler, "test", ks=[1, 10],
+                                            buckets=buckets, max_queries=50, full_catalog=full, share=share)
+        threads = [threading.Thread(target=run, args=(rank,)) for rank in range(world)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert all(g == want for g in got), (got[0], want)
+    assert sum(ranked) == 2 * len(RELATIONS) * 50  # every query ranked once per evaluation, not once per process

@@ -49,8 +49,9 @@ import math
 import os
 import tempfile
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
+import numpy as np
 import torch
 
 from mmsc_dgl.schema import NODE_TYPE, RELATIONS
@@ -178,6 +179,42 @@ class ShareEmbedder:
             for r in RELATIONS:
                 parts[r].append(rows[r])
         return {r: gather_rows(self.mine, torch.cat(parts[r]), self.num_items) for r in RELATIONS}
+
+
+class ShareQueries:
+    """The :class:`~mmsc_dgl.eval.evaluator.Evaluator`'s ``share``
+    (:class:`~mmsc_dgl.eval.evaluate.QueryShare`): process ``rank`` of ``world`` ranks every
+    ``world``-th query of a split, from its ``rank``-th on, and the ranks are gathered back in
+    the split's order, so every process holds every query's rank, each computed once.  Without
+    it every trainer ranked every query, and with ``--shard-embeddings`` fetched every query's
+    neighbourhood from the servers.
+
+    Args:
+        rank, world: this process in the ``torch.distributed`` group.
+        gather: ``gather(ranks) -> [every process's ranks, by rank]`` (default:
+            ``torch.distributed.all_gather_object``; every process calls it in the same order).
+    """
+
+    def __init__(self, rank: int, world: int, gather: Optional[Callable[[torch.Tensor], List[torch.Tensor]]] = None):
+        self.rank, self.world = rank, world
+        self.gather = gather or _all_gather
+
+    def part(self, query: np.ndarray) -> np.ndarray:
+        return query[self.rank::self.world]
+
+    def whole(self, ranks: torch.Tensor, count: int) -> torch.Tensor:
+        parts = self.gather(ranks.cpu())
+        out = torch.zeros(count, dtype=next((p.dtype for p in parts if p.numel()), ranks.dtype))
+        for rank, got in enumerate(parts):
+            out[rank::self.world] = got
+        return out.to(ranks.device)
+
+
+def _all_gather(value: torch.Tensor) -> List[torch.Tensor]:
+    import torch.distributed as dist
+    parts: List[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(parts, value)
+    return parts
 
 
 class RankBatches:
@@ -493,7 +530,8 @@ def _train(graph, dataset, dataset_dir, part_dir, record, config, paths, mine, m
     logger.info("rank %d: %s substitute and %s complement training edges, %d steps of %d edges per relation per "
                 "epoch", rank, f"{local['substitute'][0].numel():,}", f"{local['complement'][0].numel():,}",
                 int(steps), per_process)
-    evaluator = Evaluator(dataset, config, features, parts.device, embed=ShareEmbedder(mine, dataset.num_items))
+    evaluator = Evaluator(dataset, config, features, parts.device, embed=ShareEmbedder(mine, dataset.num_items),
+                          share=ShareQueries(rank, world))
 
     lock = writer_lock(run_dir, "this run") if writer else contextlib.nullcontext()
     with lock:
@@ -556,4 +594,4 @@ def _train(graph, dataset, dataset_dir, part_dir, record, config, paths, mine, m
     return TrainResult(run_dir, metrics, fit.history, fit.best_epoch, dataset)
 
 
-__all__ = ["GradientSync", "ShareEmbedder", "gather_rows", "share_of_items", "train_distributed"]
+__all__ = ["GradientSync", "ShareEmbedder", "ShareQueries", "gather_rows", "share_of_items", "train_distributed"]

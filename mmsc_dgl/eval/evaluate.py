@@ -1,7 +1,7 @@
 """Ranking evaluation of item embeddings against the split's seeded negatives, and cold start."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, Mapping, Optional, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, Mapping, Optional, Protocol, Union
 
 import numpy as np
 import torch
@@ -22,6 +22,17 @@ def query_subset(count: int, limit: Optional[int], seed: int) -> np.ndarray:
     if limit is None or count <= limit:
         return np.arange(count)
     return np.sort(np.random.default_rng([seed, 17]).choice(count, size=limit, replace=False))
+
+
+class QueryShare(Protocol):
+    """How processes that hold the same model split a split's queries (data-parallel training,
+    :class:`~mmsc_dgl.distributed.training.ShareQueries`): each ranks ``part(query)``, and
+    ``whole`` returns every query's rank in the order of ``query``.  Negatives are drawn per
+    query row, so each query's rank is the one a single process computes."""
+
+    def part(self, query: np.ndarray) -> np.ndarray: ...
+
+    def whole(self, ranks: torch.Tensor, count: int) -> torch.Tensor: ...
 
 
 PairScores = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -122,23 +133,28 @@ def evaluate_embeddings(embeddings: Mapping[str, Union[torch.Tensor, PairScores]
                         split_edges: Mapping[str, RelationEdges], sampler: NegativeSampler, split: str,
                         ks: Iterable[int] = (10,), max_queries: Optional[int] = None, seed: int = 0,
                         device: Optional[torch.device] = None, full_catalog: bool = False,
-                        buckets: Optional[np.ndarray] = None) -> Dict[str, Dict[str, float]]:
+                        buckets: Optional[np.ndarray] = None,
+                        share: Optional[QueryShare] = None) -> Dict[str, Dict[str, float]]:
     """HR/MRR/NDCG@K per relation for one split (``val``, ``test`` or ``cold``).  Each relation
     is scored by an embedding matrix or a :data:`PairScores` function (models without
     embeddings, such as neighbourhood heuristics).  Each held-out target is ranked against the
     split's sampled negatives, or with ``full_catalog`` against every item
     (:func:`rank_full_catalog`).  ``buckets`` (a label per item, e.g. :func:`degree_buckets`
     of training degrees) adds ``by_bucket``: the metrics of the queries whose source item
-    carries each label."""
+    carries each label.  ``share``: this process ranks its part of the queries only, and the
+    metrics are those of every query (:class:`QueryShare`)."""
     ks = list(ks)
     result: Dict[str, Dict[str, Any]] = {}
     for relation in RELATIONS:
         edges = split_edges[relation]
         query = query_subset(len(edges), max_queries, seed)
+        mine = query if share is None else share.part(query)
         if full_catalog:
-            r = rank_full_catalog(embeddings[relation], edges, query, sampler, relation, device=device)
+            r = rank_full_catalog(embeddings[relation], edges, mine, sampler, relation, device=device)
         else:
-            r = rank_queries(embeddings[relation], edges, query, sampler, relation, split, device=device)
+            r = rank_queries(embeddings[relation], edges, mine, sampler, relation, split, device=device)
+        if share is not None:
+            r = share.whole(r, len(query))
         result[relation] = {**ranking_metrics(r, ks), "queries": int(len(query))}
         if buckets is not None:
             label = np.asarray(buckets)[edges.src[query]]

@@ -10,7 +10,7 @@ import torch
 from mmsc_dgl.schema import RELATIONS
 from mmsc_dgl.determinism import deterministic_algorithms
 from mmsc_dgl.eval.cold_start import ColdStart
-from mmsc_dgl.eval.evaluate import degree_buckets, embedding_scores, evaluate_embeddings
+from mmsc_dgl.eval.evaluate import QueryShare, degree_buckets, embedding_scores, evaluate_embeddings
 from mmsc_dgl.eval.pairs import best_f1_threshold, pair_metrics
 from mmsc_dgl.eval.warm_up import warm_up_curve, warm_up_plan
 
@@ -32,10 +32,14 @@ class Evaluator:
             process's share and gathers the rest: :mod:`mmsc_dgl.distributed.training`).
         cold_start: how cold items are placed (default: Eq. 12 with ``config.cold_neighbors``);
             a run sets its trained one (:func:`mmsc_dgl.train.cold_start.fit_cold_start`).
+        share: processes holding the same model rank their part of each split's queries
+            (:class:`~mmsc_dgl.eval.evaluate.QueryShare`: validation, test and cold items); the
+            metrics are every query's.
     """
 
     def __init__(self, dataset, config, features=None, device: Optional[torch.device] = None, sampler=None,
-                 embed: Optional[Callable] = None, cold_start: Optional[ColdStart] = None):
+                 embed: Optional[Callable] = None, cold_start: Optional[ColdStart] = None,
+                 share: Optional[QueryShare] = None):
         self.dataset = dataset
         self.config = config
         self.features = features
@@ -43,6 +47,7 @@ class Evaluator:
         self.sampler = sampler or dataset.negative_sampler()
         self.embed = embed
         self.cold_start = cold_start
+        self.share = share
 
     # --- during training --------------------------------------------------------------------
     @torch.no_grad()
@@ -55,7 +60,8 @@ class Evaluator:
             embeddings = self.embed(model) if self.embed is not None else model.embed_all()
         scorers = self.scorers(model, embeddings)
         result = evaluate_embeddings(scorers, self.dataset.splits.val, self.sampler, "val", ks=[10],
-                                     max_queries=self.config.val_queries, seed=self.config.seed, device=self.device)
+                                     max_queries=self.config.val_queries, seed=self.config.seed, device=self.device,
+                                     share=self.share)
         model.train(was_training)
         return result
 
@@ -148,11 +154,11 @@ class Evaluator:
         scorers = self.scorers(model, placed if placed is not None else emb, relation_states, placed_candidates)
         out: Dict[str, Any] = {"test": evaluate_embeddings(scorers, splits.test, self.sampler, "test", ks=cfg.ks, device=self.device,
                                            max_queries=cfg.test_queries, seed=cfg.seed,
-                                           buckets=degree_buckets(self.training_degree()))}
+                                           buckets=degree_buckets(self.training_degree()), share=self.share)}
         if full_catalog:
             out["test_full_catalog"] = evaluate_embeddings(scorers, splits.test, self.sampler, "test", ks=cfg.ks,
                                                            device=self.device, max_queries=cfg.test_queries,
-                                                           seed=cfg.seed, full_catalog=True)
+                                                           seed=cfg.seed, full_catalog=True, share=self.share)
         if not len(splits.cold_items):
             given = self._cold_from_test(out["test"], placed is not None)
             if given:
@@ -174,7 +180,7 @@ class Evaluator:
                 cold_emb = scorers
                 out["cold_start_method"] = "none (no content features: id embeddings of unseen items)"
             out["cold"] = evaluate_embeddings(cold_emb, splits.cold, self.sampler, "cold", ks=cfg.ks, device=self.device,
-                                              max_queries=cfg.test_queries, seed=cfg.seed)
+                                              max_queries=cfg.test_queries, seed=cfg.seed, share=self.share)
             if emb is not None:
                 out["warm_up"] = self.warm_up(model, placed if placed is not None else emb, placed_candidates,
                                               relation_states)
