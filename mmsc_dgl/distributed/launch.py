@@ -201,9 +201,9 @@ def trainer_threads(trainers: int) -> int:
     DGL's ``launch.py`` gives trainers half the cores, leaving the rest to its sampler
     processes; this launcher starts none (``DGL_NUM_SAMPLER=0``), and on a 2-core host one
     trainer took 0.40 / 0.66 s a step on one thread against 0.31 / 0.40 s on two.  Without a
-    setting every process of a job starts a thread per core: on loopback (4 servers and 4 trainers on 2 cores)
-    that made a step with sharded tables, each pull waiting on a server, 11x slower
-    (docs/distributed.md, section 3)."""
+    setting every process of a job starts a thread per core: on loopback (4 servers and 4
+    trainers on 2 cores) that made a step with sharded tables, each pull waiting on a server,
+    11x slower (docs/distributed.md, section 3)."""
     given = os.environ.get("OMP_NUM_THREADS", "").strip()
     if given.isdigit() and int(given) > 0:
         return int(given)
