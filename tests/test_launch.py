@@ -207,6 +207,7 @@ def test_bench_dist_counts_bytes_only_across_partitions(tmp_path):
     assert one["parts"] == 1 and one["bytes_per_step_mib"] == 0 and one["messages_per_step"] == 0
     assert two["parts"] == 2 and two["bytes_per_step_mib"] > 0 and two["remote_rows"] > 0
     assert two["server_peak_mib"] > 0 and two["trainer_peak_mib"] > 0
+    assert (one["trainer_threads"], two["trainer_threads"]) == (trainer_threads(1), trainer_threads(2))
 
 
 def test_bench_dist_train_shows_the_id_tables_leave_the_trainers(tmp_path):
@@ -223,6 +224,7 @@ def test_bench_dist_train_shows_the_id_tables_leave_the_trainers(tmp_path):
     table_mib = items * hidden * 4 / 2**20
     assert whole["trainer_state_mib"] - sharded["trainer_state_mib"] >= 4 * 3 * table_mib
     assert sharded["server_peak_mib"] > 0 and sharded["trainer_peak_training_mib"] > 0
+    assert whole["trainer_threads"] == sharded["trainer_threads"] == trainer_threads(2)
     # the capped table (2 relations x 16 columns, 12 B an entry) left too, and with it the
     # meta-path tables (tests/test_dist_train.py checks those by their rows)
     assert whole["trainer_buffers_mib"] - sharded["trainer_buffers_mib"] >= 2 * items * 16 * 12 / 2**20 - 0.01
