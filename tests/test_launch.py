@@ -181,13 +181,14 @@ def test_every_trainer_and_server_runs_with_its_threads(parts, tmp_path, monkeyp
 
     result = launch(parts / "parts", 2, probe, log_dir=tmp_path / "asked", threads=1, server_threads=2)
     assert result.returncode == 0, result.message
+    assert result.threads == 1
     for rank in range(2):
         asked, used, servers = seen(tmp_path / "asked", rank)
         assert (asked, used) == (1, 1)
         assert "OMP_NUM_THREADS=2" in servers and "OMP_NUM_THREADS=1" not in servers, servers  # those it can see
-    launch(parts / "parts", 2, probe, log_dir=tmp_path / "default")
+    result = launch(parts / "parts", 2, probe, log_dir=tmp_path / "default")
     asked, used, servers = seen(tmp_path / "default", 0)
-    assert asked == trainer_threads(2) and 1 <= used <= asked  # torch caps it at the cores it has
+    assert asked == trainer_threads(2) == result.threads and 1 <= used <= asked  # torch caps it at the cores it has
     assert "OMP_NUM_THREADS=1" in servers and "OMP_NUM_THREADS=2" not in servers, servers
 
 

@@ -59,7 +59,7 @@ def _partitions(dataset: Path, parts: int, work: Path, feature_dim: int) -> Path
 
 
 def run_case(part_dir: Path, parts: int, args) -> dict:
-    from mmsc_dgl.distributed.launch import launch, trainer_threads
+    from mmsc_dgl.distributed.launch import launch
     from mmsc_dgl.distributed.partition import load_partition_record
     from mmsc_dgl.errors import DataError
     out = Path(tempfile.mkdtemp(prefix="bench-dist-"))
@@ -91,7 +91,7 @@ def run_case(part_dir: Path, parts: int, args) -> dict:
             "row_bytes": trainers[0]["row_bytes"],
             "server_peak_mib": max(servers) if servers else None,
             "trainer_peak_mib": max(trainer_mem) if trainer_mem else None,
-            "job_seconds": result.seconds, "steps_timed": len(steps), "trainer_threads": trainer_threads(parts)}
+            "job_seconds": result.seconds, "steps_timed": len(steps), "trainer_threads": result.threads}
 
 
 TRAIN_CONFIG = ("cold_start: eq12\nepochs: 1\nsteps_per_epoch: {steps}\nbatch_size: {batch}\nval_queries: 200\n"
@@ -120,7 +120,7 @@ def run_train_case(part_dir: Path, parts: int, shard: bool, args) -> dict:
     """``mmsc-dgl train --distributed`` on ``parts`` partitions, with the id tables sharded or
     not: each trainer's model state (its own count of the tensors it holds) and peak memory
     through training, and each server's peak memory over the whole job."""
-    from mmsc_dgl.distributed.launch import launch, trainer_threads
+    from mmsc_dgl.distributed.launch import launch
     from mmsc_dgl.errors import DataError
     out = Path(tempfile.mkdtemp(prefix="bench-dist-train-"))
     config = out / "config.yaml"
@@ -154,7 +154,7 @@ def run_train_case(part_dir: Path, parts: int, shard: bool, args) -> dict:
             "trainer_peak_job_mib": max(v for k, v in result.peak_rss_mib.items() if k.startswith("trainer")),
             "server_peak_mib": max(servers), "job_seconds": result.seconds,
             "trainer_evidence_mib": max(t[3] for t in trainers), "trainer_phases_mib": phases,
-            "trainer_threads": trainer_threads(parts)}
+            "trainer_threads": result.threads}
 
 
 def main(argv=None) -> None:

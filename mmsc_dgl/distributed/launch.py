@@ -66,6 +66,8 @@ class LaunchResult:
     peak_rss_mib: Dict[str, float] = field(default_factory=dict)
     """Each child's resident high-water mark (``server-0``, ``trainer-1``, ...), read from
     ``/proc`` while the job ran."""
+    threads: int = 0
+    """The OpenMP / torch threads each trainer ran with (``OMP_NUM_THREADS``)."""
 
 
 def proc_memory_mib(pid="self", names=("VmHWM",)) -> Dict[str, float]:
@@ -420,7 +422,7 @@ def launch(part_dir: os.PathLike | str, trainers: int, command: Sequence[str], s
                     ", ".join(removed[:5]))
     pids = [p.pid for p in server_procs] + [p.pid for p in trainer_procs.values()]
     return LaunchResult(code, seconds, message, logs, trainer_codes, removed, pids,
-                        {k: round(v, 1) for k, v in sorted(peaks.items())})
+                        {k: round(v, 1) for k, v in sorted(peaks.items())}, threads)
 
 
 __all__ = ["LaunchResult", "Terminated", "free_ports", "isolation_available", "launch", "read_ip_config"]
