@@ -92,6 +92,31 @@ def test_a_dying_trainer_ends_the_job_with_its_code(parts):
     assert not any(_alive(pid) for pid in result.pids) and _shm() <= before
 
 
+def test_a_trainer_raising_alone_ends_the_job_at_once(parts):
+    """A trainer that raises while the other waits for it in a collective exits with its error
+    (not into DGL's exit barrier, which waits for the other trainer: the job would hang until
+    --timeout), and the launcher ends the job with its code."""
+    before = _shm()
+    logs = parts / "logs-raise"
+    result = launch(parts / "parts", 2, _worker(parts, "--raise-rank", "1"), timeout=200, log_dir=logs)
+    # trainer 0 may fail too in the same poll (gloo: "connection closed by peer"), and the
+    # message names the lowest failed rank
+    assert result.returncode == 1 and "exited with code 1" in result.message, result.message
+    assert "raising on purpose" in (logs / "trainer-1.log").read_text()
+    assert result.seconds < 120
+    assert not any(_alive(pid) for pid in result.pids) and _shm() <= before
+
+
+def test_the_launcher_holds_the_rendezvous_port_before_any_trainer_starts(parts, tmp_path):
+    """torchrun's agent store: the port trainers are given is already bound by the launcher,
+    so no other process can take it between its choice and the rendezvous."""
+    probe = [sys.executable, "-c", "import os, socket; "
+             "assert os.environ['TORCHELASTIC_USE_AGENT_STORE'] == 'True'; "
+             "socket.create_connection((os.environ['MASTER_ADDR'], int(os.environ['MASTER_PORT'])), timeout=5)"]
+    result = launch(parts / "parts", 2, probe, timeout=120, log_dir=tmp_path / "logs")
+    assert result.returncode == 0, result.message + (tmp_path / "logs" / "trainer-0.log").read_text()
+
+
 def test_the_timeout_ends_every_process_with_124(parts):
     result = launch(parts / "parts", 1, [sys.executable, "-c", "import time; time.sleep(120)"], timeout=4,
                     log_dir=parts / "logs-timeout")

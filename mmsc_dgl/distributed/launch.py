@@ -19,7 +19,12 @@ that note handled:
   a trainer that exits with an error, or the hard ``timeout``, ends the whole job; every child
   is ended by its process group (each starts a new session: never by name), and the
   ``/dev/shm`` entries the job created with DistDGL's names (the graph's name, ``*-kvdata-*``)
-  are removed; nothing that was there before the job is touched.
+  are removed; nothing that was there before the job is touched.  A trainer that raises while
+  the others wait for it exits at once instead of into DGL's exit barrier
+  (:mod:`mmsc_dgl.distributed.client`).
+* **Rendezvous.** The first machine's launcher holds the ``torch.distributed`` store, as
+  torchrun's agent does, and the trainers join it as clients: its port is bound before any
+  trainer starts, so no other process can take it in between.
 
 The exit code is the first failing trainer's (124 for the timeout, as ``timeout(1)``).
 """
@@ -101,6 +106,20 @@ def free_ports(count: int) -> List[int]:
     for s in socks:
         s.close()
     return ports
+
+
+def _rendezvous_store(host: str, port: int, timeout: float):
+    """The ``torch.distributed`` rendezvous store, held by this process (``port`` 0: any free
+    one; its ``port`` says which).  Trainers started with ``TORCHELASTIC_USE_AGENT_STORE=True``
+    join it as clients, under torchrun's key prefix."""
+    from datetime import timedelta
+
+    from torch.distributed import TCPStore
+    try:
+        return TCPStore(host, port, None, True, timedelta(seconds=max(timeout, 1.0)), wait_for_workers=False)
+    except (RuntimeError, OSError) as err:  # torch's DistNetworkError is a RuntimeError
+        raise DataError(f"the rendezvous port {port} cannot be held on this machine ({str(err).splitlines()[0]}).",
+                        fix="choose another free --master-port (the same on every host).") from None
 
 
 def isolation_available() -> bool:
@@ -314,14 +333,21 @@ def launch(part_dir: os.PathLike | str, trainers: int, command: Sequence[str], s
     logs = Path(log_dir) if log_dir else Path(tempfile.mkdtemp(prefix="mmsc-launch-"))
     logs.mkdir(parents=True, exist_ok=True)
     if machines is None:
-        ports = free_ports(parts + 1)
+        ports = free_ports(parts)
         ip_file = logs / "ip_config.txt"
-        ip_file.write_text("".join(f"127.0.0.1 {port}\n" for port in ports[:parts]))
-        master, port, world, first_rank = "127.0.0.1", ports[-1], trainers, 0
+        ip_file.write_text("".join(f"127.0.0.1 {port}\n" for port in ports))
+        master, port, world, first_rank = "127.0.0.1", 0, trainers, 0
     else:
         assert ip_config is not None  # a multi-machine job names its machines
         ip_file = Path(ip_config).resolve()
         master, port, world, first_rank = machines[0][0], master_port, parts * trainers, machine * trainers
+    # The first machine's launcher holds the torch.distributed rendezvous store, as torchrun's
+    # agent does, and every trainer joins it as a client: the port is bound before any trainer
+    # starts, so no other process can take it in between (a port picked free and bound later by
+    # trainer 0 was, now and then, and the job hung until --timeout).
+    store = _rendezvous_store(master, port, timeout) if machine == 0 else None
+    if store is not None:
+        port = store.port
     base = {**os.environ, "DGL_DIST_MODE": "distributed", "DGL_IP_CONFIG": str(ip_file),
             "DGL_CONF_PATH": str(part_dir / record["config"]), "DGL_NUM_SERVER": str(servers),
             "DGL_NUM_CLIENT": str(world), "DGL_NUM_SAMPLER": "0", "DGL_GRAPH_FORMAT": "csc,csr,coo",
@@ -367,6 +393,7 @@ def launch(part_dir: os.PathLike | str, trainers: int, command: Sequence[str], s
             handles.append(out)
             env = {**base, "DGL_ROLE": "client", "RANK": str(rank), "WORLD_SIZE": str(world),
                    "LOCAL_RANK": str(local), "MASTER_ADDR": master, "MASTER_PORT": str(port),
+                   "TORCHELASTIC_USE_AGENT_STORE": "True", "TORCHELASTIC_RESTART_COUNT": "0",
                    "OMP_NUM_THREADS": str(threads)}
             trainer_procs[rank] = subprocess.Popen(join + list(command), env=env, stdout=out,
                                                    stderr=subprocess.STDOUT, start_new_session=True)

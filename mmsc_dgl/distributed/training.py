@@ -293,7 +293,7 @@ def train_distributed(part_dir: os.PathLike | str, out: os.PathLike | str, confi
     import torch.distributed as dist
 
     from mmsc_dgl.data.dataset import load_dataset
-    from mmsc_dgl.distributed.launch import free_ports
+    from mmsc_dgl.distributed.client import leave_on_error
     from mmsc_dgl.distributed.partition import MAPPING_FILE, load_partition_record, partition_dataset_dir
     from mmsc_dgl.metapath.spec import parse_metapaths
 
@@ -347,42 +347,46 @@ def train_distributed(part_dir: os.PathLike | str, out: os.PathLike | str, confi
             ip_config = Path(scratch) / "ip_config.txt"
             ip_config.write_text("127.0.0.1\n")
         dgl.distributed.initialize(str(ip_config))  # before torch.distributed, as DGL asks
-    if not dist.is_initialized():
-        if "MASTER_ADDR" in os.environ:  # set by mmsc-dgl launch (or torchrun)
-            dist.init_process_group(backend)
-        else:  # standalone: a group of one
-            dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{free_ports(1)[0]}", rank=0, world_size=1)
-    rank, world = dist.get_rank(), dist.get_world_size()
-    writer = rank == 0
+    # A trainer failing alone exits with its error instead of waiting in DGL's exit barrier
+    # for trainers that wait for it (the launcher then ends the job).
+    with leave_on_error():
+        if not dist.is_initialized():
+            if "MASTER_ADDR" in os.environ:  # set by mmsc-dgl launch (or torchrun)
+                dist.init_process_group(backend)
+            else:  # standalone: a group of one
+                # (an in-process store: no port to pick, none another process can take first)
+                dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1)
+        rank, world = dist.get_rank(), dist.get_world_size()
+        writer = rank == 0
 
-    # Process 0 checks --out; every process refuses with its verdict, before any work.
-    verdict = None
-    if writer:
-        try:
-            from mmsc_dgl.ownership import check_dir_parent, check_output_dir
-            from mmsc_dgl.runs.record import check_resume
-            check_dir_parent(run_dir)
-            marker = check_output_dir(run_dir, "run", overwrite=overwrite, resume=resume,
-                                      inputs=[part_dir, dataset_dir])
-            if resume:
-                check_resume(run_dir, marker, config)
-                _check_sharding(run_dir, shard_embeddings)
-        except DataError as err:
-            verdict = (err.reason, err.path, err.fix)
-    verdict = broadcast_object(verdict)
-    if verdict is not None:
-        raise DataError(verdict[0], path=verdict[1], fix=verdict[2])
+        # Process 0 checks --out; every process refuses with its verdict, before any work.
+        verdict = None
+        if writer:
+            try:
+                from mmsc_dgl.ownership import check_dir_parent, check_output_dir
+                from mmsc_dgl.runs.record import check_resume
+                check_dir_parent(run_dir)
+                marker = check_output_dir(run_dir, "run", overwrite=overwrite, resume=resume,
+                                          inputs=[part_dir, dataset_dir])
+                if resume:
+                    check_resume(run_dir, marker, config)
+                    _check_sharding(run_dir, shard_embeddings)
+            except DataError as err:
+                verdict = (err.reason, err.path, err.fix)
+        verdict = broadcast_object(verdict)
+        if verdict is not None:
+            raise DataError(verdict[0], path=verdict[1], fix=verdict[2])
 
-    graph = dgl.distributed.DistGraph(record["graph_name"], part_config=str(part_dir / record["config"]))
-    orig = torch.load(part_dir / MAPPING_FILE, weights_only=True)["orig_nids"][NODE_TYPE]
-    mine_new = share_of_items(graph.num_nodes(NODE_TYPE), rank, world)
-    mine = orig[mine_new]  # this process's items, in the dataset's ids
-    phases.mark("joined")
-    dataset = load_dataset(dataset_dir)
-    phases.mark("dataset")
-    logger.info("rank %d/%d: %s of %s items", rank, world, f"{mine.numel():,}", f"{dataset.num_items:,}")
-    return _train(graph, dataset, dataset_dir, part_dir, record, config, paths, mine, mine_new, orig, run_dir,
-                  rank, world, resume, overwrite, progress, stop_after, shard_embeddings, phases)
+        graph = dgl.distributed.DistGraph(record["graph_name"], part_config=str(part_dir / record["config"]))
+        orig = torch.load(part_dir / MAPPING_FILE, weights_only=True)["orig_nids"][NODE_TYPE]
+        mine_new = share_of_items(graph.num_nodes(NODE_TYPE), rank, world)
+        mine = orig[mine_new]  # this process's items, in the dataset's ids
+        phases.mark("joined")
+        dataset = load_dataset(dataset_dir)
+        phases.mark("dataset")
+        logger.info("rank %d/%d: %s of %s items", rank, world, f"{mine.numel():,}", f"{dataset.num_items:,}")
+        return _train(graph, dataset, dataset_dir, part_dir, record, config, paths, mine, mine_new, orig, run_dir,
+                      rank, world, resume, overwrite, progress, stop_after, shard_embeddings, phases)
 
 
 def _model_state_mib(model, optimizer, states: Dict[str, dict]) -> Tuple[float, float]:
