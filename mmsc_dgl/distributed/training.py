@@ -210,7 +210,8 @@ class ShareQueries:
         return out.to(ranks.device)
 
 
-def _all_gather(value: torch.Tensor) -> List[torch.Tensor]:
+def _all_gather(value: Any) -> List[Any]:
+    """Every process's ``value``, by rank (``torch.distributed.all_gather_object``)."""
     import torch.distributed as dist
     parts: List[Any] = [None] * dist.get_world_size()
     dist.all_gather_object(parts, value)
@@ -236,8 +237,6 @@ class RankBatches:
 def gathered_tables(graph, mine: torch.Tensor, orig: torch.Tensor, paths, config: TrainConfig, num_items: int):
     """The meta-path tables of every item, each process walking its own items on the
     partitioned graph and all processes gathering the rows (identical tables everywhere)."""
-    import torch.distributed as dist
-
     from mmsc_dgl.distributed.sampling import default_sampler, sample_metapath_neighbors
     from mmsc_dgl.metapath.build import table_from_coo
     from mmsc_dgl.metapath.table import MetaPathTables
@@ -248,9 +247,7 @@ def gathered_tables(graph, mine: torch.Tensor, orig: torch.Tensor, paths, config
         rows, cols, share = sample_metapath_neighbors(graph, mine, path, k, config.num_walks, sample=sample,
                                                       tie_seed=config.seed)
         local = (orig[mine[rows]], orig[cols], share)  # in the dataset's node ids
-        gathered: List[Optional[tuple]] = [None] * dist.get_world_size()
-        dist.all_gather_object(gathered, local)
-        everyone = [e for e in gathered if e is not None]  # every rank sends its part
+        everyone = [e for e in _all_gather(local) if e is not None]  # every rank sends its part
         src = torch.cat([e[0] for e in everyone])
         dst = torch.cat([e[1] for e in everyone])
         weight = torch.cat([e[2] for e in everyone])
