@@ -600,6 +600,62 @@ def test_calibration_tries_every_set_of_meta_paths_and_a_model_copies_after_eval
     assert top.nodes.shape == (3, 5)
 
 
+def test_processes_sharing_the_calibration_queries_choose_what_one_process_chooses(tiny, tmp_path):
+    """Data-parallel training calibrates with its queries shared (``ShareQueries``): each of
+    three processes ranks a third of the validation queries under every setting, and every one
+    ends with one process's choice and figures, each query ranked once."""
+    import copy
+    import threading
+
+    from mmsc_dgl.config import ModelConfig, TrainConfig
+    from mmsc_dgl.distributed.training import ShareQueries
+    from mmsc_dgl.models.calibration import calibrate
+    from mmsc_dgl.runs.load import load_run
+    from mmsc_dgl.runs.training import train
+    config = TrainConfig(metapaths="s,c,s-c", max_neighbors=4, epochs=1, batch_size=256, val_queries=80,
+                         model=ModelConfig(hidden=16, heads=2, semantic_hidden=8, ssl_nodes=32))
+    train(tiny.root, tmp_path / "run", config, progress=False)
+    run = load_run(tmp_path / "run")
+    states = {r: {k: v.clone() for k, v in s.items()} for r, s in run.relation_states.items()}
+    want_states, want = calibrate(copy.deepcopy(run.model), states, run.evaluator)
+    assert want and any(w["link_bonus"] or w["path_bonus"] for w in want.values())  # a choice that can differ
+
+    world = 3
+    slots: list = [None] * world
+    meet = threading.Barrier(world)
+    got: list = [None] * world
+    ranked = [0] * world
+
+    def run_as(rank):
+        def gather(value):
+            slots[rank] = value
+            meet.wait()
+            out = list(slots)
+            meet.wait()
+            return out
+        share = ShareQueries(rank, world, gather=gather)
+        part = share.part
+
+        def counted(q):
+            ranked[rank] += len(part(q))
+            return part(q)
+        share.part = counted
+        evaluator = copy.copy(run.evaluator)
+        evaluator.share = share
+        got[rank] = calibrate(copy.deepcopy(run.model), states, evaluator)
+    threads = [threading.Thread(target=run_as, args=(rank,)) for rank in range(world)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for states_here, report in got:
+        assert report == want
+        for r in RELATIONS:
+            for k, v in want_states[r].items():
+                assert torch.equal(states_here[r][k], v), k
+    assert sum(ranked) == len(RELATIONS) * config.val_queries  # each query once, not once per process
+
+
 def test_recommend_for_new_items_from_their_columns(tiny, tmp_path):
     """mmsc-dgl recommend --new-items (issue 31.5): features extracted as the run's were (here
     hashed text, weighted by the run catalog's document frequencies), edges from a file, the

@@ -204,7 +204,7 @@ class ShareQueries:
 
     def whole(self, ranks: torch.Tensor, count: int) -> torch.Tensor:
         parts = self.gather(ranks.cpu())
-        out = torch.zeros(count, dtype=next((p.dtype for p in parts if p.numel()), ranks.dtype))
+        out = torch.zeros((count, *ranks.shape[1:]), dtype=next((p.dtype for p in parts if p.numel()), ranks.dtype))
         for rank, got in enumerate(parts):
             out[rank::self.world] = got
         return out.to(ranks.device)

@@ -27,8 +27,10 @@ def query_subset(count: int, limit: Optional[int], seed: int) -> np.ndarray:
 class QueryShare(Protocol):
     """How processes that hold the same model split a split's queries (data-parallel training,
     :class:`~mmsc_dgl.distributed.training.ShareQueries`): each ranks ``part(query)``, and
-    ``whole`` returns every query's rank in the order of ``query``.  Negatives are drawn per
-    query row, so each query's rank is the one a single process computes."""
+    ``whole`` returns every query's rank in the order of ``query`` (``ranks`` [part, ...] gives
+    [count, ...]: several ranks per query, e.g. the calibration's one per setting, travel in one
+    exchange).  Negatives are drawn per query row, so each query's rank is the one a single
+    process computes."""
 
     def part(self, query: np.ndarray) -> np.ndarray: ...
 

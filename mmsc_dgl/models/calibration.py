@@ -174,9 +174,14 @@ def _validation_ndcg(model, evaluator, relation: str, settings) -> Dict[Setting,
 
     edges = evaluator.dataset.splits.val[relation]
     query = query_subset(len(edges), evaluator.config.val_queries, evaluator.config.seed)
-    rank_queries(record, edges, query, evaluator.sampler, relation, "val", device=evaluator.device)
+    # Processes that hold the same model (data-parallel training) each rank their part of the
+    # queries under every setting, and the ranks are gathered back in one exchange: every
+    # process then chooses from every query's NDCG, as one process would.
+    share = getattr(evaluator, "share", None)
+    mine = query if share is None else share.part(query)
+    rank_queries(record, edges, mine, evaluator.sampler, relation, "val", device=evaluator.device)
     logs: Dict[Tuple[int, ...], list] = {}  # log(1 + the kept paths), per subset, per batch
-    out = {}
+    columns = []
     for link, path, sub in settings:
         if sub not in logs:
             logs[sub] = [torch.log1p(features[..., [1 + i for i in sub]].sum(-1)) for _, features in seen]
@@ -184,7 +189,10 @@ def _validation_ndcg(model, evaluator, relation: str, settings) -> Dict[Setting,
         for (scores, features), kept in zip(seen, logs[sub]):
             s = scores + link * features[..., 0] + path * kept
             parts.append(ranks(s[:, 0], s[:, 1:]).cpu())
-        rank = (torch.cat(parts) if parts else torch.zeros(0, dtype=torch.long)).double()
-        out[(float(link), float(path), sub)] = torch.where(rank <= 10, 1.0 / torch.log2(rank + 1),
-                                                           torch.zeros_like(rank))
-    return out
+        columns.append(torch.cat(parts) if parts else torch.zeros(0, dtype=torch.long))
+    rank = torch.stack(columns, 1) if columns else torch.zeros((len(mine), 0), dtype=torch.long)  # [queries, settings]
+    if share is not None:
+        rank = share.whole(rank, len(query))
+    rank = rank.double()
+    ndcg = torch.where(rank <= 10, 1.0 / torch.log2(rank + 1), torch.zeros_like(rank))
+    return {(float(link), float(path), sub): ndcg[:, i] for i, (link, path, sub) in enumerate(settings)}
