@@ -180,17 +180,21 @@ def _validation_ndcg(model, evaluator, relation: str, settings) -> Dict[Setting,
     share = getattr(evaluator, "share", None)
     mine = query if share is None else share.part(query)
     rank_queries(record, edges, mine, evaluator.sampler, relation, "val", device=evaluator.device)
-    logs: Dict[Tuple[int, ...], list] = {}  # log(1 + the kept paths), per subset, per batch
-    columns = []
-    for link, path, sub in settings:
-        if sub not in logs:
-            logs[sub] = [torch.log1p(features[..., [1 + i for i in sub]].sum(-1)) for _, features in seen]
-        parts = []
-        for (scores, features), kept in zip(seen, logs[sub]):
+    # log(1 + the kept paths), per subset, per batch; every setting's ranks written into one
+    # tensor made before the loop.  Small results kept from each setting between its large
+    # temporaries pinned glibc's heap: freed, a temporary left a hole that the next one (as
+    # large, but aligned) did not fit, and at 20k items and 1,000 queries the process grew by
+    # 7.6 MB a setting, to 3.3 GB at its peak against 1.3 GB.
+    logs = {sub: [torch.log1p(features[..., [1 + i for i in sub]].sum(-1)) for _, features in seen]
+            for sub in dict.fromkeys(sub for _, _, sub in settings)}
+    sizes = [scores.shape[0] for scores, _ in seen]
+    rank = torch.empty((sum(sizes), len(settings)), dtype=torch.long)  # [queries, settings]
+    for i, (link, path, sub) in enumerate(settings):
+        start = 0
+        for (scores, features), kept, size in zip(seen, logs[sub], sizes):
             s = scores + link * features[..., 0] + path * kept
-            parts.append(ranks(s[:, 0], s[:, 1:]).cpu())
-        columns.append(torch.cat(parts) if parts else torch.zeros(0, dtype=torch.long))
-    rank = torch.stack(columns, 1) if columns else torch.zeros((len(mine), 0), dtype=torch.long)  # [queries, settings]
+            rank[start: start + size, i] = ranks(s[:, 0], s[:, 1:]).cpu()
+            start += size
     if share is not None:
         rank = share.whole(rank, len(query))
     rank = rank.double()
