@@ -38,6 +38,26 @@ def test_pair_and_row_counts_match_dense_products():
     torch.testing.assert_close(counter.unweighted().pairs("s", "c", src, dst), (dense["s"] @ dense["c"])[src, dst])
 
 
+def test_pairs_walked_in_blocks_give_one_pass_sums_to_the_bit(monkeypatch):
+    """Walks are expanded at most WALK_BLOCK first hops at a time (memory); each pair stays in one
+    block, so the counts equal one unbounded pass exactly, and the dense products."""
+    import mmsc_dgl.ops.paths as paths
+    graphs, dense, w = random_graphs()
+    counter = PathCounter(graphs, w)
+    g = torch.Generator().manual_seed(2)
+    src, dst = torch.randint(0, 120, (60, 11), generator=g), torch.randint(0, 120, (60, 11), generator=g)
+    whole = {(x, y): counter.pairs(x, y, src, dst) for x in "sc" for y in "sc"}
+    blocks = []
+    expand = paths._expand
+    monkeypatch.setattr(paths, "_expand", lambda graph, nodes, tags: blocks.append(len(nodes)) or expand(graph, nodes, tags))
+    monkeypatch.setattr(paths, "WALK_BLOCK", 7)
+    for (x, y), want in whole.items():
+        got = counter.pairs(x, y, src, dst)
+        assert torch.equal(got, want)
+        torch.testing.assert_close(got, ((dense[x] * w) @ dense[y])[src, dst])
+    assert len(blocks) > 50 and max(blocks) < src.numel() // 4  # many blocks, each a small part of the pairs
+
+
 def test_the_pair_table_holds_every_pair_feature_the_walks_give():
     """Issue 32: the evidence features of every pair are built once (PairTable) and looked up
     per step; they equal the per-pair walks and the dense products, for pairs with and without
