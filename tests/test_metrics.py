@@ -284,3 +284,44 @@ def test_processes_sharing_the_queries_report_every_querys_metrics():
             t.join()
         assert all(g == want for g in got), (got[0], want)
     assert sum(ranked) == 2 * len(RELATIONS) * 50  # every query ranked once per evaluation, not once per process
+
+
+def test_processes_sharing_the_warm_up_targets_report_every_targets_metrics():
+    """The warm-up curve with ``ShareQueries``: three processes each rank a third of every k's
+    targets and all end with one process's curve, each target ranked once per k."""
+    import threading
+
+    from mmsc_dgl.distributed.training import ShareQueries
+    from mmsc_dgl.eval.warm_up import warm_up_curve, warm_up_plan
+    emb, splits, sampler = _warm_up_world()
+    plan = warm_up_plan(splits, seed=0)
+    rows = {r: emb for r in RELATIONS}
+    want = warm_up_curve(_Rows(emb), plan, splits, sampler, rows)
+    world = 3
+    slots: list = [None] * world
+    meet = threading.Barrier(world)
+    got: list = [None] * world
+    ranked = [0] * world
+
+    def run(rank):
+        def gather(value):
+            slots[rank] = value
+            meet.wait()
+            out = list(slots)
+            meet.wait()
+            return out
+        share = ShareQueries(rank, world, gather=gather)
+        part = share.part
+
+        def counted(q):
+            ranked[rank] += len(part(q))
+            return part(q)
+        share.part = counted
+        got[rank] = warm_up_curve(_Rows(emb), plan, splits, sampler, rows, share=share)
+    threads = [threading.Thread(target=run, args=(rank,)) for rank in range(world)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(g == want for g in got), (got[0], want)
+    assert sum(ranked) == len(plan.ks) * sum(len(plan.targets[r]) for r in RELATIONS)

@@ -214,7 +214,7 @@ class Evaluator:
             return {"ks": list(plan.ks), "items": 0,
                     "reason": f"no cold item has more than {max(plan.ks)} held-out edges"}
         return warm_up_curve(model, plan, self.dataset.splits, self.sampler, queries, candidates, relation_states,
-                             metric_ks=self.config.ks, device=self.device)
+                             metric_ks=self.config.ks, device=self.device, share=self.share)
 
     def pair_metrics(self, scorers: dict, table) -> dict:
         """ROC-AUC, PR-AUC and F1 per relation of a labelled pair table (node ids); F1's

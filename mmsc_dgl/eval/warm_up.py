@@ -23,7 +23,7 @@ import torch
 
 from mmsc_dgl.schema import RELATIONS
 from mmsc_dgl.eval.cold_start import ColdStart
-from mmsc_dgl.eval.evaluate import rank_queries
+from mmsc_dgl.eval.evaluate import QueryShare, rank_queries
 from mmsc_dgl.eval.ranking import ranking_metrics
 
 WARM_UP_KS = (1, 2, 5)
@@ -104,11 +104,13 @@ def warm_up_plan(splits, seed: int, ks: Sequence[int] = WARM_UP_KS, max_items: O
 def warm_up_curve(model, plan: WarmUpPlan, splits, sampler, queries: Mapping[str, torch.Tensor],
                   candidates: Optional[Mapping[str, torch.Tensor]] = None,
                   relation_states: Optional[Mapping[str, dict]] = None, metric_ks: Sequence[int] = (10,),
-                  device: Optional[torch.device] = None) -> dict:
+                  device: Optional[torch.device] = None, share: Optional[QueryShare] = None) -> dict:
     """Ranking metrics of the plan's targets per relation and ``k`` (``{r: {str(k): metrics}}``)
     for an embedding model whose cold items are placed by ``queries`` (query rows) and
     ``candidates`` (candidate rows; default: the same), each ``k``'s revealed edges moving the
-    rows (:meth:`ColdStart.with_edges`) and joining the training graphs of the pair term."""
+    rows (:meth:`ColdStart.with_edges`) and joining the training graphs of the pair term.
+    ``share``: this process ranks its part of the targets, and the metrics are those of every
+    target (:class:`~mmsc_dgl.eval.evaluate.QueryShare`)."""
     out: Dict[str, Any] = {"ks": list(plan.ks), "items": int(len(plan.items))}
     for r in RELATIONS:
         out[r] = {}
@@ -126,6 +128,10 @@ def warm_up_curve(model, plan: WarmUpPlan, splits, sampler, queries: Mapping[str
             else:
                 q, c, extra = rows, cand, None
             scorer = model.ranking_scorer(r, q, None if c is q else c, extra_edges=extra)
-            ranked = rank_queries(scorer, splits.cold[r], plan.targets[r], sampler, r, "cold", device=device)
+            targets = plan.targets[r]
+            mine = targets if share is None else share.part(targets)
+            ranked = rank_queries(scorer, splits.cold[r], mine, sampler, r, "cold", device=device)
+            if share is not None:
+                ranked = share.whole(ranked, len(targets))
             out[r][str(k)] = {**ranking_metrics(ranked, metric_ks), "queries": int(len(plan.targets[r]))}
     return out
