@@ -67,6 +67,27 @@ def test_cold_start_is_mean_of_nearest_in_content_space():
     assert torch.allclose(out[3], expect) and torch.equal(out[:3], behaviour[:3])
 
 
+def test_the_content_search_is_exact_in_blocks_of_any_size(monkeypatch):
+    """Eq. 12's search holds at most SEARCH_CELLS similarities at once (memory at a large
+    catalog); each query's nearest items do not depend on the block."""
+    import mmsc_dgl.eval.evaluate as evaluate
+    g = torch.Generator().manual_seed(0)
+    content = torch.randn(80, 6, generator=g)
+    warm = torch.rand(80, generator=g) > 0.3
+    new = torch.randn(25, 6, generator=g)
+    whole = evaluate.nearest_content(content, new, k=4, candidates=warm)
+    unit, pool = torch.nn.functional.normalize(content, dim=1), torch.nonzero(warm).flatten()
+    sims = torch.nn.functional.normalize(new, dim=1) @ unit[pool].t()
+    assert torch.equal(whole, pool[sims.topk(4, dim=1).indices])
+    import mmsc_dgl.eval.retrieval as retrieval
+    blocks = []
+    topk = retrieval.grouped_topk
+    monkeypatch.setattr(retrieval, "grouped_topk", lambda scores, *a: blocks.append(len(scores)) or topk(scores, *a))
+    monkeypatch.setattr(evaluate, "SEARCH_CELLS", 3 * int(warm.sum()))  # blocks of 3 queries
+    assert torch.equal(evaluate.nearest_content(content, new, k=4, candidates=warm), whole)
+    assert blocks == [3] * 8 + [1]
+
+
 def _sampler_and_edges(n=60, seed=0):
     """A random symmetric graph over ``n`` items, its test edges (a quarter of them), and the
     sampler that excludes every true neighbour."""

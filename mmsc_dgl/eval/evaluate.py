@@ -170,13 +170,19 @@ def evaluate_embeddings(embeddings: Mapping[str, Union[torch.Tensor, PairScores]
     return result
 
 
+SEARCH_CELLS = 1 << 24
+"""Most similarities held at once by the exact content search (64 MiB of float32).  It was 2^28
+(1 GiB): at 100k items the final evaluation's search for Eq. 12 peaked 1.1 GB above the process,
+the largest transient of a distributed trainer's evaluation (docs/distributed.md)."""
+
+
 @torch.no_grad()
 def nearest_content(content: torch.Tensor, new_content: torch.Tensor, k: int = 10, batch_size: int = 4096,
                     candidates: Optional[torch.Tensor] = None) -> torch.Tensor:
     """The ``k`` catalog items nearest in content space (cosine) to each row of ``new_content``
     [M, D], among ``candidates`` (a bool mask; default: the items with content): item ids
     [M, min(k, candidates)], nearest first, ``-1`` in a slot an approximate search could not
-    fill.  Exact, in blocks of at most 2^28 similarities; above
+    fill.  Exact, in blocks of at most :data:`SEARCH_CELLS` similarities; above
     :data:`~mmsc_dgl.ops.neighbours.EXACT_SEARCH_UP_TO` similarities (a million candidates and
     ten thousand new items) through a FAISS IVF index where ``faiss`` imports
     (:func:`~mmsc_dgl.ops.neighbours.ivf_nearest`).  One search serves every relation: what
@@ -193,7 +199,7 @@ def nearest_content(content: torch.Tensor, new_content: torch.Tensor, k: int = 1
         found = ivf_nearest(F.normalize(content[warm], dim=1), new, take, "Eq. 12's nearest items").to(warm.device)
         return torch.where(found >= 0, warm[found.clamp(min=0)], found)
     c_warm_t = F.normalize(content[warm], dim=1).t().contiguous()
-    rows = max(1, min(batch_size, (1 << 28) // max(warm.numel(), 1)))
+    rows = max(1, min(batch_size, SEARCH_CELLS // max(warm.numel(), 1)))
     return torch.cat([warm[grouped_topk(new[start: start + rows] @ c_warm_t, take, 64)[1]]
                       for start in range(0, new.shape[0], rows)])
 
