@@ -170,10 +170,12 @@ def evaluate_embeddings(embeddings: Mapping[str, Union[torch.Tensor, PairScores]
     return result
 
 
-SEARCH_CELLS = 1 << 24
-"""Most similarities held at once by the exact content search (64 MiB of float32).  It was 2^28
+SEARCH_CELLS = 1 << 26
+"""Most similarities held at once by the exact content search (256 MiB of float32).  It was 2^28
 (1 GiB): at 100k items the final evaluation's search for Eq. 12 peaked 1.1 GB above the process,
-the largest transient of a distributed trainer's evaluation (docs/distributed.md)."""
+the largest transient of a distributed trainer's evaluation (docs/distributed.md).  Not
+smaller: each block reads every candidate's row once, so at a million candidates a block of
+under about 64 queries would spend its time reading them."""
 
 
 @torch.no_grad()
