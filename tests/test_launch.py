@@ -258,7 +258,8 @@ def test_bench_dist_train_shows_the_id_tables_leave_the_trainers(tmp_path):
     # graphs (8 B an item each); sharded, none (a step fetches its pairs' neighbour lists)
     assert whole["trainer_evidence_mib"] >= 2 * items * 8 / 2**20 and sharded["trainer_evidence_mib"] == 0
     # where each trainer's memory went, phase by phase; the high-water mark never falls
-    steps = ["started", "joined", "dataset", "features", "metapaths", "model", "sharded", "trained"]
+    steps = ["started", "joined", "dataset", "features", "metapaths", "model", "sharded", "trained", "unsharded",
+             "calibrated", "evaluated"]
     assert list(sharded["trainer_phases_mib"]) == steps
     assert list(whole["trainer_phases_mib"]) == [s for s in steps if s != "sharded"]
     peaks = [peak for _, peak, _ in sharded["trainer_phases_mib"].values()]

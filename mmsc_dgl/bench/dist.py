@@ -109,11 +109,12 @@ PHASE = re.compile(r"(\w+) (\d+)/(\d+)/(\d+)")
 
 
 def phases_of(log: str) -> dict:
-    """``{phase: [now, peak, shared]}`` MiB from a trainer's phase line (empty without one)."""
-    found = PHASE_LINE.search(log)
-    if found is None:
+    """``{phase: [now, peak, shared]}`` MiB from a trainer's last phase line (empty without
+    one): the trainer writes it after training, and again after the final evaluation."""
+    found = PHASE_LINE.findall(log)
+    if not found:
         return {}
-    return {name: [float(v) for v in values] for name, *values in PHASE.findall(found.group(1))}
+    return {name: [float(v) for v in values] for name, *values in PHASE.findall(found[-1])}
 
 
 def run_train_case(part_dir: Path, parts: int, shard: bool, args) -> dict:

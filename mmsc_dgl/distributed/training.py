@@ -583,6 +583,7 @@ def _train(graph, dataset, dataset_dir, part_dir, record, config, paths, mine, m
             sharded_evidence.unshard()
         if sharded_paths is not None and writer:  # the run's tables, for evaluate and recommend on one machine
             sharded_paths.whole().save(run_dir / TABLES)
+        phases.mark("unsharded")
 
         def agree() -> None:
             here = float(sum(p.detach().double().sum() for p in model.parameters()))
@@ -590,7 +591,10 @@ def _train(graph, dataset, dataset_dir, part_dir, record, config, paths, mine, m
             if here != checksum:
                 raise RuntimeError(f"rank {rank}: weights differ from rank 0's ({here} vs {checksum})")
 
-        _, metrics = finish(model, fit, evaluator, config, run_dir, writer=writer, tower=False, agree=agree)
+        _, metrics = finish(model, fit, evaluator, config, run_dir, writer=writer, tower=False, agree=agree,
+                            mark=phases.mark)
+        if phases.marks:  # the line again, with the phases of the final evaluation (bench dist reads the last)
+            report("rank %d: resident memory after each phase, now/peak/shared MiB: %s", rank, phases.line())
         dist.barrier()
     return TrainResult(run_dir, metrics, fit.history, fit.best_epoch, dataset)
 

@@ -36,7 +36,8 @@ def after_training(model: nn.Module, relation_states: Dict[str, dict], evaluator
 
 def finish(model: nn.Module, fit: FitResult, evaluator, config: Union["TrainConfig", "SimpleNamespace"], run_dir: Optional[Path] = None,
            writer: bool = True, tower: bool = True,
-           agree: Optional[Callable[[], None]] = None, test: bool = True) -> Tuple[Dict[str, dict], dict]:
+           agree: Optional[Callable[[], None]] = None, test: bool = True,
+           mark: Optional[Callable[[str], None]] = None) -> Tuple[Dict[str, dict], dict]:
     """Turn a finished fit into a run's weights and metrics.
 
     Args:
@@ -57,11 +58,15 @@ def finish(model: nn.Module, fit: FitResult, evaluator, config: Union["TrainConf
         test: compute the test metrics; ``False`` where the evaluator knows the validation
             split only (the GPU trainer, :mod:`mmsc_dgl.bench.gpu_train`): the metrics are then
             the after-training report and the epochs.
+        mark: called with ``"calibrated"`` after the model's after-training step and
+            ``"evaluated"`` after the test metrics (the distributed trainer's memory phases).
 
     Returns:
         ``(states, metrics)``: each relation's weights as saved, and the metrics as written.
     """
     states, report = after_training(model, fit.relation_states, evaluator)
+    if mark is not None:
+        mark("calibrated")
     cold_report: dict = {}
     if tower and config.cold_start in ("tower", "aldi"):
         evaluator.cold_start, cold_report = fit_cold_start(model, states, evaluator, k=config.cold_neighbors,
@@ -78,6 +83,8 @@ def finish(model: nn.Module, fit: FitResult, evaluator, config: Union["TrainConf
                                           "cold_start": cold.state() if cold is not None and cold.towers else None})
         record_weights(target)
     metrics = evaluator.evaluate(model, states) if test else {}
+    if mark is not None:
+        mark("evaluated")
     metrics.update(report)
     if cold_report:
         metrics["cold_start"] = cold_report
