@@ -76,3 +76,38 @@ def assert_same_training_signal(one, other, loss_one, loss_other) -> None:
     for (name, p), q in zip(one.named_parameters(), other.parameters()):
         if p.grad is not None:
             assert torch.allclose(p.grad, q.grad, atol=1e-5), name
+
+
+def run_sharing(world: int, work):
+    """``work(share)`` in ``world`` threads, each with its own ``ShareQueries`` whose gather
+    meets the others' (data-parallel processes simulated): ``(results by rank, the query rows
+    each rank ranked)``."""
+    import threading
+
+    from mmsc_dgl.distributed.training import ShareQueries
+    slots: list = [None] * world
+    meet = threading.Barrier(world)
+    got: list = [None] * world
+    ranked = [0] * world
+
+    def run(rank):
+        def gather(value):
+            slots[rank] = value
+            meet.wait()
+            out = list(slots)
+            meet.wait()
+            return out
+        share = ShareQueries(rank, world, gather=gather)
+        part = share.part
+
+        def counted(q):
+            ranked[rank] += len(part(q))
+            return part(q)
+        share.part = counted
+        got[rank] = work(share)
+    threads = [threading.Thread(target=run, args=(rank,)) for rank in range(world)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return got, ranked

@@ -99,9 +99,9 @@ def test_a_trainer_raising_alone_ends_the_job_at_once(parts):
     before = _shm()
     logs = parts / "logs-raise"
     result = launch(parts / "parts", 2, _worker(parts, "--raise-rank", "1"), timeout=200, log_dir=logs)
-    # trainer 0 may fail too in the same poll (gloo: "connection closed by peer"), and the
-    # message names the lowest failed rank
-    assert result.returncode == 1 and "exited with code 1" in result.message, result.message
+    # trainer 0 then fails too (gloo: "connection closed by peer"), often within one poll: the
+    # job's code and message are the first failure's
+    assert result.returncode == 1 and "trainer 1 exited with code 1" in result.message, result.message
     assert "raising on purpose" in (logs / "trainer-1.log").read_text()
     assert result.seconds < 120
     assert not any(_alive(pid) for pid in result.pids) and _shm() <= before

@@ -12,6 +12,7 @@ from mmsc_dgl.eval.evaluate import evaluate_embeddings, rank_full_catalog, rank_
 from mmsc_dgl.eval.pairs import best_f1_threshold, pair_metrics
 from mmsc_dgl.eval.ranking import ranking_metrics, ranks
 from mmsc_dgl.models.losses import info_nce, triplet_loss
+from conftest import run_sharing
 
 
 def test_ranks_and_metrics_by_hand():
@@ -256,8 +257,6 @@ def test_processes_sharing_the_queries_report_every_querys_metrics():
     """Data-parallel evaluation (``ShareQueries``): each of three processes ranks a third of the
     queries and gathers the others' ranks; each ends with the metrics of one process ranking all
     of them, to the bit, sampled and against the whole catalog, per bucket too."""
-    import threading
-
     from mmsc_dgl.eval.evaluate import degree_buckets
     from mmsc_dgl.distributed.training import ShareQueries
     n, world = 60, 3
@@ -270,79 +269,26 @@ def test_processes_sharing_the_queries_report_every_querys_metrics():
     parts = [ShareQueries(rank, world).part(query) for rank in range(world)]
     assert sorted(np.concatenate(parts).tolist()) == query.tolist() and max(map(len, parts)) < len(query)
 
-    slots: list = [None] * world
-    meet = threading.Barrier(world)
-    ranked = [0] * world
-
-    def gather_for(rank):
-        def gather(value):
-            slots[rank] = value
-            meet.wait()
-            out = list(slots)
-            meet.wait()
-            return out
-        return gather
-
+    ranked = 0
     for full in (False, True):
         want = evaluate_embeddings({r: emb for r in split}, split, sampler, "test", ks=[1, 10], buckets=buckets,
                                    max_queries=50, full_catalog=full)
-        got: list = [None] * world
-
-        def run(rank):
-            share = ShareQueries(rank, world, gather=gather_for(rank))
-            part = share.part
-
-            def counted(q):
-                ranked[rank] += len(part(q))
-                return part(q)
-            share.part = counted
-            got[rank] = evaluate_embeddings({r: emb for r in split}, split, sampler, "test", ks=[1, 10],
-                                            buckets=buckets, max_queries=50, full_catalog=full, share=share)
-        threads = [threading.Thread(target=run, args=(rank,)) for rank in range(world)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        got, counts = run_sharing(world, lambda share: evaluate_embeddings(
+            {r: emb for r in split}, split, sampler, "test", ks=[1, 10], buckets=buckets, max_queries=50,
+            full_catalog=full, share=share))
         assert all(g == want for g in got), (got[0], want)
-    assert sum(ranked) == 2 * len(RELATIONS) * 50  # every query ranked once per evaluation, not once per process
+        ranked += sum(counts)
+    assert ranked == 2 * len(RELATIONS) * 50  # every query ranked once per evaluation, not once per process
 
 
 def test_processes_sharing_the_warm_up_targets_report_every_targets_metrics():
     """The warm-up curve with ``ShareQueries``: three processes each rank a third of every k's
     targets and all end with one process's curve, each target ranked once per k."""
-    import threading
-
-    from mmsc_dgl.distributed.training import ShareQueries
     from mmsc_dgl.eval.warm_up import warm_up_curve, warm_up_plan
     emb, splits, sampler = _warm_up_world()
     plan = warm_up_plan(splits, seed=0)
     rows = {r: emb for r in RELATIONS}
     want = warm_up_curve(_Rows(emb), plan, splits, sampler, rows)
-    world = 3
-    slots: list = [None] * world
-    meet = threading.Barrier(world)
-    got: list = [None] * world
-    ranked = [0] * world
-
-    def run(rank):
-        def gather(value):
-            slots[rank] = value
-            meet.wait()
-            out = list(slots)
-            meet.wait()
-            return out
-        share = ShareQueries(rank, world, gather=gather)
-        part = share.part
-
-        def counted(q):
-            ranked[rank] += len(part(q))
-            return part(q)
-        share.part = counted
-        got[rank] = warm_up_curve(_Rows(emb), plan, splits, sampler, rows, share=share)
-    threads = [threading.Thread(target=run, args=(rank,)) for rank in range(world)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    got, ranked = run_sharing(3, lambda share: warm_up_curve(_Rows(emb), plan, splits, sampler, rows, share=share))
     assert all(g == want for g in got), (got[0], want)
     assert sum(ranked) == len(plan.ks) * sum(len(plan.targets[r]) for r in RELATIONS)

@@ -625,10 +625,9 @@ def test_processes_sharing_the_calibration_queries_choose_what_one_process_choos
     three processes ranks a third of the validation queries under every setting, and every one
     ends with one process's choice and figures, each query ranked once."""
     import copy
-    import threading
 
+    from conftest import run_sharing
     from mmsc_dgl.config import ModelConfig, TrainConfig
-    from mmsc_dgl.distributed.training import ShareQueries
     from mmsc_dgl.models.calibration import calibrate
     from mmsc_dgl.runs.load import load_run
     from mmsc_dgl.runs.training import train
@@ -640,34 +639,11 @@ def test_processes_sharing_the_calibration_queries_choose_what_one_process_choos
     want_states, want = calibrate(copy.deepcopy(run.model), states, run.evaluator)
     assert want and any(w["link_bonus"] or w["path_bonus"] for w in want.values())  # a choice that can differ
 
-    world = 3
-    slots: list = [None] * world
-    meet = threading.Barrier(world)
-    got: list = [None] * world
-    ranked = [0] * world
-
-    def run_as(rank):
-        def gather(value):
-            slots[rank] = value
-            meet.wait()
-            out = list(slots)
-            meet.wait()
-            return out
-        share = ShareQueries(rank, world, gather=gather)
-        part = share.part
-
-        def counted(q):
-            ranked[rank] += len(part(q))
-            return part(q)
-        share.part = counted
+    def work(share):
         evaluator = copy.copy(run.evaluator)
         evaluator.share = share
-        got[rank] = calibrate(copy.deepcopy(run.model), states, evaluator)
-    threads = [threading.Thread(target=run_as, args=(rank,)) for rank in range(world)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+        return calibrate(copy.deepcopy(run.model), states, evaluator)
+    got, ranked = run_sharing(3, work)
     for states_here, report in got:
         assert report == want
         for r in RELATIONS:

@@ -42,7 +42,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from mmsc_dgl.errors import DataError
 
@@ -402,6 +402,16 @@ def launch(part_dir: os.PathLike | str, trainers: int, command: Sequence[str], s
         code, message = 0, ""
         children = {**{f"server-{here[i]}": p for i, p in enumerate(server_procs)},
                     **{f"trainer-{r}": p for r, p in trainer_procs.items()}}
+        # When each trainer ended, taken as it ends (a thread waits on each): a trainer that fails
+        # makes the others fail too (a collective loses its peer), often within one poll, and the
+        # job's code and message must be the first failure's, the cause.
+        ended: Dict[int, Tuple[float, int]] = {}
+
+        def watch(rank: int, proc: subprocess.Popen) -> None:
+            code = proc.wait()
+            ended[rank] = (time.monotonic(), code)
+        for rank, proc in trainer_procs.items():
+            threading.Thread(target=watch, args=(rank, proc), daemon=True).start()
 
         def probe() -> None:
             for name, proc in children.items():
@@ -409,11 +419,13 @@ def launch(part_dir: os.PathLike | str, trainers: int, command: Sequence[str], s
                     peaks[name] = max(peaks.get(name, 0.0), _peak_rss_mib(proc.pid))
         while True:
             probe()
-            codes = {r: p.poll() for r, p in trainer_procs.items()}
+            done = dict(ended)
+            codes = {r: done[r][1] if r in done else None for r in trainer_procs}
             failed = {r: int(c) for r, c in codes.items() if c is not None and c != 0}
             dead_servers = [i for i, p in enumerate(server_procs) if p.poll() not in (None, 0)]
             if failed:
-                rank, code = min(failed.items())
+                rank = min(failed, key=lambda r: (done[r][0], r))  # the first to fail
+                code = failed[rank]
                 message = (f"trainer {rank} exited with code {code}; the job was ended "
                            f"(its log: {logs / f'trainer-{rank}.log'}).")
                 break
