@@ -133,5 +133,5 @@ def warm_up_curve(model, plan: WarmUpPlan, splits, sampler, queries: Mapping[str
             ranked = rank_queries(scorer, splits.cold[r], mine, sampler, r, "cold", device=device)
             if share is not None:
                 ranked = share.whole(ranked, len(targets))
-            out[r][str(k)] = {**ranking_metrics(ranked, metric_ks), "queries": int(len(plan.targets[r]))}
+            out[r][str(k)] = {**ranking_metrics(ranked, metric_ks), "queries": int(len(targets))}
     return out

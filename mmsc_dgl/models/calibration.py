@@ -184,7 +184,7 @@ def _validation_ndcg(model, evaluator, relation: str, settings) -> Dict[Setting,
     # tensor made before the loop.  Small results kept from each setting between its large
     # temporaries pinned glibc's heap: freed, a temporary left a hole that the next one (as
     # large, but aligned) did not fit, and at 20k items and 1,000 queries the process grew by
-    # 7.6 MB a setting, to 3.3 GB at its peak against 1.3 GB.
+    # 7.6 MB a setting, to 3.3 GB at its peak against 1.6 GB now.
     logs = {sub: [torch.log1p(features[..., [1 + i for i in sub]].sum(-1)) for _, features in seen]
             for sub in dict.fromkeys(sub for _, _, sub in settings)}
     sizes = [scores.shape[0] for scores, _ in seen]
